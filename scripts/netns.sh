@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run a command inside a private network namespace with only loopback up, so that
+# nothing a test starts can reach (or be reached from) any network card.
+# Usage: scripts/netns.sh CMD [ARGS...]
+set -euo pipefail
+if [ "${RECAP_IN_NETNS:-}" = 1 ]; then exec "$@"; fi
+if [ "$(id -u)" != 0 ] && ! unshare -r -n true 2>/dev/null; then
+  echo "[netns] ERROR: cannot create a network namespace (need root or user namespaces)" >&2
+  exit 1
+fi
+uflags=(-n); [ "$(id -u)" = 0 ] || uflags=(-r -n)
+exec unshare "${uflags[@]}" env RECAP_IN_NETNS=1 bash -c 'ip link set lo up && exec "$@"' netns "$@"

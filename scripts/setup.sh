@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything this repo needs on a fresh Debian 12 machine:
+# Debian packages for headless MuJoCo and the network namespace, a .venv with
+# torch==2.13.0 (CPU, pinned), the ROS 2 kilted wheels, the simulator, the model
+# stack and the six packages (editable). A second run skips what is done.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages: EGL/Mesa for headless MuJoCo rendering, iproute2 + util-linux
+#    for the private network namespace the ROS tests run in.
+APT_PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 iproute2 util-linux)
+missing=()
+for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "WARNING: missing Debian packages (${missing[*]}); run as root or: sudo apt-get install ${missing[*]}"
+  fi
+fi
+
+# 2. The virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+
+# 3. torch first, from the local CPU wheel; everything after is constrained to it.
+if ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+  log "installing torch==2.13.0 (CPU)"
+  "${PIP[@]}" install torch==2.13.0 2> >(grep -v 'is ignored: it is neither' >&2)
+fi
+
+# 4. Third-party requirements, re-run only when the requirement files change.
+stamp="$VENV/.recap-requirements.sha"
+want="$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing requirements (ROS 2 kilted wheels, gym-aloha, transformers, rosbags, ...)"
+  "${PIP[@]}" install -c constraints.txt -r requirements.txt 2> >(grep -v 'is ignored: it is neither' >&2)
+  echo "$want" > "$stamp"
+fi
+
+# 5. The six packages, editable, without touching dependencies.
+pstamp="$VENV/.recap-packages.sha"
+pwant="$(cat src/*/setup.py src/*/package.xml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$pstamp" 2>/dev/null)" != "$pwant" ]; then
+  log "installing the six packages (editable)"
+  args=(); for d in src/*/; do args+=(-e "$d"); done
+  "${PIP[@]}" install --no-deps --no-build-isolation "${args[@]}" 2> >(grep -v 'is ignored: it is neither' >&2)
+  echo "$pwant" > "$pstamp"
+fi
+
+"$VPY" -m pip check >/dev/null || { "$VPY" -m pip check; exit 1; }
+"$VPY" -c 'import torch; assert torch.__version__.startswith("2.13.0") and not torch.version.cuda, torch.__version__' \
+  || { log "ERROR: torch is not the pinned CPU 2.13.0 build"; exit 1; }
+log "ready: $VENV"

@@ -1,0 +1,1 @@
+"""RECAP math, models, dataset format, training, checkpoints and the recap CLI (no rclpy)."""

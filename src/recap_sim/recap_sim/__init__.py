@@ -1,0 +1,1 @@
+"""Simulated bimanual ALOHA station node and scripted IK expert."""

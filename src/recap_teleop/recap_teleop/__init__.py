@@ -1,0 +1,1 @@
+"""Policy/teleop gate with deadman and safety limits, episode manager, operator input adapters."""

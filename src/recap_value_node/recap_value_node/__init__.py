@@ -1,0 +1,1 @@
+"""Live value node: observations to value stream and rviz visuals."""
