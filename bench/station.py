@@ -1,0 +1,125 @@
+"""Benchmark: the sim station with 3 cameras at 224x224 into a subscriber in another process.
+
+Runs the station node as a separate process twice: (1) as fast as possible
+(real_time_factor 0) -> the achievable real-time factor with every camera
+published and received; (2) paced at real time -> camera rate and
+publish->receive latency. Baseline, same run: the bare simulator (physics +
+rendering of the same cameras, no ROS) in this process.
+
+Last line: {"name": "station", "real_time_factor": ..., "camera_hz": ...,
+"latency_ms_p50": ..., "latency_ms_p99": ..., "drops": ..., "baseline": {...}}
+Target on 2 cores: real_time_factor >= 1.5.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from recap_core.rosenv import apply_ros_environment
+
+apply_ros_environment()
+os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+
+from recap_core.ros.convert import diagnostic_values, stamp_to_seconds  # noqa: E402
+from recap_core.ros.probe import Probe  # noqa: E402
+from recap_core.testing.procs import NodeProcess, test_environment  # noqa: E402
+
+CAMERAS = ("base", "left_wrist", "right_wrist")
+
+
+def bare_sim_steps_per_s(seconds: float) -> float:
+    from recap_sim.sim import AlohaSim
+
+    sim = AlohaSim("transfer_cube", width=224, height=224)
+    sim.reset(0)
+    action = sim.joint_positions()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sim.step(action)
+        sim.render()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def measure(probe: Probe, rtf: float, seconds: float, log_dir: str) -> dict:
+    env = test_environment(int(os.environ["ROS_DOMAIN_ID"]))
+    with NodeProcess("recap_sim.station_node", params={"real_time_factor": rtf}, log_dir=log_dir,
+                     env=env) as proc:
+        if not proc.wait_for_output("sim station up", timeout=90):
+            raise RuntimeError(f"station did not start:\n{proc.output()}")
+        cams = {c: probe.subscribe(Image, f"camera/{c}/image_raw") for c in CAMERAS}
+        joints = probe.subscribe(JointState, "joint_states")
+        status = probe.subscribe(DiagnosticStatus, "sim/status")
+        if not joints.wait_for(10, timeout=30):
+            raise RuntimeError("no joint_states")
+        time.sleep(1.0)
+        for c in [*cams.values(), joints, status]:
+            c.clear()
+        step0 = None
+        while step0 is None:
+            m = status.last()
+            step0 = int(diagnostic_values(m)["step"]) if m else None
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        step1 = int(diagnostic_values(status.last())["step"])
+        time.sleep(0.3)  # let in-flight messages arrive
+        published = step1 - step0
+        received = {c: len(col) for c, col in cams.items()}
+        latencies = []
+        for col in cams.values():
+            msgs, stamps = col.snapshot()
+            latencies += [(r - stamp_to_seconds(m.header.stamp)) * 1e3
+                          for m, r in zip(msgs, stamps)]
+        # probe stamps are monotonic; header stamps are wall clock: convert the offset once.
+        offset = (time.time() - time.monotonic()) * 1e3
+        latencies = np.asarray(latencies) + offset
+    return {
+        "steps_per_s": published / elapsed,
+        "camera_hz": float(np.mean([received[c] for c in CAMERAS])) / elapsed,
+        "drops": int(sum(max(0, published - received[c]) for c in CAMERAS)),
+        "latency_ms_p50": float(np.percentile(latencies, 50)),
+        "latency_ms_p99": float(np.percentile(latencies, 99)),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short windows (smoke check)")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else 15.0
+    log_dir = "/tmp/recap_bench_station"
+    baseline = bare_sim_steps_per_s(2.0 if args.quick else 8.0)
+    with Probe("bench_station") as probe:
+        fast = measure(probe, 0.0, seconds, log_dir)
+    with Probe("bench_station_rt") as probe:
+        paced = measure(probe, 1.0, seconds, log_dir)
+    dt = 0.02
+    result = {
+        "name": "station",
+        "real_time_factor": round(fast["steps_per_s"] * dt, 3),
+        "camera_hz": round(paced["camera_hz"], 2),
+        "latency_ms_p50": round(paced["latency_ms_p50"], 3),
+        "latency_ms_p99": round(paced["latency_ms_p99"], 3),
+        "drops": fast["drops"] + paced["drops"],
+        "cameras": len(CAMERAS), "image": "224x224 rgb8",
+        "baseline": {"bare_sim_real_time_factor": round(baseline * dt, 3),
+                     "what": "AlohaSim step + render of the same cameras, no ROS, in-process"},
+        "target": {"real_time_factor": ">= 1.5"},
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
