@@ -1,0 +1,125 @@
+"""A simulated human operator for human-gated DAgger: when to take over, when to give back.
+
+The scripted expert provides *what* to command; this decides *when*, from what
+an operator watching the station would notice:
+
+- no progress: the task reward has not increased for ``patience_s`` while the
+  policy is in control (the cube is not moving toward the goal);
+- regress: the reward fell (the cube was dropped);
+- value drop: the live value estimate fell by more than ``value_drop`` within
+  ``value_window_s`` (what an operator watching rviz sees).
+
+On a trigger the operator engages with probability ``attention`` (an
+inattentive operator misses some), corrects for at least ``min_correction_s``
+and until the reward rose by one stage past where it engaged (or
+``max_correction_s`` passed), then releases and leaves the policy alone for
+``cooldown_s``. ``max_interventions`` bounds corrections per episode.
+
+Pure Python; time is passed in explicitly so it is tested without ROS.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanConfig:
+    patience_s: float = 3.0
+    value_drop: float = 0.2
+    value_window_s: float = 1.5
+    attention: float = 1.0
+    min_correction_s: float = 1.0
+    max_correction_s: float = 6.0
+    cooldown_s: float = 2.0
+    max_interventions: int = 3
+
+    def __post_init__(self):
+        for name in ("patience_s", "value_window_s", "min_correction_s", "max_correction_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
+        if self.cooldown_s < 0:
+            raise ValueError(f"cooldown_s must be >= 0, got {self.cooldown_s}")
+        if not 0.0 <= self.attention <= 1.0:
+            raise ValueError(f"attention is a probability in [0, 1], got {self.attention}")
+        if not 0.0 < self.value_drop <= 1.0:
+            raise ValueError(f"value_drop must be in (0, 1] (normalised value), got {self.value_drop}")
+        if self.max_correction_s < self.min_correction_s:
+            raise ValueError(f"max_correction_s ({self.max_correction_s}) < min_correction_s "
+                             f"({self.min_correction_s})")
+        if self.max_interventions < 0:
+            raise ValueError(f"max_interventions must be >= 0, got {self.max_interventions}")
+
+
+class SimulatedHuman:
+    """Decides, every tick, whether the operator holds the deadman."""
+
+    def __init__(self, config: HumanConfig = HumanConfig(), seed: int = 0):
+        self.config = config
+        self._rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.engaged = False
+        self.interventions = 0
+        self.reason = ""
+        self._best_reward = -np.inf
+        self._last_progress_t: float | None = None
+        self._engaged_at = 0.0
+        self._engaged_reward = 0.0
+        self._released_at = -np.inf
+        self._values: collections.deque[tuple[float, float]] = collections.deque()
+
+    def _trigger(self, t: float, reward: float) -> str:
+        c = self.config
+        if reward < self._best_reward - 1e-9:
+            return f"regress: reward fell from {self._best_reward:g} to {reward:g}"
+        if self._last_progress_t is not None and t - self._last_progress_t > c.patience_s:
+            return f"no progress for {t - self._last_progress_t:.1f} s"
+        if len(self._values) >= 2:
+            recent = [v for s, v in self._values if s >= t - c.value_window_s]
+            drop = max(recent) - self._values[-1][1]
+            if drop > c.value_drop:
+                return f"value dropped by {drop:.2f}"
+        return ""
+
+    def update(self, t: float, reward: float, value: float | None = None) -> bool:
+        """Observe the station at time ``t``; returns whether the deadman is held now."""
+        c = self.config
+        if self._last_progress_t is None:
+            self._last_progress_t = t
+        if value is not None and np.isfinite(value):
+            self._values.append((t, float(value)))
+            while self._values and self._values[0][0] < t - c.value_window_s:
+                self._values.popleft()
+        if self.engaged:
+            corrected = reward >= self._engaged_reward + 1.0 or reward >= self._best_reward + 1.0
+            held = t - self._engaged_at
+            if held >= c.max_correction_s or (held >= c.min_correction_s and corrected):
+                self.engaged = False
+                self._released_at = t
+                self._last_progress_t = t
+                self._values.clear()
+                self.reason = "released: " + ("corrected" if corrected else "correction time up")
+        else:
+            why = self._trigger(t, reward)
+            can_engage = (why and self.interventions < c.max_interventions
+                          and t - self._released_at >= c.cooldown_s)
+            if can_engage:
+                if self._rng.random() < c.attention:
+                    self.engaged = True
+                    self.interventions += 1
+                    self._engaged_at = t
+                    self._engaged_reward = reward
+                    self.reason = why
+                else:  # missed it: look again after another patience period
+                    self._last_progress_t = t
+                    self._best_reward = min(self._best_reward, reward)
+        if reward > self._best_reward + 1e-9:
+            self._best_reward = reward
+            self._last_progress_t = t
+        return self.engaged

@@ -1,0 +1,71 @@
+"""The simulated operator's take-over decisions, without ROS."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recap_sim.human import HumanConfig, SimulatedHuman
+
+DT = 0.02
+
+
+def run(human, rewards, values=None):
+    out = []
+    for i, r in enumerate(rewards):
+        out.append(human.update(i * DT, r, None if values is None else values[i]))
+    return out
+
+
+def test_takes_over_after_no_progress_and_gives_back_after_correction():
+    h = SimulatedHuman(HumanConfig(patience_s=1.0, min_correction_s=0.5, cooldown_s=0.5))
+    rewards = [1.0] * 130 + [2.0] * 40   # stuck, the correction gains a stage, then < patience
+    engaged = run(h, rewards)
+    first = engaged.index(True)
+    assert abs(first * DT - 1.0) < 0.05, first * DT       # after the patience period
+    assert engaged[first:130].count(False) == 0             # holds while correcting
+    assert not engaged[-1] and h.interventions == 1 and "corrected" in h.reason
+
+
+def test_drop_of_the_cube_triggers_at_once():
+    h = SimulatedHuman(HumanConfig(patience_s=100.0))
+    engaged = run(h, [2.0] * 10 + [1.0] * 5)
+    assert engaged[10] and "regress" in h.reason
+
+
+def test_value_drop_triggers():
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.0))
+    values = [-0.3] * 20 + [-0.6] * 5
+    engaged = run(h, [1.0] * 25, values)
+    assert engaged[20] and "value dropped" in h.reason
+
+
+def test_inattentive_operator_never_engages():
+    h = SimulatedHuman(HumanConfig(patience_s=0.2, attention=0.0))
+    assert not any(run(h, [0.0] * 500))
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="attention"):
+        HumanConfig(attention=1.5)
+    with pytest.raises(ValueError, match="max_correction_s"):
+        HumanConfig(min_correction_s=5.0, max_correction_s=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rewards=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0]), min_size=1, max_size=800),
+       max_interventions=st.integers(0, 4), seed=st.integers(0, 100))
+def test_bounds_hold_for_any_reward_sequence(rewards, max_interventions, seed):
+    cfg = HumanConfig(patience_s=0.3, min_correction_s=0.1, max_correction_s=0.5, cooldown_s=0.2,
+                      max_interventions=max_interventions, attention=0.7)
+    h = SimulatedHuman(cfg, seed=seed)
+    engaged = run(h, rewards)
+    assert h.interventions <= max_interventions
+    # every engagement lasts at most max_correction_s (+1 tick)
+    run_length = 0
+    for e in engaged:
+        run_length = run_length + 1 if e else 0
+        assert run_length * DT <= cfg.max_correction_s + DT + 1e-9
+    # the number of rising edges equals the counted interventions
+    edges = sum(1 for a, b in zip([False] + engaged, engaged) if b and not a)
+    assert edges == h.interventions
