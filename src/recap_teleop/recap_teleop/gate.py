@@ -1,0 +1,279 @@
+"""The policy/teleop gate as plain Python: which command reaches the robot, and how fast.
+
+No ROS here: time is passed in explicitly (seconds, any clock that does not run
+backwards under normal operation), so every rule below is tested without a
+middleware (``test/test_gate.py``). ``gate_node.py`` only converts messages.
+
+Rules, in order of priority:
+
+* Source: while the deadman is held (``on_engage(True)``) the teleop command
+  drives the robot and every step is an intervention; otherwise the policy
+  does. After a release the gate holds until a policy command arrives that was
+  received *after* the release (the policy is told to replan; anything queued
+  before that belongs to the old plan).
+* Watchdog: an active source whose newest command is older than
+  ``stale_timeout_s`` is not used; the gate holds.
+* Hold: the previous output, or the measured joint position before any output.
+  Without a measured position the gate has no safe reference and outputs
+  nothing.
+* Limits: every output is clipped to the joint limits, then its change from the
+  previous output is clipped to ``max_velocity * elapsed`` (elapsed capped at one
+  control period), so a handover ramps instead of jumping and two outputs close
+  together cannot add up to more than the velocity limit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from recap_core.station import NUM_JOINTS, StationConfig
+
+POLICY, TELEOP, HOLD = "policy", "teleop", "hold"
+SOURCES = (POLICY, TELEOP, HOLD)
+
+#: Why the gate holds (``Gate.hold_reason``), for the status diagnostic.
+HOLD_REASONS = ("none", "no_command_yet", "stale", "awaiting_policy_after_release", "engaged_without_teleop")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """Joint limits and timing of one gate. Arrays are ``[14]`` in station joint order."""
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    max_velocity: tuple[float, ...]
+    control_period_s: float = 0.02
+    stale_timeout_s: float = 0.2
+    velocity_scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("lower", "upper", "max_velocity"):
+            values = getattr(self, name)
+            if len(values) != NUM_JOINTS or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"GateConfig.{name} must be {NUM_JOINTS} finite values, got {list(values)}")
+        if not all(lo < hi for lo, hi in zip(self.lower, self.upper)):
+            raise ValueError("GateConfig: every lower limit must be below its upper limit")
+        if not all(v > 0 for v in self.max_velocity):
+            raise ValueError(f"GateConfig.max_velocity must be > 0, got {list(self.max_velocity)}")
+        if not self.control_period_s > 0:
+            raise ValueError(f"GateConfig.control_period_s must be > 0, got {self.control_period_s}")
+        if not self.stale_timeout_s > 0:
+            raise ValueError(f"GateConfig.stale_timeout_s must be > 0, got {self.stale_timeout_s}; "
+                             "use e.g. 0.2 (10 control periods)")
+        if not 0 < self.velocity_scale <= 1:
+            raise ValueError(f"GateConfig.velocity_scale must be in (0, 1], got {self.velocity_scale}")
+
+    @classmethod
+    def from_station(cls, station: StationConfig, stale_timeout_s: float = 0.2,
+                     velocity_scale: float = 1.0) -> "GateConfig":
+        return cls(lower=station.lower, upper=station.upper, max_velocity=station.max_velocity,
+                   control_period_s=1.0 / station.control_rate_hz, stale_timeout_s=stale_timeout_s,
+                   velocity_scale=velocity_scale)
+
+    @property
+    def max_step(self) -> np.ndarray:
+        """``[14]`` largest change of one output per control period (velocity scale applied)."""
+        return np.asarray(self.max_velocity) * self.control_period_s * self.velocity_scale
+
+
+class GateOutput(NamedTuple):
+    command: np.ndarray      # [14] joint position targets, within limits
+    source: str              # policy | teleop | hold
+    intervention: bool       # the deadman is held: a human owns this step
+
+
+class Gate:
+    """Policy/teleop multiplexer with deadman, watchdog, joint and velocity limits."""
+
+    def __init__(self, config: GateConfig):
+        self.config = config
+        self._lower = np.asarray(config.lower, dtype=np.float64)
+        self._upper = np.asarray(config.upper, dtype=np.float64)
+        self._max_step = config.max_step
+        self._policy: np.ndarray | None = None
+        self._policy_time = -math.inf
+        self._policy_seq = 0
+        self._teleop: np.ndarray | None = None
+        self._teleop_time = -math.inf
+        self._measured: np.ndarray | None = None
+        self._engaged = False
+        self._policy_seq_at_release: int | None = None  # set while waiting for a fresh policy command
+        self._last_output: np.ndarray | None = None
+        self._last_output_time: float | None = None
+        self._was_stale = False
+        self.hold_reason = "no_command_yet"
+        self.counters: dict[str, int] = {k: 0 for k in (
+            "outputs", "outputs_policy", "outputs_teleop", "outputs_hold",
+            "rejected_policy", "rejected_teleop", "rejected_joint_states",
+            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases")}
+
+    # -- inputs -----------------------------------------------------------------------------
+    def on_policy(self, command: Sequence[float], now: float) -> bool:
+        """A policy command ``[14]``; False (and counted) if it is malformed."""
+        cmd = self._valid(command, "rejected_policy")
+        if cmd is None:
+            return False
+        self._policy, self._policy_time = cmd, now
+        self._policy_seq += 1
+        return True
+
+    def on_teleop(self, command: Sequence[float], now: float) -> bool:
+        """A teleop command ``[14]``; False (and counted) if it is malformed."""
+        cmd = self._valid(command, "rejected_teleop")
+        if cmd is None:
+            return False
+        self._teleop, self._teleop_time = cmd, now
+        return True
+
+    def on_joint_state(self, positions: Sequence[float], now: float) -> bool:
+        """The measured joint positions ``[14]`` (the hold reference before any output)."""
+        q = self._valid(positions, "rejected_joint_states")
+        if q is None:
+            return False
+        self._measured = q
+        return True
+
+    def on_engage(self, engaged: bool, now: float) -> bool:
+        """Deadman state. Returns True on a release: the caller must ask the policy to replan."""
+        engaged = bool(engaged)
+        if engaged == self._engaged:
+            return False
+        self._engaged = engaged
+        if engaged:
+            self.counters["engages"] += 1
+            self._policy_seq_at_release = None
+            return False
+        self.counters["releases"] += 1
+        self._policy_seq_at_release = self._policy_seq
+        return True
+
+    def reject(self, source: str) -> None:
+        """Count a message the caller could not even convert (wrong names, wrong length)."""
+        key = {"policy": "rejected_policy", "teleop": "rejected_teleop",
+               "joint_states": "rejected_joint_states"}[source]
+        self.counters[key] += 1
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def engaged(self) -> bool:
+        return self._engaged
+
+    @property
+    def last_output(self) -> np.ndarray | None:
+        return None if self._last_output is None else self._last_output.copy()
+
+    def active_source(self, now: float) -> str:
+        """The source the next output would come from (policy | teleop | hold)."""
+        return self._select(now)[0]
+
+    # -- output -----------------------------------------------------------------------------
+    def tick(self, now: float) -> GateOutput | None:
+        """The command for this step, or None while there is no safe reference (no joint state yet)."""
+        source, target, reason = self._select(now)
+        reference = self._last_output if self._last_output is not None else self._measured
+        if reference is None:
+            return None
+        if target is None:
+            target = reference
+        clipped = np.clip(target, self._lower, self._upper)
+        if not np.array_equal(clipped, target):
+            self.counters["position_clamps"] += 1
+        elapsed = self.config.control_period_s
+        if self._last_output_time is not None:
+            elapsed = min(max(now - self._last_output_time, 0.0), self.config.control_period_s)
+        allowed = self._max_step * (elapsed / self.config.control_period_s)
+        step = clipped - reference
+        limited = np.clip(step, -allowed, allowed)
+        if not np.array_equal(limited, step):
+            self.counters["velocity_clamps"] += 1
+        # The reference may itself lie outside the limits (a measured position): clip again.
+        command = np.clip(reference + limited, self._lower, self._upper)
+        stale = reason == "stale"
+        if stale and not self._was_stale:
+            self.counters["stale_events"] += 1
+        self._was_stale = stale
+        self.hold_reason = reason
+        self._last_output, self._last_output_time = command, now
+        self.counters["outputs"] += 1
+        self.counters[f"outputs_{source}"] += 1
+        return GateOutput(command.copy(), source, self._engaged)
+
+    def _select(self, now: float) -> tuple[str, np.ndarray | None, str]:
+        """(source, target or None for hold, hold reason)."""
+        if self._engaged:
+            if self._teleop is None:
+                return HOLD, None, "engaged_without_teleop"
+            if self._is_stale(self._teleop_time, now):
+                return HOLD, None, "stale"
+            return TELEOP, self._teleop, "none"
+        # Sequence numbers only grow, so once a fresh command exists this stays false.
+        if self._policy_seq_at_release is not None and self._policy_seq <= self._policy_seq_at_release:
+            return HOLD, None, "awaiting_policy_after_release"
+        if self._policy is None:
+            return HOLD, None, "no_command_yet"
+        if self._is_stale(self._policy_time, now):
+            return HOLD, None, "stale"
+        return POLICY, self._policy, "none"
+
+    def _is_stale(self, received: float, now: float) -> bool:
+        age = now - received
+        # A clock that jumped backwards makes the age negative: treat a large one as stale too.
+        return abs(age) > self.config.stale_timeout_s
+
+    def _valid(self, values: Sequence[float], counter: str) -> np.ndarray | None:
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != (NUM_JOINTS,) or not np.all(np.isfinite(arr)):
+            self.counters[counter] += 1
+            return None
+        return arr
+
+
+class OutputClock:
+    """When the gate publishes: at once when the active source delivers, else on its own clock.
+
+    Forwarding on arrival keeps the gate's added latency near zero; the clock
+    fills in when the source is silent (hold, watchdog, a slower device) so the
+    robot still gets one command per period. Arrivals closer than
+    ``min_interval_ratio`` periods to the previous output wait until that much
+    time has passed, which caps the output rate of a fast device; the first fill
+    after an arrival waits ``fill_delay_ratio`` periods, so a source that is a
+    little late does not get a duplicate step in front of it.
+    """
+
+    def __init__(self, period_s: float, min_interval_ratio: float = 0.75, fill_delay_ratio: float = 1.25):
+        if not period_s > 0:
+            raise ValueError(f"OutputClock period must be > 0, got {period_s}")
+        if not 0 < min_interval_ratio <= 1 <= fill_delay_ratio:
+            raise ValueError("OutputClock needs 0 < min_interval_ratio <= 1 <= fill_delay_ratio, got "
+                             f"{min_interval_ratio}, {fill_delay_ratio}")
+        self.period = period_s
+        self.min_interval = period_s * min_interval_ratio
+        self.fill_delay = period_s * fill_delay_ratio
+        self._last: float | None = None
+        self._due = -math.inf  # output as soon as possible
+
+    @property
+    def due(self) -> float:
+        """Time of the next clock output."""
+        return self._due
+
+    def on_arrival(self, now: float) -> bool:
+        """A command of the active source arrived: True = publish it now, False = the clock will."""
+        if self._last is None or now - self._last >= self.min_interval or now < self._last:
+            return True
+        self._due = min(self._due, self._last + self.min_interval)
+        return False
+
+    def on_output(self, now: float, on_arrival: bool) -> None:
+        self._last = now
+        self._due = now + (self.fill_delay if on_arrival else self.period)
+
+    def on_nothing_to_publish(self, now: float) -> None:
+        """The clock fired but there was no output (no reference yet): try again in one period."""
+        self._due = now + self.period
