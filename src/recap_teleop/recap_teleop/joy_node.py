@@ -1,7 +1,7 @@
 """Gamepad teleop: sensor_msgs/Joy -> deadman, episode buttons and jogged joint targets.
 
-While the deadman button is held the node publishes ``teleop/engage`` true (once,
-on the press; false once on the release) and, at the control rate,
+While the deadman button is held the node publishes ``teleop/engage`` true (on
+the press and again at 2 Hz; false once on the release) and, at the control rate,
 ``teleop/joint_command``: the measured ``joint_states`` at the press, moved by
 the jog velocities of the sticks/buttons. Episode buttons call
 ``episode/start|success|failure|abort`` on the press. If the Joy stream stops
@@ -56,6 +56,7 @@ class JoyTeleopNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.SENSOR)
         self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
         self.create_timer(1.0 / self.station.control_rate_hz, self._tick)
+        self.create_timer(0.5, self._reassert_engage)
         self.get_logger().info(f"joy teleop up: mapping {path}, deadman button {self.mapping.deadman_button}, "
                                f"actions {dict(self.mapping.actions)}")
 
@@ -97,6 +98,12 @@ class JoyTeleopNode(Node):
         self.jogger.release()
         self._engage_pub.publish(Bool(data=False))
         self.get_logger().info(f"released ({why})")
+
+    def _reassert_engage(self) -> None:
+        # While held, say so again now and then: a gate that started late learns it. Never repeat
+        # `false`, which would release another device's engage.
+        if self.jogger.active:
+            self._engage_pub.publish(Bool(data=True))
 
     def _tick(self) -> None:
         if not self.jogger.active:

@@ -86,7 +86,7 @@ def test_buttons_start_and_label_episodes(node_process, probe):
         wait_status(status, state="aborted", label="aborted")
     finally:
         pad.stop()
-    assert "episode/success: episode" in joy.output(), joy.output()
+    assert joy.wait_for_output("episode/success: episode", timeout=2), joy.output()
 
 
 def test_deadman_engages_and_jogs_from_the_measured_position(node_process, probe):
@@ -123,9 +123,11 @@ def test_deadman_engages_and_jogs_from_the_measured_position(node_process, probe
         time.sleep(0.3)
         assert len(commands) == n, "no teleop commands after the release"
         # The pad disappearing while held releases after joy_timeout_s.
+        n_true, n_false = (sum(m.data is v for m in engage.snapshot()[0]) for v in (True, False))
         pad.set(MAPPING.deadman_button, True)
-        assert engage.wait_for(2, timeout=5, predicate=lambda m: m.data is True)
+        assert engage.wait_for(n_true + 1, timeout=5, predicate=lambda m: m.data is True)
         pad.stop()
-        assert engage.wait_for(2, timeout=3, predicate=lambda m: m.data is False), joy.output()
+        assert engage.wait_for(n_false + 1, timeout=3, predicate=lambda m: m.data is False), joy.output()
+        assert joy.wait_for_output("no Joy message", timeout=2)
     finally:
         pad.stop()

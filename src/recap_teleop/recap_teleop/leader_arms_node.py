@@ -1,0 +1,147 @@
+"""ALOHA-style leader arms: the leader's JointState -> ``teleop/joint_command``.
+
+Each leader message is re-ordered into the station's joint order (the leader
+may name its joints differently and report extra ones), validated, and its two
+grippers mapped linearly from the leader's closed/open readings to the
+station's 0 (closed) .. 1 (open). It is passed through at once; the gate limits
+rate and velocity. Engage comes from the ``engaged`` parameter
+(``engage_source: parameter``; e.g. a foot pedal script sets it) or from a Joy
+deadman button (``engage_source: joy``). While engaged the node re-asserts
+``teleop/engage`` true at 2 Hz (so a gate that starts later learns it) and
+publishes false once on the release.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import JointState, Joy
+from std_msgs.msg import Bool
+
+from recap_core.ros import qos
+from recap_core.ros.convert import joint_state
+from recap_core.ros.node_main import run_node
+from recap_core.ros.params import ParameterError, accept, declare, declare_station
+from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
+
+ENGAGE_SOURCES = ("parameter", "joy")
+
+
+class LeaderMapping:
+    """Leader joint names/positions -> ``[14]`` station command (pure; no ROS)."""
+
+    def __init__(self, leader_names: Sequence[str], gripper_closed: float, gripper_open: float,
+                 gripper_indices: Sequence[int] = GRIPPER_INDICES):
+        if len(leader_names) != NUM_JOINTS:
+            raise ValueError(f"leader_joint_names has {len(leader_names)} names, expected {NUM_JOINTS}: the "
+                             "leader's name for each station joint, in station order")
+        if len(set(leader_names)) != NUM_JOINTS:
+            raise ValueError(f"leader_joint_names has duplicates: {list(leader_names)}")
+        if not (math.isfinite(gripper_closed) and math.isfinite(gripper_open)) or gripper_closed == gripper_open:
+            raise ValueError(f"leader gripper closed ({gripper_closed}) and open ({gripper_open}) readings must be "
+                             "finite and different: read them off the leader with the gripper closed and open")
+        self.leader_names = list(leader_names)
+        self.gripper_closed, self.gripper_open = float(gripper_closed), float(gripper_open)
+        self.gripper_indices = list(gripper_indices)
+
+    def __call__(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
+        """``[14]`` station command; ValueError saying what is wrong with the leader message."""
+        pos = np.asarray(positions, dtype=np.float64)
+        if len(names) == 0:
+            if pos.shape != (NUM_JOINTS,):
+                raise ValueError(f"leader message without names has {pos.size} positions, expected {NUM_JOINTS}")
+            command = pos.copy()
+        else:
+            if len(names) != pos.size:
+                raise ValueError(f"leader message has {len(names)} names but {pos.size} positions")
+            index = {n: i for i, n in enumerate(names)}
+            missing = [n for n in self.leader_names if n not in index]
+            if missing:
+                raise ValueError(f"leader message lacks joints {missing}")
+            command = pos[[index[n] for n in self.leader_names]]
+        if not np.all(np.isfinite(command)):
+            raise ValueError(f"leader message has non-finite values at station joints "
+                             f"{[int(i) for i in np.flatnonzero(~np.isfinite(command))]}")
+        g = self.gripper_indices
+        command[g] = np.clip((command[g] - self.gripper_closed) / (self.gripper_open - self.gripper_closed), 0.0, 1.0)
+        return command
+
+
+class LeaderArmsNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("leader_arms", **kwargs)
+        self.station = declare_station(self)
+        leader_topic = declare(self, "leader_topic", "leader/joint_states", "the leader arms' JointState",
+                               read_only=True)
+        leader_names = declare(self, "leader_joint_names", list(self.station.joint_names),
+                               "the leader's name for each station joint, in station order", read_only=True)
+        closed = declare(self, "gripper_closed", 0.0, "leader gripper reading when closed (maps to 0)",
+                         read_only=True)
+        opened = declare(self, "gripper_open", 1.0, "leader gripper reading when open (maps to 1)", read_only=True)
+        self.engage_source = declare(self, "engage_source", "parameter", "where engage comes from",
+                                     choices=ENGAGE_SOURCES, read_only=True)
+        self.engaged = declare(self, "engaged", False, "engage (engage_source: parameter); settable at runtime")
+        joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy for engage_source: joy", read_only=True)
+        self.deadman_button = declare(self, "joy_deadman_button", 4, "Joy button held to engage",
+                                      min_value=0, max_value=63, read_only=True)
+        try:
+            self.mapping = LeaderMapping(leader_names, closed, opened)
+        except ValueError as exc:
+            raise ParameterError(f"leader arms: {exc}") from exc
+        self.received = 0
+        self.rejected = 0
+        if self.engage_source == "joy":
+            self.engaged = False  # only the deadman engages
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
+        self._command_pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
+        self.create_subscription(JointState, leader_topic, self._on_leader, qos.SENSOR)
+        if self.engage_source == "joy":
+            self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
+        self.create_timer(0.5, self._reassert_engage)
+        self.get_logger().info(f"leader arms up: {leader_topic} -> teleop/joint_command, engage from "
+                               f"{self.engage_source}")
+
+    def _on_set_parameters(self, params):
+        for p in params:
+            if p.name == "engaged":
+                if self.engage_source != "parameter":
+                    return accept(False, "engage_source is 'joy': the deadman button engages")
+                self._set_engaged(bool(p.value))
+        return accept()
+
+    def _on_joy(self, msg: Joy) -> None:
+        b = self.deadman_button
+        self._set_engaged(b < len(msg.buttons) and bool(msg.buttons[b]))
+
+    def _set_engaged(self, engaged: bool) -> None:
+        if engaged != self.engaged:
+            self.engaged = engaged
+            self._engage_pub.publish(Bool(data=engaged))
+            self.get_logger().info("engaged" if engaged else "released")
+
+    def _reassert_engage(self) -> None:
+        if self.engaged:
+            self._engage_pub.publish(Bool(data=True))
+
+    def _on_leader(self, msg: JointState) -> None:
+        self.received += 1
+        try:
+            command = self.mapping(list(msg.name), msg.position)
+        except ValueError as exc:
+            self.rejected += 1
+            self.get_logger().warning(f"rejected leader message ({self.rejected} of {self.received}): {exc}",
+                                      throttle_duration_sec=1.0)
+            return
+        self._command_pub.publish(joint_state(command, stamp=msg.header.stamp, names=self.station.joint_names))
+
+
+def main(args=None) -> int:
+    return run_node(LeaderArmsNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
