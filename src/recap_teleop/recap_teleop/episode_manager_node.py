@@ -62,8 +62,8 @@ class EpisodeManagerNode(Node):
                 min_value=0.1, max_value=120.0)
         step_topic = declare(self, "step_topic", "joint_command", "JointState topic whose messages are steps",
                              read_only=True)
-        status_rate = declare(self, "status_rate_hz", 2.0, "episode/status rate while running (Hz)",
-                              min_value=0.5, max_value=50.0, read_only=True)
+        status_rate = declare(self, "status_rate_hz", 2.0, "episode/status rate while running (Hz; the "
+                              "recorder relies on >= 2)", min_value=2.0, max_value=20.0, read_only=True)
         self.terminal_hold_s = declare(self, "terminal_hold_s", 0.5, "how long a terminal state stays "
                                        "published before idle (s)", min_value=0.0, max_value=10.0,
                                        read_only=True)

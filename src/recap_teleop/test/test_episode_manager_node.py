@@ -63,6 +63,9 @@ def test_services_count_steps_and_interventions_and_refuse_invalid_calls(node_pr
     assert running["episode_id"].startswith("sim_aloha-") and running["label"] == ""
     reply = call(probe, "episode/start")
     assert not reply.success and "still running" in reply.message
+    n = len(status)
+    time.sleep(1.1)
+    assert len(status) - n >= 2, "episode/status is re-published at >= 2 Hz while running"
 
     assert probe.wait_for_subscribers(steps) and probe.wait_for_subscribers(intervention)
     for flag in (False, True, False, True):  # two rising edges, 5 steps each
