@@ -44,7 +44,7 @@ class JoyTeleopNode(Node):
         self.jogger = JointJogger(self.station.lower, self.station.upper)
         self._names = list(self.station.joint_names)
         self._measured = None
-        self._buttons: list[int] = []
+        self._buttons: list[int] | None = None  # None until the first Joy message
         self._axes: list[float] = []
         self._last_joy = 0.0
         self._last_step = 0.0
@@ -80,6 +80,8 @@ class JoyTeleopNode(Node):
             self._engage()
         elif not held and self.jogger.active:
             self._release("deadman released")
+        if previous is None:
+            return  # a button already down when the node starts is not a press
         for action in self.mapping.pressed_actions(previous, buttons):
             self._call(action)
 
@@ -115,7 +117,7 @@ class JoyTeleopNode(Node):
         # Elapsed time, not the nominal period: a late tick must not slow the jog down.
         dt = min(now - self._last_step, 2.0 / self.station.control_rate_hz)
         self._last_step = now
-        velocity = self.mapping.joint_velocity(self._axes, self._buttons)
+        velocity = self.mapping.joint_velocity(self._axes, self._buttons or [])
         target = self.jogger.step(velocity, dt)
         self._command_pub.publish(joint_state(target, stamp=self.get_clock().now().to_msg(), names=self._names))
 
