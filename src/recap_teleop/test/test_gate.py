@@ -279,3 +279,13 @@ def test_clock_retries_when_there_is_nothing_to_publish():
     assert clock.due == -math.inf
     clock.on_nothing_to_publish(1.0)
     assert clock.due == pytest.approx(1.02)
+
+
+def test_pure_modules_import_without_ros_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, recap_teleop.gate, recap_teleop.episodes, recap_teleop.joy_mapping; "
+            "bad = [m for m in ('rclpy', 'torch') if m in sys.modules]; assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
