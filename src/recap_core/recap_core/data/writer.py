@@ -1,0 +1,508 @@
+"""The one writer of RECAP datasets: create a dataset or append episodes to one.
+
+A writer session (open -> add_episode... -> close) is one transaction:
+
+* frames stream into new data files written under hidden ``.partial`` names
+  (a new ``file-NNN`` after the last one on disk; old data files are never
+  opened for writing), rolling over at ``data_files_size_in_mb``;
+* ``close()`` renames them into place, then writes a new episodes-metadata
+  file, ``tasks.parquet``, ``stats.json`` and, last, ``info.json``.
+
+A crash before ``close()`` leaves the dataset as it was (plus ignored partial
+files). A lock file stops two writers working on one dataset at once.
+Imports neither torch nor rclpy, so the bag converter can use it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recap_core import rl
+from recap_core.data import schema
+from recap_core.station import DEFAULT_CAMERAS
+
+log = logging.getLogger(__name__)
+
+IMAGE_STATS_FRAMES = 16  # frames per episode and camera sampled for image stats, as LeRobot samples
+
+
+class DatasetLock:
+    """``meta/.writer.lock`` holding the writer's pid; a lock left by a dead process is taken over."""
+
+    def __init__(self, root: Path):
+        self.path = root / schema.LOCK_PATH
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _pid_alive(holder):
+                    raise RuntimeError(f"{root} is being written by process {holder} ({self.path}); "
+                                       f"wait for it to finish, or delete the lock file if that process "
+                                       f"is not a RECAP writer") from None
+                self.path.unlink(missing_ok=True)  # stale: its writer died
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return
+        raise RuntimeError(f"could not take the dataset lock {self.path}")
+
+    def _holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._holder() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _next_chunk_file(paths: Iterable[Path], chunks_size: int) -> tuple[int, int]:
+    """The (chunk, file) after the highest one among ``.../chunk-CCC/[.]file-FFF.parquet[.partial]``."""
+    highest = (-1, -1)
+    for path in paths:
+        try:
+            chunk = int(path.parent.name.split("-")[1])
+            file = int(path.name.lstrip(".").split(".")[0].split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        highest = max(highest, (chunk, file))
+    if highest == (-1, -1):
+        return 0, 0
+    chunk, file = highest
+    return (chunk + 1, 0) if file + 1 >= chunks_size else (chunk, file + 1)
+
+
+def _intervention_segments(is_intervention: np.ndarray) -> int:
+    rising = np.flatnonzero(is_intervention[1:] & ~is_intervention[:-1])
+    return int(is_intervention[0]) + len(rising) if len(is_intervention) else 0
+
+
+class DatasetWriter:
+    """Create a RECAP dataset at ``root`` or open an existing one to append episodes.
+
+    ``c_fail`` and ``max_episode_length`` (one limit, or a mapping task -> limit)
+    set the reward normalisation of a new dataset; on an existing one they must
+    agree with what is stored (new tasks may be added).
+    """
+
+    def __init__(self, root: str | Path, *, fps: int = schema.DEFAULT_FPS,
+                 cameras: Sequence[str] = DEFAULT_CAMERAS,
+                 image_shape: tuple[int, int] = schema.DEFAULT_IMAGE_SHAPE,
+                 robot: str = schema.DEFAULT_ROBOT, image_format: str = schema.DEFAULT_IMAGE_FORMAT,
+                 c_fail: float | None = None, max_episode_length: int | Mapping[str, int] | None = None,
+                 data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB):
+        self.root = Path(root)
+        cameras = tuple(cameras)
+        image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self._check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb)
+        info_path = self.root / schema.INFO_PATH
+        if not info_path.is_file() and self.root.exists() and any(self.root.iterdir()):
+            raise ValueError(f"{self.root} exists, is not empty and is not a RECAP dataset "
+                             f"({schema.INFO_PATH} missing); choose an empty or new directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = DatasetLock(self.root)
+        try:
+            if info_path.is_file():
+                self.info = self._open_existing(fps, cameras, image_shape, robot, image_format,
+                                                c_fail, max_episode_length)
+            else:
+                self.info = self._create(fps, cameras, image_shape, robot, image_format, c_fail,
+                                         max_episode_length, data_files_size_in_mb)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.fps, self.cameras, self.image_shape, self.image_format = fps, cameras, image_shape, image_format
+        self.recap = schema.RecapConfig.from_json(self.info["recap"])
+        self._tasks = self._load_tasks()
+        self._next_episode = int(self.info["total_episodes"])
+        self._next_index = int(self.info["total_frames"])
+        self._data_file = _next_chunk_file((self.root / schema.DATA_DIR).glob("chunk-*/*file-*"),
+                                           int(self.info["chunks_size"]))
+        self._parquet: pq.ParquetWriter | None = None
+        self._partial_files: list[tuple[Path, Path]] = []  # (partial, final)
+        self._episode_rows: list[dict] = []
+        self._episode_stats: list[dict] = []
+        self._broken: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def _check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb) -> None:
+        if not (isinstance(fps, int) and fps > 0):
+            raise ValueError(f"fps must be a positive integer, got {fps!r}")
+        if not cameras or len(set(cameras)) != len(cameras) or not all(c and "/" not in c for c in cameras):
+            raise ValueError(f"cameras must be distinct non-empty names without '/', got {cameras!r}")
+        if min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (height, width) > 0, got {image_shape!r}")
+        if image_format not in schema.IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {schema.IMAGE_FORMATS}, got {image_format!r}")
+        if data_files_size_in_mb <= 0:
+            raise ValueError(f"data_files_size_in_mb must be > 0, got {data_files_size_in_mb!r}")
+
+    def _create(self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length,
+                data_files_size_in_mb) -> dict:
+        default_length = schema.DEFAULT_MAX_EPISODE_LENGTH
+        lengths: dict[str, int] = {}
+        if isinstance(max_episode_length, Mapping):
+            lengths = dict(max_episode_length)
+        elif max_episode_length is not None:
+            default_length = int(max_episode_length)
+        recap = schema.RecapConfig(c_fail=float(default_length if c_fail is None else c_fail),
+                                   max_episode_length=lengths, default_max_episode_length=default_length)
+        info = schema.new_info(fps=fps, cameras=cameras, image_shape=image_shape, robot=robot,
+                               image_format=image_format, recap=recap,
+                               data_files_size_in_mb=data_files_size_in_mb)
+        schema.write_json_atomic(self.root / schema.INFO_PATH, info)
+        return info
+
+    def _open_existing(self, fps, cameras, image_shape, robot, image_format, c_fail,
+                       max_episode_length) -> dict:
+        info = schema.load_info(self.root)
+        problems = schema.describe_mismatch(info, fps=fps, cameras=cameras, image_shape=image_shape,
+                                            robot=robot, image_format=image_format)
+        recap = schema.RecapConfig.from_json(info["recap"])
+        if c_fail is not None and float(c_fail) != recap.c_fail:
+            problems.append(f"c_fail: dataset has {recap.c_fail!r}, writer was given {c_fail!r}")
+        if isinstance(max_episode_length, Mapping):
+            for task, length in max_episode_length.items():
+                if task in recap.max_episode_length and recap.max_episode_length[task] != length:
+                    problems.append(f"max_episode_length[{task!r}]: dataset has "
+                                    f"{recap.max_episode_length[task]}, writer was given {length}")
+                recap = recap.with_task(task, length)
+        elif max_episode_length is not None and int(max_episode_length) != recap.default_max_episode_length:
+            problems.append(f"default max_episode_length: dataset has {recap.default_max_episode_length}, "
+                            f"writer was given {max_episode_length}")
+        if problems:
+            raise ValueError(f"cannot append to {self.root}: " + "; ".join(problems)
+                             + ". Open it with the dataset's settings or write a new dataset.")
+        info["recap"].update(recap.to_json())
+        return info
+
+    def _load_tasks(self) -> dict[str, int]:
+        path = self.root / schema.TASKS_PATH
+        if not path.is_file():
+            return {}
+        table = pq.read_table(path)
+        return dict(zip(table["task"].to_pylist(), table["task_index"].to_pylist()))
+
+    # ------------------------------------------------------------------ writing
+
+    def add_episode(self, *, states: np.ndarray, actions: np.ndarray,
+                    images: Mapping[str, np.ndarray | Iterable[np.ndarray]],
+                    is_intervention: np.ndarray, success: bool, task: str,
+                    timestamps: np.ndarray | None = None, metadata: Mapping[str, Any] | None = None) -> int:
+        """Append one episode; returns its ``episode_index``.
+
+        ``states``, ``actions``: ``[T, 14]``; ``images``: camera -> ``[T, H, W, 3]``
+        uint8 array or an iterable of ``[H, W, 3]`` frames (encoded as they
+        come, so memory stays bounded); ``is_intervention``: ``[T]`` bool;
+        ``timestamps``: ``[T]`` seconds from the episode start (default
+        ``frame_index / fps``). Rewards and normalised returns are computed
+        with :mod:`recap_core.rl` from the dataset's ``RecapConfig``.
+        """
+        self._check_open()
+        states = self._vectors("states", states)
+        length = len(states)
+        actions = self._vectors("actions", actions, length)
+        flags = np.asarray(is_intervention)
+        if flags.shape != (length,) or not (flags.dtype == bool or np.isin(flags, (0, 1)).all()):
+            raise ValueError(f"is_intervention must be [T]={length} booleans, got shape {flags.shape} "
+                             f"dtype {flags.dtype}")
+        flags = flags.astype(bool)
+        if not isinstance(task, str) or not task.strip():
+            raise ValueError(f"task must be a non-empty prompt string, got {task!r}")
+        times = self._timestamps(timestamps, length)
+        episode_meta = schema.EpisodeMetadata.from_mapping(metadata or {})
+        if set(images) != set(self.cameras):
+            raise ValueError(f"images must have exactly the dataset's cameras {list(self.cameras)}; "
+                             f"missing {sorted(set(self.cameras) - set(images))}, "
+                             f"unexpected {sorted(set(images) - set(self.cameras))}")
+        recap = self.recap.with_task(task)
+        max_length = recap.max_length_for(task)
+        if length > max_length:
+            log.warning("episode of %d frames exceeds task %r max_episode_length %d; its earliest "
+                        "normalised returns clip at -1", length, task, max_length)
+        rewards = rl.episode_rewards(length, bool(success), recap.c_fail)
+        returns_norm = rl.normalise_returns(rl.returns_to_go(rewards), max_length, recap.c_fail)
+
+        stats_sample = np.unique(np.linspace(0, length - 1, min(IMAGE_STATS_FRAMES, length)).astype(int))
+        columns: dict[str, pa.Array] = {}
+        episode_stats: dict[str, dict] = {}
+        for camera in self.cameras:
+            encoded, sampled = self._encode_camera(camera, images[camera], length, stats_sample)
+            columns[schema.camera_key(camera)] = pa.StructArray.from_arrays(
+                [pa.array(encoded, pa.binary()), pa.nulls(length, pa.string())], fields=list(schema.IMAGE_STORAGE))
+            episode_stats[schema.camera_key(camera)] = image_stats(sampled)
+
+        episode_index = self._next_episode
+        task_index = self._tasks.get(task, len(self._tasks))
+        frame_index = np.arange(length, dtype=np.int64)
+        vector_type = pa.list_(pa.float32(), schema.STATE_DIM)
+        columns.update({
+            schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), schema.STATE_DIM),
+            schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), schema.STATE_DIM),
+            schema.TIMESTAMP: pa.array(times, pa.float32()),
+            schema.FRAME_INDEX: pa.array(frame_index),
+            schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
+            schema.INDEX: pa.array(self._next_index + frame_index),
+            schema.TASK_INDEX: pa.array(np.full(length, task_index, np.int64)),
+            schema.IS_INTERVENTION: pa.array(flags),
+            schema.EPISODE_SUCCESS: pa.array(np.full(length, bool(success))),
+            schema.REWARD: pa.array(rewards.astype(np.float32)),
+            schema.RETURN_NORMALISED: pa.array(returns_norm.astype(np.float32)),
+        })
+        assert columns[schema.STATE].type == vector_type
+        table = pa.table({f.name: columns[f.name] for f in schema.frame_schema(self.cameras)},
+                         schema=schema.frame_schema(self.cameras))
+        for name, values in ((schema.STATE, states), (schema.ACTION, actions), (schema.TIMESTAMP, times),
+                             (schema.REWARD, rewards), (schema.RETURN_NORMALISED, returns_norm)):
+            episode_stats[name] = feature_stats(values)
+
+        chunk, file = self._write_frames(table)
+        # Only now, with the frames on disk, does the episode count.
+        self.recap = recap
+        self._tasks.setdefault(task, task_index)
+        self._episode_rows.append({
+            "episode_index": episode_index, "tasks": [task], "length": length,
+            "data/chunk_index": chunk, "data/file_index": file,
+            "dataset_from_index": self._next_index, "dataset_to_index": self._next_index + length,
+            "task_index": task_index, "success": bool(success), "source": episode_meta.source,
+            "policy_checkpoint": episode_meta.policy_checkpoint, "beta": episode_meta.beta,
+            "station": episode_meta.station, "operator": episode_meta.operator,
+            "intervention_count": _intervention_segments(flags), "intervention_frames": int(flags.sum()),
+            "bag_path": episode_meta.bag_path, "start_time": episode_meta.start_time,
+            "extra": json.dumps(dict(episode_meta.extra), sort_keys=True),
+        })
+        self._episode_stats.append(episode_stats)
+        self._next_episode += 1
+        self._next_index += length
+        return episode_index
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the writer for {self.root} is closed; open a new DatasetWriter to append")
+        if self._broken:
+            raise RuntimeError(f"the writer for {self.root} failed earlier ({self._broken}); nothing from "
+                               f"this session will be kept")
+
+    @staticmethod
+    def _vectors(name: str, values, length: int | None = None) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != schema.STATE_DIM or len(array) == 0:
+            raise ValueError(f"{name} must be [T, {schema.STATE_DIM}] with T >= 1, got shape {array.shape}")
+        if length is not None and len(array) != length:
+            raise ValueError(f"{name} has {len(array)} frames but states has {length}; one per frame")
+        if not np.all(np.isfinite(array)):
+            row, col = np.argwhere(~np.isfinite(array))[0]
+            raise ValueError(f"{name} must be finite; frame {row} joint {col} is {array[row, col]}")
+        return np.ascontiguousarray(array)
+
+    def _timestamps(self, timestamps, length: int) -> np.ndarray:
+        if timestamps is None:
+            return np.arange(length, dtype=np.float64) / self.fps
+        times = np.asarray(timestamps, dtype=np.float64)
+        if times.shape != (length,):
+            raise ValueError(f"timestamps must be [T]={length} seconds, got shape {times.shape}")
+        if not np.all(np.isfinite(times)):
+            raise ValueError("timestamps must be finite")
+        if length > 1 and not np.all(np.diff(times) > 0):
+            bad = int(np.flatnonzero(np.diff(times) <= 0)[0])
+            raise ValueError(f"timestamps must increase; frame {bad + 1} ({times[bad + 1]}) is not after "
+                             f"frame {bad} ({times[bad]})")
+        return times
+
+    def _encode_camera(self, camera: str, frames, length: int, stats_sample: np.ndarray):
+        expected = (*self.image_shape, 3)
+        if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] != length):
+            raise ValueError(f"images[{camera!r}] must be [T={length}, H, W, 3], got shape {frames.shape}")
+        encoded: list[bytes] = []
+        sampled: list[np.ndarray] = []
+        wanted = set(stats_sample.tolist())
+        for number, frame in enumerate(frames):
+            frame = np.asarray(frame)
+            if frame.shape != expected or frame.dtype != np.uint8:
+                raise ValueError(f"images[{camera!r}] frame {number} must be {expected} uint8 (the dataset's "
+                                 f"image_shape), got {frame.shape} {frame.dtype}; resize before writing")
+            if number >= length:
+                raise ValueError(f"images[{camera!r}] has more frames than states ({length})")
+            encoded.append(schema.encode_image(frame, self.image_format))
+            if number in wanted:
+                sampled.append(frame)
+        if len(encoded) != length:
+            raise ValueError(f"images[{camera!r}] has {len(encoded)} frames but states has {length}")
+        return encoded, np.stack(sampled)
+
+    def _write_frames(self, table: pa.Table) -> tuple[int, int]:
+        try:
+            if self._parquet is None:
+                chunk, file = self._data_file
+                final = self.root / schema.DATA_PATH.format(chunk_index=chunk, file_index=file)
+                partial = final.with_name(f".{final.name}.partial")
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                self._parquet = pq.ParquetWriter(partial, table.schema, compression="snappy")
+                self._partial_files.append((partial, final))
+            self._parquet.write_table(table)
+            where = self._data_file
+            partial = self._partial_files[-1][0]
+            if partial.stat().st_size >= self.info["data_files_size_in_mb"] * 2**20:
+                self._roll_data_file()
+            return where
+        except Exception as exc:
+            self._broken = f"writing frames failed: {exc}"
+            raise
+
+    def _roll_data_file(self) -> None:
+        self._parquet.close()
+        self._parquet = None
+        chunk, file = self._data_file
+        self._data_file = (chunk + 1, 0) if file + 1 >= self.info["chunks_size"] else (chunk, file + 1)
+
+    # ------------------------------------------------------------------ committing
+
+    def close(self) -> None:
+        """Commit this session: data files into place, then episodes, tasks, stats and info."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
+            if self._broken:
+                for partial, _ in self._partial_files:
+                    partial.unlink(missing_ok=True)
+                raise RuntimeError(f"nothing from this session was written to {self.root}: {self._broken}")
+            if self._episode_rows:
+                self._commit()
+        finally:
+            self._lock.release()
+
+    def _commit(self) -> None:
+        for partial, final in self._partial_files:
+            os.replace(partial, final)
+        chunk, file = _next_chunk_file((self.root / schema.EPISODES_DIR).glob("chunk-*/*file-*"),
+                                       int(self.info["chunks_size"]))
+        rows = [dict(row, **{"meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file})
+                for row in self._episode_rows]
+        table = pa.Table.from_pylist(rows, schema=schema.EPISODE_METADATA_SCHEMA)
+        for name, column in _flatten_stats(self._episode_stats).items():
+            table = table.append_column(name, column)
+        episodes_path = self.root / schema.EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+        _write_parquet_atomic(table, episodes_path)
+
+        ordered = sorted(self._tasks.items(), key=lambda item: item[1])
+        tasks = pa.table({"task_index": pa.array([i for _, i in ordered], pa.int64()),
+                          "task": pa.array([t for t, _ in ordered], pa.string())})
+        _write_parquet_atomic(tasks.replace_schema_metadata(_pandas_task_index_metadata()),
+                              self.root / schema.TASKS_PATH)
+
+        stats_path = self.root / schema.STATS_PATH
+        previous = [json.loads(stats_path.read_text())] if stats_path.is_file() else []
+        schema.write_json_atomic(stats_path, aggregate_stats(previous + self._episode_stats))
+
+        info = self.info
+        info["total_episodes"] = self._next_episode
+        info["total_frames"] = self._next_index
+        info["total_tasks"] = len(self._tasks)
+        info["splits"] = {"train": f"0:{self._next_episode}"}
+        info["recap"].update(self.recap.to_json())
+        labels = info["recap"].pop("labels", None)
+        if labels is not None:
+            # The new episodes have no labels, so the dataset must be labelled again before use.
+            info["recap"]["stale_labels"] = labels
+            for name in schema.LABEL_COLUMNS:
+                info["features"].pop(name, None)
+        schema.write_json_atomic(self.root / schema.INFO_PATH, info)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- statistics (stats.json)
+
+def feature_stats(values) -> dict[str, np.ndarray]:
+    """min/max/mean/std over frames of ``[T]`` or ``[T, D]`` values; count is ``[1]``."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values.reshape(len(values), -1)
+    return {"min": values.min(0), "max": values.max(0), "mean": values.mean(0), "std": values.std(0),
+            "count": np.array([len(values)])}
+
+
+def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel stats ``[3, 1, 1]`` of sampled ``[K, H, W, 3]`` uint8 frames, scaled to [0, 1] as LeRobot."""
+    pixels = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0  # every 4th pixel is plenty
+    stats = feature_stats(pixels)
+    return {name: (value.reshape(3, 1, 1) if name != "count" else np.array([len(frames)]))
+            for name, value in stats.items()}
+
+
+def aggregate_stats(parts: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, list]]:
+    """Pool per-part stats (count-weighted mean, pooled variance) into stats.json form."""
+    pooled: dict[str, dict[str, list]] = {}
+    for feature in dict.fromkeys(name for part in parts for name in part):
+        pieces = [{k: np.asarray(v, dtype=np.float64) for k, v in part[feature].items()}
+                  for part in parts if feature in part]
+        counts = np.array([float(p["count"].reshape(-1)[0]) for p in pieces])
+        weights = (counts / counts.sum()).reshape((-1,) + (1,) * pieces[0]["mean"].ndim)
+        means = np.stack([p["mean"] for p in pieces])
+        mean = (weights * means).sum(0)
+        variance = (weights * (np.stack([p["std"] for p in pieces]) ** 2 + (means - mean) ** 2)).sum(0)
+        pooled[feature] = {"min": np.min([p["min"] for p in pieces], axis=0).tolist(),
+                           "max": np.max([p["max"] for p in pieces], axis=0).tolist(),
+                           "mean": mean.tolist(), "std": np.sqrt(variance).tolist(),
+                           "count": [int(counts.sum())]}
+    return pooled
+
+
+def _flatten_stats(per_episode: list[dict]) -> dict[str, pa.Array]:
+    """``stats/<feature>/<stat>`` columns of the episodes file, as LeRobot stores per-episode stats."""
+    columns: dict[str, list] = {}
+    for stats in per_episode:
+        for feature, values in stats.items():
+            for stat, value in values.items():
+                columns.setdefault(f"stats/{feature}/{stat}", []).append(np.ravel(value).tolist())
+    return {name: pa.array(values, pa.list_(pa.int64() if name.endswith("/count") else pa.float64()))
+            for name, values in columns.items()}
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
+def _pandas_task_index_metadata() -> dict[bytes, bytes]:
+    """Schema metadata so ``pandas.read_parquet`` indexes tasks by the task string, as LeRobot expects."""
+    columns = [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+                "numpy_type": "int64", "metadata": None},
+               {"name": "task", "field_name": "task", "pandas_type": "unicode",
+                "numpy_type": "object", "metadata": None}]
+    meta = {"index_columns": ["task"], "column_indexes": [], "columns": columns,
+            "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.0"}
+    return {b"pandas": json.dumps(meta).encode()}
