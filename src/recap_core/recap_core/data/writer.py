@@ -8,8 +8,9 @@ A writer session (open -> add_episode... -> close) is one transaction:
 * ``close()`` renames them into place, then writes a new episodes-metadata
   file, ``tasks.parquet``, ``stats.json`` and, last, ``info.json``.
 
-A crash before ``close()`` leaves the dataset as it was (plus ignored partial
-files). A lock file stops two writers working on one dataset at once.
+A crash before ``close()`` leaves the dataset as it was; the next writer
+deletes the dead one's partial files. A lock file stops two writers working on
+one dataset at once.
 Imports neither torch nor rclpy, so the bag converter can use it.
 """
 from __future__ import annotations
@@ -93,6 +94,14 @@ def _next_chunk_file(paths: Iterable[Path], chunks_size: int) -> tuple[int, int]
     return (chunk + 1, 0) if file + 1 >= chunks_size else (chunk, file + 1)
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Delete partial and temporary files of writers that died (safe: we hold the lock)."""
+    for pattern in ("data/chunk-*/.file-*.partial", "data/chunk-*/.file-*.labels.tmp", "meta/**/.*.tmp"):
+        for path in root.glob(pattern):
+            log.warning("removing %s left by an interrupted writer", path)
+            path.unlink(missing_ok=True)
+
+
 def _intervention_segments(is_intervention: np.ndarray) -> int:
     rising = np.flatnonzero(is_intervention[1:] & ~is_intervention[:-1])
     return int(is_intervention[0]) + len(rising) if len(is_intervention) else 0
@@ -123,6 +132,7 @@ class DatasetWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = DatasetLock(self.root)
         try:
+            _remove_leftovers(self.root)
             if info_path.is_file():
                 self.info = self._open_existing(fps, cameras, image_shape, robot, image_format,
                                                 c_fail, max_episode_length)

@@ -1,0 +1,494 @@
+"""The RECAP dataset: writer -> files in the LeRobot v3 layout -> reader, append, labels, synthetic data."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recap_core import rl
+from recap_core.data import reader, schema, synthetic
+from recap_core.data.writer import DatasetWriter
+
+torch.set_num_threads(1)
+
+CAMERAS = ("base", "left_wrist")
+SHAPE = (24, 32)
+
+
+def make_episode(seed: int, length: int, *, success: bool = True, task: str = "pick the cube",
+                 cameras=CAMERAS, shape=SHAPE, **overrides) -> dict:
+    rng = np.random.default_rng(seed)
+    episode = dict(
+        states=rng.normal(size=(length, 14)).astype(np.float32),
+        actions=rng.normal(size=(length, 14)).astype(np.float32),
+        images={c: rng.integers(0, 256, size=(length, *shape, 3), dtype=np.uint8) for c in cameras},
+        is_intervention=rng.random(length) < 0.3, success=success, task=task,
+        metadata={"source": "rollout", "policy_checkpoint": "ckpt-7", "beta": 1.5, "station": "sim1",
+                  "operator": "ada", "bag_path": f"/bags/ep{seed}", "start_time": 1700000000.5 + seed,
+                  "note": "kept as extra"})
+    episode.update(overrides)
+    return episode
+
+
+def writer(root, **kwargs) -> DatasetWriter:
+    kwargs.setdefault("cameras", CAMERAS)
+    kwargs.setdefault("image_shape", SHAPE)
+    kwargs.setdefault("image_format", "raw")
+    kwargs.setdefault("max_episode_length", 20)
+    kwargs.setdefault("c_fail", 10.0)
+    return DatasetWriter(root, **kwargs)
+
+
+def data_file_digests(root) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted((root / "data").rglob("*.parquet"))}
+
+
+@pytest.fixture
+def two_episodes(tmp_path):
+    root = tmp_path / "ds"
+    episodes = [make_episode(1, 7, success=True), make_episode(2, 5, success=False, task="open the drawer")]
+    with writer(root) as w:
+        indices = [w.add_episode(**e) for e in episodes]
+    assert indices == [0, 1]
+    return root, episodes
+
+
+# ----------------------------------------------------------------- round trip
+
+def test_frames_round_trip(two_episodes):
+    root, episodes = two_episodes
+    table = reader.load_frames_table(root)
+    assert table.num_rows == 12
+    assert not any(name.startswith("observation.images") for name in table.column_names)
+    states = table["observation.state"].combine_chunks().flatten().to_numpy().reshape(-1, 14)
+    actions = table["action"].combine_chunks().flatten().to_numpy().reshape(-1, 14)
+    np.testing.assert_array_equal(states, np.concatenate([e["states"] for e in episodes]))
+    np.testing.assert_array_equal(actions, np.concatenate([e["actions"] for e in episodes]))
+    np.testing.assert_array_equal(table["is_intervention"].to_numpy(zero_copy_only=False),
+                                  np.concatenate([e["is_intervention"] for e in episodes]))
+    np.testing.assert_array_equal(table["episode_success"].to_numpy(zero_copy_only=False), [True] * 7 + [False] * 5)
+    np.testing.assert_array_equal(table["episode_index"].to_numpy(), [0] * 7 + [1] * 5)
+    np.testing.assert_array_equal(table["frame_index"].to_numpy(), list(range(7)) + list(range(5)))
+    np.testing.assert_array_equal(table["index"].to_numpy(), np.arange(12))
+    np.testing.assert_array_equal(table["task_index"].to_numpy(), [0] * 7 + [1] * 5)
+    np.testing.assert_allclose(table["timestamp"].to_numpy(), np.r_[np.arange(7), np.arange(5)] / 50, rtol=1e-6)
+
+
+def test_rewards_and_returns_follow_rl(two_episodes):
+    root, _ = two_episodes
+    table = reader.load_frames_table(root)
+    expected_rewards = np.r_[rl.episode_rewards(7, True, 10.0), rl.episode_rewards(5, False, 10.0)]
+    np.testing.assert_array_equal(table["reward"].to_numpy(), expected_rewards)
+    expected_returns = np.r_[rl.normalise_returns(rl.returns_to_go(expected_rewards[:7]), 20, 10.0),
+                             rl.normalise_returns(rl.returns_to_go(expected_rewards[7:]), 20, 10.0)]
+    np.testing.assert_allclose(table["return_normalised"].to_numpy(), expected_returns, rtol=1e-6)
+    tasks = reader.load_tasks(root)
+    recap = schema.RecapConfig.from_json(schema.load_info(root)["recap"])
+    rewards_norm = reader.normalised_rewards(table, recap, tasks)
+    np.testing.assert_allclose(rl.returns_to_go(rewards_norm[:7]), expected_returns[:7], rtol=1e-6)
+
+
+def test_episode_metadata_round_trip(two_episodes):
+    root, episodes = two_episodes
+    loaded = reader.load_episodes(root)
+    assert [e["length"] for e in loaded] == [7, 5]
+    assert [e["tasks"] for e in loaded] == [["pick the cube"], ["open the drawer"]]
+    assert [e["success"] for e in loaded] == [True, False]
+    first = loaded[0]
+    assert (first["source"], first["policy_checkpoint"], first["beta"], first["station"], first["operator"],
+            first["bag_path"], first["start_time"]) == ("rollout", "ckpt-7", 1.5, "sim1", "ada", "/bags/ep1",
+                                                         1700000001.5)
+    assert first["extra"] == {"note": "kept as extra"}
+    flags = episodes[0]["is_intervention"]
+    assert first["intervention_frames"] == flags.sum()
+    segments = int(flags[0]) + int(np.sum(flags[1:] & ~flags[:-1]))
+    assert first["intervention_count"] == segments
+    assert (first["dataset_from_index"], first["dataset_to_index"]) == (0, 7)
+    assert reader.load_tasks(root) == ["pick the cube", "open the drawer"]
+
+
+def test_images_round_trip_exactly_when_raw(two_episodes):
+    root, episodes = two_episodes
+    dataset = reader.RecapDataset(root, chunk_size=3)
+    item = dataset[8]  # episode 1, frame 1
+    for camera in CAMERAS:
+        image = item[f"observation.images.{camera}"]
+        assert image.dtype == torch.uint8 and image.shape == (3, *SHAPE)
+        np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), episodes[1]["images"][camera][1])
+
+
+@pytest.mark.parametrize("image_format, tolerance", [("png", 0.0), ("jpeg", 12.0)])
+def test_encoded_images_round_trip(tmp_path, image_format, tolerance):
+    smooth = np.zeros((4, *SHAPE, 3), dtype=np.uint8)
+    smooth[..., 0] = np.linspace(0, 255, SHAPE[1], dtype=np.uint8)
+    smooth[..., 1] = np.linspace(0, 255, SHAPE[0], dtype=np.uint8)[:, None]
+    smooth[1:, 5:15, 5:15] = 200  # frames differ
+    episode = make_episode(3, 4, images={c: smooth for c in CAMERAS})
+    with writer(tmp_path / "ds", image_format=image_format) as w:
+        w.add_episode(**episode)
+    dataset = reader.RecapDataset(tmp_path / "ds")
+    for frame in range(4):
+        decoded = dataset[frame]["observation.images.base"].permute(1, 2, 0).numpy().astype(float)
+        assert np.abs(decoded - smooth[frame]).mean() <= tolerance
+
+
+def test_frames_may_come_from_an_iterator(tmp_path):
+    episode = make_episode(4, 6)
+    frames = episode["images"]
+    episode["images"] = {c: (frame for frame in frames[c]) for c in CAMERAS}
+    with writer(tmp_path / "ds") as w:
+        w.add_episode(**episode)
+    dataset = reader.RecapDataset(tmp_path / "ds")
+    np.testing.assert_array_equal(dataset[5]["observation.images.left_wrist"].permute(1, 2, 0).numpy(),
+                                  frames["left_wrist"][5])
+
+
+# ----------------------------------------------------------------- LeRobot v3 layout
+
+def test_files_follow_the_lerobot_v3_layout(two_episodes):
+    root, _ = two_episodes
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0"
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert (info["fps"], info["chunks_size"], info["total_episodes"], info["total_frames"],
+            info["total_tasks"]) == (50, 1000, 2, 12, 2)
+    assert info["splits"] == {"train": "0:2"}
+    for name in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        assert info["features"][name]["shape"] == [1]
+    assert info["features"]["observation.state"] == {
+        "dtype": "float32", "shape": [14], "names": info["features"]["observation.state"]["names"]}
+    assert info["features"]["observation.images.base"]["shape"] == [*SHAPE, 3]
+    assert info["recap"]["c_fail"] == 10.0
+    assert info["recap"]["max_episode_length"] == {"pick the cube": 20, "open the drawer": 20}
+    assert (root / info["data_path"].format(chunk_index=0, file_index=0)).is_file()
+    assert (root / "meta/episodes/chunk-000/file-000.parquet").is_file()
+    assert (root / "meta/stats.json").is_file()
+    tasks = pq.read_table(root / "meta/tasks.parquet")
+    assert tasks.column_names == ["task_index", "task"]
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet")
+    for column in ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
+                   "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index",
+                   "meta/episodes/file_index", "stats/observation.state/mean", "stats/action/max"):
+        assert column in episodes.column_names
+    data = pq.read_schema(root / "data/chunk-000/file-000.parquet")
+    assert set(data.names) == {n for n in info["features"]}
+    assert data.field("observation.images.base").type.names == ["bytes", "path"]
+    assert not list(root.rglob(".*.partial")) and not (root / schema.LOCK_PATH).exists()
+
+
+def test_stats_cover_state_and_action(two_episodes):
+    root, episodes = two_episodes
+    stats = reader.load_stats(root)
+    states = np.concatenate([e["states"] for e in episodes]).astype(np.float64)
+    np.testing.assert_allclose(stats["observation.state"]["mean"], states.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["std"], states.std(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["min"], states.min(0), rtol=1e-6)
+    assert stats["action"]["count"][0] == 12
+    assert stats["observation.images.base"]["mean"].shape == (3, 1, 1)
+
+
+# ----------------------------------------------------------------- append
+
+def test_append_writes_new_files_and_never_touches_old_ones(two_episodes):
+    root, episodes = two_episodes
+    before = data_file_digests(root)
+    third = make_episode(5, 6, task="pick the cube")
+    with writer(root) as w:
+        assert w.add_episode(**third) == 2
+    after = data_file_digests(root)
+    assert {k: after[k] for k in before} == before, "old data files were rewritten"
+    assert set(after) - set(before) == {"data/chunk-000/file-001.parquet"}
+    assert (root / "meta/episodes/chunk-000/file-001.parquet").is_file()
+    table = reader.load_frames_table(root)
+    np.testing.assert_array_equal(table["index"].to_numpy(), np.arange(18))
+    assert reader.load_episodes(root)[2]["dataset_from_index"] == 12
+    assert reader.load_tasks(root) == ["pick the cube", "open the drawer"]
+    info = schema.load_info(root)
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (3, 18, 2)
+    stats = reader.load_stats(root)
+    states = np.concatenate([e["states"] for e in [*episodes, third]]).astype(np.float64)
+    np.testing.assert_allclose(stats["observation.state"]["mean"], states.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["std"], states.std(0), rtol=1e-5, atol=1e-6)
+    dataset = reader.RecapDataset(root)
+    np.testing.assert_array_equal(dataset[12]["observation.state"].numpy(), third["states"][0])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(fps=30), "fps: dataset has 50"),
+    (dict(cameras=("base",)), "cameras"),
+    (dict(image_shape=(48, 64)), "image_shape"),
+    (dict(image_format="jpeg"), "image_format"),
+    (dict(c_fail=99.0), "c_fail"),
+])
+def test_mismatched_append_says_what_differs(two_episodes, change, message):
+    root, _ = two_episodes
+    with pytest.raises(ValueError, match=message):
+        writer(root, **change)
+    assert not (root / schema.LOCK_PATH).exists(), "a refused writer must release the lock"
+
+
+def test_a_second_writer_is_refused_while_one_is_open(two_episodes):
+    root, _ = two_episodes
+    first = writer(root)
+    try:
+        with pytest.raises(RuntimeError, match="being written by process"):
+            writer(root)
+    finally:
+        first.close()
+
+
+def test_a_writer_that_dies_leaves_the_dataset_unchanged(two_episodes):
+    root, _ = two_episodes
+    before = data_file_digests(root)
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from test_data import make_episode, writer
+        w = writer({str(root)!r})
+        w.add_episode(**make_episode(9, 4))
+        os._exit(1)  # killed before close()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=120)
+    assert list((root / "data").rglob(".*.partial")), "the dead writer should have left a partial file"
+    assert data_file_digests(root) == before
+    assert schema.load_info(root)["total_episodes"] == 2
+    with writer(root) as w:  # takes over the stale lock and clears the leftovers
+        assert w.add_episode(**make_episode(10, 3)) == 2
+    assert not list((root / "data").rglob(".*.partial"))
+    assert reader.load_frames_table(root).num_rows == 15
+
+
+def test_data_files_roll_over_at_the_size_limit(tmp_path):
+    root = tmp_path / "ds"
+    shape = (224, 224)
+    with writer(root, image_shape=shape, data_files_size_in_mb=1) as w:
+        for seed in range(2):
+            w.add_episode(**make_episode(seed, 12, shape=shape))
+    assert sorted(p.name for p in (root / "data/chunk-000").iterdir()) == ["file-000.parquet", "file-001.parquet"]
+    assert [e["data/file_index"] for e in reader.load_episodes(root)] == [0, 1]
+    assert len(reader.RecapDataset(root, load_images=False)) == 24
+
+
+# ----------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("override, message", [
+    (dict(states=np.full((5, 14), np.nan, np.float32)), "states must be finite"),
+    (dict(actions=np.zeros((4, 14), np.float32)), "actions has 4 frames but states has 5"),
+    (dict(actions=np.zeros((5, 7), np.float32)), r"actions must be \[T, 14\]"),
+    (dict(is_intervention=np.zeros(3, bool)), "is_intervention must be"),
+    (dict(task=""), "task must be a non-empty"),
+    (dict(timestamps=np.array([0.0, 0.1, 0.1, 0.2, 0.3])), "timestamps must increase"),
+    (dict(metadata={"source": "teleop"}), "episode source must be one of"),
+    (dict(metadata={"start_time": "yesterday"}), "start_time"),
+])
+def test_bad_episodes_are_rejected_with_a_clear_error(tmp_path, override, message):
+    episode = make_episode(6, 5, **override)
+    with writer(tmp_path / "ds") as w:
+        with pytest.raises(ValueError, match=message):
+            w.add_episode(**episode)
+        assert w.add_episode(**make_episode(7, 3)) == 0, "a rejected episode must not use up an index"
+
+
+def test_images_must_match_cameras_shape_and_length(tmp_path):
+    with writer(tmp_path / "ds") as w:
+        episode = make_episode(6, 5)
+        with pytest.raises(ValueError, match="missing \\['left_wrist'\\]"):
+            w.add_episode(**dict(episode, images={"base": episode["images"]["base"]}))
+        wrong_size = {c: np.zeros((5, 10, 10, 3), np.uint8) for c in CAMERAS}
+        with pytest.raises(ValueError, match="image_shape"):
+            w.add_episode(**dict(episode, images=wrong_size))
+        short = {c: (f for f in episode["images"][c][:3]) for c in CAMERAS}
+        with pytest.raises(ValueError, match="has 3 frames but states has 5"):
+            w.add_episode(**dict(episode, images=short))
+
+
+def test_a_non_dataset_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a RECAP dataset"):
+        writer(tmp_path)
+
+
+# ----------------------------------------------------------------- reader
+
+def test_action_chunks_are_padded_at_the_episode_end(two_episodes):
+    root, episodes = two_episodes
+    dataset = reader.RecapDataset(root, chunk_size=4, load_images=False)
+    item = dataset[5]  # episode 0 (7 frames), frame 5: frames 5, 6 then two pads
+    expected = episodes[0]["actions"][[5, 6, 6, 6]]
+    np.testing.assert_array_equal(item["action"].numpy(), expected)
+    assert item["action_is_pad"].tolist() == [False, False, True, True]
+    assert item["episode_length"] == 7 and item["frame_index"] == 5
+    first_of_next = dataset[7]
+    np.testing.assert_array_equal(first_of_next["action"].numpy(), episodes[1]["actions"][:4])
+    assert not first_of_next["action_is_pad"].any()
+    assert first_of_next["task"] == "open the drawer" and first_of_next["episode_success"] is False
+
+
+def test_episode_selection_and_ranges(two_episodes):
+    root, episodes = two_episodes
+    dataset = reader.RecapDataset(root, episodes=[1], image_size=8)
+    assert len(dataset) == 5 and dataset.num_episodes == 1
+    assert dataset.episode_ranges == {1: (0, 5)}
+    item = dataset[0]
+    np.testing.assert_array_equal(item["observation.state"].numpy(), episodes[1]["states"][0])
+    assert item["observation.images.base"].shape == (3, 8, 8)
+    assert dataset.tasks == ["pick the cube", "open the drawer"]
+    assert dataset.stats["observation.state"]["mean"].shape == (14,)
+    with pytest.raises(ValueError, match="episodes \\[5\\]"):
+        reader.RecapDataset(root, episodes=[5])
+    with pytest.raises(ValueError, match="cameras \\['top'\\]"):
+        reader.RecapDataset(root, cameras=["top"])
+
+
+def test_cached_images_equal_decoded_ones_and_batches_collate(two_episodes):
+    root, _ = two_episodes
+    plain = reader.RecapDataset(root, image_size=16, cameras=["left_wrist"])
+    cached = reader.RecapDataset(root, image_size=16, cameras=["left_wrist"], cache_images=True)
+    cached.preload_images()
+    for i in (0, 6, 11):
+        assert torch.equal(plain[i]["observation.images.left_wrist"], cached[i]["observation.images.left_wrist"])
+    assert "observation.images.base" not in plain[0]
+    batch = next(iter(torch.utils.data.DataLoader(cached, batch_size=4, shuffle=False)))
+    assert batch["action"].shape == (4, 50, 14) and batch["action_is_pad"].dtype == torch.bool
+    assert batch["observation.images.left_wrist"].shape == (4, 3, 16, 16)
+    assert batch["task"] == ["pick the cube"] * 4
+
+
+# ----------------------------------------------------------------- labels
+
+def label_arrays(total: int):
+    rng = np.random.default_rng(11)
+    return rng.uniform(-1, 0, total), rng.normal(size=total), rng.random(total) < 0.4
+
+
+def test_write_labels_round_trip(two_episodes):
+    root, _ = two_episodes
+    value, advantage, indicator = label_arrays(12)
+    thresholds = {"pick the cube": 0.1, "open the drawer": -0.2}
+    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds=thresholds,
+                        value_checkpoint="value-3")
+    table = reader.load_frames_table(root)
+    np.testing.assert_allclose(table["value"].to_numpy(), value, rtol=1e-6)
+    np.testing.assert_allclose(table["advantage"].to_numpy(), advantage, rtol=1e-6)
+    np.testing.assert_array_equal(table["indicator"].to_numpy(zero_copy_only=False), indicator)
+    info = schema.load_info(root)
+    assert info["recap"]["labels"]["thresholds"] == thresholds
+    assert info["recap"]["labels"]["value_checkpoint"] == "value-3"
+    assert info["features"]["indicator"]["dtype"] == "bool"
+    dataset = reader.RecapDataset(root, load_images=False)
+    assert dataset.labelled and dataset.thresholds == thresholds
+    item = dataset[9]
+    assert item["value"] == pytest.approx(value[9], rel=1e-6) and item["indicator"] == bool(indicator[9])
+    # Relabelling replaces the columns.
+    reader.write_labels(root, value=-value, advantage=advantage, indicator=~indicator, thresholds=thresholds,
+                        value_checkpoint="value-4")
+    table = reader.load_frames_table(root)
+    np.testing.assert_array_equal(table["indicator"].to_numpy(zero_copy_only=False), ~indicator)
+    assert table.column_names.count("value") == 1
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_write_labels_validates(two_episodes):
+    root, _ = two_episodes
+    value, advantage, indicator = label_arrays(12)
+    good = dict(value=value, advantage=advantage, indicator=indicator, thresholds={}, value_checkpoint="v")
+    with pytest.raises(ValueError, match="one entry per frame"):
+        reader.write_labels(root, **dict(good, value=value[:5]))
+    with pytest.raises(ValueError, match="advantage must be finite"):
+        reader.write_labels(root, **dict(good, advantage=np.where(np.arange(12) == 3, np.nan, advantage)))
+    with pytest.raises(ValueError, match="indicator must be"):
+        reader.write_labels(root, **dict(good, indicator=indicator.astype(int)))
+    with pytest.raises(ValueError, match="tasks not in the dataset"):
+        reader.write_labels(root, **dict(good, thresholds={"fold": 0.0}))
+    assert "value" not in reader.load_frames_table(root).column_names
+
+
+def test_interrupted_labelling_is_detected(two_episodes):
+    root, _ = two_episodes
+    with writer(root) as w:  # a second data file, so labelling touches two files
+        w.add_episode(**make_episode(8, 4))
+    old_first_file = (root / "data/chunk-000/file-000.parquet").read_bytes()
+    value, advantage, indicator = label_arrays(16)
+    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds={},
+                        value_checkpoint="v")
+    (root / "data/chunk-000/file-000.parquet").write_bytes(old_first_file)  # as if the rename never happened
+    with pytest.raises(ValueError, match="run `recap label`"):
+        reader.load_frames_table(root)
+
+
+def test_appending_makes_labels_stale(two_episodes):
+    root, _ = two_episodes
+    value, advantage, indicator = label_arrays(12)
+    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds={},
+                        value_checkpoint="v")
+    with writer(root) as w:
+        w.add_episode(**make_episode(12, 3))
+    info = schema.load_info(root)
+    assert "labels" not in info["recap"] and "stale_labels" in info["recap"]
+    table = reader.load_frames_table(root)
+    assert "value" not in table.column_names and table.num_rows == 15
+    assert not reader.RecapDataset(root, load_images=False).labelled
+
+
+# ----------------------------------------------------------------- synthetic datasets
+
+def test_reach_dataset_mixes_outcomes_and_its_returns_track_the_distance(tmp_path):
+    root = synthetic.make_synthetic_dataset(tmp_path / "reach", num_episodes=30, image_size=16, seed=3)
+    episodes = reader.load_episodes(root)
+    assert len(episodes) == 30
+    assert 0 < sum(e["success"] for e in episodes) < 30
+    assert any(e["intervention_frames"] > 0 for e in episodes)
+    assert {e["source"] for e in episodes} == {"demo", "rollout"}
+    table = reader.load_frames_table(root)
+    states = table["observation.state"].combine_chunks().flatten().to_numpy().reshape(-1, 14)
+    demo_frames = np.isin(table["episode_index"].to_numpy(),
+                          [e["episode_index"] for e in episodes if e["source"] == "demo"])
+    distance = np.linalg.norm(states[:, 0:2] - states[:, 2:4], axis=1)
+    returns = table["return_normalised"].to_numpy()
+    assert np.corrcoef(distance[demo_frames], returns[demo_frames])[0, 1] < -0.95
+    image = reader.RecapDataset(root)[0]["observation.images.base"]
+    assert image.shape == (3, 16, 16) and image.float().std() > 10, "the point and goal should be drawn"
+
+
+def test_bimodal_dataset_good_mode_succeeds_bad_mode_fails(tmp_path):
+    root = synthetic.make_bimodal_dataset(tmp_path / "bimodal", num_episodes=24, image_size=16, seed=5)
+    dataset = reader.RecapDataset(root, chunk_size=4, load_images=False)
+    per_episode = {}
+    for episode, (start, stop) in dataset.episode_ranges.items():
+        item = dataset[start]
+        good = synthetic.bimodal_good_mode(item["observation.state"].numpy(), item["action"].numpy())
+        per_episode[episode] = (bool(good), item["episode_success"], stop - start)
+    goods = [v for v in per_episode.values() if v[0]]
+    bads = [v for v in per_episode.values() if not v[0]]
+    assert goods and bads
+    assert all(success for _, success, _ in goods) and not any(success for _, success, _ in bads)
+    assert max(length for *_, length in goods) < min(length for *_, length in bads)
+
+
+def test_bimodal_good_mode_classifies_single_steps_and_chunks():
+    state = np.full(14, 0.2)
+    assert synthetic.bimodal_good_mode(state, state + synthetic.STEP)
+    assert not synthetic.bimodal_good_mode(state, state - synthetic.STEP)
+    chunk = state + synthetic.STEP * np.arange(1, 5)[:, None] * np.ones(14)
+    assert synthetic.bimodal_good_mode(state, chunk)
+    assert synthetic.bimodal_good_mode(np.stack([state, state]), np.stack([chunk, -chunk])).tolist() == [True, False]
+
+
+def test_cli_synth_then_info(tmp_path, capsys):
+    from recap_core.cli import main
+
+    assert main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "3",
+                 "--image-size", "8"]) == 0
+    assert main(["dataset", "info", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "episodes  3" in out and "move to the right end" in out and "labels    none" in out
+    assert main(["dataset", "info", str(tmp_path / "missing")]) == 2
