@@ -1,0 +1,200 @@
+"""Frozen, validated configurations of the RECAP policy and value models.
+
+Sizes live here; :mod:`recap_core.models.registry` names useful combinations
+(``tiny``, ``small``, ``pretrained``). Every config round-trips through plain
+JSON (``to_dict`` / ``from_dict``) so a checkpoint's ``config.json`` rebuilds the
+architecture without executing anything from the checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from recap_core.station import DEFAULT_CAMERAS, NUM_JOINTS
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent; the message says which and what to do."""
+
+
+def _positive_int(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Vision tower (SigLIP) + language model (Gemma 3 text) sizes.
+
+    The prefix the backbone encodes is ``tokens_per_image`` tokens per camera,
+    one state token and the prompt tokens, all attending to each other
+    (prefix-LM, as PaliGemma/pi0). ``hf_config`` holds the full transformers
+    ``Gemma3Config`` dict of a pretrained model (real weights loaded from
+    ``pretrained_dir``); when it is set the size fields mirror it.
+    """
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_num_layers: int = 1
+    vision_num_heads: int = 2
+    tokens_per_image: int = 4
+    vocab_size: int = 384
+    hidden_size: int = 48
+    intermediate_size: int = 96
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    head_dim: int = 16
+    rope_theta: float = 10_000.0
+    pretrained_dir: str | None = None
+    hf_config: dict | None = None
+
+    def __post_init__(self):
+        owner = "BackboneConfig"
+        for name in ("image_size", "patch_size", "vision_hidden_size", "vision_intermediate_size",
+                     "vision_num_layers", "vision_num_heads", "tokens_per_image", "vocab_size", "hidden_size",
+                     "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+            _positive_int(owner, name, getattr(self, name))
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"{owner}.image_size ({self.image_size}) must be a multiple of patch_size "
+                              f"({self.patch_size}); pick e.g. image_size={self.patch_size * 4}")
+        patches_per_side = self.image_size // self.patch_size
+        tokens_per_side = round(self.tokens_per_image ** 0.5)
+        if tokens_per_side ** 2 != self.tokens_per_image or patches_per_side % tokens_per_side:
+            raise ConfigError(
+                f"{owner}.tokens_per_image ({self.tokens_per_image}) must be a square whose side divides the "
+                f"{patches_per_side} patches per image side; e.g. {(patches_per_side // 2) ** 2 or 1}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"{owner}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                              f"({self.num_kv_heads})")
+        if self.vision_hidden_size % self.vision_num_heads:
+            raise ConfigError(f"{owner}.vision_hidden_size ({self.vision_hidden_size}) must be divisible by "
+                              f"vision_num_heads ({self.vision_num_heads})")
+        if not self.rope_theta > 0:
+            raise ConfigError(f"{owner}.rope_theta must be > 0, got {self.rope_theta!r}")
+
+    @property
+    def patches_per_image(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """The action expert: as many layers as the backbone, narrower, same head_dim and KV heads.
+
+    Layer ``i`` of the expert attends to ``[backbone layer i prefix K/V ; its own K/V]``,
+    so only its width, MLP size and number of query heads are free.
+    """
+
+    width: int = 32
+    mlp_dim: int = 64
+    num_heads: int = 2
+
+    def __post_init__(self):
+        for name in ("width", "mlp_dim", "num_heads"):
+            _positive_int("ExpertConfig", name, getattr(self, name))
+
+
+def _check_cameras(owner: str, cameras: tuple[str, ...]) -> None:
+    if not cameras or not all(isinstance(c, str) and c for c in cameras):
+        raise ConfigError(f"{owner}.cameras must be a non-empty tuple of camera names, got {cameras!r}")
+    if len(set(cameras)) != len(cameras):
+        raise ConfigError(f"{owner}.cameras has duplicates: {cameras!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """pi0-style flow-matching policy: backbone prefix + action expert over a chunk ``[H, action_dim]``."""
+
+    backbone: BackboneConfig = BackboneConfig()
+    expert: ExpertConfig = ExpertConfig()
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    state_dim: int = NUM_JOINTS
+    action_dim: int = NUM_JOINTS
+    action_horizon: int = 50
+    max_prompt_tokens: int = 32
+    num_flow_steps: int = 10
+    indicator_dropout: float = 0.3
+    knowledge_insulation: bool = False
+    name: str = "custom"
+
+    def __post_init__(self):
+        owner = "PolicyConfig"
+        for name in ("state_dim", "action_dim", "action_horizon", "max_prompt_tokens", "num_flow_steps"):
+            _positive_int(owner, name, getattr(self, name))
+        _check_cameras(owner, self.cameras)
+        if not 0.0 <= self.indicator_dropout <= 1.0:
+            raise ConfigError(f"{owner}.indicator_dropout must be in [0, 1], got {self.indicator_dropout!r}")
+        head_dim = self.backbone.head_dim
+        if self.expert.num_heads % self.backbone.num_kv_heads:
+            raise ConfigError(f"ExpertConfig.num_heads ({self.expert.num_heads}) must be a multiple of the "
+                              f"backbone's num_kv_heads ({self.backbone.num_kv_heads}) to share its K/V")
+        if head_dim % 2:
+            raise ConfigError(f"BackboneConfig.head_dim must be even for rotary embeddings, got {head_dim}")
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PolicyConfig":
+        return _from_dict(cls, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueConfig:
+    """Distributional value model: backbone prefix + a readout token -> ``num_bins`` logits."""
+
+    backbone: BackboneConfig = BackboneConfig()
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    state_dim: int = NUM_JOINTS
+    num_bins: int = 201
+    max_prompt_tokens: int = 32
+    head_hidden_size: int = 64
+    name: str = "custom"
+
+    def __post_init__(self):
+        owner = "ValueConfig"
+        for name in ("state_dim", "max_prompt_tokens", "head_hidden_size"):
+            _positive_int(owner, name, getattr(self, name))
+        _check_cameras(owner, self.cameras)
+        if not isinstance(self.num_bins, int) or self.num_bins < 2:
+            raise ConfigError(f"{owner}.num_bins must be an integer >= 2, got {self.num_bins!r}")
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ValueConfig":
+        return _from_dict(cls, data)
+
+
+_NESTED = {"backbone": BackboneConfig, "expert": ExpertConfig}
+
+
+def _to_dict(config) -> dict:
+    data = dataclasses.asdict(config)
+    if "cameras" in data:
+        data["cameras"] = list(data["cameras"])
+    return data
+
+
+def _from_dict(cls, data: dict):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
+    kwargs = dict(data)
+    for key, nested in _NESTED.items():
+        if key in kwargs and isinstance(kwargs[key], dict):
+            nested_known = {f.name for f in dataclasses.fields(nested)}
+            extra = sorted(set(kwargs[key]) - nested_known)
+            if extra:
+                raise ConfigError(f"{nested.__name__} has no field(s) {extra}; known: {sorted(nested_known)}")
+            kwargs[key] = nested(**kwargs[key])
+    if "cameras" in kwargs:
+        kwargs["cameras"] = tuple(kwargs["cameras"])
+    return cls(**kwargs)

@@ -1,0 +1,151 @@
+"""The RECAP policy: backbone prefix + flow-matching action expert (pi0 style, paper Sec. V-A/B).
+
+Inputs at the model boundary (already pre-processed, see ``processor.py``):
+
+* ``images`` ``[B, N, 3, S, S]`` float in [-1, 1], cameras in ``config.cameras`` order
+* ``state`` ``[B, state_dim]`` normalised joint state
+* ``prompt_ids`` / ``prompt_mask`` ``[B, L]`` tokenised ``"<task>\\nAdvantage: ..."`` (right padded)
+* ``actions`` ``[B, H, action_dim]`` normalised chunk, ``action_is_pad`` ``[B, H]`` (training)
+
+Prefix layout: ``[image tokens (N * tokens_per_image) ; state token ; prompt tokens]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from recap_core.models.backbone import VisionLanguageBackbone
+from recap_core.models.configuration import PolicyConfig
+from recap_core.models.expert import ActionExpert, ExpertContext
+from recap_core.models.flow import (euler_integrate, flow_matching_loss, guided_velocity, interpolate,
+                                    sample_flow_time, target_velocity)
+
+
+@dataclasses.dataclass
+class PolicyInputs:
+    """A pre-processed batch; see the module docstring for shapes."""
+
+    images: torch.Tensor
+    state: torch.Tensor
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    actions: torch.Tensor | None = None
+    action_is_pad: torch.Tensor | None = None
+    sample_weight: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "PolicyInputs":
+        return PolicyInputs(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
+                               for f in dataclasses.fields(self)})
+
+
+class RecapPolicy(nn.Module):
+    def __init__(self, config: PolicyConfig, *, load_pretrained_weights: bool = False):
+        super().__init__()
+        self.config = config
+        self.backbone = VisionLanguageBackbone(config.backbone, load_pretrained_weights=load_pretrained_weights)
+        self.state_proj = nn.Linear(config.state_dim, self.backbone.hidden_size)
+        self.expert = ActionExpert(config.expert, config.backbone, config.action_dim, config.action_horizon)
+
+    # ------------------------------------------------------------------ prefix
+    def encode_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
+                      prompt_mask: torch.Tensor) -> ExpertContext:
+        """Backbone pass over the prefix -> the expert's per-layer K/V context (once per chunk)."""
+        batch = prompt_ids.shape[0]
+        if image_tokens.shape[0] != batch:
+            image_tokens = image_tokens.expand(batch, -1, -1)
+        state_token = self.state_proj(state)[:, None, :]
+        if state_token.shape[0] != batch:
+            state_token = state_token.expand(batch, -1, -1)
+        embeddings = torch.cat([image_tokens, state_token, self.backbone.embed_text(prompt_ids)], dim=1)
+        fixed = torch.ones(batch, image_tokens.shape[1] + 1, dtype=torch.bool, device=prompt_mask.device)
+        prefix = self.backbone.encode(embeddings, torch.cat([fixed, prompt_mask.bool()], dim=1))
+        if self.config.knowledge_insulation:
+            prefix = prefix.detached()
+        horizon = self.config.action_horizon
+        positions = prefix.next_position[:, None] + torch.arange(horizon, device=prompt_ids.device)[None, :]
+        rotary = self.backbone.rotary(positions, embeddings)
+        return ExpertContext(prefix, rotary, self.backbone.layer_types, horizon)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, inputs: PolicyInputs, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample training loss ``[B]`` (``forward`` so DistributedDataParallel syncs its gradients)."""
+        return self.compute_loss(inputs, generator)
+
+    def compute_loss(self, inputs: PolicyInputs, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample flow-matching loss ``[B]`` (masked MSE of the velocity, times ``sample_weight`` if set)."""
+        if inputs.actions is None:
+            raise ValueError("compute_loss needs inputs.actions [B, H, action_dim]")
+        actions = inputs.actions
+        expected = (self.config.action_horizon, self.config.action_dim)
+        if tuple(actions.shape[1:]) != expected:
+            raise ValueError(f"actions must be [B, {expected[0]}, {expected[1]}], got {tuple(actions.shape)}")
+        noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
+        flow_time = sample_flow_time(actions.shape[0], generator, actions.device).to(actions.dtype)
+        image_tokens = self.backbone.embed_images(inputs.images)
+        context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask)
+        velocity = self.expert(interpolate(actions, noise, flow_time), flow_time, context)
+        loss = flow_matching_loss(velocity, target_velocity(actions, noise), inputs.action_is_pad)
+        if inputs.sample_weight is not None:
+            loss = loss * inputs.sample_weight
+        return loss
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_actions(self, images: torch.Tensor, state: torch.Tensor, conditional: tuple[torch.Tensor, torch.Tensor],
+                       noise: torch.Tensor, *, unconditional: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       beta: float = 1.0, batch_guidance: bool = True, num_steps: int | None = None) -> torch.Tensor:
+        """Euler-integrate the velocity field from ``noise`` ``[B, H, A]`` to a chunk ``[B, H, A]`` (normalised).
+
+        ``conditional`` / ``unconditional`` are ``(prompt_ids, prompt_mask)``.
+        ``beta == 1``: the conditional velocity only (the unconditional prompt
+        is not run). ``beta != 1``: classifier-free guidance
+        ``v_u + beta (v_c - v_u)``; with ``batch_guidance`` both prompts run
+        as one batch of ``2B`` through backbone and expert, else as two
+        sequential passes (the slower baseline). Images are encoded once.
+        """
+        num_steps = self.config.num_flow_steps if num_steps is None else num_steps
+        image_tokens = self.backbone.embed_images(images)
+        if beta == 1.0:
+            context = self.encode_prefix(image_tokens, state, *conditional)
+            return euler_integrate(lambda x, eta: self._velocity(context, x, eta), noise, num_steps)
+        if unconditional is None:
+            raise ValueError(f"beta={beta} needs an unconditional prompt (classifier-free guidance)")
+        batch = noise.shape[0]
+        if not batch_guidance:
+            cond = self.encode_prefix(image_tokens, state, *conditional)
+            uncond = self.encode_prefix(image_tokens, state, *unconditional)
+
+            def sequential(x, eta):
+                return guided_velocity(self._velocity(cond, x, eta), self._velocity(uncond, x, eta), beta)
+
+            return euler_integrate(sequential, noise, num_steps)
+        ids, mask = _stack_prompts(conditional, unconditional)
+        context = self.encode_prefix(image_tokens.repeat(2, 1, 1), state.repeat(2, 1), ids, mask)
+
+        def batched(x, eta):
+            velocity = self._velocity(context, torch.cat([x, x], dim=0), eta)
+            return guided_velocity(velocity[:batch], velocity[batch:], beta)
+
+        return euler_integrate(batched, noise, num_steps)
+
+    def _velocity(self, context: ExpertContext, x: torch.Tensor, eta: float) -> torch.Tensor:
+        flow_time = torch.full((x.shape[0],), eta, dtype=x.dtype, device=x.device)
+        return self.expert(x, flow_time, context)
+
+
+def _stack_prompts(first: tuple[torch.Tensor, torch.Tensor],
+                   second: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate two right-padded prompt batches along the batch, padding to the longer one."""
+    length = max(first[0].shape[1], second[0].shape[1])
+
+    def pad(ids, mask):
+        extra = length - ids.shape[1]
+        if extra == 0:
+            return ids, mask
+        return (torch.nn.functional.pad(ids, (0, extra), value=0),
+                torch.nn.functional.pad(mask, (0, extra), value=False))
+
+    (ids_a, mask_a), (ids_b, mask_b) = pad(*first), pad(*second)
+    return torch.cat([ids_a, ids_b], dim=0), torch.cat([mask_a, mask_b], dim=0)

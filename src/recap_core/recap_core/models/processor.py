@@ -1,0 +1,240 @@
+"""Pre- and post-processing as ordered, named steps saved with a checkpoint (lerobot processor / openpi transforms).
+
+A *frame batch* is a dict flowing through the steps::
+
+    "images":  {cam: uint8 [B, 3, h, w]}   -> after ``images``: "pixels" float [B, N, 3, S, S] in [-1, 1]
+    "state":   float [B, 14] raw joints    -> after ``normalise_state``: "state_normalised"
+    "actions": float [B, H, 14] (training) -> after ``relative_actions`` + ``normalise_actions``: normalised
+    "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L]
+
+Post-processing turns the model's normalised chunk ``[B, H, 14]`` back into
+absolute joint targets (``unnormalise_actions`` then ``absolute_actions``).
+The step list is stored in ``processor.json``; statistics in
+``normalization.json``; nothing in either is executed.
+
+Actions are learned relative to the current state on the arm joints and
+absolute on the grippers (openpi's Aloha convention): at 50 Hz a chunk moves
+the arms a little around where they are, so deltas normalise to a useful scale.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recap_core.models.tokenizer import PromptTokenizer
+from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
+
+STD_FLOOR = 1e-2  # a constant dimension (std 0) must not blow up the normalised input
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+RELATIVE_ACTION_KEY = "action.relative"
+
+
+def default_relative_mask(dim: int = NUM_JOINTS) -> list[bool]:
+    """Which action dims are learned relative to the state: all but the grippers."""
+    return [i not in GRIPPER_INDICES for i in range(dim)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Normaliser:
+    """z-score with a floor on the std: ``(x - mean) / max(std, STD_FLOOR)`` over the last axis."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any], name: str) -> "Normaliser":
+        try:
+            mean = np.asarray(stats["mean"], dtype=np.float64)
+            std = np.asarray(stats["std"], dtype=np.float64)
+        except KeyError as exc:
+            raise ValueError(f"statistics for {name!r} lack {exc.args[0]!r}; need mean and std") from exc
+        if mean.shape != std.shape or mean.ndim != 1 or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)):
+            raise ValueError(f"statistics for {name!r} must be finite 1-D mean/std of equal length; "
+                             f"got shapes {mean.shape} and {std.shape}")
+        return cls(torch.tensor(mean, dtype=torch.float32),
+                   torch.tensor(np.maximum(std, STD_FLOOR), dtype=torch.float32))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def unnormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x.device) + self.mean.to(x.device)
+
+
+class Processor:
+    """Runs the configured steps. ``steps`` is the JSON list from ``processor.json``."""
+
+    def __init__(self, steps: Sequence[Mapping[str, Any]], stats: Mapping[str, Mapping[str, Any]],
+                 prompt_tokenizer: PromptTokenizer | None):
+        self.steps = [dict(step) for step in steps]
+        self.stats = stats
+        self.prompt_tokenizer = prompt_tokenizer
+        self._pre: list[Callable[[dict], dict]] = []
+        self._post: list[Callable[[torch.Tensor, dict], torch.Tensor]] = []
+        for step in self.steps:
+            name = step.get("step")
+            if name in _PRE_STEPS:
+                self._pre.append(_PRE_STEPS[name](self, step))
+            elif name in _POST_STEPS:
+                self._post.append(_POST_STEPS[name](self, step))
+            else:
+                known = sorted(_PRE_STEPS) + sorted(_POST_STEPS)
+                raise ValueError(f"unknown processor step {name!r}; known steps: {known}")
+
+    def preprocess(self, batch: dict) -> dict:
+        out = dict(batch)
+        for step in self._pre:
+            out = step(out)
+        return out
+
+    def postprocess(self, normalised_actions: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Model chunk ``[B, H, A]`` (normalised) -> absolute joint targets ``[B, H, A]``."""
+        actions = normalised_actions
+        for step in self._post:
+            actions = step(actions, batch)
+        return actions
+
+
+# ---------------------------------------------------------------------------- steps
+
+def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
+    cameras, size = list(step["cameras"]), int(step["size"])
+
+    def run(batch: dict) -> dict:
+        images = batch["images"]
+        missing = [c for c in cameras if c not in images]
+        if missing:
+            raise ValueError(f"observation lacks camera(s) {missing}; the model needs {cameras}, got {sorted(images)}")
+        stacked = []
+        for camera in cameras:
+            image = images[camera]
+            if image.dim() != 4 or image.shape[1] != 3:
+                raise ValueError(f"camera {camera!r}: expected uint8 [B, 3, h, w], got {tuple(image.shape)}")
+            image = image.float() / 127.5 - 1.0
+            if image.shape[-2:] != (size, size):
+                image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
+                                      antialias=True)
+            stacked.append(image)
+        return {**batch, "pixels": torch.stack(stacked, dim=1)}
+
+    return run
+
+
+def _normalise_state_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+
+    def run(batch: dict) -> dict:
+        return {**batch, "state_normalised": normaliser.normalise(batch["state"].float())}
+
+    return run
+
+
+def _relative_actions_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
+    mask = torch.tensor(step["mask"], dtype=torch.float32)
+
+    def run(batch: dict) -> dict:
+        if batch.get("actions") is None:
+            return batch
+        offset = batch["state"].float()[:, None, :] * mask.to(batch["state"].device)
+        return {**batch, "actions": batch["actions"].float() - offset}
+
+    return run
+
+
+def _normalise_actions_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+
+    def run(batch: dict) -> dict:
+        if batch.get("actions") is None:
+            return batch
+        return {**batch, "actions": normaliser.normalise(batch["actions"])}
+
+    return run
+
+
+def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
+    if processor.prompt_tokenizer is None:
+        raise ValueError("processor step 'tokenise_prompt' needs a tokenizer")
+
+    def run(batch: dict) -> dict:
+        tasks = list(batch["task"])
+        advantages = list(batch.get("advantage") or [None] * len(tasks))
+        ids, mask = processor.prompt_tokenizer(tasks, advantages, device=batch["state"].device)
+        return {**batch, "prompt_ids": ids, "prompt_mask": mask}
+
+    return run
+
+
+def _unnormalise_actions_step(processor: Processor, step: Mapping):
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+    return lambda actions, batch: normaliser.unnormalise(actions)
+
+
+def _absolute_actions_step(processor: Processor, step: Mapping):
+    mask = torch.tensor(step["mask"], dtype=torch.float32)
+
+    def run(actions: torch.Tensor, batch: dict) -> torch.Tensor:
+        return actions + batch["state"].float()[:, None, :] * mask.to(actions.device)
+
+    return run
+
+
+_PRE_STEPS = {"images": _images_step, "normalise_state": _normalise_state_step,
+              "relative_actions": _relative_actions_step, "normalise_actions": _normalise_actions_step,
+              "tokenise_prompt": _tokenise_step}
+_POST_STEPS = {"unnormalise_actions": _unnormalise_actions_step, "absolute_actions": _absolute_actions_step}
+
+
+def policy_steps(cameras: Sequence[str], image_size: int, relative_mask: Sequence[bool]) -> list[dict]:
+    """The policy's step list (what ``processor.json`` holds)."""
+    action_stats = RELATIVE_ACTION_KEY if any(relative_mask) else ACTION_KEY
+    return [
+        {"step": "images", "cameras": list(cameras), "size": int(image_size)},
+        {"step": "normalise_state", "stats": STATE_KEY},
+        {"step": "relative_actions", "mask": [bool(m) for m in relative_mask]},
+        {"step": "normalise_actions", "stats": action_stats},
+        {"step": "tokenise_prompt"},
+        {"step": "unnormalise_actions", "stats": action_stats},
+        {"step": "absolute_actions", "mask": [bool(m) for m in relative_mask]},
+    ]
+
+
+def value_steps(cameras: Sequence[str], image_size: int) -> list[dict]:
+    """The value model's step list: no actions, the prompt never carries advantage text."""
+    return [
+        {"step": "images", "cameras": list(cameras), "size": int(image_size)},
+        {"step": "normalise_state", "stats": STATE_KEY},
+        {"step": "tokenise_prompt"},
+    ]
+
+
+def relative_action_stats(states: np.ndarray, actions: np.ndarray, episode_index: np.ndarray, horizon: int,
+                          mask: Sequence[bool], max_frames: int = 4096, seed: int = 0) -> dict[str, list[float]]:
+    """mean/std/min/max of chunk actions relative to the state, ``a[t+k] - s[t]`` on masked dims.
+
+    ``states``, ``actions`` ``[N, A]``, ``episode_index`` ``[N]`` (frames of an
+    episode contiguous, in order). Chunks are cut at the episode end as the
+    dataset pads them. At most ``max_frames`` start frames (a fixed random subset).
+    """
+    states = np.asarray(states, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.float64)
+    episode_index = np.asarray(episode_index)
+    count = len(states)
+    if count == 0:
+        raise ValueError("cannot compute action statistics from zero frames")
+    change = np.flatnonzero(episode_index[1:] != episode_index[:-1]) + 1
+    stops = np.concatenate([change, [count]])
+    episode_stop = np.repeat(stops, np.diff(np.concatenate([[0], stops])))
+    rng = np.random.default_rng(seed)
+    starts = np.arange(count) if count <= max_frames else np.sort(rng.choice(count, max_frames, replace=False))
+    steps = starts[:, None] + np.arange(horizon)[None, :]
+    steps = np.minimum(steps, episode_stop[starts][:, None] - 1)
+    relative = actions[steps] - states[starts][:, None, :] * np.asarray(mask, dtype=np.float64)
+    flat = relative.reshape(-1, actions.shape[1])
+    return {"mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist(),
+            "min": flat.min(axis=0).tolist(), "max": flat.max(axis=0).tolist()}

@@ -1,0 +1,174 @@
+"""Inference objects: a checkpoint + its processor behind ``infer(obs) -> dict`` and ``reset()``.
+
+Observation (what a ROS node builds from its messages)::
+
+    {"images": {cam: uint8 [h, w, 3] numpy (any size)}, "state": [14] joint positions, "task": str}
+
+optionally with the runtime knobs ``beta``, ``advantage`` and ``seed`` (the
+keyword arguments of :meth:`PolicyRunner.infer` take precedence).
+"""
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from recap_core.checkpoint import Checkpoint, load_checkpoint
+from recap_core.models.processor import Processor
+from recap_core.models.tokenizer import ADVANTAGE_VALUES, PromptTokenizer
+
+_UNSET = object()
+
+
+def observation_to_frames(obs: Mapping[str, Any], cameras, state_dim: int) -> dict:
+    """One observation -> a frame batch of size 1 for :class:`Processor` (validated)."""
+    if not isinstance(obs, Mapping):
+        raise TypeError(f"observation must be a dict with images, state and task; got {type(obs).__name__}")
+    missing = [k for k in ("images", "state", "task") if k not in obs]
+    if missing:
+        raise ValueError(f"observation lacks {missing}; expected keys images, state, task")
+    state = np.asarray(obs["state"], dtype=np.float32).reshape(-1)
+    if state.shape != (state_dim,) or not np.all(np.isfinite(state)):
+        raise ValueError(f"observation state must be {state_dim} finite joint positions, got shape "
+                         f"{np.shape(obs['state'])}")
+    images = {}
+    for camera in cameras:
+        if camera not in obs["images"]:
+            raise ValueError(f"observation lacks camera {camera!r}; the model needs {list(cameras)}, "
+                             f"got {sorted(obs['images'])}")
+        image = np.asarray(obs["images"][camera])
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"camera {camera!r}: expected uint8 [h, w, 3], got {image.dtype} {image.shape}")
+        images[camera] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    if not isinstance(obs["task"], str) or not obs["task"]:
+        raise ValueError(f"observation task must be a non-empty string, got {obs['task']!r}")
+    return {"images": images, "state": torch.from_numpy(state)[None], "task": [obs["task"]]}
+
+
+class PolicyRunner:
+    """Sample action chunks ``[H, 14]`` (absolute joint targets) from a policy checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, *, seed: int = 0):
+        if checkpoint.kind != "policy":
+            raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not a policy")
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval()
+        self.config = checkpoint.model_config
+        self.processor = Processor(checkpoint.processor_steps, checkpoint.normalization,
+                                   PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
+        self.seed = int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | pathlib.Path, *, seed: int = 0,
+                        device: str | torch.device = "cpu") -> "PolicyRunner":
+        return cls(load_checkpoint(directory, kind="policy", device=device), seed=seed)
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.checkpoint.checkpoint_id
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.config.cameras)
+
+    def reset(self) -> None:
+        """Start the noise sequence again from the runner's seed (new episode)."""
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def infer(self, obs: Mapping[str, Any], *, beta: Any = _UNSET, advantage: Any = _UNSET,
+              seed: Any = _UNSET) -> dict:
+        """``{"actions": float32 [H, 14], "latency_ms", "beta", "advantage"}`` for one observation.
+
+        ``advantage``: "positive" (default), "negative" or None (no advantage
+        text: the unconditional policy). ``beta`` (default 1): 1 samples the
+        conditional policy alone; > 1 applies classifier-free guidance towards
+        ``advantage``. ``seed``: fixes the initial noise (same seed and
+        observation -> the same chunk); without it the runner's own noise
+        sequence continues (restarted by :meth:`reset`).
+        """
+        start = time.perf_counter()
+        beta = float(_knob(obs, "beta", beta, 1.0))
+        advantage = _knob(obs, "advantage", advantage, "positive")
+        seed = _knob(obs, "seed", seed, None)
+        if advantage not in (*ADVANTAGE_VALUES, None):
+            raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
+        if not np.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        if beta != 1.0 and advantage is None:
+            raise ValueError(f"beta={beta} guides towards an advantage condition; give advantage='positive' "
+                             f"(or use beta=1 for the unconditional policy)")
+        device = next(self.model.parameters()).device
+        frames = observation_to_frames(obs, self.config.cameras, self.config.state_dim)
+        frames["advantage"] = [advantage]
+        frames = {k: ({c: v.to(device) for c, v in val.items()} if k == "images" else
+                      val.to(device) if torch.is_tensor(val) else val) for k, val in frames.items()}
+        batch = self.processor.preprocess(frames)
+        generator = self._generator if seed is None else torch.Generator().manual_seed(int(seed))
+        shape = (1, self.config.action_horizon, self.config.action_dim)
+        noise = torch.randn(shape, generator=generator).to(device)
+        unconditional = None
+        if beta != 1.0:
+            unconditional = self.processor.prompt_tokenizer(batch["task"], [None], device=device)
+        chunk = self.model.sample_actions(batch["pixels"], batch["state_normalised"],
+                                          (batch["prompt_ids"], batch["prompt_mask"]), noise,
+                                          unconditional=unconditional, beta=beta)
+        actions = self.processor.postprocess(chunk, batch)[0].float().cpu().numpy().astype(np.float32)
+        return {"actions": actions, "latency_ms": (time.perf_counter() - start) * 1e3, "beta": beta,
+                "advantage": advantage}
+
+
+class ValueRunner:
+    """The value estimate (normalised, in [-1, 0]) and its 201-bin distribution for one observation."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        if checkpoint.kind != "value":
+            raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not a value model")
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval()
+        self.config = checkpoint.model_config
+        self.processor = Processor(checkpoint.processor_steps, checkpoint.normalization,
+                                   PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | pathlib.Path, *, device: str | torch.device = "cpu") -> "ValueRunner":
+        return cls(load_checkpoint(directory, kind="value", device=device))
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.checkpoint.checkpoint_id
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.config.cameras)
+
+    def reset(self) -> None:
+        """Stateless between observations; kept for the common runner interface."""
+
+    @torch.no_grad()
+    def predict_frames(self, frames: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame batch (see processor.py) -> ``(values [B], probabilities [B, num_bins])``."""
+        device = next(self.model.parameters()).device
+        frames = {k: ({c: v.to(device) for c, v in val.items()} if k == "images" else
+                      val.to(device) if torch.is_tensor(val) else val) for k, val in frames.items()}
+        batch = self.processor.preprocess({**frames, "advantage": None, "actions": None})
+        logits = self.model(batch["pixels"], batch["state_normalised"], batch["prompt_ids"], batch["prompt_mask"])
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        return probabilities @ self.model.bin_values, probabilities
+
+    def infer(self, obs: Mapping[str, Any]) -> dict:
+        """``{"value": float in [-1, 0], "distribution": float32 [num_bins], "latency_ms"}``."""
+        start = time.perf_counter()
+        frames = observation_to_frames(obs, self.config.cameras, self.config.state_dim)
+        value, probabilities = self.predict_frames(frames)
+        return {"value": float(value[0]), "distribution": probabilities[0].cpu().numpy().astype(np.float32),
+                "latency_ms": (time.perf_counter() - start) * 1e3}
+
+
+def _knob(obs: Mapping[str, Any], name: str, given: Any, default: Any) -> Any:
+    if given is not _UNSET:
+        return given
+    return obs.get(name, default)

@@ -1,0 +1,136 @@
+"""What value and policy training share: command-line flags, model set-up (new / --init / --resume), saving."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+from typing import Any
+
+import torch
+
+from recap_core.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, load_training_state, make_provenance,
+                                   save_checkpoint)
+from recap_core.models.registry import CONFIG_NAMES, get_config
+from recap_core.train.ddp import DistributedContext
+from recap_core.train.loop import TrainConfig
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: int, default_batch_size: int,
+                           default_lr: float, datasets: bool = True) -> None:
+    """Flags every training command takes."""
+    if datasets:
+        parser.add_argument("datasets", nargs="+", metavar="DATASET", help="RECAP dataset directories")
+    parser.add_argument("--out", required=True, type=pathlib.Path, help="checkpoint directory to write")
+    parser.add_argument("--config", choices=CONFIG_NAMES, default=None,
+                        help="model size for a new model (default tiny; taken from --init/--resume otherwise)")
+    parser.add_argument("--pretrained", type=pathlib.Path, default=None,
+                        help="with --config pretrained: local Gemma 3 image-text model directory")
+    parser.add_argument("--init", type=pathlib.Path, default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --out (weights, optimizer, step) up to --steps")
+    parser.add_argument("--iteration", type=int, default=None, help="RECAP iteration k recorded in provenance")
+    parser.add_argument("--steps", type=int, default=default_steps, help="total optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=default_batch_size, help="samples per step per process")
+    parser.add_argument("--lr", type=float, default=default_lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 5%% of --steps)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    parser.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    warmup = args.warmup if args.warmup is not None else max(0, min(100, args.steps // 20))
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=warmup,
+                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
+                       log_every=args.log_every, save_every=args.save_every, num_workers=args.workers)
+
+
+@dataclasses.dataclass
+class ModelPlan:
+    """The model a run trains and where it came from."""
+
+    kind: str
+    model_config: Any
+    model: torch.nn.Module
+    tokenizer: Any
+    normalization: dict | None  # None: compute from the training data
+    parent: Checkpoint | None
+    start_step: int = 0
+    resume_state: tuple[dict, dict] | None = None
+    provenance: dict | None = None  # kept on resume
+
+
+def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: DistributedContext,
+               **config_overrides) -> ModelPlan:
+    """A new model (``--config``), one initialised from ``--init``, or the run in ``--out`` (``--resume``)."""
+    from recap_core.models.tokenizer import load_tokenizer, train_prompt_tokenizer
+
+    if args.resume and args.init:
+        raise SystemExit("give either --resume (continue --out) or --init (start from a checkpoint), not both")
+    if args.resume or args.init:
+        source = args.out if args.resume else args.init
+        try:
+            checkpoint = load_checkpoint(source, kind=kind, device="cpu")
+        except CheckpointError as exc:
+            raise SystemExit(f"cannot {'resume' if args.resume else 'initialise'} from {source}: {exc}") from exc
+        if args.config is not None and args.config != checkpoint.model_config.name:
+            raise SystemExit(f"--config {args.config} differs from the checkpoint's config "
+                             f"'{checkpoint.model_config.name}'; drop --config")
+        model_config = dataclasses.replace(checkpoint.model_config, **config_overrides)
+        model = checkpoint.model
+        model.config = model_config
+        plan = ModelPlan(kind, model_config, model, checkpoint.tokenizer, checkpoint.normalization,
+                         parent=checkpoint if args.init else None)
+        if args.resume:
+            tensors, state_json = load_training_state(args.out)
+            plan.start_step = int(state_json["step"])
+            plan.resume_state = (tensors, state_json)
+            plan.provenance = checkpoint.provenance
+            if plan.start_step >= args.steps:
+                raise SystemExit(f"{args.out} is already at step {plan.start_step}; ask for more --steps to resume")
+        return plan
+    name = args.config or "tiny"
+    model_config = get_config(name, kind, pretrained_dir=args.pretrained, **config_overrides)
+    torch.manual_seed(args.seed)
+    from recap_core.checkpoint import build_model
+
+    if name == "pretrained":
+        from recap_core.models.policy import RecapPolicy
+        from recap_core.models.value import RecapValue
+
+        model = (RecapPolicy if kind == "policy" else RecapValue)(model_config, load_pretrained_weights=True)
+        tokenizer = load_tokenizer(pathlib.Path(model_config.backbone.pretrained_dir))
+    else:
+        model = build_model(kind, model_config)
+        tokenizer = train_prompt_tokenizer(tasks, model_config.backbone.vocab_size)
+    return ModelPlan(kind, model_config, model, tokenizer, None, parent=None)
+
+
+def saver(*, args: argparse.Namespace, plan: ModelPlan, training_config: dict, normalization: dict,
+          processor_steps: list, extra_provenance: dict | None = None):
+    """The ``save_fn`` for :func:`recap_core.train.loop.run_training` (rank 0 calls it)."""
+    if plan.provenance is not None:
+        provenance = {k: v for k, v in plan.provenance.items()
+                      if k not in ("checkpoint_id", "created", "model_sha256")}
+    else:
+        provenance = make_provenance(kind=plan.kind, datasets=[str(d) for d in args.datasets],
+                                     iteration=args.iteration, parent=plan.parent, extra=extra_provenance)
+
+    def save(step: int, training_state: tuple[dict, dict]) -> None:
+        save_checkpoint(args.out, kind=plan.kind, model=plan.model, model_config=plan.model_config,
+                        training_config={**training_config, "steps_done": step}, normalization=normalization,
+                        processor_steps=processor_steps, tokenizer=plan.tokenizer,
+                        provenance={**provenance, "step": step}, training_state=training_state)
+
+    return save
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        torch.set_num_threads(int(args.threads))

@@ -1,0 +1,144 @@
+"""``recap label DATASET... --value CKPT``: value, N-step advantage and improvement indicator per frame.
+
+For every frame: ``V(o_t)`` from the value checkpoint; ``A_t = sum_{t'<t+N} r_t'
++ V(o_{t+N}) - V(o_t)`` (paper Appendix F, N = ``--lookahead``, cut at the
+episode end); a per-task threshold ``eps_l`` so that ``--positive-fraction``
+of that task's frames are positive (``--task-positive-fraction`` per task);
+``I_t = A_t > eps_l``, forced True on human interventions. Thresholds are
+chosen over all given datasets together (the paper's D), then each dataset
+gets its columns through ``recap_core.data.write_labels``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from recap_core import rl
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("datasets", nargs="+", metavar="DATASET", help="RECAP dataset directories to label")
+    parser.add_argument("--value", required=True, type=pathlib.Path, help="value checkpoint directory")
+    parser.add_argument("--lookahead", type=int, default=rl.DEFAULT_LOOKAHEAD, help="N of the N-step advantage")
+    parser.add_argument("--positive-fraction", type=float, default=0.4,
+                        help="fraction of each task's frames labelled positive (paper: 0.3 pretraining, "
+                             "0.4 fine-tuning)")
+    parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION",
+                        help="override the fraction for one task (repeatable), e.g. 'fold the towel=0.1'")
+    parser.add_argument("--batch-size", type=int, default=64, help="frames per value forward pass")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    fractions = parse_task_fractions(args.task_positive_fraction)
+    summary = label_datasets(args.datasets, args.value, lookahead=args.lookahead,
+                             positive_fraction=args.positive_fraction, task_fractions=fractions,
+                             batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    for task, entry in summary["tasks"].items():
+        print(f"{task!r}: threshold {entry['threshold']:+.4f}, {entry['positive_fraction']:.1%} positive "
+              f"({entry['frames']} frames, {entry['interventions']} interventions forced positive)")
+    print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}))
+    return 0
+
+
+def parse_task_fractions(entries: Sequence[str]) -> dict[str, float]:
+    fractions = {}
+    for entry in entries:
+        task, sep, value = entry.rpartition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = float("nan")
+        if not sep or not task or not 0.0 <= fraction <= 1.0:
+            raise SystemExit(f"--task-positive-fraction expects TASK=FRACTION with FRACTION in [0, 1], got {entry!r}")
+        fractions[task] = fraction
+    return fractions
+
+
+@torch.no_grad()
+def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: bool) -> np.ndarray:
+    """``V(o_t)`` of every frame of one dataset, by global frame ``index``: ``[N]`` float64."""
+    from tqdm import tqdm
+
+    from recap_core.data import RecapDataset
+    from recap_core.train.data import frames_from_batch
+
+    dataset = RecapDataset(root, chunk_size=1, image_size=runner.config.backbone.image_size,
+                           cameras=runner.config.cameras)
+    values = np.full(int(dataset.info["total_frames"]), np.nan)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in tqdm(loader, desc=f"value {root.name}", unit="batch", disable=not progress):
+        predicted, _ = runner.predict_frames(frames_from_batch(batch, runner.config.cameras, with_actions=False))
+        values[batch["index"].numpy()] = predicted.double().cpu().numpy()
+    if np.isnan(values).any():
+        raise RuntimeError(f"{root}: {int(np.isnan(values).sum())} frames got no value (dataset index has gaps)")
+    return values
+
+
+def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
+                   lookahead: int = rl.DEFAULT_LOOKAHEAD, positive_fraction: float = 0.4,
+                   task_fractions: dict[str, float] | None = None, batch_size: int = 64,
+                   device: str | None = None, progress: bool = True, runner=None) -> dict:
+    """Label every dataset in ``roots``; returns per-task thresholds and positive fractions."""
+    from recap_core.data import load_frames_table, normalised_rewards, write_labels
+    from recap_core.data.schema import RecapConfig, load_info
+    from recap_core.data.reader import load_tasks
+    from recap_core.models.runner import ValueRunner
+
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise SystemExit(f"--positive-fraction must be in [0, 1], got {positive_fraction}")
+    if lookahead < 1:
+        raise SystemExit(f"--lookahead must be >= 1, got {lookahead}")
+    task_fractions = dict(task_fractions or {})
+    if runner is None:
+        runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
+    roots = [pathlib.Path(r) for r in roots]
+    per_dataset = []
+    all_tasks = sorted({task for root in roots for task in load_tasks(root)})
+    unknown = sorted(set(task_fractions) - set(all_tasks))
+    if unknown:
+        raise SystemExit(f"--task-positive-fraction names task(s) {unknown} that no dataset holds; tasks: {all_tasks}")
+    for root in roots:
+        table = load_frames_table(root)
+        tasks = load_tasks(root)
+        recap = RecapConfig.from_json(load_info(root)["recap"])
+        values = predict_values(runner, root, batch_size=batch_size, progress=progress)
+        rewards = normalised_rewards(table, recap, tasks)
+        episodes = table["episode_index"].to_numpy()
+        advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
+        global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
+        per_dataset.append((root, tasks, values, advantage, global_task,
+                            table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)))
+    advantages = np.concatenate([entry[3] for entry in per_dataset])
+    task_index = np.concatenate([entry[4] for entry in per_dataset])
+    fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
+    thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
+    summary_tasks: dict[str, dict] = {}
+    for root, tasks, values, advantage, global_task, intervention in per_dataset:
+        indicator = rl.improvement_indicator(advantage, global_task, thresholds, intervention)
+        write_labels(root, value=values, advantage=advantage, indicator=indicator,
+                     thresholds={task: thresholds[all_tasks.index(task)] for task in tasks
+                                 if all_tasks.index(task) in thresholds},
+                     value_checkpoint=f"{runner.checkpoint_id} {runner.checkpoint.path}")
+        for task in tasks:
+            rows = global_task == all_tasks.index(task)
+            entry = summary_tasks.setdefault(task, {"frames": 0, "positive": 0, "interventions": 0,
+                                                    "threshold": thresholds.get(all_tasks.index(task), 0.0)})
+            entry["frames"] += int(rows.sum())
+            entry["positive"] += int(indicator[rows].sum())
+            entry["interventions"] += int(intervention[rows].sum())
+    for entry in summary_tasks.values():
+        entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
+    return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
+            "lookahead": lookahead, "frames": int(len(advantages)),
+            "positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
+            if summary_tasks else 0.0, "tasks": summary_tasks}

@@ -1,0 +1,125 @@
+"""``recap train-policy DATASET... --mode {sft,recap,awr} --out DIR``: flow-matching policy training.
+
+* ``sft``: the prompt always says "Advantage: positive" (the paper's first
+  fine-tune, indicator fixed to True).
+* ``recap``: the prompt carries the dataset's indicator label ("positive" /
+  "negative"), dropped (no advantage text) for 30 % of samples so one network
+  is both conditional and unconditional (paper Sec. V-B, Eq. 3).
+* ``awr``: no advantage text; each sample's loss is weighted by
+  ``min(exp(A / T), w_max)`` (advantage-weighted regression baseline).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+import torch
+
+from recap_core import rl
+from recap_core.models.policy import PolicyInputs
+from recap_core.models.processor import Processor, default_relative_mask, policy_steps
+from recap_core.models.tokenizer import PromptTokenizer
+from recap_core.train.common import add_training_arguments, apply_threads, plan_model, saver, train_config_from_args
+from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
+from recap_core.train.ddp import init_distributed, shutdown
+from recap_core.train.loop import run_training
+
+MODES = ("sft", "recap", "awr")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser, default_steps=3000, default_batch_size=32, default_lr=3e-4)
+    parser.add_argument("--mode", choices=MODES, default="recap", help="training objective (default recap)")
+    parser.add_argument("--indicator-dropout", type=float, default=rl.DEFAULT_INDICATOR_DROPOUT,
+                        help="recap: fraction of samples without advantage text (default 0.3)")
+    parser.add_argument("--knowledge-insulation", action="store_true",
+                        help="stop gradients from the action expert into the backbone's keys/values")
+    parser.add_argument("--awr-temperature", type=float, default=0.05,
+                        help="awr: T in exp(A/T), A in normalised-return units")
+    parser.add_argument("--awr-max-weight", type=float, default=20.0, help="awr: weight clip")
+
+
+def run(args: argparse.Namespace) -> int:
+    apply_threads(args)
+    context = init_distributed(args.device)
+    try:
+        summary = train_policy(args, context)
+    finally:
+        shutdown(context)
+    if context.is_main:
+        print(f"policy checkpoint ({args.mode}): {args.out}  (final loss {summary['final_loss']:.4f}, "
+              f"{summary['samples_per_s']:.1f} samples/s)")
+    return 0
+
+
+def advantage_texts(mode: str, batch: dict, dropout: float, rng: np.random.Generator) -> list[str | None]:
+    """Per-sample advantage condition of one training batch for ``mode``."""
+    size = len(batch["task"])
+    if mode == "sft":
+        return ["positive"] * size
+    if mode == "awr":
+        return [None] * size
+    indicator = np.asarray(batch["indicator"], dtype=bool)
+    dropped = rl.drop_indicator(size, dropout, rng)
+    return [None if drop else ("positive" if positive else "negative") for positive, drop in zip(indicator, dropped)]
+
+
+def train_policy(args: argparse.Namespace, context) -> dict:
+    """Train (or resume / fine-tune) a policy on ``args.datasets``; returns the run summary."""
+    if not 0.0 <= args.indicator_dropout <= 1.0:
+        raise SystemExit(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
+    roots = [pathlib.Path(d) for d in args.datasets]
+    plan = plan_model(args, "policy", dataset_tasks(roots), context,
+                      knowledge_insulation=bool(args.knowledge_insulation),
+                      indicator_dropout=float(args.indicator_dropout))
+    config = plan.model_config
+    data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size,
+                         chunk_size=config.action_horizon, need_labels=args.mode in ("recap", "awr"))
+    relative_mask = default_relative_mask(config.action_dim)
+    normalization = plan.normalization or normalization_for(data, horizon=config.action_horizon,
+                                                            relative_mask=relative_mask)
+    steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask)
+    processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
+    train_config = train_config_from_args(args)
+
+    def step(model, batch, randomness):
+        advantages = advantage_texts(args.mode, batch, args.indicator_dropout, randomness.numpy)
+        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=True), context.device)
+        prepared = processor.preprocess({**frames, "advantage": advantages})
+        weights = None
+        if args.mode == "awr":
+            weights = torch.from_numpy(rl.awr_weights(batch["advantage"].double().numpy(), args.awr_temperature,
+                                                      args.awr_max_weight)).float().to(context.device)
+        inputs = PolicyInputs(prepared["pixels"], prepared["state_normalised"], prepared["prompt_ids"],
+                              prepared["prompt_mask"], prepared["actions"],
+                              batch["action_is_pad"].to(context.device), weights)
+        loss = model(inputs, randomness.torch).mean()
+        metrics = {"fraction_positive": float(np.mean([a == "positive" for a in advantages])),
+                   "fraction_no_advantage_text": float(np.mean([a is None for a in advantages]))}
+        if weights is not None:
+            metrics["awr_weight_mean"] = float(weights.mean())
+        return loss, metrics
+
+    training = {"command": "train-policy", "mode": args.mode, **train_config.__dict__,
+                "indicator_dropout": args.indicator_dropout, "knowledge_insulation": bool(args.knowledge_insulation),
+                "awr_temperature": args.awr_temperature, "awr_max_weight": args.awr_max_weight,
+                "datasets": [str(r) for r in roots]}
+    extra = {"mode": args.mode, "value_checkpoints": _value_checkpoints(data)}
+    save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
+                 processor_steps=steps, extra_provenance=extra)
+    # With knowledge insulation nothing reaches the backbone: DDP must not wait for its gradients.
+    return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
+                        out_dir=args.out, step_fn=step, save_fn=save, title=f"train-policy ({args.mode})",
+                        start_step=plan.start_step, resume_state=plan.resume_state,
+                        find_unused_parameters=bool(args.knowledge_insulation), progress=not args.no_progress)
+
+
+def _value_checkpoints(data) -> list[str]:
+    """The value checkpoints that labelled the datasets (recorded in their info.json)."""
+    found = []
+    for dataset in data.datasets:
+        labels = dataset.info.get("recap", {}).get("labels") or {}
+        if labels.get("value_checkpoint"):
+            found.append(str(labels["value_checkpoint"]))
+    return found
