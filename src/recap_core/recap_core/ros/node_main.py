@@ -1,4 +1,9 @@
-"""``main()`` for every node: rclpy.init, an EventsExecutor, clean shutdown."""
+"""``main()`` for every node: rclpy.init, an EventsExecutor, clean shutdown.
+
+rclpy 9.1.2's EventsExecutor busy-loops and never dispatches callbacks in
+``spin()`` and in ``spin_once()`` without a timeout; every spin with a timeout
+works. ``spin_forever`` is the one place that works around it.
+"""
 from __future__ import annotations
 
 import sys
@@ -32,7 +37,7 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None) -> in
         for node in nodes:
             executor.add_node(node)
         try:
-            executor.spin()
+            spin_forever(executor)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
@@ -43,3 +48,14 @@ def run_node(factory: Callable[[], object], args: list[str] | None = None) -> in
                 node.destroy_node()
             executor.shutdown()
     return 0
+
+
+def spin_forever(executor, until=None) -> None:
+    """Spin ``executor`` until the context shuts down (or ``until()`` is true), always with a timeout."""
+    import rclpy
+    from rclpy.task import Future
+
+    never = Future()
+    context = executor.context
+    while rclpy.ok(context=context) and not (until is not None and until()):
+        executor.spin_until_future_complete(never, timeout_sec=0.25)
