@@ -100,9 +100,9 @@ def main() -> int:
     seconds = 3.0 if args.quick else 15.0
     log_dir = "/tmp/recap_bench_station"
     baseline = bare_sim_steps_per_s(2.0 if args.quick else 8.0)
-    with Probe("bench_station") as probe:
+    with Probe("bench_station", domain_id=int(os.environ["ROS_DOMAIN_ID"])) as probe:
         fast = measure(probe, 0.0, seconds, log_dir)
-    with Probe("bench_station_rt") as probe:
+    with Probe("bench_station_rt", domain_id=int(os.environ["ROS_DOMAIN_ID"])) as probe:
         paced = measure(probe, 1.0, seconds, log_dir)
     dt = 0.02
     result = {
