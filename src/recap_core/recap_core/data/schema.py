@@ -376,7 +376,8 @@ def decode_image(data: bytes, image_format: str, stored_shape: tuple[int, int],
         image = Image.open(io.BytesIO(data))
         if size is not None and image_format == "jpeg":
             image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # convert() copies even when the mode already matches
+            image = image.convert("RGB")
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     return np.asarray(image)
