@@ -50,3 +50,26 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Two tiny policy checkpoints and a tiny value checkpoint, trained 2 steps through the CLI."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    recap = [sys.executable, "-m", "recap_core.cli"]
+    common = ["--config", "tiny", "--steps", "2", "--batch-size", "4", "--no-progress", "--threads", "1"]
+    commands = [
+        [*recap, "dataset", "synth", str(root / "data"), "--kind", "reach", "--episodes", "3"],
+        [*recap, "train-policy", str(root / "data"), "--mode", "sft", "--out", str(root / "policy_a"), *common],
+        [*recap, "train-policy", str(root / "data"), "--mode", "sft", "--seed", "1", "--out",
+         str(root / "policy_b"), *common],
+        [*recap, "train-value", str(root / "data"), "--out", str(root / "value"), *common],
+    ]
+    for cmd in commands:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
+    return {"policy_a": root / "policy_a", "policy_b": root / "policy_b", "value": root / "value",
+            "dataset": root / "data"}

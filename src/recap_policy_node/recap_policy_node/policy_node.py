@@ -1,0 +1,336 @@
+"""Policy inference node: observations -> chunked 50 Hz joint commands with runtime CFG.
+
+Inference runs on a worker thread, never on the executor; a dedicated control
+thread publishes ``policy/joint_command`` every 20 ms from the current chunk
+(replanning every ``replan_steps`` ticks, crossfading at chunk boundaries, see
+chunking.py). It never commands from stale observations: when the newest
+camera image or joint state is older than ``max_observation_age_ms`` it drops
+its plan, publishes nothing (the gate and the station hold) and says so in
+``policy/status``. A checkpoint that fails to load leaves the node up and
+silent, with the error in ``policy/status``; setting ``checkpoint`` at runtime
+hot-reloads (the old model keeps running until the new one is loaded).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from recap_core.ros import qos
+from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, image_to_numpy, joint_positions,
+                                    joint_state, stamp_to_seconds)
+from recap_core.ros.node_main import run_node
+from recap_core.ros.params import ParameterError, accept, check, declare, declare_station
+from recap_policy_node.chunking import ChunkExecutor
+from recap_policy_node.runtime import load_policy
+
+ADVANTAGE_CHOICES = ("positive", "negative", "none")
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy_node", **kwargs)
+        self.station = declare_station(self)
+        self.checkpoint = declare(self, "checkpoint", "", "policy checkpoint directory (empty: none)")
+        self.beta = declare(self, "beta", 1.0, "CFG weight: 1 = conditional only, >1 = guided",
+                            min_value=0.0, max_value=10.0)
+        self.advantage = declare(self, "advantage", "positive", "advantage tag in the prompt",
+                                 choices=ADVANTAGE_CHOICES)
+        self.replan_steps = declare(self, "replan_steps", 25, "ticks executed from a chunk before replanning",
+                                    min_value=1, max_value=1000)
+        self.blend_steps = declare(self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)",
+                                   min_value=0, max_value=100)
+        self.max_age = declare(self, "max_observation_age_ms", 250.0,
+                               "never command from observations older than this", min_value=1.0,
+                               max_value=10000.0) / 1e3
+        self.seed = declare(self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0,
+                            max_value=2**31 - 1)
+        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one")
+        self.threads = declare(self, "inference_threads", 2, "torch threads for inference", min_value=1,
+                               max_value=64)
+        self.dt = 1.0 / self.station.control_rate_hz
+
+        self._lock = threading.Lock()
+        self._runner = None
+        self._checkpoint_id = ""
+        self._load_error = ""
+        self._images: dict[str, tuple[float, np.ndarray]] = {}
+        self._state: tuple[float, np.ndarray] | None = None
+        self._task = self.default_task
+        self._executor = ChunkExecutor(self.blend_steps)
+        self._tick = 0
+        self._last_plan_tick: int | None = None
+        self._plan_request = threading.Event()
+        self._in_flight = False
+        self._mode = "starting"
+        self._reason = ""
+        self.latency_ms = float("nan")
+        self._chunk_received_at = float("nan")
+        self.counters = {"commands": 0, "chunks": 0, "rejected_images": 0, "rejected_states": 0,
+                         "stale_holds": 0, "inference_errors": 0}
+
+        self._load(self.checkpoint)
+
+        self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
+        self._chunk_pub = self.create_publisher(JointTrajectory, "policy/action_chunk", qos.COMMAND)
+        self._status_pub = self.create_publisher(DiagnosticStatus, "policy/status", qos.LATCHED)
+        for cam in self.station.cameras:
+            self.create_subscription(Image, f"camera/{cam}/image_raw",
+                                     lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
+        self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
+        self.create_subscription(Bool, "intervention", lambda m: None, qos.LATCHED)
+        self.create_service(Trigger, "policy/reset", self._on_reset)
+        self.add_on_set_parameters_callback(self._on_params)
+        self.create_timer(0.5, self._publish_status)
+
+        self._running = True
+        self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
+        self._worker.start()
+        self._control = threading.Thread(target=self._control_loop, name="policy_control", daemon=True)
+        self._control.start()
+
+    # -- checkpoint -------------------------------------------------------------------------
+    def _load(self, path: str) -> bool:
+        if not path:
+            self._set_mode("no_checkpoint", "parameter `checkpoint` is empty")
+            return False
+        try:
+            runner = load_policy(path, threads=self.threads, seed=self.seed)
+        except Exception as exc:  # a bad checkpoint must never take the node down
+            self._load_error = f"cannot load checkpoint {path}: {exc}"
+            self.get_logger().error(self._load_error)
+            if self._runner is None:
+                self._set_mode("no_checkpoint", self._load_error)
+            self._publish_status()
+            return False
+        with self._lock:
+            self._runner = runner
+            self._checkpoint_id = runner.checkpoint_id
+            self._load_error = ""
+        self.get_logger().info(f"loaded policy checkpoint {runner.checkpoint_id} from {path}")
+        self._set_mode("running", "")
+        self._publish_status()
+        return True
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            rgb = image_to_numpy(msg)
+        except MessageError as exc:
+            self.counters["rejected_images"] += 1
+            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
+            return
+        self._images[cam] = (stamp_to_seconds(msg.header.stamp), rgb)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = joint_positions(msg, self.station.joint_names)
+        except MessageError as exc:
+            self.counters["rejected_states"] += 1
+            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
+            return
+        self._state = (stamp_to_seconds(msg.header.stamp), q)
+
+    def _on_episode(self, msg: DiagnosticStatus) -> None:
+        values = diagnostic_values(msg)
+        task = values.get("task")
+        if task:
+            self._task = task
+        if values.get("state") == "running" and values.get("episode_id") != getattr(self, "_episode_id", None):
+            self._episode_id = values.get("episode_id")
+            self._reset_plan()
+
+    def _on_reset(self, request, response):
+        self._reset_plan()
+        response.success, response.message = True, "dropped the current chunk; replanning from now"
+        return response
+
+    def _reset_plan(self) -> None:
+        with self._lock:
+            self._executor.reset()
+            self._last_plan_tick = None
+        runner = self._runner
+        if runner is not None:
+            runner.reset()
+
+    def _on_params(self, params):
+        updates = {}
+        for p in params:
+            try:
+                if p.name == "beta":
+                    check("beta", p.value, min_value=0.0, max_value=10.0)
+                elif p.name == "advantage":
+                    check("advantage", p.value, choices=ADVANTAGE_CHOICES)
+                elif p.name == "replan_steps":
+                    check("replan_steps", p.value, min_value=1, max_value=1000)
+                elif p.name == "checkpoint":
+                    pass
+                else:
+                    continue
+            except ParameterError as exc:
+                return accept(False, str(exc))
+            updates[p.name] = p.value
+        if "beta" in updates:
+            self.beta = float(updates["beta"])
+        if "advantage" in updates:
+            self.advantage = updates["advantage"]
+        if "replan_steps" in updates:
+            self.replan_steps = int(updates["replan_steps"])
+        if "checkpoint" in updates and updates["checkpoint"] != self.checkpoint:
+            self.checkpoint = updates["checkpoint"]
+            threading.Thread(target=self._load, args=(self.checkpoint,), daemon=True).start()
+        return accept()
+
+    # -- observation ------------------------------------------------------------------------
+    def _observation(self) -> tuple[dict | None, str]:
+        """The newest observation, or None and why it cannot be used."""
+        now = self._now()
+        state = self._state
+        if state is None:
+            return None, "no joint_states yet"
+        missing = [c for c in self.station.cameras if c not in self._images]
+        if missing:
+            return None, f"no images yet from {missing}"
+        stamps = {"joint_states": state[0], **{f"camera/{c}": self._images[c][0] for c in self.station.cameras}}
+        oldest = min(stamps, key=stamps.get)
+        age = now - stamps[oldest]
+        if age > self.max_age:
+            return None, f"stale observation: {oldest} is {age * 1e3:.0f} ms old (limit {self.max_age * 1e3:.0f} ms)"
+        if not self._task:
+            return None, "no task: start an episode (episode/status) or set the `task` parameter"
+        return {"images": {c: self._images[c][1] for c in self.station.cameras}, "state": state[1],
+                "task": self._task}, ""
+
+    # -- threads ----------------------------------------------------------------------------
+    def _control_loop(self) -> None:
+        next_t = time.monotonic()
+        while self._running:
+            self._control_step()
+            next_t += self.dt
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -5 * self.dt:
+                next_t = time.monotonic()
+
+    def _control_step(self) -> None:
+        tick = self._tick
+        self._tick += 1
+        if self._runner is None:
+            return
+        obs, why = self._observation()
+        if obs is None:
+            if self._mode != "holding" or self._reason != why:
+                self.counters["stale_holds"] += 1
+                self._set_mode("holding", why)
+            with self._lock:
+                self._executor.reset()
+                self._last_plan_tick = None
+            return
+        with self._lock:
+            due = self._last_plan_tick is None or tick - self._last_plan_tick >= self.replan_steps
+            if due and not self._in_flight:
+                self._in_flight = True
+                self._pending = (tick, obs)
+                self._last_plan_tick = tick
+                self._plan_request.set()
+            action = self._executor.action(tick)
+        if action is None:
+            self._set_mode("waiting_for_chunk", "no plan for this tick yet")
+            return
+        if self._mode != "running":
+            self._set_mode("running", "")
+        self._cmd_pub.publish(joint_state(action, stamp=self.get_clock().now().to_msg(),
+                                          names=self.station.joint_names))
+        self.counters["commands"] += 1
+
+    def _inference_loop(self) -> None:
+        while self._running:
+            if not self._plan_request.wait(timeout=0.1):
+                continue
+            self._plan_request.clear()
+            with self._lock:
+                tick, obs = self._pending
+                runner = self._runner
+            try:
+                t0 = time.perf_counter()
+                unconditional = self.advantage == "none"  # no advantage text: nothing to guide towards
+                out = runner.infer(obs, beta=1.0 if unconditional else self.beta,
+                                   advantage=None if unconditional else self.advantage,
+                                   seed=self.seed + tick)
+                actions = np.asarray(out["actions"], dtype=np.float64)
+                self.latency_ms = (time.perf_counter() - t0) * 1e3
+                if actions.ndim != 2 or actions.shape[1] != len(self.station.joint_names):
+                    raise ValueError(f"policy returned a chunk of shape {actions.shape}, expected [H, 14]")
+                actions = np.clip(actions, self.station.lower_array, self.station.upper_array)
+                with self._lock:
+                    self._executor.add_chunk(actions, start_tick=tick, now_tick=self._tick)
+                self._chunk_received_at = time.monotonic()
+                self.counters["chunks"] += 1
+                self._publish_chunk(actions)
+            except Exception as exc:
+                self.counters["inference_errors"] += 1
+                self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
+            finally:
+                with self._lock:
+                    self._in_flight = False
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _publish_chunk(self, actions: np.ndarray) -> None:
+        msg = JointTrajectory()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.joint_names = list(self.station.joint_names)
+        for i, a in enumerate(actions):
+            point = JointTrajectoryPoint()
+            point.positions = [float(v) for v in a]
+            t = i * self.dt
+            point.time_from_start.sec = int(t)
+            point.time_from_start.nanosec = int(round((t - int(t)) * 1e9))
+            msg.points.append(point)
+        self._chunk_pub.publish(msg)
+
+    def _set_mode(self, mode: str, reason: str) -> None:
+        changed = mode != self._mode or reason != self._reason
+        self._mode, self._reason = mode, reason
+        if changed and mode == "holding":
+            self.get_logger().warning(f"holding: {reason}", throttle_duration_sec=2.0)
+        if changed and hasattr(self, "_status_pub"):
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        if not hasattr(self, "_status_pub"):
+            return
+        age = (time.monotonic() - self._chunk_received_at) * 1e3
+        level = {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
+        self._status_pub.publish(diagnostic("policy_node", {
+            "state": self._mode, "reason": self._reason or self._load_error,
+            "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
+            "beta": self.beta, "advantage": self.advantage, "replan_steps": self.replan_steps,
+            "latency_ms": f"{self.latency_ms:.1f}", "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
+            "task": self._task, **self.counters}, level=level, message=self._reason or self._load_error))
+
+    def close(self) -> None:
+        self._running = False
+        self._plan_request.set()
+        for t in (self._control, self._worker):
+            if t.is_alive():
+                t.join(timeout=2.0)
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
