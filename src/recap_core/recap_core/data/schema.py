@@ -280,7 +280,7 @@ def new_info(*, fps: int, cameras: Sequence[str], image_shape: tuple[int, int], 
         "total_tasks": 0,
         "chunks_size": DEFAULT_CHUNKS_SIZE,
         "data_files_size_in_mb": data_files_size_in_mb,
-        "video_files_size_in_mb": 0,
+        "video_files_size_in_mb": 500,  # LeRobot default; unused (no videos)
         "fps": fps,
         "splits": {},
         "data_path": DATA_PATH,
