@@ -1,0 +1,247 @@
+"""Live value node: observations -> the value stream operators watch in rviz.
+
+At ``rate_hz`` it evaluates the value model on the newest observation (on a
+worker thread) and publishes ``value/estimate`` (normalised value in [-1, 0]),
+``value/distribution`` (201 bin probabilities), ``value/markers`` (a bar, a text
+label and the recent history, for rviz's MarkerArray display) and
+``value/plot`` (the value over the last ``history_s`` seconds as an image, for
+rviz's Image display). ``value/status`` carries an alert when the value falls
+by more than ``alert_drop`` within ``alert_window_s``. Stale observations or a
+bad checkpoint: nothing is published except the status saying why.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import ColorRGBA, Float32, Float32MultiArray, MultiArrayDimension
+from visualization_msgs.msg import Marker, MarkerArray
+
+from recap_core.ros import qos
+from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, image_to_numpy, joint_positions,
+                                    numpy_to_image, stamp_to_seconds)
+from recap_core.ros.node_main import run_node
+from recap_core.ros.params import accept, declare, declare_station
+from recap_value_node.monitor import AlertConfig, ValueHistory, render_plot
+from recap_value_node.runtime import load_value
+
+
+class ValueNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("value_node", **kwargs)
+        self.station = declare_station(self)
+        self.checkpoint = declare(self, "checkpoint", "", "value checkpoint directory (empty: none)")
+        self.rate_hz = declare(self, "rate_hz", 10.0, "value evaluations per second", min_value=0.1,
+                               max_value=50.0)
+        self.plot_rate_hz = declare(self, "plot_rate_hz", 5.0, "value/plot images per second",
+                                    min_value=0.1, max_value=30.0)
+        history_s = declare(self, "history_s", 20.0, "seconds of history in markers and plot",
+                            min_value=1.0, max_value=600.0)
+        alert = AlertConfig(
+            drop=declare(self, "alert_drop", 0.15, "alert when the value falls by more than this",
+                         min_value=0.001, max_value=1.0),
+            window_s=declare(self, "alert_window_s", 2.0, "...within this many seconds", min_value=0.05,
+                             max_value=60.0))
+        self.max_age = declare(self, "max_observation_age_ms", 500.0, "skip observations older than this",
+                               min_value=1.0, max_value=10000.0) / 1e3
+        self.plot_width = declare(self, "plot_width", 480, "value/plot width (px)", min_value=64, max_value=1920)
+        self.plot_height = declare(self, "plot_height", 240, "value/plot height (px)", min_value=48,
+                                   max_value=1080)
+        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one")
+        self.frame_id = declare(self, "marker_frame", "world", "frame of value/markers")
+        threads = declare(self, "inference_threads", 1, "torch threads", min_value=1, max_value=64)
+
+        self.history = ValueHistory(history_s, alert)
+        self._images: dict[str, tuple[float, np.ndarray]] = {}
+        self._state: tuple[float, np.ndarray] | None = None
+        self._task = self.default_task
+        self._episode_id = None
+        self._runner = None
+        self._checkpoint_id = ""
+        self._error = ""
+        self._latest: tuple[float, np.ndarray] | None = None
+        self.latency_ms = float("nan")
+        self.counters = {"estimates": 0, "skipped_stale": 0, "rejected_inputs": 0, "errors": 0}
+        self._threads = threads
+        self._load(self.checkpoint)
+
+        self._estimate_pub = self.create_publisher(Float32, "value/estimate", qos.SENSOR)
+        self._dist_pub = self.create_publisher(Float32MultiArray, "value/distribution", qos.COMMAND)
+        self._marker_pub = self.create_publisher(MarkerArray, "value/markers", qos.COMMAND)
+        self._plot_pub = self.create_publisher(Image, "value/plot", qos.COMMAND)
+        self._status_pub = self.create_publisher(DiagnosticStatus, "value/status", qos.LATCHED)
+        for cam in self.station.cameras:
+            self.create_subscription(Image, f"camera/{cam}/image_raw",
+                                     lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
+        self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
+        self.add_on_set_parameters_callback(self._on_params)
+        self.create_timer(1.0 / self.plot_rate_hz, self._publish_plot)
+        self.create_timer(1.0, self._publish_status)
+
+        self._running = True
+        self._worker = threading.Thread(target=self._loop, name="value_inference", daemon=True)
+        self._worker.start()
+
+    def _load(self, path: str) -> None:
+        if not path:
+            self._error = "parameter `checkpoint` is empty"
+            return
+        try:
+            runner = load_value(path, threads=self._threads)
+        except Exception as exc:
+            self._error = f"cannot load value checkpoint {path}: {exc}"
+            self.get_logger().error(self._error)
+            return
+        self._runner, self._checkpoint_id, self._error = runner, runner.checkpoint_id, ""
+        self.get_logger().info(f"loaded value checkpoint {runner.checkpoint_id} from {path}")
+
+    def _on_params(self, params):
+        for p in params:
+            if p.name == "checkpoint" and p.value != self.checkpoint:
+                self.checkpoint = p.value
+                threading.Thread(target=self._load, args=(p.value,), daemon=True).start()
+        return accept()
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        try:
+            self._images[cam] = (stamp_to_seconds(msg.header.stamp), image_to_numpy(msg))
+        except MessageError as exc:
+            self.counters["rejected_inputs"] += 1
+            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            self._state = (stamp_to_seconds(msg.header.stamp), joint_positions(msg, self.station.joint_names))
+        except MessageError as exc:
+            self.counters["rejected_inputs"] += 1
+            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
+
+    def _on_episode(self, msg: DiagnosticStatus) -> None:
+        values = diagnostic_values(msg)
+        if values.get("task"):
+            self._task = values["task"]
+        if values.get("episode_id") != self._episode_id and values.get("state") == "running":
+            self._episode_id = values.get("episode_id")
+            self.history.clear()  # a new episode starts a new curve
+
+    def _observation(self):
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self._state is None or any(c not in self._images for c in self.station.cameras):
+            return None
+        oldest = min([self._state[0]] + [self._images[c][0] for c in self.station.cameras])
+        if now - oldest > self.max_age:
+            self.counters["skipped_stale"] += 1
+            return None
+        return {"images": {c: self._images[c][1] for c in self.station.cameras}, "state": self._state[1],
+                "task": self._task}
+
+    def _loop(self) -> None:
+        period = 1.0 / self.rate_hz
+        next_t = time.monotonic()
+        while self._running:
+            next_t += period
+            self._evaluate()
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()
+
+    def _evaluate(self) -> None:
+        runner = self._runner
+        obs = self._observation() if runner is not None else None
+        if obs is None:
+            return
+        try:
+            t0 = time.perf_counter()
+            out = runner.infer(obs)
+            self.latency_ms = (time.perf_counter() - t0) * 1e3
+            value = float(out["value"])
+            dist = np.asarray(out["distribution"], dtype=np.float32)
+            now = time.monotonic()
+            if self.history.add(now, value):
+                self.get_logger().warning(
+                    f"value dropped by {self.history.drop_within_window():.2f} within "
+                    f"{self.history.alert_config.window_s:.1f} s (now {value:+.3f})")
+                self._publish_status()
+        except Exception as exc:
+            self.counters["errors"] += 1
+            self.get_logger().error(f"value inference failed: {exc}", throttle_duration_sec=2.0)
+            return
+        self.counters["estimates"] += 1
+        self._latest = (value, dist)
+        self._estimate_pub.publish(Float32(data=value))
+        msg = Float32MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label="bins", size=int(dist.size), stride=int(dist.size))]
+        msg.data = dist.tolist()
+        self._dist_pub.publish(msg)
+        self._marker_pub.publish(self._markers(value))
+
+    def _markers(self, value: float) -> MarkerArray:
+        stamp = self.get_clock().now().to_msg()
+        alert = self.history.alerting
+        colour = ColorRGBA(r=0.92, g=0.27, b=0.24, a=1.0) if alert else ColorRGBA(r=0.31, g=0.78, b=0.47, a=1.0)
+        height = max(0.005, 1.0 + value)  # a bar 0..1 m tall: 1 m = about to succeed
+
+        bar = Marker(type=Marker.CUBE, action=Marker.ADD, ns="value", id=0)
+        bar.header.stamp, bar.header.frame_id = stamp, self.frame_id
+        bar.pose.position.x, bar.pose.position.y, bar.pose.position.z = 0.0, -0.6, height / 2
+        bar.pose.orientation.w = 1.0
+        bar.scale.x, bar.scale.y, bar.scale.z = 0.05, 0.05, height
+        bar.color = colour
+
+        text = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns="value", id=1)
+        text.header = bar.header
+        text.pose.position.x, text.pose.position.y, text.pose.position.z = 0.0, -0.6, height + 0.08
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.06
+        text.color = colour
+        text.text = f"V = {value:+.3f}" + ("  DROP!" if alert else "")
+
+        line = Marker(type=Marker.LINE_STRIP, action=Marker.ADD, ns="value", id=2)
+        line.header = bar.header
+        line.pose.orientation.w = 1.0
+        line.scale.x = 0.01
+        line.color = colour
+        times, values = self.history.arrays()
+        if len(times):
+            span = self.history.horizon_s
+            line.points = [Point(x=0.0, y=float(-0.6 - 0.5 * (times[-1] - t) / span), z=float(1.0 + v))
+                           for t, v in zip(times, values)]
+        return MarkerArray(markers=[bar, text, line])
+
+    def _publish_plot(self) -> None:
+        times, values = self.history.arrays()
+        rgb = render_plot(times, values, width=self.plot_width, height=self.plot_height,
+                          horizon_s=self.history.horizon_s, alerting=self.history.alerting,
+                          title=f"value  {self._task[:40]}")
+        self._plot_pub.publish(numpy_to_image(rgb, self.get_clock().now().to_msg(), frame_id="value_plot"))
+
+    def _publish_status(self) -> None:
+        latest = self._latest[0] if self._latest else float("nan")
+        alert = self.history.alerting
+        self._status_pub.publish(diagnostic("value_node", {
+            "checkpoint_id": self._checkpoint_id, "value": f"{latest:.4f}", "alert": alert,
+            "alerts": self.history.alerts, "drop": f"{self.history.drop_within_window():.3f}",
+            "latency_ms": f"{self.latency_ms:.1f}", "task": self._task, "error": self._error,
+            **self.counters}, level=1 if alert or self._error else 0,
+            message="value drop" if alert else self._error))
+
+    def close(self) -> None:
+        self._running = False
+        if self._worker.is_alive():
+            self._worker.join(timeout=2.0)
+
+
+def main(args=None) -> int:
+    return run_node(ValueNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

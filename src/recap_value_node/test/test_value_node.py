@@ -1,0 +1,76 @@
+"""The value node as a real process on real topics."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Float32MultiArray
+from visualization_msgs.msg import MarkerArray
+
+from recap_core.ros.convert import diagnostic_values, image_to_numpy, joint_state, numpy_to_image
+
+pytestmark = pytest.mark.ros
+
+CAMERAS = ("base", "left_wrist", "right_wrist")
+
+
+@pytest.fixture
+def observations(probe):
+    cams = {c: probe.publisher(Image, f"camera/{c}/image_raw") for c in CAMERAS}
+    joints = probe.publisher(JointState, "joint_states")
+    image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            stamp = probe.node.get_clock().now().to_msg()
+            for pub in cams.values():
+                pub.publish(numpy_to_image(image, stamp))
+            joints.publish(joint_state(np.zeros(14), stamp=stamp))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=2)
+
+
+def test_publishes_estimate_distribution_markers_and_plot(node_process, probe, tiny_checkpoints, observations):
+    proc = node_process("recap_value_node.value_node",
+                        params={"checkpoint": str(tiny_checkpoints["value"]), "task": "reach", "rate_hz": 10.0,
+                                "plot_width": 320, "plot_height": 160})
+    estimate = probe.subscribe(Float32, "value/estimate")
+    dist = probe.subscribe(Float32MultiArray, "value/distribution")
+    markers = probe.subscribe(MarkerArray, "value/markers")
+    plot = probe.subscribe(Image, "value/plot")
+    status = probe.subscribe(DiagnosticStatus, "value/status", probe.LATCHED)
+    assert estimate.wait_for(5, timeout=60), proc.output()
+    assert dist.wait_for(1) and markers.wait_for(1) and plot.wait_for(2, timeout=10)
+    values = [m.data for m in estimate.snapshot()[0]]
+    assert all(-1.0 <= v <= 0.0 for v in values), values
+    d = np.asarray(dist.last().data)
+    assert d.shape == (201,) and abs(d.sum() - 1.0) < 1e-3 and np.all(d >= 0)
+    kinds = sorted(m.type for m in markers.last().markers)
+    assert len(kinds) == 3 and markers.last().markers[1].text.startswith("V = ")
+    img = image_to_numpy(plot.last())
+    assert img.shape == (160, 320, 3)
+    estimate.clear()
+    time.sleep(2.0)
+    assert 12 <= len(estimate) <= 28, f"{len(estimate)} estimates in 2 s at rate_hz 10"
+    assert status.wait_for(1, timeout=5)
+    assert diagnostic_values(status.last())["checkpoint_id"].startswith("value-")
+
+
+def test_bad_checkpoint_keeps_the_node_up_and_says_why(node_process, probe, tmp_path, observations):
+    proc = node_process("recap_value_node.value_node", params={"checkpoint": str(tmp_path / "missing")})
+    status = probe.subscribe(DiagnosticStatus, "value/status", probe.LATCHED)
+    estimate = probe.subscribe(Float32, "value/estimate")
+    assert status.wait_for(1, timeout=30), proc.output()
+    assert "cannot load value checkpoint" in diagnostic_values(status.last())["error"]
+    time.sleep(1.5)
+    assert len(estimate) == 0 and proc.alive()
