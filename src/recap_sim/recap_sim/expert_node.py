@@ -1,0 +1,133 @@
+"""The scripted expert as the operator: joint_states + object pose -> teleop/joint_command.
+
+It answers every ``joint_states`` message with the next target (so it runs at
+the station's 50 Hz) and re-seeds its human-like variability when the station
+starts a new episode (the seed in ``sim/status`` changes). Closed loop: it
+picks its phase from the current state, so it can take over mid-episode.
+
+``mode`` (runtime parameter) says how it uses the deadman ``teleop/engage``:
+- ``drive``: holds it the whole time (demonstrations);
+- ``intervene``: a simulated human (human.py) watching progress and
+  ``value/estimate`` engages when the policy goes wrong and releases after
+  correcting (human-gated DAgger);
+- ``off``: silent.
+"""
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float32
+
+from recap_core.ros import qos
+from recap_core.ros.convert import MessageError, diagnostic_values, joint_positions, joint_state
+from recap_core.ros.node_main import run_node
+from recap_core.ros.params import accept, declare, declare_station
+from recap_sim.expert import ScriptedExpert
+from recap_sim.human import HumanConfig, SimulatedHuman
+from recap_sim.station_node import TASKS
+
+MODES = ("drive", "intervene", "off")
+
+
+class ScriptedExpertNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("scripted_expert", **kwargs)
+        self.station = declare_station(self)
+        task = declare(self, "task_name", "transfer_cube", "task the expert solves", choices=TASKS)
+        self.quality = declare(self, "quality", 1.0, "1 = clean expert, 0 = sloppiest operator",
+                               min_value=0.0, max_value=1.0)
+        self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the expert's variability",
+                                   min_value=0, max_value=2**31 - 1)
+        self.mode = declare(self, "mode", "drive", "drive: always engaged; intervene: simulated human; off",
+                            choices=MODES)
+        human = HumanConfig(
+            patience_s=declare(self, "human_patience_s", 3.0, "take over after this long without progress",
+                               min_value=0.1, max_value=600.0),
+            value_drop=declare(self, "human_value_drop", 0.2, "take over when the value falls this much",
+                               min_value=0.01, max_value=1.0),
+            value_window_s=declare(self, "human_value_window_s", 1.5, "...within this window",
+                                   min_value=0.05, max_value=60.0),
+            attention=declare(self, "human_attention", 1.0, "probability of noticing a trigger",
+                              min_value=0.0, max_value=1.0),
+            min_correction_s=declare(self, "human_min_correction_s", 1.0, "shortest correction",
+                                     min_value=0.05, max_value=60.0),
+            max_correction_s=declare(self, "human_max_correction_s", 6.0, "longest correction",
+                                     min_value=0.05, max_value=600.0),
+            cooldown_s=declare(self, "human_cooldown_s", 2.0, "hands off after releasing", min_value=0.0,
+                               max_value=600.0),
+            max_interventions=declare(self, "human_max_interventions", 3, "corrections per episode",
+                                      min_value=0, max_value=1000))
+        self.expert = ScriptedExpert(task, quality=self.quality, seed=self.seed_offset, station=self.station)
+        self.human = SimulatedHuman(human, seed=self.seed_offset)
+        self._object_pose: np.ndarray | None = None
+        self._episode_seed: str | None = None
+        self._reward = 0.0
+        self._value: float | None = None
+        self.commands_sent = 0
+
+        self._pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
+        self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
+        self.create_subscription(Float32, "value/estimate", self._on_value, qos.SENSOR)
+        self.create_subscription(PoseStamped, "sim/object_pose", self._on_pose, qos.SENSOR)
+        self.create_subscription(DiagnosticStatus, "sim/status", self._on_status, qos.SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
+        self.add_on_set_parameters_callback(self._on_params)
+
+    def _on_params(self, params):
+        for p in params:
+            if p.name == "mode":
+                if p.value not in MODES:
+                    return accept(False, f"mode must be one of {list(MODES)}, got {p.value!r}")
+                self.mode = p.value
+                self.human.reset()
+        return accept()
+
+    def _on_value(self, msg: Float32) -> None:
+        self._value = float(msg.data)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        self._object_pose = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
+
+    def _on_status(self, msg: DiagnosticStatus) -> None:
+        values = diagnostic_values(msg)
+        seed = values.get("seed")
+        self._reward = float(values.get("reward", 0.0))
+        if seed is not None and seed != self._episode_seed:
+            self._episode_seed = seed
+            self.expert.reset(int(seed) + self.seed_offset)
+            self.human.reset(int(seed) + self.seed_offset)
+            self._value = None
+
+    def _on_joints(self, msg: JointState) -> None:
+        if self.mode == "off" or self._object_pose is None:
+            return
+        if self.mode == "drive":
+            engaged = True
+        else:
+            now = self.get_clock().now().nanoseconds * 1e-9
+            was = self.human.engaged
+            engaged = self.human.update(now, self._reward, self._value)
+            if engaged != was:
+                self.get_logger().info(f"simulated human {'takes over' if engaged else 'gives back'}: "
+                                       f"{self.human.reason}")
+        self._engage_pub.publish(Bool(data=engaged))
+        try:
+            q = joint_positions(msg, self.station.joint_names)
+        except MessageError as exc:
+            self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=2.0)
+            return
+        target = self.expert.act(q, self._object_pose)
+        self._pub.publish(joint_state(target, stamp=msg.header.stamp, names=self.station.joint_names))
+        self.commands_sent += 1
+
+
+def main(args=None) -> int:
+    return run_node(ScriptedExpertNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
