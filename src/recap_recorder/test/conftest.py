@@ -153,3 +153,23 @@ def new_recorder(tmp_path):
     yield make
     for recorder in made:
         recorder.close()
+
+
+@pytest.fixture(scope="session")
+def example_bags(tmp_path_factory):
+    """A closed bag (sim-0001, success, 120 steps) and a copy of one whose recorder was still writing
+    (sim-0002, 150 steps fed, never ended: no metadata.yaml, no MCAP summary), small chunks."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("example_bags")
+    recorder = make_recorder(root / "rec", chunk_size_bytes=8192)
+    try:
+        feed_episode(recorder, _SYNTH, "sim-0001", "success", steps=120, image_shape=(16, 16))
+        feed_episode(recorder, _SYNTH, "sim-0002", "failure", steps=150, t0_ns=2 * 10**18,
+                     image_shape=(16, 16), end=False)
+        assert recorder.drain(20)
+        killed = root / "killed" / "sim-0002"
+        shutil.copytree(root / "rec" / "sim-0002", killed)
+    finally:
+        recorder.close()
+    return {"complete": root / "rec" / "sim-0001", "killed": killed, "root": root}

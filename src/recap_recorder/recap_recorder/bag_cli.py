@@ -1,0 +1,71 @@
+"""``recap bag info BAG...`` and ``recap bag repair BAG... [--out DIR]`` (``ros2 bag`` is not installed here)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bag_command", metavar="{info,repair}", required=True)
+    info = sub.add_parser("info", help="topics, types, counts, rates, duration, label and metadata of a bag")
+    info.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directory (or .mcap file)")
+    info.add_argument("--json", action="store_true", help="print one JSON object per bag")
+    repair = sub.add_parser("repair", help="rebuild a bag whose recorder was killed into a valid bag")
+    repair.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="damaged rosbag2 directory")
+    repair.add_argument("--out", type=Path, default=None,
+                        help="output bag directory (one BAG) or parent directory (several); "
+                             "default: BAG_repaired next to BAG")
+
+
+def run(args) -> int:
+    return _info(args) if args.bag_command == "info" else _repair(args)
+
+
+def _info(args) -> int:
+    from recap_recorder.bags import BagError, format_info, read_info
+
+    failures = 0
+    for number, path in enumerate(args.bags):
+        try:
+            info = read_info(path)
+        except BagError as exc:
+            print(f"recap bag info: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        if args.json:
+            print(json.dumps({"path": str(info.path), "duration_s": info.duration_s, "label": info.label,
+                              "message_count": info.message_count, "custom_data": dict(info.custom_data),
+                              "topics": [vars(t) for t in info.topics]}))
+        else:
+            print(("\n" if number else "") + format_info(info))
+    return 1 if failures else 0
+
+
+def _repair(args) -> int:
+    from recap_recorder.bags import BagError, read_info, repair_bag
+
+    failures = 0
+    for path in args.bags:
+        out = args.out
+        if out is not None and len(args.bags) > 1:
+            out = out / (path.name + "_repaired")
+        try:
+            try:
+                read_info(path)
+                print(f"{path}: bag is complete and readable; nothing to repair")
+                continue
+            except BagError:
+                pass
+            report = repair_bag(path, out)
+        except BagError as exc:
+            print(f"recap bag repair: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        lost = f", {report.lost_bytes} bytes after the last complete chunk dropped" if report.lost_bytes else ""
+        why = f" (stopped reading at: {report.problem})" if report.problem else ""
+        print(f"{path} -> {report.output}: {report.messages} messages kept{lost}{why}; label {report.label}")
+        for topic, count in report.per_topic.items():
+            print(f"  {topic}: {count}")
+    return 1 if failures else 0
