@@ -1,20 +1,23 @@
 """``recap station``: the station's nodes composed in one process (one EventsExecutor).
 
 The embedded default where ``ros2 launch`` is not installed. It reads the same
-station YAML as ``launch/station.launch.py``. With ``--sim`` it brings up the
-simulated station and the scripted expert, runs N episodes and prints, per
-episode, success and duration, and the measured topic rates.
+station YAML as ``launch/station.launch.py`` and starts the same nodes under
+the same names: sim station, scripted expert (the operator), gate, episode
+manager, and -- when asked -- policy node, value node and recorder. It then
+runs N episodes through ``episode/start`` (the episode manager labels them from
+the sim), printing per episode the label, duration, interventions and the
+measured topic rates.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 import sys
 import threading
-import time
 
-from recap_core.station import default_config_dir, load_node_params
+from recap_core.station import default_config_dir
+
+EXPERT_MODES = ("drive", "intervene", "off")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,52 +25,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=pathlib.Path, default=None,
                         help="station parameter YAML (default: config/station_sim.yaml)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
+    parser.add_argument("--policy", type=pathlib.Path, default=None, help="policy checkpoint: run the policy node")
+    parser.add_argument("--value", type=pathlib.Path, default=None, help="value checkpoint: run the value node")
+    parser.add_argument("--record", type=pathlib.Path, default=None, help="record one bag per episode here")
+    parser.add_argument("--expert-mode", choices=EXPERT_MODES, default=None,
+                        help="scripted operator: drive (demos; default without --policy), intervene "
+                             "(simulated human gating the policy; default with --policy), off")
+    parser.add_argument("--source", choices=("demo", "rollout", "eval"), default=None,
+                        help="episode source in the metadata (default: demo when the expert drives)")
     parser.add_argument("--quality", type=float, default=None, help="scripted expert quality 0..1")
+    parser.add_argument("--beta", type=float, default=None, help="policy CFG beta")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first episode")
     parser.add_argument("--max-steps", type=int, default=None, help="episode time limit in 50 Hz steps")
     parser.add_argument("--real-time-factor", type=float, default=None,
-                        help="sim speed vs real time (0 = as fast as possible)")
-    parser.add_argument("--task", default=None, help="transfer_cube | insertion")
+                        help="sim speed vs real time (default from the YAML: 1)")
+    parser.add_argument("--task", default=None, help="task prompt of the episodes")
 
 
-@dataclasses.dataclass
-class EpisodeResult:
-    index: int
-    seed: int
-    success: bool
-    steps: int
-    sim_seconds: float
-    wall_seconds: float
+def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
+    """CLI flags as ROS parameter overrides (``-p node:name:=value``) on top of the YAML."""
+    p = []
 
+    def put(node: str, name: str, value) -> None:
+        p.extend(["-p", f"{node}:{name}:={value}"])
 
-def _overrides(args) -> list[str]:
-    """CLI flags as ROS parameter overrides (``-p node:name:=value``)."""
-    out = []
+    put("scripted_expert", "mode", expert_mode)
+    put("episode_manager", "source", source)
     if args.quality is not None:
-        out += ["-p", f"scripted_expert:quality:={float(args.quality)}"]
+        put("scripted_expert", "quality", float(args.quality))
     if args.seed is not None:
-        out += ["-p", f"sim_station:seed:={int(args.seed)}"]
+        put("sim_station", "seed", int(args.seed))
     if args.max_steps is not None:
-        out += ["-p", f"sim_station:max_episode_steps:={int(args.max_steps)}"]
+        put("sim_station", "max_episode_steps", int(args.max_steps))
+        put("episode_manager", "max_episode_steps", int(args.max_steps))
     if args.real_time_factor is not None:
-        out += ["-p", f"sim_station:real_time_factor:={float(args.real_time_factor)}"]
+        put("sim_station", "real_time_factor", float(args.real_time_factor))
     if args.task is not None:
-        out += ["-p", f"sim_station:task_name:={args.task}", "-p", f"scripted_expert:task_name:={args.task}"]
-    return out
+        put("episode_manager", "task", args.task)
+    if args.policy is not None:
+        put("policy_node", "checkpoint", str(args.policy.resolve()))
+        if args.beta is not None:
+            put("policy_node", "beta", float(args.beta))
+    if args.value is not None:
+        put("value_node", "checkpoint", str(args.value.resolve()))
+    if args.record is not None:
+        put("recorder", "output_dir", str(args.record.resolve()))
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"recap station: {message}", file=sys.stderr)
+    return 2
 
 
 def run(args) -> int:
     if not args.sim:
-        print("recap station: only --sim is available on this machine; on a real station use "
-              "`ros2 launch launch/station.launch.py` with your robot driver", file=sys.stderr)
-        return 2
+        return _fail("only --sim is available here; on a real station use "
+                     "`ros2 launch launch/station.launch.py sim:=false` with your robot driver")
     if args.episodes < 1:
-        print(f"recap station: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
+        return _fail(f"--episodes must be >= 1, got {args.episodes}")
     config = args.config or default_config_dir() / "station_sim.yaml"
     if not config.is_file():
-        print(f"recap station: config {config} does not exist", file=sys.stderr)
-        return 2
+        return _fail(f"config {config} does not exist")
+    for flag, path in (("--policy", args.policy), ("--value", args.value)):
+        if path is not None and not path.is_dir():
+            return _fail(f"{flag} {path} is not a checkpoint directory")
+    expert_mode = args.expert_mode or ("intervene" if args.policy else "drive")
+    if args.policy is None and expert_mode != "drive":
+        return _fail(f"--expert-mode {expert_mode} without --policy leaves nobody in control")
+    source = args.source or ("demo" if expert_mode == "drive" else "rollout")
 
     from recap_core.rosenv import apply_ros_environment
 
@@ -76,52 +102,74 @@ def run(args) -> int:
     from rclpy.experimental import EventsExecutor
 
     from recap_core.ros.node_main import spin_forever
-    from recap_sim.episode_driver import SimEpisodeDriver, TopicRateMonitor
+    from recap_sim.episode_driver import EpisodeDriver, TopicRateMonitor
     from recap_sim.expert_node import ScriptedExpertNode
     from recap_sim.station_node import SimStationNode
+    from recap_teleop.episode_manager_node import EpisodeManagerNode
+    from recap_teleop.gate_node import GateNode
 
-    # Without the gate in the process, the expert drives the robot directly.
-    ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *_overrides(args),
-                "-r", "scripted_expert:teleop/joint_command:=joint_command"]
+    factories = [SimStationNode, ScriptedExpertNode, GateNode, EpisodeManagerNode]
+    if args.policy is not None:
+        from recap_policy_node.policy_node import PolicyNode
+
+        factories.append(PolicyNode)
+    if args.value is not None:
+        from recap_value_node.value_node import ValueNode
+
+        factories.append(ValueNode)
+    if args.record is not None:
+        from recap_recorder.recorder_node import RecorderNode
+
+        factories.append(RecorderNode)
+
+    ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *ros_arguments(args, expert_mode,
+                                                                                            source)]
+    results = []
     with rclpy.init(args=ros_args):
+        nodes = []
         try:
-            station = SimStationNode()
-            expert = ScriptedExpertNode()
+            for factory in factories:
+                nodes.append(factory())
         except ValueError as exc:
-            print(f"recap station: {exc}", file=sys.stderr)
-            return 2
-        cameras = list(station.station.cameras)
-        monitor = TopicRateMonitor(cameras)
-        driver = SimEpisodeDriver()
-        nodes = [station, expert, monitor, driver]
+            for node in nodes:
+                getattr(node, "close", lambda: None)()
+            return _fail(str(exc))
+        station, expert = nodes[0], nodes[1]
+        monitor = TopicRateMonitor(list(station.station.cameras))
+        driver = EpisodeDriver()
+        nodes += [monitor, driver]
         executor = EventsExecutor()
         for node in nodes:
             executor.add_node(node)
         stop = threading.Event()
         spin = threading.Thread(target=spin_forever, args=(executor, stop.is_set), daemon=True)
         spin.start()
-        max_steps = int(station.get_parameter("max_episode_steps").value)
-        print(f"station: task {station.task_name}, cameras {cameras}, expert quality {expert.quality}, "
-              f"{args.episodes} episode(s) of at most {max_steps} steps", flush=True)
-        results = []
+        print(f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
+              f"{', '.join(n.get_name() for n in nodes[:-2])}; expert {expert_mode} (quality {expert.quality}); "
+              f"{args.episodes} episode(s)", flush=True)
         try:
             for i in range(args.episodes):
                 monitor.reset()
-                r = driver.run_episode(i, max_steps=max_steps)
-                rates = monitor.rates()
+                r = driver.run_episode(i)
                 results.append(r)
-                print(f"episode {i}: seed {r.seed} {'SUCCESS' if r.success else 'failure'} "
-                      f"after {r.steps} steps ({r.sim_seconds:.1f} s sim, {r.wall_seconds:.1f} s wall) | "
-                      + ", ".join(f"{t} {hz:.1f} Hz" for t, hz in rates.items()), flush=True)
+                rates = ", ".join(f"{t} {hz:.1f} Hz" for t, hz in monitor.rates().items())
+                print(f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
+                      f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
+                      f"[{r.intervention_steps} steps] | {rates}", flush=True)
         except KeyboardInterrupt:
             pass
+        except RuntimeError as exc:
+            print(f"recap station: {exc}", file=sys.stderr)
         finally:
             stop.set()
             spin.join(timeout=2.0)
-            executor.shutdown()
             for node in nodes:
                 getattr(node, "close", lambda: None)()
+            executor.shutdown()
+            for node in nodes:
                 node.destroy_node()
     n_ok = sum(r.success for r in results)
-    print(f"summary: {n_ok}/{len(results)} successful; rejected commands {station.commands_rejected}", flush=True)
-    return 0
+    print(f"summary: {n_ok}/{len(results)} successful, {sum(r.interventions for r in results)} intervention(s); "
+          f"station rejected {station.commands_rejected} command(s)"
+          + (f"; bags in {args.record}" if args.record else ""), flush=True)
+    return 0 if len(results) == args.episodes else 1

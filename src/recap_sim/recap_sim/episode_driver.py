@@ -1,6 +1,9 @@
-"""Episode driving and topic-rate measurement for ``recap station --sim``."""
+"""Episode driving and topic-rate measurement for ``recap station``."""
 from __future__ import annotations
 
+import dataclasses
+import re
+import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -11,6 +14,24 @@ from std_srvs.srv import Trigger
 from recap_core.ros import qos
 from recap_core.ros.convert import diagnostic_values
 
+TERMINAL = ("success", "failure", "aborted")
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    index: int
+    episode_id: str
+    seed: str
+    label: str
+    steps: int
+    interventions: int
+    intervention_steps: int
+    wall_seconds: float
+
+    @property
+    def success(self) -> bool:
+        return self.label == "success"
+
 
 class TopicRateMonitor(Node):
     """Counts messages per topic since the last ``reset()``."""
@@ -19,7 +40,8 @@ class TopicRateMonitor(Node):
         super().__init__("topic_rate_monitor", **kwargs)
         self._counts: dict[str, int] = {}
         self._t0 = time.monotonic()
-        topics = [(Image, f"camera/{c}/image_raw") for c in cameras] + [(JointState, "joint_states")]
+        topics = [(Image, f"camera/{c}/image_raw") for c in cameras]
+        topics += [(JointState, "joint_states"), (JointState, "joint_command")]
         for msg_type, topic in topics:
             self._counts[topic] = 0
             self.create_subscription(msg_type, topic, lambda _m, t=topic: self._count(t), qos.SENSOR)
@@ -37,43 +59,56 @@ class TopicRateMonitor(Node):
         return {k: v / elapsed for k, v in self._counts.items()}
 
 
-class SimEpisodeDriver(Node):
-    """Resets the sim and watches ``sim/status`` until success or the time limit."""
+class EpisodeDriver(Node):
+    """Starts episodes through ``episode/start`` and waits for the manager's label."""
 
     def __init__(self, **kwargs):
-        super().__init__("sim_episode_driver", **kwargs)
-        self._status: dict[str, str] = {}
-        self.create_subscription(DiagnosticStatus, "sim/status", self._on_status, qos.SENSOR)
-        self._reset = self.create_client(Trigger, "sim/reset")
+        super().__init__("episode_driver", **kwargs)
+        self._lock = threading.Lock()
+        self._episodes: dict[str, dict[str, str]] = {}
+        self.create_subscription(DiagnosticStatus, "episode/status", self._on_status, qos.LATCHED)
+        self._start = self.create_client(Trigger, "episode/start")
 
     def _on_status(self, msg: DiagnosticStatus) -> None:
-        self._status = diagnostic_values(msg)
+        values = diagnostic_values(msg)
+        if values.get("episode_id"):
+            with self._lock:
+                self._episodes[values["episode_id"]] = values
 
-    def _call_reset(self, timeout: float = 15.0) -> str:
-        if not self._reset.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError("sim/reset is not available: is the sim station running?")
-        future = self._reset.call_async(Trigger.Request())
+    def _status(self, episode_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._episodes.get(episode_id, {}))
+
+    def _call(self, client, timeout: float) -> Trigger.Response:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"{client.srv_name} is not available: is the episode manager running?")
+        future = client.call_async(Trigger.Request())
         deadline = time.monotonic() + timeout
         while not future.done():
             if time.monotonic() > deadline:
-                raise RuntimeError("sim/reset did not answer")
+                raise RuntimeError(f"{client.srv_name} did not answer within {timeout} s")
             time.sleep(0.005)
-        result = future.result()
-        if not result.success:
-            raise RuntimeError(f"sim/reset failed: {result.message}")
-        return result.message
+        return future.result()
 
-    def run_episode(self, index: int, max_steps: int, dt: float = 0.02):
-        from recap_sim.bringup import EpisodeResult
-
-        message = self._call_reset()
-        seed = int(message.rsplit(" ", 1)[-1])
+    def run_episode(self, index: int, timeout_s: float = 600.0, start_timeout_s: float = 30.0) -> EpisodeResult:
+        deadline = time.monotonic() + start_timeout_s
+        while True:  # the manager refuses a start while the previous label is still shown
+            reply = self._call(self._start, timeout=start_timeout_s)
+            if reply.success:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"episode/start refused: {reply.message}")
+            time.sleep(0.1)
+        match = re.search(r"started episode (\S+)", reply.message)
+        if not match:
+            raise RuntimeError(f"unexpected episode/start reply: {reply.message!r}")
+        episode_id = match.group(1)
         t0 = time.monotonic()
-        while True:
-            s = self._status
-            if s.get("seed") == str(seed):
-                step = int(s.get("step", 0))
-                if s.get("success") == "True" or step >= max_steps:
-                    return EpisodeResult(index, seed, s.get("success") == "True", step, step * dt,
-                                         time.monotonic() - t0)
-            time.sleep(0.005)
+        while time.monotonic() - t0 < timeout_s:
+            s = self._status(episode_id)
+            if s.get("state") in TERMINAL:
+                return EpisodeResult(index, episode_id, s.get("seed", ""), s.get("label") or s["state"],
+                                     int(s.get("steps", 0)), int(s.get("interventions", 0)),
+                                     int(s.get("intervention_steps", 0)), time.monotonic() - t0)
+            time.sleep(0.01)
+        raise RuntimeError(f"episode {episode_id} did not end within {timeout_s} s")
