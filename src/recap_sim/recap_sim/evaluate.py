@@ -1,0 +1,219 @@
+"""``recap eval``: policies on held-out sim seeds, without interventions.
+
+Synchronous and deterministic: the simulator, the policy runner and the policy
+node's own ChunkExecutor (same replanning and boundary blending as on the
+station) in one loop, rendering only when the policy plans. Every arm sees the
+same seeds. Metrics, each with a 95 % interval:
+
+- success rate (Wilson interval);
+- throughput: successful episodes per hour of robot time, where an episode
+  costs its duration until success or the time limit (bootstrap over episodes);
+- mean time to success over the successful episodes (bootstrap).
+
+This module imports torch (through recap_core.models) only when it runs; the
+station nodes of recap_sim never do.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+DT = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArm:
+    """One policy configuration under evaluation."""
+
+    name: str
+    checkpoint: pathlib.Path
+    beta: float = 1.0
+    advantage: str | None = "positive"
+
+
+@dataclasses.dataclass
+class EpisodeOutcome:
+    seed: int
+    success: bool
+    steps: int        # until success, or the time limit
+    max_reward: float
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_interval(samples: np.ndarray, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    samples = np.asarray(samples)
+    if len(samples) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    stats = [statistic(samples[rng.integers(0, len(samples), len(samples))]) for _ in range(n_boot)]
+    return (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)))
+
+
+def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
+    """Success rate, throughput (successes / robot hour) and mean time to success, with 95 % intervals."""
+    n = len(outcomes)
+    success = np.array([o.success for o in outcomes], dtype=bool)
+    seconds = np.array([o.steps * dt for o in outcomes], dtype=float)
+    k = int(success.sum())
+
+    def throughput(idx_pairs):
+        s, t = idx_pairs[:, 0], idx_pairs[:, 1]
+        return float(s.sum() / max(t.sum(), 1e-9) * 3600.0)
+
+    pairs = np.stack([success.astype(float), seconds], axis=1) if n else np.zeros((0, 2))
+    tts = seconds[success]
+    return {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else float("nan"),
+        "success_rate_ci95": list(wilson_interval(k, n)),
+        "throughput_per_hour": throughput(pairs) if n else float("nan"),
+        "throughput_ci95": list(bootstrap_interval(pairs, throughput)),
+        "mean_time_to_success_s": float(tts.mean()) if k else float("nan"),
+        "time_to_success_ci95": list(bootstrap_interval(tts, np.mean)) if k else [float("nan")] * 2,
+        "robot_hours": float(seconds.sum() / 3600.0),
+    }
+
+
+def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: int, replan_steps: int,
+                blend_steps: int, sample_seed: int) -> EpisodeOutcome:
+    from recap_core.station import StationConfig
+    from recap_policy_node.chunking import ChunkExecutor
+
+    limits = StationConfig.from_yaml()
+    sim.reset(seed)
+    runner.reset()
+    executor = ChunkExecutor(blend_steps)
+    max_reward = 0.0
+    last_plan = None
+    for tick in range(max_steps):
+        if last_plan is None or tick - last_plan >= replan_steps or not executor.has_plan(tick):
+            obs = {"images": sim.render(), "state": sim.joint_positions(), "task": task}
+            out = runner.infer(obs, beta=arm.beta, advantage=arm.advantage, seed=sample_seed + tick)
+            executor.add_chunk(out["actions"], start_tick=tick, now_tick=tick)
+            last_plan = tick
+        action = executor.action(tick)
+        result = sim.step(np.clip(action, limits.lower_array, limits.upper_array))  # as the station would
+        max_reward = max(max_reward, result.reward)
+        if result.success:
+            return EpisodeOutcome(seed, True, result.step, max_reward)
+    return EpisodeOutcome(seed, False, max_steps, max_reward)
+
+
+def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int = 400,
+             replan_steps: int = 25, blend_steps: int = 8, image_size: int = 224, threads: int = 2,
+             progress: bool = True, sim_task: str = "transfer_cube") -> dict:
+    import torch
+
+    from recap_core.models import PolicyRunner
+    from recap_sim.sim import AlohaSim
+
+    torch.set_num_threads(threads)
+    sim = AlohaSim(sim_task, width=image_size, height=image_size, max_episode_steps=max_steps)
+    report = {"seeds": list(map(int, seeds)), "max_steps": max_steps, "replan_steps": replan_steps,
+              "blend_steps": blend_steps, "task": task, "arms": {}}
+    for arm in arms:
+        runner = PolicyRunner.from_checkpoint(arm.checkpoint)
+        outcomes = []
+        t0 = time.perf_counter()
+        iterator = seeds
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(seeds, desc=f"eval {arm.name}", unit="ep", file=sys.stderr)
+        for seed in iterator:
+            outcomes.append(run_episode(sim, runner, arm, int(seed), task=task, max_steps=max_steps,
+                                        replan_steps=replan_steps, blend_steps=blend_steps,
+                                        sample_seed=int(seed) * 1000))
+        report["arms"][arm.name] = {
+            "checkpoint": str(arm.checkpoint), "checkpoint_id": runner.checkpoint_id, "beta": arm.beta,
+            "advantage": arm.advantage, **summarise(outcomes),
+            "outcomes": [dataclasses.asdict(o) for o in outcomes],
+            "wall_seconds": time.perf_counter() - t0}
+    return report
+
+
+def parse_arm(text: str) -> EvalArm:
+    """``NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]``."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"arm {text!r}: expected NAME=CHECKPOINT[:beta=B][:advantage=A]")
+    name, rest = text.split("=", 1)
+    parts = rest.split(":")
+    options = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    unknown = set(options) - {"beta", "advantage"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"arm {name}: unknown option(s) {sorted(unknown)}")
+    advantage = options.get("advantage", "positive")
+    if advantage not in ("positive", "negative", "none"):
+        raise argparse.ArgumentTypeError(f"arm {name}: advantage must be positive, negative or none")
+    return EvalArm(name, pathlib.Path(parts[0]), float(options.get("beta", 1.0)),
+                   None if advantage == "none" else advantage)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1000-1049`` or ``1,2,3``."""
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",") if s]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=CHECKPOINT[:beta=B][:advantage=A]",
+                        help="policies to evaluate, e.g. sft=runs/pi0 recap_b2=runs/pi2:beta=2")
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("100000-100049"),
+                        help="held-out sim seeds, e.g. 100000-100049 (default) or 1,2,3")
+    parser.add_argument("--task", default="transfer the cube to the other arm", help="task prompt")
+    parser.add_argument("--max-steps", type=int, default=400, help="time limit (50 Hz steps)")
+    parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
+    parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
+    parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="write the JSON report here")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    for arm in args.arms:
+        if not arm.checkpoint.is_dir():
+            print(f"recap eval: arm {arm.name}: {arm.checkpoint} is not a checkpoint directory", file=sys.stderr)
+            return 2
+    report = evaluate(args.arms, args.seeds, task=args.task, max_steps=args.max_steps,
+                      replan_steps=args.replan_steps, blend_steps=args.blend_steps, image_size=args.image_size,
+                      threads=args.threads, progress=not args.no_progress)
+    print(format_table(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"report: {args.out}")
+    return 0
+
+
+def format_table(report: dict) -> str:
+    rows = ["| arm | success | 95% CI | throughput /h | 95% CI | mean time to success (s) | 95% CI |",
+            "|---|---|---|---|---|---|---|"]
+    for name, a in report["arms"].items():
+        lo, hi = a["success_rate_ci95"]
+        tlo, thi = a["throughput_ci95"]
+        slo, shi = a["time_to_success_ci95"]
+        rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({a['success_rate']:.0%}) | {lo:.0%}–{hi:.0%} | "
+                    f"{a['throughput_per_hour']:.0f} | {tlo:.0f}–{thi:.0f} | {a['mean_time_to_success_s']:.2f} | "
+                    f"{slo:.2f}–{shi:.2f} |")
+    return "\n".join(rows)

@@ -1,0 +1,44 @@
+"""recap eval: metrics and a real (tiny) evaluation run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recap_sim.evaluate import EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, summarise, wilson_interval
+
+
+def test_wilson_interval_contains_the_rate_and_narrows_with_n():
+    lo, hi = wilson_interval(30, 50)
+    assert lo < 0.6 < hi
+    lo2, hi2 = wilson_interval(300, 500)
+    assert hi2 - lo2 < hi - lo
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_throughput_is_successes_per_robot_hour():
+    outcomes = [EpisodeOutcome(0, True, 100, 4), EpisodeOutcome(1, False, 400, 2),
+                EpisodeOutcome(2, True, 300, 4)]
+    s = summarise(outcomes)
+    robot_seconds = (100 + 400 + 300) * 0.02
+    assert s["throughput_per_hour"] == pytest.approx(2 / robot_seconds * 3600)
+    assert s["mean_time_to_success_s"] == pytest.approx((100 + 300) * 0.02 / 2)
+    assert s["success_rate"] == pytest.approx(2 / 3)
+    lo, hi = s["throughput_ci95"]
+    assert lo <= s["throughput_per_hour"] <= hi
+
+
+def test_parsing():
+    arm = parse_arm("recap=/tmp/x:beta=2:advantage=positive")
+    assert arm == EvalArm("recap", arm.checkpoint, 2.0, "positive") and str(arm.checkpoint) == "/tmp/x"
+    assert parse_arm("u=/tmp/y:advantage=none").advantage is None
+    assert parse_seeds("5-7") == [5, 6, 7] and parse_seeds("1,9") == [1, 9]
+
+
+def test_evaluates_a_tiny_checkpoint_on_the_same_seeds(tiny_checkpoints):
+    arms = [EvalArm("a", tiny_checkpoints["policy_a"]), EvalArm("a_cfg", tiny_checkpoints["policy_a"], beta=2.0)]
+    report = evaluate(arms, [3, 4], task="reach", max_steps=30, image_size=48, threads=1, progress=False)
+    for name in ("a", "a_cfg"):
+        arm = report["arms"][name]
+        assert [o["seed"] for o in arm["outcomes"]] == [3, 4]
+        assert arm["episodes"] == 2 and all(o["steps"] <= 30 for o in arm["outcomes"])
+        assert np.isfinite(arm["throughput_per_hour"])
