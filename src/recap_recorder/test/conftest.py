@@ -128,9 +128,20 @@ def make_recorder(output_dir: Path, cameras=CAMERAS, disk_free=None, **overrides
 _SYNTH = Synth()
 
 
-@pytest.fixture
-def synth() -> Synth:
+@pytest.fixture(scope="session")
+def synth() -> Synth:  # session: hypothesis tests share it (it holds no state)
     return _SYNTH
+
+
+@pytest.fixture(scope="session")
+def helpers():
+    """make_recorder(output_dir, **config) and feed(recorder, episode_id, label, steps=..., ...) for
+    module- or session-scoped fixtures."""
+    import types
+
+    return types.SimpleNamespace(
+        make_recorder=make_recorder, synth=_SYNTH,
+        feed=lambda recorder, *args, **kwargs: feed_episode(recorder, _SYNTH, *args, **kwargs))
 
 
 @pytest.fixture

@@ -1,0 +1,382 @@
+"""Episode bags -> RECAP dataset (DESIGN.md §7), without ROS or torch.
+
+Resampling onto the 50 Hz control clock: the ticks are the receive times of
+the ``joint_command`` messages the gate actually sent to the robot. At tick t:
+
+* observation = the newest image of every camera and the newest
+  ``joint_states`` received at or before t;
+* action = that ``joint_command``;
+* ``is_intervention`` = the newest ``intervention`` at or before t, or the
+  newest ``command_source`` at or before t being ``teleop``.
+
+Ticks before the first complete observation are dropped (counted in the
+episode's metadata). A bag is read twice-ish: one pass over everything except
+image pixels builds the timeline; then each camera's frames are streamed
+straight into :class:`recap_core.data.DatasetWriter` (which encodes them as
+they come), so an episode's images are never all in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from recap_core.station import JOINT_NAMES, NUM_JOINTS
+from recap_recorder.bags import BagError, BagInfo, REPAIRED_SUFFIX, open_reader, read_info, relative_topic_name
+
+SOURCES = ("demo", "rollout", "eval")
+
+
+# --------------------------------------------------------------------------- the resampling rule (pure)
+
+def latest_at_or_before(sample_ns: np.ndarray, tick_ns: np.ndarray) -> np.ndarray:
+    """Index of the newest sample at or before each tick, -1 where there is none. ``[N]``, ``[T]`` -> ``[T]``."""
+    return np.searchsorted(np.asarray(sample_ns), np.asarray(tick_ns), side="right") - 1
+
+
+@dataclasses.dataclass
+class Timeline:
+    """One episode on the control clock; ``T`` frames after dropping leading incomplete ticks."""
+
+    tick_ns: np.ndarray                  # [T] int64 receive times of the commands
+    actions: np.ndarray                  # [T, 14]
+    states: np.ndarray                   # [T, 14]
+    is_intervention: np.ndarray          # [T] bool
+    image_index: dict[str, np.ndarray]   # camera -> [T] index into that camera's images (time order)
+    dropped_leading_ticks: int
+
+
+def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarray, states: np.ndarray,
+             image_ns: Mapping[str, np.ndarray], intervention_ns: np.ndarray, intervention: np.ndarray,
+             source_ns: np.ndarray, source_is_teleop: np.ndarray) -> Timeline:
+    """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values."""
+    order = np.argsort(command_ns, kind="stable")
+    ticks, actions = np.asarray(command_ns)[order], np.asarray(commands)[order]
+    state_at = latest_at_or_before(state_ns, ticks)
+    image_at = {cam: latest_at_or_before(times, ticks) for cam, times in image_ns.items()}
+    complete = state_at >= 0
+    for index in image_at.values():
+        complete &= index >= 0
+    first = int(np.argmax(complete)) if complete.any() else len(ticks)
+    keep = slice(first, None)
+    flag_at = latest_at_or_before(intervention_ns, ticks[keep])
+    flags = np.where(flag_at >= 0, np.asarray(intervention, bool)[np.maximum(flag_at, 0)], False) \
+        if len(intervention) else np.zeros(len(flag_at), bool)
+    source_at = latest_at_or_before(source_ns, ticks[keep])
+    if len(source_is_teleop):
+        flags = flags | np.where(source_at >= 0, np.asarray(source_is_teleop, bool)[np.maximum(source_at, 0)],
+                                 False)
+    return Timeline(tick_ns=ticks[keep], actions=actions[keep],
+                    states=np.asarray(states)[state_at[keep]] if len(states) else np.zeros((0, NUM_JOINTS)),
+                    is_intervention=flags.astype(bool),
+                    image_index={cam: index[keep] for cam, index in image_at.items()},
+                    dropped_leading_ticks=first)
+
+
+# --------------------------------------------------------------------------- messages
+
+def image_layout(raw) -> tuple[int, int, str, int, int]:
+    """(height, width, encoding, step, pixel offset) of a CDR sensor_msgs/Image, without copying pixels."""
+    if bytes(raw[:2]) != b"\x00\x01":
+        raise BagError("image is not little-endian CDR")
+
+    def aligned(pos: int, size: int) -> int:
+        return 4 + -(-(pos - 4) // size) * size
+
+    pos = 4 + 8                                         # header.stamp
+    (length,) = struct.unpack_from("<I", raw, pos)      # header.frame_id
+    pos = aligned(pos + 4 + length, 4)
+    height, width, length = struct.unpack_from("<III", raw, pos)
+    encoding = bytes(raw[pos + 12: pos + 12 + length]).rstrip(b"\0").decode()
+    pos = aligned(pos + 12 + length + 1, 4)              # + is_bigendian
+    step, size = struct.unpack_from("<II", raw, pos)
+    offset = pos + 8
+    if size != height * step or offset + size > len(raw) or step < width * 3:
+        raise BagError(f"image header inconsistent: {height}x{width}, step {step}, {size} bytes")
+    return height, width, encoding, step, offset
+
+
+def image_pixels(raw) -> np.ndarray:
+    """CDR sensor_msgs/Image (rgb8 or bgr8) -> ``[H, W, 3]`` uint8 view of the message bytes."""
+    height, width, encoding, step, offset = image_layout(raw)
+    if encoding not in ("rgb8", "bgr8"):
+        raise BagError(f"image encoding '{encoding}' is not supported (record rgb8)")
+    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * 3]
+    pixels = pixels.reshape(height, width, 3)
+    return pixels[:, :, ::-1] if encoding == "bgr8" else pixels
+
+
+def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
+    """JointState positions in DESIGN.md §4 order (names may be empty = already in order)."""
+    positions = np.asarray(positions, np.float64)
+    if positions.shape != (NUM_JOINTS,):
+        raise BagError(f"joint message has {positions.size} positions, expected {NUM_JOINTS}")
+    if len(names) and list(names) != list(JOINT_NAMES):
+        if sorted(names) != sorted(JOINT_NAMES):
+            raise BagError(f"joint names {list(names)} are not the station's {list(JOINT_NAMES)}")
+        index = {name: i for i, name in enumerate(names)}
+        positions = positions[[index[name] for name in JOINT_NAMES]]
+    return positions
+
+
+# --------------------------------------------------------------------------- one bag
+
+@dataclasses.dataclass
+class BagEpisode:
+    """A bag's episode: timeline, metadata and a way to stream each camera's frames."""
+
+    info: BagInfo
+    timeline: Timeline
+    cameras: tuple[str, ...]
+    image_shape: tuple[int, int]
+    task: str
+    success: bool
+    metadata: dict
+
+    def frames(self, camera: str, shape: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """``[H, W, 3]`` uint8 per tick (an image repeats while no newer one arrived)."""
+        topic = relative_topic_name(f"camera/{camera}/image_raw", self.info.namespace)
+        wanted = self.timeline.image_index[camera]
+        reader = open_reader(self.info.path)
+        try:
+            connections = [c for c in reader.connections if c.topic == topic]
+            messages = reader.messages(connections=connections)
+            number, frame = -1, None
+            for target in wanted:
+                while number < target:
+                    _, _, raw = next(messages)
+                    number += 1
+                    if number == target:
+                        frame = _fit(image_pixels(raw), shape)
+                yield frame
+        finally:
+            reader.close()
+
+
+def _fit(frame: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    if shape is None or frame.shape[:2] == tuple(shape):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((shape[1], shape[0]), Image.BILINEAR))
+
+
+class SkipBag(Exception):
+    """A bag that is readable but not converted (aborted, no label, no task); the text says why."""
+
+
+def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
+    """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used."""
+    info = read_info(path)
+    meta = dict(info.custom_data)
+    label = info.label
+    if label == "aborted" and not include_aborted:
+        raise SkipBag("episode was aborted (use --include-aborted to convert it as a failure)")
+    if label not in ("success", "failure", "aborted"):
+        raise SkipBag(f"label '{label}': the episode did not end while recorded, so there is no outcome")
+    namespace = info.namespace
+    names = {t.name: t for t in info.topics}
+    cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or tuple(
+        t.name.split("/")[-2] for t in info.topics if t.name.endswith("/image_raw"))
+    topic = {key: relative_topic_name(key, namespace) for key in
+             ("joint_command", "joint_states", "intervention", "command_source", "episode/status")}
+    for cam in cameras:
+        topic[f"camera/{cam}"] = relative_topic_name(f"camera/{cam}/image_raw", namespace)
+    for key in ("joint_command", "joint_states", *(f"camera/{c}" for c in cameras)):
+        if topic[key] not in names or names[topic[key]].count == 0:
+            raise BagError(f"{path}: no messages on {topic[key]}; cannot build frames without it")
+    by_topic = {v: k for k, v in topic.items()}
+
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = _typestore(get_typestore, Stores)
+    series: dict[str, list] = {key: [] for key in topic}
+    image_shape = None
+    reader = open_reader(path)
+    try:
+        connections = [c for c in reader.connections if c.topic in by_topic]
+        for connection, log_ns, raw in reader.messages(connections=connections):
+            key = by_topic[connection.topic]
+            if key.startswith("camera/"):
+                height, width, encoding, _, _ = image_layout(raw)
+                if encoding not in ("rgb8", "bgr8"):
+                    raise BagError(f"{path}: {connection.topic} has encoding '{encoding}'; record rgb8")
+                image_shape = image_shape or (height, width)
+                series[key].append((log_ns, None))
+                continue
+            msg = typestore.deserialize_cdr(raw, connection.msgtype)
+            if key in ("joint_command", "joint_states"):
+                series[key].append((log_ns, station_order(msg.name, msg.position)))
+            elif key == "intervention":
+                series[key].append((log_ns, bool(msg.data)))
+            elif key == "command_source":
+                series[key].append((log_ns, msg.data == "teleop"))
+            else:
+                series[key].append((log_ns, {kv.key: kv.value for kv in msg.values}))
+    except (KeyError, struct.error, ValueError, StopIteration) as exc:
+        raise BagError(f"{path} is damaged ({type(exc).__name__}: {exc}); run `recap bag repair {path}`") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith(("rosbags", "mcap")):
+            raise BagError(f"{path} is damaged ({exc}); run `recap bag repair {path}`") from exc
+        raise
+    finally:
+        reader.close()
+
+    def times(key):
+        return np.array([t for t, _ in series[key]], np.int64)
+
+    def values(key, dtype=None):
+        return np.array([v for _, v in series[key]], dtype)
+
+    timeline = resample(
+        command_ns=times("joint_command"), commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
+        state_ns=times("joint_states"), states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
+        image_ns={cam: times(f"camera/{cam}") for cam in cameras},
+        intervention_ns=times("intervention"), intervention=values("intervention", bool),
+        source_ns=times("command_source"), source_is_teleop=values("command_source", bool))
+    if len(timeline.tick_ns) == 0:
+        raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
+                       "joint_states); nothing to convert")
+    statuses = [v for _, v in series["episode/status"]]
+    last_status = statuses[-1] if statuses else {}
+    task = meta.get("task") or last_status.get("task", "")
+    if not task.strip():
+        raise SkipBag("no task prompt in the bag's metadata or episode/status")
+    return BagEpisode(info=info, timeline=timeline, cameras=cameras, image_shape=image_shape, task=task,
+                      success=label == "success", metadata=_episode_metadata(info, meta, timeline, label))
+
+
+def _typestore(get_typestore, stores):
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        _TYPESTORE = get_typestore(stores.ROS2_KILTED)
+    return _TYPESTORE
+
+
+_TYPESTORE = None
+
+
+def _episode_metadata(info: BagInfo, meta: Mapping[str, str], timeline: Timeline, label: str) -> dict:
+    try:
+        beta = float(meta.get("beta", "")) if meta.get("beta", "") not in ("", None) else None
+    except ValueError:
+        beta = None
+    source = meta.get("source", "")
+    return {
+        "source": source if source in SOURCES else "rollout",
+        "policy_checkpoint": meta.get("policy_checkpoint", ""), "beta": beta,
+        "station": meta.get("station", ""), "operator": meta.get("operator", ""),
+        "bag_path": str(Path(info.path).resolve()), "start_time": meta.get("start_time") or None,
+        # everything else lands in the episode's `extra`
+        "episode_id": meta.get("episode_id", ""), "label": label, "seed": meta.get("seed", ""),
+        "stop_time": meta.get("stop_time", ""), "repaired": meta.get("repaired", "false") == "true",
+        "partial_start": meta.get("partial_start", "false") == "true",
+        "recorder_dropped": meta.get("recorder_dropped", ""),
+        "dropped_leading_ticks": timeline.dropped_leading_ticks,
+        "recorded_interventions": meta.get("interventions", ""),
+    }
+
+
+# --------------------------------------------------------------------------- many bags -> dataset
+
+@dataclasses.dataclass(frozen=True)
+class BagOutcome:
+    bag: Path
+    status: str   # converted | skipped | failed
+    reason: str = ""
+    episode_index: int | None = None
+    frames: int = 0
+
+
+def converted_bags(dataset: Path) -> tuple[set[str], set[str]]:
+    """(episode ids, resolved bag paths) already in ``dataset`` (pyarrow only: no torch)."""
+    import pyarrow.parquet as pq
+
+    from recap_core.data import schema
+
+    ids, paths = set(), set()
+    for file in sorted((Path(dataset) / schema.EPISODES_DIR).glob("chunk-*/file-*.parquet")):
+        table = pq.read_table(file, columns=["bag_path", "extra"])
+        for bag_path, extra in zip(table["bag_path"].to_pylist(), table["extra"].to_pylist()):
+            if bag_path:
+                paths.add(bag_path)
+            episode_id = json.loads(extra).get("episode_id", "") if extra else ""
+            if episode_id:
+                ids.add(episode_id)
+    return ids, paths
+
+
+def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool = False,
+                 image_format: str | None = None, robot: str | None = None, fps: int = 50,
+                 progress: bool = True, log: Callable[[str], None] = print) -> list[BagOutcome]:
+    """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order."""
+    from recap_core.data import DatasetWriter, schema
+
+    dataset = Path(dataset)
+    known_ids, known_paths = converted_bags(dataset) if (dataset / schema.INFO_PATH).is_file() else (set(), set())
+    outcomes: list[BagOutcome] = []
+    writer = None
+    bar = _progress(bags, progress)
+    try:
+        for path in bar:
+            path = Path(path)
+            try:
+                episode = load_episode(path, include_aborted=include_aborted)
+            except SkipBag as exc:
+                outcomes.append(BagOutcome(path, "skipped", str(exc)))
+                continue
+            except BagError as exc:
+                repaired = path.with_name(path.name + REPAIRED_SUFFIX)
+                hint = f" (its repaired copy {repaired} can be converted)" if repaired.is_dir() else ""
+                outcomes.append(BagOutcome(path, "failed", f"{exc}{hint}"))
+                continue
+            episode_id = episode.metadata["episode_id"]
+            if episode_id in known_ids or episode.metadata["bag_path"] in known_paths:
+                outcomes.append(BagOutcome(path, "skipped", f"already in {dataset} (episode {episode_id})"))
+                continue
+            if writer is None:
+                writer = _open_writer(DatasetWriter, schema, dataset, episode, image_format, robot, fps)
+            missing = sorted(set(writer.cameras) - set(episode.cameras))
+            if missing:
+                outcomes.append(BagOutcome(path, "failed", f"bag has no camera(s) {missing} that {dataset} has"))
+                continue
+            t = episode.timeline
+            seconds = (t.tick_ns - t.tick_ns[0]) / 1e9
+            index = writer.add_episode(
+                states=t.states, actions=t.actions, is_intervention=t.is_intervention,
+                images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
+                success=episode.success, task=episode.task,
+                timestamps=seconds if len(seconds) < 2 or np.all(np.diff(seconds) > 0) else None,
+                metadata=episode.metadata)
+            known_ids.add(episode_id)
+            known_paths.add(episode.metadata["bag_path"])
+            outcomes.append(BagOutcome(path, "converted", episode_index=index, frames=len(t.tick_ns)))
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"episode {index}: {len(t.tick_ns)} frames")
+    finally:
+        if writer is not None:
+            writer.close()
+    return outcomes
+
+
+def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, image_format, robot, fps):
+    """Append with the dataset's own settings, or create one shaped like the first bag."""
+    if (dataset / schema.INFO_PATH).is_file():
+        info = schema.load_info(dataset)
+        return DatasetWriter(dataset, fps=int(info["fps"]), cameras=schema.info_cameras(info),
+                             image_shape=schema.info_image_shape(info), robot=info["robot_type"],
+                             image_format=info["recap"]["image_format"])
+    return DatasetWriter(dataset, fps=fps, cameras=episode.cameras, image_shape=episode.image_shape,
+                         robot=robot or schema.DEFAULT_ROBOT, image_format=image_format or schema.DEFAULT_IMAGE_FORMAT)
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="converting bags", unit="bag")
