@@ -12,6 +12,7 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 from torch import nn
@@ -42,8 +43,9 @@ def hf_gemma3_config(config: BackboneConfig) -> Gemma3Config:
         vision = SiglipVisionConfig(
             hidden_size=config.vision_hidden_size, intermediate_size=config.vision_intermediate_size,
             num_hidden_layers=config.vision_num_layers, num_attention_heads=config.vision_num_heads,
-            image_size=config.image_size, patch_size=config.patch_size)
+            image_size=config.image_size, patch_size=config.patch_size, vision_use_head=False)
         hf = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=config.tokens_per_image)
+    hf.vision_config.vision_use_head = False  # SigLIP's pooling head is unused: patch tokens feed the projector
     hf.text_config._attn_implementation = "sdpa"
     hf.vision_config._attn_implementation = "sdpa"
     return hf
@@ -64,7 +66,7 @@ def backbone_config_from_hf(hf_config: dict, pretrained_dir: str | None) -> Back
         vocab_size=text.vocab_size, hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
         num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
         num_kv_heads=text.num_key_value_heads, head_dim=text.head_dim, pretrained_dir=pretrained_dir,
-        hf_config=hf.to_dict())
+        hf_config=json.loads(json.dumps(hf.to_dict())))  # JSON-clean, so config.json round-trips it
 
 
 @dataclasses.dataclass
