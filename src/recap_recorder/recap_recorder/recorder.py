@@ -309,7 +309,7 @@ class EpisodeBagWriter:
         self._writer.write(self._connections[topic], log_time_ns, data)
         self.written[topic] += 1
         storage = self._writer.storage
-        if storage.chunk.bio.tell() >= self._chunk_size:
+        if storage.chunk.bio.tell() >= self._chunk_size or self._clock() - self._chunk_opened >= self._chunk_age:
             self.flush_chunk()
 
     def flush_chunk(self) -> None:
