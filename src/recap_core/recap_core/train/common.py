@@ -38,6 +38,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: in
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
     parser.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="end this run at that step (saved; schedule of --steps kept); continue with --resume")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")

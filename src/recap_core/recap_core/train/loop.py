@@ -93,8 +93,14 @@ SaveFunction = Callable[[int, tuple[dict, dict]], None]
 def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config: TrainConfig,
                  context: DistributedContext, out_dir: pathlib.Path, step_fn: StepFunction, save_fn: SaveFunction,
                  title: str, start_step: int = 0, resume_state: tuple[dict, dict] | None = None,
-                 find_unused_parameters: bool = False, progress: bool = True) -> dict:
-    """Train ``model`` for ``config.steps`` steps (from ``start_step``); returns the run summary."""
+                 find_unused_parameters: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train ``model`` for ``config.steps`` steps (from ``start_step``); returns the run summary.
+
+    ``stop_at`` ends this process early at that step (saving it) while keeping
+    the learning-rate schedule of ``config.steps``: a time-sliced run resumed
+    with ``--resume`` then matches an uninterrupted one.
+    """
+    end = config.steps if stop_at is None else max(start_step, min(int(stop_at), config.steps))
     from tqdm import tqdm
 
     model.to(context.device)
@@ -118,7 +124,7 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
     last_loss = float("nan")
     batches = iter(loader)
     samples_seen = 0
-    for step in range(start_step, config.steps):
+    for step in range(start_step, end):
         batch = next(batches)
         learning_rate = config.learning_rate_at(step)
         for group in optimizer.param_groups:
@@ -138,7 +144,7 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}")
         done = step + 1
-        if context.is_main and (done % config.log_every == 0 or done == config.steps):
+        if context.is_main and (done % config.log_every == 0 or done == end):
             now = time.perf_counter()
             row = {"step": done, "loss": last_loss, "lr": learning_rate, "grad_norm": grad_norm,
                    "samples_per_s": window_samples / max(now - window_start, 1e-9), "time_s": now - started,
@@ -146,12 +152,12 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
             with open(metrics_path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             window_start, window_samples = now, 0
-        if config.save_every and done % config.save_every == 0 and done < config.steps:
+        if config.save_every and done % config.save_every == 0 and done < end:
             _save(save_fn, model, optimizer, done, context)
     bar.close()
     elapsed = time.perf_counter() - started
-    checksums = _save(save_fn, model, optimizer, config.steps, context)
-    summary = {"title": title, "steps": config.steps, "start_step": start_step, "final_loss": last_loss,
+    checksums = _save(save_fn, model, optimizer, end, context)
+    summary = {"title": title, "steps": end, "planned_steps": config.steps, "start_step": start_step, "final_loss": last_loss,
                "seconds": elapsed, "samples_per_s": samples_seen / max(elapsed, 1e-9),
                "world_size": context.world_size, "rank_parameter_checksums": checksums,
                "ranks_identical": len(set(checksums)) == 1}

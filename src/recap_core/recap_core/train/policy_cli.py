@@ -112,7 +112,8 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
                         out_dir=args.out, step_fn=step, save_fn=save, title=f"train-policy ({args.mode})",
                         start_step=plan.start_step, resume_state=plan.resume_state,
-                        find_unused_parameters=bool(args.knowledge_insulation), progress=not args.no_progress)
+                        find_unused_parameters=bool(args.knowledge_insulation), progress=not args.no_progress,
+                        stop_at=args.stop_at)
 
 
 def _value_checkpoints(data) -> list[str]:

@@ -68,4 +68,5 @@ def train_value(args: argparse.Namespace, context) -> dict:
                  processor_steps=steps)
     return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
                         out_dir=args.out, step_fn=step, save_fn=save, title="train-value",
-                        start_step=plan.start_step, resume_state=plan.resume_state, progress=not args.no_progress)
+                        start_step=plan.start_step, resume_state=plan.resume_state, progress=not args.no_progress,
+                        stop_at=args.stop_at)

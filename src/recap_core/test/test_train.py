@@ -1,0 +1,178 @@
+"""Training commands end to end on tiny configs and small synthetic datasets (CPU, seconds each)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from scipy.stats import spearmanr
+
+from recap_core import cli
+from recap_core.checkpoint import load_checkpoint
+from recap_core.data import RecapDataset, load_frames_table, make_synthetic_dataset
+from recap_core.models import PolicyRunner, ValueRunner
+from recap_core.train.data import frames_from_batch
+
+torch.set_num_threads(1)
+QUIET = ["--no-progress", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_synthetic_dataset(root / "reach", num_episodes=6, seed=0, max_episode_length=60)
+    make_synthetic_dataset(root / "reach_far", num_episodes=4, seed=1, task="reach far", max_episode_length=60)
+    return root
+
+
+@pytest.fixture
+def datasets(pristine, tmp_path):
+    for name in ("reach", "reach_far"):
+        shutil.copytree(pristine / name, tmp_path / name)
+    return tmp_path / "reach", tmp_path / "reach_far"
+
+
+@pytest.fixture(scope="module")
+def value_checkpoint(pristine, tmp_path_factory):
+    out = tmp_path_factory.mktemp("value") / "v"
+    assert cli.main(["train-value", str(pristine / "reach"), str(pristine / "reach_far"), "--out", str(out),
+                     "--steps", "2", *QUIET]) == 0
+    return out
+
+
+def recap(*argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+def metrics(directory) -> list[dict]:
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_value_checkpoint_has_everything(value_checkpoint):
+    loaded = load_checkpoint(value_checkpoint, kind="value")
+    assert loaded.training_config["command"] == "train-value"
+    assert len(loaded.provenance["datasets"]) == 2 and loaded.provenance["step"] == 2
+    assert (value_checkpoint / "loss_curve.png").stat().st_size > 1000
+    rows = metrics(value_checkpoint)
+    assert rows[-1]["step"] == 2 and np.isfinite(rows[-1]["loss"]) and "value_mae" in rows[-1]
+
+
+def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path, capsys):
+    reach, reach_far = datasets
+    assert recap("label", reach, reach_far, "--value", value_checkpoint, "--no-progress",
+                 "--task-positive-fraction", "reach far=0.1") == 0
+    printed = capsys.readouterr().out
+    assert "'reach far': threshold" in printed
+    table = load_frames_table(reach)
+    indicator = table["indicator"].to_numpy(zero_copy_only=False)
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
+    assert indicator[intervention].all(), "interventions must be labelled positive"
+    far = load_frames_table(reach_far)["indicator"].to_numpy(zero_copy_only=False)
+    far_interventions = load_frames_table(reach_far)["is_intervention"].to_numpy(zero_copy_only=False)
+    assert far[~far_interventions].mean() == pytest.approx(0.1, abs=0.05)
+    values = table["value"].to_numpy()
+    assert np.all((values >= -1) & (values <= 0))
+
+    out = tmp_path / "policy"
+    assert recap("train-policy", reach, reach_far, "--mode", "recap", "--out", out, "--steps", "2", *QUIET) == 0
+    assert recap("train-policy", reach, reach_far, "--mode", "recap", "--out", out, "--steps", "4", "--resume",
+                 *QUIET) == 0
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [2, 4]
+    loaded = load_checkpoint(out, kind="policy")
+    assert loaded.training_config["steps_done"] == 4 and loaded.training_config["mode"] == "recap"
+    assert loaded.provenance["value_checkpoints"], "the labelling value checkpoint is recorded"
+    runner = PolicyRunner.from_checkpoint(out)
+    sample = RecapDataset(reach, chunk_size=1)[0]
+    obs = {"images": {c: sample[f"observation.images.{c}"].permute(1, 2, 0).numpy() for c in runner.cameras},
+           "state": sample["observation.state"].numpy(), "task": "reach"}
+    actions = runner.infer(obs, seed=0)["actions"]
+    assert actions.shape == (50, 14) and np.isfinite(actions).all()
+    # arm joints are predicted relative to the state, grippers absolute: output is absolute targets
+    assert np.abs(actions[:, :2] - obs["state"][:2]).max() < 50
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(datasets, tmp_path):
+    reach, _ = datasets
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--mode", "sft", *QUIET, "--seed", "3", "--lr", "1e-3"]
+    assert recap("train-policy", reach, "--out", straight, "--steps", "4", *common) == 0
+    assert recap("train-policy", reach, "--out", split, "--steps", "4", "--stop-at", "2", *common) == 0
+    assert load_checkpoint(split).training_config["steps_done"] == 2
+    assert recap("train-policy", reach, "--out", split, "--steps", "4", "--resume", *common) == 0
+    a = safetensors.torch.load_file(str(straight / "model.safetensors"))
+    b = safetensors.torch.load_file(str(split / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    with pytest.raises(SystemExit, match="already at step 4"):
+        recap("train-policy", reach, "--out", split, "--steps", "4", "--resume", *common)
+
+
+def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_path):
+    reach, _ = datasets
+    assert recap("label", reach, "--value", value_checkpoint, "--no-progress") == 0
+    out = tmp_path / "awr"
+    assert recap("train-policy", reach, "--mode", "awr", "--out", out, "--steps", "2", "--log-every", "1",
+                 *QUIET) == 0
+    rows = metrics(out)
+    assert all(r["fraction_no_advantage_text"] == 1.0 for r in rows)
+    assert all(0 < r["awr_weight_mean"] <= 20.0 for r in rows)
+
+
+def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path):
+    reach, _ = datasets
+    with pytest.raises(ValueError, match="recap label"):
+        recap("train-policy", reach, "--mode", "recap", "--out", tmp_path / "p", "--steps", "1", *QUIET)
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "base", "--steps", "1", *QUIET) == 0
+    with pytest.raises(SystemExit, match="differs from the checkpoint's config"):
+        recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
+              tmp_path / "base", "--config", "small", *QUIET)
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ki", "--steps", "1", "--init",
+                 tmp_path / "base", "--knowledge-insulation", *QUIET) == 0
+    loaded = load_checkpoint(tmp_path / "ki")
+    assert loaded.model_config.knowledge_insulation
+    assert loaded.provenance["parent_checkpoint"]["path"] == str((tmp_path / "base").resolve())
+
+
+def test_iterate_trains_from_the_pretrained_checkpoints(datasets, tmp_path):
+    reach, reach_far = datasets
+    v_pre, pi_pre = tmp_path / "v_pre", tmp_path / "pi_pre"
+    assert recap("train-value", reach, "--out", v_pre, "--steps", "1", *QUIET) == 0
+    assert recap("train-policy", reach, "--mode", "sft", "--out", pi_pre, "--steps", "1", *QUIET) == 0
+    out = tmp_path / "iteration_1"
+    assert recap("iterate", "--data", reach, reach_far, "--value-pretrained", v_pre, "--policy-pretrained", pi_pre,
+                 "--out", out, "--iteration", "1", "--value-steps", "2", "--policy-steps", "2", "--batch-size", "8",
+                 "--no-progress") == 0
+    record = json.loads((out / "iteration.json").read_text())
+    assert record["iteration"] == 1 and record["policy_mode"] == "recap"
+    value, policy = load_checkpoint(out / "value"), load_checkpoint(out / "policy")
+    assert value.provenance["iteration"] == 1 and policy.provenance["iteration"] == 1
+    assert value.provenance["parent_checkpoint"]["checkpoint_id"] == load_checkpoint(v_pre).checkpoint_id
+    assert policy.provenance["parent_checkpoint"]["checkpoint_id"] == load_checkpoint(pi_pre).checkpoint_id
+    assert value.checkpoint_id in " ".join(policy.provenance["value_checkpoints"])
+    assert record["labels"]["tasks"]["reach"]["frames"] > 0
+
+
+def test_value_model_learns_to_rank_remaining_steps(tmp_path):
+    """Held-out expert episodes: predicted value ranks frames by true steps-to-go (Spearman >= 0.8).
+
+    Expert demonstrations make the return-to-go a deterministic function of
+    the observation (distance / speed), so the ranking is a fair target.
+    """
+    train, held_out = tmp_path / "train", tmp_path / "held_out"
+    make_synthetic_dataset(train, num_episodes=30, seed=0, demo_fraction=1.0, corrected_fraction=0.0)
+    make_synthetic_dataset(held_out, num_episodes=6, seed=99, demo_fraction=1.0, corrected_fraction=0.0)
+    out = tmp_path / "value"
+    assert recap("train-value", train, "--out", out, "--steps", "600", "--batch-size", "32", "--lr", "3e-3",
+                 "--no-progress") == 0
+    runner = ValueRunner.from_checkpoint(out)
+    dataset = RecapDataset(held_out, chunk_size=1, image_size=runner.config.backbone.image_size)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+    predicted, _ = runner.predict_frames(frames_from_batch(batch, runner.cameras, with_actions=False))
+    steps_to_go = (batch["episode_length"] - batch["frame_index"]).numpy()
+    correlation = spearmanr(predicted.numpy(), -steps_to_go).statistic
+    assert correlation >= 0.8, f"value ranks held-out frames with Spearman {correlation:.3f} < 0.8"
