@@ -42,9 +42,12 @@ HANDOVER_POINT = np.array([0.0, 0.5, 0.22])  # cube centre during the handover (
 HOVER_HEIGHT = 0.08         # grasp point above the cube centre before descending (tips 3 cm above the top)
 GRASP_HEIGHT = 0.012        # grasp point above the cube centre when closing (tips clear the table)
 LEFT_BACKOFF = 0.10         # left grasp point this far behind (-x) the cube before sliding in
+LEFT_WAIT_BACKOFF = 0.20    # ... and while the right arm picks, clear of its work space
+LEFT_PICKS_BELOW_X = -0.06  # m: a cube further left is out of the right arm's top-down reach
 POSITION_TOLERANCE = 0.012  # m: close enough to a grasp pose to close the fingers
 OPEN_ENOUGH = 0.85          # measured opening (0..1) above which fingers clear the cube
 HOLDING = (0.3, 0.72)       # measured opening while closed on the 4 cm cube (about 0.61)
+HOLDING_TILTED = 0.9        # ... up to this across a tilted cube, once the fingers stopped closing
 TRACKING_TOLERANCE = 0.1    # rad: a previous command further than this from the arm is stale
 LIFTED_HEIGHT = 0.05        # cube centre above this (m) is off the table (it rests at 0.02)
 STILL_SPEED = 0.0015        # m per step: the cube hangs still below this
@@ -53,10 +56,9 @@ GRASP_PATIENCE = 40         # steps closing without a hold before letting go and
 HOME_ARM = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha's start pose of one arm
 _ARM_SLICE = {"left": slice(0, 6), "right": slice(7, 13)}
 _GRIPPER_INDEX = {"left": 6, "right": 13}
-#: per joint, command += gain * (plan - measured): the waist only (the slow joint that sets the
-#: hand sideways; feeding back the shoulder too made the hand bob up and down).
-TRACKING_GAIN = np.array([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] * 2)
-_GRASP_PHASES = {"left": ("handover_grasp", "catch"), "right": ("grasp",)}
+FOREARM_ROLL = 3            # index in an arm's 6 joints
+FOREARM_SLACK = 0.02        # rad the forearm roll may lag before the other joints make up for it
+_GRASP_PHASES = {"left": ("handover_grasp", "catch", "left_grasp"), "right": ("grasp",)}
 AIRBORNE_PATIENCE = 15      # steps a free cube may stay above the table before it counts as stuck on an arm
 
 
@@ -107,6 +109,7 @@ class ArmGoal:
     gripper: float = 1.0                 # 0 closed .. 1 open
     fine: bool = False                   # near contact: half speed
     straight: bool = False               # along a straight line (descend, slide in, lift)
+    loaded: bool = False                 # carrying the cube: gently, the fingers hold it by friction
 
     @classmethod
     def stay(cls, gripper: float) -> "ArmGoal":
@@ -131,14 +134,17 @@ class Scene:
         return bool(self.cube[2] > LIFTED_HEIGHT)
 
 
-def cube_in_hand(offset: np.ndarray, opening: float) -> bool:
+def cube_in_hand(offset: np.ndarray, opening: float, closing_speed: float = 0.0) -> bool:
     """The cube centre lies between the pads (it may hang a little below) and the fingers press on it.
 
-    ``offset`` [3]: cube centre in the grasp frame (along the gripper, along the fingers, sideways).
+    ``offset`` [3]: cube centre in the grasp frame (along the gripper, along the fingers, sideways);
+    ``closing_speed``: how much the opening changed since the last call (a wide opening counts as
+    a hold only once the fingers have stopped on something: a cube lying tilted, gripped across).
     """
     along, across, side = offset
-    return bool(-0.03 < along < 0.045 and abs(across) < 0.02 and abs(side) < 0.03
-                and HOLDING[0] < opening < HOLDING[1])
+    pressed = HOLDING[0] < opening < HOLDING[1] or (HOLDING[0] < opening < HOLDING_TILTED
+                                                    and closing_speed < 0.004)
+    return bool(-0.03 < along < 0.045 and abs(across) < 0.02 and abs(side) < 0.03 and pressed)
 
 
 def cube_catchable(offset: np.ndarray) -> bool:
@@ -186,6 +192,7 @@ class ScriptedExpert:
         self._phase_steps = 0
         self._airborne_steps = 0
         self._last_cube: np.ndarray | None = None
+        self._last_opening: dict[str, float] = {}
         self.paused = False
         self.fumbles = 0  # deliberate slips so far this episode (missed grasps, early releases)
 
@@ -197,7 +204,6 @@ class ScriptedExpert:
             raise ValueError(f"object_pose must be 7 finite values (xyz, quaternion wxyz), got {pose!r}")
         if self._command is None:  # first call of an episode or a take-over: start where the arms are
             self._command = np.clip(measured, self._lower, self._upper)
-            self._output = self._command.copy()
         scene = self._perceive(measured, pose)
         phase, goals = self._plan(scene)
         if phase != self.phase:
@@ -211,7 +217,7 @@ class ScriptedExpert:
         self.paused = self._pause_left > 0
         if self.paused:  # a hesitating operator holds the leader arms still
             self._pause_left -= 1
-            return self._output.copy()
+            return self._command.copy()
         desired = self._command.copy()
         for arm, goal in goals.items():
             desired[_ARM_SLICE[arm]] = self._arm_step(arm, goal, measured)
@@ -220,13 +226,7 @@ class ScriptedExpert:
             self._closing[arm] = goal.gripper < 0.5
         step = np.clip(desired - self._command, -self._max_step, self._max_step)
         self._command = np.clip(self._command + step, self._lower, self._upper)
-        # The waist servo is slow (time constant ~8 control periods: joint friction), so the hand
-        # trails the plan sideways by up to a centimetre, more than the handover's clearance. Push
-        # the command beyond the plan by the trailing error, as an operator watching the hand would.
-        output = self._command + TRACKING_GAIN * (self._command - measured)
-        output = self._output + np.clip(output - self._output, -self._max_step, self._max_step)
-        self._output = np.clip(output, self._lower, self._upper)
-        return self._output.copy()
+        return self._command.copy()
 
     # -- perception -------------------------------------------------------------------------
     def _perceive(self, measured: np.ndarray, pose: np.ndarray) -> Scene:
@@ -235,7 +235,9 @@ class ScriptedExpert:
             points[arm], rotations[arm] = self.kinematics.grasp_frame(arm, measured[_ARM_SLICE[arm]])
             opening[arm] = float(measured[_GRIPPER_INDEX[arm]])
             offset[arm] = rotations[arm].T @ (pose[:3] - points[arm])
-            in_hand[arm] = cube_in_hand(offset[arm], opening[arm])
+            previous = self._last_opening.get(arm, opening[arm])
+            in_hand[arm] = cube_in_hand(offset[arm], opening[arm], abs(opening[arm] - previous))
+            self._last_opening[arm] = opening[arm]
         speed = 0.0 if self._last_cube is None else float(np.linalg.norm(pose[:3] - self._last_cube))
         self._last_cube = pose[:3].copy()
         return Scene(pose[:3].copy(), pose[3:].copy(), points, rotations, opening, offset, in_hand, speed)
@@ -253,6 +255,11 @@ class ScriptedExpert:
         if not s.in_hand["right"]:
             self._dropping = False
         if s.in_hand["left"]:
+            if not s.lifted and s.cube[0] < LEFT_PICKS_BELOW_X:  # picked where the right cannot reach
+                lift = s.grasp_point["left"] + [0.0, 0.0, HANDOVER_POINT[2] - s.cube[2]]
+                return "left_lift", {"left": ArmGoal(lift, s.grasp_rotation["left"], gripper=0.0, loaded=True,
+                                                     straight=True),
+                                     "right": ArmGoal(joints=HOME_ARM)}
             if not s.lifted:  # the left arm has it on the table: let go, the right arm picks it
                 return "left_release", {"left": ArmGoal.stay(1.0), "right": ArmGoal(joints=HOME_ARM)}
             if s.in_hand["right"]:
@@ -273,39 +280,48 @@ class ScriptedExpert:
         return self._plan_pick(s)
 
     def _plan_pick(self, s: Scene) -> tuple[str, dict[str, ArmGoal]]:
-        left = self._left_ready()
-        gp, opening = s.grasp_point["right"], s.opening["right"]
+        """Pick the cube off the table: the right arm, or the left where the right cannot reach."""
+        if s.cube[0] < LEFT_PICKS_BELOW_X:
+            # Out of the right arm's reach (it points straight down only to x ~ -0.05): the left
+            # arm picks it up itself, which already is a success (left holds it in the air).
+            arm, other, prefix = "left", ArmGoal(joints=HOME_ARM), "left_"
+        else:
+            arm, other, prefix = "right", self._left_ready(LEFT_WAIT_BACKOFF), ""
+        gp, opening = s.grasp_point[arm], s.opening[arm]
         yaws, _ = box_side_yaws(s.cube_quat)
         # Fingers across the faces nearest world y (they end up facing the left arm's fingers),
         # turned by the shorter way given the fingers' symmetry.
         face_yaw = closest_symmetric_yaw(yaws, np.pi / 2, period=np.pi / 2)
-        yaw = closest_symmetric_yaw(np.array([face_yaw]), _yaw_of(s.grasp_rotation["right"][:, 1]))
+        yaw = closest_symmetric_yaw(np.array([face_yaw]), _yaw_of(s.grasp_rotation[arm][:, 1]))
         rotation = top_down_rotation(yaw)
         hover = s.cube + [0.0, 0.0, HOVER_HEIGHT]
         grasp = s.cube + [0.0, 0.0, GRASP_HEIGHT]
-        if self._reopening["right"]:
+
+        def plan(phase: str, goal: ArmGoal) -> tuple[str, dict[str, ArmGoal]]:
+            return prefix + phase, {arm: goal, ("right" if arm == "left" else "left"): other}
+
+        if self._reopening[arm]:
             if opening > OPEN_ENOUGH and gp[2] > hover[2] - 0.02:
-                self._reopening["right"] = False
+                self._reopening[arm] = False
             else:
-                return "regrasp", {"left": left, "right": ArmGoal(hover, rotation, gripper=1.0)}
+                return plan("regrasp", ArmGoal(hover, rotation, gripper=1.0))
         xy_error = np.linalg.norm(gp[:2] - s.cube[:2])
-        tilt = np.linalg.norm(s.grasp_rotation["right"][:, 0] - rotation[:, 0])
-        staying = self.phase in ("descend", "grasp")
+        tilt = np.linalg.norm(s.grasp_rotation[arm][:, 0] - rotation[:, 0])
+        staying = self.phase in (prefix + "descend", prefix + "grasp")
         aligned = xy_error < (0.014 if staying else 0.008) and tilt < (0.25 if staying else 0.15)
-        if aligned and (gp[2] - grasp[2] < POSITION_TOLERANCE + self._early_close or self.phase == "grasp"):
-            return "grasp", {"left": left, "right": ArmGoal.stay(0.0)}
+        closing = self.phase == prefix + "grasp"
+        if aligned and (gp[2] - grasp[2] < POSITION_TOLERANCE + self._early_close or closing):
+            return plan("grasp", ArmGoal.stay(0.0))
         if aligned and opening > OPEN_ENOUGH:
-            return "descend", {"left": left, "right": ArmGoal(grasp, rotation, gripper=1.0, fine=True,
-                                                              straight=True)}
-        return "approach", {"left": left, "right": ArmGoal(hover, rotation, gripper=1.0,
-                                                         fine=_near(gp, hover))}
+            return plan("descend", ArmGoal(grasp, rotation, gripper=1.0, fine=True, straight=True))
+        return plan("approach", ArmGoal(hover, rotation, gripper=1.0, fine=_near(gp, hover)))
 
     def _plan_carry(self, s: Scene) -> tuple[str, dict[str, ArmGoal]]:
         gp = s.grasp_point["right"]
         yaw = closest_symmetric_yaw(np.array([np.pi / 2]), _yaw_of(s.grasp_rotation["right"][:, 1]))
         rotation = top_down_rotation(yaw)
         if self._dropping:
-            return "fumble_drop", {"left": self._left_ready(), "right": ArmGoal.stay(1.0)}
+            return "fumble_drop", {"left": self._left_ready(LEFT_WAIT_BACKOFF), "right": ArmGoal.stay(1.0)}
         if self._drop_countdown is not None:
             self._drop_countdown -= 1
             if self._drop_countdown <= 0:
@@ -316,9 +332,10 @@ class ScriptedExpert:
             target = gp + offset
             if s.cube[2] < HANDOVER_POINT[2] - 0.06:  # straight up first, so the cube does not drag
                 target[:2] = gp[:2]
-                return "lift", {"left": self._left_ready(),
-                                "right": ArmGoal(target, rotation, gripper=0.0, straight=True)}
-            return "carry", {"left": self._left_ready(), "right": ArmGoal(target, rotation, gripper=0.0)}
+                return "lift", {"left": self._left_ready(LEFT_BACKOFF),
+                                "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True)}
+            return "carry", {"left": self._left_ready(LEFT_BACKOFF),
+                             "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True)}
         right = ArmGoal(gp + offset, rotation, gripper=0.0, fine=True)
         lgp, opening = s.grasp_point["left"], s.opening["left"]
         roll = closest_symmetric_yaw(np.array([np.pi / 2]), _roll_of(s.grasp_rotation["left"]))
@@ -346,9 +363,9 @@ class ScriptedExpert:
         return "handover_approach", {"left": ArmGoal(pregrasp, rotation_left, gripper=1.0, fine=_near(lgp, pregrasp)),
                                      "right": right}
 
-    def _left_ready(self) -> ArmGoal:
-        """Left arm waiting behind the handover point, rolled, fingers open."""
-        return ArmGoal(HANDOVER_POINT - [LEFT_BACKOFF, 0.0, 0.0], horizontal_rotation(0.0, np.pi / 2), gripper=1.0)
+    def _left_ready(self, backoff: float) -> ArmGoal:
+        """Left arm waiting ``backoff`` behind the handover point, rolled, fingers open."""
+        return ArmGoal(HANDOVER_POINT - [backoff, 0.0, 0.0], horizontal_rotation(0.0, np.pi / 2), gripper=1.0)
 
     # -- style ------------------------------------------------------------------------------
     def _enter(self, phase: str) -> None:
@@ -359,7 +376,7 @@ class ScriptedExpert:
             self._pause_left = int(rng.integers(*style.pause_steps, endpoint=True))
         # An operator who just fumbled is more careful on the next attempts.
         care = 0.5 ** self.fumbles
-        if phase == "descend":
+        if phase in ("descend", "left_descend"):
             self._early_close = 0.0
             if rng.random() < style.miss_probability * care:
                 self._early_close = rng.uniform(0.045, 0.07)
@@ -399,6 +416,15 @@ class ScriptedExpert:
                 if distance > STRAIGHT_LOOKAHEAD:
                     position = here + ahead * (STRAIGHT_LOOKAHEAD / distance)
             target = self._solve(arm, position, goal.rotation, base)
+            if abs(actual[FOREARM_ROLL] - target[FOREARM_ROLL]) > FOREARM_SLACK:
+                # The forearm roll (servo gain 10 against friction 30) can hang far from its
+                # command, after a take-over for minutes. Keep commanding its target, but place
+                # the hand with the other joints from where the forearm really is.
+                start = target.copy()
+                start[FOREARM_ROLL] = actual[FOREARM_ROLL]
+                around = self.kinematics.solve(arm, position, goal.rotation, start, locked=(FOREARM_ROLL,))
+                around.joints[FOREARM_ROLL] = target[FOREARM_ROLL]
+                target = around.joints
         elif goal.joints is not None:
             target = goal.joints
         else:
@@ -406,7 +432,7 @@ class ScriptedExpert:
         # Operators steady their hands for the delicate part of a move.
         tremor = self._tremor[:6] if arm == "left" else self._tremor[6:]
         target = target + (0.3 if goal.fine else 1.0) * tremor
-        speed = self.style.speed * self._move_speed * (0.5 if goal.fine else 1.0)
+        speed = self.style.speed * self._move_speed * (0.5 if goal.fine else 0.6 if goal.loaded else 1.0)
         limit = self.station.max_step[arm_slice] * speed
         delta = target - base
         scale = min(1.0, float(np.min(limit / np.maximum(np.abs(delta), 1e-9))))
@@ -415,7 +441,9 @@ class ScriptedExpert:
     def _solve(self, arm: str, position: np.ndarray, rotation: np.ndarray, base: np.ndarray) -> np.ndarray:
         start = self._ik_seed.get(arm, base)
         result = self.kinematics.solve(arm, position, rotation, start)
-        if result.position_error > 0.01:  # a stale or odd start (after a take-over): retry from home
+        if result.position_error > 0.002 or result.rotation_error > 0.03:
+            # From an odd start (after a take-over) the solver can end against a joint limit, e.g.
+            # the wrist rotation at -pi when the roll wants -pi/2 - a bit: retry from home.
             retry = self.kinematics.solve(arm, position, rotation, HOME_ARM)
             if retry.position_error + 0.1 * retry.rotation_error < (result.position_error
                                                                    + 0.1 * result.rotation_error):

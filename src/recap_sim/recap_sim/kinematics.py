@@ -11,6 +11,7 @@ the point ``GRASP_OFFSET`` m along x, between the finger pads.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import mujoco
 import numpy as np
@@ -89,14 +90,17 @@ class ArmKinematics:
         return self._frame(arm)
 
     def solve(self, arm: str, target_position: np.ndarray, target_rotation: np.ndarray,
-              initial_joints: np.ndarray) -> IKResult:
+              initial_joints: np.ndarray, locked: Sequence[int] = ()) -> IKResult:
         """Joints ``[6]`` within limits that put the grasp frame at the target, from ``initial_joints``.
 
+        ``locked``: indices (0..5) of joints held at their initial value, e.g. a joint that is known
+        not to follow its command; the others make up for it as well as they can.
         Damped least squares keeps the closest reachable pose when the target is out of reach, so
         the caller checks ``position_error`` instead of catching an exception.
         """
         cfg = self.config
-        dofs = _ARM_DOFS[arm]
+        free = np.setdiff1d(np.arange(6), np.asarray(locked, dtype=int))
+        dofs = _ARM_DOFS[arm][free]
         lower, upper = self.lower[arm], self.upper[arm]
         joints = np.clip(np.asarray(initial_joints, dtype=np.float64), lower, upper)
         weights = np.array([1.0, 1.0, 1.0, cfg.rotation_weight, cfg.rotation_weight, cfg.rotation_weight])
@@ -116,7 +120,7 @@ class ArmKinematics:
             largest = np.abs(step).max()
             if largest > cfg.max_joint_step:
                 step *= cfg.max_joint_step / largest
-            joints = np.clip(joints + step, lower, upper)
+            joints[free] = np.clip(joints[free] + step, lower[free], upper[free])
         self._set(arm, joints)
         position, rotation = self._frame(arm)
         return IKResult(joints, float(np.linalg.norm(target_position - position)),
