@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-time-factor", type=float, default=None,
                         help="sim speed vs real time (default from the YAML: 1)")
     parser.add_argument("--task", default=None, help="task prompt of the episodes")
+    parser.add_argument("--human-patience", type=float, default=None,
+                        help="simulated human: take over after this many seconds without progress")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="square camera images of this size (default from the YAML: 224)")
 
 
 def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
@@ -62,6 +66,11 @@ def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
         put("sim_station", "real_time_factor", float(args.real_time_factor))
     if args.task is not None:
         put("episode_manager", "task", args.task)
+    if args.human_patience is not None:
+        put("scripted_expert", "human_patience_s", float(args.human_patience))
+    if args.image_size is not None:
+        put("sim_station", "image_width", int(args.image_size))
+        put("sim_station", "image_height", int(args.image_size))
     if args.policy is not None:
         put("policy_node", "checkpoint", str(args.policy.resolve()))
         if args.beta is not None:

@@ -35,6 +35,9 @@ def test_environment(domain_id: int | None = None) -> dict:
     return env
 
 
+test_environment.__test__ = False  # a helper, not a test, when a test module imports it
+
+
 class NodeProcess:
     """One node running as a child process; use as a context manager."""
 

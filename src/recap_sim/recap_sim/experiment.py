@@ -1,0 +1,192 @@
+"""``recap experiment``: the whole RECAP loop in simulation, through the real nodes and bags.
+
+Stages (each a ``recap`` command run as its own process, logged under
+``OUT/logs``; a stage whose artefact exists is skipped with ``--resume``):
+
+1. demos: the scripted expert at mixed quality drives the sim station through
+   the gate; the recorder writes one bag per episode (``recap station``);
+2. convert the bags; train V_pre on the demos, label them, train pi_pre with
+   advantage conditioning (Algorithm 1, pretraining);
+3. iteration 0: V_0 from V_pre, pi_0 from pi_pre with the indicator fixed to
+   positive (SFT) (``recap iterate --iteration 0``);
+4. for k = 1..K: deploy pi_{k-1} (with V_{k-1} streaming) for autonomous
+   episodes while the simulated human intervenes through the gate, recorded;
+   convert (appending); V_k from V_pre and pi_k from pi_pre with RECAP on all
+   data (``recap iterate --iteration k``); the AWR baseline from pi_pre on the
+   same data and labels;
+5. evaluate SFT (pi_0), RECAP (pi_K, beta 1 and 2) and AWR on the same held-out
+   seeds without interventions (``recap eval``), plus every pi_k for the
+   per-iteration curves;
+6. report: ``OUT/report.md`` (table + plots) and ``OUT/summary.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+from recap_sim.experiment_report import write_report
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    model_config: str                  # tiny | small
+    demos: tuple[tuple[float, int], ...]  # (expert quality, episodes)
+    rollouts_per_iteration: int
+    iterations: int
+    max_steps: int
+    eval_seeds: tuple[int, int]        # first, count
+    value_pretrain_steps: int
+    policy_pretrain_steps: int
+    value_steps: int
+    policy_steps: int
+    batch_size: int
+    human_patience_s: float = 3.0       # the simulated human takes over after this long without progress
+    image_size: int = 96                # station cameras: the models see 96 px or less, rendering stays cheap
+    pretrain_positive_fraction: float = 0.3
+    positive_fraction: float = 0.4
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError(f"profile {self.name}: iterations must be >= 1, got {self.iterations}")
+        if not self.demos or any(not 0 <= q <= 1 or n < 1 for q, n in self.demos):
+            raise ValueError(f"profile {self.name}: demos must be (quality in [0, 1], episodes >= 1) pairs")
+        if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
+            raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
+
+
+PROFILES = {
+    # every stage, tiny sizes: checks artefacts, not a gain (CI)
+    "quick": Profile("quick", "tiny", demos=((1.0, 2), (0.4, 1)), rollouts_per_iteration=2, iterations=2,
+                     max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
+                     value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5),
+    # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
+    "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
+                    iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=1500,
+                    policy_pretrain_steps=3000, value_steps=1000, policy_steps=2000, batch_size=32),
+}
+
+
+class Stages:
+    """Runs the stage commands, logging each, skipping finished ones on resume."""
+
+    def __init__(self, out: pathlib.Path, resume: bool, verbose: bool):
+        self.out = out
+        self.resume = resume
+        self.verbose = verbose
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, argv: list[str], artefact: pathlib.Path | None = None) -> None:
+        done = self.logs / f"{name}.done"
+        if self.resume and done.exists() and (artefact is None or artefact.exists()):
+            print(f"[experiment] {name}: done already", flush=True)
+            return
+        log = self.logs / f"{name}.log"
+        cmd = [sys.executable, "-m", "recap_core.cli", *map(str, argv)]
+        print(f"[experiment] {name}: recap {' '.join(map(str, argv))}", flush=True)
+        t0 = time.monotonic()
+        with open(log, "w", encoding="utf-8") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.timings[name] = time.monotonic() - t0
+        if proc.returncode != 0:
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+            raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        if artefact is not None and not artefact.exists():
+            raise RuntimeError(f"stage {name} finished but did not produce {artefact}; log {log}")
+        done.write_text(f"{self.timings[name]:.1f}\n")
+        print(f"[experiment] {name}: {self.timings[name]:.0f} s", flush=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/experiment"),
+                        help="experiment directory (bags, dataset, checkpoints, report)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", dest="profile", const="quick",
+                       help="every stage at tiny sizes (minutes; checks the pipeline, not the gain)")
+    group.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--resume", action="store_true", help="skip stages whose artefacts exist")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args) -> int:
+    profile = PROFILES[args.profile]
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out, args.resume, args.verbose)
+    data = out / "dataset"
+    bags = out / "bags"
+    ckpt = out / "checkpoints"
+    task = "transfer the cube to the other arm"
+    train = ["--config", profile.model_config, "--batch-size", profile.batch_size, "--threads", args.threads,
+             "--no-progress"]
+    station = ["station", "--sim", "--max-steps", profile.max_steps, "--task", task,
+               "--image-size", profile.image_size]
+    t_start = time.monotonic()
+    (out / "profile.json").write_text(json.dumps(dataclasses.asdict(profile), indent=2))
+    try:
+        # 1. demonstrations at mixed quality
+        seed = 0
+        for i, (quality, episodes) in enumerate(profile.demos):
+            stages.run(f"01_demos_{i}_q{quality:g}", [*station, "--episodes", episodes, "--quality", quality,
+                                                      "--seed", seed, "--source", "demo", "--record",
+                                                      bags / "demos"])
+            seed += episodes
+        stages.run("02_convert_demos", ["convert", *sorted((bags / "demos").glob("*/")), "--out", data,
+                                        "--no-progress"])
+        # 2. pretraining: V_pre, labels, pi_pre
+        stages.run("03_value_pretrain", ["train-value", data, "--steps", profile.value_pretrain_steps,
+                                         "--out", ckpt / "V_pre", *train], artefact=ckpt / "V_pre" / "provenance.json")
+        stages.run("04_label_pretrain", ["label", data, "--value", ckpt / "V_pre", "--positive-fraction",
+                                         profile.pretrain_positive_fraction, "--no-progress"])
+        stages.run("05_policy_pretrain", ["train-policy", data, "--mode", "recap", "--steps",
+                                          profile.policy_pretrain_steps, "--out", ckpt / "pi_pre", *train],
+                   artefact=ckpt / "pi_pre" / "provenance.json")
+        iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
+                   ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
+                   "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
+                   "--threads", args.threads, "--no-progress"]
+        # 3. iteration 0: SFT fine-tune
+        stages.run("06_iteration_0", [*iterate, "--iteration", 0, "--out", ckpt / "iter_0"],
+                   artefact=ckpt / "iter_0" / "policy" / "provenance.json")
+        # 4. iterations with rollouts and interventions
+        for k in range(1, profile.iterations + 1):
+            previous = ckpt / f"iter_{k - 1}"
+            stages.run(f"{k}1_rollouts", [*station, "--episodes", profile.rollouts_per_iteration, "--seed",
+                                          1000 * k, "--policy", previous / "policy", "--value", previous / "value",
+                                          "--expert-mode", "intervene", "--source", "rollout",
+                                          "--human-patience", profile.human_patience_s,
+                                          "--record", bags / f"iter_{k}"])
+            stages.run(f"{k}2_convert", ["convert", *sorted((bags / f"iter_{k}").glob("*/")), "--out", data,
+                                         "--no-progress"])
+            stages.run(f"{k}3_iterate", [*iterate, "--iteration", k, "--out", ckpt / f"iter_{k}"],
+                       artefact=ckpt / f"iter_{k}" / "policy" / "provenance.json")
+            stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
+                                     "--steps", profile.policy_steps, "--iteration", k,
+                                     "--out", ckpt / f"iter_{k}" / "awr", *train],
+                       artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
+        # 5. evaluation on held-out seeds, no interventions
+        last = ckpt / f"iter_{profile.iterations}"
+        first, count = profile.eval_seeds
+        arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
+                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}"]
+        arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
+        stages.run("90_eval", ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", "--task", task,
+                               "--max-steps", profile.max_steps, "--image-size", profile.image_size,
+                               "--threads", args.threads, "--no-progress",
+                               "--out", out / "eval.json"], artefact=out / "eval.json")
+    except RuntimeError as exc:
+        print(f"[experiment] {exc}", file=sys.stderr)
+        return 1
+    report = write_report(out, profile, stages.timings, time.monotonic() - t_start)
+    print(f"[experiment] done in {time.monotonic() - t_start:.0f} s: report {report}", flush=True)
+    return 0

@@ -1,0 +1,170 @@
+"""The experiment's report: a markdown table, plots per iteration, value curves, a JSON summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+
+def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = eval_report["arms"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, ci, label, scale in (
+            (axes[0], "success_rate", "success_rate_ci95", "success rate", 100.0),
+            (axes[1], "throughput_per_hour", "throughput_ci95", "successes per robot hour", 1.0),
+            (axes[2], "mean_time_to_success_s", "time_to_success_ci95", "mean time to success (s)", 1.0)):
+        values = np.array([arms[n][key] for n in names], dtype=float) * scale
+        lo = np.array([arms[n][ci][0] for n in names], dtype=float) * scale
+        hi = np.array([arms[n][ci][1] for n in names], dtype=float) * scale
+        err = np.nan_to_num(np.stack([values - lo, hi - values]), nan=0.0).clip(min=0)
+        ax.bar(names, np.nan_to_num(values), yerr=err, capsize=4, color="#4c9a6a")
+        ax.set_title(label + (" (%)" if scale == 100.0 else ""))
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("held-out seeds, no interventions (95% intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = eval_report["arms"]
+    names = ["sft"] + [f"iter_{k}" for k in range(1, iterations)] + ["recap_beta1"]
+    rows = [{"iteration": k, **{key: arms[n][key] for key in ("success_rate", "throughput_per_hour")},
+             "success_ci": arms[n]["success_rate_ci95"], "throughput_ci": arms[n]["throughput_ci95"]}
+            for k, n in enumerate(names) if n in arms]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    ks = [r["iteration"] for r in rows]
+    for ax, key, ci, title in ((axes[0], "success_rate", "success_ci", "success rate"),
+                               (axes[1], "throughput_per_hour", "throughput_ci", "throughput (successes/h)")):
+        v = np.array([r[key] for r in rows], dtype=float)
+        lo = np.array([r[ci][0] for r in rows], dtype=float)
+        hi = np.array([r[ci][1] for r in rows], dtype=float)
+        ax.errorbar(ks, v, yerr=np.nan_to_num(np.stack([v - lo, hi - v])).clip(min=0), marker="o", capsize=4)
+        ax.set_xlabel("RECAP iteration (0 = SFT)")
+        ax.set_title(title)
+        ax.set_xticks(ks)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: int = 6) -> int:
+    """Value along a few recorded episodes (labels of the last iteration's V)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recap_core.data import load_frames_table
+
+    table = load_frames_table(dataset)
+    if "value" not in table.column_names:
+        return 0
+    episode = table["episode_index"].to_numpy()
+    value = table["value"].to_numpy()
+    success = table["episode_success"].to_numpy(zero_copy_only=False)
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
+    chosen = []
+    for want in (True, False):
+        ids = [int(e) for e in np.unique(episode) if bool(success[episode == e][0]) == want]
+        chosen += ids[-(max_episodes // 2):]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for e in chosen:
+        rows = episode == e
+        t = np.arange(rows.sum()) * 0.02
+        ok = bool(success[rows][0])
+        ax.plot(t, value[rows], color="#2e8b57" if ok else "#c0392b", alpha=0.8,
+                label=f"episode {e} ({'success' if ok else 'failure'})")
+        corrected = intervention[rows]
+        if corrected.any():
+            ax.scatter(t[corrected], value[rows][corrected], s=4, color="#f39c12")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("value (normalised)")
+    ax.set_ylim(-1.05, 0.05)
+    ax.set_title("value along recorded episodes (orange: human corrections)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return len(chosen)
+
+
+def _data_summary(dataset: pathlib.Path) -> dict:
+    from recap_core.data import load_episodes
+
+    episodes = load_episodes(dataset)
+    by_source: dict[str, dict] = {}
+    for ep in episodes:
+        s = by_source.setdefault(str(ep.get("source", "?")), {"episodes": 0, "successes": 0, "frames": 0})
+        s["episodes"] += 1
+        s["successes"] += int(bool(ep.get("success")))
+        s["frames"] += int(ep.get("length", 0))
+    return by_source
+
+
+def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
+    lo, hi = a[ci]
+    return f"{format(a[key], fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+
+
+def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float) -> pathlib.Path:
+    eval_report = json.loads((out / "eval.json").read_text())
+    arms = eval_report["arms"]
+    main_arms = [n for n in ("sft", "recap_beta1", "recap_beta2", "awr") if n in arms]
+    _plot_arms(eval_report, out / "arms.png", main_arms)
+    per_iteration = _plot_iterations(eval_report, profile.iterations, out / "iterations.png")
+    curves = _plot_value_curves(out / "dataset", out / "value_curves.png")
+    data = _data_summary(out / "dataset")
+
+    def beats(a: str, b: str, key: str, ci: str, higher: bool = True) -> bool | None:
+        if a not in arms or b not in arms:
+            return None
+        lo_a, hi_a = arms[a][ci]
+        lo_b, hi_b = arms[b][ci]
+        return bool(lo_a > hi_b) if higher else bool(hi_a < lo_b)
+
+    verdict = {
+        "recap_beats_sft_on_throughput": beats("recap_beta2", "sft", "throughput_per_hour", "throughput_ci95"),
+        "recap_beats_sft_on_failure_rate": beats("recap_beta2", "sft", "success_rate", "success_rate_ci95"),
+        "recap_beats_awr_on_throughput": beats("recap_beta2", "awr", "throughput_per_hour", "throughput_ci95"),
+    }
+    summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
+               "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
+               "per_iteration": per_iteration, "beyond_95_intervals": verdict}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
+    lines = [f"# RECAP experiment ({profile.name} profile)", "",
+             f"{sum(d['episodes'] for d in data.values())} episodes recorded through the station nodes "
+             f"({sources}); "
+             f"{profile.iterations} RECAP iteration(s); evaluation on {len(eval_report['seeds'])} held-out seeds "
+             f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
+             "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] |",
+             "|---|---|---|---|"]
+    for n, a in arms.items():
+        lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
+                     f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
+                     f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} |")
+    lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
+    lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
+    lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
+    if curves:
+        lines += ["![value curves](value_curves.png)", ""]
+    lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
