@@ -1,0 +1,245 @@
+"""Benchmark: the recorder process under 3 cameras 224x224 rgb8 + joint_states from another process.
+
+The station's byte rate (3 x 150 528 B images + one JointState, 50 Hz: ~22.6
+MB/s) and then 2x and 4x that rate (the same messages at 100 and 200 Hz) are
+published from this process into a recorder node process, one episode per
+rate. Drops = published messages missing from the bag (every message carries a
+sequence number in its header stamp). CPU = the recorder process's CPU time
+over the publishing window, in % of one core, at the base rate.
+Baseline, same run: a subscriber process with the same raw subscriptions that
+only counts (no queue, no disk): the cost of receiving alone.
+
+Last line: {"name": "record", "drops_at_base_rate": ..., "max_dropfree_mb_s": ..., "cpu_percent": ...,
+"levels": [...], "baseline": {...}}
+Targets on 2 cores: 0 drops at the base rate, >= 68 MB/s drop-free.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from recap_core.rosenv import apply_ros_environment
+
+apply_ros_environment()
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 50))
+
+CAMERAS = ("base", "left_wrist", "right_wrist")
+BASE_HZ = 50.0
+IMAGE_SHAPE = (224, 224, 3)
+
+
+def count_subscriber(seconds: float) -> None:
+    """Child process for the baseline: raw subscriptions that only count, for ``seconds``."""
+    import rclpy
+    from sensor_msgs.msg import Image, JointState
+
+    from recap_core.ros import qos
+    from recap_core.ros.node_main import spin_forever
+
+    counts = {}
+    last_message = [0.0]
+
+    def counter(topic):
+        def count(data):
+            counts[topic].add(stamp_of(data))
+            last_message[0] = time.monotonic()
+        return count
+
+    with rclpy.init():
+        node = rclpy.create_node("count_subscriber")
+        topics = [(Image, f"camera/{c}/image_raw") for c in CAMERAS] + [(JointState, "joint_states")]
+        for msg_type, topic in topics:
+            counts[topic] = set()
+            node.create_subscription(msg_type, topic, counter(topic), qos.SENSOR, raw=True)
+        from rclpy.experimental import EventsExecutor
+
+        executor = EventsExecutor()
+        executor.add_node(node)
+        print("subscriber up", flush=True)
+        deadline = time.monotonic() + seconds
+
+        def done() -> bool:  # the publisher went quiet, or time is up
+            now = time.monotonic()
+            return now > deadline or (last_message[0] and now - last_message[0] > 0.5)
+
+        spin_forever(executor, until=done)
+        print(json.dumps({t: sorted(v) for t, v in counts.items()}), flush=True)
+        executor.shutdown()
+        node.destroy_node()
+
+
+def stamp_of(cdr: bytes) -> tuple[int, int]:
+    """(sec, nanosec) of a message whose first field is a std_msgs/Header."""
+    return struct.unpack_from("<iI", cdr, 4)
+
+
+class Publisher:
+    def __init__(self, probe):
+        import numpy as np
+        from sensor_msgs.msg import Image, JointState
+
+        from recap_core.ros import qos
+        from recap_core.ros.convert import numpy_to_image
+
+        self.probe = probe
+        self.images = {c: probe.publisher(Image, f"camera/{c}/image_raw", qos.SENSOR) for c in CAMERAS}
+        self.joints = probe.publisher(JointState, "joint_states", qos.SENSOR)
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        self.status = probe.publisher(DiagnosticStatus, "episode/status", qos.LATCHED)
+        rng = np.random.default_rng(0)
+        self.frame_msgs = [numpy_to_image(rng.integers(0, 255, IMAGE_SHAPE, dtype=np.uint8)) for _ in CAMERAS]
+        self.joint_msg = JointState(name=[f"j{i}" for i in range(14)], position=[0.0] * 14)
+        self.message_bytes = sum(len(m.data) for m in self.frame_msgs) + 14 * 8 + 200
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        for pub in [*self.images.values(), self.joints]:
+            if not self.probe.wait_for_subscribers(pub, count, timeout):
+                raise RuntimeError(f"nobody subscribed to {pub.topic_name} within {timeout} s")
+
+    def episode(self, episode_id: str, state: str) -> None:
+        from recap_core.ros.convert import diagnostic
+
+        self.status.publish(diagnostic("episode_manager", {
+            "episode_id": episode_id, "state": state, "task": "benchmark", "source": "demo",
+            "label": state if state != "running" else "", "steps": "0"}))
+
+    def stream(self, rate_hz: float, seconds: float, tag: int) -> dict:
+        """Publish at ``rate_hz`` for ``seconds``; stamps are (tag, sequence). Returns what was sent."""
+        from builtin_interfaces.msg import Time
+
+        period = 1.0 / rate_hz
+        sent, errors = 0, 0
+        start = time.perf_counter()
+        next_tick = start
+        while time.perf_counter() - start < seconds:
+            stamp = Time(sec=tag, nanosec=sent)
+            for msg, pub in zip(self.frame_msgs, self.images.values()):
+                msg.header.stamp = stamp
+                try:
+                    pub.publish(msg)
+                except Exception:  # ENVIRONMENT.md: flooding a reliable publisher can raise; count it
+                    errors += 1
+            self.joint_msg.header.stamp = stamp
+            self.joints.publish(self.joint_msg)
+            sent += 1
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        wall = time.perf_counter() - start
+        return {"sent_per_topic": sent, "publish_errors": errors, "wall_s": wall,
+                "achieved_hz": sent / wall, "mb_s": sent * self.message_bytes / wall / 1e6}
+
+
+def recorded_stamps(bag: Path, tag: int) -> dict[str, set]:
+    from recap_recorder.bags import read_info, open_reader
+
+    info = read_info(bag)
+    reader = open_reader(bag)
+    found: dict[str, set] = {}
+    try:
+        wanted = [c for c in reader.connections if c.topic.endswith("image_raw") or c.topic.endswith("joint_states")]
+        for connection, _, raw in reader.messages(connections=wanted):
+            sec, nanosec = stamp_of(raw)
+            if sec == tag:
+                found.setdefault(connection.topic, set()).add(nanosec)
+    finally:
+        reader.close()
+    return found, info
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~15 s smoke run (1.5 s per level)")
+    parser.add_argument("--seconds", type=float, default=None, help="publishing time per level")
+    parser.add_argument("--count-subscriber", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.count_subscriber is not None:
+        count_subscriber(args.count_subscriber)
+        return 0
+    seconds = args.seconds or (1.5 if args.quick else 10.0)
+
+    from recap_core.ros.probe import Probe
+    from recap_core.testing.procs import NodeProcess, test_environment
+
+    work = Path(tempfile.mkdtemp(prefix="recap_bench_record_"))
+    env = test_environment(int(os.environ["ROS_DOMAIN_ID"]))
+    probe = Probe("bench_record_publisher", domain_id=int(os.environ["ROS_DOMAIN_ID"]))
+    levels = []
+    try:
+        publisher = Publisher(probe)
+        # Baseline: receiving only.
+        child = subprocess.Popen([sys.executable, __file__, "--count-subscriber", str(seconds + 30)],
+                                 env=env, stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()
+        publisher.wait_for(1)
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(child.pid)
+        sent = publisher.stream(BASE_HZ, seconds, tag=1)
+        baseline_cpu = (cpu_seconds(child.pid) - cpu0) / sent["wall_s"] * 100
+        counts = json.loads(child.stdout.readline())
+        child.wait(30)
+        baseline = {"what": "raw subscriber that only counts, base rate", "cpu_percent": round(baseline_cpu, 1),
+                    "drops": sum(sent["sent_per_topic"] - len([s for s in v if s[0] == 1])
+                                 for v in counts.values())}
+        while any(pub.get_subscription_count() for pub in publisher.images.values()):
+            time.sleep(0.05)
+
+        with NodeProcess("recap_recorder.recorder_node", log_dir=work / "logs", env=env,
+                         params={"output_dir": str(work / "bags"), "min_free_disk_mb": 100.0}) as recorder:
+            if not recorder.wait_for_output("recorder up", timeout=60):
+                raise RuntimeError(f"recorder did not start:\n{recorder.output()}")
+            publisher.wait_for(1)
+            for tag, factor in enumerate((1, 2, 4), start=10):
+                episode_id = f"bench-{factor}x"
+                publisher.episode(episode_id, "running")
+                time.sleep(0.3)
+                cpu0 = cpu_seconds(recorder.pid)
+                sent = publisher.stream(BASE_HZ * factor, seconds, tag)
+                cpu = (cpu_seconds(recorder.pid) - cpu0) / sent["wall_s"] * 100
+                time.sleep(0.5)
+                publisher.episode(episode_id, "success")
+                bag = work / "bags" / episode_id
+                deadline = time.monotonic() + 60
+                while not (bag / "metadata.yaml").is_file() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                found, info = recorded_stamps(bag, tag)
+                drops = sum(sent["sent_per_topic"] - len(found.get(info.namespace.rstrip("/") + "/" + t, ()))
+                            for t in [f"camera/{c}/image_raw" for c in CAMERAS] + ["joint_states"])
+                levels.append({"factor": factor, "target_mb_s": round(publisher.message_bytes * BASE_HZ * factor / 1e6, 1),
+                               "achieved_mb_s": round(sent["mb_s"], 1), "achieved_hz": round(sent["achieved_hz"], 1),
+                               "drops": drops, "queue_overflows": int(info.custom_data.get("recorder_dropped", 0)),
+                               "publish_errors": sent["publish_errors"], "cpu_percent": round(cpu, 1)})
+                print(f"{factor}x: {levels[-1]}", flush=True)
+                shutil.rmtree(bag, ignore_errors=True)
+                publisher.episode("", "idle")  # (a snapshot from the previous level has another tag)
+                time.sleep(0.2)
+    finally:
+        probe.close()
+        shutil.rmtree(work, ignore_errors=True)
+    dropfree = [lv["achieved_mb_s"] for lv in levels if lv["drops"] == 0]
+    print(json.dumps({"name": "record", "drops_at_base_rate": levels[0]["drops"],
+                      "max_dropfree_mb_s": max(dropfree) if dropfree else 0.0,
+                      "cpu_percent": levels[0]["cpu_percent"], "levels": levels,
+                      "seconds_per_level": seconds, "baseline": baseline}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
