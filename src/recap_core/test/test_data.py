@@ -311,6 +311,16 @@ def test_images_must_match_cameras_shape_and_length(tmp_path):
             w.add_episode(**dict(episode, images=short))
 
 
+def test_a_writer_closed_without_episodes_leaves_a_valid_empty_dataset(tmp_path):
+    writer(tmp_path / "ds").close()
+    assert schema.load_info(tmp_path / "ds")["total_episodes"] == 0
+    assert reader.load_frames_table(tmp_path / "ds").num_rows == 0
+    dataset = reader.RecapDataset(tmp_path / "ds")
+    assert len(dataset) == 0 and dataset.num_episodes == 0
+    with writer(tmp_path / "ds") as w:
+        assert w.add_episode(**make_episode(1, 3)) == 0
+
+
 def test_a_non_dataset_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match="not a RECAP dataset"):

@@ -189,7 +189,7 @@ def _label_array(name: str, values, total: int, dtype) -> np.ndarray:
 
 def _vectors(table: pa.Table, name: str) -> np.ndarray:
     column = table[name].combine_chunks()
-    return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float32)
+    return column.flatten().to_numpy().reshape(len(column), schema.STATE_DIM).astype(np.float32)
 
 
 class RecapDataset(torch.utils.data.Dataset):
