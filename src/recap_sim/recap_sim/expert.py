@@ -50,7 +50,7 @@ HOLDING = (0.3, 0.72)       # measured opening while closed on the 4 cm cube (ab
 HOLDING_TILTED = 0.9        # ... up to this across a tilted cube, once the fingers stopped closing
 TRACKING_TOLERANCE = 0.1    # rad: a previous command further than this from the arm is stale
 LIFTED_HEIGHT = 0.05        # cube centre above this (m) is off the table (it rests at 0.02)
-STILL_SPEED = 0.0015        # m per step: the cube hangs still below this
+STILL_SPEED = 0.001         # m per step (5 cm/s): the cube or a hand is still below this
 STRAIGHT_LOOKAHEAD = 0.02   # m: carrot distance along straight-line moves
 GRASP_PATIENCE = 40         # steps closing without a hold before letting go and retrying
 HOME_ARM = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha's start pose of one arm
@@ -93,10 +93,10 @@ class OperatorStyle:
         if not 0.0 <= quality <= 1.0:
             raise ValueError(f"quality must be in [0, 1] (1 = clean expert, 0 = sloppiest operator), got {quality}")
         sloppiness = 1.0 - quality
-        return cls(speed=0.7 - 0.3 * sloppiness, speed_spread=0.5 * sloppiness,
-                   pause_probability=0.5 * sloppiness, pause_steps=(3, 3 + int(round(25 * sloppiness))),
+        return cls(speed=0.7 - 0.25 * sloppiness, speed_spread=0.4 * sloppiness,
+                   pause_probability=0.4 * sloppiness, pause_steps=(3, 3 + int(round(20 * sloppiness))),
                    pause_hazard=0.004 * sloppiness, tremor_rad=0.015 * sloppiness,
-                   miss_probability=0.45 * sloppiness, drop_probability=0.35 * sloppiness)
+                   miss_probability=0.5 * sloppiness, drop_probability=0.45 * sloppiness)
 
 
 @dataclasses.dataclass
@@ -128,22 +128,22 @@ class Scene:
     offset: dict[str, np.ndarray]         # arm -> [3] cube centre in the grasp frame
     in_hand: dict[str, bool]              # arm -> the cube sits closed between these fingers
     cube_speed: float                     # m the cube moved since the previous call
+    hand_speed: dict[str, float]          # arm -> m the grasp point moved since the previous call
 
     @property
     def lifted(self) -> bool:
         return bool(self.cube[2] > LIFTED_HEIGHT)
 
 
-def cube_in_hand(offset: np.ndarray, opening: float, closing_speed: float = 0.0) -> bool:
+def cube_in_hand(offset: np.ndarray, opening: float, stopped_closed: bool = False) -> bool:
     """The cube centre lies between the pads (it may hang a little below) and the fingers press on it.
 
     ``offset`` [3]: cube centre in the grasp frame (along the gripper, along the fingers, sideways);
-    ``closing_speed``: how much the opening changed since the last call (a wide opening counts as
-    a hold only once the fingers have stopped on something: a cube lying tilted, gripped across).
+    ``stopped_closed``: the fingers are commanded shut and have stopped moving, so a wider opening
+    also counts as a hold (a cube lying tilted, gripped across an edge).
     """
     along, across, side = offset
-    pressed = HOLDING[0] < opening < HOLDING[1] or (HOLDING[0] < opening < HOLDING_TILTED
-                                                    and closing_speed < 0.004)
+    pressed = HOLDING[0] < opening < HOLDING[1] or (HOLDING[0] < opening < HOLDING_TILTED and stopped_closed)
     return bool(-0.03 < along < 0.045 and abs(across) < 0.02 and abs(side) < 0.03 and pressed)
 
 
@@ -193,6 +193,7 @@ class ScriptedExpert:
         self._airborne_steps = 0
         self._last_cube: np.ndarray | None = None
         self._last_opening: dict[str, float] = {}
+        self._last_point: dict[str, np.ndarray] = {}
         self.paused = False
         self.fumbles = 0  # deliberate slips so far this episode (missed grasps, early releases)
 
@@ -230,17 +231,22 @@ class ScriptedExpert:
 
     # -- perception -------------------------------------------------------------------------
     def _perceive(self, measured: np.ndarray, pose: np.ndarray) -> Scene:
-        points, rotations, opening, offset, in_hand = {}, {}, {}, {}, {}
+        points, rotations, opening, offset, in_hand, speeds = {}, {}, {}, {}, {}, {}
         for arm in ("left", "right"):
             points[arm], rotations[arm] = self.kinematics.grasp_frame(arm, measured[_ARM_SLICE[arm]])
             opening[arm] = float(measured[_GRIPPER_INDEX[arm]])
             offset[arm] = rotations[arm].T @ (pose[:3] - points[arm])
             previous = self._last_opening.get(arm, opening[arm])
-            in_hand[arm] = cube_in_hand(offset[arm], opening[arm], abs(opening[arm] - previous))
+            stopped_closed = (self._command[_GRIPPER_INDEX[arm]] < 0.05
+                              and abs(opening[arm] - previous) < 0.004)
+            in_hand[arm] = cube_in_hand(offset[arm], opening[arm], stopped_closed)
             self._last_opening[arm] = opening[arm]
+            speeds[arm] = float(np.linalg.norm(points[arm] - self._last_point.get(arm, points[arm])))
+            self._last_point[arm] = points[arm]
         speed = 0.0 if self._last_cube is None else float(np.linalg.norm(pose[:3] - self._last_cube))
         self._last_cube = pose[:3].copy()
-        return Scene(pose[:3].copy(), pose[3:].copy(), points, rotations, opening, offset, in_hand, speed)
+        return Scene(pose[:3].copy(), pose[3:].copy(), points, rotations, opening, offset, in_hand, speed,
+                     speeds)
 
     # -- decisions --------------------------------------------------------------------------
     def _plan(self, s: Scene) -> tuple[str, dict[str, ArmGoal]]:
@@ -355,8 +361,10 @@ class ScriptedExpert:
                    and along > -0.01)
         if self.phase == "handover_grasp" or (in_line and np.linalg.norm(lgp - grasp) < POSITION_TOLERANCE):
             return "handover_grasp", {"left": ArmGoal.stay(0.0), "right": right}
-        # Slide in only once the cube hangs still (the right arm has settled it).
-        if in_line and opening > OPEN_ENOUGH and (staying or s.cube_speed < STILL_SPEED):
+        # Slide in only once the cube hangs still (the right arm has settled it) and the left hand
+        # has stopped: its slow waist would otherwise drift sideways into the right fingers.
+        still = s.cube_speed < STILL_SPEED and s.hand_speed["left"] < STILL_SPEED
+        if in_line and opening > OPEN_ENOUGH and (staying or still):
             return "handover_insert", {"left": ArmGoal(grasp, rotation_left, gripper=1.0, fine=True,
                                                        straight=True),
                                        "right": right}

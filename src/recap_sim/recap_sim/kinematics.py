@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import mujoco
-import numpy as np
+from recap_sim.sim import model_path  # first: it picks the headless GL backend before mujoco loads
 
-from recap_sim.sim import model_path
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
 
 ARMS = ("left", "right")
 GRASP_OFFSET = 0.13  # m along the gripper axis from gripper_link to the middle of the finger pads
