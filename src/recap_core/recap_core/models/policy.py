@@ -47,6 +47,14 @@ class RecapPolicy(nn.Module):
         self.backbone = VisionLanguageBackbone(config.backbone, load_pretrained_weights=load_pretrained_weights)
         self.state_proj = nn.Linear(config.state_dim, self.backbone.hidden_size)
         self.expert = ActionExpert(config.expert, config.backbone, config.action_dim, config.action_horizon)
+        # The expert reads the backbone's per-layer keys/values only: the last layer's query/output/MLP and the
+        # final norm never reach the loss. Freezing them keeps DistributedDataParallel from waiting for their
+        # gradients (pi0 has the same dead end when no text loss is trained).
+        last = self.backbone.language_model.layers[-1]
+        for unreachable in (last.self_attn.q_proj, last.self_attn.o_proj, last.self_attn.q_norm, last.mlp,
+                            last.post_attention_layernorm, last.pre_feedforward_layernorm,
+                            last.post_feedforward_layernorm, self.backbone.language_model.norm):
+            unreachable.requires_grad_(False)
 
     # ------------------------------------------------------------------ prefix
     def encode_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
