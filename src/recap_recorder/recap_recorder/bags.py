@@ -12,10 +12,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import numpy as np
 import yaml
 
 from recap_recorder.recorder import EPISODE_STATUS, METADATA_KEYS, TERMINAL_STATES, UNKNOWN_LABEL, resolve_topic
@@ -98,48 +100,159 @@ def read_metadata(path: Path) -> dict:
         raise BagError(f"{path} has no metadata.yaml: it was not closed (recorder killed or crashed). "
                        f"Run `recap bag repair {path}` to rebuild it from its MCAP chunks")
     try:
-        info = (yaml.safe_load(meta.read_text()) or {})["rosbag2_bagfile_information"]
+        info = (yaml.load(meta.read_text(), Loader=_YAML_LOADER) or {})["rosbag2_bagfile_information"]
+        info["duration"]["nanoseconds"], info["starting_time"]["nanoseconds_since_epoch"]
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise BagError(f"{meta} is not rosbag2 metadata ({exc}); run `recap bag repair {path}`") from exc
     return info
 
 
-def open_reader(path: Path):
-    """An open ``rosbags`` Reader, or BagError saying what is wrong and what to do."""
-    from rosbags.rosbag2 import Reader
-    from rosbags.rosbag2.errors import ReaderError
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
+@dataclasses.dataclass(frozen=True)
+class MessageIndex:
+    """Where one topic's messages are, in receive-time order: ``[N]`` arrays."""
+
+    log_ns: np.ndarray   # int64 log (receive) times
+    chunk: np.ndarray    # int64 chunk number
+    offset: np.ndarray   # int64 offset of the message record in the chunk's records
+
+    def __len__(self) -> int:
+        return len(self.log_ns)
+
+
+class IndexedMcap:
+    """Random access to a closed MCAP file through its chunk and message indexes.
+
+    Reads only the bytes of the messages asked for (uncompressed chunks are
+    never read whole), so each camera of an episode can be streamed on its own.
+    """
+
+    _RECORD_HEAD = struct.Struct("<BQHIQQ")  # opcode, length, channel, sequence, log time, publish time
+
+    def __init__(self, path: Path):
+        from mcap.exceptions import McapError
+        from mcap.reader import make_reader
+
+        self.path = Path(path)
+        self._file = open(self.path, "rb")
+        try:
+            summary = make_reader(self._file).get_summary()
+        except (McapError, struct.error, ValueError, OSError, EOFError) as exc:
+            self._file.close()
+            raise BagError(f"{self.path} is damaged ({type(exc).__name__}: {exc}); `recap bag repair "
+                           f"{self.path.parent}` recovers the complete chunks") from exc
+        if summary is None or (summary.statistics and summary.statistics.message_count and not summary.chunk_indexes):
+            self._file.close()
+            raise BagError(f"{self.path} has no index; `recap bag repair {self.path.parent}` rewrites it")
+        self._fd = self._file.fileno()
+        self.schemas = {sid: s.name for sid, s in summary.schemas.items()}
+        self.topics = {ch.topic: (cid, self.schemas.get(ch.schema_id, "")) for cid, ch in summary.channels.items()}
+        self._chunks = sorted(summary.chunk_indexes, key=lambda c: c.chunk_start_offset)
+        self._cached_chunk: tuple[int, bytes] | None = None
+        self._indexes: dict[str, MessageIndex] = {}
+
+    def index(self, topic: str) -> MessageIndex:
+        if topic not in self._indexes:
+            self._indexes[topic] = self._read_index(topic)
+        return self._indexes[topic]
+
+    def _read_index(self, topic: str) -> MessageIndex:
+        if topic not in self.topics:
+            return MessageIndex(*(np.zeros(0, np.int64) for _ in range(3)))
+        channel = self.topics[topic][0]
+        times, chunks, offsets = [], [], []
+        for number, chunk in enumerate(self._chunks):
+            position = chunk.message_index_offsets.get(channel)
+            if position is None:
+                continue
+            head = os.pread(self._fd, 15, position)
+            opcode, _, channel_id, size = struct.unpack("<BQHI", head)
+            if opcode != 0x07 or channel_id != channel:
+                raise BagError(f"{self.path}: message index of {topic} is damaged; run `recap bag repair`")
+            entries = np.frombuffer(os.pread(self._fd, size, position + 15), dtype="<u8").reshape(-1, 2)
+            times.append(entries[:, 0].astype(np.int64))
+            offsets.append(entries[:, 1].astype(np.int64))
+            chunks.append(np.full(len(entries), number, np.int64))
+        if not times:
+            return MessageIndex(*(np.zeros(0, np.int64) for _ in range(3)))
+        log_ns, chunk, offset = np.concatenate(times), np.concatenate(chunks), np.concatenate(offsets)
+        order = np.lexsort((offset, chunk, log_ns))  # time order; ties in file order
+        return MessageIndex(log_ns[order], chunk[order], offset[order])
+
+    def read(self, index: MessageIndex, i: int, limit: int | None = None) -> tuple[bytes, int]:
+        """(CDR bytes, full size) of message ``i`` of ``index``; only the first ``limit`` bytes if given."""
+        chunk = self._chunks[int(index.chunk[i])]
+        offset = int(index.offset[i])
+        if chunk.compression:
+            records = self._decompressed(int(index.chunk[i]))
+            _, length, *_ = self._RECORD_HEAD.unpack_from(records, offset)
+            size = length - 22
+            return records[offset + 31: offset + 31 + min(size, limit or size)], size
+        start = chunk.chunk_start_offset + 49 + len(chunk.compression) + offset
+        opcode, length, *_ = self._RECORD_HEAD.unpack(os.pread(self._fd, 31, start))
+        if opcode != 0x05:
+            raise BagError(f"{self.path}: message record at {start} is damaged; run `recap bag repair`")
+        size = length - 22
+        return os.pread(self._fd, min(size, limit or size), start + 31), size
+
+    def _decompressed(self, number: int) -> bytes:
+        if self._cached_chunk is None or self._cached_chunk[0] != number:
+            from mcap.records import Chunk
+            from mcap.stream_reader import StreamReader, get_chunk_data_stream
+
+            self._file.seek(self._chunks[number].chunk_start_offset)
+            record = next(StreamReader(self._file, skip_magic=True, emit_chunks=True).records)
+            if not isinstance(record, Chunk):
+                raise BagError(f"{self.path}: chunk {number} is damaged; run `recap bag repair`")
+            stream, size = get_chunk_data_stream(record)
+            self._cached_chunk = (number, stream.read(size))
+        return self._cached_chunk[1]
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        index = self.index(topic)
+        for i in range(len(index)):
+            yield int(index.log_ns[i]), self.read(index, i)[0]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "IndexedMcap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_bag(path: Path) -> tuple[dict, IndexedMcap]:
+    """(metadata.yaml, indexed MCAP) of a closed bag, or BagError saying what is wrong and what to do."""
     path = Path(path)
-    storage_file(path)
-    read_metadata(path)
-    reader = Reader(path)
-    try:
-        reader.open()
-    except (ReaderError, OSError, struct.error, ValueError, KeyError, AssertionError) as exc:
-        raise BagError(f"{path} is damaged ({exc}); `recap bag repair {path}` recovers the complete "
-                       "chunks") from exc
-    return reader
+    mcap = storage_file(path)
+    meta = read_metadata(path)
+    return meta, IndexedMcap(mcap)
 
 
 def read_info(path: Path) -> BagInfo:
     """Topics, types, counts, rates, duration and episode metadata of a closed bag."""
-    path = Path(path)
-    mcap = storage_file(path)
-    meta = read_metadata(path)
-    reader = open_reader(path)
-    try:
-        duration_ns = int(meta["duration"]["nanoseconds"])
-        seconds = duration_ns / 1e9
-        topics = tuple(
-            TopicSummary(name, topic.msgtype, int(topic.msgcount),
-                         (topic.msgcount - 1) / seconds if seconds > 0 and topic.msgcount > 1 else 0.0)
-            for name, topic in sorted(reader.topics.items()))
-        return BagInfo(path=path, storage_file=mcap, size_bytes=mcap.stat().st_size, topics=topics,
-                       message_count=int(meta["message_count"]),
-                       start_ns=int(meta["starting_time"]["nanoseconds_since_epoch"]), duration_s=seconds,
-                       custom_data={str(k): str(v) for k, v in (meta.get("custom_data") or {}).items()})
-    finally:
-        reader.close()
+    meta, mcap = open_bag(path)
+    with mcap:
+        return bag_info(Path(path), meta, mcap)
+
+
+def bag_info(path: Path, meta: Mapping, mcap: "IndexedMcap") -> BagInfo:
+    seconds = int(meta["duration"]["nanoseconds"]) / 1e9
+    counts = {topic: len(mcap.index(topic)) for topic in mcap.topics}
+    listed = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
+              for t in meta.get("topics_with_message_count") or []}
+    types = {**listed, **{topic: msgtype for topic, (_, msgtype) in mcap.topics.items()}}
+    topics = tuple(TopicSummary(name, types[name], counts.get(name, 0),
+                                (counts.get(name, 0) - 1) / seconds if seconds > 0 and counts.get(name, 0) > 1 else 0.0)
+                   for name in sorted(types))
+    return BagInfo(path=path, storage_file=mcap.path, size_bytes=mcap.path.stat().st_size, topics=topics,
+                   message_count=sum(counts.values()),
+                   start_ns=int(meta["starting_time"]["nanoseconds_since_epoch"]), duration_s=seconds,
+                   custom_data={str(k): str(v) for k, v in (meta.get("custom_data") or {}).items()})
 
 
 def format_info(info: BagInfo) -> str:

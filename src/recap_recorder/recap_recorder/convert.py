@@ -21,12 +21,13 @@ import dataclasses
 import json
 import struct
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from recap_core.station import JOINT_NAMES, NUM_JOINTS
-from recap_recorder.bags import BagError, BagInfo, REPAIRED_SUFFIX, open_reader, read_info, relative_topic_name
+from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, REPAIRED_SUFFIX, bag_info, open_bag,
+                                 relative_topic_name)
 
 SOURCES = ("demo", "rollout", "eval")
 
@@ -79,8 +80,12 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
 
 # --------------------------------------------------------------------------- messages
 
-def image_layout(raw) -> tuple[int, int, str, int, int]:
-    """(height, width, encoding, step, pixel offset) of a CDR sensor_msgs/Image, without copying pixels."""
+def image_layout(raw, total: int | None = None) -> tuple[int, int, str, int, int]:
+    """(height, width, encoding, step, pixel offset) of a CDR sensor_msgs/Image, without copying pixels.
+
+    ``raw`` may be just the start of the message (its first few hundred bytes) when ``total`` gives
+    the full size.
+    """
     if bytes(raw[:2]) != b"\x00\x01":
         raise BagError("image is not little-endian CDR")
 
@@ -95,7 +100,7 @@ def image_layout(raw) -> tuple[int, int, str, int, int]:
     pos = aligned(pos + 12 + length + 1, 4)              # + is_bigendian
     step, size = struct.unpack_from("<II", raw, pos)
     offset = pos + 8
-    if size != height * step or offset + size > len(raw) or step < width * 3:
+    if size != height * step or offset + size > (len(raw) if total is None else total) or step < width * 3:
         raise BagError(f"image header inconsistent: {height}x{width}, step {step}, {size} bytes")
     return height, width, encoding, step, offset
 
@@ -130,6 +135,7 @@ class BagEpisode:
     """A bag's episode: timeline, metadata and a way to stream each camera's frames."""
 
     info: BagInfo
+    mcap: IndexedMcap  # open until close()
     timeline: Timeline
     cameras: tuple[str, ...]
     image_shape: tuple[int, int]
@@ -138,23 +144,23 @@ class BagEpisode:
     metadata: dict
 
     def frames(self, camera: str, shape: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """``[H, W, 3]`` uint8 per tick (an image repeats while no newer one arrived)."""
-        topic = relative_topic_name(f"camera/{camera}/image_raw", self.info.namespace)
-        wanted = self.timeline.image_index[camera]
-        reader = open_reader(self.info.path)
-        try:
-            connections = [c for c in reader.connections if c.topic == topic]
-            messages = reader.messages(connections=connections)
-            number, frame = -1, None
-            for target in wanted:
-                while number < target:
-                    _, _, raw = next(messages)
-                    number += 1
-                    if number == target:
-                        frame = _fit(image_pixels(raw), shape)
-                yield frame
-        finally:
-            reader.close()
+        """``[H, W, 3]`` uint8 per tick (an image repeats while no newer one arrived), read one by one."""
+        index = self.mcap.index(relative_topic_name(f"camera/{camera}/image_raw", self.info.namespace))
+        number, frame = -1, None
+        for target in self.timeline.image_index[camera]:
+            if target != number:
+                number = int(target)
+                frame = _fit(image_pixels(self.mcap.read(index, number)[0]), shape)
+            yield frame
+
+    def close(self) -> None:
+        self.mcap.close()
+
+    def __enter__(self) -> "BagEpisode":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _fit(frame: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
@@ -170,8 +176,20 @@ class SkipBag(Exception):
 
 
 def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
-    """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used."""
-    info = read_info(path)
+    """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used.
+
+    The returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``).
+    """
+    meta, mcap = open_bag(path)
+    try:
+        return _load_episode(Path(path), meta, mcap, include_aborted)
+    except BaseException:
+        mcap.close()
+        raise
+
+
+def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool) -> BagEpisode:
+    info = bag_info(path, bag_meta, mcap)
     meta = dict(info.custom_data)
     label = info.label
     if label == "aborted" and not include_aborted:
@@ -189,48 +207,35 @@ def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
     for key in ("joint_command", "joint_states", *(f"camera/{c}" for c in cameras)):
         if topic[key] not in names or names[topic[key]].count == 0:
             raise BagError(f"{path}: no messages on {topic[key]}; cannot build frames without it")
-    by_topic = {v: k for k, v in topic.items()}
 
     from rosbags.typesys import Stores, get_typestore
 
     typestore = _typestore(get_typestore, Stores)
-    series: dict[str, list] = {key: [] for key in topic}
+    series: dict[str, tuple[np.ndarray, list]] = {}
     image_shape = None
-    reader = open_reader(path)
     try:
-        connections = [c for c in reader.connections if c.topic in by_topic]
-        for connection, log_ns, raw in reader.messages(connections=connections):
-            key = by_topic[connection.topic]
+        for key, name in topic.items():
+            index = mcap.index(name)
             if key.startswith("camera/"):
-                height, width, encoding, _, _ = image_layout(raw)
-                if encoding not in ("rgb8", "bgr8"):
-                    raise BagError(f"{path}: {connection.topic} has encoding '{encoding}'; record rgb8")
-                image_shape = image_shape or (height, width)
-                series[key].append((log_ns, None))
+                image_shape = _check_images(mcap, index, name, image_shape)
+                series[key] = (index.log_ns, [])
                 continue
-            msg = typestore.deserialize_cdr(raw, connection.msgtype)
-            if key in ("joint_command", "joint_states"):
-                series[key].append((log_ns, station_order(msg.name, msg.position)))
-            elif key == "intervention":
-                series[key].append((log_ns, bool(msg.data)))
-            elif key == "command_source":
-                series[key].append((log_ns, msg.data == "teleop"))
-            else:
-                series[key].append((log_ns, {kv.key: kv.value for kv in msg.values}))
-    except (KeyError, struct.error, ValueError, StopIteration) as exc:
+            msgtype = mcap.topics[name][1] if name in mcap.topics else ""
+            decoded = [_decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype))
+                       for i in range(len(index))]
+            series[key] = (index.log_ns, decoded)
+    except (KeyError, struct.error, ValueError, OSError) as exc:
         raise BagError(f"{path} is damaged ({type(exc).__name__}: {exc}); run `recap bag repair {path}`") from exc
     except Exception as exc:
         if type(exc).__module__.startswith(("rosbags", "mcap")):
             raise BagError(f"{path} is damaged ({exc}); run `recap bag repair {path}`") from exc
         raise
-    finally:
-        reader.close()
 
     def times(key):
-        return np.array([t for t, _ in series[key]], np.int64)
+        return series[key][0]
 
     def values(key, dtype=None):
-        return np.array([v for _, v in series[key]], dtype)
+        return np.array(series[key][1], dtype)
 
     timeline = resample(
         command_ns=times("joint_command"), commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
@@ -241,13 +246,40 @@ def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
     if len(timeline.tick_ns) == 0:
         raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
                        "joint_states); nothing to convert")
-    statuses = [v for _, v in series["episode/status"]]
+    statuses = series["episode/status"][1]
     last_status = statuses[-1] if statuses else {}
     task = meta.get("task") or last_status.get("task", "")
     if not task.strip():
         raise SkipBag("no task prompt in the bag's metadata or episode/status")
-    return BagEpisode(info=info, timeline=timeline, cameras=cameras, image_shape=image_shape, task=task,
+    return BagEpisode(info=info, mcap=mcap, timeline=timeline, cameras=cameras, image_shape=image_shape, task=task,
                       success=label == "success", metadata=_episode_metadata(info, meta, timeline, label))
+
+
+def _decode(key: str, msg):
+    if key in ("joint_command", "joint_states"):
+        return station_order(msg.name, msg.position)
+    if key == "intervention":
+        return bool(msg.data)
+    if key == "command_source":
+        return msg.data == "teleop"
+    return {kv.key: kv.value for kv in msg.values}  # episode/status
+
+
+def _check_images(mcap: IndexedMcap, index, topic: str, shape):
+    """Every image of a camera is rgb8/bgr8 of one size (read from the first bytes of each message)."""
+    first = None
+    for i in range(len(index)):
+        head, size = mcap.read(index, i, limit=512)
+        try:
+            layout = image_layout(head, size)
+        except struct.error:  # a very long frame_id: parse the whole message
+            layout = image_layout(mcap.read(index, i)[0])
+        if layout[2] not in ("rgb8", "bgr8"):
+            raise BagError(f"{mcap.path}: {topic} has encoding '{layout[2]}'; record rgb8")
+        first = first or layout[:2]
+        if layout[:2] != first:
+            raise BagError(f"{mcap.path}: {topic} changes image size from {first} to {layout[:2]} at image {i}")
+    return shape or first
 
 
 def _typestore(get_typestore, stores):
@@ -312,7 +344,7 @@ def converted_bags(dataset: Path) -> tuple[set[str], set[str]]:
 
 def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool = False,
                  image_format: str | None = None, robot: str | None = None, fps: int = 50,
-                 progress: bool = True, log: Callable[[str], None] = print) -> list[BagOutcome]:
+                 progress: bool = True) -> list[BagOutcome]:
     """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order."""
     from recap_core.data import DatasetWriter, schema
 
@@ -334,24 +366,30 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                 hint = f" (its repaired copy {repaired} can be converted)" if repaired.is_dir() else ""
                 outcomes.append(BagOutcome(path, "failed", f"{exc}{hint}"))
                 continue
-            episode_id = episode.metadata["episode_id"]
-            if episode_id in known_ids or episode.metadata["bag_path"] in known_paths:
-                outcomes.append(BagOutcome(path, "skipped", f"already in {dataset} (episode {episode_id})"))
-                continue
-            if writer is None:
-                writer = _open_writer(DatasetWriter, schema, dataset, episode, image_format, robot, fps)
-            missing = sorted(set(writer.cameras) - set(episode.cameras))
-            if missing:
-                outcomes.append(BagOutcome(path, "failed", f"bag has no camera(s) {missing} that {dataset} has"))
-                continue
-            t = episode.timeline
-            seconds = (t.tick_ns - t.tick_ns[0]) / 1e9
-            index = writer.add_episode(
-                states=t.states, actions=t.actions, is_intervention=t.is_intervention,
-                images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
-                success=episode.success, task=episode.task,
-                timestamps=seconds if len(seconds) < 2 or np.all(np.diff(seconds) > 0) else None,
-                metadata=episode.metadata)
+            with episode:
+                episode_id = episode.metadata["episode_id"]
+                if episode_id in known_ids or episode.metadata["bag_path"] in known_paths:
+                    outcomes.append(BagOutcome(path, "skipped", f"already in {dataset} (episode {episode_id})"))
+                    continue
+                if writer is None:
+                    writer = _open_writer(DatasetWriter, schema, dataset, episode, image_format, robot, fps)
+                missing = sorted(set(writer.cameras) - set(episode.cameras))
+                if missing:
+                    outcomes.append(BagOutcome(path, "failed", f"bag has no camera(s) {missing} that {dataset} has"))
+                    continue
+                t = episode.timeline
+                seconds = (t.tick_ns - t.tick_ns[0]) / 1e9
+                try:  # a frame that cannot be read fails this episode only; earlier ones stay
+                    index = writer.add_episode(
+                        states=t.states, actions=t.actions, is_intervention=t.is_intervention,
+                        images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
+                        success=episode.success, task=episode.task,
+                        timestamps=seconds if len(seconds) < 2 or np.all(np.diff(seconds) > 0) else None,
+                        metadata=episode.metadata)
+                except (BagError, OSError) as exc:
+                    outcomes.append(BagOutcome(path, "failed", f"reading its images failed: {exc}; run "
+                                                                f"`recap bag repair {path}`"))
+                    continue
             known_ids.add(episode_id)
             known_paths.add(episode.metadata["bag_path"])
             outcomes.append(BagOutcome(path, "converted", episode_index=index, frames=len(t.tick_ns)))

@@ -34,13 +34,13 @@ def test_sim_episodes_are_recorded_and_convert_to_50hz_frames(tmp_path):
     outcomes = convert_bags(found, out, image_format="raw", progress=False)
     assert [o.status for o in outcomes] == ["converted", "converted"], outcomes
     for outcome in outcomes:
-        episode = load_episode(outcome.bag)
-        commands = episode.info.topic("joint_command").count
-        # 50 Hz x duration: one frame per command sent to the robot (leading ticks without a camera image dropped).
-        assert commands - 3 <= outcome.frames <= commands
-        duration = (episode.timeline.tick_ns[-1] - episode.timeline.tick_ns[0]) / 1e9
-        assert abs(outcome.frames - (50 * duration + 1)) <= 0.15 * outcome.frames
-        assert np.all(episode.timeline.is_intervention)  # the expert drove every step through teleop
+        with load_episode(outcome.bag) as episode:
+            commands = episode.info.topic("joint_command").count
+            # 50 Hz x duration: one frame per command sent (leading ticks without an image are dropped).
+            assert commands - 3 <= outcome.frames <= commands
+            duration = (episode.timeline.tick_ns[-1] - episode.timeline.tick_ns[0]) / 1e9
+            assert abs(outcome.frames - (50 * duration + 1)) <= 0.15 * outcome.frames
+            assert np.all(episode.timeline.is_intervention)  # the expert drove every step through teleop
 
     import torch
 
