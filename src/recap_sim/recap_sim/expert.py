@@ -430,7 +430,8 @@ class ScriptedExpert:
                 # the hand with the other joints from where the forearm really is.
                 start = target.copy()
                 start[FOREARM_ROLL] = actual[FOREARM_ROLL]
-                around = self.kinematics.solve(arm, position, goal.rotation, start, locked=(FOREARM_ROLL,))
+                around = self.kinematics.solve(arm, position, goal.rotation, start, locked=(FOREARM_ROLL,),
+                                               rotation_weight=0.05)
                 around.joints[FOREARM_ROLL] = target[FOREARM_ROLL]
                 target = around.joints
         elif goal.joints is not None:

@@ -90,11 +90,13 @@ class ArmKinematics:
         return self._frame(arm)
 
     def solve(self, arm: str, target_position: np.ndarray, target_rotation: np.ndarray,
-              initial_joints: np.ndarray, locked: Sequence[int] = ()) -> IKResult:
+              initial_joints: np.ndarray, locked: Sequence[int] = (),
+              rotation_weight: float | None = None) -> IKResult:
         """Joints ``[6]`` within limits that put the grasp frame at the target, from ``initial_joints``.
 
         ``locked``: indices (0..5) of joints held at their initial value, e.g. a joint that is known
-        not to follow its command; the others make up for it as well as they can.
+        not to follow its command; the others make up for it as well as they can (with fewer than
+        six free joints, a small ``rotation_weight`` favours the position over the orientation).
         Damped least squares keeps the closest reachable pose when the target is out of reach, so
         the caller checks ``position_error`` instead of catching an exception.
         """
@@ -103,7 +105,8 @@ class ArmKinematics:
         dofs = _ARM_DOFS[arm][free]
         lower, upper = self.lower[arm], self.upper[arm]
         joints = np.clip(np.asarray(initial_joints, dtype=np.float64), lower, upper)
-        weights = np.array([1.0, 1.0, 1.0, cfg.rotation_weight, cfg.rotation_weight, cfg.rotation_weight])
+        rotation_weight = cfg.rotation_weight if rotation_weight is None else rotation_weight
+        weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
         damping = cfg.damping ** 2 * np.eye(6)
         for _ in range(cfg.iterations):
             self._set(arm, joints)
