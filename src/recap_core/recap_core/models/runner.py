@@ -61,6 +61,9 @@ class PolicyRunner:
                                    PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
+        # CFG runs the conditional and unconditional prompts as one batch of 2; False: two sequential passes
+        # (same result, slower; kept as the benchmark baseline).
+        self.batch_guidance = True
 
     @classmethod
     def from_checkpoint(cls, directory: str | pathlib.Path, *, seed: int = 0,
@@ -115,7 +118,8 @@ class PolicyRunner:
             unconditional = self.processor.prompt_tokenizer(batch["task"], [None], device=device)
         chunk = self.model.sample_actions(batch["pixels"], batch["state_normalised"],
                                           (batch["prompt_ids"], batch["prompt_mask"]), noise,
-                                          unconditional=unconditional, beta=beta)
+                                          unconditional=unconditional, beta=beta,
+                                          batch_guidance=self.batch_guidance)
         actions = self.processor.postprocess(chunk, batch)[0].float().cpu().numpy().astype(np.float32)
         return {"actions": actions, "latency_ms": (time.perf_counter() - start) * 1e3, "beta": beta,
                 "advantage": advantage}

@@ -140,5 +140,5 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
     return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
             "lookahead": lookahead, "frames": int(len(advantages)),
-            "positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
+            "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
             if summary_tasks else 0.0, "tasks": summary_tasks}

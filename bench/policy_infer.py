@@ -1,0 +1,95 @@
+"""Benchmark: policy chunk latency (10 flow steps, 3 cameras, batch 1, 2 threads), with and without CFG.
+
+Untrained checkpoints of the ``tiny`` and ``small`` configs (latency does not
+depend on the weights) are sampled end to end through ``PolicyRunner.infer``:
+3 camera images at the station's 224x224 resized to the model size, state
+normalisation, tokenisation, the backbone prefix pass (cached K/V), 10 Euler
+steps of the action expert, un-normalisation.
+
+* ``chunk_ms_p50``: beta = 1 (conditional prompt only)
+* ``cfg_chunk_ms_p50``: beta = 2, conditional + unconditional prompts as one batch of 2
+* baseline (same run): CFG as two sequential passes (``batch_guidance = False``)
+
+Targets on 2 cores: small chunk <= 60 ms; batched CFG <= 1.8x the chunk.
+Last line: {"name": "policy_infer", "tiny": {...}, "small": {...}, "baseline": {...}, ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from recap_core.models import PolicyRunner, ValueRunner, get_config
+from recap_core.models.untrained import save_untrained_checkpoint
+
+CAMERA_PX = 224
+TASK = "transfer the cube"
+SMALL_CHUNK_TARGET_MS = 60.0
+CFG_RATIO_TARGET = 1.8
+
+
+def timed(call, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def measure(name: str, root: pathlib.Path, repeats: int, warmup: int) -> tuple[dict, dict]:
+    save_untrained_checkpoint(root / f"{name}_policy", get_config(name), tasks=[TASK])
+    save_untrained_checkpoint(root / f"{name}_value", get_config(name, "value"), tasks=[TASK])
+    policy = PolicyRunner.from_checkpoint(root / f"{name}_policy")
+    value = ValueRunner.from_checkpoint(root / f"{name}_value")
+    rng = np.random.default_rng(0)
+    obs = {"images": {c: rng.integers(0, 255, (CAMERA_PX, CAMERA_PX, 3), dtype=np.uint8) for c in policy.cameras},
+           "state": rng.normal(size=14).astype(np.float32), "task": TASK}
+    chunk = timed(lambda: policy.infer(obs, beta=1.0), repeats, warmup)
+    cfg = timed(lambda: policy.infer(obs, beta=2.0), repeats, warmup)
+    policy.batch_guidance = False
+    sequential = timed(lambda: policy.infer(obs, beta=2.0), repeats, warmup)
+    value_ms = timed(lambda: value.infer(obs), repeats, warmup)
+    p50 = lambda xs: float(np.percentile(xs, 50))  # noqa: E731
+    figures = {"params_m": round(sum(p.numel() for p in policy.model.parameters()) / 1e6, 3),
+               "model_image_px": policy.config.backbone.image_size,
+               "chunk_ms_p50": round(p50(chunk), 2), "chunk_ms_p90": round(float(np.percentile(chunk, 90)), 2),
+               "cfg_chunk_ms_p50": round(p50(cfg), 2), "cfg_ratio": round(p50(cfg) / p50(chunk), 3),
+               "value_ms_p50": round(p50(value_ms), 2)}
+    baseline = {f"{name}_cfg_sequential_ms_p50": round(p50(sequential), 2),
+                f"{name}_cfg_sequential_ratio": round(p50(sequential) / p50(chunk), 3)}
+    return figures, baseline
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke check)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    repeats, warmup = (5, 2) if args.quick else (40, 5)
+    result = {"name": "policy_infer", "threads": args.threads, "camera_px": CAMERA_PX, "flow_steps": 10,
+              "cameras": 3, "batch": 1, "repeats": repeats, "baseline": {}}
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        for name in ("tiny", "small"):
+            figures, baseline = measure(name, pathlib.Path(tmp), repeats, warmup)
+            result[name] = figures
+            result["baseline"].update(baseline)
+            print(f"{name}: {figures}", file=sys.stderr)
+    result["targets"] = {"small_chunk_ms_p50": SMALL_CHUNK_TARGET_MS, "cfg_ratio": CFG_RATIO_TARGET}
+    result["met"] = {"small_chunk": result["small"]["chunk_ms_p50"] <= SMALL_CHUNK_TARGET_MS,
+                     "small_cfg_ratio": result["small"]["cfg_ratio"] <= CFG_RATIO_TARGET}
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
