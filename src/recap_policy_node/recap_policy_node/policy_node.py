@@ -25,7 +25,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from recap_core.ros import qos
 from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, image_to_numpy, joint_positions,
-                                    joint_state, stamp_to_seconds)
+                                    joint_state, seconds_to_stamp, stamp_to_seconds)
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, accept, check, declare, declare_station
 from recap_policy_node.chunking import ChunkExecutor
@@ -69,10 +69,12 @@ class PolicyNode(Node):
         self._last_plan_tick: int | None = None
         self._plan_request = threading.Event()
         self._in_flight = False
+        self._replan_due = False
         self._mode = "starting"
         self._reason = ""
         self.latency_ms = float("nan")
         self._chunk_received_at = float("nan")
+        self._chunk_obs_stamp = float("nan")
         self.counters = {"commands": 0, "chunks": 0, "rejected_images": 0, "rejected_states": 0,
                          "stale_holds": 0, "inference_errors": 0}
 
@@ -141,6 +143,22 @@ class PolicyNode(Node):
             self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
             return
         self._state = (stamp_to_seconds(msg.header.stamp), q)
+        if self._replan_due:
+            self._request_plan()
+
+    def _request_plan(self) -> None:
+        """Hand the newest observation to the inference thread (plans start on a fresh joint state)."""
+        obs, _ = self._observation()
+        if obs is None:
+            return
+        with self._lock:
+            if self._in_flight or not self._replan_due:
+                return
+            self._in_flight = True
+            self._replan_due = False
+            self._pending = (self._tick, obs, self._state[0])
+            self._last_plan_tick = self._tick
+        self._plan_request.set()
 
     def _on_episode(self, msg: DiagnosticStatus) -> None:
         values = diagnostic_values(msg)
@@ -241,11 +259,15 @@ class PolicyNode(Node):
         with self._lock:
             due = self._last_plan_tick is None or tick - self._last_plan_tick >= self.replan_steps
             if due and not self._in_flight:
-                self._in_flight = True
-                self._pending = (tick, obs)
-                self._last_plan_tick = tick
-                self._plan_request.set()
+                # planned on the next joint_states arrival, so the observation is as fresh as it gets;
+                # without a plan at all there is nothing to wait for
+                self._replan_due = True
+                plan_now = not self._executor.has_plan(tick)
+            else:
+                plan_now = False
             action = self._executor.action(tick)
+        if plan_now:
+            self._request_plan()
         if action is None:
             self._set_mode("waiting_for_chunk", "no plan for this tick yet")
             return
@@ -261,7 +283,7 @@ class PolicyNode(Node):
                 continue
             self._plan_request.clear()
             with self._lock:
-                tick, obs = self._pending
+                tick, obs, obs_stamp = self._pending
                 runner = self._runner
             try:
                 t0 = time.perf_counter()
@@ -278,7 +300,9 @@ class PolicyNode(Node):
                     self._executor.add_chunk(actions, start_tick=tick, now_tick=self._tick)
                 self._chunk_received_at = time.monotonic()
                 self.counters["chunks"] += 1
-                self._publish_chunk(actions)
+                self._chunk_obs_stamp = obs_stamp
+                self._publish_chunk(actions, obs_stamp)
+                self._publish_status()  # carries this chunk's latency and observation stamp
             except Exception as exc:
                 self.counters["inference_errors"] += 1
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
@@ -287,9 +311,10 @@ class PolicyNode(Node):
                     self._in_flight = False
 
     # -- outputs ----------------------------------------------------------------------------
-    def _publish_chunk(self, actions: np.ndarray) -> None:
+    def _publish_chunk(self, actions: np.ndarray, obs_stamp: float) -> None:
+        """The chunk as a trajectory whose time origin is the observation it was planned from."""
         msg = JointTrajectory()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = seconds_to_stamp(obs_stamp)
         msg.joint_names = list(self.station.joint_names)
         for i, a in enumerate(actions):
             point = JointTrajectoryPoint()
@@ -317,7 +342,7 @@ class PolicyNode(Node):
             "state": self._mode, "reason": self._reason or self._load_error,
             "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
             "beta": self.beta, "advantage": self.advantage, "replan_steps": self.replan_steps,
-            "latency_ms": f"{self.latency_ms:.1f}", "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
+            "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}", "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
             "task": self._task, **self.counters}, level=level, message=self._reason or self._load_error))
 
     def close(self) -> None:
