@@ -13,10 +13,18 @@ state a policy left behind. The plan:
    +x with the fingers above and below the cube, closes;
 4. right gripper opens and the right arm goes home; the left holds the cube.
 
+Recoveries follow from the same reading of the state: fingers that closed on
+air (or on an edge) back off and retry; a dropped cube is picked up again; a
+cube beyond the right arm's reach (x < -0.06) is picked by the left arm; a
+cube resting between the open left fingers is caught; one stuck on an arm is
+shaken off by sending both arms home. See docs/expert.md.
+
 Targets are grasp-frame poses turned into joint angles by damped least squares
 on a private kinematic model (``kinematics.py``); the command moves towards the
 solution at a bounded joint speed, so every output is within the station's
-joint limits and one control period's ``max_step`` of the previous output.
+joint limits and one control period's ``max_step`` of the previous output. The
+sim's forearm-roll servo is weak against its friction, so when that joint hangs
+off its command the other five are solved around where it really is.
 
 The memory it keeps is what an operator keeps: its own last command, the
 sloppiness it drew for the current move, and whether it just fumbled a grasp
@@ -85,7 +93,8 @@ class OperatorStyle:
             raise ValueError(f"OperatorStyle.tremor_rad must be >= 0, got {self.tremor_rad}")
         low, high = self.pause_steps
         if not 0 <= low <= high:
-            raise ValueError(f"OperatorStyle.pause_steps must be (low, high) with 0 <= low <= high, got {self.pause_steps}")
+            raise ValueError(f"OperatorStyle.pause_steps must be (low, high) with 0 <= low <= high, "
+                             f"got {self.pause_steps}")
 
     @classmethod
     def from_quality(cls, quality: float) -> "OperatorStyle":

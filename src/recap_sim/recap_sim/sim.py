@@ -186,7 +186,8 @@ class AlohaSim:
             raise ValueError(f"action has shape {target.shape}, expected ({NUM_JOINTS},): "
                              "6 left arm joints, left gripper, 6 right arm joints, right gripper")
         if not np.all(np.isfinite(target)):
-            raise ValueError(f"action has non-finite entries at indices {np.flatnonzero(~np.isfinite(target)).tolist()}")
+            bad = np.flatnonzero(~np.isfinite(target)).tolist()
+            raise ValueError(f"action has non-finite entries at indices {bad}: send 14 finite joint targets")
         ctrl = self.data.ctrl
         for arm, (arm_qpos, finger) in enumerate(zip(_ARM_QPOS, _FINGER_QPOS)):
             ctrl[arm_qpos] = target[7 * arm:7 * arm + 6]
