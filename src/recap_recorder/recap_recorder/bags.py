@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as _dt
 import json
 import os
 import struct
@@ -20,9 +21,47 @@ from typing import Iterator, Mapping
 import numpy as np
 import yaml
 
-from recap_recorder.recorder import EPISODE_STATUS, METADATA_KEYS, TERMINAL_STATES, UNKNOWN_LABEL, resolve_topic
 
 REPAIRED_SUFFIX = "_repaired"
+EPISODE_STATUS = "episode/status"
+TERMINAL_STATES = ("success", "failure", "aborted")
+UNKNOWN_LABEL = "unknown"  # the episode did not reach a terminal state while recorded
+#: custom_data keys copied from ``episode/status`` (DESIGN.md §6).
+METADATA_KEYS = ("episode_id", "task", "source", "policy_checkpoint", "beta", "station", "operator", "seed",
+                 "start_time", "stop_time", "steps", "interventions", "intervention_steps")
+
+
+def resolve_topic(name: str, namespace: str) -> str:
+    """The absolute name a relative topic has in ``namespace`` (what `ros2 bag record` stores)."""
+    if name.startswith("/"):
+        return name
+    namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return f"{namespace}/{name}"
+
+
+def episode_custom_data(start: Mapping[str, str], end: Mapping[str, str], *, label: str, reason: str,
+                        station: str, namespace: str, cameras, partial_start: bool,
+                        received: Mapping[str, int], overflows: Mapping[str, int]) -> dict[str, str]:
+    """DESIGN.md §6 episode metadata for ``metadata.yaml`` ``custom_data`` (all strings).
+
+    Values come from the final ``episode/status`` when it is about this episode,
+    else from the one that started it; ``received``/``overflows`` are the recorder's
+    per-topic counters for the episode.
+    """
+    same = end.get("episode_id") == start.get("episode_id") and end.get("state") in TERMINAL_STATES
+    source = end if same else start
+    data = {key: str(source.get(key, "") or start.get(key, "")) for key in METADATA_KEYS}
+    data["station"] = data["station"] or station
+    if not data["stop_time"]:
+        data["stop_time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    data.update({
+        "label": label, "stop_reason": reason, "partial_start": str(partial_start).lower(),
+        "repaired": "false", "namespace": namespace, "cameras": ",".join(cameras),
+        "recorder_received": json.dumps(dict(received), sort_keys=True),
+        "recorder_dropped": str(sum(overflows.values())),
+        "recorder_queue_overflows": json.dumps(dict(overflows), sort_keys=True),
+    })
+    return data
 
 
 class BagError(Exception):

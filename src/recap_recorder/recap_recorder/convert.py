@@ -363,8 +363,10 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                 continue
             except BagError as exc:
                 repaired = path.with_name(path.name + REPAIRED_SUFFIX)
-                hint = f" (its repaired copy {repaired} can be converted)" if repaired.is_dir() else ""
-                outcomes.append(BagOutcome(path, "failed", f"{exc}{hint}"))
+                if repaired.is_dir():  # already handled: convert the repaired copy instead
+                    outcomes.append(BagOutcome(path, "skipped", f"{exc} -- convert its repaired copy {repaired}"))
+                else:
+                    outcomes.append(BagOutcome(path, "failed", str(exc)))
                 continue
             with episode:
                 episode_id = episode.metadata["episode_id"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -29,13 +28,12 @@ from typing import Callable, Mapping, Sequence
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from recap_recorder.bags import EPISODE_STATUS, TERMINAL_STATES, UNKNOWN_LABEL, episode_custom_data, resolve_topic
+
 log = logging.getLogger(__name__)
 
 SENSOR, COMMAND, LATCHED = "sensor", "command", "latched"
 QOS_KINDS = (SENSOR, COMMAND, LATCHED)
-TERMINAL_STATES = ("success", "failure", "aborted")
-UNKNOWN_LABEL = "unknown"  # the episode did not reach a terminal state while recorded
-EPISODE_STATUS = "episode/status"
 
 #: DESIGN.md §3: relative topic -> (message type, QoS kind). Cameras are ``camera/<cam>/image_raw``.
 KNOWN_TOPICS: dict[str, tuple[str, str]] = {
@@ -101,14 +99,6 @@ class TopicSpec:
 def default_topics(cameras: Sequence[str]) -> tuple[TopicSpec, ...]:
     names = [f"camera/{cam}/image_raw" for cam in cameras] + list(DEFAULT_TOPICS_AFTER_CAMERAS)
     return tuple(TopicSpec.parse(n) for n in names)
-
-
-def resolve_topic(name: str, namespace: str) -> str:
-    """The absolute name a relative topic has in ``namespace`` (what `ros2 bag record` stores)."""
-    if name.startswith("/"):
-        return name
-    namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
-    return f"{namespace}/{name}"
 
 
 def _qos_profile(kind: str) -> Qos:
@@ -347,8 +337,6 @@ class EpisodeBagWriter:
 @dataclasses.dataclass
 class _Open:
     episode_id: str
-    status: Mapping[str, str]
-    partial_start: bool
     first_messages: list  # [(topic, log_time_ns, data)] snapshot + the running status
 
 
@@ -369,7 +357,7 @@ class EpisodeCounters:
 class Recorder:
     """Thread-safe entry points for the node, a writer thread, counters for ``recorder/status``."""
 
-    def __init__(self, config: RecorderConfig, *, typestore=None, clock_ns: Callable[[], int] = time.time_ns,
+    def __init__(self, config: RecorderConfig, *, typestore=None,
                  disk_free: Callable[[Path], int] | None = None):
         if typestore is None:
             from rosbags.typesys import Stores, get_typestore
@@ -381,7 +369,6 @@ class Recorder:
                              "record standard message types (DESIGN.md §3)")
         self.config = config
         self._typestore = typestore
-        self._clock_ns = clock_ns
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
         self._topics = {t.name: t for t in config.topics}
         self._resolved = {t.name: config.resolved(t) for t in config.topics}
@@ -420,8 +407,9 @@ class Recorder:
         with self._lock:
             for action in self._tracker.update(status):
                 if isinstance(action, StopBag):
-                    self._enqueue_locked(EPISODE_STATUS, receive_ns, data)
-                    self._stop_locked(action, receive_ns)
+                    if status.get("episode_id") in (action.episode_id, ""):
+                        self._enqueue_locked(EPISODE_STATUS, receive_ns, data)
+                    self._stop_locked(action)
                 else:
                     self._start_locked(action, data, receive_ns)
                     return
@@ -448,12 +436,14 @@ class Recorder:
         self._episode.received.update(snapshot + [EPISODE_STATUS])
         self._episode_start = dict(action.status)
         self._partial_start = action.partial_start
-        self._queue.put(_Open(action.episode_id, action.status, action.partial_start, first), None)
+        self._queue.put(_Open(action.episode_id, first), None)
 
-    def _stop_locked(self, action: StopBag, receive_ns: int) -> None:
-        custom = episode_custom_data(self._episode_start, action.status, label=action.label,
-                                     reason=action.reason, config=self.config,
-                                     partial_start=self._partial_start, counters=self._episode)
+    def _stop_locked(self, action: StopBag) -> None:
+        counters = self._episode or EpisodeCounters()
+        custom = episode_custom_data(
+            self._episode_start, action.status, label=action.label, reason=action.reason,
+            station=self.config.station, namespace=self.config.namespace, cameras=self.config.cameras,
+            partial_start=self._partial_start, received=counters.received, overflows=counters.queue_overflows)
         self._queue.put(_Close(action.episode_id, custom), None)
         self._episode = None
 
@@ -484,7 +474,7 @@ class Recorder:
             if self._tracker.recording is not None:
                 episode_id = self._tracker.recording
                 self._tracker.refuse(episode_id)
-                self._stop_locked(StopBag(episode_id, {}, UNKNOWN_LABEL, "recorder stopped"), self._clock_ns())
+                self._stop_locked(StopBag(episode_id, {}, UNKNOWN_LABEL, "recorder stopped"))
         self._running = False
         self._thread.join(timeout)
 
@@ -562,32 +552,3 @@ class Recorder:
 
 def _safe_dirname(episode_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", episode_id) or "episode"
-
-
-METADATA_KEYS = ("episode_id", "task", "source", "policy_checkpoint", "beta", "station", "operator", "seed",
-                 "start_time", "stop_time", "steps", "interventions", "intervention_steps")
-
-
-def episode_custom_data(start: Mapping[str, str], end: Mapping[str, str], *, label: str, reason: str,
-                        config: RecorderConfig, partial_start: bool,
-                        counters: EpisodeCounters | None) -> dict[str, str]:
-    """DESIGN.md §6 episode metadata for ``metadata.yaml`` ``custom_data`` (all strings).
-
-    Values come from the final ``episode/status`` when it is about this episode,
-    else from the one that started it.
-    """
-    same = end.get("episode_id") == start.get("episode_id") and end.get("state") in TERMINAL_STATES
-    source = end if same else start
-    data = {key: str(source.get(key, "") or start.get(key, "")) for key in METADATA_KEYS}
-    data["station"] = data["station"] or config.station
-    if not data["stop_time"]:
-        data["stop_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-    counters = counters or EpisodeCounters()
-    data.update({
-        "label": label, "stop_reason": reason, "partial_start": str(partial_start).lower(),
-        "repaired": "false", "namespace": config.namespace, "cameras": ",".join(config.cameras),
-        "recorder_received": json.dumps(dict(counters.received), sort_keys=True),
-        "recorder_dropped": str(sum(counters.queue_overflows.values())),
-        "recorder_queue_overflows": json.dumps(dict(counters.queue_overflows), sort_keys=True),
-    })
-    return data
