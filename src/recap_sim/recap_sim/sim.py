@@ -16,6 +16,7 @@ The object placement is a pure function of the seed, so unlike gym-aloha
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import Mapping, Sequence
 
@@ -136,8 +137,10 @@ class AlohaSim:
         self.model = mujoco.MjModel.from_xml_path(str(model_path(task)))
         self.data = mujoco.MjData(self.model)
         self.task = task
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        if not (isinstance(width, numbers.Integral) and isinstance(height, numbers.Integral)
+                and width > 0 and height > 0):
             raise ValueError(f"image size must be positive integers, got width={width!r} height={height!r}")
+        width, height = int(width), int(height)
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         model_cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
