@@ -213,7 +213,8 @@ def read_config(directory: str | pathlib.Path) -> tuple[str, Any, dict]:
     path = pathlib.Path(directory) / CONFIG_FILE
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a RECAP checkpoint config (format {data.get('format') if isinstance(data, dict) else None!r})")
+        found = data.get("format") if isinstance(data, dict) else None
+        raise CheckpointError(f"{path}: not a RECAP checkpoint config (format {found!r}, expected {FORMAT!r})")
     if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {data.get('format_version')!r}; this code reads "
                               f"{FORMAT_VERSION}")

@@ -123,10 +123,12 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
     assert all(0 < r["awr_weight_mean"] <= 20.0 for r in rows)
 
 
-def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path):
+def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path, capsys):
     reach, _ = datasets
-    with pytest.raises(ValueError, match="recap label"):
-        recap("train-policy", reach, "--mode", "recap", "--out", tmp_path / "p", "--steps", "1", *QUIET)
+    assert recap("train-policy", reach, "--mode", "recap", "--out", tmp_path / "p", "--steps", "1", *QUIET) == 2
+    assert "recap label" in capsys.readouterr().err
+    assert recap("train-value", tmp_path / "nowhere", "--out", tmp_path / "v", "--steps", "1", *QUIET) == 2
+    assert "not a RECAP dataset" in capsys.readouterr().err
     assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "base", "--steps", "1", *QUIET) == 0
     with pytest.raises(SystemExit, match="differs from the checkpoint's config"):
         recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",

@@ -133,6 +133,24 @@ def saver(*, args: argparse.Namespace, plan: ModelPlan, training_config: dict, n
     return save
 
 
+def reports_user_errors(run):
+    """Decorate a command's ``run``: errors a user can act on print one line and exit 2, not a traceback."""
+    import functools
+    import sys
+
+    from recap_core.models.configuration import ConfigError
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+            print(f"recap: error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
 def apply_threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))

@@ -18,6 +18,7 @@ import json
 import pathlib
 
 from recap_core import rl
+from recap_core.train.common import reports_user_errors
 from recap_core.train import label_cli, policy_cli, value_cli
 from recap_core.train.ddp import barrier, init_distributed, shutdown
 
@@ -50,6 +51,7 @@ def _parse(module, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def run(args: argparse.Namespace) -> int:
     if args.iteration < 0:
         raise SystemExit(f"--iteration must be >= 0, got {args.iteration}")

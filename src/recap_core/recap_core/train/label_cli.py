@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from recap_core import rl
+from recap_core.train.common import reports_user_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+@reports_user_errors
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(int(args.threads))

@@ -157,7 +157,8 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
     bar.close()
     elapsed = time.perf_counter() - started
     checksums = _save(save_fn, model, optimizer, end, context)
-    summary = {"title": title, "steps": end, "planned_steps": config.steps, "start_step": start_step, "final_loss": last_loss,
+    summary = {"title": title, "steps": end, "planned_steps": config.steps, "start_step": start_step,
+               "final_loss": last_loss,
                "seconds": elapsed, "samples_per_s": samples_seen / max(elapsed, 1e-9),
                "world_size": context.world_size, "rank_parameter_checksums": checksums,
                "ranks_identical": len(set(checksums)) == 1}

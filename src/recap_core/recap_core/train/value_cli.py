@@ -16,7 +16,8 @@ from recap_core import rl
 from recap_core.models.processor import Processor, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
-from recap_core.train.common import add_training_arguments, apply_threads, plan_model, saver, train_config_from_args
+from recap_core.train.common import (add_training_arguments, apply_threads, plan_model, reports_user_errors, saver,
+                                     train_config_from_args)
 from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, default_steps=2000, default_batch_size=32, default_lr=3e-4)
 
 
+@reports_user_errors
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     context = init_distributed(args.device)
