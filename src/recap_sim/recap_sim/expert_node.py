@@ -25,9 +25,9 @@ from recap_core.ros import qos
 from recap_core.ros.convert import MessageError, diagnostic_values, joint_positions, joint_state
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import accept, declare, declare_station
+from recap_sim.expert import TASKS as EXPERT_TASKS
 from recap_sim.expert import ScriptedExpert
 from recap_sim.human import HumanConfig, SimulatedHuman
-from recap_sim.station_node import TASKS
 
 MODES = ("drive", "intervene", "off")
 
@@ -36,7 +36,8 @@ class ScriptedExpertNode(Node):
     def __init__(self, **kwargs):
         super().__init__("scripted_expert", **kwargs)
         self.station = declare_station(self)
-        task = declare(self, "task_name", "transfer_cube", "task the expert solves", choices=TASKS)
+        task = declare(self, "task_name", "transfer_cube", "task the expert solves (the scripted expert "
+                       "knows transfer_cube only)", choices=EXPERT_TASKS)
         self.quality = declare(self, "quality", 1.0, "1 = clean expert, 0 = sloppiest operator",
                                min_value=0.0, max_value=1.0)
         self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the expert's variability",
