@@ -31,7 +31,8 @@ def sample_flow_time(batch_size: int, generator: torch.Generator | None = None,
     with ``u`` uniform. Inverting the CDF keeps the draw on ``generator``
     (``torch.distributions.Beta`` cannot take one).
     """
-    uniform = torch.rand(batch_size, generator=generator, device=device)
+    # drawn where the generator lives (CPU), then moved: a CPU generator cannot fill a CUDA tensor
+    uniform = torch.rand(batch_size, generator=generator).to(device)
     noise_time = uniform.pow(1.0 / FLOW_TIME_ALPHA) * (1.0 - FLOW_TIME_MIN) + FLOW_TIME_MIN
     return 1.0 - noise_time
 

@@ -89,7 +89,7 @@ class RecapPolicy(nn.Module):
         expected = (self.config.action_horizon, self.config.action_dim)
         if tuple(actions.shape[1:]) != expected:
             raise ValueError(f"actions must be [B, {expected[0]}, {expected[1]}], got {tuple(actions.shape)}")
-        noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
+        noise = torch.randn(actions.shape, generator=generator, dtype=actions.dtype).to(actions.device)
         flow_time = sample_flow_time(actions.shape[0], generator, actions.device).to(actions.dtype)
         image_tokens = self.backbone.embed_images(inputs.images)
         context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask)
