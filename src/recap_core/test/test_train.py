@@ -178,3 +178,27 @@ def test_value_model_learns_to_rank_remaining_steps(tmp_path):
     steps_to_go = (batch["episode_length"] - batch["frame_index"]).numpy()
     correlation = spearmanr(predicted.numpy(), -steps_to_go).statistic
     assert correlation >= 0.8, f"value ranks held-out frames with Spearman {correlation:.3f} < 0.8"
+
+
+def test_training_from_a_local_pretrained_directory(datasets, tmp_path):
+    """``--config pretrained --pretrained DIR``: real-weights path, offline (a tiny saved Gemma 3 stands in)."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    from recap_core.models import get_config
+    from recap_core.models.backbone import hf_gemma3_config
+    from recap_core.models.tokenizer import train_prompt_tokenizer
+
+    reach, _ = datasets
+    hf_dir = tmp_path / "gemma3-local"
+    torch.manual_seed(0)
+    Gemma3ForConditionalGeneration(hf_gemma3_config(get_config("tiny").backbone)).save_pretrained(hf_dir)
+    train_prompt_tokenizer(["reach"], 384).save_pretrained(str(hf_dir))
+    out = tmp_path / "policy"
+    assert recap("train-policy", reach, "--mode", "sft", "--config", "pretrained", "--pretrained", hf_dir,
+                 "--out", out, "--steps", "1", *QUIET) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.model_config.name == "pretrained"
+    assert loaded.model_config.backbone.pretrained_dir == str(hf_dir.resolve())
+    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in loaded.model_config.cameras},
+           "state": np.zeros(14, np.float32), "task": "reach"}
+    assert PolicyRunner(loaded).infer(obs, seed=0)["actions"].shape == (50, 14)

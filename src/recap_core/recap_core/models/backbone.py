@@ -139,13 +139,11 @@ class VisionLanguageBackbone(nn.Module):
         """Run the text model over a prefix ``[B, P, D]`` with padding mask ``[B, P]`` (True = token)."""
         mask = mask.bool()
         positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        window = self.hf_config.text_config.sliding_window
-        if "sliding_attention" in self.layer_types and window is not None and mask.shape[1] >= window:
-            raise ValueError(f"prefix of {mask.shape[1]} tokens does not fit the backbone's sliding window "
-                             f"({window}); use fewer cameras, image tokens or prompt tokens")
-        # Every token sees every real token (prefix-LM). Passing the mask ready-made skips transformers'
-        # generic mask builder (vmap over mask functions: ~10x the cost of a tiny model's layers on CPU).
-        # Pad queries see the real tokens too, so no attention row is empty; their outputs are never read.
+        # Every token sees every real token (prefix-LM), in Gemma 3's sliding-window layers too: a prefix
+        # (3 x 256 image tokens + prompt for real weights) stays inside the 1024-token window those layers
+        # were trained with. Passing the mask ready-made also skips transformers' generic mask builder
+        # (vmap over mask functions: ~10x the cost of a tiny model's layers on CPU). Pad queries see the
+        # real tokens too, so no attention row is empty; their outputs are never read.
         key_mask = mask[:, None, None, :]
         cache = DynamicCache()  # no config: a config would make sliding layers cut cached keys
         output = self.language_model(inputs_embeds=embeddings, position_ids=positions, cache=cache, use_cache=True,
