@@ -346,3 +346,26 @@ def test_pretrained_directory_loads_weights_offline(tmp_path):
     assert load_tokenizer(tmp_path).encode(TASK)
     rebuilt = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
     assert rebuilt == config
+
+
+def test_sliding_window_layers_keep_the_whole_prefix(prompts):
+    """Gemma 3 mixes sliding-window and global layers; the cached prefix must not be cut to the window."""
+    from recap_core.models.backbone import backbone_config_from_hf, hf_gemma3_config
+
+    hf = hf_gemma3_config(get_config("tiny").backbone).to_dict()
+    hf["text_config"].update(layer_types=["sliding_attention", "full_attention"], sliding_window=4,
+                             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                              "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+    config = dataclasses.replace(get_config("tiny"), backbone=backbone_config_from_hf(hf, None))
+    torch.manual_seed(0)
+    model = RecapPolicy(config).eval()
+    assert model.backbone.layer_types == ["sliding_attention", "full_attention"]
+    images, state = fake_batch(config, 1)
+    ids, mask = prompts([TASK], ["positive"])
+    with torch.no_grad():
+        context = model.encode_prefix(model.backbone.embed_images(images), state, ids, mask)
+        prefix_length = images.shape[1] * config.backbone.tokens_per_image + 1 + ids.shape[1]
+        assert [k.shape[2] for k in context.prefix.keys] == [prefix_length, prefix_length]
+        noise = torch.randn(1, config.action_horizon, config.action_dim)
+        chunk = model.sample_actions(images, state, (ids, mask), noise)
+    assert bool(torch.isfinite(chunk).all())
