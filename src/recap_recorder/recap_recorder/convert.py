@@ -7,7 +7,9 @@ the ``joint_command`` messages the gate actually sent to the robot. At tick t:
   ``joint_states`` received at or before t;
 * action = that ``joint_command``;
 * ``is_intervention`` = the newest ``intervention`` at or before t, or the
-  newest ``command_source`` at or before t being ``teleop``.
+  newest ``command_source`` at or before t being ``teleop`` -- where "at or
+  before" allows ``FLAG_TOLERANCE_NS`` after t: the gate publishes both flags
+  just before each command, but delivery across topics may swap them.
 
 Ticks before the first complete observation are dropped (counted in the
 episode's metadata). A bag is read twice-ish: one pass over everything except
@@ -30,6 +32,7 @@ from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, REPAIRED_SUFFIX
                                  relative_topic_name)
 
 SOURCES = ("demo", "rollout", "eval")
+FLAG_TOLERANCE_NS = 5_000_000  # well under the 20 ms control period
 
 
 # --------------------------------------------------------------------------- the resampling rule (pure)
@@ -53,8 +56,11 @@ class Timeline:
 
 def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarray, states: np.ndarray,
              image_ns: Mapping[str, np.ndarray], intervention_ns: np.ndarray, intervention: np.ndarray,
-             source_ns: np.ndarray, source_is_teleop: np.ndarray) -> Timeline:
-    """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values."""
+             source_ns: np.ndarray, source_is_teleop: np.ndarray, flag_tolerance_ns: int = 0) -> Timeline:
+    """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values.
+
+    Intervention flags received up to ``flag_tolerance_ns`` after a command count as that command's.
+    """
     order = np.argsort(command_ns, kind="stable")
     ticks, actions = np.asarray(command_ns)[order], np.asarray(commands)[order]
     state_at = latest_at_or_before(state_ns, ticks)
@@ -64,10 +70,10 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
         complete &= index >= 0
     first = int(np.argmax(complete)) if complete.any() else len(ticks)
     keep = slice(first, None)
-    flag_at = latest_at_or_before(intervention_ns, ticks[keep])
+    flag_at = latest_at_or_before(intervention_ns, ticks[keep] + flag_tolerance_ns)
     flags = np.where(flag_at >= 0, np.asarray(intervention, bool)[np.maximum(flag_at, 0)], False) \
         if len(intervention) else np.zeros(len(flag_at), bool)
-    source_at = latest_at_or_before(source_ns, ticks[keep])
+    source_at = latest_at_or_before(source_ns, ticks[keep] + flag_tolerance_ns)
     if len(source_is_teleop):
         flags = flags | np.where(source_at >= 0, np.asarray(source_is_teleop, bool)[np.maximum(source_at, 0)],
                                  False)
@@ -242,7 +248,8 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         state_ns=times("joint_states"), states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
         image_ns={cam: times(f"camera/{cam}") for cam in cameras},
         intervention_ns=times("intervention"), intervention=values("intervention", bool),
-        source_ns=times("command_source"), source_is_teleop=values("command_source", bool))
+        source_ns=times("command_source"), source_is_teleop=values("command_source", bool),
+        flag_tolerance_ns=FLAG_TOLERANCE_NS)
     if len(timeline.tick_ns) == 0:
         raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
                        "joint_states); nothing to convert")

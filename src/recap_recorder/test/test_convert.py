@@ -16,14 +16,16 @@ times = st.lists(st.integers(0, 10_000), max_size=40).map(lambda v: np.array(sor
 
 
 @settings(max_examples=200, deadline=None)
-@given(commands=times.filter(len), states=times, images=times, flags=times, data=st.data())
-def test_resampling_takes_the_newest_sample_at_or_before_each_command(commands, states, images, flags, data):
+@given(commands=times.filter(len), states=times, images=times, flags=times, data=st.data(),
+       tolerance=st.sampled_from([0, 3, 50]))
+def test_resampling_takes_the_newest_sample_at_or_before_each_command(commands, states, images, flags, data,
+                                                                      tolerance):
     flag_values = np.array(data.draw(st.lists(st.booleans(), min_size=len(flags), max_size=len(flags))), bool)
     actions = np.arange(len(commands) * 14, dtype=float).reshape(-1, 14)
     state_values = np.arange(len(states) * 14, dtype=float).reshape(-1, 14) + 0.5
     t = resample(command_ns=commands, commands=actions, state_ns=states, states=state_values,
                  image_ns={"cam": images}, intervention_ns=flags, intervention=flag_values,
-                 source_ns=np.zeros(0, np.int64), source_is_teleop=np.zeros(0, bool))
+                 source_ns=np.zeros(0, np.int64), source_is_teleop=np.zeros(0, bool), flag_tolerance_ns=tolerance)
     kept = 0
     for k, tick in enumerate(commands):
         s = [i for i, x in enumerate(states) if x <= tick]
@@ -33,7 +35,7 @@ def test_resampling_takes_the_newest_sample_at_or_before_each_command(commands, 
             continue
         assert np.array_equal(t.actions[kept], actions[k]) and np.array_equal(t.states[kept], state_values[s[-1]])
         assert t.image_index["cam"][kept] == im[-1]
-        f = [i for i, x in enumerate(flags) if x <= tick]
+        f = [i for i, x in enumerate(flags) if x <= tick + tolerance]  # flags may arrive just after
         assert t.is_intervention[kept] == (bool(flag_values[f[-1]]) if f else False)
         kept += 1
     assert len(t.tick_ns) == kept and t.dropped_leading_ticks == len(commands) - kept
