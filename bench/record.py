@@ -140,20 +140,21 @@ class Publisher:
                 "achieved_hz": sent / wall, "mb_s": sent * self.message_bytes / wall / 1e6}
 
 
-def recorded_stamps(bag: Path, tag: int) -> dict[str, set]:
-    from recap_recorder.bags import read_info, open_reader
+def recorded_stamps(bag: Path, tag: int):
+    """Sequence numbers (header nanosec) of this level's messages per topic in the bag, and its info."""
+    from recap_recorder.bags import open_bag, read_info
 
     info = read_info(bag)
-    reader = open_reader(bag)
+    _, mcap = open_bag(bag)
     found: dict[str, set] = {}
-    try:
-        wanted = [c for c in reader.connections if c.topic.endswith("image_raw") or c.topic.endswith("joint_states")]
-        for connection, _, raw in reader.messages(connections=wanted):
-            sec, nanosec = stamp_of(raw)
-            if sec == tag:
-                found.setdefault(connection.topic, set()).add(nanosec)
-    finally:
-        reader.close()
+    with mcap:
+        for topic in mcap.topics:
+            if topic.endswith("image_raw") or topic.endswith("joint_states"):
+                index = mcap.index(topic)
+                for i in range(len(index)):
+                    sec, nanosec = stamp_of(mcap.read(index, i, limit=16)[0])
+                    if sec == tag:
+                        found.setdefault(topic, set()).add(nanosec)
     return found, info
 
 
