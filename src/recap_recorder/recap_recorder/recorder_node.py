@@ -72,9 +72,9 @@ class RecorderNode(Node):
         chunk_s = declare(self, "chunk_max_duration_s", 0.5, "a chunk is also closed after this long: at "
                           "most this much time is lost if the recorder is killed (s)",
                           min_value=0.01, max_value=60.0, read_only=True)
-        sensor_depth = declare(self, "sensor_queue_depth", 50, "subscription history of sensor topics "
-                               "(absorbs bursts while the executor is busy)", min_value=1, max_value=1000,
-                               read_only=True)
+        queue_depth = declare(self, "subscription_depth", 50, "subscription history of every recorded "
+                              "topic (absorbs bursts while the executor is busy)", min_value=1, max_value=1000,
+                              read_only=True)
         status_rate = declare(self, "status_rate_hz", 1.0, "rate of recorder/status (Hz)",
                               min_value=0.1, max_value=50.0, read_only=True)
         try:
@@ -96,7 +96,7 @@ class RecorderNode(Node):
         # Publishers and subscriptions only after every parameter is valid.
         self._status_pub = self.create_publisher(DiagnosticStatus, "recorder/status", qos.LATCHED)
         for spec in specs:
-            profile = _profile(spec.kind, int(sensor_depth))
+            profile = _profile(spec.kind, int(queue_depth))
             if spec.name == EPISODE_STATUS:
                 self.create_subscription(classes[spec.name], spec.name, self._on_episode_status, profile,
                                          raw=True)
@@ -140,12 +140,12 @@ class RecorderNode(Node):
         logging.getLogger("recap_recorder").removeHandler(self._log_handler)
 
 
-def _profile(kind: str, sensor_depth: int) -> QoSProfile:
-    if kind == LATCHED:
-        return qos.LATCHED
-    if kind == COMMAND:
-        return qos.COMMAND
-    return QoSProfile(history=qos.SENSOR.history, depth=sensor_depth, reliability=qos.SENSOR.reliability)
+def _profile(kind: str, depth: int) -> QoSProfile:
+    """The producer's reliability and durability, with a deeper history than a controller needs: a
+    recorder must not lose a command (depth 1 at the gate) while its executor is busy for a moment."""
+    base = qos.LATCHED if kind == LATCHED else qos.COMMAND if kind == COMMAND else qos.SENSOR
+    return QoSProfile(history=base.history, depth=max(depth, base.depth), reliability=base.reliability,
+                      durability=base.durability)
 
 
 def _expand(path: str):
