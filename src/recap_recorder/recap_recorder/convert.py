@@ -12,14 +12,16 @@ the ``joint_command`` messages the gate actually sent to the robot. At tick t:
   just before each command, but delivery across topics may swap them.
 
 Ticks before the first complete observation are dropped (counted in the
-episode's metadata). A bag is read twice-ish: one pass over everything except
-image pixels builds the timeline; then each camera's frames are streamed
-straight into :class:`recap_core.data.DatasetWriter` (which encodes them as
-they come), so an episode's images are never all in memory.
+episode's metadata). Bags are read through their MCAP indexes: the small
+topics and every image header build the timeline, then each camera's frames
+are read one message at a time straight into
+:class:`recap_core.data.DatasetWriter` (which encodes them as they come), so
+an episode's images are never all in memory.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import struct
 from pathlib import Path
@@ -214,9 +216,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         if topic[key] not in names or names[topic[key]].count == 0:
             raise BagError(f"{path}: no messages on {topic[key]}; cannot build frames without it")
 
-    from rosbags.typesys import Stores, get_typestore
-
-    typestore = _typestore(get_typestore, Stores)
+    typestore = _typestore()
     series: dict[str, tuple[np.ndarray, list]] = {}
     image_shape = None
     try:
@@ -289,14 +289,11 @@ def _check_images(mcap: IndexedMcap, index, topic: str, shape):
     return shape or first
 
 
-def _typestore(get_typestore, stores):
-    global _TYPESTORE
-    if _TYPESTORE is None:
-        _TYPESTORE = get_typestore(stores.ROS2_KILTED)
-    return _TYPESTORE
+@functools.lru_cache(maxsize=1)
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
 
-
-_TYPESTORE = None
+    return get_typestore(Stores.ROS2_KILTED)
 
 
 def _episode_metadata(info: BagInfo, meta: Mapping[str, str], timeline: Timeline, label: str) -> dict:
