@@ -15,4 +15,4 @@ test:
 	bash scripts/test.sh $(ARGS)
 
 bench:
-	bash scripts/setup.sh && . scripts/ros_env.sh && for b in bench/*.py; do scripts/netns.sh .venv/bin/python $$b --quick || exit 1; done
+	bash scripts/setup.sh && bash scripts/bench_smoke.sh

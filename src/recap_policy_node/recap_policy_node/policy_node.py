@@ -24,8 +24,8 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from recap_core.ros import qos
-from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, image_to_numpy, joint_positions,
-                                    joint_state, seconds_to_stamp, stamp_to_seconds)
+from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, joint_state, seconds_to_stamp
+from recap_core.ros.observation import ObservationBuffer
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, accept, check, declare, declare_station
 from recap_policy_node.chunking import ChunkExecutor
@@ -61,8 +61,7 @@ class PolicyNode(Node):
         self._runner = None
         self._checkpoint_id = ""
         self._load_error = ""
-        self._images: dict[str, tuple[float, np.ndarray]] = {}
-        self._state: tuple[float, np.ndarray] | None = None
+        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names)
         self._task = self.default_task
         self._executor = ChunkExecutor(self.blend_steps)
         self._tick = 0
@@ -128,21 +127,18 @@ class PolicyNode(Node):
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
-            rgb = image_to_numpy(msg)
+            self._observations.on_image(cam, msg)
         except MessageError as exc:
             self.counters["rejected_images"] += 1
             self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
-            return
-        self._images[cam] = (stamp_to_seconds(msg.header.stamp), rgb)
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            q = joint_positions(msg, self.station.joint_names)
+            self._observations.on_joints(msg)
         except MessageError as exc:
             self.counters["rejected_states"] += 1
             self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
             return
-        self._state = (stamp_to_seconds(msg.header.stamp), q)
         if self._replan_due:
             self._request_plan()
 
@@ -156,7 +152,7 @@ class PolicyNode(Node):
                 return
             self._in_flight = True
             self._replan_due = False
-            self._pending = (self._tick, obs, self._state[0])
+            self._pending = (self._tick, obs, self._observations.state_stamp)
             self._last_plan_tick = self._tick
         self._plan_request.set()
 
@@ -212,23 +208,7 @@ class PolicyNode(Node):
 
     # -- observation ------------------------------------------------------------------------
     def _observation(self) -> tuple[dict | None, str]:
-        """The newest observation, or None and why it cannot be used."""
-        now = self._now()
-        state = self._state
-        if state is None:
-            return None, "no joint_states yet"
-        missing = [c for c in self.station.cameras if c not in self._images]
-        if missing:
-            return None, f"no images yet from {missing}"
-        stamps = {"joint_states": state[0], **{f"camera/{c}": self._images[c][0] for c in self.station.cameras}}
-        oldest = min(stamps, key=stamps.get)
-        age = now - stamps[oldest]
-        if age > self.max_age:
-            return None, f"stale observation: {oldest} is {age * 1e3:.0f} ms old (limit {self.max_age * 1e3:.0f} ms)"
-        if not self._task:
-            return None, "no task: start an episode (episode/status) or set the `task` parameter"
-        return {"images": {c: self._images[c][1] for c in self.station.cameras}, "state": state[1],
-                "task": self._task}, ""
+        return self._observations.latest(self._now(), self.max_age, self._task)
 
     # -- threads ----------------------------------------------------------------------------
     def _control_loop(self) -> None:

@@ -23,8 +23,8 @@ from std_msgs.msg import ColorRGBA, Float32, Float32MultiArray, MultiArrayDimens
 from visualization_msgs.msg import Marker, MarkerArray
 
 from recap_core.ros import qos
-from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, image_to_numpy, joint_positions,
-                                    numpy_to_image, stamp_to_seconds)
+from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, numpy_to_image
+from recap_core.ros.observation import ObservationBuffer
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import accept, declare, declare_station
 from recap_value_node.monitor import AlertConfig, ValueHistory, render_plot
@@ -57,8 +57,7 @@ class ValueNode(Node):
         threads = declare(self, "inference_threads", 1, "torch threads", min_value=1, max_value=64)
 
         self.history = ValueHistory(history_s, alert)
-        self._images: dict[str, tuple[float, np.ndarray]] = {}
-        self._state: tuple[float, np.ndarray] | None = None
+        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names)
         self._task = self.default_task
         self._episode_id = None
         self._runner = None
@@ -110,14 +109,14 @@ class ValueNode(Node):
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
-            self._images[cam] = (stamp_to_seconds(msg.header.stamp), image_to_numpy(msg))
+            self._observations.on_image(cam, msg)
         except MessageError as exc:
             self.counters["rejected_inputs"] += 1
             self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            self._state = (stamp_to_seconds(msg.header.stamp), joint_positions(msg, self.station.joint_names))
+            self._observations.on_joints(msg)
         except MessageError as exc:
             self.counters["rejected_inputs"] += 1
             self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
@@ -131,15 +130,10 @@ class ValueNode(Node):
             self.history.clear()  # a new episode starts a new curve
 
     def _observation(self):
-        now = self.get_clock().now().nanoseconds * 1e-9
-        if self._state is None or any(c not in self._images for c in self.station.cameras):
-            return None
-        oldest = min([self._state[0]] + [self._images[c][0] for c in self.station.cameras])
-        if now - oldest > self.max_age:
+        obs, why = self._observations.latest(self.get_clock().now().nanoseconds * 1e-9, self.max_age, self._task)
+        if obs is None and why.startswith("stale"):
             self.counters["skipped_stale"] += 1
-            return None
-        return {"images": {c: self._images[c][1] for c in self.station.cameras}, "state": self._state[1],
-                "task": self._task}
+        return obs
 
     def _loop(self) -> None:
         period = 1.0 / self.rate_hz
