@@ -92,8 +92,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
                    device: str | None = None, progress: bool = True, runner=None) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions."""
     from recap_core.data import load_frames_table, normalised_rewards, write_labels
-    from recap_core.data.schema import RecapConfig, load_info
     from recap_core.data.reader import load_tasks
+    from recap_core.data.schema import RecapConfig, load_info
     from recap_core.models.runner import ValueRunner
 
     if not 0.0 <= positive_fraction <= 1.0:
@@ -118,8 +118,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         episodes = table["episode_index"].to_numpy()
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
         global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
-        per_dataset.append((root, tasks, values, advantage, global_task,
-                            table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)))
+        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table)))
     advantages = np.concatenate([entry[3] for entry in per_dataset])
     task_index = np.concatenate([entry[4] for entry in per_dataset])
     fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
@@ -144,3 +143,19 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
             "lookahead": lookahead, "frames": int(len(advantages)),
             "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
             if summary_tasks else 0.0, "tasks": summary_tasks}
+
+
+def corrections(root, table) -> np.ndarray:
+    """Frames whose command was a human correction during an autonomous episode: ``bool [N]``.
+
+    These are forced positive. In a demonstration the operator holds the
+    deadman throughout, so every step is a human step; forcing those would make
+    every demo frame positive and erase the advantage labels the pretraining
+    relies on, so demo episodes are labelled by their advantage alone.
+    """
+    from recap_core.data.reader import load_episodes
+
+    demo_episodes = {int(e["episode_index"]) for e in load_episodes(root) if e.get("source") == "demo"}
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
+    in_demo = np.isin(table["episode_index"].to_numpy(), sorted(demo_episodes))
+    return intervention & ~in_demo
