@@ -19,7 +19,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -63,6 +62,7 @@ class PolicyNode(Node):
         self._load_error = ""
         self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names)
         self._task = self.default_task
+        self._episode_id: str | None = None
         self._executor = ChunkExecutor(self.blend_steps)
         self._tick = 0
         self._last_plan_tick: int | None = None
@@ -87,7 +87,6 @@ class PolicyNode(Node):
                                      lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
-        self.create_subscription(Bool, "intervention", lambda m: None, qos.LATCHED)
         self.create_service(Trigger, "policy/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_params)
         self.create_timer(0.5, self._publish_status)
@@ -161,7 +160,7 @@ class PolicyNode(Node):
         task = values.get("task")
         if task:
             self._task = task
-        if values.get("state") == "running" and values.get("episode_id") != getattr(self, "_episode_id", None):
+        if values.get("state") == "running" and values.get("episode_id") != self._episode_id:
             self._episode_id = values.get("episode_id")
             self._reset_plan()
 

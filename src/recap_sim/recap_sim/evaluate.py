@@ -93,11 +93,10 @@ def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
 
 
 def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: int, replan_steps: int,
-                blend_steps: int, sample_seed: int) -> EpisodeOutcome:
-    from recap_core.station import StationConfig
+                blend_steps: int, sample_seed: int, limits) -> EpisodeOutcome:
+    """One episode; ``limits`` is the StationConfig whose joint limits clip every command."""
     from recap_policy_node.chunking import ChunkExecutor
 
-    limits = StationConfig.from_yaml()
     sim.reset(seed)
     runner.reset()
     executor = ChunkExecutor(blend_steps)
@@ -123,9 +122,11 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
     import torch
 
     from recap_core.models import PolicyRunner
+    from recap_core.station import StationConfig
     from recap_sim.sim import AlohaSim
 
     torch.set_num_threads(threads)
+    limits = StationConfig.from_yaml()
     sim = AlohaSim(sim_task, width=image_size, height=image_size, max_episode_steps=max_steps)
     report = {"seeds": list(map(int, seeds)), "max_steps": max_steps, "replan_steps": replan_steps,
               "blend_steps": blend_steps, "task": task, "arms": {}}
@@ -141,7 +142,7 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
         for seed in iterator:
             outcomes.append(run_episode(sim, runner, arm, int(seed), task=task, max_steps=max_steps,
                                         replan_steps=replan_steps, blend_steps=blend_steps,
-                                        sample_seed=int(seed) * 1000))
+                                        sample_seed=int(seed) * 1000, limits=limits))
         report["arms"][arm.name] = {
             "checkpoint": str(arm.checkpoint), "checkpoint_id": runner.checkpoint_id, "beta": arm.beta,
             "advantage": arm.advantage, **summarise(outcomes),

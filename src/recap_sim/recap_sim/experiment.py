@@ -75,10 +75,9 @@ PROFILES = {
 class Stages:
     """Runs the stage commands, logging each, skipping finished ones on resume."""
 
-    def __init__(self, out: pathlib.Path, resume: bool, verbose: bool):
+    def __init__(self, out: pathlib.Path, resume: bool):
         self.out = out
         self.resume = resume
-        self.verbose = verbose
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
@@ -115,14 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--resume", action="store_true", help="skip stages whose artefacts exist")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages")
-    parser.add_argument("--verbose", action="store_true")
 
 
 def run(args) -> int:
     profile = PROFILES[args.profile]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out, args.resume, args.verbose)
+    stages = Stages(out, args.resume)
     data = out / "dataset"
     bags = out / "bags"
     ckpt = out / "checkpoints"
