@@ -67,8 +67,8 @@ PROFILES = {
                      value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
-                    iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=1500,
-                    policy_pretrain_steps=3000, value_steps=1000, policy_steps=2000, batch_size=32),
+                    iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
+                    policy_pretrain_steps=2500, value_steps=300, policy_steps=1200, batch_size=32),
 }
 
 
@@ -168,11 +168,13 @@ def run(args) -> int:
                                          "--no-progress"])
             stages.run(f"{k}3_iterate", [*iterate, "--iteration", k, "--out", ckpt / f"iter_{k}"],
                        artefact=ckpt / f"iter_{k}" / "policy" / "provenance.json")
-            stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
-                                     "--steps", profile.policy_steps, "--iteration", k,
-                                     "--out", ckpt / f"iter_{k}" / "awr", *train],
-                       artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
-        # 5. evaluation on held-out seeds, no interventions
+        # 5. the AWR baseline: from pi_pre on the same final data and labels (only the last one is evaluated)
+        k = profile.iterations
+        stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
+                                 "--steps", profile.policy_steps, "--iteration", k,
+                                 "--out", ckpt / f"iter_{k}" / "awr", *train],
+                   artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
+        # 6. evaluation on held-out seeds, no interventions
         last = ckpt / f"iter_{profile.iterations}"
         first, count = profile.eval_seeds
         arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
