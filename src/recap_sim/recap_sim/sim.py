@@ -8,7 +8,8 @@ physics substeps per 50 Hz control step, reward 0..4 from contacts and success
 at reward 4 -- but drives MuJoCo directly: gym-aloha's env renders three
 480x640 images with shadows on every step (6-8 steps/s), while here physics
 runs alone (thousands of steps/s) and ``render`` draws only the cameras asked
-for, at the station's size, without shadows.
+for, at the station's size, without shadows, from meshes simplified for the
+cameras only (``render_mesh``: same images, half the software-GL time).
 
 The object placement is a pure function of the seed, so unlike gym-aloha
 (module-level ``BOX_POSE``) several sims can live in one process.
@@ -29,11 +30,13 @@ from gym_aloha.constants import (ASSETS_DIR, DT, START_ARM_POSE, normalize_puppe
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose  # noqa: E402
 
 from recap_core.station import NUM_JOINTS  # noqa: E402
+from recap_sim.render_mesh import render_model  # noqa: E402
 
 #: task name -> gym-aloha MJCF file.
 TASK_XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "bimanual_viperx_insertion.xml"}
 TASKS = tuple(TASK_XML)
 #: station camera -> MuJoCo camera, as on the real ALOHA (one overhead, one per wrist).
+DEFAULT_RENDER_MESH_CELL = 0.002  # m: mesh detail finer than this is not drawn (about 2x faster, same images)
 DEFAULT_CAMERAS: Mapping[str, str] = {"base": "top", "left_wrist": "left_wrist", "right_wrist": "right_wrist"}
 MAX_REWARD = 4
 
@@ -133,7 +136,8 @@ class AlohaSim:
     """One simulated bimanual station: physics at 50 Hz, rendering on demand."""
 
     def __init__(self, task: str = "transfer_cube", cameras: Mapping[str, str] = DEFAULT_CAMERAS,
-                 width: int = 224, height: int = 224, max_episode_steps: int = 400):
+                 width: int = 224, height: int = 224, max_episode_steps: int = 400,
+                 render_mesh_cell: float = DEFAULT_RENDER_MESH_CELL):
         self.model = mujoco.MjModel.from_xml_path(str(model_path(task)))
         self.data = mujoco.MjData(self.model)
         self.task = task
@@ -153,10 +157,14 @@ class AlohaSim:
         self.camera_names: tuple[str, ...] = tuple(self.cameras)
         self.width, self.height = width, height
         self.max_episode_steps = int(max_episode_steps)
+        if not (isinstance(render_mesh_cell, numbers.Real) and 0 <= render_mesh_cell < 0.05):
+            raise ValueError(f"render_mesh_cell must be in [0, 0.05) m (0 = full meshes), got {render_mesh_cell!r}")
+        self.render_mesh_cell = float(render_mesh_cell)
         self.dt: float = DT
         self.n_substeps = int(round(DT / self.model.opt.timestep))  # 10 at MuJoCo's 2 ms
         self._reward_fn = _ContactReward(self.model, task)
         self._renderer: mujoco.Renderer | None = None
+        self.render_model: mujoco.MjModel | None = None  # what the cameras draw, made with the renderer
         self.step_count = 0
         self.reward = 0.0
         self.success = False
@@ -257,7 +265,9 @@ class AlohaSim:
             vis.quality.offsamples = 0  # no multisampling: ~2x faster, small images gain nothing
             vis.global_.offwidth = max(vis.global_.offwidth, self.width)
             vis.global_.offheight = max(vis.global_.offheight, self.height)
-            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+            # lighter meshes for the GL context only (see render_mesh); physics stays on self.model
+            self.render_model = render_model(self.model, self.render_mesh_cell)
+            self._renderer = mujoco.Renderer(self.render_model, height=self.height, width=self.width)
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
             self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         return self._renderer

@@ -31,7 +31,7 @@ from recap_core.ros.convert import (MessageError, check_limits, diagnostic, join
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, declare, declare_station
 from diagnostic_msgs.msg import DiagnosticStatus
-from recap_sim.sim import AlohaSim
+from recap_sim.sim import DEFAULT_RENDER_MESH_CELL, AlohaSim
 
 TASKS = ("transfer_cube", "insertion")
 #: station camera -> MuJoCo camera of the ALOHA model.
@@ -45,6 +45,9 @@ class SimStationNode(Node):
         self.task_name = declare(self, "task_name", "transfer_cube", "gym-aloha task", choices=TASKS)
         width = declare(self, "image_width", 224, "camera image width (px)", min_value=16, max_value=1280)
         height = declare(self, "image_height", 224, "camera image height (px)", min_value=16, max_value=960)
+        mesh_cell = declare(self, "render_mesh_cell", DEFAULT_RENDER_MESH_CELL,
+                            "camera meshes drop detail finer than this (m); 0 = full meshes. Physics is unchanged",
+                            min_value=0.0, max_value=0.02)
         self.real_time_factor = declare(self, "real_time_factor", 1.0,
                                         "simulated seconds per wall second; 0 = as fast as possible",
                                         min_value=0.0, max_value=100.0)
@@ -60,7 +63,7 @@ class SimStationNode(Node):
             raise ParameterError(f"camera_models has {len(model_cameras)} entries, cameras has "
                                  f"{len(self.station.cameras)}: give one model camera per station camera")
         self.sim = AlohaSim(self.task_name, cameras=dict(zip(self.station.cameras, model_cameras)),
-                            width=width, height=height, max_episode_steps=max_steps)
+                            width=width, height=height, max_episode_steps=max_steps, render_mesh_cell=mesh_cell)
         self.sim.reset(self._seed)
         self._episode_seed = self._seed
         self._lower, self._upper = self.station.lower_array, self.station.upper_array

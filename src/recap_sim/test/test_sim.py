@@ -210,3 +210,40 @@ def test_matches_gym_aloha_physics_and_reward(task):
         rewards.add(ours.reward)
     if expert:
         assert {0, 2, 4} <= rewards, rewards
+
+
+def test_render_meshes_are_simplified_for_the_cameras_only(sim):
+    from recap_sim.render_mesh import render_model
+
+    light = render_model(sim.model, 0.002)
+    assert light.nmesh == sim.model.nmesh
+    assert light.mesh_facenum.sum() < 0.5 * sim.model.mesh_facenum.sum()
+    for mesh in range(light.nmesh):
+        faces = light.mesh_face[light.mesh_faceadr[mesh]:light.mesh_faceadr[mesh] + light.mesh_facenum[mesh]]
+        assert faces.min() >= 0 and faces.max() < light.mesh_vertnum[mesh]
+        assert (faces[:, 0] != faces[:, 1]).all() and (faces[:, 1] != faces[:, 2]).all()
+    # the physics model is untouched: same triangles, same vertices
+    assert sim.model.mesh_facenum.sum() == 30296
+    np.testing.assert_array_equal(render_model(sim.model, 0).mesh_face, sim.model.mesh_face)
+    with pytest.raises(ValueError, match="cell"):
+        render_model(sim.model, -1.0)
+
+
+def test_simplified_meshes_render_the_same_images():
+    full, light = AlohaSim(render_mesh_cell=0), AlohaSim()
+    try:
+        for seed in (0, 7):
+            full.reset(seed), light.reset(seed)
+            start = full.joint_positions()
+            for _ in range(40):  # arms moved off the start pose
+                full.step(start + 0.2), light.step(start + 0.2)
+            a, b = full.render(), light.render()
+            assert light.render_model.mesh_facenum.sum() < 0.5 * full.render_model.mesh_facenum.sum()
+            for cam in CAMERAS:
+                diff = np.abs(a[cam].astype(np.int16) - b[cam].astype(np.int16))
+                assert diff.mean() < 0.5, (seed, cam, diff.mean())
+                assert (diff.max(-1) > 32).mean() < 0.005, (seed, cam)
+    finally:
+        full.close(), light.close()
+    with pytest.raises(ValueError, match="render_mesh_cell"):
+        AlohaSim(render_mesh_cell=float("nan"))
