@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -149,6 +150,45 @@ def test_frames_may_come_from_an_iterator(tmp_path):
     dataset = reader.RecapDataset(tmp_path / "ds")
     np.testing.assert_array_equal(dataset[5]["observation.images.left_wrist"].permute(1, 2, 0).numpy(),
                                   frames["left_wrist"][5])
+
+
+def test_cameras_encoded_in_threads_give_the_same_dataset(tmp_path):
+    episode = make_episode(4, 6)
+    threads_seen = set()
+
+    def frames(camera):
+        for frame in episode["images"][camera]:
+            threads_seen.add(threading.get_ident())
+            yield frame
+
+    for name, threads in (("serial", 1), ("threads", 2)):
+        with writer(tmp_path / name, image_format="jpeg", encode_threads=threads) as w:
+            w.add_episode(**dict(episode, images={c: frames(c) for c in CAMERAS}))
+    assert len(threads_seen) >= 2  # the threaded writer consumed the cameras off the calling thread
+    serial, threaded = (pq.read_table(next((tmp_path / n / "data").rglob("*.parquet"))) for n in ("serial", "threads"))
+    for camera in CAMERAS:
+        key = schema.camera_key(camera)
+        assert serial[key].to_pylist() == threaded[key].to_pylist()
+    # an error in one camera's frames surfaces from add_episode, and the dataset stays valid
+    with writer(tmp_path / "threads", image_format="jpeg", encode_threads=2) as w:
+        short = dict(episode["images"], left_wrist=(f for f in episode["images"]["left_wrist"][:3]))
+        with pytest.raises(ValueError, match="left_wrist.*3 frames"):
+            w.add_episode(**dict(episode, images=short))
+    assert reader.RecapDataset(tmp_path / "threads").num_episodes == 1
+    with pytest.raises(ValueError, match="encode_threads"):
+        writer(tmp_path / "bad", encode_threads=0)
+
+
+@pytest.mark.parametrize("image_format, image_codec", [("jpeg", "UNCOMPRESSED"), ("raw", "SNAPPY")])
+def test_encoded_image_cells_are_not_compressed_again(tmp_path, image_format, image_codec):
+    with writer(tmp_path / "ds", image_format=image_format) as w:
+        w.add_episode(**make_episode(1, 7))
+    group = pq.ParquetFile(next((tmp_path / "ds" / "data").rglob("*.parquet"))).metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    image = columns["observation.images.base.bytes"]
+    assert image.compression == image_codec and "RLE_DICTIONARY" not in image.encodings
+    for name in ("observation.state.list.element", "action.list.element", "timestamp", "index"):
+        assert columns[name].compression == "SNAPPY" and columns[name].is_stats_set, name
 
 
 # ----------------------------------------------------------------- LeRobot v3 layout

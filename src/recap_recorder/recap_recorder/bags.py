@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -165,7 +166,9 @@ class IndexedMcap:
     """Random access to a closed MCAP file through its chunk and message indexes.
 
     Reads only the bytes of the messages asked for (uncompressed chunks are
-    never read whole), so each camera of an episode can be streamed on its own.
+    never read whole), so each camera of an episode can be streamed on its own,
+    from its own thread: uncompressed reads are positional (``os.pread``), and
+    the decompressed-chunk cache and the index cache are behind a lock.
     """
 
     _RECORD_HEAD = struct.Struct("<BQHIQQ")  # opcode, length, channel, sequence, log time, publish time
@@ -191,11 +194,13 @@ class IndexedMcap:
         self._chunks = sorted(summary.chunk_indexes, key=lambda c: c.chunk_start_offset)
         self._cached_chunk: tuple[int, bytes] | None = None
         self._indexes: dict[str, MessageIndex] = {}
+        self._lock = threading.Lock()
 
     def index(self, topic: str) -> MessageIndex:
-        if topic not in self._indexes:
-            self._indexes[topic] = self._read_index(topic)
-        return self._indexes[topic]
+        with self._lock:
+            if topic not in self._indexes:
+                self._indexes[topic] = self._read_index(topic)
+            return self._indexes[topic]
 
     def _read_index(self, topic: str) -> MessageIndex:
         if topic not in self.topics:
@@ -225,7 +230,8 @@ class IndexedMcap:
         chunk = self._chunks[int(index.chunk[i])]
         offset = int(index.offset[i])
         if chunk.compression:
-            records = self._decompressed(int(index.chunk[i]))
+            with self._lock:
+                records = self._decompressed(int(index.chunk[i]))
             _, length, *_ = self._RECORD_HEAD.unpack_from(records, offset)
             size = length - 22
             return records[offset + 31: offset + 31 + min(size, limit or size)], size

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -408,14 +409,19 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
 
 
 def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, image_format, robot, fps):
-    """Append with the dataset's own settings, or create one shaped like the first bag."""
+    """Append with the dataset's own settings, or create one shaped like the first bag.
+
+    Cameras are encoded concurrently (each streams its own frames from the bag; IndexedMcap is thread-safe).
+    """
+    threads = max(1, min(len(episode.cameras), os.cpu_count() or 1))
     if (dataset / schema.INFO_PATH).is_file():
         info = schema.load_info(dataset)
         return DatasetWriter(dataset, fps=int(info["fps"]), cameras=schema.info_cameras(info),
                              image_shape=schema.info_image_shape(info), robot=info["robot_type"],
-                             image_format=info["recap"]["image_format"])
+                             image_format=info["recap"]["image_format"], encode_threads=threads)
     return DatasetWriter(dataset, fps=fps, cameras=episode.cameras, image_shape=episode.image_shape,
-                         robot=robot or schema.DEFAULT_ROBOT, image_format=image_format or schema.DEFAULT_IMAGE_FORMAT)
+                         robot=robot or schema.DEFAULT_ROBOT, image_format=image_format or schema.DEFAULT_IMAGE_FORMAT,
+                         encode_threads=threads)
 
 
 def _progress(items, enabled: bool):

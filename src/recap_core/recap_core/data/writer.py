@@ -15,6 +15,7 @@ Imports neither torch nor rclpy, so the bag converter can use it.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -113,6 +114,11 @@ class DatasetWriter:
     ``c_fail`` and ``max_episode_length`` (one limit, or a mapping task -> limit)
     set the reward normalisation of a new dataset; on an existing one they must
     agree with what is stored (new tasks may be added).
+
+    ``encode_threads`` > 1 encodes the cameras of an episode concurrently (the
+    JPEG encoder releases the GIL): the per-camera iterables given to
+    :meth:`add_episode` are then consumed from different threads, so they must
+    not share unsynchronised state.
     """
 
     def __init__(self, root: str | Path, *, fps: int = schema.DEFAULT_FPS,
@@ -120,8 +126,11 @@ class DatasetWriter:
                  image_shape: tuple[int, int] = schema.DEFAULT_IMAGE_SHAPE,
                  robot: str = schema.DEFAULT_ROBOT, image_format: str = schema.DEFAULT_IMAGE_FORMAT,
                  c_fail: float | None = None, max_episode_length: int | Mapping[str, int] | None = None,
-                 data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB):
+                 data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB, encode_threads: int = 1):
         self.root = Path(root)
+        if not isinstance(encode_threads, int) or encode_threads < 1:
+            raise ValueError(f"encode_threads must be an int >= 1, got {encode_threads!r}")
+        self.encode_threads = encode_threads
         cameras = tuple(cameras)
         image_shape = (int(image_shape[0]), int(image_shape[1]))
         self._check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb)
@@ -260,8 +269,7 @@ class DatasetWriter:
         stats_sample = np.unique(np.linspace(0, length - 1, min(IMAGE_STATS_FRAMES, length)).astype(int))
         columns: dict[str, pa.Array] = {}
         episode_stats: dict[str, dict] = {}
-        for camera in self.cameras:
-            encoded, sampled = self._encode_camera(camera, images[camera], length, stats_sample)
+        for camera, (encoded, sampled) in zip(self.cameras, self._encode_cameras(images, length, stats_sample)):
             columns[schema.camera_key(camera)] = pa.StructArray.from_arrays(
                 [pa.array(encoded, pa.binary()), pa.nulls(length, pa.string())], fields=list(schema.IMAGE_STORAGE))
             episode_stats[schema.camera_key(camera)] = image_stats(sampled)
@@ -343,6 +351,15 @@ class DatasetWriter:
                              f"frame {bad} ({times[bad]})")
         return times
 
+    def _encode_cameras(self, images, length: int, stats_sample: np.ndarray) -> list[tuple[list[bytes], np.ndarray]]:
+        """(encoded frames, stats sample) per camera, in ``self.cameras`` order."""
+        if self.encode_threads == 1 or len(self.cameras) == 1:
+            return [self._encode_camera(c, images[c], length, stats_sample) for c in self.cameras]
+        with concurrent.futures.ThreadPoolExecutor(min(self.encode_threads, len(self.cameras)),
+                                                   thread_name_prefix="recap-encode") as pool:
+            futures = [pool.submit(self._encode_camera, c, images[c], length, stats_sample) for c in self.cameras]
+            return [future.result() for future in futures]  # the first camera's error, if any, is raised
+
     def _encode_camera(self, camera: str, frames, length: int, stats_sample: np.ndarray):
         expected = (*self.image_shape, 3)
         if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] != length):
@@ -364,6 +381,18 @@ class DatasetWriter:
             raise ValueError(f"images[{camera!r}] has {len(encoded)} frames but states has {length}")
         return encoded, np.stack(sampled)
 
+    def _parquet_options(self, table_schema: pa.Schema) -> dict:
+        """Snappy, dictionaries and min/max statistics for the small columns; image cells are stored as they are.
+
+        Encoded frames do not compress, never repeat and have no useful min/max, and
+        trying all three costs more than the rest of the write. Raw frames keep snappy.
+        """
+        images = [f"{schema.camera_key(c)}.{part}" for c in self.cameras for part in ("bytes", "path")]
+        others = [name for name in _leaf_columns(table_schema) if name not in images]
+        image_codec = "snappy" if self.image_format == "raw" else "none"
+        return {"compression": {**{name: "snappy" for name in others}, **{name: image_codec for name in images}},
+                "use_dictionary": others, "write_statistics": others}
+
     def _write_frames(self, table: pa.Table) -> tuple[int, int]:
         try:
             if self._parquet is None:
@@ -371,7 +400,7 @@ class DatasetWriter:
                 final = self.root / schema.DATA_PATH.format(chunk_index=chunk, file_index=file)
                 partial = final.with_name(f".{final.name}.partial")
                 partial.parent.mkdir(parents=True, exist_ok=True)
-                self._parquet = pq.ParquetWriter(partial, table.schema, compression="snappy")
+                self._parquet = pq.ParquetWriter(partial, table.schema, **self._parquet_options(table.schema))
                 self._partial_files.append((partial, final))
             self._parquet.write_table(table)
             where = self._data_file
@@ -498,6 +527,20 @@ def _flatten_stats(per_episode: list[dict]) -> dict[str, pa.Array]:
                 columns.setdefault(f"stats/{feature}/{stat}", []).append(np.ravel(value).tolist())
     return {name: pa.array(values, pa.list_(pa.int64() if name.endswith("/count") else pa.float64()))
             for name, values in columns.items()}
+
+
+def _leaf_columns(table_schema: pa.Schema) -> list[str]:
+    """Parquet column paths ("a.b" for a struct field) of ``table_schema``."""
+    def walk(field: pa.Field, prefix: str):
+        name = f"{prefix}{field.name}"
+        if pa.types.is_struct(field.type):
+            for child in field.type:
+                yield from walk(child, f"{name}.")
+        elif pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
+            yield from walk(field.type.value_field.with_name("element"), f"{name}.list.")
+        else:
+            yield name
+    return [name for field in table_schema for name in walk(field, "")]
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
