@@ -542,3 +542,23 @@ def test_cli_synth_then_info(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "episodes  3" in out and "move to the right end" in out and "labels    none" in out
     assert main(["dataset", "info", str(tmp_path / "missing")]) == 2
+
+
+def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`recap dataset info DS | head -0`: the reader is gone; no traceback, exit 141 like a shell tool."""
+    from recap_core.cli import main
+
+    assert main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "2",
+                 "--image-size", "8"]) == 0
+    script = textwrap.dedent(f"""
+        import os, sys
+        read, write = os.pipe()
+        os.close(read)
+        os.dup2(write, 1)
+        from recap_core.cli import main
+        sys.exit(main(["dataset", "info", {str(tmp_path / "ds")!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
