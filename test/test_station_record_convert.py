@@ -44,6 +44,20 @@ def test_station_records_labelled_bags_that_convert_and_load(tmp_path):
     assert [bool(e["success"]) for e in episodes] == [label == "SUCCESS" for _, label, _ in printed]
     for e, (_, _, steps) in zip(episodes, printed):
         assert abs(int(e["length"]) - int(steps)) <= 2, (e["length"], steps)  # one frame per command sent
+    # every episode starts from the reset pose, not where the previous one ended (the gate re-anchors)
+    import numpy as np
+
+    from recap_core.data import load_frames_table
+    from recap_sim.sim import AlohaSim
+
+    start = AlohaSim().joint_positions()
+    table = load_frames_table(dataset)
+    states = np.asarray(table["observation.state"].to_pylist())
+    firsts = np.flatnonzero(np.asarray(table["frame_index"]) == 0)
+    assert len(firsts) == 2
+    for row in firsts:
+        arms = np.r_[0:6, 7:13]
+        assert np.abs(states[row, arms] - start[arms]).max() < 0.1, (row, states[row], start)
     ds = RecapDataset(dataset, chunk_size=50, image_size=32)
     item = ds[len(ds) - 1]
     assert item["observation.images.base"].shape == (3, 32, 32) and item["action"].shape == (50, 14)

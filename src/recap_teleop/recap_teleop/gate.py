@@ -16,6 +16,13 @@ Rules, in order of priority:
 * Hold: the previous output, or the measured joint position before any output.
   Without a measured position the gate has no safe reference and outputs
   nothing.
+* Episode start (``restart``): the world was reset (sim) or the robot was
+  brought home between episodes, so the previous output no longer describes
+  the arm. The gate forgets it and every command of the previous episode, and
+  outputs nothing until a joint state measured after the restart arrives; it
+  then holds that position until a source sends a fresh command. Holding the
+  old output instead would drive the arm back to where the last episode
+  ended.
 * Limits: every output is clipped to the joint limits, then its change from the
   previous output is clipped to ``max_velocity * elapsed`` (elapsed capped at one
   control period), so a handover ramps instead of jumping and two outputs close
@@ -108,7 +115,7 @@ class Gate:
         self.counters: dict[str, int] = {k: 0 for k in (
             "outputs", "outputs_policy", "outputs_teleop", "outputs_hold",
             "rejected_policy", "rejected_teleop", "rejected_joint_states",
-            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases")}
+            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases", "restarts")}
 
     # -- inputs -----------------------------------------------------------------------------
     def on_policy(self, command: Sequence[float], now: float) -> bool:
@@ -149,6 +156,17 @@ class Gate:
         self.counters["releases"] += 1
         self._policy_seq_at_release = self._policy_seq
         return True
+
+    def restart(self, now: float) -> None:
+        """A new episode begins: drop the output reference, the measured state and all held commands."""
+        self._policy, self._policy_time = None, -math.inf
+        self._teleop, self._teleop_time = None, -math.inf
+        self._policy_seq_at_release = None
+        self._measured = None
+        self._last_output, self._last_output_time = None, None
+        self._was_stale = False
+        self.hold_reason = "no_command_yet"
+        self.counters["restarts"] += 1
 
     def reject(self, source: str) -> None:
         """Count a message the caller could not even convert (wrong names, wrong length)."""

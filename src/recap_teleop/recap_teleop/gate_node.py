@@ -8,6 +8,9 @@ rate (hold, watchdog, ramps). Every published step carries ``intervention`` and
 ``command_source`` (both latched, published just before the command) so the
 recorder can attribute it. A deadman release calls ``policy/reset``
 asynchronously; the gate holds until the policy sends a command after that.
+A new episode on ``episode/status`` restarts the gate (``Gate.restart``): the
+arm was reset, so it re-anchors on the next measured joint state instead of
+holding where the last episode ended.
 
 The gate's clock is the node clock, which must be wall time: the velocity
 limit is applied per elapsed time, and simulated time advances in jumps.
@@ -23,7 +26,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from recap_core.ros import qos
-from recap_core.ros.convert import MessageError, diagnostic, joint_positions, joint_state
+from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, joint_positions, joint_state
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, declare, declare_station
 from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
@@ -66,6 +69,8 @@ class GateNode(Node):
         self.create_subscription(JointState, "teleop/joint_command", self._on_teleop, qos.COMMAND)
         self.create_subscription(Bool, "teleop/engage", self._on_engage, qos.COMMAND)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.SENSOR)
+        self._episode_id: str | None = None
+        self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
         self.create_timer(1.0 / status_rate, self._publish_status)
         self._running = True
         self._thread = threading.Thread(target=self._clock_loop, name="gate_clock", daemon=True)
@@ -122,6 +127,18 @@ class GateNode(Node):
             return
         with self._cond:
             self.gate.on_joint_state(q, self._now()[0])
+
+    def _on_episode(self, msg: DiagnosticStatus) -> None:
+        values = diagnostic_values(msg)
+        episode_id = values.get("episode_id")
+        if values.get("state") != "running" or not episode_id or episode_id == self._episode_id:
+            return
+        first = self._episode_id is None
+        self._episode_id = episode_id
+        with self._cond:
+            self.gate.restart(self._now()[0])
+        if not first:
+            self.get_logger().info(f"episode {episode_id}: re-anchoring on the measured joints")
 
     def _arrival(self, source: str, now: float, stamp) -> None:
         """Called with the lock held: publish now if this source is the active one."""

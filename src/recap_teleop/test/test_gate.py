@@ -102,6 +102,32 @@ def test_release_holds_until_a_policy_command_newer_than_the_release():
     assert gate.counters["releases"] == 1
 
 
+def test_restart_re_anchors_on_the_arm_after_an_episode_reset():
+    gate = started_gate()
+    t = 0.0
+    end_of_episode = HOME + 0.3
+    for _ in range(100):  # the last episode drove the arm away from home
+        t += PERIOD
+        gate.on_policy(end_of_episode, t)
+        gate.on_engage(True, t), gate.on_teleop(end_of_episode, t)
+        gate.tick(t)
+    np.testing.assert_allclose(gate.last_output, end_of_episode)
+    # the world resets the arm to home, then the new episode starts with the deadman still held
+    gate.restart(t)
+    assert gate.counters["restarts"] == 1 and gate.engaged  # the deadman is the device's state, not the gate's
+    assert gate.tick(t + PERIOD) is None, "no output until the arm is measured after the reset"
+    gate.on_joint_state(HOME, t + PERIOD)
+    out = gate.tick(t + 2 * PERIOD)
+    assert out.source == HOLD and out.intervention is True  # the old teleop command is not replayed
+    np.testing.assert_allclose(out.command, HOME)  # holds where the arm is, not where the last episode ended
+    gate.on_engage(False, t + 2 * PERIOD)
+    # a fresh policy command is followed from there, within the velocity limit
+    gate.on_policy(HOME + 0.5, t + 3 * PERIOD)
+    out = gate.tick(t + 3 * PERIOD)
+    assert out.source == POLICY
+    np.testing.assert_allclose(np.abs(out.command - HOME), STATION.max_step)
+
+
 def test_engaged_without_teleop_holds_as_an_intervention():
     gate = started_gate()
     gate.on_policy(HOME, 0.0)
