@@ -12,6 +12,12 @@ given seed always reproduces the same object pose.
 Bad commands -- wrong joint count or names, NaN, outside the joint limits --
 are rejected, logged (throttled) and counted in ``sim/status``; the station
 keeps holding the last valid command.
+
+After a reset the arm holds the reset pose until a command arrives within
+``reset_anchor_steps`` velocity-limited steps of it: commands still in flight
+for the previous episode (the gate re-anchors only when it hears of the new
+episode) are ignored and counted (``commands_ignored_after_reset``) instead
+of pulling the arm back to where that episode ended.
 """
 from __future__ import annotations
 
@@ -48,6 +54,10 @@ class SimStationNode(Node):
         mesh_cell = declare(self, "render_mesh_cell", DEFAULT_RENDER_MESH_CELL,
                             "camera meshes drop detail finer than this (m); 0 = full meshes. Physics is unchanged",
                             min_value=0.0, max_value=0.02)
+        anchor_steps = declare(self, "reset_anchor_steps", 3.0,
+                               "after sim/reset, commands further than this many velocity-limited steps from "
+                               "the arm are ignored until one lands near it (commands meant for the last episode "
+                               "never move the reset arm)", min_value=1.0, max_value=50.0)
         self.real_time_factor = declare(self, "real_time_factor", 1.0,
                                         "simulated seconds per wall second; 0 = as fast as possible",
                                         min_value=0.0, max_value=100.0)
@@ -70,7 +80,11 @@ class SimStationNode(Node):
 
         self._lock = threading.Lock()
         self._command = self.sim.joint_positions().copy()
+        self._measured = self._command.copy()        # joints as last published (read by the command callback)
+        self._anchor_tolerance = anchor_steps * self.station.max_step
+        self._awaiting_anchor = False                # set by a reset, cleared by a command near the arm
         self._reset_request: tuple[int, threading.Event] | None = None
+        self.commands_ignored_after_reset = 0
         self.commands_received = 0
         self.commands_rejected = 0
         self.overruns = 0
@@ -106,6 +120,16 @@ class SimStationNode(Node):
                                       "holding the last valid command", throttle_duration_sec=1.0)
             return
         with self._lock:
+            if self._awaiting_anchor:
+                gap = np.abs(target - self._measured)
+                if np.any(gap > self._anchor_tolerance):
+                    self.commands_ignored_after_reset += 1
+                    self.get_logger().info(
+                        f"after the reset: ignoring a command {gap.max():.2f} from the arm (joint "
+                        f"{self.station.joint_names[int(gap.argmax())]}) until the command stream starts from "
+                        f"where the arm is", throttle_duration_sec=1.0)
+                    return
+                self._awaiting_anchor = False
             self._command = target
 
     def _on_reset(self, request, response):
@@ -134,6 +158,8 @@ class SimStationNode(Node):
                 self._episode_seed = seed
                 with self._lock:
                     self._command = self.sim.joint_positions().copy()
+                    self._measured = self._command.copy()
+                    self._awaiting_anchor = True
                 done.set()
             with self._lock:
                 command = self._command
@@ -162,8 +188,10 @@ class SimStationNode(Node):
             self._clock_pub.publish(Clock(clock=stamp))
         for cam, rgb in self.sim.render().items():
             self._image_pubs[cam].publish(numpy_to_image(rgb, stamp, frame_id=f"{cam}_camera"))
-        self._joint_pub.publish(joint_state(self.sim.joint_positions(), self.sim.joint_velocities(), stamp,
-                                            self.station.joint_names))
+        measured = self.sim.joint_positions()
+        with self._lock:
+            self._measured = measured
+        self._joint_pub.publish(joint_state(measured, self.sim.joint_velocities(), stamp, self.station.joint_names))
         pose = self.sim.object_pose()
         pose_msg = PoseStamped()
         pose_msg.header.stamp, pose_msg.header.frame_id = stamp, "world"
@@ -175,7 +203,7 @@ class SimStationNode(Node):
             "task": self.task_name, "seed": self._episode_seed, "step": result.step,
             "reward": f"{result.reward:.3f}", "success": result.success, "truncated": result.truncated,
             "commands_received": self.commands_received, "commands_rejected": self.commands_rejected,
-            "overruns": self.overruns, "publish_errors": self.publish_errors}, hardware_id=self.station.station_name))
+            "commands_ignored_after_reset": self.commands_ignored_after_reset, "overruns": self.overruns, "publish_errors": self.publish_errors}, hardware_id=self.station.station_name))
 
     def close(self) -> None:
         self._running = False

@@ -98,6 +98,38 @@ def test_same_reset_seed_reproduces_object_pose(station, probe):
     assert np.linalg.norm(a[:2] - b[:2]) > 1e-3, "different seeds gave the same object pose"
 
 
+def test_after_a_reset_commands_for_the_old_episode_do_not_move_the_arm(station, probe):
+    joints = probe.subscribe(JointState, "joint_states")
+    status = probe.subscribe(DiagnosticStatus, "sim/status")
+    pub = probe.publisher(JointState, "joint_command", probe.RELIABLE_10)
+    assert joints.wait_for(5, timeout=20) and probe.wait_for_subscribers(pub)
+    assert probe.call(Trigger, "sim/reset").success
+    joints.clear()
+    assert joints.wait_for(3, timeout=10)
+    home = joint_positions(joints.last())
+    old_episode = home.copy()
+    old_episode[1] += 0.6   # where the previous episode's last command pointed
+    for _ in range(10):
+        pub.publish(joint_state(old_episode))
+        time.sleep(0.02)
+    assert status.wait_for(1, timeout=5, predicate=lambda m: int(
+        diagnostic_values(m)["commands_ignored_after_reset"]) >= 5), _status(status)
+    time.sleep(0.3)
+    assert np.max(np.abs(joint_positions(joints.last())[:6] - home[:6])) < 0.02, "a stale command moved the arm"
+    # a command stream that starts where the arm is takes over, and may then go anywhere within the limits
+    target = home.copy()
+    target[1] += 0.3
+    deadline = time.monotonic() + 8.0
+    for alpha in np.linspace(0.0, 1.0, 40):
+        pub.publish(joint_state(home + alpha * (target - home)))
+        time.sleep(0.02)
+    while time.monotonic() < deadline and abs(joint_positions(joints.last())[1] - target[1]) > 0.05:
+        pub.publish(joint_state(target))
+        time.sleep(0.05)
+    assert abs(joint_positions(joints.last())[1] - target[1]) < 0.05
+    assert station.alive()
+
+
 @pytest.mark.parametrize("bad", ["wrong_count", "wrong_names", "nan", "outside_limits"])
 def test_bad_commands_are_rejected_counted_and_the_station_holds(station, probe, bad):
     joints = probe.subscribe(JointState, "joint_states")
