@@ -115,6 +115,16 @@ def _data_summary(dataset: pathlib.Path) -> dict:
     return by_source
 
 
+def _furthest_stages(arms: dict) -> dict[str, list[int]]:
+    """arm -> episodes whose highest reward stage was 0, 1, 2, 3, 4 (where the policies get stuck)."""
+    out = {}
+    for name, arm in arms.items():
+        rewards = [o.get("max_reward") for o in arm.get("outcomes", [])]
+        if rewards and all(r is not None for r in rewards):
+            out[name] = [sum(1 for r in rewards if int(r) == k) for k in range(5)]
+    return out
+
+
 def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
     lo, hi = a[ci]
     return f"{format(a[key], fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
@@ -143,7 +153,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     }
     summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
                "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
-               "per_iteration": per_iteration, "beyond_95_intervals": verdict}
+               "per_iteration": per_iteration, "furthest_stage_counts": _furthest_stages(arms),
+               "beyond_95_intervals": verdict}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
     sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
@@ -158,6 +169,15 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
                      f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
                      f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} |")
+    stages = _furthest_stages(arms)
+    if stages:
+        lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
+                  "3 both hands on it, 4 transferred):", "",
+                  "| arm | " + " | ".join(f"stage {k}" for k in range(5)) + " | mean |",
+                  "|---|" + "---|" * 6]
+        for n, counts in stages.items():
+            mean = sum(k * c for k, c in enumerate(counts)) / max(1, sum(counts))
+            lines.append(f"| {n} | " + " | ".join(str(c) for c in counts) + f" | {mean:.2f} |")
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
     lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
