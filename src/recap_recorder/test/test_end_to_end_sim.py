@@ -32,7 +32,9 @@ def test_sim_episodes_are_recorded_and_convert_to_50hz_frames(tmp_path):
         # The manager counts steps from joint_command too; which of the commands sent around the start and
         # end statuses land in the bag depends on delivery order across topics: +-2 steps.
         assert abs(info.topic("joint_command").count - int(info.custom_data["steps"])) <= 2
-        assert STEPS - 2 <= int(info.custom_data["steps"]) <= STEPS  # the sim's step count may end it first
+        # The sim's step count may end it first; at the start the gate sends nothing until it has measured the
+        # reset arm (one or two steps, more on a loaded machine), and those steps have no command to count.
+        assert STEPS - 5 <= int(info.custom_data["steps"]) <= STEPS
     out = tmp_path / "dataset"
     outcomes = convert_bags(found, out, image_format="raw", progress=False)
     assert [o.status for o in outcomes] == ["converted", "converted"], outcomes

@@ -126,7 +126,11 @@ class GateNode(Node):
             self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=2.0)
             return
         with self._cond:
-            self.gate.on_joint_state(q, self._now()[0])
+            now, stamp = self._now()
+            fresh_start = self.gate.last_output is None
+            if self.gate.on_joint_state(q, now) and fresh_start:
+                self._emit(now, stamp, on_arrival=False)  # first reference after startup or a restart: hold now
+                self._cond.notify()
 
     def _on_episode(self, msg: DiagnosticStatus) -> None:
         values = diagnostic_values(msg)
