@@ -48,17 +48,37 @@ def observation_to_frames(obs: Mapping[str, Any], cameras, state_dim: int) -> di
     return {"images": images, "state": torch.from_numpy(state)[None], "task": [obs["task"]]}
 
 
-class PolicyRunner:
-    """Sample action chunks ``[H, 14]`` (absolute joint targets) from a policy checkpoint."""
+class _CheckpointRunner:
+    """What both runners hold: the checkpoint of their kind, its model in eval mode and its processor."""
 
-    def __init__(self, checkpoint: Checkpoint, *, seed: int = 0):
-        if checkpoint.kind != "policy":
-            raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not a policy")
+    KIND = ""
+    NOUN = ""
+
+    def __init__(self, checkpoint: Checkpoint):
+        if checkpoint.kind != self.KIND:
+            raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not {self.NOUN}")
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
         self.config = checkpoint.model_config
         self.processor = Processor(checkpoint.processor_steps, checkpoint.normalization,
                                    PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.checkpoint.checkpoint_id
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.config.cameras)
+
+
+class PolicyRunner(_CheckpointRunner):
+    """Sample action chunks ``[H, 14]`` (absolute joint targets) from a policy checkpoint."""
+
+    KIND, NOUN = "policy", "a policy"
+
+    def __init__(self, checkpoint: Checkpoint, *, seed: int = 0):
+        super().__init__(checkpoint)
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         # CFG runs the conditional and unconditional prompts as one batch of 2; False: two sequential passes
@@ -69,14 +89,6 @@ class PolicyRunner:
     def from_checkpoint(cls, directory: str | pathlib.Path, *, seed: int = 0,
                         device: str | torch.device = "cpu") -> "PolicyRunner":
         return cls(load_checkpoint(directory, kind="policy", device=device), seed=seed)
-
-    @property
-    def checkpoint_id(self) -> str:
-        return self.checkpoint.checkpoint_id
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return tuple(self.config.cameras)
 
     def reset(self) -> None:
         """Start the noise sequence again from the runner's seed (new episode)."""
@@ -125,29 +137,14 @@ class PolicyRunner:
                 "advantage": advantage}
 
 
-class ValueRunner:
+class ValueRunner(_CheckpointRunner):
     """The value estimate (normalised, in [-1, 0]) and its 201-bin distribution for one observation."""
 
-    def __init__(self, checkpoint: Checkpoint):
-        if checkpoint.kind != "value":
-            raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not a value model")
-        self.checkpoint = checkpoint
-        self.model = checkpoint.model.eval()
-        self.config = checkpoint.model_config
-        self.processor = Processor(checkpoint.processor_steps, checkpoint.normalization,
-                                   PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
+    KIND, NOUN = "value", "a value model"
 
     @classmethod
     def from_checkpoint(cls, directory: str | pathlib.Path, *, device: str | torch.device = "cpu") -> "ValueRunner":
         return cls(load_checkpoint(directory, kind="value", device=device))
-
-    @property
-    def checkpoint_id(self) -> str:
-        return self.checkpoint.checkpoint_id
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return tuple(self.config.cameras)
 
     def reset(self) -> None:
         """Stateless between observations; kept for the common runner interface."""
