@@ -138,6 +138,7 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     per_iteration = _plot_iterations(eval_report, profile.iterations, out / "iterations.png")
     curves = _plot_value_curves(out / "dataset", out / "value_curves.png")
     data = _data_summary(out / "dataset")
+    stages = _furthest_stages(arms)
 
     def beats(a: str, b: str, key: str, ci: str, higher: bool = True) -> bool | None:
         if a not in arms or b not in arms:
@@ -153,7 +154,7 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     }
     summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
                "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
-               "per_iteration": per_iteration, "furthest_stage_counts": _furthest_stages(arms),
+               "per_iteration": per_iteration, "furthest_stage_counts": stages,
                "beyond_95_intervals": verdict}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -169,7 +170,6 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
                      f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
                      f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} |")
-    stages = _furthest_stages(arms)
     if stages:
         lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
                   "3 both hands on it, 4 transferred):", "",
@@ -177,7 +177,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
                   "|---|" + "---|" * 6]
         for n, counts in stages.items():
             mean = sum(k * c for k, c in enumerate(counts)) / max(1, sum(counts))
-            lines.append(f"| {n} | " + " | ".join(str(c) for c in counts) + f" | {mean:.2f} |")
+            cells = " | ".join(str(c) for c in counts)
+            lines.append(f"| {n} | {cells} | {mean:.2f} |")
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
     lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]

@@ -60,16 +60,9 @@ def _representatives(vertices: np.ndarray, cell: float) -> np.ndarray:
     return first[inverse.ravel()]
 
 
-def simplified_faces(vertices: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarray:
-    """Indices (in order) of the triangles of ``faces`` that survive clustering at ``cell``.
-
-    A triangle survives when its three corners fall in three different cells
-    and no earlier survivor has the same three cells.
-    """
-    return _surviving(_representatives(vertices, cell)[np.asarray(faces)])
-
-
 def _surviving(corners: np.ndarray) -> np.ndarray:
+    """Indices (in order) of the triangles whose corners (snapped vertex indices ``[F, 3]``) are three
+    different cells, keeping the first of those that share the same three cells."""
     distinct = (corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2]) & (corners[:, 0] != corners[:, 2])
     candidates = np.flatnonzero(distinct)
     _, first = np.unique(np.sort(corners[candidates], axis=1), axis=0, return_index=True)

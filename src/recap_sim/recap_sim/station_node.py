@@ -203,7 +203,8 @@ class SimStationNode(Node):
             "task": self.task_name, "seed": self._episode_seed, "step": result.step,
             "reward": f"{result.reward:.3f}", "success": result.success, "truncated": result.truncated,
             "commands_received": self.commands_received, "commands_rejected": self.commands_rejected,
-            "commands_ignored_after_reset": self.commands_ignored_after_reset, "overruns": self.overruns, "publish_errors": self.publish_errors}, hardware_id=self.station.station_name))
+            "commands_ignored_after_reset": self.commands_ignored_after_reset, "overruns": self.overruns,
+            "publish_errors": self.publish_errors}, hardware_id=self.station.station_name))
 
     def close(self) -> None:
         self._running = False
