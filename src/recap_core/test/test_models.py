@@ -152,6 +152,32 @@ def test_policy_loss_is_per_sample_and_masked(policy, prompts):
         policy.compute_loss(dataclasses.replace(inputs, actions=actions[:, :5]))
 
 
+def test_state_dropout_hides_the_state_of_dropped_samples_only(policy, prompts):
+    from recap_core.models.policy import PolicyInputs
+
+    config = policy.config
+    images, state = fake_batch(config, 2)
+    images = images[:1].expand(2, -1, -1, -1, -1)  # same images: only the state tells the samples apart
+    ids, mask = prompts([TASK] * 2, [None, None])
+    actions = torch.randn(1, config.action_horizon, config.action_dim).expand(2, -1, -1)
+    inputs = PolicyInputs(images, state, ids, mask, actions, torch.zeros(2, config.action_horizon, dtype=torch.bool))
+
+    def loss(keep):
+        return policy.compute_loss(dataclasses.replace(inputs, state_keep=keep), torch.Generator().manual_seed(0))
+
+    seen, hidden = loss(None), loss(torch.tensor([False, False]))
+    # noise and flow time differ per sample, so compare each sample with itself
+    assert not torch.allclose(seen, hidden)
+    both_hidden = loss(torch.tensor([False, False]))
+    swapped_state = policy.compute_loss(dataclasses.replace(inputs, state=state.flip(0),
+                                                            state_keep=torch.tensor([False, False])),
+                                        torch.Generator().manual_seed(0))
+    torch.testing.assert_close(both_hidden, swapped_state)  # a dropped state no longer matters
+    mixed = loss(torch.tensor([True, False]))
+    torch.testing.assert_close(mixed[0], seen[0])
+    torch.testing.assert_close(mixed[1], hidden[1])
+
+
 @pytest.mark.parametrize("insulated", [False, True])
 def test_knowledge_insulation_stops_gradients_into_the_backbone(prompts, insulated):
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from recap_core import cli
 from recap_core.checkpoint import load_checkpoint
 from recap_core.data import RecapDataset, load_frames_table, make_synthetic_dataset
 from recap_core.models import PolicyRunner, ValueRunner
-from recap_core.train.data import frames_from_batch
+from recap_core.train.data import frames_from_batch, random_shift
 
 torch.set_num_threads(1)
 QUIET = ["--no-progress", "--batch-size", "8"]
@@ -93,6 +93,39 @@ def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path,
     assert actions.shape == (50, 14) and np.isfinite(actions).all()
     # arm joints are predicted relative to the state, grippers absolute: output is absolute targets
     assert np.abs(actions[:, :2] - obs["state"][:2]).max() < 50
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_within_the_pad():
+    base = torch.zeros(6, 3, 24, 24, dtype=torch.uint8)
+    base[:, :, 12, 12] = 255  # one bright pixel away from the edges
+    shifted = random_shift({"base": base, "wrist": base.clone()}, 3, torch.Generator().manual_seed(0))
+    assert shifted["base"].shape == base.shape and shifted["base"].dtype == torch.uint8
+    positions = []
+    for image in (*shifted["base"], *shifted["wrist"]):
+        ys, xs = torch.nonzero(image[0] == 255, as_tuple=True)
+        assert len(ys) == 1  # moved, not blurred or lost
+        positions.append((int(ys[0]), int(xs[0])))
+        assert all(abs(p - 12) <= 3 for p in positions[-1])
+    assert len(set(positions)) > 3  # offsets differ per image
+    again = random_shift({"base": base, "wrist": base.clone()}, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(again["base"], shifted["base"])  # the step's generator makes it reproducible
+    assert random_shift({"base": base}, 0, torch.Generator())["base"] is base
+
+
+def test_augmentation_and_state_dropout_are_recorded_and_checked(datasets, tmp_path, capsys):
+    reach, _ = datasets
+    assert recap("train-value", reach, "--out", tmp_path / "v", "--steps", "1", "--augment-shift", "2", *QUIET) == 0
+    assert load_checkpoint(tmp_path / "v", kind="value").training_config["augment_shift"] == 2
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "p", "--steps", "1",
+                 "--state-dropout", "0.5", *QUIET) == 0
+    recorded = load_checkpoint(tmp_path / "p").training_config
+    assert recorded["augment_shift"] == 0 and recorded["state_dropout"] == 0.5
+    with pytest.raises(SystemExit, match="--state-dropout must be in"):
+        recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "sd", "--steps", "1", "--state-dropout", "1",
+              *QUIET)
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "bad", "--steps", "1",
+                 "--augment-shift", "16", *QUIET) == 2
+    assert "--augment-shift must be in [0, 16)" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(datasets, tmp_path):

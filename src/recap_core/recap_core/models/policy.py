@@ -6,6 +6,7 @@ Inputs at the model boundary (already pre-processed, see ``processor.py``):
 * ``state`` ``[B, state_dim]`` normalised joint state
 * ``prompt_ids`` / ``prompt_mask`` ``[B, L]`` tokenised ``"<task>\\nAdvantage: ..."`` (right padded)
 * ``actions`` ``[B, H, action_dim]`` normalised chunk, ``action_is_pad`` ``[B, H]`` (training)
+* ``state_keep`` ``[B]`` bool (training, optional): False zeroes that sample's state token (state dropout)
 
 Prefix layout: ``[image tokens (N * tokens_per_image) ; state token ; prompt tokens]``.
 """
@@ -34,6 +35,7 @@ class PolicyInputs:
     actions: torch.Tensor | None = None
     action_is_pad: torch.Tensor | None = None
     sample_weight: torch.Tensor | None = None
+    state_keep: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "PolicyInputs":
         return PolicyInputs(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
@@ -58,12 +60,19 @@ class RecapPolicy(nn.Module):
 
     # ------------------------------------------------------------------ prefix
     def encode_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
-                      prompt_mask: torch.Tensor) -> ExpertContext:
-        """Backbone pass over the prefix -> the expert's per-layer K/V context (once per chunk)."""
+                      prompt_mask: torch.Tensor, state_keep: torch.Tensor | None = None) -> ExpertContext:
+        """Backbone pass over the prefix -> the expert's per-layer K/V context (once per chunk).
+
+        ``state_keep`` (training): samples where it is False get an all-zero state token, a value no
+        projected state takes (it would need ``W s = -b``), so the model learns that "no state" means
+        "read the arm and the target from the images".
+        """
         batch = prompt_ids.shape[0]
         if image_tokens.shape[0] != batch:
             image_tokens = image_tokens.expand(batch, -1, -1)
         state_token = self.state_proj(state)[:, None, :]
+        if state_keep is not None:
+            state_token = state_token * state_keep.to(state_token.dtype)[:, None, None]
         if state_token.shape[0] != batch:
             state_token = state_token.expand(batch, -1, -1)
         embeddings = torch.cat([image_tokens, state_token, self.backbone.embed_text(prompt_ids)], dim=1)
@@ -92,7 +101,8 @@ class RecapPolicy(nn.Module):
         noise = torch.randn(actions.shape, generator=generator, dtype=actions.dtype).to(actions.device)
         flow_time = sample_flow_time(actions.shape[0], generator, actions.device).to(actions.dtype)
         image_tokens = self.backbone.embed_images(inputs.images)
-        context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask)
+        context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask,
+                                     inputs.state_keep)
         velocity = self.expert(interpolate(actions, noise, flow_time), flow_time, context)
         loss = flow_matching_loss(velocity, target_velocity(actions, noise), inputs.action_is_pad)
         if inputs.sample_weight is not None:

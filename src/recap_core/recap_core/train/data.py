@@ -115,6 +115,23 @@ def frames_from_batch(batch: dict, cameras: Sequence[str], with_actions: bool) -
     return frames
 
 
+def random_shift(images: dict[str, torch.Tensor], max_shift: int, generator: torch.Generator) -> dict:
+    """Random-shift augmentation (DrQ): pad each image by ``max_shift`` with its edge pixels, crop back at a
+    random offset. ``images``: camera -> uint8 ``[B, 3, h, w]``; every image of every camera gets its own
+    offset (from ``generator``, so a step's augmentation is reproducible). ``max_shift`` 0 returns them as is.
+    """
+    if max_shift <= 0:
+        return images
+    shifted = {}
+    for camera, batch in images.items():
+        size, _, height, width = batch.shape
+        padded = torch.nn.functional.pad(batch.float(), (max_shift,) * 4, mode="replicate").to(batch.dtype)
+        offsets = torch.randint(0, 2 * max_shift + 1, (size, 2), generator=generator).tolist()
+        shifted[camera] = torch.stack([padded[i, :, dy:dy + height, dx:dx + width]
+                                       for i, (dy, dx) in enumerate(offsets)])
+    return shifted
+
+
 def frames_to_device(frames: dict, device: str | torch.device) -> dict:
     """Move a frame batch's tensors (including the per-camera images) to ``device``."""
     moved = {}

@@ -20,9 +20,10 @@ from recap_core import rl
 from recap_core.models.policy import PolicyInputs
 from recap_core.models.processor import Processor, default_relative_mask, policy_steps
 from recap_core.models.tokenizer import PromptTokenizer
-from recap_core.train.common import (add_training_arguments, apply_threads, plan_model, reports_user_errors, saver,
-                                     train_config_from_args)
-from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
+from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
+                                     reports_user_errors, saver, train_config_from_args)
+from recap_core.train.data import (dataset_tasks, frames_from_batch, frames_to_device, normalization_for,
+                                   open_datasets, random_shift)
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="recap", help="training objective (default recap)")
     parser.add_argument("--indicator-dropout", type=float, default=rl.DEFAULT_INDICATOR_DROPOUT,
                         help="recap: fraction of samples without advantage text (default 0.3)")
+    parser.add_argument("--state-dropout", type=float, default=0.0,
+                        help="fraction of samples trained without the joint-state token, so the policy must "
+                             "locate the arm and the object in the images (default 0: off)")
     parser.add_argument("--knowledge-insulation", action="store_true",
                         help="stop gradients from the action expert into the backbone's keys/values")
     parser.add_argument("--awr-temperature", type=float, default=0.05,
@@ -71,6 +75,8 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     """Train (or resume / fine-tune) a policy on ``args.datasets``; returns the run summary."""
     if not 0.0 <= args.indicator_dropout <= 1.0:
         raise SystemExit(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
+    if not 0.0 <= args.state_dropout < 1.0:
+        raise SystemExit(f"--state-dropout must be in [0, 1), got {args.state_dropout}")
     roots = [pathlib.Path(d) for d in args.datasets]
     plan = plan_model(args, "policy", dataset_tasks(roots), context,
                       knowledge_insulation=bool(args.knowledge_insulation),
@@ -84,18 +90,25 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask)
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
+    shift = augment_shift(args, config.backbone.image_size)
 
     def step(model, batch, randomness):
         advantages = advantage_texts(args.mode, batch, args.indicator_dropout, randomness.numpy)
-        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=True), context.device)
+        frames = frames_from_batch(batch, config.cameras, with_actions=True)
+        frames["images"] = random_shift(frames["images"], shift, randomness.torch)
+        frames = frames_to_device(frames, context.device)
         prepared = processor.preprocess({**frames, "advantage": advantages})
         weights = None
         if args.mode == "awr":
             weights = torch.from_numpy(rl.awr_weights(batch["advantage"].double().numpy(), args.awr_temperature,
                                                       args.awr_max_weight)).float().to(context.device)
+        keep = None
+        if args.state_dropout > 0:
+            keep = torch.from_numpy(randomness.numpy.random(len(advantages)) >= args.state_dropout)
+            keep = keep.to(context.device)
         inputs = PolicyInputs(prepared["pixels"], prepared["state_normalised"], prepared["prompt_ids"],
                               prepared["prompt_mask"], prepared["actions"],
-                              batch["action_is_pad"].to(context.device), weights)
+                              batch["action_is_pad"].to(context.device), weights, keep)
         loss = model(inputs, randomness.torch).mean()
         metrics = {"fraction_positive": float(np.mean([a == "positive" for a in advantages])),
                    "fraction_no_advantage_text": float(np.mean([a is None for a in advantages]))}
@@ -103,8 +116,9 @@ def train_policy(args: argparse.Namespace, context) -> dict:
             metrics["awr_weight_mean"] = float(weights.mean())
         return loss, metrics
 
-    training = {"command": "train-policy", "mode": args.mode, **train_config.__dict__,
-                "indicator_dropout": args.indicator_dropout, "knowledge_insulation": bool(args.knowledge_insulation),
+    training = {"command": "train-policy", "mode": args.mode, **train_config.__dict__, "augment_shift": shift,
+                "state_dropout": args.state_dropout, "indicator_dropout": args.indicator_dropout,
+                "knowledge_insulation": bool(args.knowledge_insulation),
                 "awr_temperature": args.awr_temperature, "awr_max_weight": args.awr_max_weight,
                 "datasets": [str(r) for r in roots]}
     extra = {"mode": args.mode, "value_checkpoints": _value_checkpoints(data)}

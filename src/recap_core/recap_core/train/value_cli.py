@@ -16,9 +16,10 @@ from recap_core import rl
 from recap_core.models.processor import Processor, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
-from recap_core.train.common import (add_training_arguments, apply_threads, plan_model, reports_user_errors, saver,
-                                     train_config_from_args)
-from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
+from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
+                                     reports_user_errors, saver, train_config_from_args)
+from recap_core.train.data import (dataset_tasks, frames_from_batch, frames_to_device, normalization_for,
+                                   open_datasets, random_shift)
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
@@ -51,10 +52,13 @@ def train_value(args: argparse.Namespace, context) -> dict:
     steps = value_steps(config.cameras, config.backbone.image_size)
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
+    shift = augment_shift(args, config.backbone.image_size)
     num_bins = config.num_bins
 
     def step(model, batch, randomness):
-        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=False), context.device)
+        frames = frames_from_batch(batch, config.cameras, with_actions=False)
+        frames["images"] = random_shift(frames["images"], shift, randomness.torch)
+        frames = frames_to_device(frames, context.device)
         inputs = processor.preprocess({**frames, "advantage": None})
         logits = model(inputs["pixels"], inputs["state_normalised"], inputs["prompt_ids"], inputs["prompt_mask"])
         returns = batch["return_normalised"].double().numpy()
@@ -65,7 +69,8 @@ def train_value(args: argparse.Namespace, context) -> dict:
             error = (predicted.cpu().double() - torch.from_numpy(returns)).abs().mean()
         return loss, {"value_mae": float(error)}
 
-    training = {"command": "train-value", **train_config.__dict__, "datasets": [str(r) for r in roots]}
+    training = {"command": "train-value", **train_config.__dict__, "augment_shift": shift,
+                "datasets": [str(r) for r in roots]}
     save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
                  processor_steps=steps)
     return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
