@@ -10,6 +10,12 @@ same seeds. Metrics, each with a 95 % interval:
   costs its duration until success or the time limit (bootstrap over episodes);
 - mean time to success over the successful episodes (bootstrap).
 
+Each arm also gets a *scene conditioning* diagnostic (:func:`scene_conditioning`):
+how much its first action chunk changes with the scene (the cube's place)
+compared with how much it changes with the sampling noise alone. A flow policy
+that ignores its cameras samples the demonstrations' spread of targets at
+random (ratio near 0); one that reads the scene moves with it (ratio >> 1).
+
 This module imports torch (through recap_core.models) only when it runs; the
 station nodes of recap_sim never do.
 """
@@ -92,6 +98,35 @@ def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
     }
 
 
+def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10,
+                       arm_joints: Sequence[int] | None = None) -> dict:
+    """How much the first chunk's last target depends on the scene versus the sampling noise.
+
+    ``scene_spread``: std over ``seeds`` (each a freshly reset scene, same noise seed), averaged over the arm
+    joints (rad). ``noise_spread``: std over ``noise_draws`` noise seeds on the first seed's scene. Both at
+    the reset pose, where the joint state is the same for every seed, so only the images can tell the
+    scenes apart.
+    """
+    from recap_core.station import GRIPPER_INDICES
+
+    def first_chunk_end(seed: int, noise_seed: int) -> np.ndarray:
+        sim.reset(seed)
+        runner.reset()
+        obs = {"images": sim.render(), "state": sim.joint_positions(), "task": task}
+        return np.asarray(runner.infer(obs, beta=arm.beta, advantage=arm.advantage, seed=noise_seed)["actions"])[-1]
+
+    if len(seeds) < 2 or noise_draws < 2:
+        raise ValueError("scene conditioning needs at least 2 seeds and 2 noise draws")
+    by_scene = np.array([first_chunk_end(int(seed), 0) for seed in seeds])
+    by_noise = np.array([first_chunk_end(int(seeds[0]), k) for k in range(noise_draws)])
+    joints = (list(arm_joints) if arm_joints is not None
+              else [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES])
+    scene = float(by_scene[:, joints].std(axis=0).mean())
+    noise = float(by_noise[:, joints].std(axis=0).mean())
+    return {"seeds": len(seeds), "noise_draws": noise_draws, "scene_spread_rad": scene, "noise_spread_rad": noise,
+            "ratio": scene / max(noise, 1e-9)}
+
+
 def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: int, replan_steps: int,
                 blend_steps: int, sample_seed: int, limits) -> EpisodeOutcome:
     """One episode; ``limits`` is the StationConfig whose joint limits clip every command."""
@@ -118,7 +153,7 @@ def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: i
 
 def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int = 400,
              replan_steps: int = 25, blend_steps: int = 8, image_size: int = 224, threads: int = 2,
-             progress: bool = True, sim_task: str = "transfer_cube") -> dict:
+             progress: bool = True, sim_task: str = "transfer_cube", conditioning_seeds: int = 20) -> dict:
     import torch
 
     from recap_core.models import PolicyRunner
@@ -143,10 +178,14 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
             outcomes.append(run_episode(sim, runner, arm, int(seed), task=task, max_steps=max_steps,
                                         replan_steps=replan_steps, blend_steps=blend_steps,
                                         sample_seed=int(seed) * 1000, limits=limits))
+        count = min(int(conditioning_seeds), len(seeds))
+        conditioning = (scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task)
+                        if count >= 2 else None)
         report["arms"][arm.name] = {
             "checkpoint": str(arm.checkpoint), "checkpoint_id": runner.checkpoint_id, "beta": arm.beta,
             "advantage": arm.advantage, **summarise(outcomes),
             "outcomes": [dataclasses.asdict(o) for o in outcomes],
+            "scene_conditioning": conditioning,
             "wall_seconds": time.perf_counter() - t0}
     return report
 
@@ -187,6 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
     parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--conditioning-seeds", type=int, default=20,
+                        help="seeds of the scene-conditioning diagnostic (first chunk vs scene and noise; 0: skip)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -198,7 +239,8 @@ def run(args) -> int:
             return 2
     report = evaluate(args.arms, args.seeds, task=args.task, max_steps=args.max_steps,
                       replan_steps=args.replan_steps, blend_steps=args.blend_steps, image_size=args.image_size,
-                      threads=args.threads, progress=not args.no_progress)
+                      threads=args.threads, progress=not args.no_progress,
+                      conditioning_seeds=args.conditioning_seeds)
     print(format_table(report))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,13 +250,22 @@ def run(args) -> int:
 
 
 def format_table(report: dict) -> str:
-    rows = ["| arm | success | 95% CI | throughput /h | 95% CI | mean time to success (s) | 95% CI |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| arm | success | 95% CI | throughput /h | 95% CI | mean time to success (s) | 95% CI "
+            "| scene / noise spread |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, a in report["arms"].items():
         lo, hi = a["success_rate_ci95"]
         tlo, thi = a["throughput_ci95"]
         slo, shi = a["time_to_success_ci95"]
         rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({a['success_rate']:.0%}) | {lo:.0%}–{hi:.0%} | "
                     f"{a['throughput_per_hour']:.0f} | {tlo:.0f}–{thi:.0f} | {a['mean_time_to_success_s']:.2f} | "
-                    f"{slo:.2f}–{shi:.2f} |")
+                    f"{slo:.2f}–{shi:.2f} | {conditioning_cell(a.get('scene_conditioning'))} |")
     return "\n".join(rows)
+
+
+def conditioning_cell(conditioning: dict | None) -> str:
+    """``scene / noise rad (xratio)`` for a report table; ``–`` when the diagnostic was skipped."""
+    if not conditioning:
+        return "–"
+    return (f"{conditioning['scene_spread_rad']:.3f} / {conditioning['noise_spread_rad']:.3f} rad "
+            f"(x{conditioning['ratio']:.2f})")

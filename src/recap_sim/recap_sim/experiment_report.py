@@ -7,6 +7,8 @@ import pathlib
 
 import numpy as np
 
+from recap_sim.evaluate import conditioning_cell
+
 
 def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
     import matplotlib
@@ -164,12 +166,14 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
              f"({sources}); "
              f"{profile.iterations} RECAP iteration(s); evaluation on {len(eval_report['seeds'])} held-out seeds "
              f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
-             "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] |",
-             "|---|---|---|---|"]
+             "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] "
+             "| first chunk: scene / noise spread |",
+             "|---|---|---|---|---|"]
     for n, a in arms.items():
         lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
                      f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
-                     f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} |")
+                     f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
+                     f"{conditioning_cell(a.get('scene_conditioning'))} |")
     if stages:
         lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
                   "3 both hands on it, 4 transferred):", "",
@@ -179,6 +183,9 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
             mean = sum(k * c for k, c in enumerate(counts)) / max(1, sum(counts))
             cells = " | ".join(str(c) for c in counts)
             lines.append(f"| {n} | {cells} | {mean:.2f} |")
+    lines += ["", "Scene / noise spread: how far the first chunk's last target moves between scenes (same noise) "
+              "against between noise draws (same scene), mean over the arm joints; a ratio near 0 means the "
+              "policy samples its demonstrations' targets without reading the cameras."]
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
     lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]

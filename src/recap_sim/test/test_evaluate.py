@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recap_sim.evaluate import EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, summarise, wilson_interval
+from recap_sim.evaluate import (EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, scene_conditioning,
+                                summarise, wilson_interval)
 
 
 def test_wilson_interval_contains_the_rate_and_narrows_with_n():
@@ -34,6 +35,45 @@ def test_parsing():
     assert parse_seeds("5-7") == [5, 6, 7] and parse_seeds("1,9") == [1, 9]
 
 
+class _Scenes:
+    """A stand-in simulator: the scene of seed s is an image filled with s; the joints never differ."""
+
+    def reset(self, seed):
+        self.seed = seed
+
+    def render(self):
+        return {"base": np.full((8, 8, 3), self.seed, dtype=np.uint8)}
+
+    def joint_positions(self):
+        return np.zeros(14)
+
+
+class _Policy:
+    """First chunk = scene_gain * image mean + noise_gain * N(0, 1) from the noise seed."""
+
+    def __init__(self, scene_gain, noise_gain):
+        self.scene_gain, self.noise_gain = scene_gain, noise_gain
+
+    def reset(self):
+        pass
+
+    def infer(self, obs, beta, advantage, seed):
+        noise = np.random.default_rng(seed).standard_normal(14)
+        target = self.scene_gain * obs["images"]["base"].mean() + self.noise_gain * noise
+        return {"actions": np.tile(target, (5, 1))}
+
+
+def test_scene_conditioning_tells_a_policy_that_reads_the_scene_from_one_that_samples_blindly():
+    arm = EvalArm("x", None)
+    reads = scene_conditioning(_Scenes(), _Policy(0.01, 0.001), arm, list(range(10)), task="t")
+    blind = scene_conditioning(_Scenes(), _Policy(0.0, 0.1), arm, list(range(10)), task="t")
+    assert reads["ratio"] > 10 and blind["ratio"] < 0.01
+    assert reads["scene_spread_rad"] == pytest.approx(0.01 * np.arange(10).std(), rel=1e-6)
+    assert blind["scene_spread_rad"] < 1e-12 and blind["noise_spread_rad"] > 0.05
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        scene_conditioning(_Scenes(), _Policy(0.0, 0.1), arm, [1], task="t")
+
+
 def test_evaluates_a_tiny_checkpoint_on_the_same_seeds(tiny_checkpoints):
     arms = [EvalArm("a", tiny_checkpoints["policy_a"]), EvalArm("a_cfg", tiny_checkpoints["policy_a"], beta=2.0)]
     report = evaluate(arms, [3, 4], task="reach", max_steps=30, image_size=48, threads=1, progress=False)
@@ -42,3 +82,5 @@ def test_evaluates_a_tiny_checkpoint_on_the_same_seeds(tiny_checkpoints):
         assert [o["seed"] for o in arm["outcomes"]] == [3, 4]
         assert arm["episodes"] == 2 and all(o["steps"] <= 30 for o in arm["outcomes"])
         assert np.isfinite(arm["throughput_per_hour"])
+        conditioning = arm["scene_conditioning"]
+        assert conditioning["seeds"] == 2 and np.isfinite(conditioning["ratio"])
