@@ -98,8 +98,7 @@ def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
     }
 
 
-def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10,
-                       arm_joints: Sequence[int] | None = None) -> dict:
+def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10) -> dict:
     """How much the first chunk's last target depends on the scene versus the sampling noise.
 
     ``scene_spread``: std over ``seeds`` (each a freshly reset scene, same noise seed), averaged over the arm
@@ -118,9 +117,9 @@ def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task:
     if len(seeds) < 2 or noise_draws < 2:
         raise ValueError("scene conditioning needs at least 2 seeds and 2 noise draws")
     by_scene = np.array([first_chunk_end(int(seed), 0) for seed in seeds])
-    by_noise = np.array([first_chunk_end(int(seeds[0]), k) for k in range(noise_draws)])
-    joints = (list(arm_joints) if arm_joints is not None
-              else [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES])
+    # noise seed 0 on the first scene is by_scene[0]: draw only the others
+    by_noise = np.array([by_scene[0], *(first_chunk_end(int(seeds[0]), k) for k in range(1, noise_draws))])
+    joints = [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES]
     scene = float(by_scene[:, joints].std(axis=0).mean())
     noise = float(by_noise[:, joints].std(axis=0).mean())
     return {"seeds": len(seeds), "noise_draws": noise_draws, "scene_spread_rad": scene, "noise_spread_rad": noise,

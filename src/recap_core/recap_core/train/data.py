@@ -106,9 +106,14 @@ def _vectors(table, name: str) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float64)
 
 
-def frames_from_batch(batch: dict, cameras: Sequence[str], with_actions: bool) -> dict:
-    """A collated dataset batch -> a processor frame batch (``images``, ``state``, ``task``, ``actions``)."""
-    frames = {"images": {camera: batch[f"observation.images.{camera}"] for camera in cameras},
+def frames_from_batch(batch: dict, cameras: Sequence[str], with_actions: bool, *, shift: int = 0,
+                      generator: torch.Generator | None = None) -> dict:
+    """A collated dataset batch -> a processor frame batch (``images``, ``state``, ``task``, ``actions``).
+
+    ``shift`` > 0 applies :func:`random_shift` to the images with ``generator`` (training augmentation).
+    """
+    images = {camera: batch[f"observation.images.{camera}"] for camera in cameras}
+    frames = {"images": random_shift(images, shift, generator),
               "state": batch["observation.state"].float(), "task": list(batch["task"])}
     if with_actions:
         frames["actions"] = batch["action"].float()

@@ -22,8 +22,7 @@ from recap_core.models.processor import Processor, default_relative_mask, policy
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
-from recap_core.train.data import (dataset_tasks, frames_from_batch, frames_to_device, normalization_for,
-                                   open_datasets, random_shift)
+from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
@@ -94,9 +93,8 @@ def train_policy(args: argparse.Namespace, context) -> dict:
 
     def step(model, batch, randomness):
         advantages = advantage_texts(args.mode, batch, args.indicator_dropout, randomness.numpy)
-        frames = frames_from_batch(batch, config.cameras, with_actions=True)
-        frames["images"] = random_shift(frames["images"], shift, randomness.torch)
-        frames = frames_to_device(frames, context.device)
+        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=True, shift=shift,
+                                                    generator=randomness.torch), context.device)
         prepared = processor.preprocess({**frames, "advantage": advantages})
         weights = None
         if args.mode == "awr":

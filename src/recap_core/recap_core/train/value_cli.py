@@ -18,8 +18,7 @@ from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
-from recap_core.train.data import (dataset_tasks, frames_from_batch, frames_to_device, normalization_for,
-                                   open_datasets, random_shift)
+from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
@@ -56,9 +55,8 @@ def train_value(args: argparse.Namespace, context) -> dict:
     num_bins = config.num_bins
 
     def step(model, batch, randomness):
-        frames = frames_from_batch(batch, config.cameras, with_actions=False)
-        frames["images"] = random_shift(frames["images"], shift, randomness.torch)
-        frames = frames_to_device(frames, context.device)
+        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=False, shift=shift,
+                                                    generator=randomness.torch), context.device)
         inputs = processor.preprocess({**frames, "advantage": None})
         logits = model(inputs["pixels"], inputs["state_normalised"], inputs["prompt_ids"], inputs["prompt_mask"])
         returns = batch["return_normalised"].double().numpy()
