@@ -194,6 +194,75 @@ def test_knowledge_insulation_stops_gradients_into_the_backbone(prompts, insulat
     assert (not backbone_grads) == insulated
 
 
+def test_conv_stem_keeps_the_patch_grid_and_round_trips(tmp_path):
+    for bad in ({"patch_size": 6, "image_size": 36}, {"patch_size": 1, "image_size": 32}):
+        with pytest.raises(ConfigError, match="power of two"):
+            BackboneConfig(vision_stem="conv", **bad)
+    with pytest.raises(ConfigError, match="vision_stem"):
+        BackboneConfig(vision_stem="resnet")
+    config = get_config("tiny", backbone=BackboneConfig(vision_stem="conv"))
+    assert PolicyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    torch.manual_seed(0)
+    conv, patch = RecapPolicy(config), RecapPolicy(get_config("tiny"))
+    images, _ = fake_batch(config, 2)
+    tokens = conv.backbone.embed_images(images)
+    assert tokens.shape == patch.backbone.embed_images(images).shape
+    assert not torch.allclose(tokens[0], tokens[1])  # different images, different tokens
+    # a 3-pixel blob moved by 3 pixels changes the conv stem's tokens
+    blob = torch.full_like(images[:1], -1.0)
+    blob[..., 10:13, 10:13] = 1.0
+    moved = torch.roll(blob, shifts=3, dims=-1)
+    assert not torch.allclose(conv.backbone.embed_images(blob), conv.backbone.embed_images(moved))
+    directory = save_untrained_checkpoint(tmp_path / "conv", config, tasks=[TASK])
+    loaded = PolicyRunner.from_checkpoint(directory)
+    assert loaded.model.config.backbone.vision_stem == "conv"
+    torch.manual_seed(0)  # save_untrained_checkpoint's seed: the same weights, through safetensors and back
+    reference = RecapPolicy(config).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.backbone.embed_images(images), reference.backbone.embed_images(images))
+
+
+def test_image_conditioning_starts_neutral_then_reads_the_images(policy, prompts):
+    from recap_core.models.policy import PolicyInputs
+
+    config = dataclasses.replace(policy.config, expert=dataclasses.replace(policy.config.expert,
+                                                                           image_conditioning=True))
+    conditioned = RecapPolicy(config).eval()
+    missing, unexpected = conditioned.load_state_dict(policy.state_dict(), strict=False)
+    assert sorted(missing) == ["expert.image_condition.bias", "expert.image_condition.weight"] and not unexpected
+    images, state = fake_batch(config, 2)
+    ids, mask = prompts([TASK] * 2, ["positive", None])
+    actions = torch.randn(2, config.action_horizon, config.action_dim)
+    inputs = PolicyInputs(images, state, ids, mask, actions)
+    # zero-initialised: exactly the unconditioned policy's loss
+    torch.testing.assert_close(conditioned.compute_loss(inputs, torch.Generator().manual_seed(0)),
+                               policy.compute_loss(inputs, torch.Generator().manual_seed(0)))
+    conditioned.train()
+    conditioned.compute_loss(inputs, torch.Generator().manual_seed(0)).mean().backward()
+    assert conditioned.expert.image_condition.weight.grad.abs().sum() > 0
+    conditioned.eval()
+    with torch.no_grad():
+        conditioned.expert.image_condition.weight.normal_(std=0.05)
+    noise = torch.randn(1, config.action_horizon, config.action_dim)
+    conditional, unconditional = prompts([TASK], ["positive"]), prompts([TASK], [None])
+
+    def sample(conditioned_images, **kwargs):
+        return conditioned.sample_actions(conditioned_images, state[:1], conditional, noise, **kwargs)
+
+    base = sample(images[:1])
+    other = sample(images[1:])
+    assert not torch.allclose(base, other)
+    batched = sample(images[:1], unconditional=unconditional, beta=2.0)
+    sequential = sample(images[:1], unconditional=unconditional, beta=2.0, batch_guidance=False)
+    torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=1e-5)
+    from recap_core.models.expert import ExpertContext
+
+    context = conditioned.encode_prefix(conditioned.backbone.embed_images(images[:1]), state[:1], *conditional)
+    bare = ExpertContext(context.prefix, context.rotary, context.layer_types, config.action_horizon)
+    with pytest.raises(ValueError, match="image_conditioning"):
+        conditioned.expert(noise, torch.zeros(1), bare)
+
+
 # ---------------------------------------------------------------------------- sampling and CFG
 
 def test_beta_one_runs_only_the_conditional_prompt(policy, prompts, monkeypatch):

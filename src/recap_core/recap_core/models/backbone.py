@@ -92,6 +92,29 @@ class PrefixEncoding:
                               self.key_mask, self.hidden.detach(), self.next_position)
 
 
+class ConvStem(nn.Sequential):
+    """Stride-2 3x3 convolutions from pixels to the patch grid: ``[B, 3, S, S] -> [B, hidden, S/p, S/p]``.
+
+    Stands in for SigLIP's single ``patch x patch`` convolution (``BackboneConfig.vision_stem == "conv"``):
+    ``log2(patch)`` layers, channels doubling from 32 up to 64, GroupNorm + GELU between them, a plain
+    convolution to the tower's width last. The tower adds its position embeddings on the same grid.
+    """
+
+    def __init__(self, patch_size: int, hidden_size: int):
+        layers, channels = [], 3
+        for i in range(patch_size.bit_length() - 2):
+            width = min(32 * 2 ** i, 64)
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.GELU()]
+            channels = width
+        layers.append(nn.Conv2d(channels, hidden_size, 3, stride=2, padding=1))
+        super().__init__(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The first convolution's weight (SigLIP reads ``patch_embedding.weight.dtype`` to cast pixels)."""
+        return self[0].weight
+
+
 class VisionLanguageBackbone(nn.Module):
     """SigLIP + Gemma 3 text model encoding ``[image tokens ; extra tokens ; prompt tokens]``."""
 
@@ -116,6 +139,8 @@ class VisionLanguageBackbone(nn.Module):
             # transformers leaves this projection at zeros (images ignored until trained); start it live.
             nn.init.normal_(self.projector.mm_input_projection_weight, std=hf.vision_config.hidden_size ** -0.5)
             self.language_model = Gemma3TextModel(hf.text_config)
+        if config.vision_stem == "conv":
+            self.vision_tower.embeddings.patch_embedding = ConvStem(config.patch_size, config.vision_hidden_size)
         self.layer_types = list(hf.text_config.layer_types)
 
     @property

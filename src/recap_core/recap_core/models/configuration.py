@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     """A configuration value is out of range or inconsistent; the message says which and what to do."""
 
 
+VISION_STEMS = ("patch", "conv")
+
+
 def _positive_int(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
@@ -31,6 +34,12 @@ class BackboneConfig:
     (prefix-LM, as PaliGemma/pi0). ``hf_config`` holds the full transformers
     ``Gemma3Config`` dict of a pretrained model (real weights loaded from
     ``pretrained_dir``); when it is set the size fields mirror it.
+
+    ``vision_stem``: ``"patch"`` is SigLIP's patch embedding (one strided
+    convolution, what pretrained weights have); ``"conv"`` replaces it with a
+    stack of stride-2 3x3 convolutions ending on the same patch grid ("early
+    convolutions", Xiao et al. 2021). Trained from scratch, only the conv stem
+    learns to locate a few-pixel object (docs/experiment.md).
     """
 
     image_size: int = 32
@@ -50,9 +59,19 @@ class BackboneConfig:
     rope_theta: float = 10_000.0
     pretrained_dir: str | None = None
     hf_config: dict | None = None
+    vision_stem: str = "patch"
 
     def __post_init__(self):
         owner = "BackboneConfig"
+        if self.vision_stem not in VISION_STEMS:
+            raise ConfigError(f"{owner}.vision_stem must be one of {VISION_STEMS}, got {self.vision_stem!r}")
+        if self.vision_stem == "conv":
+            if self.hf_config is not None:
+                raise ConfigError(f"{owner}.vision_stem 'conv' has no pretrained weights; pretrained backbones "
+                                  f"keep SigLIP's 'patch' stem")
+            if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
+                raise ConfigError(f"{owner}.vision_stem 'conv' halves the image per layer down to the patch grid, "
+                                  f"so patch_size must be a power of two >= 2, got {self.patch_size}")
         for name in ("image_size", "patch_size", "vision_hidden_size", "vision_intermediate_size",
                      "vision_num_layers", "vision_num_heads", "tokens_per_image", "vocab_size", "hidden_size",
                      "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
@@ -86,15 +105,24 @@ class ExpertConfig:
 
     Layer ``i`` of the expert attends to ``[backbone layer i prefix K/V ; its own K/V]``,
     so only its width, MLP size and number of query heads are free.
+
+    ``image_conditioning``: also add a linear read of every camera's image
+    tokens (flattened, RMS-normalised) to each action token, a global
+    observation vector in the manner of Diffusion Policy's conditioning. Small
+    models trained from scratch otherwise learn the demonstrations' marginal
+    over targets and ignore where the object is (docs/experiment.md).
     """
 
     width: int = 32
     mlp_dim: int = 64
     num_heads: int = 2
+    image_conditioning: bool = False
 
     def __post_init__(self):
         for name in ("width", "mlp_dim", "num_heads"):
             _positive_int("ExpertConfig", name, getattr(self, name))
+        if not isinstance(self.image_conditioning, bool):
+            raise ConfigError(f"ExpertConfig.image_conditioning must be true or false, got {self.image_conditioning!r}")
 
 
 def _check_cameras(owner: str, cameras: tuple[str, ...]) -> None:

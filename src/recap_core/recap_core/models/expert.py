@@ -71,12 +71,14 @@ class ExpertContext:
     """Everything the expert needs from one prefix, computed once per chunk.
 
     Holds the per-layer prefix K/V, the attention mask over ``[prefix ; chunk]``
-    ``[B, 1, 1, P + H]`` and the rotary ``cos``/``sin`` of the chunk positions.
+    ``[B, 1, 1, P + H]``, the rotary ``cos``/``sin`` of the chunk positions and,
+    for an expert with ``image_conditioning``, the image tokens ``[B, N*T, D]``.
     """
 
     def __init__(self, prefix: PrefixEncoding, rotary: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 layer_types: list[str], horizon: int):
+                 layer_types: list[str], horizon: int, image_features: torch.Tensor | None = None):
         self.prefix = prefix
+        self.image_features = image_features
         self.rotary = rotary
         self.layer_types = layer_types
         chunk_mask = torch.ones(prefix.key_mask.shape[0], horizon, dtype=torch.bool, device=prefix.key_mask.device)
@@ -90,10 +92,18 @@ class ExpertContext:
 class ActionExpert(nn.Module):
     """Noisy chunk ``[B, H, A]`` + flow time ``[B]`` + prefix context -> velocity ``[B, H, A]``."""
 
-    def __init__(self, expert: ExpertConfig, backbone: BackboneConfig, action_dim: int, horizon: int):
+    def __init__(self, expert: ExpertConfig, backbone: BackboneConfig, action_dim: int, horizon: int,
+                 num_cameras: int = 1):
         super().__init__()
         width = expert.width
         self.horizon = horizon
+        # Optional global observation vector (ExpertConfig.image_conditioning). Zero-initialised, so adding it
+        # to a trained expert starts from that expert's behaviour.
+        self.image_condition = None
+        if expert.image_conditioning:
+            self.image_condition = nn.Linear(num_cameras * backbone.tokens_per_image * backbone.hidden_size, width)
+            nn.init.zeros_(self.image_condition.weight)
+            nn.init.zeros_(self.image_condition.bias)
         self.action_in = nn.Linear(action_dim, width)
         # pi0 mixes action and time with a small MLP per token (no adaptive norm).
         self.action_time_in = nn.Linear(2 * width, width)
@@ -111,6 +121,12 @@ class ActionExpert(nn.Module):
         time_features = sinusoidal_time_embedding(flow_time, tokens.shape[-1]).to(tokens.dtype)
         time_features = time_features[:, None, :].expand_as(tokens)
         x = self.action_time_out(F.silu(self.action_time_in(torch.cat([tokens, time_features], dim=-1))))
+        if self.image_condition is not None:
+            if context.image_features is None:
+                raise ValueError("this expert reads the image tokens (image_conditioning); the context has none")
+            features = context.image_features
+            features = F.rms_norm(features, (features.shape[-1],)).flatten(1)
+            x = x + self.image_condition(features)[:, None, :]
         prefix = context.prefix
         for i, layer in enumerate(self.layers):
             cos, sin = context.rotary[context.layer_types[i]]

@@ -48,7 +48,8 @@ class RecapPolicy(nn.Module):
         self.config = config
         self.backbone = VisionLanguageBackbone(config.backbone, load_pretrained_weights=load_pretrained_weights)
         self.state_proj = nn.Linear(config.state_dim, self.backbone.hidden_size)
-        self.expert = ActionExpert(config.expert, config.backbone, config.action_dim, config.action_horizon)
+        self.expert = ActionExpert(config.expert, config.backbone, config.action_dim, config.action_horizon,
+                                   num_cameras=len(config.cameras))
         # The expert reads the backbone's per-layer keys/values only: the last layer's query/output/MLP and the
         # final norm never reach the loss. Freezing them keeps DistributedDataParallel from waiting for their
         # gradients (pi0 has the same dead end when no text loss is trained).
@@ -83,7 +84,10 @@ class RecapPolicy(nn.Module):
         horizon = self.config.action_horizon
         positions = prefix.next_position[:, None] + torch.arange(horizon, device=prompt_ids.device)[None, :]
         rotary = self.backbone.rotary(positions, embeddings)
-        return ExpertContext(prefix, rotary, self.backbone.layer_types, horizon)
+        image_features = None
+        if self.config.expert.image_conditioning:
+            image_features = image_tokens.detach() if self.config.knowledge_insulation else image_tokens
+        return ExpertContext(prefix, rotary, self.backbone.layer_types, horizon, image_features)
 
     # ------------------------------------------------------------------ training
     def forward(self, inputs: PolicyInputs, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -23,11 +23,15 @@ _SMALL_BACKBONE = BackboneConfig(
     image_size=96, patch_size=16, vision_hidden_size=128, vision_intermediate_size=384, vision_num_layers=3,
     vision_num_heads=4, tokens_per_image=9, vocab_size=768, hidden_size=192, intermediate_size=768,
     num_layers=4, num_heads=4, num_kv_heads=1, head_dim=48)
+# From scratch the small policy reads the cube only through a conv stem and the expert's image conditioning
+# (docs/experiment.md, "The policy does not read the scene"); the value model keeps the plain backbone.
+_SMALL_POLICY_BACKBONE = dataclasses.replace(_SMALL_BACKBONE, vision_stem="conv")
 
 _POLICY_CONFIGS: dict[str, PolicyConfig] = {
     "tiny": PolicyConfig(backbone=_TINY_BACKBONE, expert=ExpertConfig(width=32, mlp_dim=64, num_heads=2),
                          name="tiny"),
-    "small": PolicyConfig(backbone=_SMALL_BACKBONE, expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4),
+    "small": PolicyConfig(backbone=_SMALL_POLICY_BACKBONE,
+                          expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4, image_conditioning=True),
                           name="small"),
 }
 
