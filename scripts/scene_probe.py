@@ -103,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             config.expert, image_conditioning=args.image_conditioning == "on"))
     horizon, size = config.action_horizon, config.backbone.image_size
     sim = AlohaSim("transfer_cube", width=size, height=size, max_episode_steps=10 * horizon)
-    train = collect(sim, range(1000, 1000 + args.scenes), horizon)
-    test = collect(sim, range(2000, 2000 + args.held_out), horizon)
+    try:
+        train = collect(sim, range(1000, 1000 + args.scenes), horizon)
+        test = collect(sim, range(2000, 2000 + args.held_out), horizon)
+    finally:
+        sim.close()  # the GL context is a process resource
     tokenizer = train_prompt_tokenizer([TASK], config.backbone.vocab_size)
     processor = Processor(policy_steps(config.cameras, size, default_relative_mask(config.action_dim)),
                           normalisation(train, horizon), PromptTokenizer(tokenizer, config.max_prompt_tokens))
