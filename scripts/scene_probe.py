@@ -32,9 +32,11 @@ import sys
 import numpy as np
 import torch
 
+from recap_core.data.writer import feature_stats
 from recap_core.models import get_config
 from recap_core.models.policy import PolicyInputs, RecapPolicy
-from recap_core.models.processor import Processor, default_relative_mask, policy_steps, relative_action_stats
+from recap_core.models.processor import (ACTION_KEY, RELATIVE_ACTION_KEY, STATE_KEY, Processor, default_relative_mask,
+                                        policy_steps, relative_action_stats)
 from recap_core.models.tokenizer import PromptTokenizer, train_prompt_tokenizer
 from recap_sim.expert import ScriptedExpert
 from recap_sim.sim import AlohaSim
@@ -71,13 +73,12 @@ def normalisation(data: dict, horizon: int) -> dict:
     flat_states = np.repeat(states, horizon, axis=0)
     episodes = np.repeat(np.arange(len(states)), horizon)
 
-    def stats(x):
-        return {"mean": x.mean(0).tolist(), "std": np.maximum(x.std(0), 1e-3).tolist(),
-                "min": x.min(0).tolist(), "max": x.max(0).tolist()}
+    def stats(x):  # the dataset writer's statistics; the Normaliser floors the std itself
+        return {name: value.tolist() for name, value in feature_stats(x).items()}
 
     mask = default_relative_mask(actions.shape[-1])
-    return {"observation.state": stats(flat_states), "action": stats(flat_actions),
-            "action.relative": relative_action_stats(flat_states, flat_actions, episodes, horizon, mask)}
+    return {STATE_KEY: stats(flat_states), ACTION_KEY: stats(flat_actions),
+            RELATIVE_ACTION_KEY: relative_action_stats(flat_states, flat_actions, episodes, horizon, mask)}
 
 
 def main(argv: list[str] | None = None) -> int:
