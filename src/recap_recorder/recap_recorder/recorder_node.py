@@ -105,9 +105,19 @@ class RecorderNode(Node):
                                          raw=True)
         self.create_timer(1.0 / status_rate, self._publish_status)
         self._publish_status()
-        self.get_logger().info(f"recorder up: {len(specs)} topics into {config.output_dir}, chunks of "
-                               f"{chunk_kb} KB / {chunk_s} s, queue {queue_mb:.0f} MB, min free disk "
-                               f"{min_free_mb:.0f} MB")
+        # "up" is logged from the executor's first tick, not here: messages that reach a subscription
+        # before the executor spins are handed out per subscription, not in arrival order, so data
+        # published before the first episode/status could be taken after it. Once spinning, callbacks
+        # run in arrival order and episode membership is exact.
+        self._up_message = (f"recorder up: {len(specs)} topics into {config.output_dir}, chunks of "
+                            f"{chunk_kb} KB / {chunk_s} s, queue {queue_mb:.0f} MB, min free disk "
+                            f"{min_free_mb:.0f} MB")
+        self._up_timer = self.create_timer(0.0, self._announce_up)
+
+    def _announce_up(self) -> None:
+        self._up_timer.cancel()
+        self.destroy_timer(self._up_timer)
+        self.get_logger().info(self._up_message)
 
     def _callback(self, topic: str):
         on_message = self.recorder.on_message
