@@ -67,6 +67,7 @@ class PolicyNode(Node):
         self._tick = 0
         self._last_plan_tick: int | None = None
         self._plan_request = threading.Event()
+        self._plan_epoch = 0  # bumped by every reset: a chunk planned before it is never executed
         self._in_flight = False
         self._replan_due = False
         self._mode = "starting"
@@ -75,7 +76,7 @@ class PolicyNode(Node):
         self._chunk_received_at = float("nan")
         self._chunk_obs_stamp = float("nan")
         self.counters = {"commands": 0, "chunks": 0, "rejected_images": 0, "rejected_states": 0,
-                         "stale_holds": 0, "inference_errors": 0}
+                         "stale_holds": 0, "inference_errors": 0, "discarded_chunks": 0}
 
         self._load(self.checkpoint)
 
@@ -151,7 +152,7 @@ class PolicyNode(Node):
                 return
             self._in_flight = True
             self._replan_due = False
-            self._pending = (self._tick, obs, self._observations.state_stamp)
+            self._pending = (self._tick, obs, self._observations.state_stamp, self._plan_epoch)
             self._last_plan_tick = self._tick
         self._plan_request.set()
 
@@ -162,6 +163,9 @@ class PolicyNode(Node):
             self._task = task
         if values.get("state") == "running" and values.get("episode_id") != self._episode_id:
             self._episode_id = values.get("episode_id")
+            # The world was reset for this episode: plan only from what is observed from now on.
+            self._observations.restart(self._now(), f"waiting for the first observation of episode "
+                                                    f"{self._episode_id}")
             self._reset_plan()
 
     def _on_reset(self, request, response):
@@ -170,9 +174,11 @@ class PolicyNode(Node):
         return response
 
     def _reset_plan(self) -> None:
+        """Drop the plan, and the one being computed: it was planned from an observation before the reset."""
         with self._lock:
             self._executor.reset()
             self._last_plan_tick = None
+            self._plan_epoch += 1
         runner = self._runner
         if runner is not None:
             runner.reset()
@@ -262,7 +268,7 @@ class PolicyNode(Node):
                 continue
             self._plan_request.clear()
             with self._lock:
-                tick, obs, obs_stamp = self._pending
+                tick, obs, obs_stamp, epoch = self._pending
                 runner = self._runner
             try:
                 t0 = time.perf_counter()
@@ -276,6 +282,10 @@ class PolicyNode(Node):
                     raise ValueError(f"policy returned a chunk of shape {actions.shape}, expected [H, 14]")
                 actions = np.clip(actions, self.station.lower_array, self.station.upper_array)
                 with self._lock:
+                    if epoch != self._plan_epoch:
+                        # A reset (new episode, policy/reset) came while this chunk was computed.
+                        self.counters["discarded_chunks"] += 1
+                        continue
                     self._executor.add_chunk(actions, start_tick=tick, now_tick=self._tick)
                 self._chunk_received_at = time.monotonic()
                 self.counters["chunks"] += 1

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from recap_core.ros.convert import diagnostic_values, joint_state, numpy_to_image
+from recap_core.ros.convert import diagnostic, diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds
 
 pytestmark = pytest.mark.ros
 
@@ -138,3 +138,39 @@ def test_stale_cameras_stop_the_commands(node_process, probe, tiny_checkpoints, 
     assert st["state"] == "holding" and "stale observation" in st["reason"], st
     fake_station.cameras_on = True
     assert commands.wait_for(5, timeout=15), "commands did not resume with fresh observations"
+
+
+def test_a_new_episode_is_planned_only_from_its_own_observations(node_process, probe, tiny_checkpoints,
+                                                                  fake_station):
+    """After a reset the world is different: no command may come from a plan made before it.
+
+    The cameras go quiet before the episode starts (a reset in progress) while the joint states go
+    on, and the node replans on every joint state: a chunk begun before the episode started, or
+    planned from the last images before it, would reach the commands.
+    """
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"], replan_steps=1,
+                          max_observation_age_ms=5000.0)
+    episode = probe.publisher(DiagnosticStatus, "episode/status", probe.LATCHED)
+    status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    chunks = probe.subscribe(JointTrajectory, "policy/action_chunk")
+    assert commands.wait_for(20, timeout=60), policy.output()
+    for k in range(3):
+        fake_station.cameras_on = False
+        time.sleep(0.1)
+        started = probe.node.get_clock().now().nanoseconds * 1e-9
+        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running",
+                                                        "task": "reach"}))
+        time.sleep(0.1)  # delivery of the status and of anything already planned
+        commands.clear()
+        chunks.clear()
+        time.sleep(0.5)
+        assert len(commands) == 0, f"episode {k}: {len(commands)} commands before any observation of it"
+        assert len(chunks) == 0, f"episode {k}: chunks planned from observations before it"
+        assert "waiting for the first observation of episode" in status_of(status).get("reason", ""), \
+            status_of(status)
+        fake_station.cameras_on = True
+        assert commands.wait_for(5, timeout=15), f"episode {k}: no commands once observed"
+        planned_from = [stamp_to_seconds(c.header.stamp) for c in chunks.snapshot()[0]]
+        assert planned_from and min(planned_from) >= started, (started, planned_from[:3])
+    assert policy.alive()

@@ -23,12 +23,33 @@ class ObservationBuffer:
         self.joint_names = tuple(joint_names)
         self._images: dict[str, tuple[float, np.ndarray]] = {}
         self._state: tuple[float, np.ndarray] | None = None
+        self._not_before = float("-inf")
+        self._waiting_for = ""
+
+    def restart(self, not_before: float, why: str) -> None:
+        """Forget every image and joint state, and ignore those stamped before ``not_before``.
+
+        For a new episode: the world may have been reset (a sim teleports the
+        arm; an operator moves the objects), so nothing observed before the
+        episode began describes it. Until every stream has delivered a newer
+        message, :meth:`latest` returns None with ``why``.
+        """
+        self._images.clear()
+        self._state = None
+        self._not_before = float(not_before)
+        self._waiting_for = why
 
     def on_image(self, camera: str, msg: Image) -> None:
-        self._images[camera] = (stamp_to_seconds(msg.header.stamp), image_to_numpy(msg))
+        stamp = stamp_to_seconds(msg.header.stamp)
+        image = image_to_numpy(msg)  # validate first: a bad message is rejected whatever its stamp
+        if stamp >= self._not_before:
+            self._images[camera] = (stamp, image)
 
     def on_joints(self, msg: JointState) -> None:
-        self._state = (stamp_to_seconds(msg.header.stamp), joint_positions(msg, self.joint_names))
+        stamp = stamp_to_seconds(msg.header.stamp)
+        positions = joint_positions(msg, self.joint_names)
+        if stamp >= self._not_before:
+            self._state = (stamp, positions)
 
     @property
     def state_stamp(self) -> float | None:
@@ -38,10 +59,10 @@ class ObservationBuffer:
         """The newest observation, or None and why it cannot be used."""
         state = self._state
         if state is None:
-            return None, "no joint_states yet"
+            return None, f"no joint_states yet{self._since()}"
         missing = [c for c in self.cameras if c not in self._images]
         if missing:
-            return None, f"no images yet from {missing}"
+            return None, f"no images yet from {missing}{self._since()}"
         images = {c: self._images[c] for c in self.cameras}
         stamps = {"joint_states": state[0], **{f"camera/{c}": images[c][0] for c in self.cameras}}
         oldest = min(stamps, key=stamps.get)
@@ -52,3 +73,7 @@ class ObservationBuffer:
         if not task:
             return None, "no task: start an episode (episode/status) or set the `task` parameter"
         return {"images": {c: images[c][1] for c in self.cameras}, "state": state[1], "task": task}, ""
+
+    def _since(self) -> str:
+        return f" ({self._waiting_for})" if self._waiting_for else ""
+
