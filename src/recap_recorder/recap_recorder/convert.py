@@ -4,7 +4,10 @@ Resampling onto the 50 Hz control clock: the ticks are the receive times of
 the ``joint_command`` messages the gate actually sent to the robot. At tick t:
 
 * observation = the newest image of every camera and the newest
-  ``joint_states`` received at or before t;
+  ``joint_states`` received at or before t, and after the episode began: the
+  recorder's start snapshot (stamped with the start) does not count, since
+  after a reset it can show the world before it (a simulator teleports the
+  arm between two joint states);
 * action = that ``joint_command``;
 * ``is_intervention`` = the newest ``intervention`` at or before t, or the
   newest ``command_source`` at or before t being ``teleop`` -- where "at or
@@ -59,18 +62,25 @@ class Timeline:
 
 def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarray, states: np.ndarray,
              image_ns: Mapping[str, np.ndarray], intervention_ns: np.ndarray, intervention: np.ndarray,
-             source_ns: np.ndarray, source_is_teleop: np.ndarray, flag_tolerance_ns: int = 0) -> Timeline:
+             source_ns: np.ndarray, source_is_teleop: np.ndarray, flag_tolerance_ns: int = 0,
+             observed_after_ns: int | None = None) -> Timeline:
     """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values.
 
     Intervention flags received up to ``flag_tolerance_ns`` after a command count as that command's.
+    Joint states and images received at or before ``observed_after_ns`` (the episode start, where
+    the recorder's snapshot is stamped) make no observation.
     """
     order = np.argsort(command_ns, kind="stable")
     ticks, actions = np.asarray(command_ns)[order], np.asarray(commands)[order]
+
+    def first_usable(times) -> int:
+        return 0 if observed_after_ns is None else int(np.searchsorted(np.asarray(times), observed_after_ns,
+                                                                        side="right"))
     state_at = latest_at_or_before(state_ns, ticks)
     image_at = {cam: latest_at_or_before(times, ticks) for cam, times in image_ns.items()}
-    complete = state_at >= 0
-    for index in image_at.values():
-        complete &= index >= 0
+    complete = state_at >= max(0, first_usable(state_ns))
+    for cam, index in image_at.items():
+        complete &= index >= max(0, first_usable(image_ns[cam]))
     first = int(np.argmax(complete)) if complete.any() else len(ticks)
     keep = slice(first, None)
     flag_at = latest_at_or_before(intervention_ns, ticks[keep] + flag_tolerance_ns)
@@ -250,7 +260,8 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         image_ns={cam: times(f"camera/{cam}") for cam in cameras},
         intervention_ns=times("intervention"), intervention=values("intervention", bool),
         source_ns=times("command_source"), source_is_teleop=values("command_source", bool),
-        flag_tolerance_ns=FLAG_TOLERANCE_NS)
+        flag_tolerance_ns=FLAG_TOLERANCE_NS,
+        observed_after_ns=int(times("episode/status")[0]) if len(times("episode/status")) else None)
     if len(timeline.tick_ns) == 0:
         raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
                        "joint_states); nothing to convert")

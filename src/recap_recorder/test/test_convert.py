@@ -17,20 +17,22 @@ times = st.lists(st.integers(0, 10_000), max_size=40).map(lambda v: np.array(sor
 
 @settings(max_examples=200, deadline=None)
 @given(commands=times.filter(len), states=times, images=times, flags=times, data=st.data(),
-       tolerance=st.sampled_from([0, 3, 50]))
+       tolerance=st.sampled_from([0, 3, 50]), start=st.one_of(st.none(), st.integers(0, 10_000)))
 def test_resampling_takes_the_newest_sample_at_or_before_each_command(commands, states, images, flags, data,
-                                                                      tolerance):
+                                                                      tolerance, start):
     flag_values = np.array(data.draw(st.lists(st.booleans(), min_size=len(flags), max_size=len(flags))), bool)
     actions = np.arange(len(commands) * 14, dtype=float).reshape(-1, 14)
     state_values = np.arange(len(states) * 14, dtype=float).reshape(-1, 14) + 0.5
     t = resample(command_ns=commands, commands=actions, state_ns=states, states=state_values,
                  image_ns={"cam": images}, intervention_ns=flags, intervention=flag_values,
-                 source_ns=np.zeros(0, np.int64), source_is_teleop=np.zeros(0, bool), flag_tolerance_ns=tolerance)
+                 source_ns=np.zeros(0, np.int64), source_is_teleop=np.zeros(0, bool), flag_tolerance_ns=tolerance,
+                 observed_after_ns=start)
+    after = -1 if start is None else start  # the start snapshot (stamped at the start) is no observation
     kept = 0
     for k, tick in enumerate(commands):
         s = [i for i, x in enumerate(states) if x <= tick]
         im = [i for i, x in enumerate(images) if x <= tick]
-        if not s or not im:
+        if not s or not im or states[s[-1]] <= after or images[im[-1]] <= after:
             assert kept == 0, "only leading ticks may be dropped"
             continue
         assert np.array_equal(t.actions[kept], actions[k]) and np.array_equal(t.states[kept], state_values[s[-1]])
@@ -168,3 +170,36 @@ def test_damaged_bags_are_reported_and_skipped_with_the_repair_hint(station_bags
     assert repaired.label == "failure"  # the terminal status was in a complete chunk
     outcomes = convert_bags([tmp_path / "killed_repaired"], out, progress=False)
     assert outcomes[0].status == "skipped" and "already in" in outcomes[0].reason  # same episode id
+
+
+def test_the_start_snapshot_is_no_observation_of_the_episode(helpers, synth, tmp_path):
+    """A sim reset teleports the arm: the joint state and images recorded in the start snapshot
+    show the world before it. A command sent before the first fresh joint state makes no frame."""
+    from recap_core.data import load_episodes, load_frames_table
+
+    recorder = helpers.make_recorder(tmp_path / "bags")
+    t0 = 10**18
+    before_reset = np.full(14, 1.5)
+    recorder.on_message("joint_states", synth.joints(before_reset, t0 - 200_000_000), t0 - 200_000_000)
+    for cam in ("base", "left_wrist", "right_wrist"):
+        recorder.on_message(f"camera/{cam}/image_raw", synth.image(999, t0 - 200_000_000), t0 - 200_000_000)
+    values, data = synth.status("sim-0100", "running")
+    recorder.on_episode_status(values, data, t0)
+    reset_pose = np.zeros(14)
+    recorder.on_message("joint_command", synth.joints(before_reset, t0 + 1_000_000), t0 + 1_000_000)  # a hold
+    for k in range(1, 11):
+        t = t0 + k * 20_000_000
+        for cam in ("base", "left_wrist", "right_wrist"):
+            recorder.on_message(f"camera/{cam}/image_raw", synth.image(k, t), t - 2_000_000)
+        recorder.on_message("joint_states", synth.joints(reset_pose, t), t - 1_000_000)
+        recorder.on_message("joint_command", synth.joints(reset_pose + 0.01 * k, t), t)
+    values, data = synth.status("sim-0100", "success", steps=11)
+    recorder.on_episode_status(values, data, t0 + 300_000_000)
+    assert recorder.drain(20)
+    recorder.close()
+    outcomes = convert_bags([tmp_path / "bags" / "sim-0100"], tmp_path / "dataset", image_format="png",
+                            progress=False)
+    assert [o.status for o in outcomes] == ["converted"], outcomes
+    states = np.array(load_frames_table(tmp_path / "dataset")["observation.state"].to_pylist())
+    assert len(states) == 10 and np.allclose(states, 0.0), states[:2]
+    assert load_episodes(tmp_path / "dataset")[0]["extra"]["dropped_leading_ticks"] == 1
