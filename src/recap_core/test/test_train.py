@@ -95,6 +95,27 @@ def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path,
     assert np.abs(actions[:, :2] - obs["state"][:2]).max() < 50
 
 
+def test_intervention_only_rollout_positives(datasets, value_checkpoint):
+    """``--rollout-positives interventions``: demos by advantage, rollouts positive only where corrected."""
+    from recap_core.data.reader import load_episodes
+
+    reach, _ = datasets
+    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5",
+                 "--rollout-positives", "interventions") == 0
+    table = load_frames_table(reach)
+    indicator = table["indicator"].to_numpy(zero_copy_only=False)
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
+    demos = {int(e["episode_index"]) for e in load_episodes(reach) if e["source"] == "demo"}
+    in_demo = np.isin(table["episode_index"].to_numpy(), sorted(demos))
+    assert in_demo.any() and (~in_demo).any() and (intervention & ~in_demo).any()
+    assert np.array_equal(indicator[~in_demo], intervention[~in_demo])
+    assert indicator[in_demo].mean() == pytest.approx(0.5, abs=0.05)
+    # The paper's rule on the same values does make some of the policy's own frames positive.
+    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5") == 0
+    paper = load_frames_table(reach)["indicator"].to_numpy(zero_copy_only=False)
+    assert paper[~in_demo & ~intervention].any()
+
+
 def test_random_shift_moves_each_image_by_its_own_offset_within_the_pad():
     base = torch.zeros(6, 3, 24, 24, dtype=torch.uint8)
     base[:, :, 12, 12] = 255  # one bright pixel away from the edges

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead", type=int, default=rl.DEFAULT_LOOKAHEAD)
     parser.add_argument("--positive-fraction", type=float, default=0.4)
     parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION")
+    parser.add_argument("--rollout-positives", choices=label_cli.ROLLOUT_POSITIVES, default="advantage",
+                        help="see `recap label --help`")
     parser.add_argument("--knowledge-insulation", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             labels = label_cli.label_datasets(
                 data, value_dir, lookahead=args.lookahead, positive_fraction=args.positive_fraction,
                 task_fractions=label_cli.parse_task_fractions(args.task_positive_fraction),
+                rollout_positives=args.rollout_positives,
                 device=args.device, progress=not args.no_progress)
         barrier(context)
         policy_summary = policy_cli.train_policy(policy_args, context)

@@ -7,6 +7,12 @@ of that task's frames are positive (``--task-positive-fraction`` per task);
 ``I_t = A_t > eps_l``, forced True on human interventions. Thresholds are
 chosen over all given datasets together (the paper's D), then each dataset
 gets its columns through ``recap_core.data.write_labels``.
+
+``--rollout-positives interventions`` (not the paper's rule; off by default)
+labels only demonstrations by advantage (``--positive-fraction`` of their
+frames) and makes a rollout frame positive only where the human corrected:
+the policy's own autonomous frames are all negative. See docs/experiment.md
+for why it was tried.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ import torch
 from recap_core import rl
 from recap_core.train.common import reports_user_errors
 
+ROLLOUT_POSITIVES = ("advantage", "interventions")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("datasets", nargs="+", metavar="DATASET", help="RECAP dataset directories to label")
@@ -31,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.4 fine-tuning)")
     parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION",
                         help="override the fraction for one task (repeatable), e.g. 'fold the towel=0.1'")
+    parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
+                        help="advantage: every frame by its advantage, corrections forced positive (paper); "
+                             "interventions: in rollouts only the human's corrections are positive")
     parser.add_argument("--batch-size", type=int, default=64, help="frames per value forward pass")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
@@ -44,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     fractions = parse_task_fractions(args.task_positive_fraction)
     summary = label_datasets(args.datasets, args.value, lookahead=args.lookahead,
                              positive_fraction=args.positive_fraction, task_fractions=fractions,
-                             batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+                             rollout_positives=args.rollout_positives, batch_size=args.batch_size,
+                             device=args.device, progress=not args.no_progress)
     for task, entry in summary["tasks"].items():
         print(f"{task!r}: threshold {entry['threshold']:+.4f}, {entry['positive_fraction']:.1%} positive "
               f"({entry['frames']} frames, {entry['interventions']} interventions forced positive)")
@@ -88,8 +100,8 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
 
 def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
                    lookahead: int = rl.DEFAULT_LOOKAHEAD, positive_fraction: float = 0.4,
-                   task_fractions: dict[str, float] | None = None, batch_size: int = 64,
-                   device: str | None = None, progress: bool = True, runner=None) -> dict:
+                   task_fractions: dict[str, float] | None = None, rollout_positives: str = "advantage",
+                   batch_size: int = 64, device: str | None = None, progress: bool = True, runner=None) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions."""
     from recap_core.data import load_frames_table, normalised_rewards, write_labels
     from recap_core.data.reader import load_tasks
@@ -98,6 +110,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
 
     if not 0.0 <= positive_fraction <= 1.0:
         raise SystemExit(f"--positive-fraction must be in [0, 1], got {positive_fraction}")
+    if rollout_positives not in ROLLOUT_POSITIVES:
+        raise SystemExit(f"rollout_positives must be one of {ROLLOUT_POSITIVES}, got {rollout_positives!r}")
     if lookahead < 1:
         raise SystemExit(f"--lookahead must be >= 1, got {lookahead}")
     task_fractions = dict(task_fractions or {})
@@ -118,14 +132,25 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         episodes = table["episode_index"].to_numpy()
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
         global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
-        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table)))
+        in_demo = demo_frames(root, table)
+        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table), in_demo))
     advantages = np.concatenate([entry[3] for entry in per_dataset])
     task_index = np.concatenate([entry[4] for entry in per_dataset])
     fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
-    thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
+    if rollout_positives == "interventions":
+        # Only demonstrations are labelled by advantage; a task without any keeps no frame positive by it.
+        by_advantage = np.concatenate([entry[6] for entry in per_dataset])
+        thresholds = {int(t): float(advantages[task_index == t].max()) for t in np.unique(task_index)}
+        if by_advantage.any():
+            thresholds.update(rl.per_task_thresholds(advantages[by_advantage], task_index[by_advantage],
+                                                     fractions))
+    else:
+        thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
     summary_tasks: dict[str, dict] = {}
-    for root, tasks, values, advantage, global_task, intervention in per_dataset:
+    for root, tasks, values, advantage, global_task, intervention, in_demo in per_dataset:
         indicator = rl.improvement_indicator(advantage, global_task, thresholds, intervention)
+        if rollout_positives == "interventions":
+            indicator &= in_demo | intervention  # the policy's own frames: negative
         write_labels(root, value=values, advantage=advantage, indicator=indicator,
                      thresholds={task: thresholds[all_tasks.index(task)] for task in tasks
                                  if all_tasks.index(task) in thresholds},
@@ -140,7 +165,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     for entry in summary_tasks.values():
         entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
     return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
-            "lookahead": lookahead, "frames": int(len(advantages)),
+            "lookahead": lookahead, "rollout_positives": rollout_positives, "frames": int(len(advantages)),
             "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
             if summary_tasks else 0.0, "tasks": summary_tasks}
 
@@ -153,9 +178,13 @@ def corrections(root, table) -> np.ndarray:
     every demo frame positive and erase the advantage labels the pretraining
     relies on, so demo episodes are labelled by their advantage alone.
     """
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
+    return intervention & ~demo_frames(root, table)
+
+
+def demo_frames(root, table) -> np.ndarray:
+    """Frames of demonstration episodes: ``bool [N]``."""
     from recap_core.data.reader import load_episodes
 
     demo_episodes = {int(e["episode_index"]) for e in load_episodes(root) if e.get("source") == "demo"}
-    intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
-    in_demo = np.isin(table["episode_index"].to_numpy(), sorted(demo_episodes))
-    return intervention & ~in_demo
+    return np.isin(table["episode_index"].to_numpy(), sorted(demo_episodes))
