@@ -78,9 +78,9 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
                                                                         side="right"))
     state_at = latest_at_or_before(state_ns, ticks)
     image_at = {cam: latest_at_or_before(times, ticks) for cam, times in image_ns.items()}
-    complete = state_at >= max(0, first_usable(state_ns))
+    complete = state_at >= first_usable(state_ns)  # also false where there is no sample (-1)
     for cam, index in image_at.items():
-        complete &= index >= max(0, first_usable(image_ns[cam]))
+        complete &= index >= first_usable(image_ns[cam])
     first = int(np.argmax(complete)) if complete.any() else len(ticks)
     keep = slice(first, None)
     flag_at = latest_at_or_before(intervention_ns, ticks[keep] + flag_tolerance_ns)
@@ -254,6 +254,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
     def values(key, dtype=None):
         return np.array(series[key][1], dtype)
 
+    status_ns = times("episode/status")  # the first is the start, where the recorder stamps its snapshot
     timeline = resample(
         command_ns=times("joint_command"), commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
         state_ns=times("joint_states"), states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
@@ -261,7 +262,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         intervention_ns=times("intervention"), intervention=values("intervention", bool),
         source_ns=times("command_source"), source_is_teleop=values("command_source", bool),
         flag_tolerance_ns=FLAG_TOLERANCE_NS,
-        observed_after_ns=int(times("episode/status")[0]) if len(times("episode/status")) else None)
+        observed_after_ns=int(status_ns[0]) if len(status_ns) else None)
     if len(timeline.tick_ns) == 0:
         raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
                        "joint_states); nothing to convert")

@@ -76,4 +76,3 @@ class ObservationBuffer:
 
     def _since(self) -> str:
         return f" ({self._waiting_for})" if self._waiting_for else ""
-

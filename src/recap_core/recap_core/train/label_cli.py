@@ -133,7 +133,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
         global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
         in_demo = demo_frames(root, table)
-        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table), in_demo))
+        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table, in_demo),
+                            in_demo))
     advantages = np.concatenate([entry[3] for entry in per_dataset])
     task_index = np.concatenate([entry[4] for entry in per_dataset])
     fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
@@ -170,16 +171,17 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
             if summary_tasks else 0.0, "tasks": summary_tasks}
 
 
-def corrections(root, table) -> np.ndarray:
+def corrections(root, table, in_demo: np.ndarray | None = None) -> np.ndarray:
     """Frames whose command was a human correction during an autonomous episode: ``bool [N]``.
 
     These are forced positive. In a demonstration the operator holds the
     deadman throughout, so every step is a human step; forcing those would make
     every demo frame positive and erase the advantage labels the pretraining
     relies on, so demo episodes are labelled by their advantage alone.
+    ``in_demo`` (from :func:`demo_frames`) saves reading the episodes again.
     """
     intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
-    return intervention & ~demo_frames(root, table)
+    return intervention & ~(demo_frames(root, table) if in_demo is None else in_demo)
 
 
 def demo_frames(root, table) -> np.ndarray:
