@@ -123,6 +123,7 @@ class RecorderConfig:
     chunk_max_duration_s: float = 0.5
     min_free_disk_bytes: int = 1024 * 2**20
     snapshot_max_age_s: float = 1.0
+    silent_after_s: float = 2.0
 
     def __post_init__(self):
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -145,6 +146,8 @@ class RecorderConfig:
             raise ValueError(f"chunk_max_duration_s {self.chunk_max_duration_s} is outside [0.01, 60] s")
         if self.min_free_disk_bytes < 0:
             raise ValueError(f"min_free_disk must be >= 0, got {self.min_free_disk_bytes}")
+        if not 0.1 <= self.silent_after_s <= 3600:
+            raise ValueError(f"silent_after_s {self.silent_after_s} is outside [0.1, 3600] s")
 
     def resolved(self, topic: TopicSpec) -> str:
         return resolve_topic(topic.name, self.namespace)
@@ -375,6 +378,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._tracker = EpisodeTracker()
         self._latest: dict[str, tuple[int, bytes]] = {}  # snapshot topics: newest (time, data)
+        self._heard: dict[str, int] = {}  # every topic: newest receive time (ns)
         self._episode: EpisodeCounters | None = None
         self._episode_start: Mapping[str, str] = {}
         self._partial_start = False
@@ -391,6 +395,7 @@ class Recorder:
     def on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
         spec = self._topics[topic]
         with self._lock:
+            self._heard[topic] = receive_ns
             if spec.snapshot:
                 self._latest[topic] = (receive_ns, data)
             if self._episode is None:
@@ -447,12 +452,26 @@ class Recorder:
         self._queue.put(_Close(action.episode_id, custom), None)
         self._episode = None
 
+    def silent_topics(self, now_ns: int | None = None) -> tuple[list[str], list[str]]:
+        """Recorded non-latched topics with no message in the last ``silent_after_s``: all of them (never
+        heard included: a node that is not running), and the sensor streams among them that had been
+        heard (a camera or joint stream that stopped, which leaves a hole in an episode's data)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        limit = int(self.config.silent_after_s * 1e9)
+        with self._lock:
+            heard = dict(self._heard)
+        silent = [t.name for t in self.config.topics
+                  if t.kind != LATCHED and (t.name not in heard or now_ns - heard[t.name] > limit)]
+        return silent, [name for name in silent if name in heard and self._topics[name].kind == SENSOR]
+
     def status(self) -> dict[str, object]:
         depth, nbytes = self._queue.depth()
+        silent, stalled = self.silent_topics()
         with self._lock:
             recording = self._tracker.recording or ""
             episode_drops = sum(self._episode.queue_overflows.values()) if self._episode else 0
         return {"state": "recording" if recording else "idle", "episode_id": recording,
+                "silent_topics": ",".join(silent), "stalled_sensors": ",".join(stalled),
                 "queue_messages": depth, "queue_mb": round(nbytes / 2**20, 1),
                 "episode_dropped": episode_drops, "queue_overflows": self.totals["queue_overflows"],
                 "write_errors": self.totals["write_errors"], "bags_closed": self.totals["bags_closed"],

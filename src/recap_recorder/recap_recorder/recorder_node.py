@@ -75,6 +75,9 @@ class RecorderNode(Node):
         queue_depth = declare(self, "subscription_depth", 50, "subscription history of every recorded "
                               "topic (absorbs bursts while the executor is busy)", min_value=1, max_value=1000,
                               read_only=True)
+        silent_s = declare(self, "silent_after_s", 2.0, "a recorded topic without a message for this long is "
+                           "listed in recorder/status; a sensor stream that stops while recording is a WARN "
+                           "(s)", min_value=0.1, max_value=3600.0, read_only=True)
         status_rate = declare(self, "status_rate_hz", 1.0, "rate of recorder/status (Hz)",
                               min_value=0.1, max_value=50.0, read_only=True)
         try:
@@ -83,7 +86,8 @@ class RecorderNode(Node):
                 output_dir=_expand(output_dir), topics=specs, namespace=self.get_namespace(),
                 station=self.station.station_name, cameras=tuple(self.station.cameras),
                 max_queue_bytes=int(queue_mb * 2**20), chunk_size_bytes=int(chunk_kb) * 1024,
-                chunk_max_duration_s=float(chunk_s), min_free_disk_bytes=int(min_free_mb * 2**20))
+                chunk_max_duration_s=float(chunk_s), min_free_disk_bytes=int(min_free_mb * 2**20),
+                silent_after_s=float(silent_s))
             classes = {spec.name: message_class(spec.msgtype) for spec in specs}
             self.recorder = Recorder(config)
         except (ValueError, OSError) as exc:
@@ -138,6 +142,9 @@ class RecorderNode(Node):
         values = self.recorder.status()
         self._refused_seen = self.recorder.totals["episodes_refused"]
         level, message = OK, str(values["state"])
+        if values["state"] == "recording" and values["stalled_sensors"]:
+            level, message = WARN, (f"recording: no data on {values['stalled_sensors']} for over "
+                                    f"{self.recorder.config.silent_after_s:g} s")
         if values["episode_dropped"]:
             level, message = WARN, f"{values['state']}: {values['episode_dropped']} message(s) dropped this episode"
         if values["last_error"]:

@@ -182,3 +182,21 @@ def test_closed_chunks_are_on_disk_while_the_episode_is_still_recording(tmp_path
                 if recovered.channels[m.channel_id].topic == "/joint_command"]
     assert not recovered.complete and 150 <= len(commands) <= 200
     assert [m.log_time for m in commands] == list(episode.command_ns[:len(commands)])
+
+
+def test_status_lists_silent_topics_and_the_sensor_streams_that_stopped(new_recorder, synth):
+    recorder = new_recorder(silent_after_s=1.0)
+    t0 = 10**18
+    silent, stalled = recorder.silent_topics(now_ns=t0)
+    assert "joint_states" in silent and "camera/base/image_raw" in silent and stalled == []
+    assert "intervention" not in silent and "episode/status" not in silent  # latched: silent by nature
+    recorder.on_message("joint_states", synth.joints(np.zeros(14)), t0)
+    recorder.on_message("joint_command", synth.joints(np.zeros(14)), t0)
+    recorder.on_message("camera/base/image_raw", synth.image(1), t0 + 900_000_000)
+    silent, stalled = recorder.silent_topics(now_ns=t0 + 500_000_000)
+    assert "joint_states" not in silent and "joint_command" not in silent and "camera/left_wrist/image_raw" in silent
+    silent, stalled = recorder.silent_topics(now_ns=t0 + 1_500_000_000)
+    # Heard sensor streams that went quiet are "stalled"; a command stream may pause, a never-heard one
+    # is a node that is not running.
+    assert stalled == ["joint_states"] and {"joint_states", "joint_command"} <= set(silent)
+    assert "camera/base/image_raw" not in silent

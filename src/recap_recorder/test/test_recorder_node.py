@@ -38,6 +38,19 @@ class Station:
         for pub in [self.status, self.joints, self.command, self.intervention, self.source, *self.images.values()]:
             assert self.probe.wait_for_subscribers(pub, timeout=20), f"recorder never subscribed to {pub.topic_name}"
 
+    def warm_up(self, timeout=20.0):
+        """Tick until the recorder has heard every stream this station sends. Seeing our subscriber is only
+        half of the DDS match: until the recorder's reader has matched our writer as well, what we send
+        reaches it later, as a reliable repair, possibly after the episode status that follows it."""
+        ours = {f"camera/{c}/image_raw" for c in CAMERAS} | {"joint_states", "joint_command"}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.ticks(5)
+            status = self.recorder_status.last()
+            if status is not None and not ours & set(diagnostic_values(status)["silent_topics"].split(",")):
+                return
+        raise AssertionError(f"the recorder never heard all of {sorted(ours)}")
+
     def episode(self, episode_id, state, **extra):
         values = {"episode_id": episode_id, "task": "stack the cups", "state": state,
                   "label": state if state in ("success", "failure", "aborted") else "", "steps": "0",
@@ -67,7 +80,7 @@ class Station:
 
 def start_recorder(node_process, tmp_path, **params):
     params = {"output_dir": str(tmp_path / "bags"), "min_free_disk_mb": 1.0, "chunk_max_duration_s": 0.1,
-              **params}
+              "status_rate_hz": 10.0, **params}
     proc = node_process("recap_recorder.recorder_node", params=params)
     assert proc.wait_for_output("recorder up", timeout=30), proc.output()
     return proc
@@ -103,6 +116,7 @@ def test_two_episodes_give_two_bags_with_labels_counts_and_metadata(node_process
     recorder = start_recorder(node_process, tmp_path)
     station.wait_for_recorder()
     station.episode("", "idle")
+    station.warm_up()
     station.ticks(10)  # before any episode: not recorded
     for episode_id, label, steps in (("sim_aloha-0001", "success", 40), ("sim_aloha-0002", "failure", 30)):
         station.episode(episode_id, "running")
@@ -174,3 +188,22 @@ def test_a_bad_topic_entry_is_a_clear_startup_error(node_process, tmp_path):
                         params={"output_dir": str(tmp_path), "topics": ["joint_states", "my/pose"]})
     assert proc.proc.wait(30) == 2
     assert "topic 'my/pose'" in proc.output() and "package/msg/Type" in proc.output()
+
+
+def test_a_sensor_stream_that_stops_mid_episode_is_a_warning(node_process, probe, tmp_path):
+    station = Station(probe)
+    recorder = start_recorder(node_process, tmp_path, silent_after_s=0.3)
+    station.wait_for_recorder()
+    station.warm_up()
+    station.episode("sim_aloha-0011", "running")
+    station.ticks(10)
+    assert diagnostic_values(station.recorder_status.last())["stalled_sensors"] == ""
+    # The station stops sending: every camera and joint_states stall, and the status says which.
+    assert wait_for(lambda: station.recorder_status.last().level in (1, b"\x01"), timeout=5), recorder.output()
+    status = station.recorder_status.last()
+    stalled = diagnostic_values(status)["stalled_sensors"].split(",")
+    assert set(stalled) == {f"camera/{c}/image_raw" for c in CAMERAS} | {"joint_states"}
+    assert status.message.startswith("recording: no data on") and "0.3 s" in status.message
+    station.ticks(3)
+    assert wait_for(lambda: station.recorder_status.last().level in (0, b"\x00"), timeout=5)
+    assert recorder.alive()
