@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_sim.experiment_report import write_report
 
 
@@ -50,6 +51,7 @@ class Profile:
     image_size: int = 96                # station cameras: the models see 96 px or less, rendering stays cheap
     pretrain_positive_fraction: float = 0.3
     positive_fraction: float = 0.4
+    rollout_positives: str = "advantage"  # or "interventions": see ``recap label --help``
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -58,6 +60,9 @@ class Profile:
             raise ValueError(f"profile {self.name}: demos must be (quality in [0, 1], episodes >= 1) pairs")
         if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
             raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
+        if self.rollout_positives not in ROLLOUT_POSITIVES:
+            raise ValueError(f"profile {self.name}: rollout_positives must be one of {ROLLOUT_POSITIVES}, "
+                             f"got {self.rollout_positives!r}")
 
 
 PROFILES = {
@@ -115,13 +120,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="profile", const="quick",
                        help="every stage at tiny sizes (minutes; checks the pipeline, not the gain)")
-    group.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    group.add_argument("--profile", choices=sorted(PROFILES), help="default: full")
+    parser.set_defaults(profile="full")  # not on the options: the group's first default (None) would win
     parser.add_argument("--resume", action="store_true", help="skip stages whose artefacts exist")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages")
+    parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default=None,
+                        help="override the profile's rule for the rollouts' indicators (default: the paper's, "
+                             "'advantage'; 'interventions': only the human's corrections are positive)")
+    parser.add_argument("--eval-seeds", type=int, default=None, metavar="N",
+                        help="override the profile's number of held-out evaluation seeds")
+
+
+def resolve_profile(args) -> Profile:
+    """The named profile with the command line's overrides (ValueError when they make it invalid)."""
+    profile = PROFILES[args.profile]
+    overrides = {}
+    if args.rollout_positives is not None:
+        overrides["rollout_positives"] = args.rollout_positives
+    if args.eval_seeds is not None:
+        overrides["eval_seeds"] = (profile.eval_seeds[0], args.eval_seeds)
+    return dataclasses.replace(profile, **overrides)
 
 
 def run(args) -> int:
-    profile = PROFILES[args.profile]
+    try:
+        profile = resolve_profile(args)
+    except ValueError as exc:
+        print(f"[experiment] {exc}", file=sys.stderr)
+        return 2
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, args.resume)
@@ -156,7 +182,7 @@ def run(args) -> int:
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
-                   "--threads", args.threads, "--no-progress"]
+                   "--rollout-positives", profile.rollout_positives, "--threads", args.threads, "--no-progress"]
         # 3. iteration 0: SFT fine-tune
         stages.run("06_iteration_0", [*iterate, "--iteration", 0, "--out", ckpt / "iter_0"],
                    artefact=ckpt / "iter_0" / "policy" / "provenance.json")

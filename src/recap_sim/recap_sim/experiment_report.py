@@ -164,7 +164,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     lines = [f"# RECAP experiment ({profile.name} profile)", "",
              f"{sum(d['episodes'] for d in data.values())} episodes recorded through the station nodes "
              f"({sources}); "
-             f"{profile.iterations} RECAP iteration(s); evaluation on {len(eval_report['seeds'])} held-out seeds "
+             f"{profile.iterations} RECAP iteration(s), rollout indicators by {profile.rollout_positives}; "
+             f"evaluation on {len(eval_report['seeds'])} held-out seeds "
              f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
              "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] "
              "| first chunk: scene / noise spread |",

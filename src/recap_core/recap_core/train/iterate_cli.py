@@ -18,6 +18,7 @@ import json
 import pathlib
 
 from recap_core import rl
+from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_core.train.common import reports_user_errors
 from recap_core.train import label_cli, policy_cli, value_cli
 from recap_core.train.ddp import barrier, init_distributed, shutdown
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead", type=int, default=rl.DEFAULT_LOOKAHEAD)
     parser.add_argument("--positive-fraction", type=float, default=0.4)
     parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION")
-    parser.add_argument("--rollout-positives", choices=label_cli.ROLLOUT_POSITIVES, default="advantage",
+    parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
                         help="see `recap label --help`")
     parser.add_argument("--knowledge-insulation", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from recap_core import rl
+from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_core.train.common import reports_user_errors
-
-ROLLOUT_POSITIVES = ("advantage", "interventions")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
