@@ -6,6 +6,7 @@ publishes what it renders.
 from __future__ import annotations
 
 import collections
+import threading
 import dataclasses
 
 import numpy as np
@@ -27,33 +28,39 @@ class AlertConfig:
 
 
 class ValueHistory:
-    """Recent (time, value) pairs and the drop alert over them."""
+    """Recent (time, value) pairs and the drop alert over them.
+
+    Thread-safe: the inference thread adds while the executor's timers plot and report.
+    """
 
     def __init__(self, horizon_s: float = 20.0, alert: AlertConfig = AlertConfig()):
         if horizon_s <= 0:
             raise ValueError(f"history horizon must be > 0 s, got {horizon_s}")
         self.horizon_s = horizon_s
         self.alert_config = alert
+        self._lock = threading.RLock()
         self._samples: collections.deque[tuple[float, float]] = collections.deque()
         self.alerts = 0
         self._alerting = False
 
     def clear(self) -> None:
-        self._samples.clear()
-        self._alerting = False
+        with self._lock:
+            self._samples.clear()
+            self._alerting = False
 
     def add(self, t: float, value: float) -> bool:
         """Record a value; True when this sample starts a new alert (a drop beyond the limit)."""
         if not np.isfinite(value):
             raise ValueError(f"value estimate is not finite: {value}")
-        self._samples.append((t, float(value)))
-        while self._samples and self._samples[0][0] < t - self.horizon_s:
-            self._samples.popleft()
-        dropping = self.drop_within_window() > self.alert_config.drop
-        started = dropping and not self._alerting
-        self._alerting = dropping
-        self.alerts += int(started)
-        return started
+        with self._lock:
+            self._samples.append((t, float(value)))
+            while self._samples and self._samples[0][0] < t - self.horizon_s:
+                self._samples.popleft()
+            dropping = self.drop_within_window() > self.alert_config.drop
+            started = dropping and not self._alerting
+            self._alerting = dropping
+            self.alerts += int(started)
+            return started
 
     @property
     def alerting(self) -> bool:
@@ -61,16 +68,23 @@ class ValueHistory:
 
     def drop_within_window(self) -> float:
         """Largest fall from an earlier value to the latest one within the alert window."""
-        if not self._samples:
-            return 0.0
-        t_now, v_now = self._samples[-1]
-        recent = [v for t, v in self._samples if t >= t_now - self.alert_config.window_s]
-        return max(0.0, max(recent) - v_now)
+        with self._lock:
+            if not self._samples:
+                return 0.0
+            t_now, v_now = self._samples[-1]
+            highest = v_now
+            for t, v in reversed(self._samples):  # newest first: only the window is visited
+                if t < t_now - self.alert_config.window_s:
+                    break
+                highest = max(highest, v)
+        return max(0.0, highest - v_now)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._samples:
+        with self._lock:
+            samples = list(self._samples)
+        if not samples:
             return np.zeros(0), np.zeros(0)
-        t, v = zip(*self._samples)
+        t, v = zip(*samples)
         return np.asarray(t), np.asarray(v)
 
 

@@ -128,6 +128,9 @@ class ValueNode(Node):
         if values.get("episode_id") != self._episode_id and values.get("state") == "running":
             self._episode_id = values.get("episode_id")
             self.history.clear()  # a new episode starts a new curve
+            # ...from what is observed in it: the world was reset, the last images show the one before.
+            self._observations.restart(self.get_clock().now().nanoseconds * 1e-9,
+                                       f"waiting for the first observation of episode {self._episode_id}")
 
     def _observation(self):
         obs, why = self._observations.latest(self.get_clock().now().nanoseconds * 1e-9, self.max_age, self._task)

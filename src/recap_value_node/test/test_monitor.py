@@ -50,3 +50,40 @@ def test_plot_has_the_requested_shape_and_draws_the_line(values, alerting):
     line = (235, 70, 60) if alerting else (80, 200, 120)
     has_line_colour = bool(np.any(np.all(img == line, axis=-1)))
     assert has_line_colour == (len(values) > 0)
+
+
+def test_history_is_safe_to_read_while_the_inference_thread_adds():
+    """The node's plot and status timers read the history while its inference thread adds to it."""
+    import sys
+    import threading
+
+    h = ValueHistory(horizon_s=5000)  # 5,000 samples: a long iteration, as often interrupted
+    for k in range(5000):
+        h.add(float(k), -0.5)
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        k = 5000
+        while not stop.is_set():
+            h.add(float(k), -0.5)
+            k += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: mid-iteration appends
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(100):
+            try:
+                t, v = h.arrays()
+                h.drop_within_window()
+            except RuntimeError as exc:  # "deque mutated during iteration"
+                errors.append(exc)
+                break
+            assert len(t) == len(v)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert not errors, errors

@@ -11,11 +11,17 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray
 from visualization_msgs.msg import MarkerArray
 
-from recap_core.ros.convert import diagnostic_values, image_to_numpy, joint_state, numpy_to_image
+from recap_core.ros.convert import diagnostic, diagnostic_values, image_to_numpy, joint_state, numpy_to_image
 
 pytestmark = pytest.mark.ros
 
 CAMERAS = ("base", "left_wrist", "right_wrist")
+
+
+class Streams:
+    """50 Hz camera images and joint states; ``cameras_on = False`` silences the cameras (a reset)."""
+
+    cameras_on = True
 
 
 @pytest.fixture
@@ -24,18 +30,20 @@ def observations(probe):
     joints = probe.publisher(JointState, "joint_states")
     image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
     stop = threading.Event()
+    streams = Streams()
 
     def run():
         while not stop.is_set():
             stamp = probe.node.get_clock().now().to_msg()
-            for pub in cams.values():
-                pub.publish(numpy_to_image(image, stamp))
+            if streams.cameras_on:
+                for pub in cams.values():
+                    pub.publish(numpy_to_image(image, stamp))
             joints.publish(joint_state(np.zeros(14), stamp=stamp))
             time.sleep(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    yield
+    yield streams
     stop.set()
     thread.join(timeout=2)
 
@@ -74,3 +82,26 @@ def test_bad_checkpoint_keeps_the_node_up_and_says_why(node_process, probe, tmp_
     assert "cannot load value checkpoint" in diagnostic_values(status.last())["error"]
     time.sleep(1.5)
     assert len(estimate) == 0 and proc.alive()
+
+
+def test_a_new_episode_is_valued_only_from_its_own_observations(node_process, probe, tiny_checkpoints,
+                                                                 observations):
+    """The operator's curve and the human's take-over cue start from the reset world, not the last one."""
+    proc = node_process("recap_value_node.value_node",
+                        params={"checkpoint": str(tiny_checkpoints["value"]), "task": "reach", "rate_hz": 20.0,
+                                "max_observation_age_ms": 5000.0})
+    episode = probe.publisher(DiagnosticStatus, "episode/status", probe.LATCHED)
+    estimate = probe.subscribe(Float32, "value/estimate")
+    assert estimate.wait_for(5, timeout=60), proc.output()
+    for k in range(2):
+        observations.cameras_on = False  # a reset in progress: the joints go on, the cameras not
+        time.sleep(0.1)
+        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running",
+                                                        "task": "reach"}))
+        time.sleep(0.2)  # delivery of the status and of an estimate already under way
+        estimate.clear()
+        time.sleep(0.5)  # the last images are still within max_observation_age_ms
+        assert len(estimate) == 0, f"episode {k}: {len(estimate)} estimates before any image of it"
+        observations.cameras_on = True
+        assert estimate.wait_for(3, timeout=10), f"episode {k}: no estimates once observed"
+    assert proc.alive()

@@ -7,6 +7,7 @@ or a reason why there is no usable observation (missing stream, too old).
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -16,11 +17,15 @@ from recap_core.ros.convert import image_to_numpy, joint_positions, stamp_to_sec
 
 
 class ObservationBuffer:
-    """Latest camera images and joint state; ``on_*`` raise MessageError for bad messages."""
+    """Latest camera images and joint state; ``on_*`` raise MessageError for bad messages.
+
+    Thread-safe: subscriptions feed it from the executor while an inference thread reads it.
+    """
 
     def __init__(self, cameras: Sequence[str], joint_names: Sequence[str]):
         self.cameras = tuple(cameras)
         self.joint_names = tuple(joint_names)
+        self._lock = threading.Lock()
         self._images: dict[str, tuple[float, np.ndarray]] = {}
         self._state: tuple[float, np.ndarray] | None = None
         self._not_before = float("-inf")
@@ -34,22 +39,25 @@ class ObservationBuffer:
         episode began describes it. Until every stream has delivered a newer
         message, :meth:`latest` returns None with ``why``.
         """
-        self._images.clear()
-        self._state = None
-        self._not_before = float(not_before)
-        self._waiting_for = why
+        with self._lock:
+            self._images.clear()
+            self._state = None
+            self._not_before = float(not_before)
+            self._waiting_for = why
 
     def on_image(self, camera: str, msg: Image) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
         image = image_to_numpy(msg)  # validate first: a bad message is rejected whatever its stamp
-        if stamp >= self._not_before:
-            self._images[camera] = (stamp, image)
+        with self._lock:
+            if stamp >= self._not_before:
+                self._images[camera] = (stamp, image)
 
     def on_joints(self, msg: JointState) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
         positions = joint_positions(msg, self.joint_names)
-        if stamp >= self._not_before:
-            self._state = (stamp, positions)
+        with self._lock:
+            if stamp >= self._not_before:
+                self._state = (stamp, positions)
 
     @property
     def state_stamp(self) -> float | None:
@@ -57,13 +65,15 @@ class ObservationBuffer:
 
     def latest(self, now: float, max_age_s: float, task: str) -> tuple[dict | None, str]:
         """The newest observation, or None and why it cannot be used."""
-        state = self._state
+        with self._lock:
+            state, stored, waiting_for = self._state, dict(self._images), self._waiting_for
+        since = f" ({waiting_for})" if waiting_for else ""
         if state is None:
-            return None, f"no joint_states yet{self._since()}"
-        missing = [c for c in self.cameras if c not in self._images]
+            return None, f"no joint_states yet{since}"
+        missing = [c for c in self.cameras if c not in stored]
         if missing:
-            return None, f"no images yet from {missing}{self._since()}"
-        images = {c: self._images[c] for c in self.cameras}
+            return None, f"no images yet from {missing}{since}"
+        images = {c: stored[c] for c in self.cameras}
         stamps = {"joint_states": state[0], **{f"camera/{c}": images[c][0] for c in self.cameras}}
         oldest = min(stamps, key=stamps.get)
         age = now - stamps[oldest]
@@ -73,6 +83,3 @@ class ObservationBuffer:
         if not task:
             return None, "no task: start an episode (episode/status) or set the `task` parameter"
         return {"images": {c: images[c][1] for c in self.cameras}, "state": state[1], "task": task}, ""
-
-    def _since(self) -> str:
-        return f" ({self._waiting_for})" if self._waiting_for else ""
