@@ -28,6 +28,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_sim.experiment_report import write_report
@@ -87,9 +88,13 @@ class Stages:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, argv: list[str], artefact: pathlib.Path | None = None) -> None:
+    def run(self, name: str, argv: list[str], artefact: pathlib.Path | None = None,
+            current: Callable[[], bool] | None = None) -> None:
+        """Run a stage; on resume skip it when it finished, its artefact exists and, given ``current``,
+        that artefact still answers what is asked now (the evaluation after a change of arms or seeds)."""
         done = self.logs / f"{name}.done"
-        if self.resume and done.exists() and (artefact is None or artefact.exists()):
+        if (self.resume and done.exists() and (artefact is None or artefact.exists())
+                and (current is None or current())):
             print(f"[experiment] {name}: done already", flush=True)
             try:  # keep its measured time for the report
                 self.timings[name] = float(done.read_text().strip())
@@ -114,6 +119,21 @@ class Stages:
         print(f"[experiment] {name}: {self.timings[name]:.0f} s", flush=True)
 
 
+def _evaluated(report: pathlib.Path, arms: list[str], seeds: list[int]) -> bool:
+    """Whether ``report`` (eval.json) evaluated exactly these ``name=checkpoint[:beta=b]`` arms on ``seeds``."""
+    try:
+        done = json.loads(report.read_text())
+        asked = {}
+        for spec in arms:
+            name, _, rest = spec.partition("=")
+            checkpoint, _, beta = rest.partition(":beta=")
+            asked[name] = (str(pathlib.Path(checkpoint)), float(beta or 1.0))
+        found = {name: (str(pathlib.Path(a["checkpoint"])), float(a["beta"])) for name, a in done["arms"].items()}
+        return found == asked and list(done["seeds"]) == seeds
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/experiment"),
                         help="experiment directory (bags, dataset, checkpoints, report)")
@@ -129,6 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'advantage'; 'interventions': only the human's corrections are positive)")
     parser.add_argument("--eval-seeds", type=int, default=None, metavar="N",
                         help="override the profile's number of held-out evaluation seeds")
+    parser.add_argument("--iterations", type=int, default=None, metavar="K",
+                        help="override the profile's number of RECAP iterations (with --resume: add one to a "
+                             "finished run; its AWR and evaluation are redone for the new last iteration)")
 
 
 def resolve_profile(args) -> Profile:
@@ -139,6 +162,8 @@ def resolve_profile(args) -> Profile:
         overrides["rollout_positives"] = args.rollout_positives
     if args.eval_seeds is not None:
         overrides["eval_seeds"] = (profile.eval_seeds[0], args.eval_seeds)
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
     return dataclasses.replace(profile, **overrides)
 
 
@@ -210,10 +235,12 @@ def run(args) -> int:
         arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
                 f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}"]
         arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
+        seeds = list(range(first, first + count))
         stages.run("90_eval", ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", "--task", task,
                                "--max-steps", profile.max_steps, "--image-size", profile.image_size,
                                "--threads", args.threads, "--no-progress",
-                               "--out", out / "eval.json"], artefact=out / "eval.json")
+                               "--out", out / "eval.json"], artefact=out / "eval.json",
+                   current=lambda: _evaluated(out / "eval.json", arms, seeds))
     except RuntimeError as exc:
         print(f"[experiment] {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -37,3 +38,23 @@ def test_bad_overrides_are_clear_errors():
 def test_a_bad_override_stops_the_run_before_any_stage(tmp_path, capsys):
     assert experiment.run(parse("--eval-seeds", "-3", "--out", str(tmp_path / "x"))) == 2
     assert "eval seed" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_something_else(tmp_path):
+    assert experiment.resolve_profile(parse("--iterations", "3")).iterations == 3
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        experiment.resolve_profile(parse("--iterations", "0"))
+    ckpt = tmp_path / "checkpoints"
+    arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta2={ckpt / 'iter_2' / 'policy'}:beta=2"]
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"seeds": [5, 6, 7], "arms": {
+        "sft": {"checkpoint": str(ckpt / "iter_0" / "policy"), "beta": 1.0},
+        "recap_beta2": {"checkpoint": str(ckpt / "iter_2" / "policy"), "beta": 2.0}}}))
+    assert experiment._evaluated(report, arms, [5, 6, 7])
+    assert not experiment._evaluated(report, arms, [5, 6, 7, 8])  # more seeds asked
+    assert not experiment._evaluated(report, arms[:1], [5, 6, 7])  # other arms
+    assert not experiment._evaluated(report, [arms[0], arms[1].replace("iter_2", "iter_3")], [5, 6, 7])
+    assert not experiment._evaluated(report, [arms[0], arms[1].replace("beta=2", "beta=1.5")], [5, 6, 7])
+    report.write_text("{not json")
+    assert not experiment._evaluated(report, arms, [5, 6, 7])
+    assert not experiment._evaluated(tmp_path / "missing.json", arms, [5, 6, 7])
