@@ -152,6 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="override the profile's number of RECAP iterations (with --resume: add one to a "
                              "finished run; its AWR and evaluation are redone for the new last iteration)")
+    parser.add_argument("--rollouts", type=int, default=None, metavar="N",
+                        help="override the profile's number of rollouts per iteration")
 
 
 def resolve_profile(args) -> Profile:
@@ -164,6 +166,8 @@ def resolve_profile(args) -> Profile:
         overrides["eval_seeds"] = (profile.eval_seeds[0], args.eval_seeds)
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
+    if args.rollouts is not None:
+        overrides["rollouts_per_iteration"] = args.rollouts
     return dataclasses.replace(profile, **overrides)
 
 

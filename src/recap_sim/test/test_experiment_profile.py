@@ -42,6 +42,9 @@ def test_a_bad_override_stops_the_run_before_any_stage(tmp_path, capsys):
 
 def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_something_else(tmp_path):
     assert experiment.resolve_profile(parse("--iterations", "3")).iterations == 3
+    assert experiment.resolve_profile(parse("--rollouts", "40")).rollouts_per_iteration == 40
+    with pytest.raises(ValueError, match=">= 1 rollout per iteration"):
+        experiment.resolve_profile(parse("--rollouts", "0"))
     with pytest.raises(ValueError, match="iterations must be >= 1"):
         experiment.resolve_profile(parse("--iterations", "0"))
     ckpt = tmp_path / "checkpoints"
