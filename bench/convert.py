@@ -1,18 +1,24 @@
 """Benchmark: ``recap convert`` on one episode bag (3 cameras 224x224 rgb8 + joints at 50 Hz).
 
 A bag is written with the recorder (no ROS needed: the recorder is fed the same
-CDR bytes a raw subscription delivers). Then, in the same run:
+CDR bytes a raw subscription delivers), with its default settings: images stored
+JPEG-compressed (``<topic>/compressed``). Then, in the same run:
 
 * raw: rosbags reads and deserialises every message of the bag (the floor any
   converter pays to get the data out) -> ``raw_read_frames_per_s``;
 * convert: bag -> dataset with the dataset's default JPEG image cells ->
-  ``frames_per_s``, ``ratio`` = frames_per_s / raw_read_frames_per_s. The
-  dataset writer's JPEG encoding is most of it; ``converter_only_frames_per_s``
-  is the converter's own part (resampling + reading every frame it streams);
+  ``frames_per_s``, ``ratio`` = frames_per_s / raw_read_frames_per_s;
+  ``converter_only_frames_per_s`` is the converter's own part (resampling +
+  reading every frame it streams, no dataset writer);
 * convert with raw (unencoded) image cells -> ``raw_cells_frames_per_s``.
 
+The same three figures for a bag recorded with ``image_compression: none``
+(images as received, so the converter JPEG-encodes every frame) are under
+``uncompressed_bag``.
+
 Each figure is the best of 3 interleaved runs (the machine is shared).
-Last line: {"name": "convert", "frames_per_s": ..., "raw_read_frames_per_s": ..., "ratio": ..., ...}.
+Last line: {"name": "convert", "frames_per_s": ..., "raw_read_frames_per_s": ..., "ratio": ..., ...,
+"uncompressed_bag": {...}}.
 Target: ratio >= 0.5.
 """
 from __future__ import annotations
@@ -31,7 +37,7 @@ CAMERAS = ("base", "left_wrist", "right_wrist")
 PERIOD_NS = 20_000_000
 
 
-def write_bag(root: Path, steps: int) -> Path:
+def write_bag(root: Path, steps: int, image_compression: str = "jpeg") -> Path:
     from rosbags.typesys import Stores, get_typestore
 
     from recap_core.station import JOINT_NAMES
@@ -61,7 +67,7 @@ def write_bag(root: Path, steps: int) -> Path:
     yy, xx = np.mgrid[0:224, 0:224]
     base = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)
     config = RecorderConfig(output_dir=root, topics=default_topics(CAMERAS), cameras=CAMERAS,
-                            min_free_disk_bytes=0)
+                            min_free_disk_bytes=0, image_compression=image_compression)
     recorder = Recorder(config, typestore=ts)
     t0 = 10**18
     recorder.on_episode_status(*status("running"), t0 - 5_000_000)
@@ -119,6 +125,27 @@ def converter_only(bag: Path) -> float:
     return time.perf_counter() - start
 
 
+def measure(bag: Path, work: Path) -> dict:
+    """Best-of-3 figures of one bag, the contenders interleaved."""
+    raw_read(bag)  # warm the page cache and imports for every contender
+    best = {"raw_read": 1e9, "jpeg": 1e9, "raw_cells": 1e9, "converter_only": 1e9}
+    for run in range(3):
+        seconds, commands = raw_read(bag)
+        best["raw_read"] = min(best["raw_read"], seconds)
+        seconds, frames = convert(bag, work / f"ds_jpeg{run}", "jpeg")
+        best["jpeg"] = min(best["jpeg"], seconds)
+        best["converter_only"] = min(best["converter_only"], converter_only(bag))
+        shutil.rmtree(work / f"ds_jpeg{run}")
+    best["raw_cells"], _ = convert(bag, work / "ds_raw", "raw")
+    shutil.rmtree(work / "ds_raw")
+    return {"frames_per_s": round(frames / best["jpeg"], 1),
+            "raw_read_frames_per_s": round(commands / best["raw_read"], 1),
+            "ratio": round(best["raw_read"] / best["jpeg"] * frames / commands, 3),
+            "converter_only_frames_per_s": round(frames / best["converter_only"], 1),
+            "raw_cells_frames_per_s": round(frames / best["raw_cells"], 1),
+            "frames": frames, "bag_mb": round(sum(p.stat().st_size for p in bag.iterdir()) / 2**20, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run (a 4 s episode)")
@@ -127,25 +154,12 @@ def main() -> int:
     steps = args.steps or (200 if args.quick else 1000)
     work = Path(tempfile.mkdtemp(prefix="recap_bench_convert_"))
     try:
-        bag = write_bag(work / "bags", steps)
-        raw_read(bag)  # warm the page cache and imports for every contender
-        best = {"raw_read": 1e9, "jpeg": 1e9, "raw_cells": 1e9, "converter_only": 1e9}
-        for run in range(3):
-            seconds, commands = raw_read(bag)
-            best["raw_read"] = min(best["raw_read"], seconds)
-            seconds, frames = convert(bag, work / f"ds_jpeg{run}", "jpeg")
-            best["jpeg"] = min(best["jpeg"], seconds)
-            best["converter_only"] = min(best["converter_only"], converter_only(bag))
-        best["raw_cells"], _ = convert(bag, work / "ds_raw", "raw")
-        size_mb = sum(p.stat().st_size for p in bag.iterdir()) / 2**20
+        compressed = measure(write_bag(work / "bags", steps), work)
+        uncompressed = measure(write_bag(work / "bags_raw", steps, "none"), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"name": "convert", "frames_per_s": round(frames / best["jpeg"], 1),
-              "raw_read_frames_per_s": round(commands / best["raw_read"], 1),
-              "ratio": round(best["raw_read"] / best["jpeg"] * frames / commands, 3),
-              "converter_only_frames_per_s": round(frames / best["converter_only"], 1),
-              "raw_cells_frames_per_s": round(frames / best["raw_cells"], 1),
-              "frames": frames, "bag_mb": round(size_mb, 1), "image_format": "jpeg"}
+    result = {"name": "convert", **compressed, "image_format": "jpeg",
+              "bag_images": "jpeg (recorder default)", "uncompressed_bag": uncompressed}
     print(json.dumps(result))
     return 0
 

@@ -3,8 +3,11 @@
 The station's byte rate (3 x 150 528 B images + one JointState, 50 Hz: ~22.6
 MB/s) and then 2x and 4x that rate (the same messages at 100 and 200 Hz) are
 published from this process into a recorder node process, one episode per
-rate. Drops = published messages missing from the bag (every message carries a
-sequence number in its header stamp). CPU = the recorder process's CPU time
+rate. The recorder runs with its default settings (images stored JPEG-compressed
+in its writer thread; ``--image-compression none`` records them as received).
+Drops = published messages missing from the bag (every message carries a
+sequence number in its header stamp; an image counts on its raw or
+``/compressed`` topic). CPU = the recorder process's CPU time
 over the publishing window, in % of one core, at the base rate.
 Baseline, same run: a subscriber process with the same raw subscriptions that
 only counts (no queue, no disk): the cost of receiving alone.
@@ -149,12 +152,12 @@ def recorded_stamps(bag: Path, tag: int):
     found: dict[str, set] = {}
     with mcap:
         for topic in mcap.topics:
-            if topic.endswith("image_raw") or topic.endswith("joint_states"):
+            if topic.endswith(("image_raw", "image_raw/compressed", "joint_states")):
                 index = mcap.index(topic)
                 for i in range(len(index)):
                     sec, nanosec = stamp_of(mcap.read(index, i, limit=16)[0])
                     if sec == tag:
-                        found.setdefault(topic, set()).add(nanosec)
+                        found.setdefault(topic.removesuffix("/compressed"), set()).add(nanosec)
     return found, info
 
 
@@ -169,6 +172,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run (1.5 s per level)")
     parser.add_argument("--seconds", type=float, default=None, help="publishing time per level")
+    parser.add_argument("--image-compression", choices=("jpeg", "none"), default="jpeg",
+                        help="the recorder's image_compression parameter")
     parser.add_argument("--count-subscriber", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_subscriber is not None:
@@ -203,7 +208,8 @@ def main() -> int:
             time.sleep(0.05)
 
         with NodeProcess("recap_recorder.recorder_node", log_dir=work / "logs", env=env,
-                         params={"output_dir": str(work / "bags"), "min_free_disk_mb": 100.0}) as recorder:
+                         params={"output_dir": str(work / "bags"), "min_free_disk_mb": 100.0,
+                                 "image_compression": args.image_compression}) as recorder:
             if not recorder.wait_for_output("recorder up", timeout=60):
                 raise RuntimeError(f"recorder did not start:\n{recorder.output()}")
             publisher.wait_for(1)
@@ -238,7 +244,8 @@ def main() -> int:
     print(json.dumps({"name": "record", "drops_at_base_rate": levels[0]["drops"],
                       "max_dropfree_mb_s": max(dropfree) if dropfree else 0.0,
                       "cpu_percent": levels[0]["cpu_percent"], "levels": levels,
-                      "seconds_per_level": seconds, "baseline": baseline}))
+                      "seconds_per_level": seconds, "image_compression": args.image_compression,
+                      "baseline": baseline}))
     return 0
 
 

@@ -141,6 +141,31 @@ def test_encoded_images_round_trip(tmp_path, image_format, tolerance):
         assert np.abs(decoded - smooth[frame]).mean() <= tolerance
 
 
+def test_already_compressed_frames_are_stored_as_they_are_or_decoded(tmp_path):
+    """``EncodedImage`` frames (a recorded CompressedImage): kept byte for byte in a dataset of their format,
+    decoded into one of another format, refused at another size; stats come from the decoded pixels."""
+    episode = make_episode(5, 6)
+    jpegs = {c: [schema.encode_image(f, "jpeg") for f in episode["images"][c]] for c in CAMERAS}
+    encoded = {c: [schema.EncodedImage(j, "jpeg", SHAPE) for j in jpegs[c]] for c in CAMERAS}
+    for image_format in ("jpeg", "png"):
+        with writer(tmp_path / image_format, image_format=image_format) as w:
+            w.add_episode(**dict(episode, images={c: iter(encoded[c]) for c in CAMERAS}))
+    cells = pq.read_table(next((tmp_path / "jpeg" / "data").rglob("*.parquet")))
+    assert [c["bytes"] for c in cells[schema.camera_key("base")].to_pylist()] == jpegs["base"]
+    as_png = reader.RecapDataset(tmp_path / "png")
+    for k in (0, 5):
+        pixels = as_png[k]["observation.images.left_wrist"].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(pixels, schema.decode_image(jpegs["left_wrist"][k], "jpeg", SHAPE))
+    stats = reader.load_stats(tmp_path / "jpeg")[schema.camera_key("base")]
+    decoded = np.stack([schema.decode_image(j, "jpeg", SHAPE) for j in jpegs["base"]])
+    np.testing.assert_allclose(np.asarray(stats["mean"]).reshape(-1), decoded.reshape(-1, 3).mean(0) / 255,
+                               atol=0.02)
+    wrong = dict(encoded, base=[schema.EncodedImage(jpegs["base"][0], "jpeg", (SHAPE[0] + 1, SHAPE[1]))] * 6)
+    with writer(tmp_path / "jpeg", image_format="jpeg") as w:
+        with pytest.raises(ValueError, match="base.*frame 0.*image_shape"):
+            w.add_episode(**dict(episode, images=wrong))
+
+
 def test_frames_may_come_from_an_iterator(tmp_path):
     episode = make_episode(4, 6)
     frames = episode["images"]

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
 import struct
 import threading
 from pathlib import Path
@@ -104,6 +105,15 @@ class BagInfo:
 
 def relative_topic_name(relative: str, namespace: str) -> str:
     return resolve_topic(relative, namespace)
+
+
+_CAMERA_TOPIC = re.compile(r"(?:^|/)camera/(?P<camera>[^/]+)/image_raw(?:/compressed)?$")
+
+
+def bag_cameras(topics) -> tuple[str, ...]:
+    """Camera names of the ``camera/<cam>/image_raw`` topics (raw or ``/compressed``), in first-seen order."""
+    found = (_CAMERA_TOPIC.search(t) for t in topics)
+    return tuple(dict.fromkeys(m["camera"] for m in found if m))
 
 
 def guess_namespace(names) -> str:
@@ -475,8 +485,7 @@ def recovered_custom_data(path: Path, recovered: Recovered, typestore) -> dict[s
         label = UNKNOWN_LABEL
     topics = [ch.topic for ch in recovered.channels.values()]
     namespace = previous.get("namespace") or guess_namespace(topics)
-    cameras = previous.get("cameras") or ",".join(
-        t.split("/")[-2] for t in topics if t.endswith("/image_raw") and "/camera/" in "/" + t)
+    cameras = previous.get("cameras") or ",".join(bag_cameras(topics))
     data.update({
         "label": label, "repaired": "true", "namespace": namespace, "cameras": cameras,
         "partial_start": previous.get("partial_start", "false"),

@@ -18,8 +18,11 @@ Ticks before the first complete observation are dropped (counted in the
 episode's metadata). Bags are read through their MCAP indexes: the small
 topics and every image header build the timeline, then each camera's frames
 are read one message at a time straight into
-:class:`recap_core.data.DatasetWriter` (which encodes them as they come), so
-an episode's images are never all in memory.
+:class:`recap_core.data.DatasetWriter`, so an episode's images are never all
+in memory. A camera's images are those of ``camera/<cam>/image_raw`` and of
+``camera/<cam>/image_raw/compressed`` together (the recorder stores them
+compressed, see :mod:`recap_recorder.images`): raw images are encoded by the
+writer, JPEG images go into a JPEG dataset as recorded, byte for byte.
 """
 from __future__ import annotations
 
@@ -29,13 +32,18 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from recap_core.station import JOINT_NAMES, NUM_JOINTS
-from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, REPAIRED_SUFFIX, bag_info, open_bag,
-                                 relative_topic_name)
+from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, MessageIndex, REPAIRED_SUFFIX, bag_cameras,
+                                 bag_info, open_bag, relative_topic_name)
+from recap_recorder.images import (COMPRESSED_SUFFIX, compressed_payload, compressed_shape, compression_of,
+                                   decode_compressed, image_layout, image_pixels)
+
+if TYPE_CHECKING:
+    from recap_core.data.schema import EncodedImage
 
 SOURCES = ("demo", "rollout", "eval")
 FLAG_TOLERANCE_NS = 5_000_000  # well under the 20 ms control period
@@ -99,41 +107,6 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
 
 # --------------------------------------------------------------------------- messages
 
-def image_layout(raw, total: int | None = None) -> tuple[int, int, str, int, int]:
-    """(height, width, encoding, step, pixel offset) of a CDR sensor_msgs/Image, without copying pixels.
-
-    ``raw`` may be just the start of the message (its first few hundred bytes) when ``total`` gives
-    the full size.
-    """
-    if bytes(raw[:2]) != b"\x00\x01":
-        raise BagError("image is not little-endian CDR")
-
-    def aligned(pos: int, size: int) -> int:
-        return 4 + -(-(pos - 4) // size) * size
-
-    pos = 4 + 8                                         # header.stamp
-    (length,) = struct.unpack_from("<I", raw, pos)      # header.frame_id
-    pos = aligned(pos + 4 + length, 4)
-    height, width, length = struct.unpack_from("<III", raw, pos)
-    encoding = bytes(raw[pos + 12: pos + 12 + length]).rstrip(b"\0").decode()
-    pos = aligned(pos + 12 + length + 1, 4)              # + is_bigendian
-    step, size = struct.unpack_from("<II", raw, pos)
-    offset = pos + 8
-    if size != height * step or offset + size > (len(raw) if total is None else total) or step < width * 3:
-        raise BagError(f"image header inconsistent: {height}x{width}, step {step}, {size} bytes")
-    return height, width, encoding, step, offset
-
-
-def image_pixels(raw) -> np.ndarray:
-    """CDR sensor_msgs/Image (rgb8 or bgr8) -> ``[H, W, 3]`` uint8 view of the message bytes."""
-    height, width, encoding, step, offset = image_layout(raw)
-    if encoding not in ("rgb8", "bgr8"):
-        raise BagError(f"image encoding '{encoding}' is not supported (record rgb8)")
-    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * 3]
-    pixels = pixels.reshape(height, width, 3)
-    return pixels[:, :, ::-1] if encoding == "bgr8" else pixels
-
-
 def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
     """JointState positions in DESIGN.md §4 order (names may be empty = already in order)."""
     positions = np.asarray(positions, np.float64)
@@ -149,6 +122,30 @@ def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- one bag
 
+@dataclasses.dataclass(frozen=True)
+class CameraStream:
+    """One camera's images in receive order, from its raw topic, its ``/compressed`` topic or both
+    (the recorder writes an image it could not compress on the raw topic)."""
+
+    raw: MessageIndex
+    compressed: MessageIndex
+    log_ns: np.ndarray        # [N] receive times, sorted
+    is_compressed: np.ndarray  # [N] bool: image n is on the compressed topic
+    number: np.ndarray        # [N] its index in that topic's MessageIndex
+    shape: tuple[int, int] | None = None  # (height, width) of every image
+
+    @classmethod
+    def of(cls, raw: MessageIndex, compressed: MessageIndex) -> "CameraStream":
+        log_ns = np.concatenate([raw.log_ns, compressed.log_ns])
+        order = np.argsort(log_ns, kind="stable")
+        numbers = np.concatenate([np.arange(len(raw)), np.arange(len(compressed))])
+        flags = np.concatenate([np.zeros(len(raw), bool), np.ones(len(compressed), bool)])
+        return cls(raw, compressed, log_ns[order], flags[order], numbers[order])
+
+    def __len__(self) -> int:
+        return len(self.log_ns)
+
+
 @dataclasses.dataclass
 class BagEpisode:
     """A bag's episode: timeline, metadata and a way to stream each camera's frames."""
@@ -161,15 +158,36 @@ class BagEpisode:
     task: str
     success: bool
     metadata: dict
+    streams: dict[str, CameraStream] = dataclasses.field(default_factory=dict)
 
-    def frames(self, camera: str, shape: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """``[H, W, 3]`` uint8 per tick (an image repeats while no newer one arrived), read one by one."""
-        index = self.mcap.index(relative_topic_name(f"camera/{camera}/image_raw", self.info.namespace))
+    def frames(self, camera: str, shape: tuple[int, int] | None = None) -> Iterator[np.ndarray | EncodedImage]:
+        """One frame per tick (an image repeats while no newer one arrived), read one by one.
+
+        A raw image comes as an ``[H, W, 3]`` uint8 array (resized to ``shape``). A compressed
+        one of that size comes as :class:`EncodedImage`, the recorded bytes untouched (the
+        dataset writer stores them as they are when the formats agree); at another size it
+        is decoded and resized.
+        """
+        from recap_core.data.schema import EncodedImage
+
+        stream = self.streams[camera]
+        want = tuple(shape) if shape is not None else stream.shape
         number, frame = -1, None
         for target in self.timeline.image_index[camera]:
             if target != number:
                 number = int(target)
-                frame = _fit(image_pixels(self.mcap.read(index, number)[0]), shape)
+                k = int(stream.number[number])
+                if not stream.is_compressed[number]:
+                    frame = _fit(image_pixels(self.mcap.read(stream.raw, k)[0]), shape)
+                else:
+                    fmt, data = compressed_payload(self.mcap.read(stream.compressed, k)[0])
+                    kind = compression_of(fmt)
+                    size = compressed_shape(data, kind)
+                    if size != stream.shape:
+                        raise BagError(f"{self.mcap.path}: camera {camera} changes image size from "
+                                       f"{stream.shape} to {size} at compressed image {k}")
+                    frame = (EncodedImage(bytes(data), kind, size) if size == want
+                             else _fit(decode_compressed(data, kind), shape))
             yield frame
 
     def close(self) -> None:
@@ -217,26 +235,25 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         raise SkipBag(f"label '{label}': the episode did not end while recorded, so there is no outcome")
     namespace = info.namespace
     names = {t.name: t for t in info.topics}
-    cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or tuple(
-        t.name.split("/")[-2] for t in info.topics if t.name.endswith("/image_raw"))
+    cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or bag_cameras(t.name for t in info.topics)
     topic = {key: relative_topic_name(key, namespace) for key in
              ("joint_command", "joint_states", "intervention", "command_source", "episode/status")}
-    for cam in cameras:
-        topic[f"camera/{cam}"] = relative_topic_name(f"camera/{cam}/image_raw", namespace)
-    for key in ("joint_command", "joint_states", *(f"camera/{c}" for c in cameras)):
+    for key in ("joint_command", "joint_states"):
         if topic[key] not in names or names[topic[key]].count == 0:
             raise BagError(f"{path}: no messages on {topic[key]}; cannot build frames without it")
 
     typestore = _typestore()
     series: dict[str, tuple[np.ndarray, list]] = {}
-    image_shape = None
+    streams: dict[str, CameraStream] = {}
     try:
+        for cam in cameras:
+            raw = relative_topic_name(f"camera/{cam}/image_raw", namespace)
+            streams[cam] = _camera_stream(mcap, raw)
+            if not len(streams[cam]):
+                raise BagError(f"{path}: no messages on {raw} or {raw}{COMPRESSED_SUFFIX}; cannot build frames "
+                               "without it")
         for key, name in topic.items():
             index = mcap.index(name)
-            if key.startswith("camera/"):
-                image_shape = _check_images(mcap, index, name, image_shape)
-                series[key] = (index.log_ns, [])
-                continue
             msgtype = mcap.topics[name][1] if name in mcap.topics else ""
             decoded = [_decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype))
                        for i in range(len(index))]
@@ -247,6 +264,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         if type(exc).__module__.startswith(("rosbags", "mcap")):
             raise BagError(f"{path} is damaged ({exc}); run `recap bag repair {path}`") from exc
         raise
+    image_shape = streams[cameras[0]].shape if cameras else None
 
     def times(key):
         return series[key][0]
@@ -258,7 +276,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
     timeline = resample(
         command_ns=times("joint_command"), commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
         state_ns=times("joint_states"), states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
-        image_ns={cam: times(f"camera/{cam}") for cam in cameras},
+        image_ns={cam: streams[cam].log_ns for cam in cameras},
         intervention_ns=times("intervention"), intervention=values("intervention", bool),
         source_ns=times("command_source"), source_is_teleop=values("command_source", bool),
         flag_tolerance_ns=FLAG_TOLERANCE_NS,
@@ -272,7 +290,8 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
     if not task.strip():
         raise SkipBag("no task prompt in the bag's metadata or episode/status")
     return BagEpisode(info=info, mcap=mcap, timeline=timeline, cameras=cameras, image_shape=image_shape, task=task,
-                      success=label == "success", metadata=_episode_metadata(info, meta, timeline, label))
+                      success=label == "success", metadata=_episode_metadata(info, meta, timeline, label),
+                      streams=streams)
 
 
 def _decode(key: str, msg):
@@ -285,21 +304,34 @@ def _decode(key: str, msg):
     return {kv.key: kv.value for kv in msg.values}  # episode/status
 
 
-def _check_images(mcap: IndexedMcap, index, topic: str, shape):
-    """Every image of a camera is rgb8/bgr8 of one size (read from the first bytes of each message)."""
-    first = None
-    for i in range(len(index)):
-        head, size = mcap.read(index, i, limit=512)
+def _camera_stream(mcap: IndexedMcap, topic: str) -> CameraStream:
+    """A camera's raw and compressed images; all rgb8/bgr8 (raw) or JPEG/PNG (compressed) of one size.
+
+    Raw images are checked from the first bytes of each message. Compressed ones are checked
+    on the first here and on each as it is streamed (reading one costs as much as checking it).
+    """
+    raw, compressed = mcap.index(topic), mcap.index(topic + COMPRESSED_SUFFIX)
+    shape = None
+    for i in range(len(raw)):
+        head, size = mcap.read(raw, i, limit=512)
         try:
             layout = image_layout(head, size)
         except struct.error:  # a very long frame_id: parse the whole message
-            layout = image_layout(mcap.read(index, i)[0])
+            layout = image_layout(mcap.read(raw, i)[0])
         if layout[2] not in ("rgb8", "bgr8"):
             raise BagError(f"{mcap.path}: {topic} has encoding '{layout[2]}'; record rgb8")
-        first = first or layout[:2]
-        if layout[:2] != first:
-            raise BagError(f"{mcap.path}: {topic} changes image size from {first} to {layout[:2]} at image {i}")
-    return shape or first
+        if layout[3] < layout[1] * 3:
+            raise BagError(f"{mcap.path}: {topic} image {i} has step {layout[3]} < 3 x width {layout[1]}")
+        shape = shape or layout[:2]
+        if layout[:2] != shape:
+            raise BagError(f"{mcap.path}: {topic} changes image size from {shape} to {layout[:2]} at image {i}")
+    if len(compressed):
+        fmt, data = compressed_payload(mcap.read(compressed, 0)[0])
+        first = compressed_shape(data, compression_of(fmt))
+        if shape is not None and first != shape:
+            raise BagError(f"{mcap.path}: {topic}{COMPRESSED_SUFFIX} is {first}, its raw images {shape}")
+        shape = first
+    return dataclasses.replace(CameraStream.of(raw, compressed), shape=shape)
 
 
 @functools.lru_cache(maxsize=1)
@@ -423,9 +455,12 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
 def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, image_format, robot, fps):
     """Append with the dataset's own settings, or create one shaped like the first bag.
 
-    Cameras are encoded concurrently (each streams its own frames from the bag; IndexedMcap is thread-safe).
+    Cameras are encoded concurrently (each streams its own frames from the bag; IndexedMcap is thread-safe),
+    one thread per camera as soon as there are two cores: with fewer cores than cameras the OS interleaves
+    the threads (the encoder releases the GIL), where a pool of one thread per core would leave one core
+    encoding two cameras while the other idles after its one.
     """
-    threads = max(1, min(len(episode.cameras), os.cpu_count() or 1))
+    threads = len(episode.cameras) if (os.cpu_count() or 1) > 1 else 1
     if (dataset / schema.INFO_PATH).is_file():
         info = schema.load_info(dataset)
         return DatasetWriter(dataset, fps=int(info["fps"]), cameras=schema.info_cameras(info),

@@ -7,6 +7,13 @@ only append to a bounded queue (a full queue drops the message and counts it),
 so subscription callbacks never wait for the disk; one writer thread writes
 the queue into one MCAP rosbag2 directory per episode with ``rosbags``.
 
+Images: with ``image_compression`` ``jpeg`` (the default) every
+``sensor_msgs/Image`` topic is stored as ``<topic>/compressed``
+(``sensor_msgs/CompressedImage``), encoded in the writer thread with the
+dataset's JPEG settings (:mod:`recap_recorder.images`): bags are ~10x smaller
+and the converter copies the bytes instead of encoding. An image that cannot be
+compressed is written as received on the raw topic and counted.
+
 Crash safety: the MCAP chunk is closed and handed to the OS every
 ``chunk_size_bytes`` or ``chunk_max_duration_s``, whichever comes first, so a
 SIGKILL loses at most that much (``recap bag repair`` rebuilds the rest).
@@ -16,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -28,7 +36,10 @@ from typing import Callable, Mapping, Sequence
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from recap_recorder.bags import EPISODE_STATUS, TERMINAL_STATES, UNKNOWN_LABEL, episode_custom_data, resolve_topic
+from recap_recorder.bags import (EPISODE_STATUS, TERMINAL_STATES, UNKNOWN_LABEL, BagError, episode_custom_data,
+                                 resolve_topic)
+from recap_core.data.schema import JPEG_QUALITY, JPEG_SUBSAMPLING
+from recap_recorder.images import COMPRESSED_SUFFIX, COMPRESSED_TYPE, IMAGE_COMPRESSIONS, IMAGE_TYPE, compress_image
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +63,6 @@ KNOWN_TOPICS: dict[str, tuple[str, str]] = {
     "sim/status": ("diagnostic_msgs/msg/DiagnosticStatus", SENSOR),
 }
 CAMERA_TOPIC = re.compile(r"^camera/(?P<camera>[^/]+)/image_raw$")
-IMAGE_TYPE = "sensor_msgs/msg/Image"
 DEFAULT_TOPICS_AFTER_CAMERAS = ("joint_states", "joint_command", "policy/action_chunk", "policy/status",
                                 "intervention", "command_source", "value/estimate", "episode/status")
 
@@ -124,9 +134,15 @@ class RecorderConfig:
     min_free_disk_bytes: int = 1024 * 2**20
     snapshot_max_age_s: float = 1.0
     silent_after_s: float = 2.0
+    image_compression: str = "jpeg"   # or "none": images stored as received
+    jpeg_quality: int = JPEG_QUALITY  # the dataset's own setting: the converter stores the bytes as they are
 
     def __post_init__(self):
         object.__setattr__(self, "output_dir", Path(self.output_dir))
+        if self.image_compression not in IMAGE_COMPRESSIONS:
+            raise ValueError(f"image_compression {self.image_compression!r} is not one of {list(IMAGE_COMPRESSIONS)}")
+        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality {self.jpeg_quality!r} is outside [1, 100]")
         names = [t.name for t in self.topics]
         if not names:
             raise ValueError("no topics to record: give at least the station topics (see DESIGN.md §3)")
@@ -278,32 +294,74 @@ class BoundedQueue:
 # --------------------------------------------------------------------------- one bag on disk
 
 class EpisodeBagWriter:
-    """One rosbag2 MCAP directory, chunks closed and flushed often so a crash loses little."""
+    """One rosbag2 MCAP directory, chunks closed and flushed often so a crash loses little.
+
+    ``compress`` names the (resolved) image topics stored JPEG-compressed under ``<topic>/compressed``;
+    an image that cannot be compressed goes to the raw topic, whose connection is added when first
+    needed, and is counted in ``uncompressed``.
+    """
 
     def __init__(self, path: Path, topics: Sequence[tuple[str, TopicSpec]], *, typestore,
-                 chunk_size_bytes: int, chunk_max_duration_s: float, clock: Callable[[], float] = time.monotonic):
+                 chunk_size_bytes: int, chunk_max_duration_s: float, compress: Sequence[str] = (),
+                 jpeg_quality: int = JPEG_QUALITY, clock: Callable[[], float] = time.monotonic):
         self.path = path
         self._writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
         self._chunk_size, self._chunk_age = chunk_size_bytes, chunk_max_duration_s
         self._clock = clock
+        self._typestore = typestore
+        self._specs = dict(topics)
+        self._compress = set(compress)
+        self._jpeg = (jpeg_quality, JPEG_SUBSAMPLING)
         self.written: collections.Counter[str] = collections.Counter()
+        self.uncompressed: collections.Counter[str] = collections.Counter()
+        self.uncompressed_reason = ""
         self._writer.open()
         try:
-            self._connections = {
-                resolved: self._writer.add_connection(resolved, spec.msgtype, typestore=typestore,
-                                                      offered_qos_profiles=[_qos_profile(spec.kind)])
-                for resolved, spec in topics}
+            self._connections, self._compressed_connections = {}, {}
+            for resolved, spec in topics:
+                if resolved in self._compress:
+                    self._compressed_connections[resolved] = self._add(resolved + COMPRESSED_SUFFIX,
+                                                                       COMPRESSED_TYPE, spec)
+                else:
+                    self._connections[resolved] = self._add(resolved, spec.msgtype, spec)
         except BaseException:
             self._writer.abort()
             raise
         self._chunk_opened = clock()
 
+    def _add(self, topic: str, msgtype: str, spec: TopicSpec):
+        return self._writer.add_connection(topic, msgtype, typestore=self._typestore,
+                                           offered_qos_profiles=[_qos_profile(spec.kind)])
+
     def write(self, topic: str, log_time_ns: int, data: bytes) -> None:
-        self._writer.write(self._connections[topic], log_time_ns, data)
-        self.written[topic] += 1
+        if topic in self._compress:
+            try:
+                data = compress_image(data, *self._jpeg)
+                connection = self._compressed_connections[topic]
+            except BagError as exc:  # kept as received: nothing recorded is lost
+                self.uncompressed[topic] += 1
+                self.uncompressed_reason = str(exc)
+                if topic not in self._connections:
+                    self._connections[topic] = self._add(topic, self._specs[topic].msgtype, self._specs[topic])
+                connection = self._connections[topic]
+        else:
+            connection = self._connections[topic]
+        self._writer.write(connection, log_time_ns, data)
+        self.written[connection.topic] += 1
         storage = self._writer.storage
         if storage.chunk.bio.tell() >= self._chunk_size or self._clock() - self._chunk_opened >= self._chunk_age:
             self.flush_chunk()
+
+    def image_metadata(self) -> dict[str, str]:
+        """custom_data keys on how the images were stored."""
+        if not self._compress:
+            return {"image_compression": "none"}
+        quality, subsampling = self._jpeg
+        data = {"image_compression": f"jpeg quality {quality} subsampling {subsampling}",
+                "recorder_uncompressed": json.dumps(dict(self.uncompressed), sort_keys=True)}
+        if self.uncompressed_reason:
+            data["recorder_uncompressed_reason"] = self.uncompressed_reason
+        return data
 
     def flush_chunk(self) -> None:
         """Close the pending MCAP chunk and hand it to the OS (survives a SIGKILL of this process)."""
@@ -526,11 +584,15 @@ class Recorder:
             self._bag_failed = self._bag_failed or not self._guard(self._bag, self._bag.flush_chunk)
         elif isinstance(item, _Close):
             bag, self._bag = self._bag, None
-            if bag is not None and not self._bag_failed and self._guard(bag, bag.close, item.custom_data):
+            custom = {**item.custom_data, **bag.image_metadata()} if bag is not None else item.custom_data
+            if bag is not None and not self._bag_failed and self._guard(bag, bag.close, custom):
                 self.totals["bags_closed"] += 1
                 self.last_bag = str(bag.path)
                 log.info("closed bag %s: %s, %d messages", bag.path, item.custom_data["label"],
                          sum(bag.written.values()))
+                if bag.uncompressed:
+                    log.warning("bag %s: %d image(s) stored uncompressed (%s)", bag.path,
+                                sum(bag.uncompressed.values()), bag.uncompressed_reason)
         elif self._bag is not None and not self._bag_failed:
             self._bag_failed = not self._guard(self._bag, self._bag.write, *item)
 
@@ -540,9 +602,12 @@ class Recorder:
             path = path.with_name(f"{path.name}_{dt.datetime.now(dt.timezone.utc):%H%M%S%f}")
         topics = [(self._resolved[t.name], t) for t in self.config.topics]
         try:
+            compress = [resolved for resolved, t in topics
+                        if t.msgtype == IMAGE_TYPE and self.config.image_compression == "jpeg"]
             bag = EpisodeBagWriter(path, topics, typestore=self._typestore,
                                    chunk_size_bytes=self.config.chunk_size_bytes,
-                                   chunk_max_duration_s=self.config.chunk_max_duration_s)
+                                   chunk_max_duration_s=self.config.chunk_max_duration_s, compress=compress,
+                                   jpeg_quality=self.config.jpeg_quality)
         except Exception as exc:
             self.totals["write_errors"] += 1
             self.last_error = f"cannot create bag {path}: {exc}"

@@ -18,10 +18,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 
+from recap_core.data.schema import JPEG_QUALITY
 from recap_core.ros import qos
 from recap_core.ros.convert import diagnostic, diagnostic_values
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_recorder.images import IMAGE_COMPRESSIONS
 from recap_recorder.recorder import (COMMAND, EPISODE_STATUS, LATCHED, Recorder, RecorderConfig, TopicSpec,
                                      default_topics)
 
@@ -80,6 +82,12 @@ class RecorderNode(Node):
                            "(s)", min_value=0.1, max_value=3600.0, read_only=True)
         status_rate = declare(self, "status_rate_hz", 1.0, "rate of recorder/status (Hz)",
                               min_value=0.1, max_value=50.0, read_only=True)
+        compression = declare(self, "image_compression", "jpeg", "sensor_msgs/Image topics are stored as "
+                              "<topic>/compressed JPEG (CompressedImage; ~10x smaller bags, and the converter "
+                              "copies them as they are) or 'none' (as received)", choices=IMAGE_COMPRESSIONS,
+                              read_only=True)
+        jpeg_quality = declare(self, "jpeg_quality", JPEG_QUALITY, "JPEG quality of recorded images (the "
+                               "dataset's own by default)", min_value=1, max_value=100, read_only=True)
         try:
             specs = tuple(TopicSpec.parse(entry) for entry in topics)
             config = RecorderConfig(
@@ -87,7 +95,7 @@ class RecorderNode(Node):
                 station=self.station.station_name, cameras=tuple(self.station.cameras),
                 max_queue_bytes=int(queue_mb * 2**20), chunk_size_bytes=int(chunk_kb) * 1024,
                 chunk_max_duration_s=float(chunk_s), min_free_disk_bytes=int(min_free_mb * 2**20),
-                silent_after_s=float(silent_s))
+                silent_after_s=float(silent_s), image_compression=compression, jpeg_quality=int(jpeg_quality))
             classes = {spec.name: message_class(spec.msgtype) for spec in specs}
             self.recorder = Recorder(config)
         except (ValueError, OSError) as exc:
@@ -115,7 +123,8 @@ class RecorderNode(Node):
         # run in arrival order and episode membership is exact.
         self._up_message = (f"recorder up: {len(specs)} topics into {config.output_dir}, chunks of "
                             f"{chunk_kb} KB / {chunk_s} s, queue {queue_mb:.0f} MB, min free disk "
-                            f"{min_free_mb:.0f} MB")
+                            f"{min_free_mb:.0f} MB, images "
+                            + (f"JPEG q{jpeg_quality}" if compression == "jpeg" else "as received"))
         self._up_timer = self.create_timer(0.0, self._announce_up)
 
     def _announce_up(self) -> None:

@@ -26,8 +26,9 @@ def messages_of(path):
 def test_info_lists_topics_counts_rates_label_and_metadata(recorded, capsys):
     assert recap(["bag", "info", str(recorded["complete"])]) == 0
     out = capsys.readouterr().out
-    assert "label:      success" in out and "/joint_command" in out and "sensor_msgs/msg/Image" in out
-    assert re.search(r"policy_checkpoint +ckpt-7", out)
+    assert "label:      success" in out and "/joint_command" in out
+    assert re.search(r"/camera/base/image_raw/compressed +120 msgs .* sensor_msgs/msg/CompressedImage", out)
+    assert re.search(r"policy_checkpoint +ckpt-7", out) and re.search(r"image_compression +jpeg quality 95", out)
     assert recap(["bag", "info", "--json", str(recorded["complete"])]) == 0
     info = json.loads(capsys.readouterr().out)
     command = next(t for t in info["topics"] if t["name"] == "/joint_command")

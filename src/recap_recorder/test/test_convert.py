@@ -5,12 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+import simplejpeg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recap_core.cli import main as recap
 from recap_recorder import bags
-from recap_recorder.convert import convert_bags, image_layout, image_pixels, latest_at_or_before, resample
+from recap_recorder.convert import convert_bags, latest_at_or_before, resample
+from recap_recorder.images import image_layout, image_pixels
 
 times = st.lists(st.integers(0, 10_000), max_size=40).map(lambda v: np.array(sorted(v), np.int64))
 
@@ -64,11 +66,12 @@ def test_image_layout_agrees_with_rosbags(synth, frame_id, height, width, encodi
     assert np.array_equal(image_pixels(raw), pixels if encoding == "rgb8" else pixels[:, :, ::-1])
 
 
-@pytest.fixture(scope="module")
-def station_bags(tmp_path_factory, helpers):
-    """sim-0001 success with an intervention, sim-0002 failure, sim-0003 aborted, plus damaged copies."""
+@pytest.fixture(scope="module", params=["jpeg", "none"])
+def station_bags(request, tmp_path_factory, helpers):
+    """sim-0001 success with an intervention, sim-0002 failure, sim-0003 aborted, plus damaged copies;
+    recorded with images JPEG-compressed (the recorder's default) and as received."""
     root = tmp_path_factory.mktemp("station_bags")
-    recorder = helpers.make_recorder(root / "bags", chunk_size_bytes=16384)
+    recorder = helpers.make_recorder(root / "bags", chunk_size_bytes=16384, image_compression=request.param)
     episodes = [
         helpers.feed(recorder, "sim-0001", "success", steps=100, t0_ns=10**18,
                               intervention_steps=[(20, 41)], seed=1),
@@ -88,7 +91,7 @@ def station_bags(tmp_path_factory, helpers):
     shutil.copytree(root / "bags" / "sim-0002", killed)
     (killed / "metadata.yaml").unlink()
     return {"root": root, "episodes": {e.episode_id: e for e in episodes}, "truncated": truncated,
-            "killed": killed}
+            "killed": killed, "compression": request.param}
 
 
 def test_conversion_round_trips_commands_labels_flags_and_images(station_bags, tmp_path):
@@ -121,12 +124,49 @@ def test_conversion_round_trips_commands_labels_flags_and_images(station_bags, t
         assert np.allclose(np.diff(timestamps), 0.02, atol=1e-4)
         for i, cam in enumerate(("base", "left_wrist", "right_wrist")):
             cells = images.slice(row["dataset_from_index"], row["length"])[f"observation.images.{cam}"].to_pylist()
+            jpegs = recorded_jpegs(root / episode_id, cam)
             for k in (0, len(cells) // 2, len(cells) - 1):
                 pixels = decode_image(cells[k]["bytes"], "png", (8, 8))
                 expected = fed.image_fill[cam][len(fed.commands) - len(cells) + k]
-                assert pixels[5, 5, 0] == expected % 256 and pixels[0, 0, 0] == (expected // 256) % 256
+                if station_bags["compression"] == "none":  # exact
+                    assert pixels[5, 5, 0] == expected % 256 and pixels[0, 0, 0] == (expected // 256) % 256
+                else:  # recorded as JPEG: exactly that JPEG's pixels, close to what was sent
+                    assert len(jpegs) == len(fed.commands)
+                    jpeg = jpegs[len(jpegs) - len(cells) + k]
+                    assert np.array_equal(pixels, simplejpeg.decode_jpeg(jpeg, colorspace="RGB"))
+                    assert abs(int(pixels[5, 5, 0]) - expected % 256) <= 12, (pixels[5, 5, 0], expected % 256)
     assert episodes[0]["intervention_count"] == 1 and episodes[0]["intervention_frames"] == 21
     assert pq.read_table(next((out / "meta" / "episodes").rglob("*.parquet"))).num_rows == 2
+
+
+def recorded_jpegs(bag, camera: str) -> list[bytes]:
+    """The JPEG streams of ``camera/<camera>/image_raw/compressed`` in a bag, in recorded order."""
+    from recap_recorder.images import compressed_payload
+
+    recovered = bags.recover_mcap(bags.storage_file(bag))
+    topic = f"/camera/{camera}/image_raw/compressed"
+    return [bytes(compressed_payload(m.data)[1]) for m in recovered.messages
+            if recovered.channels[m.channel_id].topic == topic]
+
+
+def test_recorded_jpeg_goes_into_a_jpeg_dataset_byte_for_byte(station_bags, tmp_path):
+    """The converter stores what the recorder compressed, unchanged (and encodes what it did not)."""
+    import pyarrow.parquet as pq
+    from recap_core.data import load_episodes
+
+    bag = station_bags["root"] / "bags" / "sim-0002"
+    out = tmp_path / "dataset"
+    [outcome] = convert_bags([bag], out, image_format="jpeg", progress=False)
+    assert outcome.status == "converted"
+    [episode] = load_episodes(out)
+    cells = [c["bytes"] for c in pq.read_table(next((out / "data").rglob("*.parquet")))[
+        "observation.images.base"].to_pylist()]
+    jpegs = recorded_jpegs(bag, "base")
+    assert len(cells) == episode["length"]
+    if station_bags["compression"] == "none":
+        assert jpegs == [] and bags.read_info(bag).topic("camera/base/image_raw").count == 80
+        return
+    assert cells == jpegs[len(jpegs) - len(cells):]  # the recorded bytes, tick by tick
 
 
 def test_appending_keeps_existing_files_and_skips_converted_bags(station_bags, tmp_path, capsys):

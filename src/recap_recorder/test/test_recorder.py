@@ -97,7 +97,9 @@ def test_two_episodes_make_two_bags_with_metadata_and_counts(tmp_path, new_recor
         steps = len(episode.commands)
         counts = {t.name: t.count for t in info.topics}
         assert counts["/joint_command"] == steps
-        assert counts["/camera/base/image_raw"] == steps and counts["/joint_states"] == steps
+        # images are stored JPEG-compressed under <topic>/compressed, and none fell back to the raw topic
+        assert counts["/camera/base/image_raw/compressed"] == steps and counts["/joint_states"] == steps
+        assert not any(t.name.endswith("/image_raw") for t in info.topics)
         assert info.label == episode.label
         meta = info.custom_data
         assert meta["task"] == "transfer the cube" and meta["source"] == "rollout"
@@ -107,7 +109,9 @@ def test_two_episodes_make_two_bags_with_metadata_and_counts(tmp_path, new_recor
         assert meta["cameras"] == "base,left_wrist,right_wrist" and meta["namespace"] == "/"
         received = json.loads(meta["recorder_received"])
         assert received["joint_command"] == steps and meta["recorder_dropped"] == "0"
-        assert all(received.get(t.name.lstrip("/"), 0) == t.count for t in info.topics)
+        assert all(received.get(t.name.lstrip("/").removesuffix("/compressed"), 0) == t.count for t in info.topics)
+        assert meta["image_compression"] == "jpeg quality 95 subsampling 420"
+        assert json.loads(meta["recorder_uncompressed"]) == {}
         assert 1.0 < info.duration_s < 2.0
     assert bags.read_info(found[0]).custom_data["interventions"] == "1"
     # The second episode starts with the latched flags from before it (snapshot), not with stale images.
@@ -125,8 +129,8 @@ def test_an_episode_starting_soon_after_sensor_data_gets_the_newest_sample_at_it
     feed(recorder, "sim-0001", "success", steps=10, t0_ns=t0)
     assert recorder.drain(20)
     counts = {t.name: t.count for t in bags.read_info(tmp_path / "bags" / "sim-0001").topics}
-    assert counts["/camera/base/image_raw"] == 11 and counts["/joint_states"] == 11
-    assert counts["/joint_command"] == 10 and counts["/camera/left_wrist/image_raw"] == 10
+    assert counts["/camera/base/image_raw/compressed"] == 11 and counts["/joint_states"] == 11
+    assert counts["/joint_command"] == 10 and counts["/camera/left_wrist/image_raw/compressed"] == 10
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking_the_callback(tmp_path, new_recorder, feed,

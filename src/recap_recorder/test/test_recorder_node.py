@@ -105,10 +105,17 @@ def commands_in(path):
 
 
 def topic_images(path, topic):
-    from recap_recorder.convert import image_pixels
+    """Pixels of every image on ``topic`` (a ``/compressed`` topic is decoded)."""
+    from recap_recorder.images import compressed_payload, decode_compressed, image_pixels
+
+    def pixels(data):
+        if not topic.endswith("/compressed"):
+            return image_pixels(data)
+        fmt, payload = compressed_payload(data)
+        return decode_compressed(payload, "jpeg")
 
     recovered = bags.recover_mcap(bags.storage_file(path))
-    return [image_pixels(m.data) for m in recovered.messages if recovered.channels[m.channel_id].topic == topic]
+    return [pixels(m.data) for m in recovered.messages if recovered.channels[m.channel_id].topic == topic]
 
 
 def test_two_episodes_give_two_bags_with_labels_counts_and_metadata(node_process, probe, tmp_path):
@@ -132,10 +139,12 @@ def test_two_episodes_give_two_bags_with_labels_counts_and_metadata(node_process
         counts = {t.name: t.count for t in info.topics}
         assert commands_in(info.path) == list(range(first, first + steps))
         # Every image of the episode, after the newest one from before it (snapshot) when that is recent.
-        fills = [int(p[0, 0, 0]) for p in topic_images(info.path, "/camera/right_wrist/image_raw")]
+        # (stored JPEG-compressed: a flat frame decodes to its grey level)
+        fills = [int(p[0, 0, 0]) for p in topic_images(info.path, "/camera/right_wrist/image_raw/compressed")]
         expected = [k % 256 for k in range(first, first + steps)]
         assert fills in (expected, [(first - 1) % 256] + expected)
-        assert counts["/joint_states"] == len(fills) and counts["/camera/base/image_raw"] == len(fills)
+        assert counts["/joint_states"] == len(fills) and counts["/camera/base/image_raw/compressed"] == len(fills)
+        assert "/camera/base/image_raw" not in counts and info.custom_data["image_compression"].startswith("jpeg")
         assert info.label == label and info.custom_data["task"] == "stack the cups"
         assert info.custom_data["operator"] == "grace" and info.custom_data["source"] == "demo"
         assert info.custom_data["recorder_dropped"] == "0" and info.custom_data["station"] == "sim_aloha"

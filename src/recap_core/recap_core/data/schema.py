@@ -344,6 +344,23 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 # --------------------------------------------------------------------------- one image cell
 
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+    """A frame that arrives compressed already (a recorded ``CompressedImage``).
+
+    The writer stores ``data`` as it is when the dataset's ``image_format`` is this
+    one and ``shape`` is its image shape, and decodes it otherwise.
+    """
+
+    data: bytes
+    image_format: str            # "jpeg" | "png"
+    shape: tuple[int, int]       # (height, width)
+
+    def decode(self) -> np.ndarray:
+        """``[H, W, 3]`` uint8."""
+        return decode_image(self.data, self.image_format, self.shape)
+
+
 def encode_image(frame: np.ndarray, image_format: str) -> bytes:
     """``[H, W, 3] uint8`` -> the bytes stored in the cell's ``bytes`` field."""
     if image_format == "raw":

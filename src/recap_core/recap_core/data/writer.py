@@ -236,7 +236,8 @@ class DatasetWriter:
 
         ``states``, ``actions``: ``[T, 14]``; ``images``: camera -> ``[T, H, W, 3]``
         uint8 array or an iterable of ``[H, W, 3]`` frames (encoded as they
-        come, so memory stays bounded); ``is_intervention``: ``[T]`` bool;
+        come, so memory stays bounded) or :class:`schema.EncodedImage` (stored
+        as they are when already in the dataset's format); ``is_intervention``: ``[T]`` bool;
         ``timestamps``: ``[T]`` seconds from the episode start (default
         ``frame_index / fps``). Rewards and normalised returns are computed
         with :mod:`recap_core.rl` from the dataset's ``RecapConfig``.
@@ -368,12 +369,22 @@ class DatasetWriter:
         sampled: list[np.ndarray] = []
         wanted = set(stats_sample.tolist())
         for number, frame in enumerate(frames):
+            if number >= length:
+                raise ValueError(f"images[{camera!r}] has more frames than states ({length})")
+            if isinstance(frame, schema.EncodedImage):
+                if tuple(frame.shape) != expected[:2]:
+                    raise ValueError(f"images[{camera!r}] frame {number} is {tuple(frame.shape)}, not the "
+                                     f"dataset's image_shape {expected[:2]}; resize before writing")
+                if frame.image_format == self.image_format:  # stored as it came: no decode, no re-encode
+                    encoded.append(bytes(frame.data))
+                    if number in wanted:
+                        sampled.append(frame.decode())
+                    continue
+                frame = frame.decode()
             frame = np.asarray(frame)
             if frame.shape != expected or frame.dtype != np.uint8:
                 raise ValueError(f"images[{camera!r}] frame {number} must be {expected} uint8 (the dataset's "
                                  f"image_shape), got {frame.shape} {frame.dtype}; resize before writing")
-            if number >= length:
-                raise ValueError(f"images[{camera!r}] has more frames than states ({length})")
             encoded.append(schema.encode_image(frame, self.image_format))
             if number in wanted:
                 sampled.append(frame)

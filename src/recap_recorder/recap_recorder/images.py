@@ -1,0 +1,161 @@
+"""Camera images in bags: the CDR layout of ``sensor_msgs/Image`` and ``CompressedImage``, and the JPEG
+transcoding the recorder applies (DESIGN.md §6).
+
+The recorder stores every ``sensor_msgs/Image`` topic as ``<topic>/compressed``
+(``sensor_msgs/CompressedImage``, image_transport's name and format string,
+e.g. ``rgb8; jpeg compressed rgb8``), encoded with the dataset's JPEG settings,
+so the converter copies the bytes into the dataset instead of encoding them
+again. An image it cannot encode (another pixel encoding, a broken message)
+is written unchanged on the raw topic: nothing received is lost.
+
+Parsing reads the few header fields straight from the CDR bytes (no
+deserialiser, no pixel copy): this runs for every image of every episode.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from recap_recorder.bags import BagError
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+COMPRESSED_SUFFIX = "/compressed"
+#: what the recorder does with image topics: ``jpeg`` (stored as CompressedImage) or ``none`` (as received)
+IMAGE_COMPRESSIONS = ("jpeg", "none")
+#: pixel encodings the recorder compresses, and the JPEG colour space of each
+_JPEG_COLORSPACE = {"rgb8": "RGB", "bgr8": "BGR", "mono8": "GRAY"}
+_CDR_LE = b"\x00\x01\x00\x00"
+
+
+def _aligned(pos: int, size: int) -> int:
+    """``pos`` rounded up to a multiple of ``size`` counted from the end of the 4-byte CDR encapsulation."""
+    return 4 + -(-(pos - 4) // size) * size
+
+
+def _header_end(raw) -> int:
+    """Offset just after ``std_msgs/Header`` (stamp, frame_id) of a little-endian CDR message."""
+    if bytes(raw[:2]) != b"\x00\x01":
+        raise BagError("image is not little-endian CDR")
+    (length,) = struct.unpack_from("<I", raw, 12)  # after the stamp's sec, nanosec
+    return 16 + length
+
+
+def image_layout(raw, total: int | None = None) -> tuple[int, int, str, int, int]:
+    """(height, width, encoding, step, pixel offset) of a CDR sensor_msgs/Image, without copying pixels.
+
+    ``raw`` may be just the start of the message (its first few hundred bytes) when ``total`` gives
+    the full size.
+    """
+    pos = _aligned(_header_end(raw), 4)
+    height, width, length = struct.unpack_from("<III", raw, pos)
+    encoding = bytes(raw[pos + 12: pos + 12 + length]).rstrip(b"\0").decode()
+    pos = _aligned(pos + 12 + length + 1, 4)              # + is_bigendian
+    step, size = struct.unpack_from("<II", raw, pos)
+    offset = pos + 8
+    if size != height * step or offset + size > (len(raw) if total is None else total) or step < width:
+        raise BagError(f"image header inconsistent: {height}x{width}, step {step}, {size} bytes")
+    return height, width, encoding, step, offset
+
+
+def image_pixels(raw) -> np.ndarray:
+    """CDR sensor_msgs/Image (rgb8 or bgr8) -> ``[H, W, 3]`` uint8 RGB view of the message bytes."""
+    height, width, encoding, step, offset = image_layout(raw)
+    if encoding not in ("rgb8", "bgr8"):
+        raise BagError(f"image encoding '{encoding}' is not supported (record rgb8)")
+    if step < width * 3:
+        raise BagError(f"image header inconsistent: {height}x{width} {encoding}, step {step}")
+    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * 3]
+    pixels = pixels.reshape(height, width, 3)
+    return pixels[:, :, ::-1] if encoding == "bgr8" else pixels
+
+
+def compressed_payload(raw) -> tuple[str, memoryview]:
+    """(format, compressed bytes) of a CDR sensor_msgs/CompressedImage, without copying them."""
+    try:
+        pos = _aligned(_header_end(raw), 4)
+        (length,) = struct.unpack_from("<I", raw, pos)
+        fmt = bytes(raw[pos + 4: pos + 4 + length]).rstrip(b"\0").decode()
+        pos = _aligned(pos + 4 + length, 4)
+        (size,) = struct.unpack_from("<I", raw, pos)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BagError(f"compressed image message is damaged ({exc})") from exc
+    if pos + 4 + size > len(raw):
+        raise BagError(f"compressed image message is cut off ({len(raw) - pos - 4} of {size} bytes)")
+    return fmt, memoryview(raw)[pos + 4: pos + 4 + size]
+
+
+def compression_of(fmt: str) -> str:
+    """``jpeg`` or ``png`` from a CompressedImage format: image_transport's ``rgb8; jpeg compressed bgr8``
+    or ROS 1's plain ``jpeg``; BagError for anything else."""
+    words = fmt.replace(";", " ").lower().split()
+    for kind in ("jpeg", "png"):
+        if kind in words or (kind == "jpeg" and "jpg" in words):
+            return kind
+    raise BagError(f"compressed image format '{fmt}' is neither JPEG nor PNG")
+
+
+def compressed_shape(data, kind: str) -> tuple[int, int]:
+    """(height, width) from a JPEG or PNG stream's header."""
+    if kind == "png":
+        if bytes(data[:8]) != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+            raise BagError("compressed image is not a PNG stream")
+        width, height = struct.unpack_from(">II", data, 16)
+        return int(height), int(width)
+    import simplejpeg
+
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise BagError(f"compressed image is not a JPEG stream ({exc})") from exc
+    return int(height), int(width)
+
+
+def decode_compressed(data, kind: str) -> np.ndarray:
+    """A JPEG or PNG stream -> ``[H, W, 3]`` uint8 RGB."""
+    try:
+        if kind == "jpeg":
+            import simplejpeg
+
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        import io
+
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+    except (ValueError, OSError) as exc:
+        raise BagError(f"compressed image cannot be decoded ({exc})") from exc
+
+
+def compress_image(raw, quality: int, subsampling: str) -> bytes:
+    """CDR sensor_msgs/Image -> CDR sensor_msgs/CompressedImage (JPEG), same header.
+
+    ``rgb8``, ``bgr8`` and ``mono8`` are encoded; BagError for any other encoding or a
+    malformed message (the recorder then keeps the raw message).
+    """
+    import simplejpeg
+
+    try:
+        height, width, encoding, step, offset = image_layout(raw)
+    except struct.error as exc:
+        raise BagError(f"image message is damaged ({exc})") from exc
+    colorspace = _JPEG_COLORSPACE.get(encoding)
+    if colorspace is None:
+        raise BagError(f"image encoding '{encoding}' is not JPEG-compressed (only {sorted(_JPEG_COLORSPACE)})")
+    channels = 1 if colorspace == "GRAY" else 3
+    if step < width * channels:
+        raise BagError(f"image step {step} is shorter than {width} x {channels} bytes")
+    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * channels]
+    pixels = np.ascontiguousarray(pixels).reshape(height, width, channels)
+    jpeg = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace,
+                                  colorsubsampling="Gray" if channels == 1 else subsampling)
+    header = bytes(raw[4: _header_end(raw)])
+    fmt = f"{encoding}; jpeg compressed {encoding}".encode() + b"\0"
+    out = bytearray(_CDR_LE)
+    out += header
+    out += b"\0" * (_aligned(len(out), 4) - len(out))
+    out += struct.pack("<I", len(fmt)) + fmt
+    out += b"\0" * (_aligned(len(out), 4) - len(out))
+    out += struct.pack("<I", len(jpeg)) + jpeg
+    return bytes(out)
