@@ -32,18 +32,16 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from recap_core.data.schema import EncodedImage
 from recap_core.station import JOINT_NAMES, NUM_JOINTS
 from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, MessageIndex, REPAIRED_SUFFIX, bag_cameras,
                                  bag_info, open_bag, relative_topic_name)
 from recap_recorder.images import (COMPRESSED_SUFFIX, compressed_payload, compressed_shape, compression_of,
                                    decode_compressed, image_layout, image_pixels)
-
-if TYPE_CHECKING:
-    from recap_core.data.schema import EncodedImage
 
 SOURCES = ("demo", "rollout", "eval")
 FLAG_TOLERANCE_NS = 5_000_000  # well under the 20 ms control period
@@ -168,8 +166,6 @@ class BagEpisode:
         dataset writer stores them as they are when the formats agree); at another size it
         is decoded and resized.
         """
-        from recap_core.data.schema import EncodedImage
-
         stream = self.streams[camera]
         want = tuple(shape) if shape is not None else stream.shape
         number, frame = -1, None
