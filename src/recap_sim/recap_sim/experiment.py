@@ -53,12 +53,15 @@ class Profile:
     pretrain_positive_fraction: float = 0.3
     positive_fraction: float = 0.4
     rollout_positives: str = "advantage"  # or "interventions": see ``recap label --help``
+    eval_workers: int = 2               # processes sharing the evaluation's seeds (recap eval --workers)
 
     def __post_init__(self):
         if self.iterations < 1:
             raise ValueError(f"profile {self.name}: iterations must be >= 1, got {self.iterations}")
         if not self.demos or any(not 0 <= q <= 1 or n < 1 for q, n in self.demos):
             raise ValueError(f"profile {self.name}: demos must be (quality in [0, 1], episodes >= 1) pairs")
+        if self.eval_workers < 1:
+            raise ValueError(f"profile {self.name}: eval_workers must be >= 1, got {self.eval_workers}")
         if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
             raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
         if self.rollout_positives not in ROLLOUT_POSITIVES:
@@ -70,7 +73,7 @@ PROFILES = {
     # every stage, tiny sizes: checks artefacts, not a gain (CI)
     "quick": Profile("quick", "tiny", demos=((1.0, 2), (0.4, 1)), rollouts_per_iteration=2, iterations=2,
                      max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
-                     value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5),
+                     value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
                     iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
@@ -242,7 +245,7 @@ def run(args) -> int:
         seeds = list(range(first, first + count))
         stages.run("90_eval", ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", "--task", task,
                                "--max-steps", profile.max_steps, "--image-size", profile.image_size,
-                               "--threads", args.threads, "--no-progress",
+                               "--threads", args.threads, "--workers", profile.eval_workers, "--no-progress",
                                "--out", out / "eval.json"], artefact=out / "eval.json",
                    current=lambda: _evaluated(out / "eval.json", arms, seeds))
     except RuntimeError as exc:

@@ -84,3 +84,16 @@ def test_evaluates_a_tiny_checkpoint_on_the_same_seeds(tiny_checkpoints):
         assert np.isfinite(arm["throughput_per_hour"])
         conditioning = arm["scene_conditioning"]
         assert conditioning["seeds"] == 2 and np.isfinite(conditioning["ratio"])
+
+
+def test_workers_share_the_seeds_and_give_what_one_process_gives(tiny_checkpoints):
+    """Two processes of one thread each: every seed once, in order; the same outcomes as one process with
+    one thread (episodes depend only on the seed), and the diagnostic on the same first seeds."""
+    arms = [EvalArm("a", tiny_checkpoints["policy_a"], beta=2.0)]
+    seeds = [3, 4, 5, 6, 7]
+    kwargs = dict(task="reach", max_steps=20, image_size=48, progress=False, conditioning_seeds=2)
+    single = evaluate(arms, seeds, threads=1, **kwargs)["arms"]["a"]
+    shared = evaluate(arms, seeds, threads=2, workers=2, **kwargs)
+    assert shared["workers"] == 2 and [o["seed"] for o in shared["arms"]["a"]["outcomes"]] == seeds
+    assert shared["arms"]["a"]["outcomes"] == single["outcomes"]
+    assert shared["arms"]["a"]["scene_conditioning"] == pytest.approx(single["scene_conditioning"])
