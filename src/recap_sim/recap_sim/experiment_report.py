@@ -127,6 +127,22 @@ def _furthest_stages(arms: dict) -> dict[str, list[int]]:
     return out
 
 
+def paired_comparison(a: dict, b: dict) -> dict | None:
+    """Arm ``a`` against ``b`` seed by seed (every arm sees the same seeds): the seeds only one of them
+    solved, and the two-sided exact sign test on those (McNemar's exact test)."""
+    from scipy.stats import binomtest
+
+    won = {o["seed"]: bool(o["success"]) for o in a.get("outcomes", [])}
+    other = {o["seed"]: bool(o["success"]) for o in b.get("outcomes", [])}
+    seeds = sorted(set(won) & set(other))
+    if not seeds:
+        return None
+    only_a = sum(won[s] and not other[s] for s in seeds)
+    only_b = sum(other[s] and not won[s] for s in seeds)
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"seeds": len(seeds), "only_first": only_a, "only_second": only_b, "sign_test_p": float(p)}
+
+
 def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
     lo, hi = a[ci]
     return f"{format(a[key], fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
@@ -154,10 +170,13 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         "recap_beats_sft_on_failure_rate": beats("recap_beta2", "sft", "success_rate", "success_rate_ci95"),
         "recap_beats_awr_on_throughput": beats("recap_beta2", "awr", "throughput_per_hour", "throughput_ci95"),
     }
+    paired = {f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
+              for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), ("recap_beta2", "awr"))
+              if a in arms and b in arms}
     summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
                "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
                "per_iteration": per_iteration, "furthest_stage_counts": stages,
-               "beyond_95_intervals": verdict}
+               "beyond_95_intervals": verdict, "paired_by_seed": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
     sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
@@ -189,6 +208,12 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
               "policy samples its demonstrations' targets without reading the cameras."]
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
     lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
+    if any(paired.values()):
+        lines += ["", "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
+                  "second, and the exact two-sided sign test on them:", "",
+                  "| comparison | only first | only second | sign test p |", "|---|---|---|---|"]
+        lines += [f"| {name.replace('_vs_', ' vs ')} | {c['only_first']} | {c['only_second']} | "
+                  f"{c['sign_test_p']:.3g} |" for name, c in paired.items() if c]
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
     if curves:
         lines += ["![value curves](value_curves.png)", ""]

@@ -1,0 +1,24 @@
+"""The experiment report's paired comparison (the full report is test/test_experiment.py)."""
+from __future__ import annotations
+
+import pytest
+
+from recap_sim.experiment_report import paired_comparison
+
+
+def arm(successes):
+    return {"outcomes": [{"seed": seed, "success": ok} for seed, ok in successes.items()]}
+
+
+def test_paired_comparison_counts_the_seeds_only_one_arm_solved_and_tests_them():
+    a = arm({s: s < 9 for s in range(12)})           # solves 0-8
+    b = arm({s: s in (0, 10) for s in range(12)})    # solves 0 and 10
+    c = paired_comparison(a, b)
+    assert (c["seeds"], c["only_first"], c["only_second"]) == (12, 8, 1)
+    assert c["sign_test_p"] == pytest.approx(0.0390625)  # 2 * P(X <= 1), X ~ Bin(9, 0.5)
+    assert paired_comparison(b, a)["sign_test_p"] == pytest.approx(c["sign_test_p"])
+    same = paired_comparison(a, a)
+    assert same["only_first"] == same["only_second"] == 0 and same["sign_test_p"] == 1.0
+    # only shared seeds count
+    assert paired_comparison(a, arm({100: True})) is None
+    assert paired_comparison(arm({1: True, 2: False}), arm({2: True, 3: True}))["seeds"] == 1
