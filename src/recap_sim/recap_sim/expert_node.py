@@ -47,6 +47,9 @@ class ScriptedExpertNode(Node):
         human = HumanConfig(
             patience_s=declare(self, "human_patience_s", 3.0, "take over after this long without progress",
                                min_value=0.1, max_value=600.0),
+            regress_s=declare(self, "human_regress_s", 0.3, "take over when the reward stays below its best "
+                              "this long (the cube was dropped; shorter falls are contact flicker)",
+                              min_value=0.0, max_value=60.0),
             value_drop=declare(self, "human_value_drop", 0.2, "take over when the value falls this much",
                                min_value=0.01, max_value=1.0),
             value_window_s=declare(self, "human_value_window_s", 1.5, "...within this window",

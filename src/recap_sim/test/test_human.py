@@ -27,10 +27,19 @@ def test_takes_over_after_no_progress_and_gives_back_after_correction():
     assert not engaged[-1] and h.interventions == 1 and "corrected" in h.reason
 
 
-def test_drop_of_the_cube_triggers_at_once():
-    h = SimulatedHuman(HumanConfig(patience_s=100.0))
-    engaged = run(h, [2.0] * 10 + [1.0] * 5)
-    assert engaged[10] and "regress" in h.reason
+def test_a_drop_of_the_cube_triggers_once_it_lasts():
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3))
+    engaged = run(h, [2.0] * 10 + [1.0] * 30)
+    assert not any(engaged[:25]) and engaged[25] and "regress: reward fell from 2 to 1" in h.reason  # 15 ticks
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.0))  # the old, instant rule
+    assert run(h, [2.0] * 10 + [1.0] * 5)[10]
+
+
+def test_contact_flicker_does_not_trigger():
+    """The sim's reward drops for a step or two while the fingers keep the cube: no take-over."""
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3))
+    rewards = ([2.0] * 10 + [0.0] * 3) * 20 + [2.0] * 10  # 20 flickers of 60 ms
+    assert not any(run(h, rewards)) and h.interventions == 0
 
 
 def test_value_drop_triggers():
