@@ -46,8 +46,9 @@ class HumanConfig:
         for name in ("patience_s", "value_window_s", "min_correction_s", "max_correction_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
-        if self.cooldown_s < 0 or self.regress_s < 0:
-            raise ValueError(f"cooldown_s and regress_s must be >= 0, got {self.cooldown_s}, {self.regress_s}")
+        for name in ("cooldown_s", "regress_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 s, got {getattr(self, name)}")
         if not 0.0 <= self.attention <= 1.0:
             raise ValueError(f"attention is a probability in [0, 1], got {self.attention}")
         if not 0.0 < self.value_drop <= 1.0:
@@ -99,10 +100,10 @@ class SimulatedHuman:
         c = self.config
         if self._last_progress_t is None:
             self._last_progress_t = t
-        if reward < self._best_reward - 1e-9:
-            self._below_best_since = t if self._below_best_since is None else self._below_best_since
-        else:
+        if reward >= self._best_reward - 1e-9:
             self._below_best_since = None
+        elif self._below_best_since is None:
+            self._below_best_since = t
         if value is not None and np.isfinite(value):
             self._values.append((t, float(value)))
             while self._values and self._values[0][0] < t - c.value_window_s:

@@ -59,6 +59,8 @@ def test_bad_config_is_rejected():
         HumanConfig(attention=1.5)
     with pytest.raises(ValueError, match="max_correction_s"):
         HumanConfig(min_correction_s=5.0, max_correction_s=1.0)
+    with pytest.raises(ValueError, match="regress_s must be >= 0"):
+        HumanConfig(regress_s=-0.1)
 
 
 @settings(max_examples=60, deadline=None)
