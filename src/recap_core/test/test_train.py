@@ -116,6 +116,63 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint):
     assert paper[~in_demo & ~intervention].any()
 
 
+def test_mix_samples_each_kind_of_frame_in_its_share(datasets):
+    """``--mix``: frames typed demo / correction / autonomous from the episode source and intervention flag;
+    the weighted sampler gives each kind its share, skips a kind set to 0 and resumes where it stopped."""
+    from itertools import islice
+
+    from recap_core.data.reader import load_episodes
+    from recap_core.train.data import frame_kinds, mixture_weights, open_datasets, parse_mix
+    from recap_core.train.ddp import DistributedContext, StepBatchSampler
+
+    reach, _ = datasets
+    data = open_datasets([reach], cameras=["base"], image_size=32, chunk_size=4, load_images=False)
+    kinds = frame_kinds(data)
+    table = load_frames_table(reach)
+    demos = {int(e["episode_index"]) for e in load_episodes(reach) if e["source"] == "demo"}
+    in_demo = np.isin(table["episode_index"].to_numpy(), sorted(demos))
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
+    assert np.array_equal(kinds == "demo", in_demo)
+    assert np.array_equal(kinds == "correction", ~in_demo & intervention)
+    assert {"demo", "correction", "autonomous"} == set(kinds)
+
+    weights, shares = mixture_weights(kinds, parse_mix(["demo=0.6,autonomous=0"]))
+    assert shares == pytest.approx({"demo": 0.6, "correction": 0.4, "autonomous": 0.0})
+    sampler = StepBatchSampler(len(kinds), 64, DistributedContext(), seed=1, weights=weights)
+    drawn = np.concatenate(list(islice(iter(sampler), 60)))
+    assert not np.any(kinds[drawn] == "autonomous")
+    assert np.mean(kinds[drawn] == "demo") == pytest.approx(0.6, abs=0.03)
+    resumed = StepBatchSampler(len(kinds), 64, DistributedContext(), seed=1, weights=weights, start_batch=25)
+    assert np.array_equal(np.concatenate(list(islice(iter(resumed), 35))), drawn[25 * 64:])
+    # unnamed kinds share the rest by size; no --mix is uniform over frames
+    _, shares = mixture_weights(kinds, {"demo": 0.5})
+    rollout = ~in_demo
+    assert shares["correction"] == pytest.approx(0.5 * np.sum(rollout & intervention) / np.sum(rollout))
+    uniform, _ = mixture_weights(kinds, {})
+    assert np.allclose(uniform, 1 / len(kinds))
+    # a kind absent from the data drops out and the others are rescaled
+    _, shares = mixture_weights(kinds[in_demo], {"demo": 0.5, "correction": 0.3})
+    assert shares == {"demo": 1.0}
+    for bad, message in ((["demo=1.5"], "in \\[0, 1\\]"), (["demo=0.7", "correction=0.6"], "add up to"),
+                         (["teleop=0.2"], "KIND one of"), (["demo=0.2", "demo=0.3"], "twice"),
+                         (["demo=x"], "must be a number")):
+        with pytest.raises(ValueError, match=message):
+            parse_mix(bad)
+    with pytest.raises(ValueError, match="leaves nothing to sample"):
+        mixture_weights(kinds[in_demo], {"demo": 0.0})
+
+
+def test_train_policy_records_the_mix_and_rejects_a_bad_one(datasets, tmp_path):
+    reach, _ = datasets
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "p", "--steps", "1",
+                 "--mix", "demo=0.5", *QUIET) == 0
+    recorded = load_checkpoint(tmp_path / "p").training_config
+    assert recorded["mix"] == {"demo": 0.5} and recorded["sample_shares"]["demo"] == pytest.approx(0.5)
+    with pytest.raises(SystemExit, match="add up to"):
+        recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "q", "--steps", "1",
+              "--mix", "demo=0.8", "--mix", "autonomous=0.8", *QUIET)
+
+
 def test_random_shift_moves_each_image_by_its_own_offset_within_the_pad():
     base = torch.zeros(6, 3, 24, 24, dtype=torch.uint8)
     base[:, :, 12, 12] = 255  # one bright pixel away from the edges

@@ -319,6 +319,12 @@ class RecapDataset(torch.utils.data.Dataset):
                 for camera in self.cameras:
                     self.image(item, camera)
 
+    def column(self, name: str) -> np.ndarray:
+        """One scalar column (``episode_index``, ``is_intervention``, ...) over the dataset's items."""
+        if name not in self._scalars:
+            raise KeyError(f"{self.root} has no scalar column {name!r}; it has {sorted(self._scalars)}")
+        return self._scalars[name]
+
     def __getitem__(self, item: int) -> dict:
         if not -len(self) <= item < len(self):
             raise IndexError(f"frame {item} out of range for {len(self)} frames")

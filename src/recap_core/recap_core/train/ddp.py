@@ -12,6 +12,7 @@ import hashlib
 import os
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -96,16 +97,36 @@ class StepBatchSampler(Sampler[list[int]]):
     order (each rank a disjoint share, padded to equal length); batches run
     across epoch boundaries, so every rank makes the same number of steps and
     a resumed run continues exactly where the saved one stopped.
+
+    With ``weights`` (one non-negative number per index) an epoch is instead
+    ``dataset_size`` draws with replacement, index ``i`` with probability
+    ``weights[i] / sum(weights)``, from a generator seeded with ``(seed, e)``
+    and dealt out to the ranks in turn: the data-mixture sampling of
+    ``recap train-policy --mix``, as deterministic and resumable as the plain order.
     """
 
     def __init__(self, dataset_size: int, batch_size: int, context: DistributedContext, *, seed: int,
-                 start_batch: int = 0):
+                 start_batch: int = 0, weights: np.ndarray | None = None):
         if dataset_size < 1:
             raise ValueError("cannot sample batches from an empty dataset")
         self.dataset_size, self.batch_size = int(dataset_size), int(batch_size)
         self.context, self.seed, self.start_batch = context, int(seed), int(start_batch)
+        self.probabilities = None
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.shape != (self.dataset_size,):
+                raise ValueError(f"need one sampling weight per index ({self.dataset_size}), got {weights.shape}")
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+                raise ValueError("sampling weights must be finite, >= 0 and not all 0")
+            self.probabilities = weights / weights.sum()
 
     def _epoch(self, epoch: int) -> list[int]:
+        if self.probabilities is not None:
+            world = self.context.world_size
+            draws = -(-self.dataset_size // world) * world
+            rng = np.random.default_rng([self.seed, epoch])
+            chosen = rng.choice(self.dataset_size, size=draws, replace=True, p=self.probabilities)
+            return chosen[self.context.rank::world].tolist()
         sampler = DistributedSampler(range(self.dataset_size), num_replicas=self.context.world_size,
                                      rank=self.context.rank, shuffle=True, seed=self.seed)
         sampler.set_epoch(epoch)

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION")
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
                         help="see `recap label --help`")
+    parser.add_argument("--policy-mix", action="append", default=[], metavar="KIND=SHARE",
+                        help="the policy's samples by frame kind (see `recap train-policy --mix`)")
     parser.add_argument("--knowledge-insulation", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                                     "--steps", str(args.value_steps), *common])
     policy_args = _parse(policy_cli, [*data, "--out", str(policy_dir), "--init", str(args.policy_pretrained),
                                       "--steps", str(args.policy_steps), "--mode", mode, *common]
-                         + (["--knowledge-insulation"] if args.knowledge_insulation else []))
+                         + (["--knowledge-insulation"] if args.knowledge_insulation else [])
+                         + [f"--mix={mix}" for mix in args.policy_mix])
     context = init_distributed(args.device)
     try:
         value_summary = value_cli.train_value(value_args, context)

@@ -93,12 +93,15 @@ SaveFunction = Callable[[int, tuple[dict, dict]], None]
 def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config: TrainConfig,
                  context: DistributedContext, out_dir: pathlib.Path, step_fn: StepFunction, save_fn: SaveFunction,
                  title: str, start_step: int = 0, resume_state: tuple[dict, dict] | None = None,
-                 find_unused_parameters: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+                 find_unused_parameters: bool = False, progress: bool = True, stop_at: int | None = None,
+                 sample_weights: np.ndarray | None = None) -> dict:
     """Train ``model`` for ``config.steps`` steps (from ``start_step``); returns the run summary.
 
     ``stop_at`` ends this process early at that step (saving it) while keeping
     the learning-rate schedule of ``config.steps``: a time-sliced run resumed
-    with ``--resume`` then matches an uninterrupted one.
+    with ``--resume`` then matches an uninterrupted one. ``sample_weights``
+    (one per dataset item) samples batches by weight instead of in shuffled
+    epochs (see :class:`StepBatchSampler`).
     """
     end = config.steps if stop_at is None else max(start_step, min(int(stop_at), config.steps))
     from tqdm import tqdm
@@ -110,7 +113,8 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
                                   weight_decay=config.weight_decay)
     if resume_state is not None:
         restore_optimizer(optimizer, *resume_state)
-    sampler = StepBatchSampler(len(dataset), config.batch_size, context, seed=config.seed, start_batch=start_step)
+    sampler = StepBatchSampler(len(dataset), config.batch_size, context, seed=config.seed, start_batch=start_step,
+                               weights=sample_weights)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
     metrics_path = out_dir / METRICS_FILE
     if context.is_main:

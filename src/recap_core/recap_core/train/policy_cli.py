@@ -7,6 +7,10 @@
   is both conditional and unconditional (paper Sec. V-B, Eq. 3).
 * ``awr``: no advantage text; each sample's loss is weighted by
   ``min(exp(A / T), w_max)`` (advantage-weighted regression baseline).
+
+``--mix demo=0.5`` samples batches by frame kind (demonstration, human
+correction, autonomous rollout frame) instead of uniformly over frames: the
+named kinds get that share of the samples, the others share the rest by size.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from recap_core.models.processor import Processor, default_relative_mask, policy
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
-from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
+from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, mixture_weights,
+                                   normalization_for, open_datasets, parse_mix)
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
@@ -42,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--awr-temperature", type=float, default=0.05,
                         help="awr: T in exp(A/T), A in normalised-return units")
     parser.add_argument("--awr-max-weight", type=float, default=20.0, help="awr: weight clip")
+    parser.add_argument("--mix", action="append", default=[], metavar="KIND=SHARE",
+                        help="share of the samples drawn from one kind of frame: demo, correction (the human "
+                             "drove a rollout) or autonomous (the policy did); kinds not named share the rest "
+                             "by size (default: every frame equally likely). Repeat or comma-separate")
 
 
 @reports_user_errors
@@ -76,6 +85,10 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         raise SystemExit(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
     if not 0.0 <= args.state_dropout < 1.0:
         raise SystemExit(f"--state-dropout must be in [0, 1), got {args.state_dropout}")
+    try:
+        mix = parse_mix(args.mix)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     roots = [pathlib.Path(d) for d in args.datasets]
     plan = plan_model(args, "policy", dataset_tasks(roots), context,
                       knowledge_insulation=bool(args.knowledge_insulation),
@@ -90,6 +103,15 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
     shift = augment_shift(args, config.backbone.image_size)
+    sample_weights, sample_shares = None, None
+    if mix:
+        try:
+            sample_weights, sample_shares = mixture_weights(frame_kinds(data), mix)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        if context.is_main:
+            print("train-policy: samples by frame kind " + ", ".join(f"{kind} {share:.0%}"
+                                                                     for kind, share in sample_shares.items()))
 
     def step(model, batch, randomness):
         advantages = advantage_texts(args.mode, batch, args.indicator_dropout, randomness.numpy)
@@ -118,7 +140,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
                 "state_dropout": args.state_dropout, "indicator_dropout": args.indicator_dropout,
                 "knowledge_insulation": bool(args.knowledge_insulation),
                 "awr_temperature": args.awr_temperature, "awr_max_weight": args.awr_max_weight,
-                "datasets": [str(r) for r in roots]}
+                "mix": mix, "sample_shares": sample_shares, "datasets": [str(r) for r in roots]}
     extra = {"mode": args.mode, "value_checkpoints": _value_checkpoints(data)}
     save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
                  processor_steps=steps, extra_provenance=extra)
@@ -127,7 +149,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
                         out_dir=args.out, step_fn=step, save_fn=save, title=f"train-policy ({args.mode})",
                         start_step=plan.start_step, resume_state=plan.resume_state,
                         find_unused_parameters=bool(args.knowledge_insulation), progress=not args.no_progress,
-                        stop_at=args.stop_at)
+                        stop_at=args.stop_at, sample_weights=sample_weights)
 
 
 def _value_checkpoints(data) -> list[str]:
