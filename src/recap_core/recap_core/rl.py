@@ -290,6 +290,32 @@ def improvement_indicator(advantages, task_index, thresholds: Mapping[int, float
     return (advantages > epsilon) | is_intervention
 
 
+def before_takeover(is_correction, episode_index, window: int) -> np.ndarray:
+    """Autonomous frames in the ``window`` steps before a human take-over in the same episode: ``bool [N]``.
+
+    ``is_correction`` marks the human's correction frames of rollouts; a take-over is the first frame of each
+    run of them. The operator took over because the policy was going wrong there, which is what
+    ``recap label --takeover-negative`` uses (the take-over as a failure signal, as in RLIF).
+    """
+    is_correction = np.asarray(is_correction, dtype=bool)
+    episode_index = np.asarray(episode_index)
+    if is_correction.shape != episode_index.shape or is_correction.ndim != 1:
+        raise ValueError(f"is_correction {is_correction.shape} and episode_index {episode_index.shape} must be "
+                         f"the same shape [N]")
+    if window < 0:
+        raise ValueError(f"window must be >= 0 steps, got {window}")
+    marked = np.zeros(len(is_correction), dtype=bool)
+    if window == 0:
+        return marked
+    starts, stops = _episode_runs(episode_index)
+    for start, stop in zip(starts, stops):
+        flags = is_correction[start:stop]
+        takeovers = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
+        for takeover in takeovers:
+            marked[start + max(0, takeover - window):start + takeover] = True
+    return marked & ~is_correction
+
+
 def drop_indicator(batch_size: int, dropout: float = DEFAULT_INDICATOR_DROPOUT,
                    rng: np.random.Generator | None = None) -> np.ndarray:
     """Which samples lose the advantage text this step (True = drop): ``bool [batch_size]``."""

@@ -253,3 +253,20 @@ def test_awr_weights_are_positive_monotone_and_capped(advantages, temperature, m
 
 def test_awr_weight_of_zero_advantage_is_one():
     np.testing.assert_allclose(rl.awr_weights([0.0, 1.0], 1.0, 100.0), [1.0, np.e])
+
+
+def test_before_takeover_marks_the_policy_frames_leading_into_each_correction():
+    #            episode 0: auto x5, correction x2, auto x3 | episode 1: correction at its first frame, auto x3
+    correction = np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0], dtype=bool)
+    episodes = np.array([0] * 10 + [1] * 4)
+    marked = rl.before_takeover(correction, episodes, window=3)
+    assert np.flatnonzero(marked).tolist() == [2, 3, 4]  # never across the episode boundary (frame 10)
+    assert not rl.before_takeover(correction, episodes, window=0).any()
+    assert np.flatnonzero(rl.before_takeover(correction, episodes, window=50)).tolist() == [0, 1, 2, 3, 4]
+    # a second take-over in the same episode marks its own lead-in, corrections themselves never
+    again = np.array([0, 0, 1, 0, 0, 1, 0], dtype=bool)
+    assert np.flatnonzero(rl.before_takeover(again, np.zeros(7, int), window=2)).tolist() == [0, 1, 3, 4]
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        rl.before_takeover(correction, episodes, window=-1)
+    with pytest.raises(ValueError, match="same shape"):
+        rl.before_takeover(correction[:-1], episodes, window=2)

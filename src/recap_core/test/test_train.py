@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 from scipy.stats import spearmanr
 
-from recap_core import cli
+from recap_core import cli, rl
 from recap_core.checkpoint import load_checkpoint
 from recap_core.data import RecapDataset, load_frames_table, make_synthetic_dataset
 from recap_core.models import PolicyRunner, ValueRunner
@@ -114,6 +114,16 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint):
     assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5") == 0
     paper = load_frames_table(reach)["indicator"].to_numpy(zero_copy_only=False)
     assert paper[~in_demo & ~intervention].any()
+    # --takeover-negative: the policy's frames just before each take-over become negative, nothing else moves
+    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5",
+                 "--takeover-negative", "5") == 0
+    relabelled = load_frames_table(reach)
+    leading = rl.before_takeover(intervention & ~in_demo, relabelled["episode_index"].to_numpy(), 5)
+    assert leading.any() and (paper & leading).any()
+    changed = relabelled["indicator"].to_numpy(zero_copy_only=False)
+    assert not changed[leading].any() and np.array_equal(changed[~leading], paper[~leading])
+    with pytest.raises(SystemExit, match="--takeover-negative must be >= 0"):
+        recap("label", reach, "--value", value_checkpoint, "--no-progress", "--takeover-negative", "-1")
 
 
 def test_mix_samples_each_kind_of_frame_in_its_share(datasets):

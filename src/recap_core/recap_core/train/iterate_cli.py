@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-positive-fraction", action="append", default=[], metavar="TASK=FRACTION")
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
                         help="see `recap label --help`")
+    parser.add_argument("--takeover-negative", type=int, default=0, metavar="STEPS",
+                        help="see `recap label --help` (default 0: off)")
     parser.add_argument("--policy-mix", action="append", default=[], metavar="KIND=SHARE",
                         help="the policy's samples by frame kind (see `recap train-policy --mix`)")
     parser.add_argument("--knowledge-insulation", action="store_true")
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             labels = label_cli.label_datasets(
                 data, value_dir, lookahead=args.lookahead, positive_fraction=args.positive_fraction,
                 task_fractions=label_cli.parse_task_fractions(args.task_positive_fraction),
-                rollout_positives=args.rollout_positives,
+                rollout_positives=args.rollout_positives, takeover_negative=args.takeover_negative,
                 device=args.device, progress=not args.no_progress)
         barrier(context)
         policy_summary = policy_cli.train_policy(policy_args, context)

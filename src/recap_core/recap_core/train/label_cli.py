@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
                         help="advantage: every frame by its advantage, corrections forced positive (paper); "
                              "interventions: in rollouts only the human's corrections are positive")
+    parser.add_argument("--takeover-negative", type=int, default=0, metavar="STEPS",
+                        help="the policy's own frames in the STEPS steps before each human take-over are "
+                             "negative whatever their advantage (default 0: off, the paper's rule)")
     parser.add_argument("--batch-size", type=int, default=64, help="frames per value forward pass")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
@@ -54,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
     fractions = parse_task_fractions(args.task_positive_fraction)
     summary = label_datasets(args.datasets, args.value, lookahead=args.lookahead,
                              positive_fraction=args.positive_fraction, task_fractions=fractions,
-                             rollout_positives=args.rollout_positives, batch_size=args.batch_size,
-                             device=args.device, progress=not args.no_progress)
+                             rollout_positives=args.rollout_positives, takeover_negative=args.takeover_negative,
+                             batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     for task, entry in summary["tasks"].items():
         print(f"{task!r}: threshold {entry['threshold']:+.4f}, {entry['positive_fraction']:.1%} positive "
-              f"({entry['frames']} frames, {entry['interventions']} interventions forced positive)")
+              f"({entry['frames']} frames, {entry['interventions']} interventions forced positive"
+              + (f", {entry['before_takeover']} frames before a take-over forced negative)"
+                 if args.takeover_negative else ")"))
     print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}))
     return 0
 
@@ -100,7 +105,7 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
 def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
                    lookahead: int = rl.DEFAULT_LOOKAHEAD, positive_fraction: float = 0.4,
                    task_fractions: dict[str, float] | None = None, rollout_positives: str = "advantage",
-                   batch_size: int = 64, device: str | None = None, progress: bool = True, runner=None) -> dict:
+                   takeover_negative: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = True, runner=None) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions."""
     from recap_core.data import load_frames_table, normalised_rewards, write_labels
     from recap_core.data.reader import load_tasks
@@ -113,6 +118,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         raise SystemExit(f"rollout_positives must be one of {ROLLOUT_POSITIVES}, got {rollout_positives!r}")
     if lookahead < 1:
         raise SystemExit(f"--lookahead must be >= 1, got {lookahead}")
+    if takeover_negative < 0:
+        raise SystemExit(f"--takeover-negative must be >= 0 steps, got {takeover_negative}")
     task_fractions = dict(task_fractions or {})
     if runner is None:
         runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
@@ -133,7 +140,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
         in_demo = demo_frames(root, table)
         per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table, in_demo),
-                            in_demo))
+                            in_demo, episodes))
     advantages = np.concatenate([entry[3] for entry in per_dataset])
     task_index = np.concatenate([entry[4] for entry in per_dataset])
     fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
@@ -147,10 +154,12 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     else:
         thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
     summary_tasks: dict[str, dict] = {}
-    for root, tasks, values, advantage, global_task, intervention, in_demo in per_dataset:
+    for root, tasks, values, advantage, global_task, intervention, in_demo, episodes in per_dataset:
         indicator = rl.improvement_indicator(advantage, global_task, thresholds, intervention)
         if rollout_positives == "interventions":
             indicator &= in_demo | intervention  # the policy's own frames: negative
+        leading = rl.before_takeover(intervention, episodes, takeover_negative)
+        indicator &= ~leading
         write_labels(root, value=values, advantage=advantage, indicator=indicator,
                      thresholds={task: thresholds[all_tasks.index(task)] for task in tasks
                                  if all_tasks.index(task) in thresholds},
@@ -158,14 +167,17 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         for task in tasks:
             rows = global_task == all_tasks.index(task)
             entry = summary_tasks.setdefault(task, {"frames": 0, "positive": 0, "interventions": 0,
+                                                    "before_takeover": 0,
                                                     "threshold": thresholds.get(all_tasks.index(task), 0.0)})
             entry["frames"] += int(rows.sum())
             entry["positive"] += int(indicator[rows].sum())
             entry["interventions"] += int(intervention[rows].sum())
+            entry["before_takeover"] += int(leading[rows].sum())
     for entry in summary_tasks.values():
         entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
     return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
-            "lookahead": lookahead, "rollout_positives": rollout_positives, "frames": int(len(advantages)),
+            "lookahead": lookahead, "rollout_positives": rollout_positives, "takeover_negative": takeover_negative,
+            "frames": int(len(advantages)),
             "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
             if summary_tasks else 0.0, "tasks": summary_tasks}
 
