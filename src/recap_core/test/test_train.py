@@ -132,7 +132,8 @@ def test_mix_samples_each_kind_of_frame_in_its_share(datasets):
     from itertools import islice
 
     from recap_core.data.reader import load_episodes
-    from recap_core.train.data import frame_kinds, mixture_weights, open_datasets, parse_mix
+    from recap_core.train.data import frame_kinds, open_datasets
+    from recap_core.train.mix import mixture_weights, parse_mix
     from recap_core.train.ddp import DistributedContext, StepBatchSampler
 
     reach, _ = datasets

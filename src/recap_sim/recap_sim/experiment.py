@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from recap_core.data.schema import ROLLOUT_POSITIVES
+from recap_core.train.mix import parse_mix
 from recap_sim.experiment_report import write_report
 
 
@@ -54,6 +55,8 @@ class Profile:
     positive_fraction: float = 0.4
     rollout_positives: str = "advantage"  # or "interventions": see ``recap label --help``
     eval_workers: int = 2               # processes sharing the evaluation's seeds (recap eval --workers)
+    policy_mix: tuple[str, ...] = ()    # KIND=SHARE of the iterations' and AWR's samples (train-policy --mix)
+    takeover_negative: int = 0          # steps before a take-over labelled negative (recap label --takeover-negative)
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -64,6 +67,12 @@ class Profile:
             raise ValueError(f"profile {self.name}: eval_workers must be >= 1, got {self.eval_workers}")
         if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
             raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
+        if self.takeover_negative < 0:
+            raise ValueError(f"profile {self.name}: takeover_negative must be >= 0 steps, got {self.takeover_negative}")
+        try:
+            parse_mix(self.policy_mix)
+        except ValueError as exc:
+            raise ValueError(f"profile {self.name}: policy_mix: {exc}") from None
         if self.rollout_positives not in ROLLOUT_POSITIVES:
             raise ValueError(f"profile {self.name}: rollout_positives must be one of {ROLLOUT_POSITIVES}, "
                              f"got {self.rollout_positives!r}")
@@ -157,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "finished run; its AWR and evaluation are redone for the new last iteration)")
     parser.add_argument("--rollouts", type=int, default=None, metavar="N",
                         help="override the profile's number of rollouts per iteration")
+    parser.add_argument("--policy-mix", action="append", default=None, metavar="KIND=SHARE",
+                        help="override the profile's sampling of the RECAP and AWR fine-tunes by frame kind "
+                             "(see `recap train-policy --mix`; 'none' for uniform over frames)")
+    parser.add_argument("--takeover-negative", type=int, default=None, metavar="STEPS",
+                        help="override the profile's steps before a take-over labelled negative "
+                             "(see `recap label --takeover-negative`; 0: off)")
 
 
 def resolve_profile(args) -> Profile:
@@ -171,6 +186,10 @@ def resolve_profile(args) -> Profile:
         overrides["iterations"] = args.iterations
     if args.rollouts is not None:
         overrides["rollouts_per_iteration"] = args.rollouts
+    if args.policy_mix is not None:
+        overrides["policy_mix"] = tuple(m for m in args.policy_mix if m != "none")
+    if args.takeover_negative is not None:
+        overrides["takeover_negative"] = args.takeover_negative
     return dataclasses.replace(profile, **overrides)
 
 
@@ -214,7 +233,8 @@ def run(args) -> int:
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
-                   "--rollout-positives", profile.rollout_positives, "--threads", args.threads, "--no-progress"]
+                   "--rollout-positives", profile.rollout_positives, "--takeover-negative", profile.takeover_negative,
+                   "--threads", args.threads, "--no-progress", *[f"--policy-mix={m}" for m in profile.policy_mix]]
         # 3. iteration 0: SFT fine-tune
         stages.run("06_iteration_0", [*iterate, "--iteration", 0, "--out", ckpt / "iter_0"],
                    artefact=ckpt / "iter_0" / "policy" / "provenance.json")
@@ -234,7 +254,8 @@ def run(args) -> int:
         k = profile.iterations
         stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
                                  "--steps", profile.policy_steps, "--iteration", k,
-                                 "--out", ckpt / f"iter_{k}" / "awr", *train],
+                                 "--out", ckpt / f"iter_{k}" / "awr", *train,
+                                 *[f"--mix={m}" for m in profile.policy_mix]],
                    artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
         # 6. evaluation on held-out seeds, no interventions
         last = ckpt / f"iter_{profile.iterations}"

@@ -26,8 +26,9 @@ from recap_core.models.processor import Processor, default_relative_mask, policy
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
-from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, mixture_weights,
-                                   normalization_for, open_datasets, parse_mix)
+from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, normalization_for,
+                                   open_datasets)
+from recap_core.train.mix import mixture_weights, parse_mix
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
