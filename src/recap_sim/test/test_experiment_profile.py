@@ -64,9 +64,12 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
 
 
 def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tmp_path, monkeypatch):
-    profile = experiment.resolve_profile(parse("--policy-mix", "demo=0.5", "--takeover-negative", "75"))
-    assert profile.policy_mix == ("demo=0.5",) and profile.takeover_negative == 75
-    assert experiment.resolve_profile(parse("--policy-mix", "none")).policy_mix == ()
+    full = experiment.PROFILES["full"]
+    assert full.policy_mix == ("demo=0.5",) and full.takeover_negative == 75  # the measured settings
+    profile = experiment.resolve_profile(parse("--policy-mix", "demo=0.3", "--takeover-negative", "40"))
+    assert profile.policy_mix == ("demo=0.3",) and profile.takeover_negative == 40
+    paper = experiment.resolve_profile(parse("--policy-mix", "none", "--takeover-negative", "0"))
+    assert paper.policy_mix == () and paper.takeover_negative == 0
     with pytest.raises(ValueError, match="policy_mix: --mix shares add up to"):
         experiment.resolve_profile(parse("--policy-mix", "demo=0.7", "--policy-mix", "correction=0.7"))
     with pytest.raises(ValueError, match="takeover_negative must be >= 0"):
@@ -74,10 +77,10 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
     commands = {}
     monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
     monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
-    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--policy-mix", "demo=0.5",
-                                "--takeover-negative", "75")) == 0
+    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--policy-mix", "demo=0.3",
+                                "--takeover-negative", "40")) == 0
     for stage in ("13_iterate", "23_iterate"):
         argv = list(map(str, commands[stage]))
-        assert "--policy-mix=demo=0.5" in argv and argv[argv.index("--takeover-negative") + 1] == "75"
-    assert "--mix=demo=0.5" in map(str, commands["24_awr"])
-    assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.5"]
+        assert "--policy-mix=demo=0.3" in argv and argv[argv.index("--takeover-negative") + 1] == "40"
+    assert "--mix=demo=0.3" in map(str, commands["24_awr"])
+    assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
