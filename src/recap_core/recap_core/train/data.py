@@ -164,9 +164,9 @@ def frame_kinds(data: TrainingData) -> np.ndarray:
 
     kinds = []
     for dataset in data.datasets:
-        sources = {int(e["episode_index"]): str(e.get("source", "demo")) for e in dataset.episodes}
-        episodes = dataset.column(schema.EPISODE_INDEX).astype(np.int64)
+        # the same rule as ``recap label`` (label_cli.demo_frames): an episode whose source is "demo"
+        demo_episodes = [int(e["episode_index"]) for e in dataset.episodes if e.get("source") == "demo"]
+        demo = np.isin(dataset.column(schema.EPISODE_INDEX), demo_episodes)
         intervention = dataset.column(schema.IS_INTERVENTION).astype(bool)
-        demo = np.array([sources[int(e)] == "demo" for e in episodes], dtype=bool)
         kinds.append(np.where(demo, "demo", np.where(intervention, "correction", "autonomous")))
     return np.concatenate(kinds) if kinds else np.zeros(0, dtype="<U10")

@@ -105,7 +105,8 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
 def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
                    lookahead: int = rl.DEFAULT_LOOKAHEAD, positive_fraction: float = 0.4,
                    task_fractions: dict[str, float] | None = None, rollout_positives: str = "advantage",
-                   takeover_negative: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = True, runner=None) -> dict:
+                   takeover_negative: int = 0, batch_size: int = 64, device: str | None = None,
+                   progress: bool = True, runner=None) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions."""
     from recap_core.data import load_frames_table, normalised_rewards, write_labels
     from recap_core.data.reader import load_tasks
