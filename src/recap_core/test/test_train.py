@@ -122,6 +122,18 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint):
     assert leading.any() and (paper & leading).any()
     changed = relabelled["indicator"].to_numpy(zero_copy_only=False)
     assert not changed[leading].any() and np.array_equal(changed[~leading], paper[~leading])
+    # unforced: the corrections are labelled by their advantage like any other frame, so with a high threshold
+    # some of them are negative
+    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.1",
+                 "--rollout-positives", "unforced") == 0
+    unforced = load_frames_table(reach)
+    labels = unforced["indicator"].to_numpy(zero_copy_only=False)
+    correction = intervention & ~in_demo
+    advantage = unforced["advantage"].to_numpy()
+    threshold = next(iter(json.loads((reach / "meta" / "info.json").read_text())["recap"]["labels"]
+                          ["thresholds"].values()))
+    assert np.array_equal(labels, advantage > threshold)
+    assert (~labels[correction]).any() and labels[correction].any()
     with pytest.raises(SystemExit, match="--takeover-negative must be >= 0"):
         recap("label", reach, "--value", value_checkpoint, "--no-progress", "--takeover-negative", "-1")
 

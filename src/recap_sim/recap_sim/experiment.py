@@ -53,7 +53,7 @@ class Profile:
     image_size: int = 96                # station cameras: the models see 96 px or less, rendering stays cheap
     pretrain_positive_fraction: float = 0.3
     positive_fraction: float = 0.4
-    rollout_positives: str = "advantage"  # or "interventions": see ``recap label --help``
+    rollout_positives: str = "advantage"  # or "unforced", "interventions": see ``recap label --help``
     eval_workers: int = 2               # processes sharing the evaluation's seeds (recap eval --workers)
     policy_mix: tuple[str, ...] = ()    # KIND=SHARE of the iterations' and AWR's samples (train-policy --mix)
     takeover_negative: int = 0          # steps before a take-over labelled negative (recap label --takeover-negative)

@@ -50,9 +50,10 @@ DEFAULT_IMAGE_SHAPE = (224, 224)
 DEFAULT_ROBOT = "aloha_sim"
 # Measured in docs/dataset.md: JPEG decodes 2-3x faster than PNG, is as small or
 # smaller, and at quality 95 differs from the source by < 0.3 grey levels on average.
-#: how ``recap label`` sets the indicator of rollout frames: by advantage (the paper), or positive
-#: only where the human corrected (demonstrations are labelled by advantage either way)
-ROLLOUT_POSITIVES = ("advantage", "interventions")
+#: how ``recap label`` sets the indicator of rollout frames: by advantage with the human's corrections forced
+#: positive (the paper), by advantage alone, corrections included ("unforced"), or positive only where the human
+#: corrected ("interventions"); demonstrations are labelled by advantage in every mode
+ROLLOUT_POSITIVES = ("advantage", "unforced", "interventions")
 DEFAULT_IMAGE_FORMAT = "jpeg"
 IMAGE_FORMATS = ("jpeg", "png", "raw")
 JPEG_QUALITY = 95

@@ -11,8 +11,10 @@ gets its columns through ``recap_core.data.write_labels``.
 ``--rollout-positives interventions`` (not the paper's rule; off by default)
 labels only demonstrations by advantage (``--positive-fraction`` of their
 frames) and makes a rollout frame positive only where the human corrected:
-the policy's own autonomous frames are all negative. See docs/experiment.md
-for why it was tried.
+the policy's own autonomous frames are all negative. ``--rollout-positives
+unforced`` (not the paper's rule either) labels the human's corrections by
+their advantage like every other frame instead of forcing them positive, as
+the AWR baseline weights them. See docs/experiment.md for why each was tried.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the fraction for one task (repeatable), e.g. 'fold the towel=0.1'")
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default="advantage",
                         help="advantage: every frame by its advantage, corrections forced positive (paper); "
+                             "unforced: every frame by its advantage, corrections included; "
                              "interventions: in rollouts only the human's corrections are positive")
     parser.add_argument("--takeover-negative", type=int, default=0, metavar="STEPS",
                         help="the policy's own frames in the STEPS steps before each human take-over are "
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     for task, entry in summary["tasks"].items():
         print(f"{task!r}: threshold {entry['threshold']:+.4f}, {entry['positive_fraction']:.1%} positive "
-              f"({entry['frames']} frames, {entry['interventions']} interventions forced positive"
+              f"({entry['frames']} frames, {entry['interventions']} interventions"
+              + (" forced positive" if args.rollout_positives != "unforced" else " labelled by advantage")
               + (f", {entry['before_takeover']} frames before a take-over forced negative)"
                  if args.takeover_negative else ")"))
     print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}))
@@ -156,7 +160,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
     summary_tasks: dict[str, dict] = {}
     for root, tasks, values, advantage, global_task, intervention, in_demo, episodes in per_dataset:
-        indicator = rl.improvement_indicator(advantage, global_task, thresholds, intervention)
+        forced = np.zeros_like(intervention) if rollout_positives == "unforced" else intervention
+        indicator = rl.improvement_indicator(advantage, global_task, thresholds, forced)
         if rollout_positives == "interventions":
             indicator &= in_demo | intervention  # the policy's own frames: negative
         leading = rl.before_takeover(intervention, episodes, takeover_negative)
