@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=None, help="task prompt of the episodes")
     parser.add_argument("--human-patience", type=float, default=None,
                         help="simulated human: take over after this many seconds without progress")
+    parser.add_argument("--human-value-drop", type=float, default=None,
+                        help="simulated human: take over when the live value falls this much (normalised, "
+                             "0.01-1; 1 turns the trigger off, since the value spans [-1, 0])")
     parser.add_argument("--image-size", type=int, default=None,
                         help="square camera images of this size (default from the YAML: 224)")
 
@@ -68,6 +71,8 @@ def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
         put("episode_manager", "task", args.task)
     if args.human_patience is not None:
         put("scripted_expert", "human_patience_s", float(args.human_patience))
+    if args.human_value_drop is not None:
+        put("scripted_expert", "human_value_drop", float(args.human_value_drop))
     if args.image_size is not None:
         put("sim_station", "image_width", int(args.image_size))
         put("sim_station", "image_height", int(args.image_size))
@@ -93,6 +98,8 @@ def run(args) -> int:
                      "`ros2 launch launch/station.launch.py sim:=false` with your robot driver")
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}")
+    if args.human_value_drop is not None and not 0.01 <= args.human_value_drop <= 1.0:
+        return _fail(f"--human-value-drop must be in [0.01, 1] (normalised value), got {args.human_value_drop}")
     config = args.config or default_config_dir() / "station_sim.yaml"
     if not config.is_file():
         return _fail(f"config {config} does not exist")
