@@ -87,7 +87,7 @@ PROFILES = {
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
                     iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
-                    policy_pretrain_steps=2500, value_steps=300, policy_steps=1200, batch_size=32,
+                    policy_pretrain_steps=2500, value_steps=1500, policy_steps=1200, batch_size=32,
                     # half of every fine-tune batch from the demonstrations; the 1.5 s before a take-over
                     # negative: with both RECAP rose from 20 points below SFT to level (docs/experiment.md)
                     policy_mix=("demo=0.5",), takeover_negative=75),
