@@ -16,6 +16,7 @@ import sys
 import threading
 
 from recap_core.station import default_config_dir
+from recap_sim.human import VALUE_DROP_RANGE
 
 EXPERT_MODES = ("drive", "intervene", "off")
 
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated human: take over after this many seconds without progress")
     parser.add_argument("--human-value-drop", type=float, default=None,
                         help="simulated human: take over when the live value falls this much (normalised, "
-                             "0.01-1; 1 turns the trigger off, since the value spans [-1, 0])")
+                             f"{VALUE_DROP_RANGE[0]:g}-{VALUE_DROP_RANGE[1]:g}; 1 turns the trigger off, since "
+                             "the value spans [-1, 0])")
     parser.add_argument("--image-size", type=int, default=None,
                         help="square camera images of this size (default from the YAML: 224)")
 
@@ -98,8 +100,10 @@ def run(args) -> int:
                      "`ros2 launch launch/station.launch.py sim:=false` with your robot driver")
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}")
-    if args.human_value_drop is not None and not 0.01 <= args.human_value_drop <= 1.0:
-        return _fail(f"--human-value-drop must be in [0.01, 1] (normalised value), got {args.human_value_drop}")
+    low, high = VALUE_DROP_RANGE
+    if args.human_value_drop is not None and not low <= args.human_value_drop <= high:
+        return _fail(f"--human-value-drop must be in [{low:g}, {high:g}] (normalised value), "
+                     f"got {args.human_value_drop}")
     config = args.config or default_config_dir() / "station_sim.yaml"
     if not config.is_file():
         return _fail(f"config {config} does not exist")

@@ -27,7 +27,7 @@ from recap_core.ros.node_main import run_node
 from recap_core.ros.params import accept, declare, declare_station
 from recap_sim.expert import TASKS as EXPERT_TASKS
 from recap_sim.expert import ScriptedExpert
-from recap_sim.human import HumanConfig, SimulatedHuman
+from recap_sim.human import VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
 
 MODES = ("drive", "intervene", "off")
 
@@ -51,7 +51,7 @@ class ScriptedExpertNode(Node):
                               "this long (the cube was dropped; shorter falls are contact flicker)",
                               min_value=0.0, max_value=60.0),
             value_drop=declare(self, "human_value_drop", 0.2, "take over when the value falls this much",
-                               min_value=0.01, max_value=1.0),
+                               min_value=VALUE_DROP_RANGE[0], max_value=VALUE_DROP_RANGE[1]),
             value_window_s=declare(self, "human_value_window_s", 1.5, "...within this window",
                                    min_value=0.05, max_value=60.0),
             attention=declare(self, "human_attention", 1.0, "probability of noticing a trigger",

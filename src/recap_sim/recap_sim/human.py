@@ -30,6 +30,11 @@ import dataclasses
 import numpy as np
 
 
+#: what the station accepts for the value-drop trigger (``human_value_drop``, ``recap station --human-value-drop``):
+#: normalised value, so 1 is a drop no value in [-1, 0] can make (the trigger off)
+VALUE_DROP_RANGE = (0.01, 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class HumanConfig:
     patience_s: float = 3.0
