@@ -54,6 +54,8 @@ class ScriptedExpertNode(Node):
                                min_value=VALUE_DROP_RANGE[0], max_value=VALUE_DROP_RANGE[1]),
             value_window_s=declare(self, "human_value_window_s", 1.5, "...within this window",
                                    min_value=0.05, max_value=60.0),
+            value_settle_s=declare(self, "human_value_settle_s", 1.0, "ignore the value this long after a reset "
+                                   "(the stream still carries the episode before)", min_value=0.0, max_value=60.0),
             attention=declare(self, "human_attention", 1.0, "probability of noticing a trigger",
                               min_value=0.0, max_value=1.0),
             min_correction_s=declare(self, "human_min_correction_s", 1.0, "shortest correction",

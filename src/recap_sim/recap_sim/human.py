@@ -12,7 +12,12 @@ an operator watching the station would notice:
   operator does not grab the arm for that, and corrections started there
   interrupt a policy that was doing well;
 - value drop: the live value estimate fell by more than ``value_drop`` within
-  ``value_window_s`` (what an operator watching rviz sees).
+  ``value_window_s`` (what an operator watching rviz sees), once the episode
+  has run ``value_settle_s``: right after a reset the value stream still
+  carries estimates of the episode before (the value node was mid-inference,
+  or had not seen the new episode yet), and a fall from the last one (near 0,
+  a success) to the first of the new episode is no reason to take over. In
+  runs/full_d 10 of 73 take-overs were that, 0.1 s into the episode.
 
 On a trigger the operator engages with probability ``attention`` (an
 inattentive operator misses some), corrects for at least ``min_correction_s``
@@ -41,6 +46,7 @@ class HumanConfig:
     regress_s: float = 0.3
     value_drop: float = 0.2
     value_window_s: float = 1.5
+    value_settle_s: float = 1.0
     attention: float = 1.0
     min_correction_s: float = 1.0
     max_correction_s: float = 6.0
@@ -51,7 +57,7 @@ class HumanConfig:
         for name in ("patience_s", "value_window_s", "min_correction_s", "max_correction_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
-        for name in ("cooldown_s", "regress_s"):
+        for name in ("cooldown_s", "regress_s", "value_settle_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 s, got {getattr(self, name)}")
         if not 0.0 <= self.attention <= 1.0:
@@ -85,6 +91,7 @@ class SimulatedHuman:
         self._engaged_at = 0.0
         self._engaged_reward = 0.0
         self._released_at = -np.inf
+        self._started_at: float | None = None
         self._values: collections.deque[tuple[float, float]] = collections.deque()
 
     def _trigger(self, t: float, reward: float) -> str:
@@ -105,11 +112,13 @@ class SimulatedHuman:
         c = self.config
         if self._last_progress_t is None:
             self._last_progress_t = t
+        if self._started_at is None:
+            self._started_at = t
         if reward >= self._best_reward - 1e-9:
             self._below_best_since = None
         elif self._below_best_since is None:
             self._below_best_since = t
-        if value is not None and np.isfinite(value):
+        if value is not None and np.isfinite(value) and t - self._started_at >= c.value_settle_s - 1e-9:
             self._values.append((t, float(value)))
             while self._values and self._values[0][0] < t - c.value_window_s:
                 self._values.popleft()

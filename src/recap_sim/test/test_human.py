@@ -44,9 +44,22 @@ def test_contact_flicker_does_not_trigger():
 
 def test_value_drop_triggers():
     h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.0))
-    values = [-0.3] * 20 + [-0.6] * 5
-    engaged = run(h, [1.0] * 25, values)
-    assert engaged[20] and "value dropped" in h.reason
+    values = [-0.3] * 60 + [-0.6] * 5  # the drop 1.2 s into the episode
+    engaged = run(h, [1.0] * 65, values)
+    assert not any(engaged[:60]) and engaged[60] and "value dropped" in h.reason
+
+
+def test_the_previous_episodes_value_at_a_reset_does_not_trigger():
+    """Right after a reset the stream still carries the last estimate of the episode before (a success: ~0)."""
+    values = [-0.01] * 3 + [-0.3] * 100
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5))
+    assert not any(run(h, [0.0] * 103, values)) and h.interventions == 0
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5, value_settle_s=0.0))
+    assert run(h, [0.0] * 103, values)[3]  # without the settling time: what runs/full_d's rollouts did
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5))
+    run(h, [0.0] * 100, [-0.3] * 100)
+    h.reset()  # a new episode settles again
+    assert not any(run(h, [0.0] * 103, values)) and h.interventions == 0
 
 
 def test_inattentive_operator_never_engages():
@@ -61,6 +74,8 @@ def test_bad_config_is_rejected():
         HumanConfig(min_correction_s=5.0, max_correction_s=1.0)
     with pytest.raises(ValueError, match="regress_s must be >= 0"):
         HumanConfig(regress_s=-0.1)
+    with pytest.raises(ValueError, match="value_settle_s must be >= 0"):
+        HumanConfig(value_settle_s=-1.0)
 
 
 @settings(max_examples=60, deadline=None)

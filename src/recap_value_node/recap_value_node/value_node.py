@@ -65,7 +65,10 @@ class ValueNode(Node):
         self._error = ""
         self._latest: tuple[float, np.ndarray] | None = None
         self.latency_ms = float("nan")
-        self.counters = {"estimates": 0, "skipped_stale": 0, "rejected_inputs": 0, "errors": 0}
+        self.counters = {"estimates": 0, "skipped_stale": 0, "rejected_inputs": 0, "errors": 0,
+                         "discarded_previous_episode": 0}
+        self._generation = 0
+        self._episode_lock = threading.Lock()
         self._threads = threads
         self._load(self.checkpoint)
 
@@ -126,11 +129,14 @@ class ValueNode(Node):
         if values.get("task"):
             self._task = values["task"]
         if values.get("episode_id") != self._episode_id and values.get("state") == "running":
-            self._episode_id = values.get("episode_id")
-            self.history.clear()  # a new episode starts a new curve
-            # ...from what is observed in it: the world was reset, the last images show the one before.
-            self._observations.restart(self.get_clock().now().nanoseconds * 1e-9,
-                                       f"waiting for the first observation of episode {self._episode_id}")
+            with self._episode_lock:
+                self._episode_id = values.get("episode_id")
+                self._generation += 1  # an estimate of the episode before, still being inferred, is dropped
+                self._latest = None
+                self.history.clear()  # a new episode starts a new curve
+                # ...from what is observed in it: the world was reset, the last images show the one before.
+                self._observations.restart(self.get_clock().now().nanoseconds * 1e-9,
+                                           f"waiting for the first observation of episode {self._episode_id}")
 
     def _observation(self):
         obs, why = self._observations.latest(self.get_clock().now().nanoseconds * 1e-9, self.max_age, self._task)
@@ -152,6 +158,7 @@ class ValueNode(Node):
 
     def _evaluate(self) -> None:
         runner = self._runner
+        generation = self._generation  # before the observation: it may be of the episode before
         obs = self._observation() if runner is not None else None
         if obs is None:
             return
@@ -161,19 +168,23 @@ class ValueNode(Node):
             self.latency_ms = (time.perf_counter() - t0) * 1e3
             value = float(out["value"])
             dist = np.asarray(out["distribution"], dtype=np.float32)
-            now = time.monotonic()
-            if self.history.add(now, value):
-                self.get_logger().warning(
-                    f"value dropped by {self.history.drop_within_window():.2f} within "
-                    f"{self.history.alert_config.window_s:.1f} s (now {value:+.3f})")
-                self._publish_status()
         except Exception as exc:
             self.counters["errors"] += 1
             self.get_logger().error(f"value inference failed: {exc}", throttle_duration_sec=2.0)
             return
-        self.counters["estimates"] += 1
-        self._latest = (value, dist)
-        self._estimate_pub.publish(Float32(data=value))
+        with self._episode_lock:
+            if generation != self._generation:  # the episode changed during the inference: not its value
+                self.counters["discarded_previous_episode"] += 1
+                return
+            alert = self.history.add(time.monotonic(), value)
+            self.counters["estimates"] += 1
+            self._latest = (value, dist)
+            self._estimate_pub.publish(Float32(data=value))
+        if alert:
+            self.get_logger().warning(
+                f"value dropped by {self.history.drop_within_window():.2f} within "
+                f"{self.history.alert_config.window_s:.1f} s (now {value:+.3f})")
+            self._publish_status()
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="bins", size=int(dist.size), stride=int(dist.size))]
         msg.data = dist.tolist()

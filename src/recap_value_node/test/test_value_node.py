@@ -105,3 +105,45 @@ def test_a_new_episode_is_valued_only_from_its_own_observations(node_process, pr
         observations.cameras_on = True
         assert estimate.wait_for(3, timeout=10), f"episode {k}: no estimates once observed"
     assert proc.alive()
+
+
+def test_an_estimate_inferred_across_a_reset_is_dropped():
+    """An inference that began on the episode before and ends after the reset is not the new episode's value.
+
+    In-process, driving ``_evaluate`` by hand: the runner resets the episode mid-inference.
+    """
+    import rclpy
+
+    from recap_core.ros.probe import session_domain_id
+    from recap_value_node.value_node import ValueNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=session_domain_id())
+    node = ValueNode(context=context)
+    try:
+        node._running = False
+        node._worker.join(timeout=5)
+        bins = np.full(8, 1 / 8, dtype=np.float32)
+
+        class Runner:
+            reset_during_inference = True
+
+            def infer(self, obs):
+                if self.reset_during_inference:
+                    node._on_episode(diagnostic("episode_manager", {"episode_id": "next", "state": "running"}))
+                return {"value": -0.01, "distribution": bins}
+
+        node._runner = Runner()
+        node._observation = lambda: {"an": "observation"}
+        estimate = node.create_subscription(Float32, "value/estimate", lambda msg: None, 10)
+        node._evaluate()
+        assert node.counters["discarded_previous_episode"] == 1 and node.counters["estimates"] == 0
+        assert node._latest is None and len(node.history.arrays()[0]) == 0
+        Runner.reset_during_inference = False
+        node._evaluate()
+        assert node.counters["estimates"] == 1 and node._latest[0] == pytest.approx(-0.01)
+        assert len(node.history.arrays()[0]) == 1
+        node.destroy_subscription(estimate)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
