@@ -277,6 +277,12 @@ def load_checkpoint(directory: str | pathlib.Path, *, kind: str | None = None,
     if not isinstance(processor, dict) or not isinstance(processor.get("steps"), list):
         raise CheckpointError(f"{directory / PROCESSOR_FILE}: must be an object with a 'steps' list")
     _check_normalization(directory / NORMALIZATION_FILE, normalization)
+    from recap_core.models.processor import std_floor_of
+
+    try:
+        std_floor_of(processor["steps"])
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{directory / PROCESSOR_FILE}: {exc}") from exc
     try:
         tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
     except Exception as exc:

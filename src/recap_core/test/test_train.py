@@ -338,3 +338,33 @@ def test_training_from_a_local_pretrained_directory(datasets, tmp_path):
     obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in loaded.model_config.cameras},
            "state": np.zeros(14, np.float32), "task": "reach"}
     assert PolicyRunner(loaded).infer(obs, seed=0)["actions"].shape == (50, 14)
+
+
+def test_the_std_floor_is_recorded_kept_by_a_fine_tune_and_checked(datasets, tmp_path):
+    from recap_core.models.processor import LEGACY_STD_FLOOR, STD_FLOOR, Processor, std_floor_of
+
+    reach, _ = datasets
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "new", "--steps", "1", *QUIET) == 0
+    new = load_checkpoint(tmp_path / "new")
+    assert std_floor_of(new.processor_steps) == STD_FLOOR
+    assert [s["std_floor"] for s in new.processor_steps if "stats" in s] == [STD_FLOOR] * 3
+    # a checkpoint written before the floor was recorded means 0.01, and a fine-tune of it keeps 0.01
+    shutil.copytree(tmp_path / "new", tmp_path / "legacy")
+    processor_file = tmp_path / "legacy" / "processor.json"
+    steps = json.loads(processor_file.read_text())["steps"]
+    processor_file.write_text(json.dumps({"steps": [{k: v for k, v in s.items() if k != "std_floor"} for s in steps]}))
+    assert std_floor_of(load_checkpoint(tmp_path / "legacy").processor_steps) == LEGACY_STD_FLOOR
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
+                 tmp_path / "legacy", *QUIET) == 0
+    assert std_floor_of(load_checkpoint(tmp_path / "ft").processor_steps) == LEGACY_STD_FLOOR
+    # the floor is what a near-constant dimension is divided by
+    stats = {"observation.state": {"mean": [0.0] * 14, "std": [0.001] * 13 + [1.0]}}
+    state = torch.full((1, 14), 0.1)
+    for floor in (STD_FLOOR, LEGACY_STD_FLOOR):
+        out = Processor([{"step": "normalise_state", "stats": "observation.state", "std_floor": floor}], stats,
+                        None).preprocess({"state": state})["state_normalised"]
+        assert out[0, 0].item() == pytest.approx(0.1 / floor) and out[0, 13].item() == pytest.approx(0.1)
+    # a bad floor is a clear error at load, naming the file
+    processor_file.write_text(json.dumps({"steps": [{**s, "std_floor": -1} if "stats" in s else s for s in steps]}))
+    with pytest.raises(Exception, match="processor.json.*std_floor must be a positive number"):
+        load_checkpoint(tmp_path / "legacy")

@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 
-STD_FLOOR = 1e-2  # a constant dimension (std 0) must not blow up the normalised input
+#: The smallest spread a state or action dimension is normalised by (rad for the arm joints; the grippers'
+#: spread is ~0.2-0.4). A joint the demonstrations barely move (std 0.005 rad: a forearm roll held still)
+#: would otherwise make a rollout's 0.3 rad drift a 30-sigma state and the correction that undoes it a
+#: 30-sigma flow target (runs/full_d: p99 of 14-28 sigma on that joint in rollouts, loss spikes of 10x).
+#: New checkpoints record it in their normalise steps (``std_floor``); a fine-tune keeps its parent's.
+STD_FLOOR = 0.05
+#: What a normalise step without ``std_floor`` means (checkpoints written before it was recorded).
+LEGACY_STD_FLOOR = 1e-2
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 RELATIVE_ACTION_KEY = "action.relative"
@@ -41,13 +48,13 @@ def default_relative_mask(dim: int = NUM_JOINTS) -> list[bool]:
 
 @dataclasses.dataclass(frozen=True)
 class Normaliser:
-    """z-score with a floor on the std: ``(x - mean) / max(std, STD_FLOOR)`` over the last axis."""
+    """z-score with a floor on the std: ``(x - mean) / max(std, floor)`` over the last axis."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
     @classmethod
-    def from_stats(cls, stats: Mapping[str, Any], name: str) -> "Normaliser":
+    def from_stats(cls, stats: Mapping[str, Any], name: str, floor: float = STD_FLOOR) -> "Normaliser":
         try:
             mean = np.asarray(stats["mean"], dtype=np.float64)
             std = np.asarray(stats["std"], dtype=np.float64)
@@ -57,7 +64,7 @@ class Normaliser:
             raise ValueError(f"statistics for {name!r} must be finite 1-D mean/std of equal length; "
                              f"got shapes {mean.shape} and {std.shape}")
         return cls(torch.tensor(mean, dtype=torch.float32),
-                   torch.tensor(np.maximum(std, STD_FLOOR), dtype=torch.float32))
+                   torch.tensor(np.maximum(std, floor), dtype=torch.float32))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
@@ -102,6 +109,27 @@ class Processor:
 
 # ---------------------------------------------------------------------------- steps
 
+_NORMALISE_STEPS = ("normalise_state", "normalise_actions", "unnormalise_actions")
+
+
+def step_std_floor(step: Mapping) -> float:
+    """The std floor a normalise step records (``LEGACY_STD_FLOOR`` where it records none)."""
+    floor = step.get("std_floor", LEGACY_STD_FLOOR)
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not np.isfinite(floor) or floor <= 0:
+        raise ValueError(f"processor step {step.get('step')!r}: std_floor must be a positive number, got {floor!r}")
+    return float(floor)
+
+
+def std_floor_of(steps: Sequence[Mapping] | None) -> float:
+    """The floor of a checkpoint's step list (a fine-tune keeps it); ``STD_FLOOR`` for a new model (None)."""
+    if steps is None:
+        return STD_FLOOR
+    floors = {step_std_floor(step) for step in steps if step.get("step") in _NORMALISE_STEPS}
+    if len(floors) > 1:
+        raise ValueError(f"processor steps normalise with different std floors {sorted(floors)}")
+    return floors.pop() if floors else STD_FLOOR
+
+
 def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
     cameras, size = list(step["cameras"]), int(step["size"])
 
@@ -126,7 +154,7 @@ def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
 
 
 def _normalise_state_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
 
     def run(batch: dict) -> dict:
         return {**batch, "state_normalised": normaliser.normalise(batch["state"].float())}
@@ -147,7 +175,7 @@ def _relative_actions_step(processor: Processor, step: Mapping) -> Callable[[dic
 
 
 def _normalise_actions_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
 
     def run(batch: dict) -> dict:
         if batch.get("actions") is None:
@@ -171,7 +199,7 @@ def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict
 
 
 def _unnormalise_actions_step(processor: Processor, step: Mapping):
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"])
+    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
     return lambda actions, batch: normaliser.unnormalise(actions)
 
 
@@ -190,25 +218,27 @@ _PRE_STEPS = {"images": _images_step, "normalise_state": _normalise_state_step,
 _POST_STEPS = {"unnormalise_actions": _unnormalise_actions_step, "absolute_actions": _absolute_actions_step}
 
 
-def policy_steps(cameras: Sequence[str], image_size: int, relative_mask: Sequence[bool]) -> list[dict]:
+def policy_steps(cameras: Sequence[str], image_size: int, relative_mask: Sequence[bool],
+                 std_floor: float = STD_FLOOR) -> list[dict]:
     """The policy's step list (what ``processor.json`` holds)."""
     action_stats = RELATIVE_ACTION_KEY if any(relative_mask) else ACTION_KEY
+    floor = float(std_floor)
     return [
         {"step": "images", "cameras": list(cameras), "size": int(image_size)},
-        {"step": "normalise_state", "stats": STATE_KEY},
+        {"step": "normalise_state", "stats": STATE_KEY, "std_floor": floor},
         {"step": "relative_actions", "mask": [bool(m) for m in relative_mask]},
-        {"step": "normalise_actions", "stats": action_stats},
+        {"step": "normalise_actions", "stats": action_stats, "std_floor": floor},
         {"step": "tokenise_prompt"},
-        {"step": "unnormalise_actions", "stats": action_stats},
+        {"step": "unnormalise_actions", "stats": action_stats, "std_floor": floor},
         {"step": "absolute_actions", "mask": [bool(m) for m in relative_mask]},
     ]
 
 
-def value_steps(cameras: Sequence[str], image_size: int) -> list[dict]:
+def value_steps(cameras: Sequence[str], image_size: int, std_floor: float = STD_FLOOR) -> list[dict]:
     """The value model's step list: no actions, the prompt never carries advantage text."""
     return [
         {"step": "images", "cameras": list(cameras), "size": int(image_size)},
-        {"step": "normalise_state", "stats": STATE_KEY},
+        {"step": "normalise_state", "stats": STATE_KEY, "std_floor": float(std_floor)},
         {"step": "tokenise_prompt"},
     ]
 

@@ -66,6 +66,7 @@ class ModelPlan:
     tokenizer: Any
     normalization: dict | None  # None: compute from the training data
     parent: Checkpoint | None
+    processor_steps: list | None = None  # the init / resumed checkpoint's (its std floor is kept)
     start_step: int = 0
     resume_state: tuple[dict, dict] | None = None
     provenance: dict | None = None  # kept on resume
@@ -91,7 +92,7 @@ def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: D
         model = checkpoint.model
         model.config = model_config
         plan = ModelPlan(kind, model_config, model, checkpoint.tokenizer, checkpoint.normalization,
-                         parent=checkpoint if args.init else None)
+                         parent=checkpoint if args.init else None, processor_steps=checkpoint.processor_steps)
         if args.resume:
             tensors, state_json = load_training_state(args.out)
             plan.start_step = int(state_json["step"])

@@ -22,7 +22,7 @@ import torch
 
 from recap_core import rl
 from recap_core.models.policy import PolicyInputs
-from recap_core.models.processor import Processor, default_relative_mask, policy_steps
+from recap_core.models.processor import Processor, default_relative_mask, policy_steps, std_floor_of
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
@@ -100,7 +100,8 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     relative_mask = default_relative_mask(config.action_dim)
     normalization = plan.normalization or normalization_for(data, horizon=config.action_horizon,
                                                             relative_mask=relative_mask)
-    steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask)
+    steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask,
+                         std_floor=std_floor_of(plan.processor_steps))
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
     shift = augment_shift(args, config.backbone.image_size)

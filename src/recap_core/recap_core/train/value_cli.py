@@ -13,7 +13,7 @@ import pathlib
 import torch
 
 from recap_core import rl
-from recap_core.models.processor import Processor, value_steps
+from recap_core.models.processor import Processor, std_floor_of, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
@@ -48,7 +48,7 @@ def train_value(args: argparse.Namespace, context) -> dict:
     config = plan.model_config
     data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1)
     normalization = plan.normalization or normalization_for(data, horizon=1, relative_mask=None)
-    steps = value_steps(config.cameras, config.backbone.image_size)
+    steps = value_steps(config.cameras, config.backbone.image_size, std_floor=std_floor_of(plan.processor_steps))
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
     shift = augment_shift(args, config.backbone.image_size)
