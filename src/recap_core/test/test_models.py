@@ -263,6 +263,64 @@ def test_image_conditioning_starts_neutral_then_reads_the_images(policy, prompts
         conditioned.expert(noise, torch.zeros(1), bare)
 
 
+def test_advantage_embedding_starts_neutral_then_separates_the_conditions(policy, prompts, tmp_path):
+    from recap_core.models.policy import PolicyInputs
+    from recap_core.models.tokenizer import advantage_codes
+
+    config = dataclasses.replace(policy.config, expert=dataclasses.replace(policy.config.expert,
+                                                                           advantage_embedding=True))
+    torch.manual_seed(0)
+    embedded = RecapPolicy(config).eval()
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(RecapPolicy(policy.config).state_dict().values(),
+                                                 [v for k, v in embedded.state_dict().items()
+                                                  if k != "expert.advantage_embedding.weight"]))  # draws no RNG
+    missing, unexpected = embedded.load_state_dict(policy.state_dict(), strict=False)
+    assert missing == ["expert.advantage_embedding.weight"] and not unexpected
+    images, state = fake_batch(config, 3)
+    advantages = ["positive", "negative", None]
+    ids, mask = prompts([TASK] * 3, advantages)
+    codes = advantage_codes(advantages)
+    assert codes.tolist() == [1, 2, 0]
+    actions = torch.randn(3, config.action_horizon, config.action_dim)
+    inputs = PolicyInputs(images, state, ids, mask, actions, advantage_code=codes)
+    torch.testing.assert_close(embedded.compute_loss(inputs, torch.Generator().manual_seed(0)),
+                               policy.compute_loss(inputs, torch.Generator().manual_seed(0)))  # zero-initialised
+    embedded.train()
+    embedded.compute_loss(inputs, torch.Generator().manual_seed(0)).mean().backward()
+    assert (embedded.expert.advantage_embedding.weight.grad.abs().sum(dim=1) > 0).all()  # every condition learns
+    embedded.eval()
+    with torch.no_grad():
+        embedded.expert.advantage_embedding.weight.normal_(std=0.5)
+    noise = torch.randn(1, config.action_horizon, config.action_dim)
+
+    def sample(advantage, **kwargs):
+        prompt = (*prompts([TASK], [advantage]), advantage_codes([advantage]))
+        return embedded.sample_actions(images[:1], state[:1], prompt, noise, **kwargs)
+
+    positive, negative = sample("positive"), sample("negative")
+    assert not torch.allclose(positive, negative)
+    unconditional = (*prompts([TASK], [None]), advantage_codes([None]))
+    batched = sample("positive", unconditional=unconditional, beta=2.0)
+    sequential = sample("positive", unconditional=unconditional, beta=2.0, batch_guidance=False)
+    torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="advantage_code"):  # the text alone is not enough for this expert
+        embedded.sample_actions(images[:1], state[:1], prompts([TASK], ["positive"]), noise)
+    # through a checkpoint and the runner: the processor derives the code from the condition asked for
+    from recap_core.models.untrained import save_untrained_checkpoint
+
+    save_untrained_checkpoint(tmp_path / "p", config, tasks=[TASK])
+    runner = PolicyRunner.from_checkpoint(tmp_path / "p")
+    with torch.no_grad():
+        runner.model.expert.advantage_embedding.weight.normal_(std=0.5)
+    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in config.cameras}, "state": np.zeros(14),
+           "task": TASK}
+    chunks = {a: runner.infer(obs, advantage=a, seed=3)["actions"] for a in ("positive", "negative", None)}
+    assert not np.allclose(chunks["positive"], chunks["negative"])
+    assert not np.allclose(chunks["positive"], chunks[None])
+    assert np.isfinite(runner.infer(obs, beta=2.0, seed=3)["actions"]).all()
+
+
 # ---------------------------------------------------------------------------- sampling and CFG
 
 def test_beta_one_runs_only_the_conditional_prompt(policy, prompts, monkeypatch):
@@ -275,9 +333,9 @@ def test_beta_one_runs_only_the_conditional_prompt(policy, prompts, monkeypatch)
     batches = []
     original = policy.encode_prefix
 
-    def spy(tokens, state_, ids, mask):
+    def spy(tokens, state_, ids, mask, *rest):
         batches.append(ids.shape[0])
-        return original(tokens, state_, ids, mask)
+        return original(tokens, state_, ids, mask, *rest)
 
     monkeypatch.setattr(policy, "encode_prefix", spy)
     guided = policy.sample_actions(images, state, conditional, noise, unconditional=unconditional, beta=1.0)

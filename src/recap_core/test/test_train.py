@@ -368,3 +368,20 @@ def test_the_std_floor_is_recorded_kept_by_a_fine_tune_and_checked(datasets, tmp
     processor_file.write_text(json.dumps({"steps": [{**s, "std_floor": -1} if "stats" in s else s for s in steps]}))
     with pytest.raises(Exception, match="processor.json.*std_floor must be a positive number"):
         load_checkpoint(tmp_path / "legacy")
+
+
+def test_training_feeds_the_advantage_condition_to_an_embedding_expert(datasets, tmp_path):
+    """SFT conditions every sample "positive": only that row of the advantage embedding learns."""
+    import dataclasses
+
+    from recap_core.models import get_config
+    from recap_core.models.untrained import save_untrained_checkpoint
+
+    reach, _ = datasets
+    base = get_config("tiny")
+    config = dataclasses.replace(base, expert=dataclasses.replace(base.expert, advantage_embedding=True))
+    save_untrained_checkpoint(tmp_path / "init", config, tasks=["reach"])
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "2", "--init",
+                 tmp_path / "init", *QUIET) == 0
+    rows = load_checkpoint(tmp_path / "ft").model.expert.advantage_embedding.weight.detach().abs().sum(dim=1)
+    assert rows[1] > 0 and rows[0] == 0 and rows[2] == 0, rows.tolist()  # none / positive / negative

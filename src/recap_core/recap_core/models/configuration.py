@@ -111,18 +111,27 @@ class ExpertConfig:
     observation vector in the manner of Diffusion Policy's conditioning. Small
     models trained from scratch otherwise learn the demonstrations' marginal
     over targets and ignore where the object is (docs/experiment.md).
+
+    ``advantage_embedding``: also add a learned vector per advantage
+    condition (none / positive / negative) to each action token, besides the
+    ``Advantage: ...`` text of the prompt. A small backbone barely reads those
+    few text tokens: in ``runs/full_d`` the chunks under "positive" and
+    "negative" differed by half as much as two noise draws, so classifier-free
+    guidance had nothing to amplify (docs/experiment.md). Zero-initialised.
     """
 
     width: int = 32
     mlp_dim: int = 64
     num_heads: int = 2
     image_conditioning: bool = False
+    advantage_embedding: bool = False
 
     def __post_init__(self):
         for name in ("width", "mlp_dim", "num_heads"):
             _positive_int("ExpertConfig", name, getattr(self, name))
-        if not isinstance(self.image_conditioning, bool):
-            raise ConfigError(f"ExpertConfig.image_conditioning must be true or false, got {self.image_conditioning!r}")
+        for name in ("image_conditioning", "advantage_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ExpertConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
 
 def _check_cameras(owner: str, cameras: tuple[str, ...]) -> None:

@@ -72,13 +72,16 @@ class ExpertContext:
 
     Holds the per-layer prefix K/V, the attention mask over ``[prefix ; chunk]``
     ``[B, 1, 1, P + H]``, the rotary ``cos``/``sin`` of the chunk positions and,
-    for an expert with ``image_conditioning``, the image tokens ``[B, N*T, D]``.
+    for an expert with ``image_conditioning``, the image tokens ``[B, N*T, D]``; for one with
+    ``advantage_embedding``, the advantage condition ``long [B]`` (0 none, 1 positive, 2 negative).
     """
 
     def __init__(self, prefix: PrefixEncoding, rotary: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 layer_types: list[str], horizon: int, image_features: torch.Tensor | None = None):
+                 layer_types: list[str], horizon: int, image_features: torch.Tensor | None = None,
+                 advantage_code: torch.Tensor | None = None):
         self.prefix = prefix
         self.image_features = image_features
+        self.advantage_code = advantage_code
         self.rotary = rotary
         self.layer_types = layer_types
         chunk_mask = torch.ones(prefix.key_mask.shape[0], horizon, dtype=torch.bool, device=prefix.key_mask.device)
@@ -104,6 +107,11 @@ class ActionExpert(nn.Module):
             self.image_condition = nn.Linear(num_cameras * backbone.tokens_per_image * backbone.hidden_size, width)
             nn.init.zeros_(self.image_condition.weight)
             nn.init.zeros_(self.image_condition.bias)
+        # Optional advantage condition (ExpertConfig.advantage_embedding): none / positive / negative.
+        self.advantage_embedding = None
+        if expert.advantage_embedding:
+            # zeros without a random init first: building it draws nothing from the RNG
+            self.advantage_embedding = nn.Embedding(3, width, _weight=torch.zeros(3, width))
         self.action_in = nn.Linear(action_dim, width)
         # pi0 mixes action and time with a small MLP per token (no adaptive norm).
         self.action_time_in = nn.Linear(2 * width, width)
@@ -127,6 +135,11 @@ class ActionExpert(nn.Module):
             features = context.image_features
             features = F.rms_norm(features, (features.shape[-1],)).flatten(1)
             x = x + self.image_condition(features)[:, None, :]
+        if self.advantage_embedding is not None:
+            if context.advantage_code is None:
+                raise ValueError("this expert embeds the advantage condition (advantage_embedding); the context "
+                                 "has no advantage_code")
+            x = x + self.advantage_embedding(context.advantage_code)[:, None, :]
         prefix = context.prefix
         for i, layer in enumerate(self.layers):
             cos, sin = context.rotary[context.layer_types[i]]

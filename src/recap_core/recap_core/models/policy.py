@@ -7,6 +7,8 @@ Inputs at the model boundary (already pre-processed, see ``processor.py``):
 * ``prompt_ids`` / ``prompt_mask`` ``[B, L]`` tokenised ``"<task>\\nAdvantage: ..."`` (right padded)
 * ``actions`` ``[B, H, action_dim]`` normalised chunk, ``action_is_pad`` ``[B, H]`` (training)
 * ``state_keep`` ``[B]`` bool (training, optional): False zeroes that sample's state token (state dropout)
+* ``advantage_code`` ``long [B]`` (0 none, 1 positive, 2 negative): the same condition as the prompt's text,
+  for an expert with ``advantage_embedding``
 
 Prefix layout: ``[image tokens (N * tokens_per_image) ; state token ; prompt tokens]``.
 """
@@ -36,6 +38,7 @@ class PolicyInputs:
     action_is_pad: torch.Tensor | None = None
     sample_weight: torch.Tensor | None = None
     state_keep: torch.Tensor | None = None
+    advantage_code: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "PolicyInputs":
         return PolicyInputs(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
@@ -61,7 +64,8 @@ class RecapPolicy(nn.Module):
 
     # ------------------------------------------------------------------ prefix
     def encode_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
-                      prompt_mask: torch.Tensor, state_keep: torch.Tensor | None = None) -> ExpertContext:
+                      prompt_mask: torch.Tensor, state_keep: torch.Tensor | None = None,
+                      advantage_code: torch.Tensor | None = None) -> ExpertContext:
         """Backbone pass over the prefix -> the expert's per-layer K/V context (once per chunk).
 
         ``state_keep`` (training): samples where it is False get an all-zero state token, a value no
@@ -87,7 +91,9 @@ class RecapPolicy(nn.Module):
         image_features = None
         if self.config.expert.image_conditioning:
             image_features = image_tokens.detach() if self.config.knowledge_insulation else image_tokens
-        return ExpertContext(prefix, rotary, self.backbone.layer_types, horizon, image_features)
+        if advantage_code is not None and advantage_code.shape != (batch,):
+            raise ValueError(f"advantage_code must be long [{batch}], got {tuple(advantage_code.shape)}")
+        return ExpertContext(prefix, rotary, self.backbone.layer_types, horizon, image_features, advantage_code)
 
     # ------------------------------------------------------------------ training
     def forward(self, inputs: PolicyInputs, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -106,7 +112,7 @@ class RecapPolicy(nn.Module):
         flow_time = sample_flow_time(actions.shape[0], generator, actions.device).to(actions.dtype)
         image_tokens = self.backbone.embed_images(inputs.images)
         context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask,
-                                     inputs.state_keep)
+                                     inputs.state_keep, inputs.advantage_code)
         velocity = self.expert(interpolate(actions, noise, flow_time), flow_time, context)
         loss = flow_matching_loss(velocity, target_velocity(actions, noise), inputs.action_is_pad)
         if inputs.sample_weight is not None:
@@ -115,12 +121,13 @@ class RecapPolicy(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample_actions(self, images: torch.Tensor, state: torch.Tensor, conditional: tuple[torch.Tensor, torch.Tensor],
-                       noise: torch.Tensor, *, unconditional: tuple[torch.Tensor, torch.Tensor] | None = None,
+    def sample_actions(self, images: torch.Tensor, state: torch.Tensor, conditional: tuple[torch.Tensor, ...],
+                       noise: torch.Tensor, *, unconditional: tuple[torch.Tensor, ...] | None = None,
                        beta: float = 1.0, batch_guidance: bool = True, num_steps: int | None = None) -> torch.Tensor:
         """Euler-integrate the velocity field from ``noise`` ``[B, H, A]`` to a chunk ``[B, H, A]`` (normalised).
 
-        ``conditional`` / ``unconditional`` are ``(prompt_ids, prompt_mask)``.
+        ``conditional`` / ``unconditional`` are ``(prompt_ids, prompt_mask)`` or
+        ``(prompt_ids, prompt_mask, advantage_code)`` (an expert with ``advantage_embedding`` needs the code).
         ``beta == 1``: the conditional velocity only (the unconditional prompt
         is not run). ``beta != 1``: classifier-free guidance
         ``v_u + beta (v_c - v_u)``; with ``batch_guidance`` both prompts run
@@ -130,21 +137,21 @@ class RecapPolicy(nn.Module):
         num_steps = self.config.num_flow_steps if num_steps is None else num_steps
         image_tokens = self.backbone.embed_images(images)
         if beta == 1.0:
-            context = self.encode_prefix(image_tokens, state, *conditional)
+            context = self._prompt_prefix(image_tokens, state, conditional)
             return euler_integrate(lambda x, eta: self._velocity(context, x, eta), noise, num_steps)
         if unconditional is None:
             raise ValueError(f"beta={beta} needs an unconditional prompt (classifier-free guidance)")
         batch = noise.shape[0]
         if not batch_guidance:
-            cond = self.encode_prefix(image_tokens, state, *conditional)
-            uncond = self.encode_prefix(image_tokens, state, *unconditional)
+            cond = self._prompt_prefix(image_tokens, state, conditional)
+            uncond = self._prompt_prefix(image_tokens, state, unconditional)
 
             def sequential(x, eta):
                 return guided_velocity(self._velocity(cond, x, eta), self._velocity(uncond, x, eta), beta)
 
             return euler_integrate(sequential, noise, num_steps)
-        ids, mask = _stack_prompts(conditional, unconditional)
-        context = self.encode_prefix(image_tokens.repeat(2, 1, 1), state.repeat(2, 1), ids, mask)
+        ids, mask, code = _stack_prompts(conditional, unconditional)
+        context = self.encode_prefix(image_tokens.repeat(2, 1, 1), state.repeat(2, 1), ids, mask, None, code)
 
         def batched(x, eta):
             velocity = self._velocity(context, torch.cat([x, x], dim=0), eta)
@@ -152,14 +159,23 @@ class RecapPolicy(nn.Module):
 
         return euler_integrate(batched, noise, num_steps)
 
+    def _prompt_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor,
+                       prompt: tuple[torch.Tensor, ...]) -> ExpertContext:
+        """``encode_prefix`` of a ``(prompt_ids, prompt_mask[, advantage_code])`` prompt."""
+        return self.encode_prefix(image_tokens, state, prompt[0], prompt[1], None,
+                                  prompt[2] if len(prompt) > 2 else None)
+
     def _velocity(self, context: ExpertContext, x: torch.Tensor, eta: float) -> torch.Tensor:
         flow_time = torch.full((x.shape[0],), eta, dtype=x.dtype, device=x.device)
         return self.expert(x, flow_time, context)
 
 
-def _stack_prompts(first: tuple[torch.Tensor, torch.Tensor],
-                   second: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate two right-padded prompt batches along the batch, padding to the longer one."""
+def _stack_prompts(first: tuple[torch.Tensor, ...],
+                   second: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Concatenate two right-padded prompt batches along the batch, padding to the longer one.
+
+    Their advantage codes (third entries) are concatenated too when both have one.
+    """
     length = max(first[0].shape[1], second[0].shape[1])
 
     def pad(ids, mask):
@@ -169,5 +185,7 @@ def _stack_prompts(first: tuple[torch.Tensor, torch.Tensor],
         return (torch.nn.functional.pad(ids, (0, extra), value=0),
                 torch.nn.functional.pad(mask, (0, extra), value=False))
 
-    (ids_a, mask_a), (ids_b, mask_b) = pad(*first), pad(*second)
-    return torch.cat([ids_a, ids_b], dim=0), torch.cat([mask_a, mask_b], dim=0)
+    (ids_a, mask_a), (ids_b, mask_b) = pad(*first[:2]), pad(*second[:2])
+    codes = (torch.cat([first[2], second[2]], dim=0) if len(first) > 2 and len(second) > 2
+             and first[2] is not None and second[2] is not None else None)
+    return torch.cat([ids_a, ids_b], dim=0), torch.cat([mask_a, mask_b], dim=0), codes

@@ -5,7 +5,8 @@ A *frame batch* is a dict flowing through the steps::
     "images":  {cam: uint8 [B, 3, h, w]}   -> after ``images``: "pixels" float [B, N, 3, S, S] in [-1, 1]
     "state":   float [B, 14] raw joints    -> after ``normalise_state``: "state_normalised"
     "actions": float [B, H, 14] (training) -> after ``relative_actions`` + ``normalise_actions``: normalised
-    "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L]
+    "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L],
+                                              "advantage_code" long [B] (0 none, 1 positive, 2 negative)
 
 Post-processing turns the model's normalised chunk ``[B, H, 14]`` back into
 absolute joint targets (``unnormalise_actions`` then ``absolute_actions``).
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recap_core.models.tokenizer import PromptTokenizer
+from recap_core.models.tokenizer import PromptTokenizer, advantage_codes
 from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 
 #: The smallest spread a state or action dimension is normalised by (rad for the arm joints; the grippers'
@@ -193,7 +194,8 @@ def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict
         tasks = list(batch["task"])
         advantages = list(batch.get("advantage") or [None] * len(tasks))
         ids, mask = processor.prompt_tokenizer(tasks, advantages, device=batch["state"].device)
-        return {**batch, "prompt_ids": ids, "prompt_mask": mask}
+        return {**batch, "prompt_ids": ids, "prompt_mask": mask,
+                "advantage_code": advantage_codes(advantages, device=batch["state"].device)}
 
     return run
 

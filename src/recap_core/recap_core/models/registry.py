@@ -31,7 +31,8 @@ _POLICY_CONFIGS: dict[str, PolicyConfig] = {
     "tiny": PolicyConfig(backbone=_TINY_BACKBONE, expert=ExpertConfig(width=32, mlp_dim=64, num_heads=2),
                          name="tiny"),
     "small": PolicyConfig(backbone=_SMALL_POLICY_BACKBONE,
-                          expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4, image_conditioning=True),
+                          expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4, image_conditioning=True,
+                                              advantage_embedding=True),
                           name="small"),
 }
 

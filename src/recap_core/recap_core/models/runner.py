@@ -18,7 +18,7 @@ import torch
 
 from recap_core.checkpoint import Checkpoint, load_checkpoint
 from recap_core.models.processor import Processor
-from recap_core.models.tokenizer import ADVANTAGE_VALUES, PromptTokenizer
+from recap_core.models.tokenizer import ADVANTAGE_VALUES, PromptTokenizer, advantage_codes
 
 _UNSET = object()
 
@@ -127,9 +127,10 @@ class PolicyRunner(_CheckpointRunner):
         noise = torch.randn(shape, generator=generator).to(device)
         unconditional = None
         if beta != 1.0:
-            unconditional = self.processor.prompt_tokenizer(batch["task"], [None], device=device)
+            unconditional = (*self.processor.prompt_tokenizer(batch["task"], [None], device=device),
+                             advantage_codes([None], device=device))
         chunk = self.model.sample_actions(batch["pixels"], batch["state_normalised"],
-                                          (batch["prompt_ids"], batch["prompt_mask"]), noise,
+                                          (batch["prompt_ids"], batch["prompt_mask"], batch["advantage_code"]), noise,
                                           unconditional=unconditional, beta=beta,
                                           batch_guidance=self.batch_guidance)
         actions = self.processor.postprocess(chunk, batch)[0].float().cpu().numpy().astype(np.float32)

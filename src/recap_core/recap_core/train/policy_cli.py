@@ -130,7 +130,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
             keep = keep.to(context.device)
         inputs = PolicyInputs(prepared["pixels"], prepared["state_normalised"], prepared["prompt_ids"],
                               prepared["prompt_mask"], prepared["actions"],
-                              batch["action_is_pad"].to(context.device), weights, keep)
+                              batch["action_is_pad"].to(context.device), weights, keep, prepared["advantage_code"])
         loss = model(inputs, randomness.torch).mean()
         metrics = {"fraction_positive": float(np.mean([a == "positive" for a in advantages])),
                    "fraction_no_advantage_text": float(np.mean([a is None for a in advantages]))}
