@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.steps):
         index = torch.randint(0, args.scenes, (32,), generator=generator)
         inputs = PolicyInputs(batch["pixels"][index], batch["state_normalised"][index], batch["prompt_ids"][index],
-                              batch["prompt_mask"][index], batch["actions"][index])
+                              batch["prompt_mask"][index], batch["actions"][index],
+                              advantage_code=batch["advantage_code"][index])
         loss = model.compute_loss(inputs, generator).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         count = data["actions"].shape[0]
         with torch.no_grad():
             sampled = model.sample_actions(data["pixels"], data["state_normalised"],
-                                           (data["prompt_ids"], data["prompt_mask"]),
+                                           (data["prompt_ids"], data["prompt_mask"], data["advantage_code"]),
                                            noise.expand(count, -1, -1).contiguous())
         target, end = data["actions"][:, -1, RIGHT_ARM], sampled[:, -1, RIGHT_ARM]
         result[f"{name}_error"] = round(float((end - target).pow(2).mean().sqrt()), 3)
