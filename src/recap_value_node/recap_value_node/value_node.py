@@ -168,18 +168,18 @@ class ValueNode(Node):
             self.latency_ms = (time.perf_counter() - t0) * 1e3
             value = float(out["value"])
             dist = np.asarray(out["distribution"], dtype=np.float32)
+            with self._episode_lock:
+                if generation != self._generation:  # the episode changed during the inference: not its value
+                    self.counters["discarded_previous_episode"] += 1
+                    return
+                alert = self.history.add(time.monotonic(), value)  # raises on a non-finite value
+                self.counters["estimates"] += 1
+                self._latest = (value, dist)
+                self._estimate_pub.publish(Float32(data=value))
         except Exception as exc:
             self.counters["errors"] += 1
             self.get_logger().error(f"value inference failed: {exc}", throttle_duration_sec=2.0)
             return
-        with self._episode_lock:
-            if generation != self._generation:  # the episode changed during the inference: not its value
-                self.counters["discarded_previous_episode"] += 1
-                return
-            alert = self.history.add(time.monotonic(), value)
-            self.counters["estimates"] += 1
-            self._latest = (value, dist)
-            self._estimate_pub.publish(Float32(data=value))
         if alert:
             self.get_logger().warning(
                 f"value dropped by {self.history.drop_within_window():.2f} within "

@@ -143,6 +143,9 @@ def test_an_estimate_inferred_across_a_reset_is_dropped():
         node._evaluate()
         assert node.counters["estimates"] == 1 and node._latest[0] == pytest.approx(-0.01)
         assert len(node.history.arrays()[0]) == 1
+        Runner.infer = lambda self, obs: {"value": float("nan"), "distribution": bins}
+        node._evaluate()  # a non-finite estimate is an error, counted; the inference thread goes on
+        assert node.counters["errors"] == 1 and node.counters["estimates"] == 1
         node.destroy_subscription(estimate)
     finally:
         node.destroy_node()

@@ -55,7 +55,7 @@ class Normaliser:
     std: torch.Tensor
 
     @classmethod
-    def from_stats(cls, stats: Mapping[str, Any], name: str, floor: float = STD_FLOOR) -> "Normaliser":
+    def from_stats(cls, stats: Mapping[str, Any], name: str, floor: float) -> "Normaliser":
         try:
             mean = np.asarray(stats["mean"], dtype=np.float64)
             std = np.asarray(stats["std"], dtype=np.float64)

@@ -19,16 +19,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 ADVANTAGE_VALUES = ("positive", "negative")
-
-
-def advantage_codes(advantages, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Advantage conditions -> ``long [B]``: 0 none (the unconditional policy), 1 positive, 2 negative."""
-    codes = []
-    for advantage in advantages:
-        if advantage is not None and advantage not in ADVANTAGE_VALUES:
-            raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
-        codes.append(0 if advantage is None else 1 + ADVANTAGE_VALUES.index(advantage))
-    return torch.tensor(codes, dtype=torch.long, device=device)
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 # A fixed seed corpus so merges for the advantage text and common manipulation words exist
@@ -91,6 +81,16 @@ def load_tokenizer(directory: pathlib.Path) -> PreTrainedTokenizerFast:
     if tokenizer.pad_token is None:
         raise ValueError(f"tokenizer in {directory} has no pad token")
     return tokenizer
+
+
+def advantage_codes(advantages, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Advantage conditions -> ``long [B]``: 0 none (the unconditional policy), 1 positive, 2 negative."""
+    codes = []
+    for advantage in advantages:
+        if advantage is not None and advantage not in ADVANTAGE_VALUES:
+            raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
+        codes.append(0 if advantage is None else 1 + ADVANTAGE_VALUES.index(advantage))
+    return torch.tensor(codes, dtype=torch.long, device=device)
 
 
 class PromptTokenizer:
