@@ -277,10 +277,11 @@ def load_checkpoint(directory: str | pathlib.Path, *, kind: str | None = None,
     if not isinstance(processor, dict) or not isinstance(processor.get("steps"), list):
         raise CheckpointError(f"{directory / PROCESSOR_FILE}: must be an object with a 'steps' list")
     _check_normalization(directory / NORMALIZATION_FILE, normalization)
-    from recap_core.models.processor import std_floor_of
+    from recap_core.models.processor import check_action_masks, std_floor_of
 
     try:
         std_floor_of(processor["steps"])
+        check_action_masks(processor["steps"])
     except (ValueError, AttributeError) as exc:
         raise CheckpointError(f"{directory / PROCESSOR_FILE}: {exc}") from exc
     try:

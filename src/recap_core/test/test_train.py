@@ -385,3 +385,50 @@ def test_training_feeds_the_advantage_condition_to_an_embedding_expert(datasets,
                  tmp_path / "init", *QUIET) == 0
     rows = load_checkpoint(tmp_path / "ft").model.expert.advantage_embedding.weight.detach().abs().sum(dim=1)
     assert rows[1] > 0 and rows[0] == 0 and rows[2] == 0, rows.tolist()  # none / positive / negative
+
+
+def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(datasets, tmp_path):
+    from recap_core.models.processor import Processor, default_relative_mask, relative_mask_of
+
+    reach, _ = datasets
+    state_std = np.asarray(RecapDataset(reach).stats["observation.state"]["std"], dtype=np.float64).reshape(-1)
+    arm = [i for i, relative in enumerate(default_relative_mask()) if relative]
+    spreads = sorted({float(state_std[i]) for i in arm})
+    assert len(spreads) >= 2
+    threshold = (spreads[0] + spreads[1]) / 2
+    still = [i for i in arm if state_std[i] < threshold]
+    stillest, next_one = still[0], next(i for i in arm if state_std[i] >= threshold)
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "new", "--steps", "1",
+                 "--absolute-still-joints", threshold, *QUIET) == 0
+    new = load_checkpoint(tmp_path / "new")
+    expected = [relative and i not in still for i, relative in enumerate(default_relative_mask())]
+    assert expected != default_relative_mask() and any(expected)
+    assert relative_mask_of(new.processor_steps) == expected
+    post = [s for s in new.processor_steps if s["step"] == "absolute_actions"]
+    assert post and post[0]["mask"] == expected
+    # the still joint's target does not move with the state; a relative joint's does
+    post_steps = [s for s in new.processor_steps if s["step"] in ("unnormalise_actions", "absolute_actions")]
+    processor = Processor(post_steps, new.normalization, None)
+    chunk = torch.zeros(1, 4, 14)
+    state = torch.zeros(1, 14)
+    moved = state.clone()
+    moved[0, stillest] += 0.3
+    moved[0, next_one] += 0.3
+    before, after = processor.postprocess(chunk, {"state": state}), processor.postprocess(chunk, {"state": moved})
+    assert torch.allclose(after[..., stillest], before[..., stillest])
+    assert torch.allclose(after[..., next_one], before[..., next_one] + 0.3)
+    # a fine-tune keeps its parent's mask whatever the threshold; without the option nothing changes
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
+                 tmp_path / "new", "--absolute-still-joints", 10.0, *QUIET) == 0
+    assert relative_mask_of(load_checkpoint(tmp_path / "ft").processor_steps) == expected
+    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "plain", "--steps", "1", *QUIET) == 0
+    assert relative_mask_of(load_checkpoint(tmp_path / "plain").processor_steps) == default_relative_mask()
+    # a wrong threshold is a clear error; a corrupt mask is one at load, naming the file
+    with pytest.raises(SystemExit, match="--absolute-still-joints must be a number >= 0"):
+        recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "bad", "--steps", "1",
+              "--absolute-still-joints", -1, *QUIET)
+    processor_file = tmp_path / "new" / "processor.json"
+    steps = json.loads(processor_file.read_text())["steps"]
+    processor_file.write_text(json.dumps({"steps": [{**s, "mask": [1] * 14} if "mask" in s else s for s in steps]}))
+    with pytest.raises(Exception, match="processor.json.*mask must be a non-empty list of booleans"):
+        load_checkpoint(tmp_path / "new")

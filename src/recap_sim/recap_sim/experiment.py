@@ -57,6 +57,7 @@ class Profile:
     eval_workers: int = 2               # processes sharing the evaluation's seeds (recap eval --workers)
     policy_mix: tuple[str, ...] = ()    # KIND=SHARE of the iterations' and AWR's samples (train-policy --mix)
     takeover_negative: int = 0          # steps before a take-over labelled negative (recap label --takeover-negative)
+    absolute_still_joints: float = 0.0  # pi_pre: absolute targets for joints the demos hold still (train-policy)
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -67,6 +68,9 @@ class Profile:
             raise ValueError(f"profile {self.name}: eval_workers must be >= 1, got {self.eval_workers}")
         if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
             raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
+        if not self.absolute_still_joints >= 0:
+            raise ValueError(f"profile {self.name}: absolute_still_joints must be >= 0 rad, "
+                             f"got {self.absolute_still_joints}")
         if self.takeover_negative < 0:
             raise ValueError(f"profile {self.name}: takeover_negative must be >= 0 steps, got {self.takeover_negative}")
         try:
@@ -83,14 +87,17 @@ PROFILES = {
     "quick": Profile("quick", "tiny", demos=((1.0, 2), (0.4, 1)), rollouts_per_iteration=2, iterations=2,
                      max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
                      value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1,
-                     policy_mix=("demo=0.5",), takeover_negative=75),
+                     policy_mix=("demo=0.5",), takeover_negative=75, absolute_still_joints=0.01),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
                     iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
                     policy_pretrain_steps=2500, value_steps=1500, policy_steps=1200, batch_size=32,
                     # half of every fine-tune batch from the demonstrations; the 1.5 s before a take-over
                     # negative: with both RECAP rose from 20 points below SFT to level (docs/experiment.md)
-                    policy_mix=("demo=0.5",), takeover_negative=75),
+                    policy_mix=("demo=0.5",), takeover_negative=75,
+                    # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still; relative
+                    # targets let them drift in rollouts (docs/experiment.md)
+                    absolute_still_joints=0.01),
 }
 
 
@@ -173,6 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy-mix", action="append", default=None, metavar="KIND=SHARE",
                         help="override the profile's sampling of the RECAP and AWR fine-tunes by frame kind "
                              "(see `recap train-policy --mix`; 'none' for uniform over frames)")
+    parser.add_argument("--absolute-still-joints", type=float, default=None, metavar="STD",
+                        help="override the profile's threshold (rad) below which pi_pre learns absolute targets "
+                             "for a joint the demonstrations hold still (0: every arm joint relative)")
     parser.add_argument("--takeover-negative", type=int, default=None, metavar="STEPS",
                         help="override the profile's steps before a take-over labelled negative "
                              "(see `recap label --takeover-negative`; 0: off)")
@@ -194,6 +204,8 @@ def resolve_profile(args) -> Profile:
         overrides["policy_mix"] = tuple(m for m in args.policy_mix if m != "none")
     if args.takeover_negative is not None:
         overrides["takeover_negative"] = args.takeover_negative
+    if args.absolute_still_joints is not None:
+        overrides["absolute_still_joints"] = args.absolute_still_joints
     return dataclasses.replace(profile, **overrides)
 
 
@@ -232,7 +244,8 @@ def run(args) -> int:
         stages.run("04_label_pretrain", ["label", data, "--value", ckpt / "V_pre", "--positive-fraction",
                                          profile.pretrain_positive_fraction, "--no-progress"])
         stages.run("05_policy_pretrain", ["train-policy", data, "--mode", "recap", "--steps",
-                                          profile.policy_pretrain_steps, "--out", ckpt / "pi_pre", *train],
+                                          profile.policy_pretrain_steps, "--absolute-still-joints",
+                                          profile.absolute_still_joints, "--out", ckpt / "pi_pre", *train],
                    artefact=ckpt / "pi_pre" / "provenance.json")
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,

@@ -84,3 +84,19 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
         assert "--policy-mix=demo=0.3" in argv and argv[argv.index("--takeover-negative") + 1] == "40"
     assert "--mix=demo=0.3" in map(str, commands["24_awr"])
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
+
+
+def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].absolute_still_joints == 0.01  # the measured setting
+    assert experiment.resolve_profile(parse("--absolute-still-joints", "0")).absolute_still_joints == 0
+    with pytest.raises(ValueError, match="absolute_still_joints must be >= 0"):
+        experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
+    commands = {}
+    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
+    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
+    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--absolute-still-joints", "0.03")) == 0
+    argv = list(map(str, commands["05_policy_pretrain"]))
+    assert argv[argv.index("--absolute-still-joints") + 1] == "0.03"
+    # the fine-tunes inherit pi_pre's mask (train-policy keeps a checkpoint's), so nothing else passes it
+    assert not [name for name, argv in commands.items() if name != "05_policy_pretrain"
+                and "--absolute-still-joints" in map(str, argv)]

@@ -47,6 +47,51 @@ def default_relative_mask(dim: int = NUM_JOINTS) -> list[bool]:
     return [i not in GRIPPER_INDICES for i in range(dim)]
 
 
+def absolute_still_joints(mask: Sequence[bool], state_std: Sequence[float], still_std: float) -> list[bool]:
+    """``mask`` with every relative dim whose state spread in the training data is below ``still_std`` made absolute.
+
+    A relative-action policy predicts "stay where you are" on a joint its
+    demonstrations hold still, so sampling noise accumulates into drift with
+    nothing pulling the joint back (runs/full_f: the right forearm roll, std
+    0.005 rad in the demos, drifted to -0.37 rad in rollouts). An absolute target
+    on that joint is the held value, a restoring force.
+    """
+    std = np.asarray(state_std, dtype=np.float64).reshape(-1)
+    if len(std) != len(mask) or not np.all(np.isfinite(std)):
+        raise ValueError(f"state std must be {len(mask)} finite numbers, got {std.tolist()}")
+    if not np.isfinite(still_std) or still_std < 0:
+        raise ValueError(f"the still-joint threshold must be a finite number >= 0, got {still_std!r}")
+    return [bool(relative) and not std[i] < still_std for i, relative in enumerate(mask)]
+
+
+def relative_mask_of(steps: Sequence[Mapping] | None) -> list[bool] | None:
+    """The relative-action mask of a checkpoint's step list (a fine-tune keeps it); None if it has none."""
+    for step in steps or ():
+        if step.get("step") == "relative_actions":
+            return _step_mask(step)
+    return None
+
+
+def check_action_masks(steps: Sequence[Mapping]) -> None:
+    """ValueError unless every mask is a list of booleans and ``relative_actions`` and ``absolute_actions``
+    agree (a chunk made absolute on other joints than it was made relative on sends wrong targets)."""
+    masks = {step.get("step"): _step_mask(step) for step in steps if step.get("step") in _MASK_STEPS}
+    if len(masks) == 2 and masks["relative_actions"] != masks["absolute_actions"]:
+        raise ValueError(f"the relative_actions mask {masks['relative_actions']} differs from the "
+                         f"absolute_actions mask {masks['absolute_actions']}")
+
+
+_MASK_STEPS = ("relative_actions", "absolute_actions")
+
+
+def _step_mask(step: Mapping) -> list[bool]:
+    mask = step.get("mask")
+    if not isinstance(mask, list) or not mask or not all(isinstance(m, bool) for m in mask):
+        raise ValueError(f"processor step {step.get('step')!r}: mask must be a non-empty list of booleans, "
+                         f"got {mask!r}")
+    return list(mask)
+
+
 @dataclasses.dataclass(frozen=True)
 class Normaliser:
     """z-score with a floor on the std: ``(x - mean) / max(std, floor)`` over the last axis."""
@@ -164,7 +209,7 @@ def _normalise_state_step(processor: Processor, step: Mapping) -> Callable[[dict
 
 
 def _relative_actions_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
-    mask = torch.tensor(step["mask"], dtype=torch.float32)
+    mask = torch.tensor(_step_mask(step), dtype=torch.float32)
 
     def run(batch: dict) -> dict:
         if batch.get("actions") is None:
@@ -206,7 +251,7 @@ def _unnormalise_actions_step(processor: Processor, step: Mapping):
 
 
 def _absolute_actions_step(processor: Processor, step: Mapping):
-    mask = torch.tensor(step["mask"], dtype=torch.float32)
+    mask = torch.tensor(_step_mask(step), dtype=torch.float32)
 
     def run(actions: torch.Tensor, batch: dict) -> torch.Tensor:
         return actions + batch["state"].float()[:, None, :] * mask.to(actions.device)

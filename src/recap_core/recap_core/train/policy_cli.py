@@ -22,12 +22,13 @@ import torch
 
 from recap_core import rl
 from recap_core.models.policy import PolicyInputs
-from recap_core.models.processor import Processor, default_relative_mask, policy_steps, std_floor_of
+from recap_core.models.processor import (STATE_KEY, Processor, absolute_still_joints, default_relative_mask,
+                                        policy_steps, relative_mask_of, std_floor_of)
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
 from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, normalization_for,
-                                   open_datasets)
+                                   open_datasets, pooled_stats)
 from recap_core.train.mix import mixture_weights, parse_mix
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
@@ -52,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the samples drawn from one kind of frame: demo, correction (the human "
                              "drove a rollout) or autonomous (the policy did); kinds not named share the rest "
                              "by size (default: every frame equally likely). Repeat or comma-separate")
+    parser.add_argument("--absolute-still-joints", type=float, default=0.0, metavar="STD",
+                        help="a new policy learns absolute targets, not deltas from the state, for the arm joints "
+                             "whose spread in the training data is below STD rad: a joint the demonstrations hold "
+                             "still then has a target to return to instead of drifting (default 0: every arm "
+                             "joint relative). A fine-tune or resume keeps its checkpoint's choice")
 
 
 @reports_user_errors
@@ -80,6 +86,32 @@ def advantage_texts(mode: str, batch: dict, dropout: float, rng: np.random.Gener
     return [None if drop else ("positive" if positive else "negative") for positive, drop in zip(indicator, dropped)]
 
 
+def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bool) -> list[bool]:
+    """The relative-action mask: the checkpoint's when training from one, else all arm joints relative but
+    those ``--absolute-still-joints`` finds held still in the training data."""
+    threshold = float(args.absolute_still_joints)
+    if not np.isfinite(threshold) or threshold < 0:
+        raise SystemExit(f"--absolute-still-joints must be a number >= 0 (rad), got {args.absolute_still_joints}")
+    inherited = relative_mask_of(plan.processor_steps)
+    if inherited is not None:
+        if len(inherited) != dim:
+            raise SystemExit(f"the checkpoint's relative-action mask has {len(inherited)} entries, "
+                             f"its model {dim} action dims")
+        if threshold > 0 and verbose:
+            print("train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's "
+                  "relative-action mask")
+        return inherited
+    mask = default_relative_mask(dim)
+    if threshold > 0:
+        state_std = pooled_stats(data.datasets, STATE_KEY)["std"]
+        mask = absolute_still_joints(mask, state_std, threshold)
+        still = [i for i, (before, after) in enumerate(zip(default_relative_mask(dim), mask)) if before != after]
+        if verbose:
+            print(f"train-policy: absolute targets for the still joints {still} "
+                  f"(state std {[round(state_std[i], 4) for i in still]} < {threshold:g} rad)")
+    return mask
+
+
 def train_policy(args: argparse.Namespace, context) -> dict:
     """Train (or resume / fine-tune) a policy on ``args.datasets``; returns the run summary."""
     if not 0.0 <= args.indicator_dropout <= 1.0:
@@ -97,7 +129,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     config = plan.model_config
     data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size,
                          chunk_size=config.action_horizon, need_labels=args.mode in ("recap", "awr"))
-    relative_mask = default_relative_mask(config.action_dim)
+    relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main)
     normalization = plan.normalization or normalization_for(data, horizon=config.action_horizon,
                                                             relative_mask=relative_mask)
     steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask,
