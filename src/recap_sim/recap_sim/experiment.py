@@ -95,8 +95,8 @@ PROFILES = {
                     # half of every fine-tune batch from the demonstrations; the 1.5 s before a take-over
                     # negative: with both RECAP rose from 20 points below SFT to level (docs/experiment.md)
                     policy_mix=("demo=0.5",), takeover_negative=75,
-                    # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still; relative
-                    # targets let them drift in rollouts (docs/experiment.md)
+                    # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still: with
+                    # relative targets the policy has no angle to return them to (docs/experiment.md)
                     absolute_still_joints=0.01),
 }
 

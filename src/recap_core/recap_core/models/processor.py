@@ -51,10 +51,10 @@ def absolute_still_joints(mask: Sequence[bool], state_std: Sequence[float], stil
     """``mask`` with every relative dim whose state spread in the training data is below ``still_std`` made absolute.
 
     A relative-action policy predicts "stay where you are" on a joint its
-    demonstrations hold still, so sampling noise accumulates into drift with
-    nothing pulling the joint back (runs/full_f: the right forearm roll, std
-    0.005 rad in the demos, drifted to -0.37 rad in rollouts). An absolute target
-    on that joint is the held value, a restoring force.
+    demonstrations hold still, so its sampling noise accumulates with nothing
+    pulling the joint back, and a joint pushed off by contact stays off. An
+    absolute target on that joint is the held value, a restoring command
+    (runs/full_g: the right forearm roll commanded within 0.013 rad of it).
     """
     std = np.asarray(state_std, dtype=np.float64).reshape(-1)
     if len(std) != len(mask) or not np.all(np.isfinite(std)):
