@@ -101,14 +101,15 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
             print("train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's "
                   "relative-action mask")
         return inherited
-    mask = default_relative_mask(dim)
-    if threshold > 0:
-        state_std = pooled_stats(data.datasets, STATE_KEY)["std"]
-        mask = absolute_still_joints(mask, state_std, threshold)
-        still = [i for i, (before, after) in enumerate(zip(default_relative_mask(dim), mask)) if before != after]
-        if verbose:
-            print(f"train-policy: absolute targets for the still joints {still} "
-                  f"(state std {[round(state_std[i], 4) for i in still]} < {threshold:g} rad)")
+    base = default_relative_mask(dim)
+    if threshold == 0:
+        return base
+    state_std = pooled_stats(data.datasets, STATE_KEY)["std"]
+    mask = absolute_still_joints(base, state_std, threshold)
+    still = [i for i, (before, after) in enumerate(zip(base, mask)) if before != after]
+    if verbose:
+        print(f"train-policy: absolute targets for the still joints {still} "
+              f"(state std {[round(state_std[i], 4) for i in still]} < {threshold:g} rad)")
     return mask
 
 
