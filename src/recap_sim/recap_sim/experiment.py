@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from recap_core.data.schema import ROLLOUT_POSITIVES
+from recap_core.train.crossfit import check_folds
 from recap_core.train.mix import parse_mix
 from recap_sim.experiment_report import write_report
 
@@ -58,6 +59,7 @@ class Profile:
     policy_mix: tuple[str, ...] = ()    # KIND=SHARE of the iterations' and AWR's samples (train-policy --mix)
     takeover_negative: int = 0          # steps before a take-over labelled negative (recap label --takeover-negative)
     absolute_still_joints: float = 0.0  # pi_pre: absolute targets for joints the demos hold still (train-policy)
+    value_folds: int = 0                # cross-fitted values for the labels (train-value --folds; 0: off)
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -71,6 +73,10 @@ class Profile:
         if not self.absolute_still_joints >= 0:
             raise ValueError(f"profile {self.name}: absolute_still_joints must be >= 0 rad, "
                              f"got {self.absolute_still_joints}")
+        try:
+            check_folds(self.value_folds)
+        except ValueError as exc:
+            raise ValueError(f"profile {self.name}: value_folds: {exc}") from None
         if self.takeover_negative < 0:
             raise ValueError(f"profile {self.name}: takeover_negative must be >= 0 steps, got {self.takeover_negative}")
         try:
@@ -87,17 +93,20 @@ PROFILES = {
     "quick": Profile("quick", "tiny", demos=((1.0, 2), (0.4, 1)), rollouts_per_iteration=2, iterations=2,
                      max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
                      value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1,
-                     policy_mix=("demo=0.5",), takeover_negative=75, absolute_still_joints=0.01),
+                     policy_mix=("demo=0.5",), takeover_negative=75, absolute_still_joints=0.01, value_folds=2),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
                     iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
-                    policy_pretrain_steps=2500, value_steps=1500, policy_steps=1200, batch_size=32,
+                    policy_pretrain_steps=2500, value_steps=800, policy_steps=1200, batch_size=32,
                     # half of every fine-tune batch from the demonstrations; the 1.5 s before a take-over
                     # negative: with both RECAP rose from 20 points below SFT to level (docs/experiment.md)
                     policy_mix=("demo=0.5",), takeover_negative=75,
                     # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still: with
                     # relative targets the policy has no angle to return them to (docs/experiment.md)
-                    absolute_still_joints=0.01),
+                    absolute_still_joints=0.01,
+                    # every episode labelled by a value model that never trained on it: one trained on it
+                    # knows its return, and its advantages are noise (docs/experiment.md, 2026-12-03)
+                    value_folds=2),
 }
 
 
@@ -183,6 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--absolute-still-joints", type=float, default=None, metavar="STD",
                         help="override the profile's threshold (rad) below which pi_pre learns absolute targets "
                              "for a joint the demonstrations hold still (0: every arm joint relative)")
+    parser.add_argument("--value-folds", type=int, default=None, metavar="K",
+                        help="override the profile's cross-fitting of the values used for the labels "
+                             "(see `recap train-value --folds`; 0: off, every episode labelled in-sample)")
     parser.add_argument("--takeover-negative", type=int, default=None, metavar="STEPS",
                         help="override the profile's steps before a take-over labelled negative "
                              "(see `recap label --takeover-negative`; 0: off)")
@@ -206,6 +218,8 @@ def resolve_profile(args) -> Profile:
         overrides["takeover_negative"] = args.takeover_negative
     if args.absolute_still_joints is not None:
         overrides["absolute_still_joints"] = args.absolute_still_joints
+    if args.value_folds is not None:
+        overrides["value_folds"] = args.value_folds
     return dataclasses.replace(profile, **overrides)
 
 
@@ -240,7 +254,8 @@ def run(args) -> int:
                                         "--no-progress"])
         # 2. pretraining: V_pre, labels, pi_pre
         stages.run("03_value_pretrain", ["train-value", data, "--steps", profile.value_pretrain_steps,
-                                         "--out", ckpt / "V_pre", *train], artefact=ckpt / "V_pre" / "provenance.json")
+                                         "--folds", profile.value_folds, "--out", ckpt / "V_pre", *train],
+                   artefact=ckpt / "V_pre" / "provenance.json")
         stages.run("04_label_pretrain", ["label", data, "--value", ckpt / "V_pre", "--positive-fraction",
                                          profile.pretrain_positive_fraction, "--no-progress"])
         stages.run("05_policy_pretrain", ["train-policy", data, "--mode", "recap", "--steps",
@@ -250,6 +265,7 @@ def run(args) -> int:
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
+                   "--value-folds", profile.value_folds,
                    "--rollout-positives", profile.rollout_positives, "--takeover-negative", profile.takeover_negative,
                    "--threads", args.threads, "--no-progress", *[f"--policy-mix={m}" for m in profile.policy_mix]]
         # 3. iteration 0: SFT fine-tune

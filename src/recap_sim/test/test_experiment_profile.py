@@ -100,3 +100,20 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
     # the fine-tunes inherit pi_pre's mask (train-policy keeps a checkpoint's), so nothing else passes it
     assert not [name for name, argv in commands.items() if name != "05_policy_pretrain"
                 and "--absolute-still-joints" in map(str, argv)]
+
+
+def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].value_folds == 2 and experiment.PROFILES["quick"].value_folds == 2
+    assert experiment.resolve_profile(parse("--value-folds", "0")).value_folds == 0
+    with pytest.raises(ValueError, match="value_folds: --folds must be 0"):
+        experiment.resolve_profile(parse("--value-folds", "1"))
+    commands = {}
+    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
+    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
+    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--value-folds", "3")) == 0
+    argv = list(map(str, commands["03_value_pretrain"]))
+    assert argv[argv.index("--folds") + 1] == "3"
+    for stage in ("06_iteration_0", "13_iterate", "23_iterate"):
+        argv = list(map(str, commands[stage]))
+        assert argv[argv.index("--value-folds") + 1] == "3"
+    assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3

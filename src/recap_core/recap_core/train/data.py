@@ -34,22 +34,28 @@ class TrainingData:
 
 
 def open_datasets(roots: Sequence[str | pathlib.Path], *, cameras: Sequence[str], image_size: int,
-                  chunk_size: int, need_labels: bool = False, load_images: bool = True) -> TrainingData:
-    """Open every dataset with the model's cameras, image size and chunk length."""
+                  chunk_size: int, need_labels: bool = False, load_images: bool = True,
+                  episodes: Sequence[Sequence[int]] | None = None) -> TrainingData:
+    """Open every dataset with the model's cameras, image size and chunk length.
+
+    ``episodes``, one list per root, keeps only those episode indices (a cross-fitting fold's training set).
+    """
     from recap_core.data import RecapDataset
 
     if not roots:
         raise ValueError("give at least one dataset directory")
+    if episodes is not None and len(episodes) != len(roots):
+        raise ValueError(f"episodes needs one list per dataset: {len(episodes)} lists for {len(roots)} datasets")
     datasets = []
-    for root in roots:
+    for number, root in enumerate(roots):
         root = pathlib.Path(root)
         if not (root / "meta" / "info.json").is_file():
             raise FileNotFoundError(f"{root} is not a RECAP dataset (no meta/info.json); create one with "
                                     f"`recap convert` or `recap dataset`")
         dataset = RecapDataset(root, chunk_size=chunk_size, image_size=image_size, cameras=cameras,
-                               load_images=load_images)
+                               load_images=load_images, episodes=None if episodes is None else episodes[number])
         if len(dataset) == 0:
-            raise ValueError(f"{root} holds no frames")
+            raise ValueError(f"{root} holds no frames" + ("" if episodes is None else " in the chosen episodes"))
         if need_labels and not dataset.labelled:
             raise ValueError(f"{root} has no value/advantage/indicator labels; run `recap label {root} --value "
                              f"VALUE_CKPT` first")

@@ -3,7 +3,9 @@
 One pass of Algorithm 1's loop body, with its bookkeeping:
 
 1. ``V_k``: train the value function **from V_pre** on all data ``D``  -> ``DIR/value``
-2. label ``D`` with ``V_k`` (advantages, per-task thresholds, indicator)
+   (with ``--value-folds K`` also its K fold models, each from V_pre's model of the same fold)
+2. label ``D`` with ``V_k`` (advantages, per-task thresholds, indicator; cross-fitted: each
+   episode by the fold model that did not train on it)
 3. ``pi_k``: train the policy **from pi_pre** with RECAP on ``D``       -> ``DIR/policy``
 
 (Always from the pretrained checkpoints, never from iterate ``k-1``.) Both
@@ -31,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=pathlib.Path, help="iteration directory (value/, policy/)")
     parser.add_argument("--iteration", required=True, type=int, help="k (0: first fine-tune, plain SFT policy)")
     parser.add_argument("--value-steps", type=int, default=1000)
+    parser.add_argument("--value-folds", type=int, default=0, metavar="K",
+                        help="cross-fit V_k over K folds of the episodes and label each episode with the fold "
+                             "model that never saw it (see `recap train-value --folds`; V_pre must have been "
+                             "trained with the same K; default 0: off)")
     parser.add_argument("--policy-steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of both fine-tunes")
@@ -73,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     common += ["--device", args.device] if args.device else []
     common += ["--no-progress"] if args.no_progress else []
     value_dir, policy_dir = args.out / "value", args.out / "policy"
+    labelled = mode in ("recap", "awr")
+    value_folds = args.value_folds if labelled else 0  # fold models only serve the labels
     value_args = _parse(value_cli, [*data, "--out", str(value_dir), "--init", str(args.value_pretrained),
-                                    "--steps", str(args.value_steps), *common])
+                                    "--steps", str(args.value_steps), "--folds", str(value_folds), *common])
     policy_args = _parse(policy_cli, [*data, "--out", str(policy_dir), "--init", str(args.policy_pretrained),
                                       "--steps", str(args.policy_steps), "--mode", mode, *common]
                          + (["--knowledge-insulation"] if args.knowledge_insulation else [])
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         value_summary = value_cli.train_value(value_args, context)
         labels = None
-        if context.is_main and mode in ("recap", "awr"):
+        if context.is_main and labelled:
             labels = label_cli.label_datasets(
                 data, value_dir, lookahead=args.lookahead, positive_fraction=args.positive_fraction,
                 task_fractions=label_cli.parse_task_fractions(args.task_positive_fraction),

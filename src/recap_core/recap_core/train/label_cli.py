@@ -8,6 +8,9 @@ of that task's frames are positive (``--task-positive-fraction`` per task);
 chosen over all given datasets together (the paper's D), then each dataset
 gets its columns through ``recap_core.data.write_labels``.
 
+A value checkpoint trained with ``--folds K`` values every episode with the
+fold model that never trained on it (``recap_core.train.crossfit``).
+
 ``--rollout-positives interventions`` (not the paper's rule; off by default)
 labels only demonstrations by advantage (``--positive-fraction`` of their
 frames) and makes a rollout frame positive only where the human corrected:
@@ -28,6 +31,7 @@ import torch
 
 from recap_core import rl
 from recap_core.data.schema import ROLLOUT_POSITIVES
+from recap_core.train import crossfit
 from recap_core.train.common import reports_user_errors
 
 
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
                              positive_fraction=args.positive_fraction, task_fractions=fractions,
                              rollout_positives=args.rollout_positives, takeover_negative=args.takeover_negative,
                              batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    if summary["value_folds"]:
+        print(f"values cross-fitted: each episode valued by the one of {summary['value_folds']} fold models "
+              f"that did not train on it")
     for task, entry in summary["tasks"].items():
         print(f"{task!r}: threshold {entry['threshold']:+.4f}, {entry['positive_fraction']:.1%} positive "
               f"({entry['frames']} frames, {entry['interventions']} interventions"
@@ -87,23 +94,52 @@ def parse_task_fractions(entries: Sequence[str]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: bool) -> np.ndarray:
-    """``V(o_t)`` of every frame of one dataset, by global frame ``index``: ``[N]`` float64."""
+def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: bool,
+                   fold_runners: Sequence | None = None) -> np.ndarray:
+    """``V(o_t)`` of every frame of one dataset, by global frame ``index``: ``[N]`` float64.
+
+    With ``fold_runners`` (a cross-fitted checkpoint's fold models, ``recap_core.train.crossfit``) each
+    episode is predicted by the model of its own fold, which never trained on it; ``runner`` is not used.
+    """
+    from recap_core.data import load_episodes
+    from recap_core.train import crossfit
+
+    total = _total_frames(root)
+    values = np.full(total, np.nan)
+    if fold_runners:
+        episodes = load_episodes(root)
+        assigned = crossfit.episode_folds(episodes, len(fold_runners))
+        for fold, fold_runner in enumerate(fold_runners):
+            chosen = [int(e["episode_index"]) for e, f in zip(episodes, assigned) if f == fold]
+            if chosen:
+                _predict_into(values, fold_runner, root, chosen, batch_size=batch_size, progress=progress,
+                              desc=f"value {root.name} fold {fold}")
+    else:
+        _predict_into(values, runner, root, None, batch_size=batch_size, progress=progress, desc=f"value {root.name}")
+    if np.isnan(values).any():
+        raise RuntimeError(f"{root}: {int(np.isnan(values).sum())} frames got no value (dataset index has gaps)")
+    return values
+
+
+def _total_frames(root: pathlib.Path) -> int:
+    from recap_core.data.schema import load_info
+
+    return int(load_info(root)["total_frames"])
+
+
+def _predict_into(values: np.ndarray, runner, root: pathlib.Path, episodes, *, batch_size: int, progress: bool,
+                  desc: str) -> None:
     from tqdm import tqdm
 
     from recap_core.data import RecapDataset
     from recap_core.train.data import frames_from_batch
 
     dataset = RecapDataset(root, chunk_size=1, image_size=runner.config.backbone.image_size,
-                           cameras=runner.config.cameras)
-    values = np.full(int(dataset.info["total_frames"]), np.nan)
+                           cameras=runner.config.cameras, episodes=episodes)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for batch in tqdm(loader, desc=f"value {root.name}", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         predicted, _ = runner.predict_frames(frames_from_batch(batch, runner.config.cameras, with_actions=False))
         values[batch["index"].numpy()] = predicted.double().cpu().numpy()
-    if np.isnan(values).any():
-        raise RuntimeError(f"{root}: {int(np.isnan(values).sum())} frames got no value (dataset index has gaps)")
-    return values
 
 
 def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
@@ -128,6 +164,9 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     task_fractions = dict(task_fractions or {})
     if runner is None:
         runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
+    folds = crossfit.read_folds(runner.checkpoint.path)
+    fold_runners = [ValueRunner.from_checkpoint(crossfit.fold_dir(runner.checkpoint.path, fold),
+                                                device=device or "cpu") for fold in range(folds)]
     roots = [pathlib.Path(r) for r in roots]
     per_dataset = []
     all_tasks = sorted({task for root in roots for task in load_tasks(root)})
@@ -138,7 +177,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         table = load_frames_table(root)
         tasks = load_tasks(root)
         recap = RecapConfig.from_json(load_info(root)["recap"])
-        values = predict_values(runner, root, batch_size=batch_size, progress=progress)
+        values = predict_values(runner, root, batch_size=batch_size, progress=progress, fold_runners=fold_runners)
         rewards = normalised_rewards(table, recap, tasks)
         episodes = table["episode_index"].to_numpy()
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
@@ -169,7 +208,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         write_labels(root, value=values, advantage=advantage, indicator=indicator,
                      thresholds={task: thresholds[all_tasks.index(task)] for task in tasks
                                  if all_tasks.index(task) in thresholds},
-                     value_checkpoint=f"{runner.checkpoint_id} {runner.checkpoint.path}")
+                     value_checkpoint=f"{runner.checkpoint_id} {runner.checkpoint.path}"
+                     + (f" (cross-fitted, {folds} folds)" if folds else ""))
         for task in tasks:
             rows = global_task == all_tasks.index(task)
             entry = summary_tasks.setdefault(task, {"frames": 0, "positive": 0, "interventions": 0,
@@ -182,7 +222,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     for entry in summary_tasks.values():
         entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
     return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
-            "lookahead": lookahead, "rollout_positives": rollout_positives, "takeover_negative": takeover_negative,
+            "value_folds": folds, "lookahead": lookahead, "rollout_positives": rollout_positives,
+            "takeover_negative": takeover_negative,
             "frames": int(len(advantages)),
             "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
             if summary_tasks else 0.0, "tasks": summary_tasks}

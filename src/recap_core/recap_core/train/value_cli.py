@@ -4,11 +4,18 @@ Cross-entropy between the model's 201-bin distribution and the two-hot
 encoding of each frame's normalised Monte-Carlo return ``return_normalised``
 (the dataset computes it from the sparse rewards). The prompt is the task
 alone (no advantage text).
+
+``--folds K`` also trains one model per fold of the episodes on the others,
+under ``OUT/folds/`` (``recap_core.train.crossfit``), so that ``recap label``
+can give every episode a value from a model that never saw it.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import pathlib
+import shutil
 
 import torch
 
@@ -16,6 +23,7 @@ from recap_core import rl
 from recap_core.models.processor import Processor, std_floor_of, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
+from recap_core.train import crossfit
 from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
                                      reports_user_errors, saver, train_config_from_args)
 from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
@@ -25,6 +33,9 @@ from recap_core.train.loop import run_training
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, default_steps=2000, default_batch_size=32, default_lr=3e-4)
+    parser.add_argument("--folds", type=int, default=0, metavar="K",
+                        help="cross-fitting: also train K models, each without one K-th of the episodes, for "
+                             "`recap label` (default 0: off; 2 doubles the training time, 3 triples it...)")
 
 
 @reports_user_errors
@@ -42,11 +53,88 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_value(args: argparse.Namespace, context) -> dict:
-    """Train (or resume / fine-tune) a value model on ``args.datasets``; returns the run summary."""
+    """Train (or resume / fine-tune) a value model on ``args.datasets``, then its fold models when
+    ``args.folds`` asks for them; returns the run summary (``folds``: one summary per fold model)."""
+    folds = crossfit.check_folds(getattr(args, "folds", 0))
+    init, config_name = args.init, args.config
+    if args.resume and folds:  # fold models not started yet begin where the main run began
+        recorded = json.loads((args.out / "config.json").read_text())
+        init, config_name = recorded["training"].get("init"), recorded["model"]["name"]
+        init = pathlib.Path(init) if init else None
+    if folds and init is not None:
+        init_folds = crossfit.read_folds(init)
+        if init_folds != folds:
+            raise ValueError(f"--folds {folds} with --init {init}, which has "
+                             + (f"{init_folds} folds" if init_folds else "no fold models")
+                             + f": its fold models would have trained on the episodes each new fold holds out; "
+                             f"train {init} with --folds {folds} too")
+    if not args.resume and context.is_main:
+        # a new model: fold models of an earlier run in OUT would label with values of another model
+        shutil.rmtree(args.out / crossfit.FOLDS_DIR, ignore_errors=True)
+    summary = _train_one(args, context, init=init)
+    stopped_early = args.stop_at is not None and args.stop_at < args.steps
+    if folds and not stopped_early:
+        summary["folds"] = _train_folds(args, context, folds, init=init, config_name=config_name)
+    return summary
+
+
+def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib.Path | None,
+                 config_name: str | None) -> list[dict]:
+    """One model per fold, each on the episodes outside it (from ``init``'s model of that fold); the
+    manifest is written last, so a label run never meets half a set."""
+    from recap_core.data import load_episodes
+
+    roots = [pathlib.Path(d) for d in args.datasets]
+    episodes = [load_episodes(root) for root in roots]
+    held_out: dict[int, list[str]] = {}
+    for root_episodes in episodes:
+        for episode, fold in zip(root_episodes, crossfit.episode_folds(root_episodes, folds)):
+            held_out.setdefault(int(fold), []).append(crossfit.episode_key(episode))
+    summaries = []
+    for fold in range(folds):
+        chosen = [crossfit.training_episodes(e, fold, folds) for e in episodes]
+        kept = [i for i, c in enumerate(chosen) if c]
+        if not kept:
+            raise ValueError(f"fold {fold} of {folds} holds out every episode; give more episodes or fewer --folds")
+        fold_args = copy.copy(args)
+        fold_args.datasets = [str(roots[i]) for i in kept]
+        fold_args.out = crossfit.fold_dir(args.out, fold)
+        fold_args.init = None if init is None else crossfit.fold_dir(init, fold)
+        fold_args.config = None if init is not None else config_name
+        fold_args.resume = False
+        if args.resume and (fold_args.out / "provenance.json").is_file():
+            done = _steps_done(fold_args.out)
+            if done >= args.steps:
+                if context.is_main:
+                    print(f"value fold {fold}/{folds}: done already ({done} steps)", flush=True)
+                continue
+            fold_args.resume, fold_args.init, fold_args.config = True, None, None
+        if context.is_main:
+            print(f"value fold {fold}/{folds}: {sum(map(len, chosen))} training episodes, "
+                  f"{len(held_out.get(fold, []))} held out", flush=True)
+        summaries.append(_train_one(fold_args, context, episodes=[chosen[i] for i in kept],
+                                    cross_fit={"fold": fold, "folds": folds,
+                                               "held_out_episodes": len(held_out.get(fold, []))}))
+    if context.is_main:
+        crossfit.write_manifest(args.out, folds, held_out)
+    return summaries
+
+
+def _steps_done(checkpoint: pathlib.Path) -> int:
+    try:
+        return int(json.loads((checkpoint / "config.json").read_text())["training"]["steps_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _train_one(args: argparse.Namespace, context, episodes=None, cross_fit: dict | None = None,
+               init: pathlib.Path | None = None) -> dict:
+    """One value model; ``init`` is recorded as where the run started (a resumed run passes its original)."""
     roots = [pathlib.Path(d) for d in args.datasets]
     plan = plan_model(args, "value", dataset_tasks(roots), context)
     config = plan.model_config
-    data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1)
+    data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1,
+                         episodes=episodes)
     normalization = plan.normalization or normalization_for(data, horizon=1, relative_mask=None)
     steps = value_steps(config.cameras, config.backbone.image_size, std_floor=std_floor_of(plan.processor_steps))
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
@@ -68,7 +156,10 @@ def train_value(args: argparse.Namespace, context) -> dict:
         return loss, {"value_mae": float(error)}
 
     training = {"command": "train-value", **train_config.__dict__, "augment_shift": shift,
-                "datasets": [str(r) for r in roots]}
+                "datasets": [str(r) for r in roots], "init": str(init or args.init) if (init or args.init) else None,
+                "folds": getattr(args, "folds", 0) if cross_fit is None else 0}
+    if cross_fit is not None:
+        training["cross_fit"] = {**cross_fit, "training_frames": len(data)}
     save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
                  processor_steps=steps)
     return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
