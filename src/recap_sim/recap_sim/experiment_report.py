@@ -186,7 +186,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
              f"{profile.iterations} RECAP iteration(s), rollout indicators by {profile.rollout_positives}"
              + (f", {profile.takeover_negative} steps before each take-over negative" if profile.takeover_negative
                 else "")
-             + (f", fine-tunes sampled {' '.join(profile.policy_mix)}" if profile.policy_mix else "") + "; "
+             + (f", fine-tunes sampled {' '.join(profile.policy_mix)}" if profile.policy_mix else "")
+             + (f", values cross-fitted over {profile.value_folds} folds" if profile.value_folds else "") + "; "
              f"evaluation on {len(eval_report['seeds'])} held-out seeds "
              f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
              "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] "

@@ -15,6 +15,16 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
+def stage_commands(tmp_path, monkeypatch, *argv) -> dict:
+    """The quick experiment's stage commands for ``argv`` (name -> argv as strings), none of them run."""
+    commands = {}
+    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, stage_argv, *a, **k:
+                        commands.update({name: list(map(str, stage_argv))}))
+    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
+    assert experiment.run(parse("--quick", "--out", str(tmp_path), *argv)) == 0
+    return commands
+
+
 def test_the_command_line_overrides_the_profile_and_nothing_else():
     full = experiment.PROFILES["full"]
     assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "advantage"
@@ -74,15 +84,11 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
         experiment.resolve_profile(parse("--policy-mix", "demo=0.7", "--policy-mix", "correction=0.7"))
     with pytest.raises(ValueError, match="takeover_negative must be >= 0"):
         experiment.resolve_profile(parse("--takeover-negative", "-5"))
-    commands = {}
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
-    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
-    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--policy-mix", "demo=0.3",
-                                "--takeover-negative", "40")) == 0
+    commands = stage_commands(tmp_path, monkeypatch, "--policy-mix", "demo=0.3", "--takeover-negative", "40")
     for stage in ("13_iterate", "23_iterate"):
-        argv = list(map(str, commands[stage]))
+        argv = commands[stage]
         assert "--policy-mix=demo=0.3" in argv and argv[argv.index("--takeover-negative") + 1] == "40"
-    assert "--mix=demo=0.3" in map(str, commands["24_awr"])
+    assert "--mix=demo=0.3" in commands["24_awr"]
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
 
 
@@ -91,15 +97,12 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
     assert experiment.resolve_profile(parse("--absolute-still-joints", "0")).absolute_still_joints == 0
     with pytest.raises(ValueError, match="absolute_still_joints must be >= 0"):
         experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
-    commands = {}
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
-    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
-    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--absolute-still-joints", "0.03")) == 0
-    argv = list(map(str, commands["05_policy_pretrain"]))
+    commands = stage_commands(tmp_path, monkeypatch, "--absolute-still-joints", "0.03")
+    argv = commands["05_policy_pretrain"]
     assert argv[argv.index("--absolute-still-joints") + 1] == "0.03"
     # the fine-tunes inherit pi_pre's mask (train-policy keeps a checkpoint's), so nothing else passes it
     assert not [name for name, argv in commands.items() if name != "05_policy_pretrain"
-                and "--absolute-still-joints" in map(str, argv)]
+                and "--absolute-still-joints" in argv]
 
 
 def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
@@ -107,13 +110,10 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
     assert experiment.resolve_profile(parse("--value-folds", "0")).value_folds == 0
     with pytest.raises(ValueError, match="value_folds: --folds must be 0"):
         experiment.resolve_profile(parse("--value-folds", "1"))
-    commands = {}
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: argv}))
-    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
-    assert experiment.run(parse("--quick", "--out", str(tmp_path), "--value-folds", "3")) == 0
-    argv = list(map(str, commands["03_value_pretrain"]))
+    commands = stage_commands(tmp_path, monkeypatch, "--value-folds", "3")
+    argv = commands["03_value_pretrain"]
     assert argv[argv.index("--folds") + 1] == "3"
     for stage in ("06_iteration_0", "13_iterate", "23_iterate"):
-        argv = list(map(str, commands[stage]))
+        argv = commands[stage]
         assert argv[argv.index("--value-folds") + 1] == "3"
     assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3

@@ -102,7 +102,6 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
     episode is predicted by the model of its own fold, which never trained on it; ``runner`` is not used.
     """
     from recap_core.data import load_episodes
-    from recap_core.train import crossfit
 
     total = _total_frames(root)
     values = np.full(total, np.nan)
