@@ -60,6 +60,7 @@ class Profile:
     takeover_negative: int = 0          # steps before a take-over labelled negative (recap label --takeover-negative)
     absolute_still_joints: float = 0.0  # pi_pre: absolute targets for joints the demos hold still (train-policy)
     value_folds: int = 0                # cross-fitted values for the labels (train-value --folds; 0: off)
+    fine_tune_lr: float = 1e-4          # peak learning rate of the iterations' fine-tunes and of AWR's
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -77,6 +78,8 @@ class Profile:
             check_folds(self.value_folds)
         except ValueError as exc:
             raise ValueError(f"profile {self.name}: value_folds: {exc}") from None
+        if not 0 < self.fine_tune_lr < 1:
+            raise ValueError(f"profile {self.name}: fine_tune_lr must be in (0, 1), got {self.fine_tune_lr}")
         if self.takeover_negative < 0:
             raise ValueError(f"profile {self.name}: takeover_negative must be >= 0 steps, got {self.takeover_negative}")
         try:
@@ -265,7 +268,7 @@ def run(args) -> int:
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
-                   "--value-folds", profile.value_folds,
+                   "--value-folds", profile.value_folds, "--lr", profile.fine_tune_lr,
                    "--rollout-positives", profile.rollout_positives, "--takeover-negative", profile.takeover_negative,
                    "--threads", args.threads, "--no-progress", *[f"--policy-mix={m}" for m in profile.policy_mix]]
         # 3. iteration 0: SFT fine-tune
@@ -286,7 +289,7 @@ def run(args) -> int:
         # 5. the AWR baseline: from pi_pre on the same final data and labels (only the last one is evaluated)
         k = profile.iterations
         stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
-                                 "--steps", profile.policy_steps, "--iteration", k,
+                                 "--steps", profile.policy_steps, "--lr", profile.fine_tune_lr, "--iteration", k,
                                  "--out", ckpt / f"iter_{k}" / "awr", *train,
                                  *[f"--mix={m}" for m in profile.policy_mix]],
                    artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")

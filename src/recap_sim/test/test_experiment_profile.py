@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -117,3 +118,12 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
         argv = commands[stage]
         assert argv[argv.index("--value-folds") + 1] == "3"
     assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3
+
+
+def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
+    commands = stage_commands(tmp_path, monkeypatch)
+    rates = {stage: float(commands[stage][commands[stage].index("--lr") + 1])
+             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr")}
+    assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
+    with pytest.raises(ValueError, match="fine_tune_lr must be in"):
+        dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
