@@ -26,6 +26,11 @@ def stage_commands(tmp_path, monkeypatch, *argv) -> dict:
     return commands
 
 
+def option(argv: list, flag: str) -> str:
+    """The value that follows ``flag`` in ``argv`` (ValueError when the flag is missing)."""
+    return argv[argv.index(flag) + 1]
+
+
 def test_the_command_line_overrides_the_profile_and_nothing_else():
     full = experiment.PROFILES["full"]
     assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "advantage"
@@ -88,7 +93,7 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
     commands = stage_commands(tmp_path, monkeypatch, "--policy-mix", "demo=0.3", "--takeover-negative", "40")
     for stage in ("13_iterate", "23_iterate"):
         argv = commands[stage]
-        assert "--policy-mix=demo=0.3" in argv and argv[argv.index("--takeover-negative") + 1] == "40"
+        assert "--policy-mix=demo=0.3" in argv and option(argv, "--takeover-negative") == "40"
     assert "--mix=demo=0.3" in commands["24_awr"]
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
 
@@ -100,7 +105,7 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
         experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
     commands = stage_commands(tmp_path, monkeypatch, "--absolute-still-joints", "0.03")
     argv = commands["05_policy_pretrain"]
-    assert argv[argv.index("--absolute-still-joints") + 1] == "0.03"
+    assert option(argv, "--absolute-still-joints") == "0.03"
     # the fine-tunes inherit pi_pre's mask (train-policy keeps a checkpoint's), so nothing else passes it
     assert not [name for name, argv in commands.items() if name != "05_policy_pretrain"
                 and "--absolute-still-joints" in argv]
@@ -113,16 +118,16 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
         experiment.resolve_profile(parse("--value-folds", "1"))
     commands = stage_commands(tmp_path, monkeypatch, "--value-folds", "3")
     argv = commands["03_value_pretrain"]
-    assert argv[argv.index("--folds") + 1] == "3"
+    assert option(argv, "--folds") == "3"
     for stage in ("06_iteration_0", "13_iterate", "23_iterate"):
         argv = commands[stage]
-        assert argv[argv.index("--value-folds") + 1] == "3"
+        assert option(argv, "--value-folds") == "3"
     assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3
 
 
 def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
     commands = stage_commands(tmp_path, monkeypatch)
-    rates = {stage: float(commands[stage][commands[stage].index("--lr") + 1])
+    rates = {stage: float(option(commands[stage], "--lr"))
              for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr")}
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
