@@ -16,7 +16,7 @@ import sys
 import threading
 
 from recap_core.station import default_config_dir
-from recap_sim.human import VALUE_DROP_RANGE
+from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE
 
 EXPERT_MODES = ("drive", "intervene", "off")
 
@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated human: take over when the live value falls this much (normalised, "
                              f"{VALUE_DROP_RANGE[0]:g}-{VALUE_DROP_RANGE[1]:g}; 1 turns the trigger off, since "
                              "the value spans [-1, 0])")
+    parser.add_argument("--human-release", choices=RELEASE_RULES, default=None,
+                        help="simulated human: end a correction one stage past where it engaged (next_stage, "
+                             "the default) or one stage past the best the episode reached (past_best)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="square camera images of this size (default from the YAML: 224)")
 
@@ -75,6 +78,8 @@ def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
         put("scripted_expert", "human_patience_s", float(args.human_patience))
     if args.human_value_drop is not None:
         put("scripted_expert", "human_value_drop", float(args.human_value_drop))
+    if args.human_release is not None:
+        put("scripted_expert", "human_release", args.human_release)
     if args.image_size is not None:
         put("sim_station", "image_width", int(args.image_size))
         put("sim_station", "image_height", int(args.image_size))

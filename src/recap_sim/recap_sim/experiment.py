@@ -34,6 +34,7 @@ from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_core.train.crossfit import check_folds
 from recap_core.train.mix import parse_mix
 from recap_sim.experiment_report import write_report
+from recap_sim.human import RELEASE_RULES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Profile:
     policy_steps: int
     batch_size: int
     human_patience_s: float = 3.0       # the simulated human takes over after this long without progress
+    human_release: str = "next_stage"   # where its corrections end (recap station --human-release)
     image_size: int = 96                # station cameras: the models see 96 px or less, rendering stays cheap
     pretrain_positive_fraction: float = 0.3
     positive_fraction: float = 0.4
@@ -86,6 +88,9 @@ class Profile:
             parse_mix(self.policy_mix)
         except ValueError as exc:
             raise ValueError(f"profile {self.name}: policy_mix: {exc}") from None
+        if self.human_release not in RELEASE_RULES:
+            raise ValueError(f"profile {self.name}: human_release must be one of {RELEASE_RULES}, "
+                             f"got {self.human_release!r}")
         if self.rollout_positives not in ROLLOUT_POSITIVES:
             raise ValueError(f"profile {self.name}: rollout_positives must be one of {ROLLOUT_POSITIVES}, "
                              f"got {self.rollout_positives!r}")
@@ -109,7 +114,10 @@ PROFILES = {
                     absolute_still_joints=0.01,
                     # every episode labelled by a value model that never trained on it: one trained on it
                     # knows its return, and its advantages are noise (docs/experiment.md, 2026-12-03)
-                    value_folds=2),
+                    value_folds=2,
+                    # the operator's corrections go on past the step the policy failed (the handover it
+                    # dropped), so the rollouts hold expert handovers from the policy's own states
+                    human_release="past_best"),
 }
 
 
@@ -198,6 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--value-folds", type=int, default=None, metavar="K",
                         help="override the profile's cross-fitting of the values used for the labels "
                              "(see `recap train-value --folds`; 0: off, every episode labelled in-sample)")
+    parser.add_argument("--human-release", choices=RELEASE_RULES, default=None,
+                        help="override where the simulated human's corrections end (see `recap station "
+                             "--human-release`)")
     parser.add_argument("--takeover-negative", type=int, default=None, metavar="STEPS",
                         help="override the profile's steps before a take-over labelled negative "
                              "(see `recap label --takeover-negative`; 0: off)")
@@ -223,6 +234,8 @@ def resolve_profile(args) -> Profile:
         overrides["absolute_still_joints"] = args.absolute_still_joints
     if args.value_folds is not None:
         overrides["value_folds"] = args.value_folds
+    if args.human_release is not None:
+        overrides["human_release"] = args.human_release
     return dataclasses.replace(profile, **overrides)
 
 
@@ -281,6 +294,7 @@ def run(args) -> int:
                                           1000 * k, "--policy", previous / "policy", "--value", previous / "value",
                                           "--expert-mode", "intervene", "--source", "rollout",
                                           "--human-patience", profile.human_patience_s,
+                                          "--human-release", profile.human_release,
                                           "--record", bags / f"iter_{k}"])
             stages.run(f"{k}2_convert", ["convert", *sorted((bags / f"iter_{k}").glob("*/")), "--out", data,
                                          "--no-progress"])

@@ -27,7 +27,7 @@ from recap_core.ros.node_main import run_node
 from recap_core.ros.params import accept, declare, declare_station
 from recap_sim.expert import TASKS as EXPERT_TASKS
 from recap_sim.expert import ScriptedExpert
-from recap_sim.human import VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
+from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
 
 MODES = ("drive", "intervene", "off")
 
@@ -65,7 +65,11 @@ class ScriptedExpertNode(Node):
             cooldown_s=declare(self, "human_cooldown_s", 2.0, "hands off after releasing", min_value=0.0,
                                max_value=600.0),
             max_interventions=declare(self, "human_max_interventions", 3, "corrections per episode",
-                                      min_value=0, max_value=1000))
+                                      min_value=0, max_value=1000),
+            release=declare(self, "human_release", "next_stage", "where a correction ends: next_stage (one "
+                            "stage past where it engaged) or past_best (one stage past the best the episode "
+                            "reached: the operator also does the step the policy failed)",
+                            choices=RELEASE_RULES))
         self.expert = ScriptedExpert(task, quality=self.quality, seed=self.seed_offset, station=self.station)
         self.human = SimulatedHuman(human, seed=self.seed_offset)
         self._object_pose: np.ndarray | None = None

@@ -25,6 +25,17 @@ and until the reward rose by one stage past where it engaged (or
 ``max_correction_s`` passed), then releases and leaves the policy alone for
 ``cooldown_s``. ``max_interventions`` bounds corrections per episode.
 
+Where the correction ends is ``release``:
+
+- ``next_stage``: at the first stage past where it engaged (or past the best the
+  episode reached, whichever comes first). After a dropped handover that is the
+  re-grasp on the table: the policy gets the cube back before the step it failed.
+- ``past_best``: only once the task went one stage past the best the episode had
+  reached: the operator fixes the mistake *and* does the step the policy failed
+  (the handover it dropped), as an operator does who has seen that step go wrong.
+  The corrections then show the expert's own handovers from the states the policy
+  reaches; with ``next_stage`` nearly every handover in the rollouts is the policy's.
+
 Pure Python; time is passed in explicitly so it is tested without ROS.
 """
 from __future__ import annotations
@@ -38,6 +49,8 @@ import numpy as np
 #: what the station accepts for the value-drop trigger (``human_value_drop``, ``recap station --human-value-drop``):
 #: normalised value, so 1 is a drop no value in [-1, 0] can make (the trigger off)
 VALUE_DROP_RANGE = (0.01, 1.0)
+#: where a correction ends (``HumanConfig.release``; see the module's docstring)
+RELEASE_RULES = ("next_stage", "past_best")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +65,7 @@ class HumanConfig:
     max_correction_s: float = 6.0
     cooldown_s: float = 2.0
     max_interventions: int = 3
+    release: str = "next_stage"
 
     def __post_init__(self):
         for name in ("patience_s", "value_window_s", "min_correction_s", "max_correction_s"):
@@ -67,6 +81,8 @@ class HumanConfig:
         if self.max_correction_s < self.min_correction_s:
             raise ValueError(f"max_correction_s ({self.max_correction_s}) < min_correction_s "
                              f"({self.min_correction_s})")
+        if self.release not in RELEASE_RULES:
+            raise ValueError(f"release must be one of {RELEASE_RULES}, got {self.release!r}")
         if self.max_interventions < 0:
             raise ValueError(f"max_interventions must be >= 0, got {self.max_interventions}")
 
@@ -90,6 +106,7 @@ class SimulatedHuman:
         self._last_progress_t: float | None = None
         self._engaged_at = 0.0
         self._engaged_reward = 0.0
+        self._release_reward = 0.0
         self._released_at = -np.inf
         self._started_at: float | None = None
         self._values: collections.deque[tuple[float, float]] = collections.deque()
@@ -123,7 +140,7 @@ class SimulatedHuman:
             while self._values and self._values[0][0] < t - c.value_window_s:
                 self._values.popleft()
         if self.engaged:
-            corrected = reward >= self._engaged_reward + 1.0 or reward >= self._best_reward + 1.0
+            corrected = reward >= self._release_reward - 1e-9
             held = t - self._engaged_at
             if held >= c.max_correction_s or (held >= c.min_correction_s and corrected):
                 self.engaged = False
@@ -141,6 +158,9 @@ class SimulatedHuman:
                     self.interventions += 1
                     self._engaged_at = t
                     self._engaged_reward = reward
+                    past_best = self._best_reward + 1.0
+                    self._release_reward = (past_best if c.release == "past_best"
+                                            else min(reward + 1.0, past_best))
                     self.reason = why
                 else:  # missed it: look again after another patience period
                     self._last_progress_t = t

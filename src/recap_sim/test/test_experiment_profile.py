@@ -132,3 +132,14 @@ def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iteration
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
         dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
+
+
+def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrides_it(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].human_release == "past_best"
+    commands = stage_commands(tmp_path, monkeypatch)
+    rules = {stage: option(commands[stage], "--human-release") for stage in ("11_rollouts", "21_rollouts")}
+    assert set(rules.values()) == {experiment.PROFILES["quick"].human_release}, rules
+    commands = stage_commands(tmp_path, monkeypatch, "--human-release", "past_best")
+    assert option(commands["21_rollouts"], "--human-release") == "past_best"
+    with pytest.raises(ValueError, match="human_release must be one of"):
+        dataclasses.replace(experiment.PROFILES["full"], human_release="never")

@@ -35,6 +35,26 @@ def test_a_drop_of_the_cube_triggers_once_it_lasts():
     assert run(h, [2.0] * 10 + [1.0] * 5)[10]
 
 
+@pytest.mark.parametrize("release, released_at", [("next_stage", 1.0), ("past_best", 4.0)])
+def test_a_correction_after_a_dropped_handover_ends_where_its_release_rule_says(release, released_at):
+    """Dropped at the handover (best 3, back to 0): next_stage hands back after the re-grasp (stage 1),
+    past_best only once the expert has also done the handover the policy failed (stage 4)."""
+    h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3, min_correction_s=0.5, max_correction_s=60.0,
+                                   release=release))
+    rewards = [3.0] * 10 + [0.0] * 40 + [1.0] * 30 + [2.0] * 30 + [3.0] * 30 + [4.0] * 30
+    engaged = run(h, rewards)
+    first = engaged.index(True)
+    assert first == 25 and h.reason == "released: corrected"      # 0.3 s after the drop
+    back = engaged.index(False, first)
+    assert rewards[back] == released_at and h.interventions == 1, (back, rewards[back])
+    assert all(engaged[first:back]) and not any(engaged[back:])
+
+
+def test_an_unknown_release_rule_is_refused():
+    with pytest.raises(ValueError, match="release must be one of"):
+        HumanConfig(release="whenever")
+
+
 def test_contact_flicker_does_not_trigger():
     """The sim's reward drops for a step or two while the fingers keep the cube: no take-over."""
     h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3))
