@@ -59,3 +59,19 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     assert "sign test p" in (out / "report.md").read_text()
     for name in ("report.md", "arms.png", "iterations.png", "value_curves.png"):
         assert (out / name).stat().st_size > 0, name
+
+    # the sim records its task stage in every bag, and scripts/rollout_stages.py places every rollout frame
+    import importlib.util
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "rollout_stages.py"
+    spec = importlib.util.spec_from_file_location("rollout_stages", script)
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    result = stages.analyse(out / "dataset")
+    assert result["rollout_episodes"] == rollouts and result["skipped_without_sim_status"] == 0, result
+    in_rollouts = table["episode_index"].to_numpy() >= demos
+    human = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
+    assert sum(e["autonomous_frames"] for e in result["stages"]) == int((in_rollouts & ~human).sum())
+    assert sum(e["correction_frames"] for e in result["stages"]) == int((in_rollouts & human).sum())
+    assert sum(e["take_overs_at"] for e in result["stages"]) >= 1
