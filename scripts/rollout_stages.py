@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import json
 import pathlib
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 
 STAGES = ("untouched", "touched", "lifted", "both hold", "handed over")
 
@@ -30,20 +28,16 @@ def sim_rewards(bag: pathlib.Path) -> np.ndarray | None:
     """The sim's reward by step (index 0 = step 1) of the episode in ``bag``; None without sim/status."""
     from rosbags.highlevel import AnyReader
 
-    by_step: dict[int, float] = {}
     with AnyReader([bag]) as reader:
         connections = [c for c in reader.connections if c.topic.endswith("/sim/status") or c.topic == "sim/status"]
         if not connections:
             return None
-        seed = None
-        for connection, _, raw in reader.messages(connections=connections):
-            values = {v.key: v.value for v in reader.deserialize(raw, connection.msgtype).values}
-            step = int(values.get("step", -1))
-            if step == 1:               # the reset: what came before is the world of the episode before
-                seed, by_step = values.get("seed"), {}
-            if seed is None or values.get("seed") != seed or step < 1:
-                continue
-            by_step[step] = float(values["reward"])
+        statuses = [{v.key: v.value for v in reader.deserialize(raw, connection.msgtype).values}
+                    for connection, _, raw in reader.messages(connections=connections)]
+    # the first message may be the world of the episode before (its seed): the episode's is the last one's
+    seed = statuses[-1].get("seed") if statuses else None
+    by_step = {int(v["step"]): float(v["reward"]) for v in statuses
+               if v.get("seed") == seed and int(v.get("step", -1)) >= 1}
     if not by_step:
         return None
     rewards = np.zeros(max(by_step), dtype=float)
@@ -55,15 +49,15 @@ def sim_rewards(bag: pathlib.Path) -> np.ndarray | None:
 
 
 def analyse(dataset: pathlib.Path) -> dict:
-    frames = [pq.read_table(f, columns=["episode_index", "frame_index", "is_intervention", "indicator"])
-              for f in sorted(glob.glob(str(dataset / "data" / "*" / "*.parquet")))]
-    episodes = [pq.read_table(f, columns=["episode_index", "source", "bag_path", "success"])
-                for f in sorted(glob.glob(str(dataset / "meta" / "episodes" / "*" / "*.parquet")))]
-    if not frames or not episodes:
-        raise SystemExit(f"{dataset} is not a RECAP dataset (no data or episode files)")
-    rows = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in frames])
-            for name in ("episode_index", "frame_index", "is_intervention", "indicator")}
-    meta = [row for t in episodes for row in t.to_pylist()]
+    from recap_core.data import load_episodes, load_frames_table
+
+    table = load_frames_table(dataset)
+    labelled = "indicator" in table.column_names  # rollouts appended since the last `recap label` have none
+    rows = {name: table[name].to_numpy(zero_copy_only=False)
+            for name in ("episode_index", "frame_index", "is_intervention", "indicator") if name in table.column_names}
+    if not labelled:
+        rows["indicator"] = np.zeros(len(table), dtype=bool)
+    meta = load_episodes(dataset)
     counts = {kind: collections.Counter() for kind in ("autonomous", "correction")}
     positives = {kind: collections.Counter() for kind in ("autonomous", "correction")}
     takeovers_now, takeovers_best = collections.Counter(), collections.Counter()
@@ -94,13 +88,17 @@ def analyse(dataset: pathlib.Path) -> dict:
             failed_furthest[int(best[-1]) if len(best) else 0] += 1
     table = []
     for s, name in enumerate(STAGES):
-        entry = {"stage": s, "name": name, "take_overs_at": takeovers_now[s], "take_overs_best_reached": takeovers_best[s]}
+        entry = {"stage": s, "name": name, "take_overs_at": takeovers_now[s],
+                 "take_overs_best_reached": takeovers_best[s]}
         for kind in counts:
             n = counts[kind][s]
             entry[f"{kind}_frames"] = n
             entry[f"{kind}_positive"] = (positives[kind][s] / n) if n else None
         table.append(entry)
-    return {"rollout_episodes": used, "skipped_without_sim_status": skipped, "stages": table,
+    if not labelled:
+        for entry in table:
+            entry["autonomous_positive"] = entry["correction_positive"] = None
+    return {"rollout_episodes": used, "labelled": labelled, "skipped_without_sim_status": skipped, "stages": table,
             "failed_rollouts_by_furthest_stage": {STAGES[s]: failed_furthest[s] for s in sorted(failed_furthest)}}
 
 
