@@ -81,7 +81,7 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
 
 def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tmp_path, monkeypatch):
     full = experiment.PROFILES["full"]
-    assert full.policy_mix == ("demo=0.5",) and full.takeover_negative == 75  # the measured settings
+    assert full.policy_mix == ("demo=0.5", "autonomous=0") and full.takeover_negative == 75  # measured settings
     profile = experiment.resolve_profile(parse("--policy-mix", "demo=0.3", "--takeover-negative", "40"))
     assert profile.policy_mix == ("demo=0.3",) and profile.takeover_negative == 40
     paper = experiment.resolve_profile(parse("--policy-mix", "none", "--takeover-negative", "0"))
