@@ -105,7 +105,6 @@ class SimulatedHuman:
         self._below_best_since: float | None = None
         self._last_progress_t: float | None = None
         self._engaged_at = 0.0
-        self._engaged_reward = 0.0
         self._release_reward = 0.0
         self._released_at = -np.inf
         self._started_at: float | None = None
@@ -157,7 +156,6 @@ class SimulatedHuman:
                     self.engaged = True
                     self.interventions += 1
                     self._engaged_at = t
-                    self._engaged_reward = reward
                     past_best = self._best_reward + 1.0
                     self._release_reward = (past_best if c.release == "past_best"
                                             else min(reward + 1.0, past_best))
