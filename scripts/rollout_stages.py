@@ -8,8 +8,9 @@ its bag's ``sim/status`` (the sim's staged reward: 0 untouched, 1 touched, 2 lif
 grippers on the cube, 4 handed over), which `config/station_sim.yaml` records on the sim only.
 Prints, per stage, how many autonomous and correction frames there are and which share is
 labelled positive, and at which stage (current and best reached) the simulated human took over.
-A frame's stage is the sim's reward at its step (frame i is step i + 1 of the episode). Episodes
-whose bag has no ``sim/status`` (recorded before 2026-12-03) are counted and skipped.
+A frame's stage is the newest ``sim/status`` received at or before the frame's tick, on the
+timeline `recap convert` builds the frames on. Episodes whose bag has no ``sim/status`` (recorded
+before 2026-12-03) are counted and skipped.
 """
 from __future__ import annotations
 
@@ -24,28 +25,24 @@ import numpy as np
 STAGES = ("untouched", "touched", "lifted", "both hold", "handed over")
 
 
-def sim_rewards(bag: pathlib.Path) -> np.ndarray | None:
-    """The sim's reward by step (index 0 = step 1) of the episode in ``bag``; None without sim/status."""
-    from rosbags.highlevel import AnyReader
+def frame_stages(bag: pathlib.Path, frames: int) -> np.ndarray | None:
+    """The sim's task stage at each of the episode's ``frames`` dataset frames, on the converter's own
+    timeline (the newest ``sim/status`` received at or before each frame's tick); None without sim/status."""
+    from recap_recorder.convert import latest_at_or_before, load_episode
 
-    with AnyReader([bag]) as reader:
-        connections = [c for c in reader.connections if c.topic.endswith("/sim/status") or c.topic == "sim/status"]
-        if not connections:
-            return None
-        statuses = [{v.key: v.value for v in reader.deserialize(raw, connection.msgtype).values}
-                    for connection, _, raw in reader.messages(connections=connections)]
-    # the first message may be the world of the episode before (its seed): the episode's is the last one's
-    seed = statuses[-1].get("seed") if statuses else None
-    by_step = {int(v["step"]): float(v["reward"]) for v in statuses
-               if v.get("seed") == seed and int(v.get("step", -1)) >= 1}
-    if not by_step:
+    with load_episode(bag) as episode:
+        received, statuses = episode.diagnostics("sim/status")
+        ticks = episode.timeline.tick_ns
+    if len(ticks) != frames:
+        raise SystemExit(f"{bag}: {len(ticks)} frames on the converter's timeline, {frames} in the dataset")
+    if not statuses:
         return None
-    rewards = np.zeros(max(by_step), dtype=float)
-    last = 0.0
-    for step in range(1, len(rewards) + 1):
-        last = by_step.get(step, last)
-        rewards[step - 1] = last
-    return rewards
+    # a status from before the reset carries the seed of the episode before; the episode's is the last one's
+    seed = statuses[-1].get("seed")
+    mine = np.array([status.get("seed") == seed for status in statuses])
+    rewards = np.array([float(status.get("reward", 0.0)) for status in statuses])[mine]
+    at = latest_at_or_before(np.asarray(received)[mine], ticks)
+    return np.where(at >= 0, rewards[np.maximum(at, 0)], 0.0).astype(int)
 
 
 def analyse(dataset: pathlib.Path) -> dict:
@@ -53,32 +50,28 @@ def analyse(dataset: pathlib.Path) -> dict:
 
     table = load_frames_table(dataset)
     labelled = "indicator" in table.column_names  # rollouts appended since the last `recap label` have none
-    rows = {name: table[name].to_numpy(zero_copy_only=False)
-            for name in ("episode_index", "frame_index", "is_intervention", "indicator") if name in table.column_names}
-    if not labelled:
-        rows["indicator"] = np.zeros(len(table), dtype=bool)
-    meta = load_episodes(dataset)
-    counts = {kind: collections.Counter() for kind in ("autonomous", "correction")}
-    positives = {kind: collections.Counter() for kind in ("autonomous", "correction")}
+    columns = ("episode_index", "frame_index", "is_intervention") + (("indicator",) if labelled else ())
+    rows = {name: table[name].to_numpy(zero_copy_only=False) for name in columns}
+    kinds = ("autonomous", "correction")
+    counts = {kind: collections.Counter() for kind in kinds}
+    positives = {kind: collections.Counter() for kind in kinds}
     takeovers_now, takeovers_best = collections.Counter(), collections.Counter()
     failed_furthest = collections.Counter()
     used, skipped = 0, 0
-    for episode in meta:
+    for episode in load_episodes(dataset):
         if episode["source"] != "rollout":
             continue
-        rewards = sim_rewards(pathlib.Path(episode["bag_path"]))
-        if rewards is None:
+        mine = rows["episode_index"] == episode["episode_index"]
+        order = np.argsort(rows["frame_index"][mine])
+        stage = frame_stages(pathlib.Path(episode["bag_path"]), int(mine.sum()))
+        if stage is None:
             skipped += 1
             continue
         used += 1
-        mine = rows["episode_index"] == episode["episode_index"]
-        order = np.argsort(rows["frame_index"][mine])
-        index = rows["frame_index"][mine][order]
         human = rows["is_intervention"][mine][order].astype(bool)
-        positive = rows["indicator"][mine][order].astype(bool)
-        stage = rewards[np.clip(index, 0, len(rewards) - 1)].astype(int)
+        positive = rows["indicator"][mine][order].astype(bool) if labelled else np.zeros_like(human)
         best = np.maximum.accumulate(stage)
-        for kind, mask in (("autonomous", ~human), ("correction", human)):
+        for kind, mask in zip(kinds, (~human, human)):
             counts[kind].update(stage[mask].tolist())
             positives[kind].update(stage[mask & positive].tolist())
         starts = np.flatnonzero(human & ~np.concatenate([[False], human[:-1]]))
@@ -86,19 +79,16 @@ def analyse(dataset: pathlib.Path) -> dict:
         takeovers_best.update(best[starts].tolist())
         if not episode["success"]:
             failed_furthest[int(best[-1]) if len(best) else 0] += 1
-    table = []
+    stages = []
     for s, name in enumerate(STAGES):
         entry = {"stage": s, "name": name, "take_overs_at": takeovers_now[s],
                  "take_overs_best_reached": takeovers_best[s]}
-        for kind in counts:
+        for kind in kinds:
             n = counts[kind][s]
             entry[f"{kind}_frames"] = n
-            entry[f"{kind}_positive"] = (positives[kind][s] / n) if n else None
-        table.append(entry)
-    if not labelled:
-        for entry in table:
-            entry["autonomous_positive"] = entry["correction_positive"] = None
-    return {"rollout_episodes": used, "labelled": labelled, "skipped_without_sim_status": skipped, "stages": table,
+            entry[f"{kind}_positive"] = positives[kind][s] / n if n and labelled else None
+        stages.append(entry)
+    return {"rollout_episodes": used, "labelled": labelled, "skipped_without_sim_status": skipped, "stages": stages,
             "failed_rollouts_by_furthest_stage": {STAGES[s]: failed_furthest[s] for s in sorted(failed_furthest)}}
 
 

@@ -186,6 +186,11 @@ class BagEpisode:
                              else _fit(decode_compressed(data, kind), shape))
             yield frame
 
+    def diagnostics(self, relative: str) -> tuple[np.ndarray, list[dict[str, str]]]:
+        """Receive times and key/value dicts of a recorded DiagnosticStatus topic (e.g. ``sim/status``),
+        relative to the bag's namespace; empty when the bag does not hold it."""
+        return _read_series(self.mcap, _typestore(), relative, relative_topic_name(relative, self.info.namespace))
+
     def close(self) -> None:
         self.mcap.close()
 
@@ -249,11 +254,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
                 raise BagError(f"{path}: no messages on {raw} or {raw}{COMPRESSED_SUFFIX}; cannot build frames "
                                "without it")
         for key, name in topic.items():
-            index = mcap.index(name)
-            msgtype = mcap.topics[name][1] if name in mcap.topics else ""
-            decoded = [_decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype))
-                       for i in range(len(index))]
-            series[key] = (index.log_ns, decoded)
+            series[key] = _read_series(mcap, typestore, key, name)
     except (KeyError, struct.error, ValueError, OSError) as exc:
         raise BagError(f"{path} is damaged ({type(exc).__name__}: {exc}); run `recap bag repair {path}`") from exc
     except Exception as exc:
@@ -290,6 +291,14 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
                       streams=streams)
 
 
+def _read_series(mcap: IndexedMcap, typestore, key: str, name: str) -> tuple[np.ndarray, list]:
+    """Receive times and decoded messages (see ``_decode``) of topic ``name``; empty when not recorded."""
+    index = mcap.index(name)
+    msgtype = mcap.topics[name][1] if name in mcap.topics else ""
+    return index.log_ns, [_decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype))
+                          for i in range(len(index))]
+
+
 def _decode(key: str, msg):
     if key in ("joint_command", "joint_states"):
         return station_order(msg.name, msg.position)
@@ -297,7 +306,7 @@ def _decode(key: str, msg):
         return bool(msg.data)
     if key == "command_source":
         return msg.data == "teleop"
-    return {kv.key: kv.value for kv in msg.values}  # episode/status
+    return {kv.key: kv.value for kv in msg.values}  # episode/status and other DiagnosticStatus topics
 
 
 def _camera_stream(mcap: IndexedMcap, topic: str) -> CameraStream:

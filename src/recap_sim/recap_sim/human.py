@@ -21,7 +21,7 @@ an operator watching the station would notice:
 
 On a trigger the operator engages with probability ``attention`` (an
 inattentive operator misses some), corrects for at least ``min_correction_s``
-and until the reward rose by one stage past where it engaged (or
+and until the reward reached the stage its ``release`` rule (below) names (or
 ``max_correction_s`` passed), then releases and leaves the policy alone for
 ``cooldown_s``. ``max_interventions`` bounds corrections per episode.
 
