@@ -91,6 +91,9 @@ class Profile:
         if self.human_release not in RELEASE_RULES:
             raise ValueError(f"profile {self.name}: human_release must be one of {RELEASE_RULES}, "
                              f"got {self.human_release!r}")
+        for field in ("pretrain_positive_fraction", "positive_fraction"):
+            if not 0 < getattr(self, field) < 1:
+                raise ValueError(f"profile {self.name}: {field} must be in (0, 1), got {getattr(self, field)}")
         if self.rollout_positives not in ROLLOUT_POSITIVES:
             raise ValueError(f"profile {self.name}: rollout_positives must be one of {ROLLOUT_POSITIVES}, "
                              f"got {self.rollout_positives!r}")
@@ -102,7 +105,7 @@ PROFILES = {
                      max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
                      value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1,
                      policy_mix=("demo=0.5", "autonomous=0"), takeover_negative=75, absolute_still_joints=0.01,
-                     value_folds=2),
+                     value_folds=2, rollout_positives="unforced"),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
     "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
                     iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
@@ -122,7 +125,12 @@ PROFILES = {
                     value_folds=2,
                     # the operator's corrections go on past the step the policy failed (the handover it
                     # dropped), so the rollouts hold expert handovers from the policy's own states
-                    human_release="past_best"),
+                    human_release="past_best",
+                    # the corrections by their advantage too, not all positive: with the policy's own frames out
+                    # of the fine-tune, forced-positive corrections leave the indicator little to separate and
+                    # guidance did not help (beta 2 103/200); by advantage beta 2 got 117/200, 368/h on the same
+                    # data (docs/experiment.md, 2026-12-03, third session)
+                    rollout_positives="unforced"),
 }
 
 
@@ -195,6 +203,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default=None,
                         help="override the profile's rule for the rollouts' indicators (default: the paper's, "
                              "'advantage'; 'interventions': only the human's corrections are positive)")
+    parser.add_argument("--positive-fraction", type=float, default=None, metavar="F",
+                        help="override the share of the iterations' frames whose advantage passes the threshold "
+                             "(see `recap label --positive-fraction`)")
     parser.add_argument("--eval-seeds", type=int, default=None, metavar="N",
                         help="override the profile's number of held-out evaluation seeds")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
@@ -225,6 +236,8 @@ def resolve_profile(args) -> Profile:
     overrides = {}
     if args.rollout_positives is not None:
         overrides["rollout_positives"] = args.rollout_positives
+    if args.positive_fraction is not None:
+        overrides["positive_fraction"] = args.positive_fraction
     if args.eval_seeds is not None:
         overrides["eval_seeds"] = (profile.eval_seeds[0], args.eval_seeds)
     if args.iterations is not None:

@@ -33,11 +33,13 @@ def option(argv: list, flag: str) -> str:
 
 def test_the_command_line_overrides_the_profile_and_nothing_else():
     full = experiment.PROFILES["full"]
-    assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "advantage"
+    assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "unforced"
     profile = experiment.resolve_profile(parse("--rollout-positives", "interventions", "--eval-seeds", "250"))
     assert profile.rollout_positives == "interventions" and profile.eval_seeds == (full.eval_seeds[0], 250)
     assert profile.policy_steps == full.policy_steps and profile.demos == full.demos
     assert experiment.resolve_profile(parse("--quick")).name == "quick"
+    strict = experiment.resolve_profile(parse("--positive-fraction", "0.2"))
+    assert strict.positive_fraction == 0.2 and strict.pretrain_positive_fraction == full.pretrain_positive_fraction
 
 
 def test_bad_overrides_are_clear_errors():
@@ -45,6 +47,9 @@ def test_bad_overrides_are_clear_errors():
         experiment.resolve_profile(parse("--eval-seeds", "0"))
     with pytest.raises(SystemExit):  # argparse: not one of the choices
         parse("--rollout-positives", "everything")
+    for fraction in ("0", "1", "nan"):
+        with pytest.raises(ValueError, match="positive_fraction must be in"):
+            experiment.resolve_profile(parse("--positive-fraction", fraction))
     with pytest.raises(ValueError, match="rollout_positives must be one of"):
         experiment.Profile("x", "tiny", demos=((1.0, 1),), rollouts_per_iteration=1, iterations=1, max_steps=10,
                            eval_seeds=(0, 1), value_pretrain_steps=1, policy_pretrain_steps=1, value_steps=1,
