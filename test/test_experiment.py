@@ -55,7 +55,12 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["beyond_95_intervals"]) == {"recap_beats_sft_on_throughput",
                                                    "recap_beats_sft_on_failure_rate", "recap_beats_awr_on_throughput"}
-    assert summary["paired_by_seed"]["recap_beta2_vs_sft"]["seeds"] == len(next(iter(seeds)))
+    paired = summary["paired_by_seed"]["recap_beta2_vs_sft"]
+    assert paired["seeds"] == len(next(iter(seeds)))
+    lo, hi = paired["throughput_difference_ci95"]
+    assert lo <= paired["throughput_difference_per_hour"] <= hi
+    assert set(summary["paired_throughput_difference_above_0"]) == {"recap_beats_sft_on_throughput",
+                                                                    "recap_beats_awr_on_throughput"}
     assert "sign test p" in (out / "report.md").read_text()
     for name in ("report.md", "arms.png", "iterations.png", "value_curves.png"):
         assert (out / name).stat().st_size > 0, name

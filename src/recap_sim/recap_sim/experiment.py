@@ -107,8 +107,8 @@ PROFILES = {
                      policy_mix=("demo=0.5", "autonomous=0"), takeover_negative=75, absolute_still_joints=0.01,
                      value_folds=2, rollout_positives="unforced"),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
-    "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=24,
-                    iterations=2, max_steps=400, eval_seeds=(100000, 50), value_pretrain_steps=800,
+    "full": Profile("full", "small", demos=((1.0, 12), (0.7, 12), (0.4, 12)), rollouts_per_iteration=40,
+                    iterations=2, max_steps=400, eval_seeds=(100000, 200), value_pretrain_steps=800,
                     policy_pretrain_steps=2500, value_steps=800, policy_steps=1200, batch_size=32,
                     # half of every fine-tune batch from the demonstrations, the other half from the human's
                     # corrections, none from the policy's own frames (they train the value only): on

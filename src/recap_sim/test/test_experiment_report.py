@@ -22,3 +22,23 @@ def test_paired_comparison_counts_the_seeds_only_one_arm_solved_and_tests_them()
     # only shared seeds count
     assert paired_comparison(a, arm({100: True})) is None
     assert paired_comparison(arm({1: True, 2: False}), arm({2: True, 3: True}))["seeds"] == 1
+
+
+def timed_arm(outcomes):
+    return {"outcomes": [{"seed": seed, "success": ok, "steps": steps} for seed, (ok, steps) in outcomes.items()]}
+
+
+def test_paired_comparison_gives_the_throughput_difference_with_an_interval_over_the_seeds():
+    fast = timed_arm({s: (True, 100) for s in range(10)})                       # 10 successes in 20 s
+    mixed = timed_arm({s: (s < 5, 100 if s < 5 else 400) for s in range(10)})   # 5 in 10 s + 40 s
+    c = paired_comparison(fast, mixed, dt=0.02)
+    assert c["throughput_difference_per_hour"] == pytest.approx(3600 * (10 / 20 - 5 / 50))
+    lo, hi = c["throughput_difference_ci95"]
+    assert 0 < lo <= c["throughput_difference_per_hour"] <= hi
+    back = paired_comparison(mixed, fast, dt=0.02)
+    assert back["throughput_difference_per_hour"] == pytest.approx(-c["throughput_difference_per_hour"])
+    assert back["throughput_difference_ci95"][1] < 0
+    same = paired_comparison(fast, fast)
+    assert same["throughput_difference_per_hour"] == 0 and same["throughput_difference_ci95"] == [0, 0]
+    # outcomes without their steps (older eval.json): the sign test only
+    assert "throughput_difference_per_hour" not in paired_comparison(arm({1: True}), arm({1: False}))
