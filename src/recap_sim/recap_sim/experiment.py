@@ -201,8 +201,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="skip stages whose artefacts exist")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages")
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default=None,
-                        help="override the profile's rule for the rollouts' indicators (default: the paper's, "
-                             "'advantage'; 'interventions': only the human's corrections are positive)")
+                        help="override the profile's rule for the rollouts' indicators (the profiles': "
+                             "'unforced', the corrections by their advantage too; the paper's: 'advantage', the "
+                             "corrections forced positive; 'interventions': only the corrections are positive)")
     parser.add_argument("--positive-fraction", type=float, default=None, metavar="F",
                         help="override the share of the iterations' frames whose advantage passes the threshold "
                              "(see `recap label --positive-fraction`)")
