@@ -72,17 +72,17 @@ def bootstrap_interval(samples: np.ndarray, statistic, n_boot: int = 2000, seed:
     return (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)))
 
 
+def throughput(success_seconds: np.ndarray) -> float:
+    """Successes per hour of robot time of episodes given as rows (success 0/1, seconds it took)."""
+    return float(success_seconds[:, 0].sum() / max(success_seconds[:, 1].sum(), 1e-9) * 3600.0)
+
+
 def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
     """Success rate, throughput (successes / robot hour) and mean time to success, with 95 % intervals."""
     n = len(outcomes)
     success = np.array([o.success for o in outcomes], dtype=bool)
     seconds = np.array([o.steps * dt for o in outcomes], dtype=float)
     k = int(success.sum())
-
-    def throughput(idx_pairs):
-        s, t = idx_pairs[:, 0], idx_pairs[:, 1]
-        return float(s.sum() / max(t.sum(), 1e-9) * 3600.0)
-
     pairs = np.stack([success.astype(float), seconds], axis=1) if n else np.zeros((0, 2))
     tts = seconds[success]
     return {

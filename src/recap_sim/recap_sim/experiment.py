@@ -114,7 +114,7 @@ PROFILES = {
                     # corrections, none from the policy's own frames (they train the value only): on
                     # runs/release's data that took RECAP from SFT's level to 57 % against SFT's 41 %, where
                     # every fine-tune with the autonomous frames lost the handover (docs/experiment.md,
-                    # probe of 2026-12-03; the full profile has not run with it yet). The 1.5 s before a
+                    # 2026-12-03; runs/r2 ran the profile with it). The 1.5 s before a
                     # take-over negative (it labels autonomous frames only, kept for --policy-mix overrides)
                     policy_mix=("demo=0.5", "autonomous=0"), takeover_negative=75,
                     # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still: with

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell
+from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell, throughput
 
 
 def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
@@ -148,11 +148,15 @@ def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
                           float(other[s]["success"]), other[s]["steps"] * dt] for s in seeds])
 
         def difference(r: np.ndarray) -> float:
-            return float(3600.0 * (r[:, 0].sum() / max(r[:, 1].sum(), 1e-9) - r[:, 2].sum() / max(r[:, 3].sum(), 1e-9)))
+            return throughput(r[:, :2]) - throughput(r[:, 2:])
 
         out["throughput_difference_per_hour"] = difference(rows)
         out["throughput_difference_ci95"] = list(bootstrap_interval(rows, difference))
     return out
+
+
+def _verdict_lines(verdict: dict) -> list[str]:
+    return [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
 
 
 def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
@@ -230,7 +234,7 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
               "against between noise draws (same scene), mean over the arm joints; a ratio near 0 means the "
               "policy samples its demonstrations' targets without reading the cameras."]
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
-    lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
+    lines += _verdict_lines(verdict)
     if any(paired.values()):
         lines += ["", "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
                   "second, the exact two-sided sign test on them, and the first arm's throughput minus the "
@@ -244,8 +248,7 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
                 lines.append(f"| {name.replace('_vs_', ' vs ')} | {c['only_first']} | {c['only_second']} | "
                              f"{c['sign_test_p']:.3g} | {diff} |")
         lines += ["", "Paired throughput difference above 0 (RECAP = last iterate, beta 2):", ""]
-        lines += [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}"
-                  for k, v in paired_verdict.items()]
+        lines += _verdict_lines(paired_verdict)
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
     if curves:
         lines += ["![value curves](value_curves.png)", ""]
