@@ -9,14 +9,23 @@ demonstration and a clean one both come out at ~0, and the improvement
 indicator no longer says which actions were better. The paper's value model
 sees far more data than it can memorise; on a lab's few episodes it does not.
 
-How. Episodes are split into ``K`` folds by a hash of a stable episode key
-(:func:`episode_key`), so the same episode lands in the same fold in every
-dataset, iteration and process, new episodes included. ``recap train-value
---folds K`` trains, besides the model on all episodes, one model per fold on
-the episodes *outside* it (``DIR/folds/fold_<i>``); ``recap label`` then
-predicts each episode with the model of its own fold. A fold model fine-tuned
-``--init`` from a cross-fitted checkpoint starts from that checkpoint's model
-of the same fold, so pretraining does not leak the held-out episodes either.
+How. Episodes are split into ``K`` folds, each held out from one fold model.
+An episode keeps its fold for good: ``recap train-value --folds K --init C``
+keeps every episode C's folds held out where C held it out (so C's fold model
+never saw it and the new one, fine-tuned from it, does not either), and gives
+each new episode, in the order of a hash of its stable key
+(:func:`episode_key`), to the fold holding out the fewest so far. The folds
+stay balanced however few episodes there are (three episodes in two folds are
+split 2/1, never 3/0, which a hash alone gives a quarter of the time), and the
+assignment depends only on the set of episodes and C, not on their order or
+the process. ``recap train-value --folds K`` trains, besides the model on all
+episodes, one model per fold on the episodes *outside* it
+(``DIR/folds/fold_<i>``) and records the assignment in ``folds.json``;
+``recap label`` then predicts each episode with the model of the fold that
+held it out (an episode no model trained on gets the model on all episodes,
+which never saw it either). A fold model fine-tuned ``--init`` from a
+cross-fitted checkpoint starts from that checkpoint's model of the same fold,
+so pretraining does not leak the held-out episodes either.
 
 Layout inside a value checkpoint directory::
 
@@ -30,13 +39,16 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 FOLDS_DIR = "folds"
 MANIFEST = "folds.json"
-RULE = "sha256(episode key) mod K; key = bag directory name, else 'episode-<index>@<start_time>'"
+RULE = ("init's held-out folds kept; new episodes in sha256(key) order, each to the fold holding out the fewest "
+        "(lowest index on ties); key = bag directory name, else 'episode-<index>@<start_time>'")
+# manifests of earlier versions: they list the episodes each fold held out, which is all a reader needs
+EARLIER_RULES = ("sha256(episode key) mod K; key = bag directory name, else 'episode-<index>@<start_time>'",)
 MAX_FOLDS = 20
 
 
@@ -58,23 +70,41 @@ def episode_key(episode: Mapping) -> str:
     return f"episode-{int(episode['episode_index'])}@{episode.get('start_time')}"
 
 
-def episode_fold(key: str, folds: int) -> int:
-    """The fold (``0..folds-1``) an episode key belongs to."""
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def assign_folds(keys: Iterable[str], folds: int, previous: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Fold (``0..folds-1``) of every episode key: ``previous`` ones keep theirs, new ones balance the folds.
+
+    New keys are taken in sha256 order, each going to the fold that holds out the fewest of ``keys`` so far
+    (the lowest index on ties), so the result depends on the set of keys and ``previous`` only.
+    """
     folds = check_folds(folds)
     if folds == 0:
-        raise ValueError("episode_fold needs folds >= 2")
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % folds
+        raise ValueError("assign_folds needs folds >= 2")
+    keys = set(keys)
+    previous = dict(previous or {})
+    bad = {k: f for k, f in previous.items() if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < folds}
+    if bad:
+        raise ValueError(f"previous fold assignment has folds outside 0..{folds - 1}: {dict(sorted(bad.items())[:5])}")
+    assigned = {k: previous[k] for k in keys if k in previous}
+    counts = np.bincount(np.fromiter(assigned.values(), dtype=np.int64, count=len(assigned)), minlength=folds)
+    for key in sorted(keys - assigned.keys(), key=lambda k: (_digest(k), k)):
+        fold = int(np.argmin(counts))
+        assigned[key] = fold
+        counts[fold] += 1
+    return assigned
 
 
-def episode_folds(episodes: Sequence[Mapping], folds: int) -> np.ndarray:
-    """Fold of each episode (``load_episodes`` rows): ``int64 [E]``."""
-    return np.array([episode_fold(episode_key(e), folds) for e in episodes], dtype=np.int64)
+def episode_folds(episodes: Sequence[Mapping], assignment: Mapping[str, int]) -> np.ndarray:
+    """Fold of each episode (``load_episodes`` rows) under ``assignment``, -1 where it has none: ``int64 [E]``."""
+    return np.array([assignment.get(episode_key(e), -1) for e in episodes], dtype=np.int64)
 
 
-def training_episodes(episodes: Sequence[Mapping], fold: int, folds: int) -> list[int]:
+def training_episodes(episodes: Sequence[Mapping], fold: int, assignment: Mapping[str, int]) -> list[int]:
     """``episode_index`` of every episode a fold's model trains on: those outside ``fold``."""
-    assigned = episode_folds(episodes, folds)
+    assigned = episode_folds(episodes, assignment)
     return [int(e["episode_index"]) for e, f in zip(episodes, assigned) if f != fold]
 
 
@@ -82,20 +112,28 @@ def fold_dir(checkpoint: str | pathlib.Path, fold: int) -> pathlib.Path:
     return pathlib.Path(checkpoint) / FOLDS_DIR / f"fold_{fold}"
 
 
-def write_manifest(checkpoint: str | pathlib.Path, folds: int, held_out: Mapping[int, Sequence[str]]) -> None:
+def write_manifest(checkpoint: str | pathlib.Path, folds: int, assignment: Mapping[str, int]) -> None:
     """Record the fold count and which episode keys each fold held out (written last: marks completion)."""
     path = pathlib.Path(checkpoint) / FOLDS_DIR / MANIFEST
-    record = {"folds": check_folds(folds), "rule": RULE,
-              "held_out": {str(i): sorted(held_out.get(i, ())) for i in range(folds)}}
+    folds = check_folds(folds)
+    held_out: dict[int, list[str]] = {i: [] for i in range(folds)}
+    for key, fold in assignment.items():
+        held_out[fold].append(key)
+    record = {"folds": folds, "rule": RULE, "held_out": {str(i): sorted(held_out[i]) for i in range(folds)}}
     temporary = path.with_name(f".{MANIFEST}.tmp")
     temporary.write_text(json.dumps(record, indent=2) + "\n")
     temporary.replace(path)
 
 
 def read_folds(checkpoint: str | pathlib.Path) -> int:
-    """The fold count of a cross-fitted value checkpoint, 0 when it has none.
+    """The fold count of a cross-fitted value checkpoint, 0 when it has none (see :func:`read_assignment`)."""
+    return read_assignment(checkpoint)[0]
 
-    Raises ValueError when the folds are incomplete or the manifest disagrees with this rule.
+
+def read_assignment(checkpoint: str | pathlib.Path) -> tuple[int, dict[str, int]]:
+    """``(folds, {episode key: fold that held it out})`` of a cross-fitted value checkpoint; ``(0, {})`` without.
+
+    Raises ValueError when the folds are incomplete or the manifest is not one this version can read.
     """
     root = pathlib.Path(checkpoint) / FOLDS_DIR
     path = root / MANIFEST
@@ -103,16 +141,27 @@ def read_folds(checkpoint: str | pathlib.Path) -> int:
         if root.is_dir() and any(root.iterdir()):
             raise ValueError(f"{root} has fold models but no {MANIFEST}: the cross-fitting run did not finish; "
                              f"train the value again (or delete {root} to use the model on all episodes alone)")
-        return 0
+        return 0, {}
     try:
         record = json.loads(path.read_text())
         folds = check_folds(record["folds"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rule = record.get("rule")
+        held_out = record["held_out"]
+        assignment: dict[str, int] = {}
+        for fold in range(folds):
+            for key in held_out.get(str(fold), []):
+                if not isinstance(key, str) or key in assignment:
+                    raise ValueError(f"episode key {key!r} is not a string or is held out by two folds")
+                assignment[key] = fold
+        if set(held_out) - {str(i) for i in range(folds)}:
+            raise ValueError(f"held_out names folds {sorted(set(held_out) - {str(i) for i in range(folds)})} "
+                             f"beyond its {folds}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid folds manifest: {exc}") from None
-    if folds == 0 or record.get("rule") != RULE:
-        raise ValueError(f"{path} records {record.get('folds')!r} folds by rule {record.get('rule')!r}; "
+    if folds == 0 or (rule != RULE and rule not in EARLIER_RULES):
+        raise ValueError(f"{path} records {record.get('folds')!r} folds by rule {rule!r}; "
                          f"this version assigns folds by {RULE!r}: train the value again")
     missing = [i for i in range(folds) if not (fold_dir(checkpoint, i) / "provenance.json").is_file()]
     if missing:
         raise ValueError(f"{root}: fold model(s) {missing} of {folds} are missing; train the value again")
-    return folds
+    return folds, assignment

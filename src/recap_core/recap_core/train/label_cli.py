@@ -95,11 +95,12 @@ def parse_task_fractions(entries: Sequence[str]) -> dict[str, float]:
 
 @torch.no_grad()
 def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: bool,
-                   fold_runners: Sequence | None = None) -> np.ndarray:
+                   fold_runners: Sequence | None = None, assignment: dict[str, int] | None = None) -> np.ndarray:
     """``V(o_t)`` of every frame of one dataset, by global frame ``index``: ``[N]`` float64.
 
-    With ``fold_runners`` (a cross-fitted checkpoint's fold models, ``recap_core.train.crossfit``) each
-    episode is predicted by the model of its own fold, which never trained on it; ``runner`` is not used.
+    With ``fold_runners`` (a cross-fitted checkpoint's fold models, ``recap_core.train.crossfit``) and
+    ``assignment`` (its manifest's episode key -> fold) each episode is predicted by the model of the fold
+    that held it out, which never trained on it; an episode no model trained on, by ``runner``.
     """
     from recap_core.data import load_episodes
 
@@ -107,12 +108,12 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
     values = np.full(total, np.nan)
     if fold_runners:
         episodes = load_episodes(root)
-        assigned = crossfit.episode_folds(episodes, len(fold_runners))
-        for fold, fold_runner in enumerate(fold_runners):
+        assigned = crossfit.episode_folds(episodes, assignment or {})
+        for fold, fold_runner in [(-1, runner), *enumerate(fold_runners)]:
             chosen = [int(e["episode_index"]) for e, f in zip(episodes, assigned) if f == fold]
             if chosen:
                 _predict_into(values, fold_runner, root, chosen, batch_size=batch_size, progress=progress,
-                              desc=f"value {root.name} fold {fold}")
+                              desc=f"value {root.name} " + (f"fold {fold}" if fold >= 0 else "unseen episodes"))
     else:
         _predict_into(values, runner, root, None, batch_size=batch_size, progress=progress, desc=f"value {root.name}")
     if np.isnan(values).any():
@@ -163,7 +164,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     task_fractions = dict(task_fractions or {})
     if runner is None:
         runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
-    folds = crossfit.read_folds(runner.checkpoint.path)
+    folds, assignment = crossfit.read_assignment(runner.checkpoint.path)
     fold_runners = [ValueRunner.from_checkpoint(crossfit.fold_dir(runner.checkpoint.path, fold),
                                                 device=device or "cpu") for fold in range(folds)]
     roots = [pathlib.Path(r) for r in roots]
@@ -176,7 +177,8 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         table = load_frames_table(root)
         tasks = load_tasks(root)
         recap = RecapConfig.from_json(load_info(root)["recap"])
-        values = predict_values(runner, root, batch_size=batch_size, progress=progress, fold_runners=fold_runners)
+        values = predict_values(runner, root, batch_size=batch_size, progress=progress, fold_runners=fold_runners,
+                                assignment=assignment)
         rewards = normalised_rewards(table, recap, tasks)
         episodes = table["episode_index"].to_numpy()
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)

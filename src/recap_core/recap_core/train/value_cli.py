@@ -86,13 +86,13 @@ def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib
 
     roots = [pathlib.Path(d) for d in args.datasets]
     episodes = [load_episodes(root) for root in roots]
-    held_out: dict[int, list[str]] = {}
-    for root_episodes in episodes:
-        for episode, fold in zip(root_episodes, crossfit.episode_folds(root_episodes, folds)):
-            held_out.setdefault(int(fold), []).append(crossfit.episode_key(episode))
+    # the init's episodes stay in the fold whose init model never saw them; new ones balance the folds
+    previous = crossfit.read_assignment(init)[1] if init is not None else {}
+    assignment = crossfit.assign_folds((crossfit.episode_key(e) for es in episodes for e in es), folds, previous)
+    held_out = {fold: sum(1 for f in assignment.values() if f == fold) for fold in range(folds)}
     summaries = []
     for fold in range(folds):
-        chosen = [crossfit.training_episodes(e, fold, folds) for e in episodes]
+        chosen = [crossfit.training_episodes(e, fold, assignment) for e in episodes]
         kept = [i for i, c in enumerate(chosen) if c]
         if not kept:
             raise ValueError(f"fold {fold} of {folds} holds out every episode; give more episodes or fewer --folds")
@@ -111,12 +111,12 @@ def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib
             fold_args.resume, fold_args.init, fold_args.config = True, None, None
         if context.is_main:
             print(f"value fold {fold}/{folds}: {sum(map(len, chosen))} training episodes, "
-                  f"{len(held_out.get(fold, []))} held out", flush=True)
+                  f"{held_out[fold]} held out", flush=True)
         summaries.append(_train_one(fold_args, context, episodes=[chosen[i] for i in kept],
                                     cross_fit={"fold": fold, "folds": folds,
-                                               "held_out_episodes": len(held_out.get(fold, []))}))
+                                               "held_out_episodes": held_out[fold]}))
     if context.is_main:
-        crossfit.write_manifest(args.out, folds, held_out)
+        crossfit.write_manifest(args.out, folds, assignment)
     return summaries
 
 
