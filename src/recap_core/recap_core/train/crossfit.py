@@ -153,9 +153,9 @@ def read_assignment(checkpoint: str | pathlib.Path) -> tuple[int, dict[str, int]
                 if not isinstance(key, str) or key in assignment:
                     raise ValueError(f"episode key {key!r} is not a string or is held out by two folds")
                 assignment[key] = fold
-        if set(held_out) - {str(i) for i in range(folds)}:
-            raise ValueError(f"held_out names folds {sorted(set(held_out) - {str(i) for i in range(folds)})} "
-                             f"beyond its {folds}")
+        beyond = set(held_out) - {str(i) for i in range(folds)}
+        if beyond:
+            raise ValueError(f"held_out names folds {sorted(beyond)} beyond its {folds}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid folds manifest: {exc}") from None
     if folds == 0 or (rule != RULE and rule not in EARLIER_RULES):

@@ -61,8 +61,9 @@ def train_value(args: argparse.Namespace, context) -> dict:
         recorded = json.loads((args.out / "config.json").read_text())
         init, config_name = recorded["training"].get("init"), recorded["model"]["name"]
         init = pathlib.Path(init) if init else None
+    init_assignment: dict[str, int] = {}
     if folds and init is not None:
-        init_folds = crossfit.read_folds(init)
+        init_folds, init_assignment = crossfit.read_assignment(init)
         if init_folds != folds:
             raise ValueError(f"--folds {folds} with --init {init}, which has "
                              + (f"{init_folds} folds" if init_folds else "no fold models")
@@ -74,21 +75,22 @@ def train_value(args: argparse.Namespace, context) -> dict:
     summary = _train_one(args, context, init=init)
     stopped_early = args.stop_at is not None and args.stop_at < args.steps
     if folds and not stopped_early:
-        summary["folds"] = _train_folds(args, context, folds, init=init, config_name=config_name)
+        summary["folds"] = _train_folds(args, context, folds, init=init, init_assignment=init_assignment,
+                                        config_name=config_name)
     return summary
 
 
 def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib.Path | None,
-                 config_name: str | None) -> list[dict]:
-    """One model per fold, each on the episodes outside it (from ``init``'s model of that fold); the
-    manifest is written last, so a label run never meets half a set."""
+                 init_assignment: dict[str, int], config_name: str | None) -> list[dict]:
+    """One model per fold, each on the episodes outside it (from ``init``'s model of that fold, whose
+    manifest ``init_assignment`` is); the manifest is written last, so a label run never meets half a set."""
     from recap_core.data import load_episodes
 
     roots = [pathlib.Path(d) for d in args.datasets]
     episodes = [load_episodes(root) for root in roots]
     # the init's episodes stay in the fold whose init model never saw them; new ones balance the folds
-    previous = crossfit.read_assignment(init)[1] if init is not None else {}
-    assignment = crossfit.assign_folds((crossfit.episode_key(e) for es in episodes for e in es), folds, previous)
+    assignment = crossfit.assign_folds((crossfit.episode_key(e) for es in episodes for e in es), folds,
+                                       init_assignment)
     held_out = {fold: sum(1 for f in assignment.values() if f == fold) for fold in range(folds)}
     summaries = []
     for fold in range(folds):
