@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-policy": ("recap_core.train.policy_cli", "train the policy (sft, recap or awr)"),
     "iterate": ("recap_core.train.iterate_cli", "one RECAP iteration: value from V_pre, label, policy from pi_pre"),
     "eval": ("recap_sim.evaluate", "evaluate checkpoints on held-out sim seeds"),
+    "eval-pool": ("recap_sim.eval_pool", "pool recap eval reports on disjoint seeds, with paired comparisons"),
     "experiment": ("recap_sim.experiment", "the full RECAP loop in simulation, with a report"),
     "expert-eval": ("recap_sim.expert_eval", "success rate and episode length of the scripted expert per quality"),
     "dataset": ("recap_core.data.cli", "inspect or synthesise RECAP datasets"),
