@@ -49,18 +49,23 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     assert awr["training"]["mode"] == "awr"
 
     report = json.loads((out / "eval.json").read_text())
-    assert {"sft", "recap_beta1", "recap_beta2", "awr"} <= set(report["arms"])
+    assert {"sft", "recap_beta1", "recap_beta2", "awr", "awr_positive"} <= set(report["arms"])
+    # AWR as it was trained (no advantage text), and prompted positive
+    assert report["arms"]["awr"]["advantage"] is None and report["arms"]["awr_positive"]["advantage"] == "positive"
+    assert report["arms"]["recap_beta2"]["advantage"] == "positive"
     seeds = {tuple(o["seed"] for o in a["outcomes"]) for a in report["arms"].values()}
     assert len(seeds) == 1, "arms were evaluated on different seeds"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["beyond_95_intervals"]) == {"recap_beats_sft_on_throughput",
-                                                   "recap_beats_sft_on_failure_rate", "recap_beats_awr_on_throughput"}
+                                                   "recap_beats_sft_on_failure_rate", "recap_beats_awr_on_throughput",
+                                                   "recap_beats_awr_positive_on_throughput"}
     paired = summary["paired_by_seed"]["recap_beta2_vs_sft"]
     assert paired["seeds"] == len(next(iter(seeds)))
     lo, hi = paired["throughput_difference_ci95"]
     assert lo <= paired["throughput_difference_per_hour"] <= hi
     assert set(summary["paired_throughput_difference_above_0"]) == {"recap_beats_sft_on_throughput",
-                                                                    "recap_beats_awr_on_throughput"}
+                                                                    "recap_beats_awr_on_throughput",
+                                                                    "recap_beats_awr_positive_on_throughput"}
     assert "sign test p" in (out / "report.md").read_text()
     for name in ("report.md", "arms.png", "iterations.png", "value_curves.png"):
         assert (out / name).stat().st_size > 0, name

@@ -72,8 +72,20 @@ class Checkpoint:
     def checkpoint_id(self) -> str:
         return str(self.provenance.get("checkpoint_id", ""))
 
+    @property
+    def trained_advantage(self) -> str | None:
+        """The advantage condition this policy was fine-tuned to act under (:func:`trained_advantage`)."""
+        return trained_advantage(self.provenance)
+
 
 # ---------------------------------------------------------------------------- helpers
+
+def trained_advantage(provenance: dict) -> str | None:
+    """The advantage condition a policy with this ``provenance.json`` was fine-tuned to act under: None (no
+    advantage text) for an AWR fine-tune, which never sees one; "positive" for the others (SFT fixes it,
+    RECAP conditions on it)."""
+    return None if provenance.get("mode") == "awr" else "positive"
+
 
 def read_json(path: pathlib.Path) -> Any:
     """Parse one JSON file of a checkpoint, or raise CheckpointError naming it."""

@@ -86,6 +86,7 @@ def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path,
     assert loaded.training_config["steps_done"] == 4 and loaded.training_config["mode"] == "recap"
     assert loaded.provenance["value_checkpoints"], "the labelling value checkpoint is recorded"
     runner = PolicyRunner.from_checkpoint(out)
+    assert loaded.trained_advantage == "positive"
     sample = RecapDataset(reach, chunk_size=1)[0]
     obs = {"images": {c: sample[f"observation.images.{c}"].permute(1, 2, 0).numpy() for c in runner.cameras},
            "state": sample["observation.state"].numpy(), "task": "reach"}
@@ -255,6 +256,16 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
     rows = metrics(out)
     assert all(r["fraction_no_advantage_text"] == 1.0 for r in rows)
     assert all(0 < r["awr_weight_mean"] <= 20.0 for r in rows)
+    # deployed as trained: without advantage text (the fine-tune never saw one), unless asked otherwise
+    loaded = load_checkpoint(out, kind="policy")
+    assert loaded.trained_advantage is None
+    runner = PolicyRunner(loaded)
+    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
+           "state": np.zeros(14, np.float32), "task": "reach"}
+    assert runner.infer(obs, seed=0)["advantage"] is None
+    assert runner.infer(obs, seed=0, advantage="positive")["advantage"] == "positive"
+    with pytest.raises(ValueError, match="guides towards an advantage"):
+        runner.infer(obs, seed=0, beta=2.0)
 
 
 def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path, capsys):

@@ -30,7 +30,8 @@ from recap_core.ros.params import ParameterError, accept, check, declare, declar
 from recap_policy_node.chunking import ChunkExecutor
 from recap_policy_node.runtime import load_policy
 
-ADVANTAGE_CHOICES = ("positive", "negative", "none")
+# as_trained: the condition the checkpoint was fine-tuned under (none for an AWR fine-tune, positive otherwise)
+ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
 
 
 class PolicyNode(Node):
@@ -40,7 +41,7 @@ class PolicyNode(Node):
         self.checkpoint = declare(self, "checkpoint", "", "policy checkpoint directory (empty: none)")
         self.beta = declare(self, "beta", 1.0, "CFG weight: 1 = conditional only, >1 = guided",
                             min_value=0.0, max_value=10.0)
-        self.advantage = declare(self, "advantage", "positive", "advantage tag in the prompt",
+        self.advantage = declare(self, "advantage", "as_trained", "advantage tag in the prompt",
                                  choices=ADVANTAGE_CHOICES)
         self.replan_steps = declare(self, "replan_steps", 25, "ticks executed from a chunk before replanning",
                                     min_value=1, max_value=1000)
@@ -272,9 +273,10 @@ class PolicyNode(Node):
                 runner = self._runner
             try:
                 t0 = time.perf_counter()
-                unconditional = self.advantage == "none"  # no advantage text: nothing to guide towards
-                out = runner.infer(obs, beta=1.0 if unconditional else self.beta,
-                                   advantage=None if unconditional else self.advantage,
+                advantage = (runner.checkpoint.trained_advantage if self.advantage == "as_trained" else
+                             None if self.advantage == "none" else self.advantage)
+                unconditional = advantage is None  # no advantage text: nothing to guide towards
+                out = runner.infer(obs, beta=1.0 if unconditional else self.beta, advantage=advantage,
                                    seed=self.seed + tick)
                 actions = np.asarray(out["actions"], dtype=np.float64)
                 self.latency_ms = (time.perf_counter() - t0) * 1e3

@@ -32,6 +32,8 @@ from typing import Sequence
 import numpy as np
 
 DT = 0.02
+# an arm without ``:advantage=``: the condition its checkpoint was fine-tuned under (Checkpoint.trained_advantage)
+AS_TRAINED = "as_trained"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +43,7 @@ class EvalArm:
     name: str
     checkpoint: pathlib.Path
     beta: float = 1.0
-    advantage: str | None = "positive"
+    advantage: str | None = AS_TRAINED
 
 
 @dataclasses.dataclass
@@ -168,6 +170,8 @@ def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_s
     try:
         for arm in arms:
             runner = PolicyRunner.from_checkpoint(arm.checkpoint)
+            if arm.advantage == AS_TRAINED:
+                arm = dataclasses.replace(arm, advantage=runner.checkpoint.trained_advantage)
             t0 = time.perf_counter()
             iterator = seeds
             if progress:
@@ -179,7 +183,7 @@ def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_s
                                     sample_seed=int(seed) * 1000, limits=limits) for seed in iterator]
             count = min(int(conditioning_seeds), len(seeds))
             found[arm.name] = {
-                "checkpoint_id": runner.checkpoint_id, "outcomes": [dataclasses.asdict(o) for o in outcomes],
+                "checkpoint_id": runner.checkpoint_id, "advantage": arm.advantage, "outcomes": [dataclasses.asdict(o) for o in outcomes],
                 "scene_conditioning": (scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task)
                                        if count >= 2 else None),
                 "seconds": time.perf_counter() - t0}
@@ -230,7 +234,7 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
         outcomes = [EpisodeOutcome(**by_seed[seed]) for seed in seeds]
         report["arms"][arm.name] = {
             "checkpoint": str(arm.checkpoint), "checkpoint_id": shards[0][arm.name]["checkpoint_id"],
-            "beta": arm.beta, "advantage": arm.advantage, **summarise(outcomes),
+            "beta": arm.beta, "advantage": shards[0][arm.name]["advantage"], **summarise(outcomes),
             "outcomes": [dataclasses.asdict(o) for o in outcomes],
             "scene_conditioning": shards[0][arm.name]["scene_conditioning"],
             "wall_seconds": max(shard[arm.name]["seconds"] for shard in shards)}  # shards run side by side
@@ -239,7 +243,8 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
 
 
 def parse_arm(text: str) -> EvalArm:
-    """``NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]``."""
+    """``NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]``; without ``advantage`` the checkpoint's
+    own (``Checkpoint.trained_advantage``: none for an AWR fine-tune, positive otherwise)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"arm {text!r}: expected NAME=CHECKPOINT[:beta=B][:advantage=A]")
     name, rest = text.split("=", 1)
@@ -248,8 +253,8 @@ def parse_arm(text: str) -> EvalArm:
     unknown = set(options) - {"beta", "advantage"}
     if unknown:
         raise argparse.ArgumentTypeError(f"arm {name}: unknown option(s) {sorted(unknown)}")
-    advantage = options.get("advantage", "positive")
-    if advantage not in ("positive", "negative", "none"):
+    advantage = options.get("advantage", AS_TRAINED)
+    if advantage not in ("positive", "negative", "none", AS_TRAINED):
         raise argparse.ArgumentTypeError(f"arm {name}: advantage must be positive, negative or none")
     return EvalArm(name, pathlib.Path(parts[0]), float(options.get("beta", 1.0)),
                    None if advantage == "none" else advantage)

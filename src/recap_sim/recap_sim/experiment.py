@@ -176,17 +176,27 @@ class Stages:
 
 
 def _evaluated(report: pathlib.Path, arms: list[str], seeds: list[int]) -> bool:
-    """Whether ``report`` (eval.json) evaluated exactly these ``name=checkpoint[:beta=b]`` arms on ``seeds``."""
+    """Whether ``report`` (eval.json) evaluated exactly these ``name=checkpoint[:beta=b][:advantage=a]`` arms,
+    each under the advantage condition asked (an arm without one: its checkpoint's), on ``seeds``."""
+    from recap_core.checkpoint import PROVENANCE_FILE, trained_advantage
+    from recap_sim.evaluate import AS_TRAINED, parse_arm
+
+    def condition(arm) -> str | None:
+        if arm.advantage != AS_TRAINED:
+            return arm.advantage
+        try:
+            return trained_advantage(json.loads((arm.checkpoint / PROVENANCE_FILE).read_text()))
+        except (OSError, ValueError):
+            return "positive"
+
     try:
         done = json.loads(report.read_text())
-        asked = {}
-        for spec in arms:
-            name, _, rest = spec.partition("=")
-            checkpoint, _, beta = rest.partition(":beta=")
-            asked[name] = (str(pathlib.Path(checkpoint)), float(beta or 1.0))
-        found = {name: (str(pathlib.Path(a["checkpoint"])), float(a["beta"])) for name, a in done["arms"].items()}
+        asked = {arm.name: (str(arm.checkpoint), arm.beta, condition(arm)) for arm in map(parse_arm, arms)}
+        # reports written before they recorded the advantage prompted every arm "positive"
+        found = {name: (str(pathlib.Path(a["checkpoint"])), float(a["beta"]), a.get("advantage", "positive"))
+                 for name, a in done["arms"].items()}
         return found == asked and list(done["seeds"]) == seeds
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, argparse.ArgumentTypeError):
         return False
 
 
@@ -329,8 +339,11 @@ def run(args) -> int:
         # 6. evaluation on held-out seeds, no interventions
         last = ckpt / f"iter_{profile.iterations}"
         first, count = profile.eval_seeds
+        # AWR twice: as it was trained (no advantage text) and prompted "Advantage: positive", which its
+        # fine-tune never saw but pi_pre, its init, learnt to follow (the stronger of the two; docs/experiment.md)
         arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
-                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}"]
+                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}",
+                f"awr_positive={last / 'awr'}:advantage=positive"]
         arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
         seeds = list(range(first, first + count))
         stages.run("90_eval", ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", "--task", task,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recap_sim.evaluate import (EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, scene_conditioning,
+from recap_sim.evaluate import (AS_TRAINED, EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, scene_conditioning,
                                 summarise, wilson_interval)
 
 
@@ -32,6 +32,7 @@ def test_parsing():
     arm = parse_arm("recap=/tmp/x:beta=2:advantage=positive")
     assert arm == EvalArm("recap", arm.checkpoint, 2.0, "positive") and str(arm.checkpoint) == "/tmp/x"
     assert parse_arm("u=/tmp/y:advantage=none").advantage is None
+    assert parse_arm("d=/tmp/z").advantage == AS_TRAINED   # the checkpoint's own condition, read when it loads
     assert parse_seeds("5-7") == [5, 6, 7] and parse_seeds("1,9") == [1, 9]
 
 
@@ -84,6 +85,7 @@ def test_evaluates_a_tiny_checkpoint_on_the_same_seeds(tiny_checkpoints):
         assert np.isfinite(arm["throughput_per_hour"])
         conditioning = arm["scene_conditioning"]
         assert conditioning["seeds"] == 2 and np.isfinite(conditioning["ratio"])
+        assert arm["advantage"] == "positive"  # an SFT checkpoint's condition, resolved when it loaded
 
 
 def test_workers_share_the_seeds_and_give_what_one_process_gives(tiny_checkpoints):

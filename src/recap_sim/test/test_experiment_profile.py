@@ -79,6 +79,16 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
     assert not experiment._evaluated(report, arms[:1], [5, 6, 7])  # other arms
     assert not experiment._evaluated(report, [arms[0], arms[1].replace("iter_2", "iter_3")], [5, 6, 7])
     assert not experiment._evaluated(report, [arms[0], arms[1].replace("beta=2", "beta=1.5")], [5, 6, 7])
+    # the advantage condition counts: an AWR checkpoint's own is no text; reports without the field said positive
+    (ckpt / "iter_2" / "awr").mkdir(parents=True)
+    (ckpt / "iter_2" / "awr" / "provenance.json").write_text(json.dumps({"mode": "awr"}))
+    awr_arms = [f"awr={ckpt / 'iter_2' / 'awr'}", f"awr_positive={ckpt / 'iter_2' / 'awr'}:advantage=positive"]
+    awr_entry = {"checkpoint": str(ckpt / "iter_2" / "awr"), "beta": 1.0}
+    report.write_text(json.dumps({"seeds": [5], "arms": {"awr": {**awr_entry, "advantage": None},
+                                                         "awr_positive": {**awr_entry, "advantage": "positive"}}}))
+    assert experiment._evaluated(report, awr_arms, [5])
+    report.write_text(json.dumps({"seeds": [5], "arms": {"awr": awr_entry, "awr_positive": awr_entry}}))
+    assert not experiment._evaluated(report, awr_arms, [5])  # written when AWR was prompted positive
     report.write_text("{not json")
     assert not experiment._evaluated(report, arms, [5, 6, 7])
     assert not experiment._evaluated(tmp_path / "missing.json", arms, [5, 6, 7])

@@ -98,8 +98,10 @@ class PolicyRunner(_CheckpointRunner):
               seed: Any = _UNSET) -> dict:
         """``{"actions": float32 [H, 14], "latency_ms", "beta", "advantage"}`` for one observation.
 
-        ``advantage``: "positive" (default), "negative" or None (no advantage
-        text: the unconditional policy). ``beta`` (default 1): 1 samples the
+        ``advantage``: "positive", "negative" or None (no advantage text: the
+        unconditional policy); by default the condition the checkpoint was
+        fine-tuned under (``Checkpoint.trained_advantage``: None for AWR,
+        "positive" otherwise). ``beta`` (default 1): 1 samples the
         conditional policy alone; > 1 applies classifier-free guidance towards
         ``advantage``. ``seed``: fixes the initial noise (same seed and
         observation -> the same chunk); without it the runner's own noise
@@ -107,7 +109,7 @@ class PolicyRunner(_CheckpointRunner):
         """
         start = time.perf_counter()
         beta = float(_knob(obs, "beta", beta, 1.0))
-        advantage = _knob(obs, "advantage", advantage, "positive")
+        advantage = _knob(obs, "advantage", advantage, self.checkpoint.trained_advantage)
         seed = _knob(obs, "seed", seed, None)
         if advantage not in (*ADVANTAGE_VALUES, None):
             raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
