@@ -183,7 +183,8 @@ def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_s
                                     sample_seed=int(seed) * 1000, limits=limits) for seed in iterator]
             count = min(int(conditioning_seeds), len(seeds))
             found[arm.name] = {
-                "checkpoint_id": runner.checkpoint_id, "advantage": arm.advantage, "outcomes": [dataclasses.asdict(o) for o in outcomes],
+                "checkpoint_id": runner.checkpoint_id, "advantage": arm.advantage,
+                "outcomes": [dataclasses.asdict(o) for o in outcomes],
                 "scene_conditioning": (scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task)
                                        if count >= 2 else None),
                 "seconds": time.perf_counter() - t0}
