@@ -273,8 +273,7 @@ class PolicyNode(Node):
                 runner = self._runner
             try:
                 t0 = time.perf_counter()
-                advantage = (runner.checkpoint.trained_advantage if self.advantage == "as_trained" else
-                             None if self.advantage == "none" else self.advantage)
+                advantage = self._prompt_advantage(runner)
                 unconditional = advantage is None  # no advantage text: nothing to guide towards
                 out = runner.infer(obs, beta=1.0 if unconditional else self.beta, advantage=advantage,
                                    seed=self.seed + tick)
@@ -324,6 +323,13 @@ class PolicyNode(Node):
         if changed and hasattr(self, "_status_pub"):
             self._publish_status()
 
+    def _prompt_advantage(self, runner) -> str | None:
+        """The advantage text the prompt carries (None: no text), the parameter with ``as_trained`` resolved
+        from ``runner``'s checkpoint (``Checkpoint.trained_advantage``)."""
+        if self.advantage == "as_trained":
+            return runner.checkpoint.trained_advantage
+        return None if self.advantage == "none" else self.advantage
+
     def _publish_status(self) -> None:
         if not hasattr(self, "_status_pub"):
             return
@@ -332,7 +338,10 @@ class PolicyNode(Node):
         self._status_pub.publish(diagnostic("policy_node", {
             "state": self._mode, "reason": self._reason or self._load_error,
             "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
-            "beta": self.beta, "advantage": self.advantage, "replan_steps": self.replan_steps,
+            "beta": self.beta, "advantage": self.advantage,
+            "prompt_advantage": (str(self._prompt_advantage(self._runner) or "none") if self._runner is not None
+                                 else ""),
+            "replan_steps": self.replan_steps,
             "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}", "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
             "task": self._task, **self.counters}, level=level, message=self._reason or self._load_error))
 

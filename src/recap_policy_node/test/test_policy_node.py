@@ -92,6 +92,11 @@ def test_beta_change_and_hot_reload(node_process, probe, tiny_checkpoints, fake_
     commands = probe.subscribe(JointState, "policy/joint_command")
     assert commands.wait_for(10, timeout=60), policy.output()
     assert status_of(status)["checkpoint_id"] == checkpoint_id(tiny_checkpoints["policy_a"])
+    # advantage as_trained (the default): an SFT checkpoint is prompted positive; "none" drops the text
+    assert status_of(status)["advantage"] == "as_trained" and status_of(status)["prompt_advantage"] == "positive"
+    assert probe.set_parameters("/policy_node", {"advantage": "none"})[0].successful
+    assert status.wait_for(1, timeout=5, predicate=lambda m: diagnostic_values(m)["prompt_advantage"] == "none")
+    assert not probe.set_parameters("/policy_node", {"advantage": "maybe"})[0].successful
 
     result = probe.set_parameters("/policy_node", {"beta": 2.0})
     assert result[0].successful
