@@ -207,11 +207,17 @@ def test_a_sensor_stream_that_stops_mid_episode_is_a_warning(node_process, probe
     station.episode("sim_aloha-0011", "running")
     station.ticks(10)
     assert diagnostic_values(station.recorder_status.last())["stalled_sensors"] == ""
-    # The station stops sending: every camera and joint_states stall, and the status says which.
+    # The station stops sending: every camera and joint_states stall, and the status says which. The streams'
+    # last messages arrived a few ms apart, so they pass the 0.3 s one after another: wait for all of them.
     assert wait_for(lambda: station.recorder_status.last().level in (1, b"\x01"), timeout=5), recorder.output()
+    everything = {f"camera/{c}/image_raw" for c in CAMERAS} | {"joint_states"}
+
+    def stalled() -> set[str]:
+        return set(diagnostic_values(station.recorder_status.last())["stalled_sensors"].split(","))
+
+    assert wait_for(lambda: stalled() == everything, timeout=5), stalled()
     status = station.recorder_status.last()
-    stalled = diagnostic_values(status)["stalled_sensors"].split(",")
-    assert set(stalled) == {f"camera/{c}/image_raw" for c in CAMERAS} | {"joint_states"}
+    assert status.level in (1, b"\x01")
     assert status.message.startswith("recording: no data on") and "0.3 s" in status.message
     station.ticks(3)
     assert wait_for(lambda: station.recorder_status.last().level in (0, b"\x00"), timeout=5)
