@@ -9,6 +9,9 @@ import numpy as np
 
 from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell, throughput
 
+# the AWR baseline as trained (no advantage text) and prompted "Advantage: positive" (recap experiment's arms)
+AWR_ARMS = ("awr", "awr_positive")
+
 
 def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
     import matplotlib
@@ -167,7 +170,7 @@ def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
 def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float) -> pathlib.Path:
     eval_report = json.loads((out / "eval.json").read_text())
     arms = eval_report["arms"]
-    main_arms = [n for n in ("sft", "recap_beta1", "recap_beta2", "awr", "awr_positive") if n in arms]
+    main_arms = [n for n in ("sft", "recap_beta1", "recap_beta2", *AWR_ARMS) if n in arms]
     _plot_arms(eval_report, out / "arms.png", main_arms)
     per_iteration = _plot_iterations(eval_report, profile.iterations, out / "iterations.png")
     curves = _plot_value_curves(out / "dataset", out / "value_curves.png")
@@ -184,21 +187,17 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     verdict = {
         "recap_beats_sft_on_throughput": beats("recap_beta2", "sft", "throughput_per_hour", "throughput_ci95"),
         "recap_beats_sft_on_failure_rate": beats("recap_beta2", "sft", "success_rate", "success_rate_ci95"),
-        "recap_beats_awr_on_throughput": beats("recap_beta2", "awr", "throughput_per_hour", "throughput_ci95"),
-        "recap_beats_awr_positive_on_throughput": beats("recap_beta2", "awr_positive", "throughput_per_hour",
-                                                        "throughput_ci95"),
+        **{f"recap_beats_{b}_on_throughput": beats("recap_beta2", b, "throughput_per_hour", "throughput_ci95")
+           for b in AWR_ARMS},
     }
     paired = {f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
-              for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), ("recap_beta2", "awr"),
-                           ("recap_beta2", "awr_positive"))
+              for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), *(("recap_beta2", b) for b in AWR_ARMS))
               if a in arms and b in arms}
     # the same question asked of the paired data: the 95 % interval of the throughput difference over
     # seeds resampled jointly (every arm saw the same scenes, so the scene-to-scene spread cancels)
     paired_verdict = {f"recap_beats_{b}_on_throughput": (c["throughput_difference_ci95"][0] > 0
                                                          if c and "throughput_difference_ci95" in c else None)
-                      for b, c in (("sft", paired.get("recap_beta2_vs_sft")),
-                                   ("awr", paired.get("recap_beta2_vs_awr")),
-                                   ("awr_positive", paired.get("recap_beta2_vs_awr_positive")))}
+                      for b, c in ((b, paired.get(f"recap_beta2_vs_{b}")) for b in ("sft", *AWR_ARMS))}
     summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
                "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
                "per_iteration": per_iteration, "furthest_stage_counts": stages,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recap_sim.evaluate import (AS_TRAINED, EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds, scene_conditioning,
-                                summarise, wilson_interval)
+from recap_sim.evaluate import (AS_TRAINED, EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds,
+                                scene_conditioning, summarise, wilson_interval)
 
 
 def test_wilson_interval_contains_the_rate_and_narrows_with_n():
