@@ -45,13 +45,21 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
         for part in ("value", "policy"):
             prov = json.loads((out / "checkpoints" / f"iter_{k}" / part / "provenance.json").read_text())
             assert prov["iteration"] == k
-    awr = json.loads((out / "checkpoints" / f"iter_{profile['iterations']}" / "awr" / "config.json").read_text())
-    assert awr["training"]["mode"] == "awr"
+    last = out / "checkpoints" / f"iter_{profile['iterations']}"
+    for name, init in (("awr", "pi_pre"), ("awr_plain", "pi_pre_plain")):
+        prov = json.loads((last / name / "provenance.json").read_text())
+        assert prov["mode"] == "awr" and prov["parent_checkpoint"]["path"] == str((out / "checkpoints" / init).resolve())
+    # the paper's AWR starts from a pretraining without advantage conditioning: no text, demos only
+    plain = json.loads((out / "checkpoints" / "pi_pre_plain" / "config.json").read_text())["training"]
+    pre = json.loads((out / "checkpoints" / "pi_pre" / "config.json").read_text())["training"]
+    assert plain["mode"] == "bc" and plain["sample_shares"] == {"demo": 1.0} and plain["steps"] == pre["steps"]
 
     report = json.loads((out / "eval.json").read_text())
     assert {"sft", "recap_beta1", "recap_beta2", "awr", "awr_positive"} <= set(report["arms"])
-    # AWR as it was trained (no advantage text), and prompted positive
+    # the paper's AWR (from pi_pre_plain) as it was trained, without advantage text; the hybrid prompted positive
     assert report["arms"]["awr"]["advantage"] is None and report["arms"]["awr_positive"]["advantage"] == "positive"
+    assert report["arms"]["awr"]["checkpoint"] == str(last / "awr_plain")
+    assert report["arms"]["awr_positive"]["checkpoint"] == str(last / "awr")
     assert report["arms"]["recap_beta2"]["advantage"] == "positive"
     seeds = {tuple(o["seed"] for o in a["outcomes"]) for a in report["arms"].values()}
     assert len(seeds) == 1, "arms were evaluated on different seeds"

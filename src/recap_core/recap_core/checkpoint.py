@@ -81,10 +81,10 @@ class Checkpoint:
 # ---------------------------------------------------------------------------- helpers
 
 def trained_advantage(provenance: dict) -> str | None:
-    """The advantage condition a policy with this ``provenance.json`` was fine-tuned to act under: None (no
-    advantage text) for an AWR fine-tune, which never sees one; "positive" for the others (SFT fixes it,
-    RECAP conditions on it)."""
-    return None if provenance.get("mode") == "awr" else "positive"
+    """The advantage condition a policy with this ``provenance.json`` was trained to act under: None (no
+    advantage text) for an AWR fine-tune or a plain behaviour-cloning run (``bc``), which never see one;
+    "positive" for the others (SFT fixes it, RECAP conditions on it)."""
+    return None if provenance.get("mode") in ("awr", "bc") else "positive"
 
 
 def read_json(path: pathlib.Path) -> Any:

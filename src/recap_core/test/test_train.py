@@ -268,6 +268,22 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
         runner.infer(obs, seed=0, beta=2.0)
 
 
+def test_bc_trains_without_labels_text_or_weights_and_is_deployed_without_text(datasets, tmp_path):
+    reach, _ = datasets  # unlabelled: plain behaviour cloning needs no value
+    out = tmp_path / "bc"
+    assert recap("train-policy", reach, "--mode", "bc", "--out", out, "--steps", "2", "--log-every", "1",
+                 *QUIET) == 0
+    rows = metrics(out)
+    assert rows and all(r["fraction_no_advantage_text"] == 1.0 and r["fraction_positive"] == 0.0 for r in rows)
+    assert all("awr_weight_mean" not in r for r in rows)
+    loaded = load_checkpoint(out, kind="policy")
+    assert loaded.provenance["mode"] == "bc" and loaded.trained_advantage is None
+    runner = PolicyRunner(loaded)
+    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
+           "state": np.zeros(14, np.float32), "task": "reach"}
+    assert runner.infer(obs, seed=0)["advantage"] is None
+
+
 def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path, capsys):
     reach, _ = datasets
     assert recap("train-policy", reach, "--mode", "recap", "--out", tmp_path / "p", "--steps", "1", *QUIET) == 2

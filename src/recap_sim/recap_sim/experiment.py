@@ -6,15 +6,17 @@ Stages (each a ``recap`` command run as its own process, logged under
 1. demos: the scripted expert at mixed quality drives the sim station through
    the gate; the recorder writes one bag per episode (``recap station``);
 2. convert the bags; train V_pre on the demos, label them, train pi_pre with
-   advantage conditioning (Algorithm 1, pretraining);
+   advantage conditioning (Algorithm 1, pretraining), and pi_pre_plain on the
+   same demos without it (plain behaviour cloning: the AWR baseline's init);
 3. iteration 0: V_0 from V_pre, pi_0 from pi_pre with the indicator fixed to
    positive (SFT) (``recap iterate --iteration 0``);
 4. for k = 1..K: deploy pi_{k-1} (with V_{k-1} streaming) for autonomous
    episodes while the simulated human intervenes through the gate, recorded;
    convert (appending); V_k from V_pre and pi_k from pi_pre with RECAP on all
-   data (``recap iterate --iteration k``); the AWR baseline from pi_pre on the
-   same data and labels;
-5. evaluate SFT (pi_0), RECAP (pi_K, beta 1 and 2) and AWR on the same held-out
+   data (``recap iterate --iteration k``); after the last iteration the AWR
+   baseline on the same data and labels, from pi_pre_plain (the paper's: a model
+   without advantage conditioning) and, as a stronger hybrid, from pi_pre;
+5. evaluate SFT (pi_0), RECAP (pi_K, beta 1 and 2) and both AWR fine-tunes on the same held-out
    seeds without interventions (``recap eval``), plus every pi_k for the
    per-iteration curves;
 6. report: ``OUT/report.md`` (table + plots) and ``OUT/summary.json``.
@@ -307,6 +309,14 @@ def run(args) -> int:
                                           profile.policy_pretrain_steps, "--absolute-still-joints",
                                           profile.absolute_still_joints, "--out", ckpt / "pi_pre", *train],
                    artefact=ckpt / "pi_pre" / "provenance.json")
+        # the AWR baseline's init, as in the paper: the same pretraining without advantage conditioning
+        # (no advantage text, no labels), on the demonstrations alone (--mix: also on a resumed run whose
+        # dataset holds rollouts by now)
+        stages.run("05b_policy_pretrain_plain", ["train-policy", data, "--mode", "bc", "--mix", "demo=1", "--steps",
+                                                 profile.policy_pretrain_steps, "--absolute-still-joints",
+                                                 profile.absolute_still_joints, "--out", ckpt / "pi_pre_plain",
+                                                 *train],
+                   artefact=ckpt / "pi_pre_plain" / "provenance.json")
         iterate = ["iterate", "--data", data, "--value-pretrained", ckpt / "V_pre", "--policy-pretrained",
                    ckpt / "pi_pre", "--value-steps", profile.value_steps, "--policy-steps", profile.policy_steps,
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
@@ -329,20 +339,25 @@ def run(args) -> int:
                                          "--no-progress"])
             stages.run(f"{k}3_iterate", [*iterate, "--iteration", k, "--out", ckpt / f"iter_{k}"],
                        artefact=ckpt / f"iter_{k}" / "policy" / "provenance.json")
-        # 5. the AWR baseline: from pi_pre on the same final data and labels (only the last one is evaluated)
+        # 5. the AWR baseline on the same final data and labels (only the last one is evaluated): the paper's,
+        # from pi_pre_plain (a model without advantage conditioning), in awr_plain; and from pi_pre, in awr,
+        # which keeps the pretraining's conditioning (a hybrid, evaluated prompted positive)
         k = profile.iterations
-        stages.run(f"{k}4_awr", ["train-policy", data, "--mode", "awr", "--init", ckpt / "pi_pre",
-                                 "--steps", profile.policy_steps, "--lr", profile.fine_tune_lr, "--iteration", k,
-                                 "--out", ckpt / f"iter_{k}" / "awr", *train,
-                                 *[f"--mix={m}" for m in profile.policy_mix]],
+        awr = ["train-policy", data, "--mode", "awr", "--steps", profile.policy_steps, "--lr", profile.fine_tune_lr,
+               "--iteration", k, *train, *[f"--mix={m}" for m in profile.policy_mix]]
+        stages.run(f"{k}4_awr", [*awr, "--init", ckpt / "pi_pre", "--out", ckpt / f"iter_{k}" / "awr"],
                    artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
+        stages.run(f"{k}5_awr_plain", [*awr, "--init", ckpt / "pi_pre_plain", "--out",
+                                       ckpt / f"iter_{k}" / "awr_plain"],
+                   artefact=ckpt / f"iter_{k}" / "awr_plain" / "provenance.json")
         # 6. evaluation on held-out seeds, no interventions
         last = ckpt / f"iter_{profile.iterations}"
         first, count = profile.eval_seeds
-        # AWR twice: as it was trained (no advantage text) and prompted "Advantage: positive", which its
-        # fine-tune never saw but pi_pre, its init, learnt to follow (the stronger of the two; docs/experiment.md)
+        # AWR as the paper runs it (from pi_pre_plain, prompted as trained: no advantage text), and the hybrid:
+        # AWR from pi_pre prompted "Advantage: positive", which its fine-tune never saw but its init learnt to
+        # follow (docs/experiment.md, 2026-12-04)
         arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
-                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}",
+                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr_plain'}",
                 f"awr_positive={last / 'awr'}:advantage=positive"]
         arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
         seeds = list(range(first, first + count))

@@ -9,7 +9,8 @@ import numpy as np
 
 from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell, throughput
 
-# the AWR baseline as trained (no advantage text) and prompted "Advantage: positive" (recap experiment's arms)
+# recap experiment's AWR arms: the paper's baseline (AWR from a pretraining without advantage conditioning,
+# prompted as trained: no advantage text) and the hybrid (AWR from RECAP's pi_pre, prompted "Advantage: positive")
 AWR_ARMS = ("awr", "awr_positive")
 
 
@@ -225,9 +226,11 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
                      f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
                      f"{conditioning_cell(a.get('scene_conditioning'))} |")
     if "awr_positive" in arms:
-        lines += ["", "awr: the AWR fine-tune prompted as it was trained, without advantage text; awr_positive: "
-                  "the same checkpoint prompted \"Advantage: positive\", which its fine-tune never saw but its "
-                  "init pi_pre learnt to follow (AWR on top of the pretraining's advantage conditioning)."]
+        lines += ["", "awr: the paper's AWR baseline, fine-tuned from pi_pre_plain (the same pretraining without "
+                  "advantage conditioning) and prompted as it was trained, without advantage text; awr_positive: "
+                  "AWR fine-tuned from RECAP's pi_pre and prompted \"Advantage: positive\", which its fine-tune "
+                  "never saw but pi_pre learnt to follow (AWR on top of the pretraining's advantage conditioning, "
+                  "a stronger hybrid)."]
     if stages:
         lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
                   "3 both hands on it, 4 transferred):", "",

@@ -109,7 +109,8 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
     for stage in ("13_iterate", "23_iterate"):
         argv = commands[stage]
         assert "--policy-mix=demo=0.3" in argv and option(argv, "--takeover-negative") == "40"
-    assert "--mix=demo=0.3" in commands["24_awr"]
+    assert "--mix=demo=0.3" in commands["24_awr"] and "--mix=demo=0.3" in commands["25_awr_plain"]
+    assert option(commands["05b_policy_pretrain_plain"], "--mix") == "demo=1"  # the pretraining's mix stays
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
 
 
@@ -119,10 +120,11 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
     with pytest.raises(ValueError, match="absolute_still_joints must be >= 0"):
         experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
     commands = stage_commands(tmp_path, monkeypatch, "--absolute-still-joints", "0.03")
-    argv = commands["05_policy_pretrain"]
-    assert option(argv, "--absolute-still-joints") == "0.03"
-    # the fine-tunes inherit pi_pre's mask (train-policy keeps a checkpoint's), so nothing else passes it
-    assert not [name for name, argv in commands.items() if name != "05_policy_pretrain"
+    pretraining = ("05_policy_pretrain", "05b_policy_pretrain_plain")
+    for name in pretraining:
+        assert option(commands[name], "--absolute-still-joints") == "0.03"
+    # the fine-tunes inherit their init's mask (train-policy keeps a checkpoint's), so nothing else passes it
+    assert not [name for name, argv in commands.items() if name not in pretraining
                 and "--absolute-still-joints" in argv]
 
 
@@ -143,7 +145,7 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
 def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
     commands = stage_commands(tmp_path, monkeypatch)
     rates = {stage: float(option(commands[stage], "--lr"))
-             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr")}
+             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr", "25_awr_plain")}
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
         dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)

@@ -1,4 +1,4 @@
-"""``recap train-policy DATASET... --mode {sft,recap,awr} --out DIR``: flow-matching policy training.
+"""``recap train-policy DATASET... --mode {sft,recap,awr,bc} --out DIR``: flow-matching policy training.
 
 * ``sft``: the prompt always says "Advantage: positive" (the paper's first
   fine-tune, indicator fixed to True).
@@ -7,6 +7,9 @@
   is both conditional and unconditional (paper Sec. V-B, Eq. 3).
 * ``awr``: no advantage text; each sample's loss is weighted by
   ``min(exp(A / T), w_max)`` (advantage-weighted regression baseline).
+* ``bc``: no advantage text, every sample weighted alike: plain behaviour
+  cloning, the pretraining of a policy *without* advantage conditioning (the
+  paper's AWR baseline fine-tunes such a model, not RECAP's pi_pre).
 
 ``--mix demo=0.5`` samples batches by frame kind (demonstration, human
 correction, autonomous rollout frame) instead of uniformly over frames: the
@@ -33,7 +36,7 @@ from recap_core.train.mix import mixture_weights, parse_mix
 from recap_core.train.ddp import init_distributed, shutdown
 from recap_core.train.loop import run_training
 
-MODES = ("sft", "recap", "awr")
+MODES = ("sft", "recap", "awr", "bc")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +82,7 @@ def advantage_texts(mode: str, batch: dict, dropout: float, rng: np.random.Gener
     size = len(batch["task"])
     if mode == "sft":
         return ["positive"] * size
-    if mode == "awr":
+    if mode in ("awr", "bc"):
         return [None] * size
     indicator = np.asarray(batch["indicator"], dtype=bool)
     dropped = rl.drop_indicator(size, dropout, rng)
