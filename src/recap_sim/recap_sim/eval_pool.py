@@ -19,6 +19,7 @@ import pathlib
 import sys
 
 from recap_sim.evaluate import EpisodeOutcome, format_table, summarise
+from recap_sim.experiment_report import paired_comparison, paired_table
 
 # settings every part must share: they change what an episode is
 _SETTINGS = ("max_steps", "task", "replan_steps", "blend_steps")
@@ -83,8 +84,6 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
 
 def compare(report: dict, pairs: list[tuple[str, str]]) -> dict[str, dict | None]:
     """``{"A_vs_B": paired comparison}`` for each pair (see ``experiment_report.paired_comparison``)."""
-    from recap_sim.experiment_report import paired_comparison
-
     missing = sorted({name for pair in pairs for name in pair} - set(report["arms"]))
     if missing:
         raise PoolError(f"--compare names arm(s) {missing}; the reports hold {sorted(report['arms'])}")
@@ -120,16 +119,10 @@ def run(args) -> int:
         print(f"recap eval-pool: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
-    for key, c in report["paired"].items():
-        if c is None:
-            print(f"{key}: no common seeds")
-            continue
-        line = (f"{key}: {c['seeds']} seeds, only the first solved {c['only_first']}, only the second "
-                f"{c['only_second']} (sign test p = {c['sign_test_p']:.2g})")
-        if "throughput_difference_per_hour" in c:
-            lo, hi = c["throughput_difference_ci95"]
-            line += f"; throughput difference {c['throughput_difference_per_hour']:+.0f}/h [{lo:+.0f}, {hi:+.0f}]"
-        print(line)
+    if report["paired"]:
+        print("\nPaired by seed (seeds both arms saw; only the first / only the second solved, exact sign test, "
+              "throughput difference with a 95% bootstrap interval over the seeds):\n")
+        print("\n".join(paired_table(report["paired"])))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

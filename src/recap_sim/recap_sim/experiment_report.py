@@ -131,6 +131,23 @@ def _furthest_stages(arms: dict) -> dict[str, list[int]]:
     return out
 
 
+def paired_table(paired: dict[str, dict | None]) -> list[str]:
+    """Markdown rows of :func:`paired_comparison` results keyed ``A_vs_B`` (the report's and ``recap
+    eval-pool``'s table)."""
+    lines = ["| comparison | seeds | only first | only second | sign test p | throughput difference, /h [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for name, c in paired.items():
+        label = name.replace("_vs_", " vs ")
+        if not c:
+            lines.append(f"| {label} | 0 | | | | no common seeds |")
+            continue
+        diff = (_interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
+                if "throughput_difference_ci95" in c else "n/a")
+        lines.append(f"| {label} | {c['seeds']} | {c['only_first']} | {c['only_second']} | "
+                     f"{c['sign_test_p']:.3g} | {diff} |")
+    return lines
+
+
 def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
     """Arm ``a`` against ``b`` seed by seed (every arm sees the same seeds): the seeds only one of them
     solved, and the two-sided exact sign test on those (McNemar's exact test); when the outcomes carry
@@ -248,15 +265,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     if any(paired.values()):
         lines += ["", "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
                   "second, the exact two-sided sign test on them, and the first arm's throughput minus the "
-                  "second's with a 95% bootstrap interval over the seeds:", "",
-                  "| comparison | only first | only second | sign test p | throughput difference, /h [95% CI] |",
-                  "|---|---|---|---|---|"]
-        for name, c in paired.items():
-            if c:
-                diff = (_interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
-                        if "throughput_difference_ci95" in c else "n/a")
-                lines.append(f"| {name.replace('_vs_', ' vs ')} | {c['only_first']} | {c['only_second']} | "
-                             f"{c['sign_test_p']:.3g} | {diff} |")
+                  "second's with a 95% bootstrap interval over the seeds:", ""]
+        lines += paired_table(paired)
         lines += ["", "Paired throughput difference above 0 (RECAP = last iterate, beta 2):", ""]
         lines += _verdict_lines(paired_verdict)
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]

@@ -85,7 +85,7 @@ def test_command_line_pools_files_compares_and_rejects_bad_input(tmp_path, capsy
     assert cli.main(["eval-pool", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--compare", "x,y",
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| x | 4/20" in printed and "x_vs_y: 20 seeds, only the first solved 3, only the second 0" in printed
+    assert "| x | 4/20" in printed and "| x vs y | 20 | 3 | 0 | 0.25 |" in printed
     written = json.loads(out.read_text())
     assert written["arms"]["y"]["successes"] == 1 and written["paired"]["x_vs_y"]["only_first"] == 3
     # an arm that is not there, a file that is not JSON, a second copy of the same part

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from recap_sim.experiment_report import paired_comparison
+from recap_sim.experiment_report import paired_comparison, paired_table
 
 
 def arm(successes):
@@ -42,3 +42,11 @@ def test_paired_comparison_gives_the_throughput_difference_with_an_interval_over
     assert same["throughput_difference_per_hour"] == 0 and same["throughput_difference_ci95"] == [0, 0]
     # outcomes without their steps (older eval.json): the sign test only
     assert "throughput_difference_per_hour" not in paired_comparison(arm({1: True}), arm({1: False}))
+
+
+def test_the_paired_table_has_a_row_per_comparison_and_says_when_the_arms_share_no_seed():
+    a = arm({s: s < 9 for s in range(12)})
+    b = arm({s: s in (0, 10) for s in range(12)})
+    rows = paired_table({"a_vs_b": paired_comparison(a, b), "a_vs_c": paired_comparison(a, arm({99: True}))})
+    assert rows[2].startswith("| a vs b | 12 | 8 | 1 | 0.0391 |")
+    assert rows[3] == "| a vs c | 0 | | | | no common seeds |" and len(rows) == 4
