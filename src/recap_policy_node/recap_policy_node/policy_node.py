@@ -6,9 +6,13 @@ thread publishes ``policy/joint_command`` every 20 ms from the current chunk
 chunking.py). It never commands from stale observations: when the newest
 camera image or joint state is older than ``max_observation_age_ms`` it drops
 its plan, publishes nothing (the gate and the station hold) and says so in
-``policy/status``. A checkpoint that fails to load leaves the node up and
-silent, with the error in ``policy/status``; setting ``checkpoint`` at runtime
-hot-reloads (the old model keeps running until the new one is loaded).
+``policy/status``; a stamp from the future cannot keep an observation fresh
+(see ``recap_core.ros.observation``). A checkpoint that fails to load leaves
+the node up and silent, with the error in ``policy/status`` (level ERROR);
+setting ``checkpoint`` at runtime hot-reloads: a checkpoint that does not fit
+the station (kind, cameras, state/action size, joints) is refused at once, and
+one that fails to load leaves the old model running with the status at ERROR.
+Parameters are applied at runtime or refused (``recap_core.ros.params``).
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from recap_core.ros import qos
 from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, joint_state, seconds_to_stamp
-from recap_core.ros.observation import ObservationBuffer
 from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, accept, check, declare, declare_station
+from recap_core.ros.observation import FutureStampError, ObservationBuffer
+from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_core.ros.serving import checkpoint_problem, model_problem
 from recap_policy_node.chunking import ChunkExecutor
 from recap_policy_node.runtime import load_policy
 
@@ -38,21 +43,26 @@ class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
         self.station = declare_station(self)
-        self.checkpoint = declare(self, "checkpoint", "", "policy checkpoint directory (empty: none)")
+        self.checkpoint = declare(self, "checkpoint", "", "policy checkpoint directory (empty: none); a change "
+                                  "hot-reloads", on_change=self._set_checkpoint, validate=self._check_checkpoint)
         self.beta = declare(self, "beta", 1.0, "CFG weight: 1 = conditional only, >1 = guided",
-                            min_value=0.0, max_value=10.0)
+                            min_value=0.0, max_value=10.0, on_change=lambda v: setattr(self, "beta", float(v)))
         self.advantage = declare(self, "advantage", "as_trained", "advantage tag in the prompt",
-                                 choices=ADVANTAGE_CHOICES)
+                                 choices=ADVANTAGE_CHOICES, on_change=lambda v: setattr(self, "advantage", v))
         self.replan_steps = declare(self, "replan_steps", 25, "ticks executed from a chunk before replanning",
-                                    min_value=1, max_value=1000)
+                                    min_value=1, max_value=1000,
+                                    on_change=lambda v: setattr(self, "replan_steps", int(v)))
         self.blend_steps = declare(self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)",
                                    min_value=0, max_value=100)
         self.max_age = declare(self, "max_observation_age_ms", 250.0,
                                "never command from observations older than this", min_value=1.0,
-                               max_value=10000.0) / 1e3
+                               max_value=10000.0, on_change=lambda v: setattr(self, "max_age", v / 1e3)) / 1e3
+        future_ms = declare(self, "future_stamp_tolerance_ms", 50.0, "refuse observations stamped further ahead "
+                            "of the node clock than this (ms)", min_value=0.0, max_value=10000.0)
         self.seed = declare(self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0,
                             max_value=2**31 - 1)
-        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one")
+        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one (a change "
+                                    "applies at once)", on_change=self._set_task)
         self.threads = declare(self, "inference_threads", 2, "torch threads for inference", min_value=1,
                                max_value=64)
         self.dt = 1.0 / self.station.control_rate_hz
@@ -61,7 +71,8 @@ class PolicyNode(Node):
         self._runner = None
         self._checkpoint_id = ""
         self._load_error = ""
-        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names)
+        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names, clock=self._now,
+                                               future_tolerance_s=future_ms / 1e3)
         self._task = self.default_task
         self._episode_id: str | None = None
         self._executor = ChunkExecutor(self.blend_steps)
@@ -70,6 +81,7 @@ class PolicyNode(Node):
         self._plan_request = threading.Event()
         self._plan_epoch = 0  # bumped by every reset: a chunk planned before it is never executed
         self._in_flight = False
+        self._pending = None  # (tick, observation, state stamp, epoch) handed to the inference thread
         self._replan_due = False
         self._mode = "starting"
         self._reason = ""
@@ -77,7 +89,8 @@ class PolicyNode(Node):
         self._chunk_received_at = float("nan")
         self._chunk_obs_stamp = float("nan")
         self.counters = {"commands": 0, "chunks": 0, "rejected_images": 0, "rejected_states": 0,
-                         "stale_holds": 0, "inference_errors": 0, "discarded_chunks": 0}
+                         "future_stamps": 0, "stale_holds": 0, "inference_errors": 0, "discarded_chunks": 0,
+                         "refused_checkpoints": 0}
 
         self._load(self.checkpoint)
 
@@ -90,7 +103,6 @@ class PolicyNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
         self.create_service(Trigger, "policy/reset", self._on_reset)
-        self.add_on_set_parameters_callback(self._on_params)
         self.create_timer(0.5, self._publish_status)
 
         self._running = True
@@ -100,14 +112,42 @@ class PolicyNode(Node):
         self._control.start()
 
     # -- checkpoint -------------------------------------------------------------------------
+    @property
+    def model_error(self) -> str:
+        """Why no policy runs ('' while one does)."""
+        return "" if self._runner is not None else (self._load_error or "no policy checkpoint loaded")
+
+    def _check_checkpoint(self, path: str) -> None:
+        """Refuse a runtime ``checkpoint`` that cannot run on this station (reads its config.json only)."""
+        problem = checkpoint_problem(path, "policy", self.station) if path else ""
+        if problem:
+            self.counters["refused_checkpoints"] += 1
+            self._load_error = f"refused checkpoint {path}: {problem}; still running {self._checkpoint_id or 'none'}"
+            self.get_logger().error(self._load_error)
+            self._publish_status()
+            raise ParameterError(self._load_error)
+
+    def _set_checkpoint(self, path: str) -> None:
+        if path != self.checkpoint:
+            self.checkpoint = path
+            threading.Thread(target=self._load, args=(path,), daemon=True).start()
+
+    def _set_task(self, task: str) -> None:
+        self.default_task = task
+        self._task = task
+
     def _load(self, path: str) -> bool:
         if not path:
             self._set_mode("no_checkpoint", "parameter `checkpoint` is empty")
             return False
         try:
             runner = load_policy(path, threads=self.threads, seed=self.seed)
+            problem = model_problem("policy", runner.config, runner.checkpoint.training_config, self.station)
+            if problem:
+                raise ValueError(problem)
         except Exception as exc:  # a bad checkpoint must never take the node down
-            self._load_error = f"cannot load checkpoint {path}: {exc}"
+            self._load_error = f"cannot load checkpoint {path}: {exc}" + (
+                f"; still running {self._checkpoint_id}" if self._runner is not None else "")
             self.get_logger().error(self._load_error)
             if self._runner is None:
                 self._set_mode("no_checkpoint", self._load_error)
@@ -129,6 +169,9 @@ class PolicyNode(Node):
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
             self._observations.on_image(cam, msg)
+        except FutureStampError as exc:
+            self.counters["future_stamps"] += 1
+            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
         except MessageError as exc:
             self.counters["rejected_images"] += 1
             self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
@@ -136,6 +179,10 @@ class PolicyNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         try:
             self._observations.on_joints(msg)
+        except FutureStampError as exc:
+            self.counters["future_stamps"] += 1
+            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
+            return
         except MessageError as exc:
             self.counters["rejected_states"] += 1
             self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
@@ -183,34 +230,6 @@ class PolicyNode(Node):
         runner = self._runner
         if runner is not None:
             runner.reset()
-
-    def _on_params(self, params):
-        updates = {}
-        for p in params:
-            try:
-                if p.name == "beta":
-                    check("beta", p.value, min_value=0.0, max_value=10.0)
-                elif p.name == "advantage":
-                    check("advantage", p.value, choices=ADVANTAGE_CHOICES)
-                elif p.name == "replan_steps":
-                    check("replan_steps", p.value, min_value=1, max_value=1000)
-                elif p.name == "checkpoint":
-                    pass
-                else:
-                    continue
-            except ParameterError as exc:
-                return accept(False, str(exc))
-            updates[p.name] = p.value
-        if "beta" in updates:
-            self.beta = float(updates["beta"])
-        if "advantage" in updates:
-            self.advantage = updates["advantage"]
-        if "replan_steps" in updates:
-            self.replan_steps = int(updates["replan_steps"])
-        if "checkpoint" in updates and updates["checkpoint"] != self.checkpoint:
-            self.checkpoint = updates["checkpoint"]
-            threading.Thread(target=self._load, args=(self.checkpoint,), daemon=True).start()
-        return accept()
 
     # -- observation ------------------------------------------------------------------------
     def _observation(self) -> tuple[dict | None, str]:
@@ -269,6 +288,8 @@ class PolicyNode(Node):
                 continue
             self._plan_request.clear()
             with self._lock:
+                if not self._running or self._pending is None:  # woken to stop, or before any plan
+                    continue
                 tick, obs, obs_stamp, epoch = self._pending
                 runner = self._runner
             try:
@@ -334,7 +355,7 @@ class PolicyNode(Node):
         if not hasattr(self, "_status_pub"):
             return
         age = (time.monotonic() - self._chunk_received_at) * 1e3
-        level = {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
+        level = 2 if self._load_error else {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
         self._status_pub.publish(diagnostic("policy_node", {
             "state": self._mode, "reason": self._reason or self._load_error,
             "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
@@ -342,7 +363,9 @@ class PolicyNode(Node):
             "prompt_advantage": (str(self._prompt_advantage(self._runner) or "none") if self._runner is not None
                                  else ""),
             "replan_steps": self.replan_steps,
-            "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}", "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
+            "max_observation_age_ms": self.max_age * 1e3,
+            "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}",
+            "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
             "task": self._task, **self.counters}, level=level, message=self._reason or self._load_error))
 
     def close(self) -> None:

@@ -64,30 +64,28 @@ class RecorderNode(Node):
         output_dir = declare(self, "output_dir", "~/recap_bags", "directory that gets one bag per episode")
         topics = declare(self, "topics", [t.name for t in default_topics(self.station.cameras)],
                          "topics to record, relative to the station namespace; 'name' for DESIGN.md §3 "
-                         "topics, else 'name:package/msg/Type[:sensor|command|latched]'", read_only=True)
+                         "topics, else 'name:package/msg/Type[:sensor|command|latched]'")
         min_free_mb = declare(self, "min_free_disk_mb", 1024.0, "refuse to start an episode with less free "
                               "disk than this (MB)", min_value=0.0, max_value=1e9)
         queue_mb = declare(self, "max_queue_mb", 256.0, "messages waiting for the disk, at most (MB); more "
-                           "are dropped and counted", min_value=1.0, max_value=65536.0, read_only=True)
+                           "are dropped and counted", min_value=1.0, max_value=65536.0)
         chunk_kb = declare(self, "chunk_size_kb", 1024, "MCAP chunk size: at most this much is lost if the "
-                           "recorder is killed (KB)", min_value=4, max_value=1024, read_only=True)
+                           "recorder is killed (KB)", min_value=4, max_value=1024)
         chunk_s = declare(self, "chunk_max_duration_s", 0.5, "a chunk is also closed after this long: at "
                           "most this much time is lost if the recorder is killed (s)",
-                          min_value=0.01, max_value=60.0, read_only=True)
+                          min_value=0.01, max_value=60.0)
         queue_depth = declare(self, "subscription_depth", 50, "subscription history of every recorded "
-                              "topic (absorbs bursts while the executor is busy)", min_value=1, max_value=1000,
-                              read_only=True)
+                              "topic (absorbs bursts while the executor is busy)", min_value=1, max_value=1000)
         silent_s = declare(self, "silent_after_s", 2.0, "a recorded topic without a message for this long is "
                            "listed in recorder/status; a sensor stream that stops while recording is a WARN "
-                           "(s)", min_value=0.1, max_value=3600.0, read_only=True)
+                           "(s)", min_value=0.1, max_value=3600.0)
         status_rate = declare(self, "status_rate_hz", 1.0, "rate of recorder/status (Hz)",
-                              min_value=0.1, max_value=50.0, read_only=True)
+                              min_value=0.1, max_value=50.0)
         compression = declare(self, "image_compression", "jpeg", "sensor_msgs/Image topics are stored as "
                               "<topic>/compressed JPEG (CompressedImage; ~10x smaller bags, and the converter "
-                              "copies them as they are) or 'none' (as received)", choices=IMAGE_COMPRESSIONS,
-                              read_only=True)
+                              "copies them as they are) or 'none' (as received)", choices=IMAGE_COMPRESSIONS)
         jpeg_quality = declare(self, "jpeg_quality", JPEG_QUALITY, "JPEG quality of recorded images (the "
-                               "dataset's own by default)", min_value=1, max_value=100, read_only=True)
+                               "dataset's own by default)", min_value=1, max_value=100)
         try:
             specs = tuple(TopicSpec.parse(entry) for entry in topics)
             config = RecorderConfig(

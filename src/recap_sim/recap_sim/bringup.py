@@ -112,9 +112,12 @@ def run(args) -> int:
     config = args.config or default_config_dir() / "station_sim.yaml"
     if not config.is_file():
         return _fail(f"config {config} does not exist")
-    for flag, path in (("--policy", args.policy), ("--value", args.value)):
-        if path is not None and not path.is_dir():
-            return _fail(f"{flag} {path} is not a checkpoint directory")
+    for flag, path, kind in (("--policy", args.policy, "policy"), ("--value", args.value, "value")):
+        if path is None:
+            continue
+        problem = _checkpoint_problem(path, kind, config)
+        if problem:
+            return _fail(f"{flag}: {problem}")
     expert_mode = args.expert_mode or ("intervene" if args.policy else "drive")
     if args.policy is None and expert_mode != "drive":
         return _fail(f"--expert-mode {expert_mode} without --policy leaves nobody in control")
@@ -126,8 +129,8 @@ def run(args) -> int:
     import rclpy
     from rclpy.experimental import EventsExecutor
 
-    from recap_core.ros.node_main import spin_forever
-    from recap_sim.episode_driver import EpisodeDriver, TopicRateMonitor
+    from recap_core.ros.node_main import StopSignals, close_nodes, init_ros, spin_forever
+    from recap_sim.episode_driver import EpisodeDriver, StopRequested, TopicRateMonitor
     from recap_sim.expert_node import ScriptedExpertNode
     from recap_sim.station_node import SimStationNode
     from recap_teleop.episode_manager_node import EpisodeManagerNode
@@ -150,23 +153,29 @@ def run(args) -> int:
     ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *ros_arguments(args, expert_mode,
                                                                                             source)]
     results = []
-    with rclpy.init(args=ros_args):
-        nodes = []
+    stop = StopSignals().install()
+    init_ros(ros_args)
+    nodes = []
+    executor = None
+    spin = None
+    try:
         try:
             for factory in factories:
                 nodes.append(factory())
         except ValueError as exc:
-            for node in nodes:
-                getattr(node, "close", lambda: None)()
             return _fail(str(exc))
+        unloaded = [f"{flag}: {node.model_error}" for node in nodes
+                    for flag, name in (("--policy", "policy_node"), ("--value", "value_node"))
+                    if node.get_name() == name and node.model_error]
+        if unloaded:  # e.g. weights that do not load: never run the episodes without the model asked for
+            return _fail("; ".join(unloaded))
         station, expert = nodes[0], nodes[1]
         monitor = TopicRateMonitor(list(station.station.cameras))
-        driver = EpisodeDriver()
+        driver = EpisodeDriver(stop.event)
         nodes += [monitor, driver]
         executor = EventsExecutor()
         for node in nodes:
             executor.add_node(node)
-        stop = threading.Event()
         spin = threading.Thread(target=spin_forever, args=(executor, stop.is_set), daemon=True)
         spin.start()
         print(f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
@@ -181,20 +190,37 @@ def run(args) -> int:
                 print(f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
                       f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
                       f"[{r.intervention_steps} steps] | {rates}", flush=True)
-        except KeyboardInterrupt:
-            pass
+        except StopRequested:
+            print(f"recap station: stopped by {stop.name} after {len(results)} of {args.episodes} episode(s)"
+                  + ("; the open episode's bag is closed as aborted" if args.record else ""),
+                  file=sys.stderr, flush=True)
         except RuntimeError as exc:
             print(f"recap station: {exc}", file=sys.stderr)
-        finally:
-            stop.set()
+    finally:
+        stop.event.set()  # the spin thread leaves its loop
+        if spin is not None:
             spin.join(timeout=2.0)
-            for node in nodes:
-                getattr(node, "close", lambda: None)()
+        close_nodes(nodes)
+        if executor is not None:
             executor.shutdown()
-            for node in nodes:
-                node.destroy_node()
+        rclpy.try_shutdown()
+        stop.restore()
     n_ok = sum(r.success for r in results)
     print(f"summary: {n_ok}/{len(results)} successful, {sum(r.interventions for r in results)} intervention(s); "
           f"station rejected {station.commands_rejected} command(s)"
           + (f"; bags in {args.record}" if args.record else ""), flush=True)
+    if stop.received is not None:
+        return 0  # a requested stop
     return 0 if len(results) == args.episodes else 1
+
+
+def _checkpoint_problem(path: pathlib.Path, kind: str, config: pathlib.Path) -> str:
+    """Why checkpoint ``path`` cannot serve as ``kind`` on the station of YAML ``config`` ('' if it can)."""
+    from recap_core.ros.serving import checkpoint_problem
+    from recap_core.station import StationConfig
+
+    try:
+        station = StationConfig.from_yaml(config)
+    except (OSError, ValueError) as exc:
+        return f"cannot read the station from {config}: {exc}"
+    return checkpoint_problem(str(path), kind, station)

@@ -17,6 +17,10 @@ from recap_core.ros.convert import diagnostic_values
 TERMINAL = ("success", "failure", "aborted")
 
 
+class StopRequested(Exception):
+    """The process was asked to stop (SIGINT/SIGTERM) while an episode was being driven."""
+
+
 @dataclasses.dataclass
 class EpisodeResult:
     index: int
@@ -62,8 +66,9 @@ class TopicRateMonitor(Node):
 class EpisodeDriver(Node):
     """Starts episodes through ``episode/start`` and waits for the manager's label."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, stop: threading.Event | None = None, **kwargs):
         super().__init__("episode_driver", **kwargs)
+        self._stop = stop or threading.Event()
         self._lock = threading.Lock()
         self._episodes: dict[str, dict[str, str]] = {}
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_status, qos.LATCHED)
@@ -79,15 +84,22 @@ class EpisodeDriver(Node):
         with self._lock:
             return dict(self._episodes.get(episode_id, {}))
 
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, or raise StopRequested as soon as a stop is requested."""
+        if self._stop.wait(seconds):
+            raise StopRequested()
+
     def _call(self, client, timeout: float) -> Trigger.Response:
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{client.srv_name} is not available: is the episode manager running?")
-        future = client.call_async(Trigger.Request())
         deadline = time.monotonic() + timeout
+        while not client.service_is_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{client.srv_name} is not available: is the episode manager running?")
+            self._sleep(0.05)
+        future = client.call_async(Trigger.Request())
         while not future.done():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{client.srv_name} did not answer within {timeout} s")
-            time.sleep(0.005)
+            self._sleep(0.005)
         return future.result()
 
     def run_episode(self, index: int, timeout_s: float = 600.0, start_timeout_s: float = 30.0) -> EpisodeResult:
@@ -98,7 +110,7 @@ class EpisodeDriver(Node):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"episode/start refused: {reply.message}")
-            time.sleep(0.1)
+            self._sleep(0.1)
         match = re.search(r"started episode (\S+)", reply.message)
         if not match:
             raise RuntimeError(f"unexpected episode/start reply: {reply.message!r}")
@@ -110,5 +122,5 @@ class EpisodeDriver(Node):
                 return EpisodeResult(index, episode_id, s.get("seed", ""), s.get("label") or s["state"],
                                      int(s.get("steps", 0)), int(s.get("interventions", 0)),
                                      int(s.get("intervention_steps", 0)), time.monotonic() - t0)
-            time.sleep(0.01)
+            self._sleep(0.01)
         raise RuntimeError(f"episode {episode_id} did not end within {timeout_s} s")

@@ -24,7 +24,7 @@ from std_msgs.msg import Bool, Float32
 from recap_core.ros import qos
 from recap_core.ros.convert import MessageError, diagnostic_values, joint_positions, joint_state
 from recap_core.ros.node_main import run_node
-from recap_core.ros.params import accept, declare, declare_station
+from recap_core.ros.params import declare, declare_station
 from recap_sim.expert import TASKS as EXPERT_TASKS
 from recap_sim.expert import ScriptedExpert
 from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
@@ -43,7 +43,7 @@ class ScriptedExpertNode(Node):
         self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the expert's variability",
                                    min_value=0, max_value=2**31 - 1)
         self.mode = declare(self, "mode", "drive", "drive: always engaged; intervene: simulated human; off",
-                            choices=MODES)
+                            choices=MODES, on_change=self._set_mode)
         human = HumanConfig(
             patience_s=declare(self, "human_patience_s", 3.0, "take over after this long without progress",
                                min_value=0.1, max_value=600.0),
@@ -84,16 +84,10 @@ class ScriptedExpertNode(Node):
         self.create_subscription(PoseStamped, "sim/object_pose", self._on_pose, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "sim/status", self._on_status, qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
-        self.add_on_set_parameters_callback(self._on_params)
 
-    def _on_params(self, params):
-        for p in params:
-            if p.name == "mode":
-                if p.value not in MODES:
-                    return accept(False, f"mode must be one of {list(MODES)}, got {p.value!r}")
-                self.mode = p.value
-                self.human.reset()
-        return accept()
+    def _set_mode(self, mode: str) -> None:
+        self.mode = mode
+        self.human.reset()
 
     def _on_value(self, msg: Float32) -> None:
         self._value = float(msg.data)

@@ -63,8 +63,8 @@ class SimStationNode(Node):
                                         min_value=0.0, max_value=100.0)
         max_steps = declare(self, "max_episode_steps", 400, "time limit reported as truncated (steps)",
                             min_value=1, max_value=100000)
-        self._seed = declare(self, "seed", 0, "seed of the next sim/reset (advances by one after each)",
-                             min_value=0, max_value=2**31 - 1)
+        self._seed = declare(self, "seed", 0, "seed of the next sim/reset (advances by one after each; a change "
+                             "applies from the next reset)", min_value=0, max_value=2**31 - 1, mutable=True)
         self.publish_clock = declare(self, "publish_clock", False,
                                      "stamp with the simulation clock and publish /clock (use_sim_time)")
         model_cameras = declare(self, "camera_models", [DEFAULT_MODEL_CAMERAS.get(c, c) for c in self.station.cameras],

@@ -1,6 +1,8 @@
 """The episode manager node: episode services, counters and the latched ``episode/status``.
 
 A thin shell around :class:`recap_teleop.episodes.EpisodeStateMachine`.
+The episode settings (task, source, operator, ...) may change at runtime and
+apply from the next episode on; the rest is read-only.
 ``episode/start`` (in sim: after resetting the world through ``reset_service``),
 ``episode/success``, ``episode/failure`` and ``episode/abort`` are
 std_srvs/Trigger; a call that is invalid in the current state is answered with
@@ -28,45 +30,35 @@ from std_srvs.srv import Trigger
 from recap_core.ros import qos
 from recap_core.ros.convert import diagnostic, diagnostic_values
 from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, accept, check, declare, declare_station
+from recap_core.ros.params import ParameterError, declare, declare_station
 from recap_teleop.episodes import (ABORTED, EPISODE_SOURCES, FAILURE, RUNNING, SUCCESS, TERMINAL, EpisodeError,
                                    EpisodeSettings, EpisodeStateMachine, auto_label)
-
-#: Parameters that may change at runtime (they apply from the next episode on), with their checks.
-RUNTIME_PARAMS = {
-    "task": {}, "operator": {}, "policy_checkpoint": {}, "reset_service": {}, "auto_label": {},
-    "source": {"choices": EPISODE_SOURCES},
-    "beta": {"min_value": -1.0, "max_value": 100.0},
-    "max_episode_steps": {"min_value": 0, "max_value": 10_000_000},
-    "reset_timeout_s": {"min_value": 0.1, "max_value": 120.0},
-}
-
 
 class EpisodeManagerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("episode_manager", **kwargs)
         self.station = declare_station(self)
-        declare(self, "task", "", "task prompt of the next episode (may change between episodes)")
+        declare(self, "task", "", "task prompt of the next episode (may change between episodes)", mutable=True)
         declare(self, "source", "rollout", "what produced the episode: demo | rollout | eval",
-                choices=EPISODE_SOURCES)
-        declare(self, "operator", "", "operator name, goes into the episode metadata")
-        declare(self, "policy_checkpoint", "", "checkpoint id for the metadata; empty = from policy/status")
+                choices=EPISODE_SOURCES, mutable=True)
+        declare(self, "operator", "", "operator name, goes into the episode metadata", mutable=True)
+        declare(self, "policy_checkpoint", "", "checkpoint id for the metadata; empty = from policy/status",
+                mutable=True)
         declare(self, "beta", -1.0, "CFG beta for the metadata; < 0 = from policy/status",
-                min_value=-1.0, max_value=100.0)
-        declare(self, "auto_label", False, "label from sim/status: success, or failure at the time limit")
+                min_value=-1.0, max_value=100.0, mutable=True)
+        declare(self, "auto_label", False, "label from sim/status: success, or failure at the time limit",
+                mutable=True)
         declare(self, "max_episode_steps", 400, "time limit of auto_label in steps (0 = none)",
-                min_value=0, max_value=10_000_000)
+                min_value=0, max_value=10_000_000, mutable=True)
         declare(self, "reset_service", "", "std_srvs/Trigger called by episode/start before the episode "
-                "begins (sim: sim/reset); empty = no reset")
+                "begins (sim: sim/reset); empty = no reset", mutable=True)
         declare(self, "reset_timeout_s", 15.0, "how long episode/start waits for the reset (s)",
-                min_value=0.1, max_value=120.0)
-        step_topic = declare(self, "step_topic", "joint_command", "JointState topic whose messages are steps",
-                             read_only=True)
+                min_value=0.1, max_value=120.0, mutable=True)
+        step_topic = declare(self, "step_topic", "joint_command", "JointState topic whose messages are steps")
         status_rate = declare(self, "status_rate_hz", 2.0, "episode/status rate while running (Hz; the "
-                              "recorder relies on >= 2)", min_value=2.0, max_value=20.0, read_only=True)
+                              "recorder relies on >= 2)", min_value=2.0, max_value=20.0)
         self.terminal_hold_s = declare(self, "terminal_hold_s", 0.5, "how long a terminal state stays "
-                                       "published before idle (s)", min_value=0.0, max_value=10.0,
-                                       read_only=True)
+                                       "published before idle (s)", min_value=0.0, max_value=10.0)
         if not step_topic:
             raise ParameterError("parameter 'step_topic' is empty: name the JointState topic to count "
                                  "steps from (the gate's joint_command)")
@@ -77,7 +69,6 @@ class EpisodeManagerNode(Node):
         self._starting = False
         self._policy_status: dict[str, str] = {}
         self._reset_clients: dict = {}
-        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # Publishers, subscriptions and services only after every parameter is valid.
         self._status_pub = self.create_publisher(DiagnosticStatus, "episode/status", qos.LATCHED)
@@ -100,15 +91,6 @@ class EpisodeManagerNode(Node):
 
     def _param(self, name: str):
         return self.get_parameter(name).value
-
-    def _on_set_parameters(self, params):
-        for p in params:
-            if p.name in RUNTIME_PARAMS:
-                try:
-                    check(p.name, p.value, **RUNTIME_PARAMS[p.name])
-                except ParameterError as exc:
-                    return accept(False, str(exc))
-        return accept()
 
     # -- services ---------------------------------------------------------------------------------
     async def _on_start(self, request, response):

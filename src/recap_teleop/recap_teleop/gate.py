@@ -23,10 +23,16 @@ Rules, in order of priority:
   then holds that position until a source sends a fresh command. Holding the
   old output instead would drive the arm back to where the last episode
   ended.
+  Only a joint state stamped at or after the restart (``not_before``) counts:
+  one measured before it shows the arm before the reset.
 * Limits: every output is clipped to the joint limits, then its change from the
   previous output is clipped to ``max_velocity * elapsed`` (elapsed capped at one
   control period), so a handover ramps instead of jumping and two outputs close
   together cannot add up to more than the velocity limit.
+* Runtime limit changes (``set_velocity_limits``, ``set_stale_timeout``): a
+  tighter velocity limit applies from the next output on; a wider one is
+  reached by a linear ramp over ``WIDEN_RAMP_S``, so raising the limit never
+  lets a moving arm jump to the new speed.
 """
 from __future__ import annotations
 
@@ -43,6 +49,9 @@ SOURCES = (POLICY, TELEOP, HOLD)
 
 #: Why the gate holds (``Gate.hold_reason``), for the status diagnostic.
 HOLD_REASONS = ("none", "no_command_yet", "stale", "awaiting_policy_after_release", "engaged_without_teleop")
+
+#: Seconds over which a wider velocity limit is ramped in (a tighter one applies at once).
+WIDEN_RAMP_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +109,8 @@ class Gate:
         self._lower = np.asarray(config.lower, dtype=np.float64)
         self._upper = np.asarray(config.upper, dtype=np.float64)
         self._max_step = config.max_step
+        self._ramp: tuple[np.ndarray, float] | None = None  # (step limit when a widening began, its time)
+        self._state_not_before: float | None = None  # joint states stamped earlier predate the restart
         self._policy: np.ndarray | None = None
         self._policy_time = -math.inf
         self._policy_seq = 0
@@ -115,7 +126,45 @@ class Gate:
         self.counters: dict[str, int] = {k: 0 for k in (
             "outputs", "outputs_policy", "outputs_teleop", "outputs_hold",
             "rejected_policy", "rejected_teleop", "rejected_joint_states",
-            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases", "restarts")}
+            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases", "restarts",
+            "joint_states_before_restart", "limit_changes")}
+
+    # -- runtime limits ---------------------------------------------------------------------
+    def set_velocity_limits(self, now: float, *, max_velocity: Sequence[float] | None = None,
+                            velocity_scale: float | None = None) -> None:
+        """New velocity limits (validated as a whole; ValueError leaves the old ones).
+
+        Per joint, a tighter limit applies from the next output on; a wider one
+        ramps in linearly over ``WIDEN_RAMP_S`` from the limit in force now.
+        """
+        changes = {}
+        if max_velocity is not None:
+            changes["max_velocity"] = tuple(float(v) for v in max_velocity)
+        if velocity_scale is not None:
+            changes["velocity_scale"] = float(velocity_scale)
+        config = dataclasses.replace(self.config, **changes)  # __post_init__ validates
+        current = self.step_limit(now)
+        self.config = config
+        self._max_step = config.max_step
+        start = np.minimum(current, self._max_step)
+        self._ramp = None if np.array_equal(start, self._max_step) else (start, now)
+        self.counters["limit_changes"] += 1
+
+    def set_stale_timeout(self, stale_timeout_s: float) -> None:
+        """A new watchdog timeout, used from the next selection on (ValueError if not > 0)."""
+        self.config = dataclasses.replace(self.config, stale_timeout_s=float(stale_timeout_s))
+        self.counters["limit_changes"] += 1
+
+    def step_limit(self, now: float) -> np.ndarray:
+        """``[14]`` largest change of one output per control period at time ``now``."""
+        if self._ramp is None:
+            return self._max_step
+        start, t0 = self._ramp
+        fraction = (now - t0) / WIDEN_RAMP_S
+        if fraction >= 1.0:
+            self._ramp = None
+            return self._max_step
+        return start + (self._max_step - start) * max(fraction, 0.0)
 
     # -- inputs -----------------------------------------------------------------------------
     def on_policy(self, command: Sequence[float], now: float) -> bool:
@@ -135,10 +184,18 @@ class Gate:
         self._teleop, self._teleop_time = cmd, now
         return True
 
-    def on_joint_state(self, positions: Sequence[float], now: float) -> bool:
-        """The measured joint positions ``[14]`` (the hold reference before any output)."""
+    def on_joint_state(self, positions: Sequence[float], now: float, stamp: float | None = None) -> bool:
+        """The measured joint positions ``[14]`` (the hold reference before any output).
+
+        ``stamp``: when they were measured, in the time base of the restart's
+        ``not_before``. After a restart a state measured before it (or without
+        a stamp) is refused and counted: it shows the arm before the reset.
+        """
         q = self._valid(positions, "rejected_joint_states")
         if q is None:
+            return False
+        if self._state_not_before is not None and (stamp is None or stamp < self._state_not_before):
+            self.counters["joint_states_before_restart"] += 1
             return False
         self._measured = q
         return True
@@ -157,8 +214,14 @@ class Gate:
         self._policy_seq_at_release = self._policy_seq
         return True
 
-    def restart(self, now: float) -> None:
-        """A new episode begins: drop the output reference, the measured state and all held commands."""
+    def restart(self, now: float, not_before: float | None = None) -> None:
+        """A new episode begins: drop the output reference, the measured state and all held commands.
+
+        With ``not_before`` (the episode's start, in the joint states' stamp
+        time base) only a joint state stamped at or after it becomes the new
+        anchor.
+        """
+        self._state_not_before = not_before
         self._policy, self._policy_time = None, -math.inf
         self._teleop, self._teleop_time = None, -math.inf
         self._policy_seq_at_release = None
@@ -202,7 +265,7 @@ class Gate:
         elapsed = self.config.control_period_s
         if self._last_output_time is not None:
             elapsed = min(max(now - self._last_output_time, 0.0), self.config.control_period_s)
-        allowed = self._max_step * (elapsed / self.config.control_period_s)
+        allowed = self.step_limit(now) * (elapsed / self.config.control_period_s)
         step = clipped - reference
         limited = np.clip(step, -allowed, allowed)
         if not np.array_equal(limited, step):

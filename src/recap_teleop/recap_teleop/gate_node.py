@@ -12,21 +12,31 @@ A new episode on ``episode/status`` restarts the gate (``Gate.restart``): the
 arm was reset, so it re-anchors on the next measured joint state instead of
 holding where the last episode ended.
 
-The gate's clock is the node clock, which must be wall time: the velocity
-limit is applied per elapsed time, and simulated time advances in jumps.
+The gate measures elapsed time (velocity limit, watchdog, output rate) on the
+monotonic clock of its host, never on the node clock: ``use_sim_time`` is
+refused at startup and at runtime, and a jumping or simulated ROS clock cannot
+change how fast the arm may move. The node clock (wall time) only stamps the
+outputs and places joint states relative to the episode start: after a restart
+the gate anchors on a joint state stamped at or after the episode's
+``start_time`` (from ``episode/status``), and joint states stamped more than
+``future_stamp_tolerance_ms`` ahead of the node clock are refused and counted.
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from recap_core.ros import qos
-from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, joint_positions, joint_state
+from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, joint_positions, joint_state,
+                                    stamp_to_seconds)
 from recap_core.ros.node_main import run_node
 from recap_core.ros.params import ParameterError, declare, declare_station
 from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
@@ -35,15 +45,19 @@ from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
 class GateNode(Node):
     def __init__(self, **kwargs):
         super().__init__("gate", **kwargs)
-        self.station = declare_station(self)
+        self.station = declare_station(self, on_change={"joint_max_velocity": self._set_max_velocity})
         stale_ms = declare(self, "stale_timeout_ms", 200.0,
                            "hold when the active source's newest command is older than this (ms)",
-                           min_value=1.0, max_value=10000.0)
+                           min_value=1.0, max_value=10000.0, on_change=self._set_stale_timeout)
         velocity_scale = declare(self, "velocity_scale", 1.0,
-                                 "fraction of the station's joint_max_velocity the gate allows",
-                                 min_value=0.01, max_value=1.0)
+                                 "fraction of the station's joint_max_velocity the gate allows (tighter at "
+                                 "once, wider ramped in)", min_value=0.01, max_value=1.0,
+                                 on_change=self._set_velocity_scale)
         status_rate = declare(self, "status_rate_hz", 1.0, "rate of gate/status (Hz)",
                               min_value=0.1, max_value=50.0)
+        self._future_tolerance_s = declare(
+            self, "future_stamp_tolerance_ms", 50.0, "refuse joint_states stamped further ahead of the node "
+            "clock than this (ms)", min_value=0.0, max_value=10000.0) / 1000.0
         if self.get_parameter("use_sim_time").value:
             raise ParameterError("the gate limits velocity per elapsed wall time: run it with "
                                  "use_sim_time:=false (simulated time advances in jumps)")
@@ -56,8 +70,10 @@ class GateNode(Node):
         self._output_clock = OutputClock(config.control_period_s)
         self._names = list(self.station.joint_names)
         self._cond = threading.Condition()
-        self._t0_ns = self.get_clock().now().nanoseconds
-        self.node_counters = {"policy_resets_sent": 0, "policy_resets_failed": 0, "publish_errors": 0}
+        self._t0_ns = time.monotonic_ns()
+        self._clock_offset_ns = self.get_clock().now().nanoseconds - self._t0_ns
+        self.node_counters = {"policy_resets_sent": 0, "policy_resets_failed": 0, "publish_errors": 0,
+                              "future_joint_states": 0}
 
         # Publishers, subscriptions and the clock thread only after every parameter is valid.
         self._command_pub = self.create_publisher(JointState, "joint_command", qos.COMMAND)
@@ -81,10 +97,37 @@ class GateNode(Node):
 
     # -- time ---------------------------------------------------------------------------------
     def _now(self):
-        """(seconds, stamp) from one sample of the node clock."""
-        t = self.get_clock().now()
+        """(monotonic seconds since startup, the stamp for an output at that moment).
+
+        The stamp is the monotonic time mapped onto the node clock, so the
+        stamps of two outputs differ by exactly the elapsed time the velocity
+        limit was applied over; the mapping is re-taken when the node clock
+        moves more than 1 ms away from it (a clock step).
+        """
+        mono_ns = time.monotonic_ns()
+        wall_ns = self.get_clock().now().nanoseconds
+        stamp_ns = mono_ns + self._clock_offset_ns
+        if abs(stamp_ns - wall_ns) > 1_000_000:
+            self._clock_offset_ns = wall_ns - mono_ns
+            stamp_ns = wall_ns
         # Seconds since startup: an epoch-sized float would lose ~0.2 us, 1e-5 of a period.
-        return (t.nanoseconds - self._t0_ns) * 1e-9, t.to_msg()
+        return (mono_ns - self._t0_ns) * 1e-9, Time(nanoseconds=stamp_ns).to_msg()
+
+    # -- runtime parameters (called by the parameter guard, after validation) ---------------------
+    def _set_max_velocity(self, value) -> None:
+        with self._cond:
+            self.gate.set_velocity_limits(self._now()[0], max_velocity=value)
+        self.get_logger().info(f"joint_max_velocity set to {list(value)}")
+
+    def _set_velocity_scale(self, value) -> None:
+        with self._cond:
+            self.gate.set_velocity_limits(self._now()[0], velocity_scale=value)
+        self.get_logger().info(f"velocity_scale set to {value}")
+
+    def _set_stale_timeout(self, value) -> None:
+        with self._cond:
+            self.gate.set_stale_timeout(value / 1000.0)
+        self.get_logger().info(f"stale_timeout_ms set to {value}")
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_policy(self, msg: JointState) -> None:
@@ -125,10 +168,19 @@ class GateNode(Node):
                 self.gate.reject("joint_states")
             self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=2.0)
             return
+        measured = stamp_to_seconds(msg.header.stamp)
+        lead = measured - self.get_clock().now().nanoseconds * 1e-9
+        if lead > self._future_tolerance_s:
+            with self._cond:
+                self.node_counters["future_joint_states"] += 1
+            self.get_logger().warning(f"ignoring joint_states stamped {lead * 1e3:.0f} ms in the future (tolerance "
+                                      f"{self._future_tolerance_s * 1e3:.0f} ms): check the station's clocks",
+                                      throttle_duration_sec=2.0)
+            return
         with self._cond:
             now, stamp = self._now()
             fresh_start = self.gate.last_output is None
-            if self.gate.on_joint_state(q, now) and fresh_start:
+            if self.gate.on_joint_state(q, now, measured if measured > 0 else None) and fresh_start:
                 self._emit(now, stamp, on_arrival=False)  # first reference after startup or a restart: hold now
                 self._cond.notify()
 
@@ -139,8 +191,11 @@ class GateNode(Node):
             return
         first = self._episode_id is None
         self._episode_id = episode_id
+        not_before = _epoch_seconds(values.get("start_time", ""))
+        if not_before is None:  # no start time from the manager: this moment, on the node clock
+            not_before = self.get_clock().now().nanoseconds * 1e-9
         with self._cond:
-            self.gate.restart(self._now()[0])
+            self.gate.restart(self._now()[0], not_before=not_before)
         if not first:
             self.get_logger().info(f"episode {episode_id}: re-anchoring on the measured joints")
 
@@ -220,6 +275,15 @@ class GateNode(Node):
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
+
+
+def _epoch_seconds(iso: str) -> float | None:
+    """An ISO 8601 time with zone (``episode/status`` ``start_time``) as epoch seconds, or None."""
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return t.timestamp() if t.tzinfo is not None else None
 
 
 def main(args=None) -> int:

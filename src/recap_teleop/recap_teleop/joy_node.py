@@ -31,11 +31,10 @@ class JoyTeleopNode(Node):
     def __init__(self, **kwargs):
         super().__init__("joy_teleop", **kwargs)
         self.station = declare_station(self)
-        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = config/joy_default.yaml",
-                               read_only=True)
+        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = config/joy_default.yaml")
         self.joy_timeout_s = declare(self, "joy_timeout_s", 1.0, "release when no Joy message arrives for this "
                                      "long while engaged (s; 0 = never)", min_value=0.0, max_value=60.0)
-        joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy input topic", read_only=True)
+        joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy input topic")
         path = mapping_file or str(default_config_dir() / "joy_default.yaml")
         try:
             self.mapping = JoyMapping.from_yaml(path, self.station.joint_names)

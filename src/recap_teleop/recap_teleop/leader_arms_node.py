@@ -23,7 +23,7 @@ from std_msgs.msg import Bool
 from recap_core.ros import qos
 from recap_core.ros.convert import joint_state
 from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, accept, declare, declare_station
+from recap_core.ros.params import ParameterError, declare, declare_station
 from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 
 ENGAGE_SOURCES = ("parameter", "joy")
@@ -73,19 +73,18 @@ class LeaderArmsNode(Node):
     def __init__(self, **kwargs):
         super().__init__("leader_arms", **kwargs)
         self.station = declare_station(self)
-        leader_topic = declare(self, "leader_topic", "leader/joint_states", "the leader arms' JointState",
-                               read_only=True)
+        leader_topic = declare(self, "leader_topic", "leader/joint_states", "the leader arms' JointState")
         leader_names = declare(self, "leader_joint_names", list(self.station.joint_names),
-                               "the leader's name for each station joint, in station order", read_only=True)
-        closed = declare(self, "gripper_closed", 0.0, "leader gripper reading when closed (maps to 0)",
-                         read_only=True)
-        opened = declare(self, "gripper_open", 1.0, "leader gripper reading when open (maps to 1)", read_only=True)
+                               "the leader's name for each station joint, in station order")
+        closed = declare(self, "gripper_closed", 0.0, "leader gripper reading when closed (maps to 0)")
+        opened = declare(self, "gripper_open", 1.0, "leader gripper reading when open (maps to 1)")
         self.engage_source = declare(self, "engage_source", "parameter", "where engage comes from",
-                                     choices=ENGAGE_SOURCES, read_only=True)
-        self.engaged = declare(self, "engaged", False, "engage (engage_source: parameter); settable at runtime")
-        joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy for engage_source: joy", read_only=True)
+                                     choices=ENGAGE_SOURCES)
+        self.engaged = declare(self, "engaged", False, "engage (engage_source: parameter); settable at runtime",
+                               on_change=self._set_engaged, validate=self._check_engage_by_parameter)
+        joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy for engage_source: joy")
         self.deadman_button = declare(self, "joy_deadman_button", 4, "Joy button held to engage",
-                                      min_value=0, max_value=63, read_only=True)
+                                      min_value=0, max_value=63)
         try:
             self.mapping = LeaderMapping(leader_names, closed, opened)
         except ValueError as exc:
@@ -94,7 +93,6 @@ class LeaderArmsNode(Node):
         self.rejected = 0
         if self.engage_source == "joy":
             self.engaged = False  # only the deadman engages
-        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
         self._command_pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
@@ -105,13 +103,9 @@ class LeaderArmsNode(Node):
         self.get_logger().info(f"leader arms up: {leader_topic} -> teleop/joint_command, engage from "
                                f"{self.engage_source}")
 
-    def _on_set_parameters(self, params):
-        for p in params:
-            if p.name == "engaged":
-                if self.engage_source != "parameter":
-                    return accept(False, "engage_source is 'joy': the deadman button engages")
-                self._set_engaged(bool(p.value))
-        return accept()
+    def _check_engage_by_parameter(self, engaged) -> None:
+        if self.engage_source != "parameter":
+            raise ParameterError("engage_source is 'joy': the deadman button engages")
 
     def _on_joy(self, msg: Joy) -> None:
         b = self.deadman_button

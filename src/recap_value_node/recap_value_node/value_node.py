@@ -7,7 +7,11 @@ label and the recent history, for rviz's MarkerArray display) and
 ``value/plot`` (the value over the last ``history_s`` seconds as an image, for
 rviz's Image display). ``value/status`` carries an alert when the value falls
 by more than ``alert_drop`` within ``alert_window_s``. Stale observations or a
-bad checkpoint: nothing is published except the status saying why.
+bad checkpoint: nothing is published except the status saying why (a stamp
+from the future cannot keep an observation fresh, see
+``recap_core.ros.observation``). A runtime ``checkpoint`` that does not fit the
+station is refused; one that fails to load leaves the old model running with
+the status at ERROR. Parameters are applied at runtime or refused.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from recap_core.ros import qos
 from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, numpy_to_image
-from recap_core.ros.observation import ObservationBuffer
 from recap_core.ros.node_main import run_node
-from recap_core.ros.params import accept, declare, declare_station
+from recap_core.ros.observation import FutureStampError, ObservationBuffer
+from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_core.ros.serving import checkpoint_problem, model_problem
 from recap_value_node.monitor import AlertConfig, ValueHistory, render_plot
 from recap_value_node.runtime import load_value
 
@@ -35,9 +40,11 @@ class ValueNode(Node):
     def __init__(self, **kwargs):
         super().__init__("value_node", **kwargs)
         self.station = declare_station(self)
-        self.checkpoint = declare(self, "checkpoint", "", "value checkpoint directory (empty: none)")
-        self.rate_hz = declare(self, "rate_hz", 10.0, "value evaluations per second", min_value=0.1,
-                               max_value=50.0)
+        self.checkpoint = declare(self, "checkpoint", "", "value checkpoint directory (empty: none); a change "
+                                  "hot-reloads", on_change=self._set_checkpoint, validate=self._check_checkpoint)
+        self.rate_hz = declare(self, "rate_hz", 10.0, "value evaluations per second (a change applies from the "
+                               "next evaluation)", min_value=0.1, max_value=50.0,
+                               on_change=lambda v: setattr(self, "rate_hz", float(v)))
         self.plot_rate_hz = declare(self, "plot_rate_hz", 5.0, "value/plot images per second",
                                     min_value=0.1, max_value=30.0)
         history_s = declare(self, "history_s", 20.0, "seconds of history in markers and plot",
@@ -48,16 +55,24 @@ class ValueNode(Node):
             window_s=declare(self, "alert_window_s", 2.0, "...within this many seconds", min_value=0.05,
                              max_value=60.0))
         self.max_age = declare(self, "max_observation_age_ms", 500.0, "skip observations older than this",
-                               min_value=1.0, max_value=10000.0) / 1e3
-        self.plot_width = declare(self, "plot_width", 480, "value/plot width (px)", min_value=64, max_value=1920)
+                               min_value=1.0, max_value=10000.0,
+                               on_change=lambda v: setattr(self, "max_age", v / 1e3)) / 1e3
+        future_ms = declare(self, "future_stamp_tolerance_ms", 50.0, "refuse observations stamped further ahead "
+                            "of the node clock than this (ms)", min_value=0.0, max_value=10000.0)
+        self.plot_width = declare(self, "plot_width", 480, "value/plot width (px)", min_value=64, max_value=1920,
+                                  on_change=lambda v: setattr(self, "plot_width", int(v)))
         self.plot_height = declare(self, "plot_height", 240, "value/plot height (px)", min_value=48,
-                                   max_value=1080)
-        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one")
-        self.frame_id = declare(self, "marker_frame", "world", "frame of value/markers")
+                                   max_value=1080, on_change=lambda v: setattr(self, "plot_height", int(v)))
+        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one (a change "
+                                    "applies at once)", on_change=self._set_task)
+        self.frame_id = declare(self, "marker_frame", "world", "frame of value/markers",
+                                on_change=lambda v: setattr(self, "frame_id", v))
         threads = declare(self, "inference_threads", 1, "torch threads", min_value=1, max_value=64)
 
         self.history = ValueHistory(history_s, alert)
-        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names)
+        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names,
+                                               clock=lambda: self.get_clock().now().nanoseconds * 1e-9,
+                                               future_tolerance_s=future_ms / 1e3)
         self._task = self.default_task
         self._episode_id = None
         self._runner = None
@@ -65,8 +80,8 @@ class ValueNode(Node):
         self._error = ""
         self._latest: tuple[float, np.ndarray] | None = None
         self.latency_ms = float("nan")
-        self.counters = {"estimates": 0, "skipped_stale": 0, "rejected_inputs": 0, "errors": 0,
-                         "discarded_previous_episode": 0}
+        self.counters = {"estimates": 0, "skipped_stale": 0, "rejected_inputs": 0, "future_stamps": 0,
+                         "errors": 0, "discarded_previous_episode": 0, "refused_checkpoints": 0}
         self._generation = 0
         self._episode_lock = threading.Lock()
         self._threads = threads
@@ -82,7 +97,6 @@ class ValueNode(Node):
                                      lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
-        self.add_on_set_parameters_callback(self._on_params)
         self.create_timer(1.0 / self.plot_rate_hz, self._publish_plot)
         self.create_timer(1.0, self._publish_status)
 
@@ -96,23 +110,46 @@ class ValueNode(Node):
             return
         try:
             runner = load_value(path, threads=self._threads)
+            problem = model_problem("value", runner.config, runner.checkpoint.training_config, self.station)
+            if problem:
+                raise ValueError(problem)
         except Exception as exc:
-            self._error = f"cannot load value checkpoint {path}: {exc}"
+            self._error = f"cannot load value checkpoint {path}: {exc}" + (
+                f"; still running {self._checkpoint_id}" if self._runner is not None else "")
             self.get_logger().error(self._error)
             return
         self._runner, self._checkpoint_id, self._error = runner, runner.checkpoint_id, ""
         self.get_logger().info(f"loaded value checkpoint {runner.checkpoint_id} from {path}")
 
-    def _on_params(self, params):
-        for p in params:
-            if p.name == "checkpoint" and p.value != self.checkpoint:
-                self.checkpoint = p.value
-                threading.Thread(target=self._load, args=(p.value,), daemon=True).start()
-        return accept()
+    @property
+    def model_error(self) -> str:
+        """Why no value model runs ('' while one does)."""
+        return "" if self._runner is not None else (self._error or "no value checkpoint loaded")
+
+    def _check_checkpoint(self, path: str) -> None:
+        """Refuse a runtime ``checkpoint`` that cannot run on this station (reads its config.json only)."""
+        problem = checkpoint_problem(path, "value", self.station) if path else ""
+        if problem:
+            self.counters["refused_checkpoints"] += 1
+            self._error = f"refused checkpoint {path}: {problem}; still running {self._checkpoint_id or 'none'}"
+            self.get_logger().error(self._error)
+            raise ParameterError(self._error)
+
+    def _set_checkpoint(self, path: str) -> None:
+        if path != self.checkpoint:
+            self.checkpoint = path
+            threading.Thread(target=self._load, args=(path,), daemon=True).start()
+
+    def _set_task(self, task: str) -> None:
+        self.default_task = task
+        self._task = task
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
             self._observations.on_image(cam, msg)
+        except FutureStampError as exc:
+            self.counters["future_stamps"] += 1
+            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
         except MessageError as exc:
             self.counters["rejected_inputs"] += 1
             self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
@@ -120,6 +157,9 @@ class ValueNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         try:
             self._observations.on_joints(msg)
+        except FutureStampError as exc:
+            self.counters["future_stamps"] += 1
+            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
         except MessageError as exc:
             self.counters["rejected_inputs"] += 1
             self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
@@ -145,10 +185,9 @@ class ValueNode(Node):
         return obs
 
     def _loop(self) -> None:
-        period = 1.0 / self.rate_hz
         next_t = time.monotonic()
         while self._running:
-            next_t += period
+            next_t += 1.0 / self.rate_hz  # read every period: a runtime change applies from the next one
             self._evaluate()
             delay = next_t - time.monotonic()
             if delay > 0:
@@ -238,7 +277,8 @@ class ValueNode(Node):
             "checkpoint_id": self._checkpoint_id, "value": f"{latest:.4f}", "alert": alert,
             "alerts": self.history.alerts, "drop": f"{self.history.drop_within_window():.3f}",
             "latency_ms": f"{self.latency_ms:.1f}", "task": self._task, "error": self._error,
-            **self.counters}, level=1 if alert or self._error else 0,
+            "rate_hz": self.rate_hz, "max_observation_age_ms": self.max_age * 1e3,
+            **self.counters}, level=2 if self._error else 1 if alert else 0,
             message="value drop" if alert else self._error))
 
     def close(self) -> None:
