@@ -122,6 +122,26 @@ class Probe:
         request.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
         return self.call(SetParameters, f"{node_fqn}/set_parameters", request, timeout).results
 
+    def parameters(self, node_fqn: str, timeout: float = 10.0) -> dict:
+        """``{name: (value, ParameterDescriptor)}`` of every parameter of another node."""
+        from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        names = list(self.call(ListParameters, f"{node_fqn}/list_parameters", timeout=timeout).result.names)
+        values = self.call(GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=names),
+                           timeout).values
+        descriptors = self.call(DescribeParameters, f"{node_fqn}/describe_parameters",
+                                DescribeParameters.Request(names=names), timeout).descriptors
+        return {n: (parameter_value_to_python(v), d) for n, v, d in zip(names, values, descriptors)}
+
+    def get_parameter(self, node_fqn: str, name: str, timeout: float = 10.0):
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call(GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=[name]),
+                           timeout).values
+        return parameter_value_to_python(values[0])
+
     def close(self) -> None:
         if self.context.ok():
             self.node.destroy_node()
@@ -133,3 +153,54 @@ class Probe:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class StationFeeder:
+    """A fake station on the probe: camera images and joint states at ``rate_hz`` from a thread.
+
+    ``stamp_offset_s`` shifts every stamp (stale or future data), ``running``
+    pauses every stream; :meth:`publish_once` sends one round with any offset.
+    """
+
+    def __init__(self, probe: Probe, cameras=("base", "left_wrist", "right_wrist"), size: int = 64,
+                 rate_hz: float = 50.0, joints=None):
+        import numpy as np
+        from sensor_msgs.msg import Image, JointState
+
+        self._np = np
+        self.probe = probe
+        self.cameras = tuple(cameras)
+        self._image_pubs = {c: probe.publisher(Image, f"camera/{c}/image_raw") for c in self.cameras}
+        self._joint_pub = probe.publisher(JointState, "joint_states")
+        self.image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        self.joints = np.zeros(14) if joints is None else np.asarray(joints, dtype=np.float64)
+        self.period = 1.0 / rate_hz
+        self.stamp_offset_s = 0.0
+        self.running = threading.Event()
+        self.running.set()
+        self.rounds = 0
+        self.last_round_at = float("nan")  # monotonic time of the newest round
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def publish_once(self, stamp_offset_s: float | None = None) -> None:
+        from recap_core.ros.convert import joint_state, numpy_to_image, seconds_to_stamp
+
+        offset = self.stamp_offset_s if stamp_offset_s is None else stamp_offset_s
+        stamp = seconds_to_stamp(self.probe.node.get_clock().now().nanoseconds * 1e-9 + offset)
+        for pub in self._image_pubs.values():
+            pub.publish(numpy_to_image(self.image, stamp))
+        self._joint_pub.publish(joint_state(self.joints, stamp=stamp))
+        self.rounds += 1
+        self.last_round_at = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.running.is_set():
+                self.publish_once()
+            time.sleep(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)

@@ -1,0 +1,144 @@
+"""Fault injection against the policy node as a real process: future stamps, runtime parameters,
+checkpoints that do not fit the station, stopping before the first plan."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import JointState
+
+from recap_core.ros.convert import diagnostic_values
+from recap_core.ros.probe import StationFeeder
+
+pytestmark = pytest.mark.ros
+
+MAX_AGE_S = 0.25  # the node's default max_observation_age_ms
+
+
+def checkpoint_id(path) -> str:
+    return json.loads((path / "provenance.json").read_text())["checkpoint_id"]
+
+
+def start_policy(node_process, checkpoint, **params):
+    proc = node_process("recap_policy_node.policy_node",
+                        params={"checkpoint": str(checkpoint), "task": "reach", "inference_threads": 1, **params})
+    assert proc.wait_for_output("loaded policy checkpoint", timeout=60), proc.output()
+    return proc
+
+
+def latest_status(collector, timeout: float = 5.0, predicate=None) -> dict:
+    assert collector.wait_for(1, timeout=timeout, predicate=predicate)
+    msgs = [m for m in collector.snapshot()[0] if predicate is None or predicate(m)]
+    return {**diagnostic_values(msgs[-1]), "level": int.from_bytes(msgs[-1].level, "little")}
+
+
+@pytest.fixture
+def feeder(probe):
+    station = StationFeeder(probe)
+    yield station
+    station.stop()
+
+
+@pytest.mark.parametrize("lead_s", [1.0, 3600.0])
+def test_a_future_stamp_does_not_keep_a_stopped_station_fresh(node_process, probe, feeder, tiny_checkpoints,
+                                                              lead_s):
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
+    assert commands.wait_for(20, timeout=60), policy.output()
+    feeder.running.clear()
+    time.sleep(0.05)
+    feeder.publish_once(stamp_offset_s=lead_s)  # one observation from the future, then every stream stops
+    stopped_at = time.monotonic()
+    time.sleep(MAX_AGE_S + 1.5)
+    _, received = commands.snapshot()
+    last = max(received) - stopped_at
+    assert last <= MAX_AGE_S + 0.15, f"commanded {last:.2f} s after the station stopped"
+    values = latest_status(status)
+    assert int(values["future_stamps"]) >= 1 and values["state"] == "holding", values
+    assert policy.alive()
+
+
+def test_max_observation_age_changes_at_runtime(node_process, probe, feeder, tiny_checkpoints):
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
+    feeder.stamp_offset_s = -0.15  # every observation is 150 ms old when it arrives
+    assert commands.wait_for(20, timeout=60), policy.output()
+    result = probe.set_parameters("/policy_node", {"max_observation_age_ms": 100.0})[0]
+    assert result.successful, result.reason
+    values = latest_status(status, predicate=lambda m: diagnostic_values(m).get("state") == "holding")
+    assert float(values["max_observation_age_ms"]) == 100.0 and "stale observation" in values["reason"]
+    time.sleep(0.3)
+    commands.clear()
+    time.sleep(0.5)
+    assert len(commands) == 0, "commanded from observations older than the new limit"
+    assert probe.set_parameters("/policy_node", {"max_observation_age_ms": 250.0})[0].successful
+    assert commands.wait_for(10, timeout=30), "the wider limit should let the node command again"
+
+
+def edited_checkpoint(source, destination, **model_changes):
+    shutil.copytree(source, destination)
+    config = json.loads((destination / "config.json").read_text())
+    config["model"].update(model_changes)
+    (destination / "config.json").write_text(json.dumps(config))
+    return destination
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"cameras": ["base", "left_wrist", "top"]}, "'top'"),
+    ({"state_dim": 7}, "state of 7 joints"),
+    ({"action_dim": 16}, "commands 16 joints"),
+])
+def test_a_checkpoint_that_does_not_fit_the_station_is_refused_and_the_old_one_keeps_running(
+        node_process, probe, feeder, tiny_checkpoints, tmp_path, changes, reason):
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
+    assert commands.wait_for(20, timeout=60), policy.output()
+    other = edited_checkpoint(tiny_checkpoints["policy_b"], tmp_path / "other", **changes)
+    result = probe.set_parameters("/policy_node", {"checkpoint": str(other)})[0]
+    assert not result.successful and reason in result.reason, result.reason
+    assert probe.get_parameter("/policy_node", "checkpoint") == str(tiny_checkpoints["policy_a"])
+    values = latest_status(status, predicate=lambda m: "refused" in diagnostic_values(m).get("reason", ""))
+    assert values["level"] == 2 and reason in values["reason"]
+    assert values["checkpoint_id"] == checkpoint_id(tiny_checkpoints["policy_a"])
+    commands.clear()
+    assert commands.wait_for(20, timeout=10), "the old policy must keep commanding"
+
+
+def test_a_value_checkpoint_is_refused_as_the_policy(node_process, probe, tiny_checkpoints):
+    start_policy(node_process, tiny_checkpoints["policy_a"])
+    result = probe.set_parameters("/policy_node", {"checkpoint": str(tiny_checkpoints["value"])})[0]
+    assert not result.successful and "value checkpoint" in result.reason
+
+
+def test_weights_that_fail_to_load_leave_the_old_policy_running_with_an_error(node_process, probe, feeder,
+                                                                             tiny_checkpoints, tmp_path):
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
+    assert commands.wait_for(20, timeout=60), policy.output()
+    broken = shutil.copytree(tiny_checkpoints["policy_b"], tmp_path / "broken")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert probe.set_parameters("/policy_node", {"checkpoint": str(broken)})[0].successful  # config.json is fine
+    values = latest_status(status, timeout=30,
+                           predicate=lambda m: "cannot load" in diagnostic_values(m).get("reason", ""))
+    assert values["level"] == 2 and values["checkpoint_id"] == checkpoint_id(tiny_checkpoints["policy_a"])
+    commands.clear()
+    assert commands.wait_for(20, timeout=10), "the old policy must keep commanding"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_before_the_first_plan_is_clean(node_process, tiny_checkpoints, sig):
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+    policy.proc.send_signal(sig)
+    t0 = time.monotonic()
+    code = policy.proc.wait(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert code == 0 and "Traceback" not in policy.output(), policy.output()
