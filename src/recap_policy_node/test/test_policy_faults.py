@@ -9,6 +9,8 @@ import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 
 from recap_core.ros.convert import diagnostic_values
@@ -142,3 +144,55 @@ def test_stopping_before_the_first_plan_is_clean(node_process, tiny_checkpoints,
     code = policy.proc.wait(timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert code == 0 and "Traceback" not in policy.output(), policy.output()
+
+
+@st.composite
+def hostile_image(draw):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=draw(st.integers(0, 8)), width=draw(st.integers(0, 8)),
+                encoding=draw(st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "", "16UC1"])),
+                step=draw(st.integers(0, 40)))
+    msg.data = bytes(draw(st.integers(0, 255)) for _ in range(draw(st.integers(0, 200))))
+    return msg
+
+
+def valid_image(msg) -> bool:
+    from recap_core.ros.convert import MessageError, image_to_numpy
+
+    try:
+        image_to_numpy(msg)
+    except MessageError:
+        return False
+    return True
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(images=st.lists(hostile_image(), min_size=20, max_size=40))
+def test_malformed_images_are_rejected_counted_and_the_node_keeps_commanding(node_process, probe, feeder,
+                                                                            tiny_checkpoints, images):
+    from sensor_msgs.msg import Image
+
+    state = getattr(probe, "_policy_fault_state", None)
+    if state is None:  # one node for every example: starting it is the slow part
+        policy = start_policy(node_process, tiny_checkpoints["policy_a"])
+        state = probe._policy_fault_state = {
+            "policy": policy, "commands": probe.subscribe(JointState, "policy/joint_command"),
+            "status": probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED),
+            "camera": probe.publisher(Image, "camera/base/image_raw")}
+        assert state["commands"].wait_for(20, timeout=60), policy.output()
+    state["status"].clear()
+    before = int(latest_status(state["status"])["rejected_images"])
+    bad = 0
+    for msg in images:
+        msg.header.stamp = probe.node.get_clock().now().to_msg()
+        state["camera"].publish(msg)
+        bad += not valid_image(msg)
+        time.sleep(0.002)
+    time.sleep(0.3)
+    state["status"].clear()
+    after = int(latest_status(state["status"])["rejected_images"])  # the status goes out at 2 Hz
+    assert after - before == bad
+    assert state["policy"].alive(), state["policy"].output()
+    state["commands"].clear()
+    assert state["commands"].wait_for(10, timeout=10), "valid observations must still drive the policy"
