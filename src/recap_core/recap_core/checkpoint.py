@@ -35,6 +35,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from recap_core.errors import UserError
+
 FORMAT = "recap-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -50,7 +52,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib")
 KINDS = ("policy", "value")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint directory is missing a file or holds something wrong; the message names the file."""
 
 
@@ -209,6 +211,12 @@ def check_directory(directory: str | pathlib.Path) -> pathlib.Path:
     if pickled:
         raise CheckpointError(f"{directory}: holds pickle-format file(s) {pickled}; RECAP checkpoints never use "
                               f"pickle and refuse to load next to one. Remove them if you trust them.")
+    if not any((directory / name).is_file() for name in REQUIRED_FILES):
+        from recap_core.outputs import describe
+
+        holds = describe(directory) if any(directory.iterdir()) else "nothing"
+        raise CheckpointError(f"{directory}: not a checkpoint (it holds {holds}); give a checkpoint directory "
+                              f"written by `recap train-policy` or `recap train-value`")
     for name in REQUIRED_FILES:
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory / name}: missing; the checkpoint is incomplete "
@@ -277,7 +285,8 @@ def load_checkpoint(directory: str | pathlib.Path, *, kind: str | None = None,
     directory = check_directory(directory).resolve()
     found_kind, model_config, training_config = read_config(directory)
     if kind is not None and found_kind != kind:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: this is a {found_kind} checkpoint, a {kind} one is needed")
+        raise CheckpointError(f"{directory / CONFIG_FILE}: this is a {found_kind} checkpoint, a {kind} one is needed; "
+                              f"give a {kind} checkpoint directory")
     provenance = read_json(directory / PROVENANCE_FILE)
     if not isinstance(provenance, dict):
         raise CheckpointError(f"{directory / PROVENANCE_FILE}: must be a JSON object")

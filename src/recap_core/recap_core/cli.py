@@ -4,6 +4,10 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so
 ``recap --help`` is instant and ``recap convert`` never loads torch.
 Subcommands that need ROS live in the ROS packages (this package never imports rclpy).
+
+A user error (:mod:`recap_core.errors`: a bad path, option or damaged file)
+is printed as one line, ``recap COMMAND: message``, with exit status 2; a bug
+keeps its traceback.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import difflib
 import importlib
 import os
 import sys
+
+from recap_core.errors import UsageError, UserError, one_line
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,13 +36,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing its usage and exiting, so ``main`` reports one line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recap", description="RECAP for ROS 2: stations, bags, datasets, value, policy.")
+    parser = _Parser(prog="recap", description="RECAP for ROS 2: stations, bags, datasets, value, policy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _message(exc: BaseException) -> str:
+    """One line for a user error: an OSError from a path as ``PATH: what`` (its errno text), else its message."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return one_line(f"{exc.filename}: {exc.strerror}")
+    return one_line(exc)
+
+
+# Errors reported as one line: the project's user errors, and paths the user gave that cannot be read or written.
+# The train commands also report their ValueErrors so (recap_core.train.common.reports_user_errors).
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               FileExistsError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         close = difflib.get_close_matches(name, COMMANDS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        parser.error(f"unknown command '{name}'{hint}")
+        hint = f"did you mean '{close[0]}'?" if close else "see `recap --help`"
+        print(f"recap: unknown command {name!r}; {hint}", file=sys.stderr)
+        return 2
     module_name, help_text = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
@@ -57,16 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recap {name}: its package is not installed ({exc.name}); "
               f"run `make setup` or install the package providing {module_name}", file=sys.stderr)
         return 2
-    sub = argparse.ArgumentParser(prog=f"recap {name}", description=help_text)
+    sub = _Parser(prog=f"recap {name}", description=help_text)
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
     try:
+        args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `recap bag info ... | head`: the reader left, which is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141
+    except USER_ERRORS as exc:
+        print(f"recap {name}: {_message(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):  # --help, or a command's own exit status
+            raise
+        print(f"recap {name}: {one_line(exc.code)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -216,7 +216,10 @@ def test_folds_need_an_init_with_the_same_folds_and_a_new_model_drops_stale_ones
 
     stale = tmp_path / "stale"
     assert recap("train-value", data, "--out", stale, "--steps", "1", "--folds", "2", *QUIET) == 0
-    assert recap("train-value", data, "--out", stale, "--steps", "1", *QUIET) == 0
+    capsys.readouterr()
+    assert recap("train-value", data, "--out", stale, "--steps", "1", *QUIET) == 2  # a new model needs --overwrite
+    assert "--resume" in capsys.readouterr().err and crossfit.read_folds(stale) == 2
+    assert recap("train-value", data, "--out", stale, "--steps", "1", "--overwrite", *QUIET) == 0
     assert not (stale / crossfit.FOLDS_DIR).exists() and crossfit.read_folds(stale) == 0
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
+
+from recap_core.errors import UserError
 
 from recap_sim.evaluate import EpisodeOutcome, format_table, summarise
 from recap_sim.experiment_report import paired_comparison, paired_table
@@ -27,7 +28,7 @@ _SETTINGS = ("max_steps", "task", "replan_steps", "blend_steps")
 _IDENTITY = ("checkpoint_id", "beta", "advantage")
 
 
-class PoolError(ValueError):
+class PoolError(UserError, ValueError):
     """The parts are not one evaluation."""
 
 
@@ -43,7 +44,7 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
     names = names or [f"report {k}" for k in range(len(reports))]
     first = reports[0]
     for name, report in zip(names, reports):
-        if "arms" not in report or not isinstance(report["arms"], dict):
+        if not isinstance(report, dict) or not isinstance(report.get("arms"), dict):
             raise PoolError(f"{name}: not a recap eval report (no 'arms')")
         for key in _SETTINGS:
             if report.get(key) != first.get(key):
@@ -53,6 +54,7 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
     seen: dict[str, dict[int, str]] = {}
     for name, report in zip(names, reports):
         for arm_name, arm in report["arms"].items():
+            _check_arm(name, arm_name, arm)
             if arm_name not in arms:
                 arms[arm_name] = {"checkpoint": arm.get("checkpoint"),
                                   **{key: arm.get(key) for key in _IDENTITY},
@@ -77,9 +79,24 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
     for arm_name, pooled in arms.items():
         outcomes = sorted(pooled.pop("outcomes"), key=lambda o: int(o["seed"]))
         summary = summarise([EpisodeOutcome(int(o["seed"]), bool(o["success"]), int(o["steps"]),
-                                            float(o.get("max_reward", float("nan")))) for o in outcomes])
+                                            _reward(o.get("max_reward"))) for o in outcomes])
         out["arms"][arm_name] = {**pooled, **summary, "outcomes": outcomes}
     return out
+
+
+def _check_arm(name: str, arm_name: str, arm) -> None:
+    """PoolError unless ``arm`` looks as ``recap eval --out`` writes an arm: outcomes with seed, success, steps."""
+    outcomes = arm.get("outcomes", []) if isinstance(arm, dict) else None
+    if not isinstance(outcomes, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("seed"), int) and isinstance(o.get("success"), bool)
+            and isinstance(o.get("steps"), int) for o in outcomes):
+        raise PoolError(f"{name}: arm {arm_name} is not as `recap eval --out` writes an arm (a list of outcomes, "
+                        f"each with an integer seed and steps and a boolean success)")
+
+
+def _reward(value) -> float:
+    """An outcome's ``max_reward``: reports write an undefined one as null (older ones as NaN)."""
+    return float("nan") if value is None else float(value)
 
 
 def compare(report: dict, pairs: list[tuple[str, str]]) -> dict[str, dict | None]:
@@ -102,29 +119,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=_pair, action="append", default=[], metavar="FIRST,SECOND",
                         help="paired comparison of two arms over their common seeds (repeatable)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the pooled report here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that is not a recap eval report")
 
 
 def run(args) -> int:
+    from recap_core.outputs import check_output_file, write_json
+
+    from recap_sim.evaluate import is_eval_report
+
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
     reports = []
     for path in args.reports:
         try:
             reports.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"recap eval-pool: {path}: {exc}", file=sys.stderr)
-            return 2
-    try:
-        report = pool(reports, [str(path) for path in args.reports])
-        report["paired"] = compare(report, args.compare)
-    except PoolError as exc:
-        print(f"recap eval-pool: {exc}", file=sys.stderr)
-        return 2
+        except (OSError, ValueError) as exc:
+            raise PoolError(f"{path}: cannot read it as a recap eval report ({exc}); give the JSON file "
+                            f"`recap eval --out` wrote") from None
+    report = pool(reports, [str(path) for path in args.reports])
+    report["paired"] = compare(report, args.compare)
     print(format_table(report))
     if report["paired"]:
         print("\nPaired by seed (seeds both arms saw; only the first / only the second solved, exact sign test, "
               "throughput difference with a 95% bootstrap interval over the seeds):\n")
         print("\n".join(paired_table(report["paired"])))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
         print(f"report: {args.out}")
     return 0

@@ -22,8 +22,8 @@ station nodes of recap_sim never do.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
-import json
 import pathlib
 import sys
 import time
@@ -245,35 +245,79 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
 
 def parse_arm(text: str) -> EvalArm:
     """``NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]``; without ``advantage`` the checkpoint's
-    own (``Checkpoint.trained_advantage``: none for an AWR fine-tune, positive otherwise)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"arm {text!r}: expected NAME=CHECKPOINT[:beta=B][:advantage=A]")
-    name, rest = text.split("=", 1)
-    parts = rest.split(":")
-    options = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-    unknown = set(options) - {"beta", "advantage"}
-    if unknown:
-        raise argparse.ArgumentTypeError(f"arm {name}: unknown option(s) {sorted(unknown)}")
+    own (``Checkpoint.trained_advantage``: none for an AWR fine-tune, positive otherwise). A malformed spec
+    raises ``argparse.ArgumentTypeError`` naming the arm and the bad part."""
+    form = "NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]"
+    name, separator, rest = text.partition("=")
+    if not separator or not name or not rest:
+        raise argparse.ArgumentTypeError(f"arm {text!r}: expected {form}")
+    path, *parts = rest.split(":")
+    if not path:
+        raise argparse.ArgumentTypeError(f"arm {text!r}: no checkpoint directory before the options; expected {form}")
+    options: dict[str, str] = {}
+    for part in parts:
+        key, separator, value = part.partition("=")
+        if not separator or key not in ("beta", "advantage"):
+            raise argparse.ArgumentTypeError(f"arm {text!r}: option {part!r} is not beta=B or advantage=A "
+                                             f"(expected {form})")
+        if key in options:
+            raise argparse.ArgumentTypeError(f"arm {text!r}: {key} given twice")
+        options[key] = value
+    try:
+        beta = float(options.get("beta", "1"))
+    except ValueError:
+        beta = float("nan")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise argparse.ArgumentTypeError(f"arm {text!r}: beta must be a finite number >= 0 (the CFG guidance "
+                                         f"weight; 1: no guidance), got {options['beta']!r}")
     advantage = options.get("advantage", AS_TRAINED)
     if advantage not in ("positive", "negative", "none", AS_TRAINED):
-        raise argparse.ArgumentTypeError(f"arm {name}: advantage must be positive, negative or none")
-    return EvalArm(name, pathlib.Path(parts[0]), float(options.get("beta", 1.0)),
-                   None if advantage == "none" else advantage)
+        raise argparse.ArgumentTypeError(f"arm {text!r}: advantage must be positive, negative or none, "
+                                         f"got {advantage!r}")
+    return EvalArm(name, pathlib.Path(path), beta, None if advantage == "none" else advantage)
+
+
+MAX_SEEDS = 100_000
+MAX_SEED = 2**32 - 1  # numpy / MuJoCo seeds are unsigned 32-bit
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``1000-1049`` or ``1,2,3``."""
-    if "-" in text:
-        lo, hi = text.split("-", 1)
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",") if s]
+    """``1000-1049``, ``1,2,3`` or a mix (``1-3,7``): distinct seeds in 0..2**32-1, at least one; a bad spec
+    raises ``argparse.ArgumentTypeError`` saying what is wrong."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, separator, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if separator else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is not a seed N or a range FIRST-LAST "
+                                             f"of non-negative integers") from None
+        if not (0 <= low <= MAX_SEED and 0 <= high <= MAX_SEED):
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is outside 0..{MAX_SEED}")
+        if high < low:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: the range {part!r} is empty (its first seed is "
+                                             f"after its last); write FIRST-LAST with FIRST <= LAST")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: more than {MAX_SEEDS} seeds; evaluate in parts "
+                                             f"and pool them with `recap eval-pool`")
+        seeds.extend(range(low, high + 1))
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: no seed; give e.g. 100000-100049 or 1,2,3")
+    if len(set(seeds)) != len(seeds):
+        twice = sorted(seed for seed, count in collections.Counter(seeds).items() if count > 1)[:5]
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: seed(s) {twice} given twice; each seed once")
+    return seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=CHECKPOINT[:beta=B][:advantage=A]",
                         help="policies to evaluate, e.g. sft=runs/pi0 recap_b2=runs/pi2:beta=2")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("100000-100049"),
-                        help="held-out sim seeds, e.g. 100000-100049 (default) or 1,2,3")
+                        help="held-out sim seeds, e.g. 100000-100049 (default), 1,2,3 or 1-3,7; each once")
     parser.add_argument("--task", default="transfer the cube to the other arm", help="task prompt")
     parser.add_argument("--max-steps", type=int, default=400, help="time limit (50 Hz steps)")
     parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
@@ -284,28 +328,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes that share the seeds (2 on a 2-core machine: ~1.5x faster)")
     parser.add_argument("--conditioning-seeds", type=int, default=20,
                         help="seeds of the scene-conditioning diagnostic (first chunk vs scene and noise; 0: skip)")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="write the JSON report here")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="write the JSON report here (strict JSON: null where a figure is undefined)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that is not a recap eval report")
     parser.add_argument("--no-progress", action="store_true")
 
 
+def check_arms(arms: Sequence[EvalArm]) -> None:
+    """Load every arm's checkpoint once before any episode runs: a missing, damaged or value checkpoint, or
+    guidance without an advantage to guide towards, is a UserError naming the arm (not a traceback minutes in)."""
+    from recap_core.checkpoint import CheckpointError, load_checkpoint
+    from recap_core.errors import UserError
+
+    names = [arm.name for arm in arms]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"arm name(s) {twice} given twice; give each arm its own NAME")
+    for arm in arms:
+        try:
+            checkpoint = load_checkpoint(arm.checkpoint, kind="policy")
+        except CheckpointError as exc:
+            raise UserError(f"arm {arm.name}: {exc}") from exc
+        advantage = checkpoint.trained_advantage if arm.advantage == AS_TRAINED else arm.advantage
+        if arm.beta != 1.0 and advantage is None:
+            raise UserError(f"arm {arm.name}: beta {arm.beta:g} guides towards an advantage, but {arm.checkpoint} "
+                            f"was trained without advantage text ({checkpoint.provenance.get('mode')}); use beta=1 "
+                            f"or add :advantage=positive")
+        del checkpoint
+
+
+def is_eval_report(data) -> bool:
+    """Whether parsed JSON is a ``recap eval`` (or ``recap eval-pool``) report."""
+    return isinstance(data, dict) and isinstance(data.get("arms"), dict)
+
+
 def run(args) -> int:
-    if args.workers < 1:
-        print(f"recap eval: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    for arm in args.arms:
-        if not arm.checkpoint.is_dir():
-            print(f"recap eval: arm {arm.name}: {arm.checkpoint} is not a checkpoint directory", file=sys.stderr)
-            return 2
+    from recap_core.errors import UserError
+    from recap_core.outputs import check_output_file, write_json
+
+    for option, value, least in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                                 ("--max-steps", args.max_steps, 1), ("--replan-steps", args.replan_steps, 1),
+                                 ("--blend-steps", args.blend_steps, 0), ("--image-size", args.image_size, 1),
+                                 ("--conditioning-seeds", args.conditioning_seeds, 0)):
+        if value < least:
+            raise UserError(f"{option} must be >= {least}, got {value}")
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
+    check_arms(args.arms)
     report = evaluate(args.arms, args.seeds, task=args.task, max_steps=args.max_steps,
                       replan_steps=args.replan_steps, blend_steps=args.blend_steps, image_size=args.image_size,
                       threads=args.threads, progress=not args.no_progress,
                       conditioning_seeds=args.conditioning_seeds, workers=args.workers)
     print(format_table(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
         print(f"report: {args.out}")
     return 0
+
+
+def number(value, spec: str, missing: str = "n/a") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` where it is undefined (None in a report read back from
+    JSON, NaN in one just computed: no episodes, or no success to time)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return missing
+    return format(value, spec)
 
 
 def format_table(report: dict) -> str:
@@ -316,9 +403,10 @@ def format_table(report: dict) -> str:
         lo, hi = a["success_rate_ci95"]
         tlo, thi = a["throughput_ci95"]
         slo, shi = a["time_to_success_ci95"]
-        rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({a['success_rate']:.0%}) | {lo:.0%}–{hi:.0%} | "
-                    f"{a['throughput_per_hour']:.0f} | {tlo:.0f}–{thi:.0f} | {a['mean_time_to_success_s']:.2f} | "
-                    f"{slo:.2f}–{shi:.2f} | {conditioning_cell(a.get('scene_conditioning'))} |")
+        rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({number(a['success_rate'], '.0%')}) | "
+                    f"{number(lo, '.0%')}–{number(hi, '.0%')} | {number(a['throughput_per_hour'], '.0f')} | "
+                    f"{number(tlo, '.0f')}–{number(thi, '.0f')} | {number(a['mean_time_to_success_s'], '.2f')} | "
+                    f"{number(slo, '.2f')}–{number(shi, '.2f')} | {conditioning_cell(a.get('scene_conditioning'))} |")
     return "\n".join(rows)
 
 
@@ -326,5 +414,5 @@ def conditioning_cell(conditioning: dict | None) -> str:
     """``scene / noise rad (xratio)`` for a report table; ``–`` when the diagnostic was skipped."""
     if not conditioning:
         return "–"
-    return (f"{conditioning['scene_spread_rad']:.3f} / {conditioning['noise_spread_rad']:.3f} rad "
-            f"(x{conditioning['ratio']:.2f})")
+    return (f"{number(conditioning['scene_spread_rad'], '.3f')} / {number(conditioning['noise_spread_rad'], '.3f')} "
+            f"rad (x{number(conditioning['ratio'], '.2f')})")

@@ -32,7 +32,9 @@ import sys
 import time
 from typing import Callable
 
+from recap_core import outputs
 from recap_core.data.schema import ROLLOUT_POSITIVES
+from recap_core.errors import UserError
 from recap_core.train.crossfit import check_folds
 from recap_core.train.mix import parse_mix
 from recap_sim.experiment_report import write_report
@@ -210,7 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="every stage at tiny sizes (minutes; checks the pipeline, not the gain)")
     group.add_argument("--profile", choices=sorted(PROFILES), help="default: full")
     parser.set_defaults(profile="full")  # not on the options: the group's first default (None) would win
-    parser.add_argument("--resume", action="store_true", help="skip stages whose artefacts exist")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out: skip stages whose "
+                                                              "artefacts exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete what --out holds (an earlier run, other files) and start a new run there")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training stages")
     parser.add_argument("--rollout-positives", choices=ROLLOUT_POSITIVES, default=None,
                         help="override the profile's rule for the rollouts' indicators (the profiles': "
@@ -270,25 +275,46 @@ def resolve_profile(args) -> Profile:
     return dataclasses.replace(profile, **overrides)
 
 
+def claim_out(out: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds anything but the run ``--resume`` continues, unless ``--overwrite``, which
+    deletes what is there: a fresh run in an earlier one's directory would append its demonstrations to that
+    run's dataset and mix the two."""
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite deletes it; give one of them")
+    if overwrite:
+        outputs.clear_directory(out)
+        return
+    if not outputs.entries(out):
+        return
+    if not ((out / "profile.json").is_file() or (out / "logs").is_dir()):
+        outputs.refuse_non_empty(out, hint="choose another --out for the experiment, or give --overwrite to "
+                                           "delete what is there")
+    if not resume:
+        done = len(list((out / "logs").glob("*.done")))
+        raise UserError(f"--out {out} already holds a recap experiment run ({done} stage(s) done); continue it "
+                        f"with --resume, or give --overwrite to delete it and start again")
+
+
 def run(args) -> int:
     try:
         profile = resolve_profile(args)
     except ValueError as exc:
-        print(f"[experiment] {exc}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from None
     out = args.out.resolve()
+    claim_out(out, resume=args.resume, overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, args.resume)
     data = out / "dataset"
     bags = out / "bags"
     ckpt = out / "checkpoints"
     task = "transfer the cube to the other arm"
+    # a stage runs again only when it did not finish: what its last attempt left in its --out goes
     train = ["--config", profile.model_config, "--batch-size", profile.batch_size, "--threads", args.threads,
-             "--no-progress"]
+             "--no-progress", "--overwrite"]
     station = ["station", "--sim", "--max-steps", profile.max_steps, "--task", task,
                "--image-size", profile.image_size]
     t_start = time.monotonic()
-    (out / "profile.json").write_text(json.dumps(dataclasses.asdict(profile), indent=2))
+    outputs.write_json(out / "profile.json", dataclasses.asdict(profile))
     try:
         # 1. demonstrations at mixed quality
         seed = 0
@@ -322,7 +348,8 @@ def run(args) -> int:
                    "--batch-size", profile.batch_size, "--positive-fraction", profile.positive_fraction,
                    "--value-folds", profile.value_folds, "--lr", profile.fine_tune_lr,
                    "--rollout-positives", profile.rollout_positives, "--takeover-negative", profile.takeover_negative,
-                   "--threads", args.threads, "--no-progress", *[f"--policy-mix={m}" for m in profile.policy_mix]]
+                   "--threads", args.threads, "--no-progress", "--overwrite",
+                   *[f"--policy-mix={m}" for m in profile.policy_mix]]
         # 3. iteration 0: SFT fine-tune
         stages.run("06_iteration_0", [*iterate, "--iteration", 0, "--out", ckpt / "iter_0"],
                    artefact=ckpt / "iter_0" / "policy" / "provenance.json")

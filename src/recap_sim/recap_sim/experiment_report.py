@@ -7,7 +7,9 @@ import pathlib
 
 import numpy as np
 
-from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell, throughput
+from recap_core.outputs import write_json
+
+from recap_sim.evaluate import DT, bootstrap_interval, conditioning_cell, number, throughput
 
 # recap experiment's AWR arms: the paper's baseline (AWR from a pretraining without advantage conditioning,
 # prompted as trained: no advantage text) and the hybrid (AWR from RECAP's pi_pre, prompted "Advantage: positive")
@@ -144,7 +146,7 @@ def paired_table(paired: dict[str, dict | None]) -> list[str]:
         diff = (_interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
                 if "throughput_difference_ci95" in c else "n/a")
         lines.append(f"| {label} | {c['seeds']} | {c['only_first']} | {c['only_second']} | "
-                     f"{c['sign_test_p']:.3g} | {diff} |")
+                     f"{number(c['sign_test_p'], '.3g')} | {diff} |")
     return lines
 
 
@@ -181,8 +183,19 @@ def _verdict_lines(verdict: dict) -> list[str]:
 
 
 def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
+    """``value [lo, hi]``; an undefined figure (null in eval.json, NaN computed) is ``n/a``."""
     lo, hi = a[ci]
-    return f"{format(a[key], fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+    return f"{number(a[key], fmt)} [{number(lo, fmt)}, {number(hi, fmt)}]"
+
+
+def _defined(value) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def _above_zero(comparison: dict | None) -> bool | None:
+    """Whether a paired comparison's throughput-difference interval lies above 0; None when it has none."""
+    low = ((comparison or {}).get("throughput_difference_ci95") or [None])[0]
+    return bool(low > 0) if _defined(low) else None
 
 
 def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float) -> pathlib.Path:
@@ -200,6 +213,8 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
             return None
         lo_a, hi_a = arms[a][ci]
         lo_b, hi_b = arms[b][ci]
+        if not all(_defined(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+            return None
         return bool(lo_a > hi_b) if higher else bool(hi_a < lo_b)
 
     verdict = {
@@ -213,15 +228,14 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
               if a in arms and b in arms}
     # the same question asked of the paired data: the 95 % interval of the throughput difference over
     # seeds resampled jointly (every arm saw the same scenes, so the scene-to-scene spread cancels)
-    paired_verdict = {f"recap_beats_{b}_on_throughput": (c["throughput_difference_ci95"][0] > 0
-                                                         if c and "throughput_difference_ci95" in c else None)
-                      for b, c in ((b, paired.get(f"recap_beta2_vs_{b}")) for b in ("sft", *AWR_ARMS))}
+    paired_verdict = {f"recap_beats_{b}_on_throughput": _above_zero(paired.get(f"recap_beta2_vs_{b}"))
+                      for b in ("sft", *AWR_ARMS)}
     summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
                "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
                "per_iteration": per_iteration, "furthest_stage_counts": stages,
                "beyond_95_intervals": verdict, "paired_by_seed": paired,
                "paired_throughput_difference_above_0": paired_verdict}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
 
     sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
     lines = [f"# RECAP experiment ({profile.name} profile)", "",

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import sys
 import time
 
 import numpy as np
+
+from recap_core.errors import UserError
+from recap_core.outputs import check_output_file, write_json
 
 from recap_sim.expert import ScriptedExpert
 from recap_sim.sim import AlohaSim
@@ -105,18 +107,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=400, help="time limit per episode in steps (default 400)")
     parser.add_argument("--task", default="transfer_cube", help="task (default transfer_cube)")
     parser.add_argument("--output", default="expert_eval.json", help="JSON file to write (default expert_eval.json)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output file that is not an expert-eval report")
     parser.add_argument("--timing", action="store_true",
                         help="also time a 400-step episode with and without rendering 3 cameras")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1 or args.max_steps < 1:
-        print(f"--seeds and --max-steps must be >= 1, got {args.seeds} and {args.max_steps}", file=sys.stderr)
-        return 2
+        raise UserError(f"--seeds and --max-steps must be >= 1, got {args.seeds} and {args.max_steps}")
+    if args.first_seed < 0:
+        raise UserError(f"--first-seed must be >= 0, got {args.first_seed}")
     bad = [q for q in args.qualities if not 0.0 <= q <= 1.0]
     if bad:
-        print(f"qualities must be in [0, 1], got {bad}", file=sys.stderr)
-        return 2
+        raise UserError(f"--qualities must be in [0, 1], got {bad}")
+    check_output_file(args.output, overwrite=args.overwrite, what="an expert-eval report", option="--output",
+                      accepts=lambda data: isinstance(data, dict) and "results" in data)
     sim = AlohaSim(args.task, max_episode_steps=args.max_steps)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -141,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
         report["timing"] = time_episodes(args.task)
         print("timing (s per {steps} steps): ".format(**report["timing"])
               + ", ".join(f"{k} {v}" for k, v in report["timing"].items() if k != "steps"))
-    with open(args.output, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    write_json(args.output, report, indent=1)
     print(f"wrote {args.output}")
     return 0
 
@@ -150,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recap_sim.expert_eval", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

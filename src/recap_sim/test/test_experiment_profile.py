@@ -57,7 +57,9 @@ def test_bad_overrides_are_clear_errors():
 
 
 def test_a_bad_override_stops_the_run_before_any_stage(tmp_path, capsys):
-    assert experiment.run(parse("--eval-seeds", "-3", "--out", str(tmp_path / "x"))) == 2
+    from recap_core import cli
+
+    assert cli.main(["experiment", "--eval-seeds", "-3", "--out", str(tmp_path / "x")]) == 2
     assert "eval seed" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
@@ -156,7 +158,7 @@ def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrid
     commands = stage_commands(tmp_path, monkeypatch)
     rules = {stage: option(commands[stage], "--human-release") for stage in ("11_rollouts", "21_rollouts")}
     assert set(rules.values()) == {experiment.PROFILES["quick"].human_release}, rules
-    commands = stage_commands(tmp_path, monkeypatch, "--human-release", "past_best")
+    commands = stage_commands(tmp_path / "override", monkeypatch, "--human-release", "past_best")
     assert option(commands["21_rollouts"], "--human-release") == "past_best"
     with pytest.raises(ValueError, match="human_release must be one of"):
         dataclasses.replace(experiment.PROFILES["full"], human_release="never")

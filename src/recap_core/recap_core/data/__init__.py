@@ -1,10 +1,11 @@
 """The RECAP dataset: LeRobotDataset v3 layout plus RECAP columns (see docs/dataset.md).
 
-``recap_core.data.writer`` (DatasetWriter) needs only numpy, pyarrow and Pillow,
-so ROS-side code such as the bag converter can import it without torch;
-``recap_core.data.reader`` (RecapDataset, load_frames_table, load_episodes,
-write_labels) imports torch. Names are re-exported lazily so that importing
-this package pulls in neither.
+``recap_core.data.writer`` (DatasetWriter) and ``recap_core.data.meta``
+(load_episodes, load_tasks, load_stats, check_dataset) need only numpy, pyarrow
+and Pillow, so ROS-side code such as the bag converter can import them without
+torch; ``recap_core.data.reader`` (RecapDataset, load_frames_table,
+write_labels) imports torch. A damaged dataset raises ``DatasetError``. Names
+are re-exported lazily so that importing this package pulls in neither.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ _EXPORTS = {
     "DatasetWriter": "recap_core.data.writer",
     "RecapDataset": "recap_core.data.reader",
     "load_frames_table": "recap_core.data.reader",
-    "load_episodes": "recap_core.data.reader",
-    "load_tasks": "recap_core.data.reader",
-    "load_stats": "recap_core.data.reader",
+    "load_episodes": "recap_core.data.meta",
+    "load_tasks": "recap_core.data.meta",
+    "load_stats": "recap_core.data.meta",
+    "check_dataset": "recap_core.data.meta",
+    "DatasetError": "recap_core.data.schema",
     "normalised_rewards": "recap_core.data.reader",
     "write_labels": "recap_core.data.reader",
     "RecapConfig": "recap_core.data.schema",

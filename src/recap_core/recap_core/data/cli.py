@@ -57,14 +57,14 @@ def _info(root: Path) -> int:
     from recap_core.data import reader, schema
 
     try:
-        info = schema.load_info(root)
-        episodes = reader.load_episodes(root)
+        info = reader.check_dataset(root)
+        episodes = reader.load_episodes(root, info)
         table = reader.load_frames_table(root)
-    except (FileNotFoundError, ValueError) as exc:
+        tasks = reader.load_tasks(root, info)
+        recap = schema.RecapConfig.from_json(info["recap"])
+    except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
         print(f"recap dataset info: {exc}", file=sys.stderr)
         return 2
-    tasks = reader.load_tasks(root)
-    recap = schema.RecapConfig.from_json(info["recap"])
     print(f"dataset   {root}")
     print(f"format    LeRobot {info['codebase_version']}, robot {info['robot_type']}, {info['fps']} fps, "
           f"images {info['recap']['image_format']} {list(schema.info_image_shape(info))} "

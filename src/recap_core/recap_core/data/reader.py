@@ -1,13 +1,14 @@
 """Reading RECAP datasets: metadata, the frame table, labels, and the torch Dataset.
 
 ``load_frames_table``, ``load_episodes`` and ``write_labels`` need only
-pyarrow; ``RecapDataset`` is the training view (torch tensors, action chunks,
-images decoded and resized on the fly, optionally cached).
+pyarrow (the metadata readers live in the torch-free ``recap_core.data.meta``);
+``RecapDataset`` is the training view (torch tensors, action chunks, images
+decoded and resized on the fly, optionally cached). A damaged dataset raises
+:class:`DatasetError` naming the file, not a pyarrow traceback.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,52 +20,13 @@ import pyarrow.parquet as pq
 import torch
 
 from recap_core.data import schema
+from recap_core.data.meta import check_dataset, data_files as _data_files, load_episodes, load_stats, load_tasks
+from recap_core.data.meta import first_line as _first_line, read_parquet as _read_parquet
+from recap_core.data.schema import DAMAGED, DatasetError
 from recap_core.data.writer import DatasetLock
 
-
-def load_episodes(root: str | Path) -> list[dict]:
-    """One dict per episode, ordered by ``episode_index`` (LeRobot columns + RECAP metadata, no stats)."""
-    files = sorted((Path(root) / schema.EPISODES_DIR).glob("chunk-*/file-*.parquet"))
-    rows: list[dict] = []
-    for path in files:
-        table = pq.read_table(path)
-        keep = [name for name in table.column_names if not name.startswith("stats/")]
-        rows.extend(table.select(keep).to_pylist())
-    rows.sort(key=lambda row: row["episode_index"])
-    for row in rows:
-        row["extra"] = json.loads(row["extra"]) if row.get("extra") else {}
-    expected = list(range(len(rows)))
-    if [row["episode_index"] for row in rows] != expected:
-        raise ValueError(f"{root}: episode indices are not 0..{len(rows) - 1}; the episodes metadata is damaged")
-    return rows
-
-
-def load_tasks(root: str | Path) -> list[str]:
-    """Task prompts ordered by ``task_index``."""
-    path = Path(root) / schema.TASKS_PATH
-    if not path.is_file():
-        return []
-    table = pq.read_table(path).sort_by("task_index")
-    return table["task"].to_pylist()
-
-
-def load_stats(root: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """stats.json as ``feature -> {min, max, mean, std, count} -> np.ndarray``."""
-    path = Path(root) / schema.STATS_PATH
-    if not path.is_file():
-        return {}
-    raw = json.loads(path.read_text())
-    return {feature: {name: np.asarray(value, dtype=np.float64) for name, value in stats.items()}
-            for feature, stats in raw.items()}
-
-
-def _data_files(root: Path, episodes: Sequence[Mapping]) -> list[tuple[Path, list[Mapping]]]:
-    """Data files referenced by the episodes metadata, in frame order, with their episodes."""
-    by_file: dict[tuple[int, int], list[Mapping]] = {}
-    for episode in episodes:
-        by_file.setdefault((episode["data/chunk_index"], episode["data/file_index"]), []).append(episode)
-    return [(root / schema.DATA_PATH.format(chunk_index=c, file_index=f), by_file[(c, f)])
-            for c, f in sorted(by_file)]
+__all__ = ["DatasetError", "RecapDataset", "check_dataset", "load_episodes", "load_frames_table", "load_stats",
+           "load_tasks", "normalised_rewards", "write_labels"]
 
 
 def _labels_state(root: Path, info: Mapping, files: Sequence[Path]) -> bool:
@@ -73,10 +35,13 @@ def _labels_state(root: Path, info: Mapping, files: Sequence[Path]) -> bool:
     if labels is None:
         return False
     for path in files:
-        stored = (pq.read_schema(path).metadata or {}).get(schema.LABELS_ID_KEY, b"").decode()
-        if stored != labels["labels_id"]:
-            raise ValueError(f"{path} does not carry the labels recorded in info.json (labelling was "
-                             f"interrupted?); run `recap label` on {root} again")
+        try:
+            stored = (pq.read_schema(path).metadata or {}).get(schema.LABELS_ID_KEY, b"").decode()
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(f"{path}: not a readable parquet file ({_first_line(exc)}); {DAMAGED}") from None
+        if stored != labels.get("labels_id"):
+            raise DatasetError(f"{path} does not carry the labels recorded in info.json (labelling was "
+                               f"interrupted?); run `recap label` on {root} again")
     return True
 
 
@@ -88,7 +53,7 @@ def load_frames_table(root: str | Path) -> pa.Table:
     """
     root = Path(root)
     info = schema.load_info(root)
-    episodes = load_episodes(root)
+    episodes = load_episodes(root, info)
     files = _data_files(root, episodes)
     labelled = _labels_state(root, info, [path for path, _ in files])
     image_columns = {schema.camera_key(c) for c in schema.info_cameras(info)}
@@ -97,10 +62,11 @@ def load_frames_table(root: str | Path) -> pa.Table:
         columns += list(schema.LABEL_COLUMNS)
     tables = []
     for path, file_episodes in files:
-        table = pq.read_table(path, columns=columns)
+        table = _read_parquet(path, columns=columns)
         expected = sum(e["length"] for e in file_episodes)
         if table.num_rows != expected:
-            raise ValueError(f"{path} has {table.num_rows} frames but the episodes metadata lists {expected}")
+            raise DatasetError(f"{path} has {table.num_rows} frames but the episodes metadata lists {expected}; "
+                               f"{DAMAGED}")
         tables.append(table)
     if not tables:
         empty = schema.frame_schema(schema.info_cameras(info))
@@ -108,7 +74,7 @@ def load_frames_table(root: str | Path) -> pa.Table:
     table = pa.concat_tables(tables)
     index = table[schema.INDEX].to_numpy()
     if not np.array_equal(index, np.arange(len(index))):
-        raise ValueError(f"{root}: the index column is not 0..{len(index) - 1} in file order; dataset damaged")
+        raise DatasetError(f"{root}: the index column is not 0..{len(index) - 1} in file order; {DAMAGED}")
     return table
 
 
@@ -148,7 +114,7 @@ def write_labels(root: str | Path, *, value: np.ndarray, advantage: np.ndarray, 
         written: list[tuple[Path, Path]] = []
         try:
             for path, _ in _data_files(root, load_episodes(root)):
-                table = pq.read_table(path)
+                table = _read_parquet(path)
                 table = table.drop_columns([n for n in schema.LABEL_COLUMNS if n in table.column_names])
                 rows = table[schema.INDEX].to_numpy()
                 table = (table.append_column(schema.VALUE, pa.array(value[rows]))
@@ -273,7 +239,7 @@ class RecapDataset(torch.utils.data.Dataset):
         keys = [schema.camera_key(c) for c in self.cameras]
         parts: dict[str, list[pa.Array]] = {key: [] for key in keys}
         for path, file_episodes in _data_files(self.root, chosen):
-            table = pq.read_table(path, columns=keys + [schema.INDEX])
+            table = _read_parquet(path, columns=keys + [schema.INDEX])
             index = table[schema.INDEX].to_numpy()
             wanted = np.concatenate([np.arange(e["dataset_from_index"], e["dataset_to_index"])
                                      for e in file_episodes])

@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from recap_core.errors import UserError
 from recap_core.station import DEFAULT_CAMERAS, JOINT_NAMES, NUM_JOINTS
 
 CODEBASE_VERSION = "v3.0"
@@ -81,6 +81,14 @@ LABEL_COLUMNS = (VALUE, ADVANTAGE, INDICATOR)
 LABELS_ID_KEY = b"recap.labels_id"  # parquet key-value metadata of a labelled data file
 
 EPISODE_SOURCES = ("demo", "rollout", "eval")
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset's files are missing, unreadable or inconsistent; the message names the file and what to do."""
+
+
+#: what to do about a damaged dataset, for the end of a DatasetError's message
+DAMAGED = "the dataset is damaged: restore it from a copy, or convert its bags again into a new directory"
 
 
 def camera_key(camera: str) -> str:
@@ -320,27 +328,30 @@ def describe_mismatch(info: Mapping[str, Any], *, fps: int, cameras: Sequence[st
 
 
 def load_info(root: str | Path) -> dict:
+    """``meta/info.json`` of the dataset at ``root``; FileNotFoundError when there is none, DatasetError when it
+    is not a RECAP dataset's."""
     path = Path(root) / INFO_PATH
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a RECAP dataset: {INFO_PATH} is missing "
                                 f"(create one with recap convert or `recap dataset synth`)")
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not readable JSON ({exc}); {DAMAGED}") from None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path}: not a JSON object; {DAMAGED}")
     version = info.get("codebase_version")
-    if version != CODEBASE_VERSION or "recap" not in info:
-        raise ValueError(f"{path}: expected a LeRobot {CODEBASE_VERSION} dataset with a 'recap' block, "
-                         f"got codebase_version={version!r}, recap block present: {'recap' in info}")
+    if version != CODEBASE_VERSION or not isinstance(info.get("recap"), dict):
+        raise DatasetError(f"{path}: expected a LeRobot {CODEBASE_VERSION} dataset with a 'recap' block, "
+                           f"got codebase_version={version!r}, recap block present: {'recap' in info}")
     return info
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON next to ``path`` then rename over it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False) as handle:
-        json.dump(payload, handle, indent=4, ensure_ascii=False)
-        handle.write("\n")
-        temporary = handle.name
-    os.replace(temporary, path)
+    """Write strict JSON next to ``path`` then rename over it, so readers never see half a file."""
+    from recap_core.outputs import write_json
+
+    write_json(path, payload, indent=4, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- one image cell

@@ -29,11 +29,18 @@ import pyarrow.parquet as pq
 
 from recap_core import rl
 from recap_core.data import schema
+from recap_core.data.meta import check_dataset, load_tasks
+from recap_core.errors import UserError
+from recap_core.outputs import dumps as strict_dumps
 from recap_core.station import DEFAULT_CAMERAS
 
 log = logging.getLogger(__name__)
 
 IMAGE_STATS_FRAMES = 16  # frames per episode and camera sampled for image stats, as LeRobot samples
+
+
+class DatasetBusy(UserError, RuntimeError):
+    """Another process is writing the dataset."""
 
 
 class DatasetLock:
@@ -48,9 +55,9 @@ class DatasetLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and _pid_alive(holder):
-                    raise RuntimeError(f"{root} is being written by process {holder} ({self.path}); "
-                                       f"wait for it to finish, or delete the lock file if that process "
-                                       f"is not a RECAP writer") from None
+                    raise DatasetBusy(f"{root} is being written by process {holder} ({self.path}); "
+                                      f"wait for it to finish, or delete the lock file if that process "
+                                      f"is not a RECAP writer") from None
                 self.path.unlink(missing_ok=True)  # stale: its writer died
                 continue
             with os.fdopen(fd, "w") as handle:
@@ -109,7 +116,8 @@ def _intervention_segments(is_intervention: np.ndarray) -> int:
 
 
 class DatasetWriter:
-    """Create a RECAP dataset at ``root`` or open an existing one to append episodes.
+    """Create a RECAP dataset at ``root`` or open an existing one to append episodes (a damaged one is refused
+    with a :class:`~recap_core.data.schema.DatasetError`: :func:`~recap_core.data.meta.check_dataset`).
 
     ``c_fail`` and ``max_episode_length`` (one limit, or a mapping task -> limit)
     set the reward normalisation of a new dataset; on an existing one they must
@@ -136,8 +144,8 @@ class DatasetWriter:
         self._check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb)
         info_path = self.root / schema.INFO_PATH
         if not info_path.is_file() and self.root.exists() and any(self.root.iterdir()):
-            raise ValueError(f"{self.root} exists, is not empty and is not a RECAP dataset "
-                             f"({schema.INFO_PATH} missing); choose an empty or new directory")
+            raise schema.DatasetError(f"{self.root} exists, is not empty and is not a RECAP dataset "
+                                      f"({schema.INFO_PATH} missing); choose an empty or new directory")
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = DatasetLock(self.root)
         try:
@@ -198,7 +206,7 @@ class DatasetWriter:
 
     def _open_existing(self, fps, cameras, image_shape, robot, image_format, c_fail,
                        max_episode_length) -> dict:
-        info = schema.load_info(self.root)
+        info = check_dataset(self.root)  # a damaged dataset is refused, not appended to
         problems = schema.describe_mismatch(info, fps=fps, cameras=cameras, image_shape=image_shape,
                                             robot=robot, image_format=image_format)
         recap = schema.RecapConfig.from_json(info["recap"])
@@ -220,11 +228,7 @@ class DatasetWriter:
         return info
 
     def _load_tasks(self) -> dict[str, int]:
-        path = self.root / schema.TASKS_PATH
-        if not path.is_file():
-            return {}
-        table = pq.read_table(path)
-        return dict(zip(table["task"].to_pylist(), table["task_index"].to_pylist()))
+        return {task: index for index, task in enumerate(load_tasks(self.root, self.info))}
 
     # ------------------------------------------------------------------ writing
 
@@ -312,7 +316,7 @@ class DatasetWriter:
             "station": episode_meta.station, "operator": episode_meta.operator,
             "intervention_count": _intervention_segments(flags), "intervention_frames": int(flags.sum()),
             "bag_path": episode_meta.bag_path, "start_time": episode_meta.start_time,
-            "extra": json.dumps(dict(episode_meta.extra), sort_keys=True),
+            "extra": strict_dumps(dict(episode_meta.extra), indent=None, sort_keys=True),
         })
         self._episode_stats.append(episode_stats)
         self._next_episode += 1

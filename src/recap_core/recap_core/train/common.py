@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
-from recap_core.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, load_training_state, make_provenance,
-                                   save_checkpoint)
+from recap_core import outputs
+from recap_core.checkpoint import (TRAINING_STATE_FILE, Checkpoint, CheckpointError, load_checkpoint,
+                                   load_training_state, make_provenance, save_checkpoint)
+from recap_core.errors import UserError
 from recap_core.models.registry import CONFIG_NAMES, get_config
 from recap_core.train.ddp import DistributedContext
 from recap_core.train.loop import TrainConfig
@@ -20,7 +22,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: in
     """Flags every training command takes."""
     if datasets:
         parser.add_argument("datasets", nargs="+", metavar="DATASET", help="RECAP dataset directories")
-    parser.add_argument("--out", required=True, type=pathlib.Path, help="checkpoint directory to write")
+    parser.add_argument("--out", required=True, type=pathlib.Path,
+                        help="checkpoint directory to write: new or empty, or the run to continue with --resume")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete what --out holds (another checkpoint, files) and write the new checkpoint there")
     parser.add_argument("--config", choices=CONFIG_NAMES, default=None,
                         help="model size for a new model (default tiny; taken from --init/--resume otherwise)")
     parser.add_argument("--pretrained", type=pathlib.Path, default=None,
@@ -78,16 +83,16 @@ def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: D
     from recap_core.models.tokenizer import load_tokenizer, train_prompt_tokenizer
 
     if args.resume and args.init:
-        raise SystemExit("give either --resume (continue --out) or --init (start from a checkpoint), not both")
+        raise UserError("give either --resume (continue --out) or --init (start from a checkpoint), not both")
     if args.resume or args.init:
         source = args.out if args.resume else args.init
         try:
             checkpoint = load_checkpoint(source, kind=kind, device="cpu")
         except CheckpointError as exc:
-            raise SystemExit(f"cannot {'resume' if args.resume else 'initialise'} from {source}: {exc}") from exc
+            raise CheckpointError(f"cannot {'resume' if args.resume else 'initialise'} from {source}: {exc}") from exc
         if args.config is not None and args.config != checkpoint.model_config.name:
-            raise SystemExit(f"--config {args.config} differs from the checkpoint's config "
-                             f"'{checkpoint.model_config.name}'; drop --config")
+            raise UserError(f"--config {args.config} differs from the checkpoint's config "
+                            f"'{checkpoint.model_config.name}'; drop --config")
         model_config = dataclasses.replace(checkpoint.model_config, **config_overrides)
         model = checkpoint.model
         model.config = model_config
@@ -99,7 +104,7 @@ def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: D
             plan.resume_state = (tensors, state_json)
             plan.provenance = checkpoint.provenance
             if plan.start_step >= args.steps:
-                raise SystemExit(f"{args.out} is already at step {plan.start_step}; ask for more --steps to resume")
+                raise UserError(f"{args.out} is already at step {plan.start_step}; ask for more --steps to resume")
         return plan
     name = args.config or "tiny"
     model_config = get_config(name, kind, pretrained_dir=args.pretrained, **config_overrides)
@@ -146,24 +151,61 @@ def augment_shift(args: argparse.Namespace, image_size: int) -> int:
     return shift
 
 
-def reports_user_errors(run):
-    """Decorate a command's ``run``: errors a user can act on print one line and exit 2, not a traceback."""
-    import functools
-    import sys
+def check_out(args: argparse.Namespace, kind: str) -> None:
+    """Refuse an ``--out`` that holds anything but the run ``--resume`` continues, unless ``--overwrite``.
 
-    from recap_core.models.configuration import ConfigError
+    Read-only, so every rank of a torchrun job may call it before any of them writes; :func:`claim_out`
+    then empties the directory on rank 0 when ``--overwrite`` asks.
+    """
+    overwrite = getattr(args, "overwrite", False)
+    if args.resume:
+        if overwrite:
+            raise UserError("--resume continues the run in --out and --overwrite deletes it; give one of them")
+        return  # plan_model loads it as a checkpoint of this kind with its training state
+    if overwrite:
+        outputs.refuse_clearing_inputs(args.out, {"DATASET": list(getattr(args, "datasets", [])),
+                                                  "--init": args.init, "--pretrained": args.pretrained})
+        return
+    if not outputs.entries(args.out):
+        return
+    what = outputs.describe(args.out)
+    if what.startswith(f"a {kind} checkpoint") and (args.out / TRAINING_STATE_FILE).is_file():
+        hint = "continue it with --resume (and more --steps), or give --overwrite to replace it"
+    elif what.startswith(f"a {kind} checkpoint"):
+        hint = "choose another --out, or give --overwrite to replace it"
+    else:
+        hint = f"choose another --out for the {kind} checkpoint, or give --overwrite to delete what is there"
+    raise UserError(f"--out {args.out} already holds {what}; {hint}")
+
+
+def claim_out(args: argparse.Namespace) -> None:
+    """With ``--overwrite``: empty ``--out`` (call on rank 0 only, after :func:`check_out`)."""
+    if getattr(args, "overwrite", False):
+        outputs.clear_directory(args.out)
+
+
+def reports_user_errors(run):
+    """Decorate a command's ``run``: the ValueErrors of its checks (and ConfigError, one of them) become user
+    errors, which ``recap`` prints as one line (recap_core.cli) instead of a traceback."""
+    import functools
 
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
-            print(f"recap: error: {exc}", file=sys.stderr)
-            return 2
+        except UserError:
+            raise
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
 
     return wrapper
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
-        torch.set_num_threads(int(args.threads))
+    """``--threads N``: torch's CPU threads (a UserError below 1)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if int(threads) < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(int(threads))

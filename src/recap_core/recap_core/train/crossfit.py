@@ -43,6 +43,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from recap_core.outputs import write_json
+
 FOLDS_DIR = "folds"
 MANIFEST = "folds.json"
 RULE = ("init's held-out folds kept; new episodes in sha256(key) order, each to the fold holding out the fewest "
@@ -120,9 +122,7 @@ def write_manifest(checkpoint: str | pathlib.Path, folds: int, assignment: Mappi
     for key, fold in assignment.items():
         held_out[fold].append(key)
     record = {"folds": folds, "rule": RULE, "held_out": {str(i): sorted(held_out[i]) for i in range(folds)}}
-    temporary = path.with_name(f".{MANIFEST}.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(path)
+    write_json(path, record)
 
 
 def read_folds(checkpoint: str | pathlib.Path) -> int:

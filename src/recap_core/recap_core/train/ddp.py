@@ -42,11 +42,29 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    else:
+        check_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     return DistributedContext(rank, world_size, local_rank, device)
+
+
+def check_device(device: str) -> None:
+    """A UserError unless ``device`` is cpu, or cuda / cuda:N on a machine with that CUDA device."""
+    from recap_core.errors import UserError
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r} is not a device this code trains on; give cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this machine has no usable CUDA device; give --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def shutdown(context: DistributedContext) -> None:

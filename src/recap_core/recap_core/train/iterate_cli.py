@@ -19,9 +19,11 @@ import argparse
 import json
 import pathlib
 
-from recap_core import rl
+from recap_core import outputs, rl
+from recap_core.checkpoint import CheckpointError, check_directory, read_config
 from recap_core.data.schema import ROLLOUT_POSITIVES
-from recap_core.train.common import reports_user_errors
+from recap_core.errors import UserError
+from recap_core.train.common import apply_threads, reports_user_errors
 from recap_core.train import label_cli, policy_cli, value_cli
 from recap_core.train.ddp import barrier, init_distributed, shutdown
 
@@ -30,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="DATASET", help="all episodes D so far")
     parser.add_argument("--value-pretrained", required=True, type=pathlib.Path, help="V_pre checkpoint")
     parser.add_argument("--policy-pretrained", required=True, type=pathlib.Path, help="pi_pre checkpoint")
-    parser.add_argument("--out", required=True, type=pathlib.Path, help="iteration directory (value/, policy/)")
+    parser.add_argument("--out", required=True, type=pathlib.Path,
+                        help="iteration directory to write (value/, policy/, iteration.json): new or empty")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete what --out holds (an earlier iteration, files) and write this one there")
     parser.add_argument("--iteration", required=True, type=int, help="k (0: first fine-tune, plain SFT policy)")
     parser.add_argument("--value-steps", type=int, default=1000)
     parser.add_argument("--value-folds", type=int, default=0, metavar="K",
@@ -67,11 +72,8 @@ def _parse(module, argv: list[str]) -> argparse.Namespace:
 @reports_user_errors
 def run(args: argparse.Namespace) -> int:
     if args.iteration < 0:
-        raise SystemExit(f"--iteration must be >= 0, got {args.iteration}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(int(args.threads))
+        raise UserError(f"--iteration must be >= 0, got {args.iteration}")
+    apply_threads(args)
     mode = args.policy_mode or ("sft" if args.iteration == 0 else "recap")
     data = [str(d) for d in args.data]
     common = ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
@@ -87,8 +89,23 @@ def run(args: argparse.Namespace) -> int:
                                       "--steps", str(args.policy_steps), "--mode", mode, *common]
                          + (["--knowledge-insulation"] if args.knowledge_insulation else [])
                          + [f"--mix={mix}" for mix in args.policy_mix])
+    for option, path, kind in (("--value-pretrained", args.value_pretrained, "value"),
+                               ("--policy-pretrained", args.policy_pretrained, "policy")):
+        found = read_config(check_directory(path))[0]  # CheckpointError naming the file when it is none
+        if found != kind:
+            raise CheckpointError(f"{option} {path} is a {found} checkpoint; give a {kind} checkpoint")
+    if args.overwrite:
+        outputs.refuse_clearing_inputs(args.out, {"--data": list(args.data),
+                                                  "--value-pretrained": args.value_pretrained,
+                                                  "--policy-pretrained": args.policy_pretrained})
+    else:
+        outputs.refuse_non_empty(args.out, hint="choose another --out, or give --overwrite to delete what is "
+                                                "there and train this iteration in its place")
     context = init_distributed(args.device)
     try:
+        if context.is_main and args.overwrite:
+            outputs.clear_directory(args.out)
+        barrier(context)
         value_summary = value_cli.train_value(value_args, context)
         labels = None
         if context.is_main and labelled:
@@ -107,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                   "value_checkpoint": _checkpoint_id(value_dir), "policy_checkpoint": _checkpoint_id(policy_dir),
                   "value_final_loss": value_summary["final_loss"], "policy_final_loss": policy_summary["final_loss"],
                   "labels": labels}
-        (args.out / "iteration.json").write_text(json.dumps(record, indent=2) + "\n")
+        outputs.write_json(args.out / "iteration.json", record)
         print(f"iteration {args.iteration}: value {value_dir} ({record['value_checkpoint']}), "
               f"policy {policy_dir} ({record['policy_checkpoint']}, {mode})")
     return 0

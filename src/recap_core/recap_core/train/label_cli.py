@@ -22,7 +22,6 @@ the AWR baseline weights them. See docs/experiment.md for why each was tried.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 from typing import Sequence
 
@@ -30,9 +29,11 @@ import numpy as np
 import torch
 
 from recap_core import rl
-from recap_core.data.schema import ROLLOUT_POSITIVES
+from recap_core.data.schema import DAMAGED, ROLLOUT_POSITIVES, DatasetError
+from recap_core.errors import UserError
+from recap_core.outputs import dumps
 from recap_core.train import crossfit
-from recap_core.train.common import reports_user_errors
+from recap_core.train.common import apply_threads, reports_user_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @reports_user_errors
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
+    apply_threads(args)
     fractions = parse_task_fractions(args.task_positive_fraction)
     summary = label_datasets(args.datasets, args.value, lookahead=args.lookahead,
                              positive_fraction=args.positive_fraction, task_fractions=fractions,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
               + (" forced positive" if args.rollout_positives != "unforced" else " labelled by advantage")
               + (f", {entry['before_takeover']} frames before a take-over forced negative)"
                  if args.takeover_negative else ")"))
-    print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}))
+    print(dumps({k: v for k, v in summary.items() if k != "tasks"}, indent=None))
     return 0
 
 
@@ -88,7 +88,7 @@ def parse_task_fractions(entries: Sequence[str]) -> dict[str, float]:
         except ValueError:
             fraction = float("nan")
         if not sep or not task or not 0.0 <= fraction <= 1.0:
-            raise SystemExit(f"--task-positive-fraction expects TASK=FRACTION with FRACTION in [0, 1], got {entry!r}")
+            raise UserError(f"--task-positive-fraction expects TASK=FRACTION with FRACTION in [0, 1], got {entry!r}")
         fractions[task] = fraction
     return fractions
 
@@ -117,7 +117,8 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
     else:
         _predict_into(values, runner, root, None, batch_size=batch_size, progress=progress, desc=f"value {root.name}")
     if np.isnan(values).any():
-        raise RuntimeError(f"{root}: {int(np.isnan(values).sum())} frames got no value (dataset index has gaps)")
+        raise DatasetError(f"{root}: {int(np.isnan(values).sum())} frames got no value (its frame index has gaps); "
+                           f"{DAMAGED}")
     return values
 
 
@@ -154,13 +155,13 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     from recap_core.models.runner import ValueRunner
 
     if not 0.0 <= positive_fraction <= 1.0:
-        raise SystemExit(f"--positive-fraction must be in [0, 1], got {positive_fraction}")
+        raise UserError(f"--positive-fraction must be in [0, 1], got {positive_fraction}")
     if rollout_positives not in ROLLOUT_POSITIVES:
-        raise SystemExit(f"rollout_positives must be one of {ROLLOUT_POSITIVES}, got {rollout_positives!r}")
+        raise UserError(f"rollout_positives must be one of {ROLLOUT_POSITIVES}, got {rollout_positives!r}")
     if lookahead < 1:
-        raise SystemExit(f"--lookahead must be >= 1, got {lookahead}")
+        raise UserError(f"--lookahead must be >= 1, got {lookahead}")
     if takeover_negative < 0:
-        raise SystemExit(f"--takeover-negative must be >= 0 steps, got {takeover_negative}")
+        raise UserError(f"--takeover-negative must be >= 0 steps, got {takeover_negative}")
     task_fractions = dict(task_fractions or {})
     if runner is None:
         runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
@@ -172,7 +173,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     all_tasks = sorted({task for root in roots for task in load_tasks(root)})
     unknown = sorted(set(task_fractions) - set(all_tasks))
     if unknown:
-        raise SystemExit(f"--task-positive-fraction names task(s) {unknown} that no dataset holds; tasks: {all_tasks}")
+        raise UserError(f"--task-positive-fraction names task(s) {unknown} that no dataset holds; tasks: {all_tasks}")
     for root in roots:
         table = load_frames_table(root)
         tasks = load_tasks(root)

@@ -8,7 +8,6 @@ with ``(seed, rank, k)``. So a run resumed from a checkpoint saved at step
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 import time
@@ -19,6 +18,8 @@ import torch
 from torch import nn
 
 from recap_core.checkpoint import optimizer_state_tensors, restore_optimizer
+from recap_core.errors import UserError
+from recap_core.outputs import dumps, write_json
 from recap_core.train.ddp import (DistributedContext, StepBatchSampler, barrier, gather_strings, parameter_checksum,
                                   unwrap, wrap_model)
 from recap_core.train.plots import plot_loss_curve
@@ -28,8 +29,8 @@ SUMMARY_FILE = "train_summary.json"
 LOSS_PLOT_FILE = "loss_curve.png"
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss became NaN or infinite (the message says what to try)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,8 @@ class TrainConfig:
             raise ValueError(f"log_every must be a positive integer, got {self.log_every!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0
+                and math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ValueError(f"weight_decay must be >= 0 and grad_clip > 0; got {self.weight_decay}, {self.grad_clip}")
 
     def learning_rate_at(self, step: int) -> float:
@@ -154,7 +156,7 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
                    "samples_per_s": window_samples / max(now - window_start, 1e-9), "time_s": now - started,
                    **{k: float(v) for k, v in metrics.items()}}
             with open(metrics_path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+                handle.write(dumps(row, indent=None) + "\n")
             window_start, window_samples = now, 0
         if config.save_every and done % config.save_every == 0 and done < end:
             _save(save_fn, model, optimizer, done, context)
@@ -167,7 +169,7 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
                "world_size": context.world_size, "rank_parameter_checksums": checksums,
                "ranks_identical": len(set(checksums)) == 1}
     if context.is_main:
-        (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out_dir / SUMMARY_FILE, summary)
         plot_loss_curve(metrics_path, out_dir / LOSS_PLOT_FILE, title=title)
     return summary
 

@@ -28,12 +28,13 @@ from recap_core.models.policy import PolicyInputs
 from recap_core.models.processor import (STATE_KEY, Processor, absolute_still_joints, default_relative_mask,
                                         policy_steps, relative_mask_of, std_floor_of)
 from recap_core.models.tokenizer import PromptTokenizer
-from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
-                                     reports_user_errors, saver, train_config_from_args)
+from recap_core.errors import UserError
+from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, check_out, claim_out,
+                                     plan_model, reports_user_errors, saver, train_config_from_args)
 from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, normalization_for,
                                    open_datasets, pooled_stats)
 from recap_core.train.mix import mixture_weights, parse_mix
-from recap_core.train.ddp import init_distributed, shutdown
+from recap_core.train.ddp import barrier, init_distributed, shutdown
 from recap_core.train.loop import run_training
 
 MODES = ("sft", "recap", "awr", "bc")
@@ -66,8 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @reports_user_errors
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
+    check_out(args, "policy")
     context = init_distributed(args.device)
     try:
+        if context.is_main:
+            claim_out(args)
+        barrier(context)
         summary = train_policy(args, context)
     finally:
         shutdown(context)
@@ -94,12 +99,12 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
     those ``--absolute-still-joints`` finds held still in the training data."""
     threshold = float(args.absolute_still_joints)
     if not np.isfinite(threshold) or threshold < 0:
-        raise SystemExit(f"--absolute-still-joints must be a number >= 0 (rad), got {args.absolute_still_joints}")
+        raise UserError(f"--absolute-still-joints must be a number >= 0 (rad), got {args.absolute_still_joints}")
     inherited = relative_mask_of(plan.processor_steps)
     if inherited is not None:
         if len(inherited) != dim:
-            raise SystemExit(f"the checkpoint's relative-action mask has {len(inherited)} entries, "
-                             f"its model {dim} action dims")
+            raise UserError(f"the checkpoint's relative-action mask has {len(inherited)} entries, "
+                            f"its model {dim} action dims")
         if threshold > 0 and verbose:
             print("train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's "
                   "relative-action mask")
@@ -119,13 +124,17 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
 def train_policy(args: argparse.Namespace, context) -> dict:
     """Train (or resume / fine-tune) a policy on ``args.datasets``; returns the run summary."""
     if not 0.0 <= args.indicator_dropout <= 1.0:
-        raise SystemExit(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
+        raise UserError(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
     if not 0.0 <= args.state_dropout < 1.0:
-        raise SystemExit(f"--state-dropout must be in [0, 1), got {args.state_dropout}")
+        raise UserError(f"--state-dropout must be in [0, 1), got {args.state_dropout}")
+    if not (np.isfinite(args.awr_temperature) and args.awr_temperature > 0
+            and np.isfinite(args.awr_max_weight) and args.awr_max_weight > 0):
+        raise UserError(f"--awr-temperature and --awr-max-weight must be numbers > 0, got {args.awr_temperature} "
+                        f"and {args.awr_max_weight}")
     try:
         mix = parse_mix(args.mix)
     except ValueError as error:
-        raise SystemExit(str(error)) from None
+        raise UserError(str(error)) from None
     roots = [pathlib.Path(d) for d in args.datasets]
     plan = plan_model(args, "policy", dataset_tasks(roots), context,
                       knowledge_insulation=bool(args.knowledge_insulation),
@@ -146,7 +155,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         try:
             sample_weights, sample_shares = mixture_weights(frame_kinds(data), mix)
         except ValueError as error:
-            raise SystemExit(str(error)) from None
+            raise UserError(str(error)) from None
         if context.is_main:
             print("train-policy: samples by frame kind " + ", ".join(f"{kind} {share:.0%}"
                                                                      for kind, share in sample_shares.items()))

@@ -20,14 +20,15 @@ import shutil
 import torch
 
 from recap_core import rl
+from recap_core.checkpoint import read_json
 from recap_core.models.processor import Processor, std_floor_of, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
 from recap_core.train import crossfit
-from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, plan_model,
-                                     reports_user_errors, saver, train_config_from_args)
+from recap_core.train.common import (add_training_arguments, apply_threads, augment_shift, check_out, claim_out,
+                                     plan_model, reports_user_errors, saver, train_config_from_args)
 from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
-from recap_core.train.ddp import init_distributed, shutdown
+from recap_core.train.ddp import barrier, init_distributed, shutdown
 from recap_core.train.loop import run_training
 
 
@@ -41,8 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @reports_user_errors
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
+    check_out(args, "value")
     context = init_distributed(args.device)
     try:
+        if context.is_main:
+            claim_out(args)
+        barrier(context)
         summary = train_value(args, context)
     finally:
         shutdown(context)
@@ -58,8 +63,8 @@ def train_value(args: argparse.Namespace, context) -> dict:
     folds = crossfit.check_folds(getattr(args, "folds", 0))
     init, config_name = args.init, args.config
     if args.resume and folds:  # fold models not started yet begin where the main run began
-        recorded = json.loads((args.out / "config.json").read_text())
-        init, config_name = recorded["training"].get("init"), recorded["model"]["name"]
+        recorded = read_json(args.out / "config.json")  # CheckpointError when --out holds no checkpoint
+        init, config_name = (recorded.get("training") or {}).get("init"), (recorded.get("model") or {}).get("name")
         init = pathlib.Path(init) if init else None
     init_assignment: dict[str, int] = {}
     if folds and init is not None:
