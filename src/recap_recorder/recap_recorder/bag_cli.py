@@ -9,11 +9,14 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bag_command", metavar="{info,repair}", required=True)
-    info = sub.add_parser("info", help="topics, types, counts, rates, duration, label and metadata of a bag")
-    info.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directory (or .mcap file)")
+    info = sub.add_parser("info", help="topics, types, counts, rates, duration, label, metadata and integrity "
+                                       "(CRCs checked) of a bag")
+    info.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directory (or its .mcap file)")
     info.add_argument("--json", action="store_true", help="print one JSON object per bag")
-    repair = sub.add_parser("repair", help="rebuild a bag whose recorder was killed into a valid bag")
-    repair.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="damaged rosbag2 directory")
+    repair = sub.add_parser("repair", help="rebuild a bag whose recorder was killed, or whose chunks fail their "
+                                           "CRCs, into a valid bag")
+    repair.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="damaged rosbag2 directory (or its .mcap "
+                                                                          "file)")
     repair.add_argument("--out", type=Path, default=None,
                         help="output bag directory (one BAG) or parent directory (several); "
                              "default: BAG_repaired next to BAG")
@@ -37,35 +40,47 @@ def _info(args) -> int:
         if args.json:
             print(json.dumps({"path": str(info.path), "duration_s": info.duration_s, "label": info.label,
                               "message_count": info.message_count, "custom_data": dict(info.custom_data),
-                              "topics": [vars(t) for t in info.topics]}))
+                              "topics": [vars(t) for t in info.topics],
+                              "integrity": info.integrity.to_json() if info.integrity else None}))
         else:
             print(("\n" if number else "") + format_info(info))
     return 1 if failures else 0
 
 
 def _repair(args) -> int:
-    from recap_recorder.bags import BagError, read_info, repair_bag
+    from recap_recorder.bags import BagError, bag_directory, read_info, repair_bag
 
     failures = 0
     for path in args.bags:
+        path = bag_directory(path)
         out = args.out
         if out is not None and len(args.bags) > 1:
             out = out / (path.name + "_repaired")
         try:
             try:
-                read_info(path)
-                print(f"{path}: bag is complete and readable; nothing to repair")
+                info = read_info(path)
+                unverified = "" if info.integrity.checksummed else " (it carries no CRCs, so its data is unverified)"
+                print(f"{path}: bag is complete and readable{unverified}; nothing to repair")
                 continue
             except BagError:
                 pass
             report = repair_bag(path, out)
-        except BagError as exc:
+        except (BagError, OSError) as exc:
             print(f"recap bag repair: {exc}", file=sys.stderr)
             failures += 1
             continue
         lost = f", {report.lost_bytes} bytes after the last complete chunk dropped" if report.lost_bytes else ""
         why = f" (stopped reading at: {report.problem})" if report.problem else ""
-        print(f"{path} -> {report.output}: {report.messages} messages kept{lost}{why}; label {report.label}")
+        dropped = ""
+        if report.dropped:
+            counts = ", ".join(f"{topic} {n}" for topic, n in sorted(report.lost_per_topic.items())) or "unknown"
+            dropped = f", {len(report.dropped)} corrupt chunk(s) dropped (messages lost: {counts})"
+        orphans = (f", {report.orphans} messages of channels defined only in a dropped chunk left out"
+                   if report.orphans else "")
+        print(f"{path} -> {report.output}: {report.messages} messages kept{dropped}{orphans}{lost}{why}; "
+              f"label {report.label}")
+        for damage in report.dropped:
+            print(f"  dropped {damage.describe(report.start_ns)}")
         for topic, count in report.per_topic.items():
             print(f"  {topic}: {count}")
     return 1 if failures else 0

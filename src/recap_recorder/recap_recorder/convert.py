@@ -38,8 +38,8 @@ import numpy as np
 
 from recap_core.data.schema import EncodedImage
 from recap_core.station import JOINT_NAMES, NUM_JOINTS
-from recap_recorder.bags import (BagError, BagInfo, IndexedMcap, MessageIndex, REPAIRED_SUFFIX, bag_cameras,
-                                 bag_info, open_bag, relative_topic_name)
+from recap_recorder.bags import (BagError, BagInfo, CorruptBag, IndexedMcap, MessageIndex, REPAIRED_SUFFIX,
+                                 bag_cameras, bag_directory, bag_info, open_bag, relative_topic_name)
 from recap_recorder.images import (COMPRESSED_SUFFIX, compressed_payload, compressed_shape, compression_of,
                                    decode_compressed, image_layout, image_pixels)
 
@@ -216,11 +216,13 @@ class SkipBag(Exception):
 def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
     """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used.
 
-    The returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``).
+    The bag's CRCs are checked first (:class:`~recap_recorder.bags.CorruptBag` when they fail); the
+    returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``).
     """
+    path = bag_directory(path)
     meta, mcap = open_bag(path)
     try:
-        return _load_episode(Path(path), meta, mcap, include_aborted)
+        return _load_episode(path, meta, mcap, include_aborted)
     except BaseException:
         mcap.close()
         raise
@@ -372,8 +374,8 @@ def _episode_metadata(info: BagInfo, meta: Mapping[str, str], timeline: Timeline
 @dataclasses.dataclass(frozen=True)
 class BagOutcome:
     bag: Path
-    status: str   # converted | skipped | failed
-    reason: str = ""
+    status: str   # converted | skipped | corrupt (fails its CRCs) | failed (unreadable, not closed, ...)
+    reason: str = ""  # why not converted; for a converted bag, a note (e.g. it carries no CRCs)
     episode_index: int | None = None
     frames: int = 0
 
@@ -399,17 +401,23 @@ def converted_bags(dataset: Path) -> tuple[set[str], set[str]]:
 def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool = False,
                  image_format: str | None = None, robot: str | None = None, fps: int = 50,
                  progress: bool = True) -> list[BagOutcome]:
-    """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order."""
+    """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order.
+
+    Refuses (ValueError, one line) an output that is not a directory, or an existing dataset that
+    does not pass :func:`recap_core.data.meta.check_dataset`, before reading any bag. A bag that
+    fails its CRCs is not converted (outcome ``corrupt``, naming the chunks).
+    """
     from recap_core.data import DatasetWriter, schema
 
     dataset = Path(dataset)
-    known_ids, known_paths = converted_bags(dataset) if (dataset / schema.INFO_PATH).is_file() else (set(), set())
+    appending = check_output(dataset)
+    known_ids, known_paths = converted_bags(dataset) if appending else (set(), set())
     outcomes: list[BagOutcome] = []
     writer = None
     bar = _progress(bags, progress)
     try:
         for path in bar:
-            path = Path(path)
+            path = bag_directory(path)
             try:
                 episode = load_episode(path, include_aborted=include_aborted)
             except SkipBag as exc:
@@ -420,7 +428,8 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                 if repaired.is_dir():  # already handled: convert the repaired copy instead
                     outcomes.append(BagOutcome(path, "skipped", f"{exc} -- convert its repaired copy {repaired}"))
                 else:
-                    outcomes.append(BagOutcome(path, "failed", str(exc)))
+                    outcomes.append(BagOutcome(path, "corrupt" if isinstance(exc, CorruptBag) else "failed",
+                                               str(exc)))
                 continue
             with episode:
                 episode_id = episode.metadata["episode_id"]
@@ -448,13 +457,51 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                     continue
             known_ids.add(episode_id)
             known_paths.add(episode.metadata["bag_path"])
-            outcomes.append(BagOutcome(path, "converted", episode_index=index, frames=len(t.tick_ns)))
+            outcomes.append(BagOutcome(path, "converted", _converted_note(episode.info), episode_index=index,
+                                       frames=len(t.tick_ns)))
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"episode {index}: {len(t.tick_ns)} frames")
     finally:
         if writer is not None:
             writer.close()
     return outcomes
+
+
+def check_output(dataset: Path) -> bool:
+    """Whether ``dataset`` is an existing dataset to append to (False: a new one); ValueError, one line saying
+    what to do, when it is a file or a dataset that does not pass ``check_dataset``."""
+    from recap_core.data import schema
+    from recap_core.data.meta import check_dataset
+
+    if dataset.exists() and not dataset.is_dir():
+        raise ValueError(f"--out {dataset} is a file, not a dataset directory; give a new directory or an "
+                         "existing RECAP dataset")
+    for parent in dataset.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {dataset}: {parent} is a file, not a directory; give a dataset directory")
+            break
+    if not (dataset / schema.INFO_PATH).is_file():
+        if dataset.is_dir() and any(dataset.iterdir()):
+            raise ValueError(f"--out {dataset} exists, is not empty and is not a RECAP dataset (no "
+                             f"{schema.INFO_PATH}); give a new directory or an existing RECAP dataset")
+        return False
+    try:
+        check_dataset(dataset)
+    except Exception as exc:  # whatever the check raises, appending would build on a damaged dataset
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+        raise ValueError(f"not appending to {dataset}: {message}") from exc
+    return True
+
+
+def _converted_note(info: BagInfo) -> str:
+    notes = []
+    if info.integrity is not None and not info.integrity.checksummed:
+        notes.append("not verified: the bag carries no CRCs")
+    lost = info.custom_data.get("repair_lost_messages", "")
+    if lost not in ("", "{}"):
+        notes.append(f"repaired bag, messages lost in corrupt chunks: {lost}")
+    return "; ".join(notes)
 
 
 def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, image_format, robot, fps):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bags", nargs="+", type=Path, metavar="BAG",
-                        help="episode bag directories, or directories holding them (e.g. the recorder's output_dir)")
+                        help="episode bag directories (or their .mcap files), or directories holding them (e.g. "
+                             "the recorder's output_dir)")
     parser.add_argument("--out", type=Path, required=True, metavar="DATASET",
                         help="RECAP dataset directory; created if new, else new episodes are appended")
     parser.add_argument("--include-aborted", action="store_true",
@@ -20,10 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def expand_bag_arguments(paths) -> list[Path]:
-    """A bag directory stays; a directory of bags becomes its bags (sorted), so ``recap convert bags/`` works."""
+    """A bag directory stays; a bag's .mcap file means its directory; a directory of bags becomes its bags
+    (sorted), so ``recap convert bags/`` works."""
+    from recap_recorder.bags import bag_directory
+
     out: list[Path] = []
     for path in paths:
-        path = Path(path)
+        path = bag_directory(path)
         if path.is_dir() and not list(path.glob("*.mcap")) and not (path / "metadata.yaml").exists():
             children = sorted(p for p in path.iterdir() if p.is_dir() and list(p.glob("*.mcap")))
             out.extend(children or [path])
@@ -40,17 +44,19 @@ def run(args) -> int:
         outcomes = convert_bags(bags, args.out, include_aborted=args.include_aborted,
                                 image_format=args.image_format, robot=args.robot,
                                 progress=not args.no_progress and sys.stderr.isatty())
-    except (ValueError, RuntimeError) as exc:  # dataset settings mismatch, dataset locked by another writer
+    except (ValueError, RuntimeError) as exc:  # --out no dataset directory or damaged, settings mismatch, locked
         print(f"recap convert: {exc}", file=sys.stderr)
         return 2
     converted = [o for o in outcomes if o.status == "converted"]
     for outcome in outcomes:
         if outcome.status == "converted":
-            print(f"converted {outcome.bag} -> episode {outcome.episode_index} ({outcome.frames} frames)")
+            note = f"; {outcome.reason}" if outcome.reason else ""
+            print(f"converted {outcome.bag} -> episode {outcome.episode_index} ({outcome.frames} frames{note})")
         else:
             print(f"{outcome.status} {outcome.bag}: {outcome.reason}", file=sys.stderr)
     failed = sum(o.status == "failed" for o in outcomes)
+    corrupt = sum(o.status == "corrupt" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
     print(f"{len(converted)} episode(s), {sum(o.frames for o in converted)} frames added to {args.out}; "
-          f"{skipped} skipped, {failed} unreadable")
-    return 1 if failed else 0
+          f"{skipped} skipped, {corrupt} corrupt (not converted), {failed} unreadable")
+    return 1 if failed or corrupt else 0

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from recap_recorder.bags import (EPISODE_STATUS, TERMINAL_STATES, UNKNOWN_LABEL, BagError, episode_custom_data,
                                  resolve_topic)
@@ -42,6 +41,9 @@ from recap_core.data.schema import JPEG_QUALITY, JPEG_SUBSAMPLING
 from recap_recorder.images import COMPRESSED_SUFFIX, COMPRESSED_TYPE, IMAGE_COMPRESSIONS, IMAGE_TYPE, compress_image
 
 log = logging.getLogger(__name__)
+
+#: The label of an episode whose recording was stopped before it ended (the converter skips it unless asked).
+ABORTED_LABEL = "aborted"
 
 SENSOR, COMMAND, LATCHED = "sensor", "command", "latched"
 QOS_KINDS = (SENSOR, COMMAND, LATCHED)
@@ -296,6 +298,10 @@ class BoundedQueue:
 class EpisodeBagWriter:
     """One rosbag2 MCAP directory, chunks closed and flushed often so a crash loses little.
 
+    Written with :func:`recap_recorder.bags.checksummed_writer`: every chunk carries the CRC of its
+    records, and the file's end the data section and summary CRCs, so bit rot is found when the bag
+    is read instead of being converted.
+
     ``compress`` names the (resolved) image topics stored JPEG-compressed under ``<topic>/compressed``;
     an image that cannot be compressed goes to the raw topic, whose connection is added when first
     needed, and is counted in ``uncompressed``.
@@ -304,8 +310,10 @@ class EpisodeBagWriter:
     def __init__(self, path: Path, topics: Sequence[tuple[str, TopicSpec]], *, typestore,
                  chunk_size_bytes: int, chunk_max_duration_s: float, compress: Sequence[str] = (),
                  jpeg_quality: int = JPEG_QUALITY, clock: Callable[[], float] = time.monotonic):
+        from recap_recorder.bags import checksummed_writer
+
         self.path = path
-        self._writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
+        self._writer = checksummed_writer(path)
         self._chunk_size, self._chunk_age = chunk_size_bytes, chunk_max_duration_s
         self._clock = clock
         self._typestore = typestore
@@ -546,12 +554,14 @@ class Recorder:
         return False
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the open bag (label unknown: the recorder stopped), drain the queue, stop the thread."""
+        """Finish the open bag (labelled aborted: the recording stopped before the episode ended), drain the
+        queue, stop the thread."""
         with self._lock:
             if self._tracker.recording is not None:
                 episode_id = self._tracker.recording
                 self._tracker.refuse(episode_id)
-                self._stop_locked(StopBag(episode_id, {}, UNKNOWN_LABEL, "recorder stopped"))
+                self._stop_locked(StopBag(episode_id, {}, ABORTED_LABEL, "recorder stopped before the episode "
+                                                                         "ended"))
         self._running = False
         self._thread.join(timeout)
 

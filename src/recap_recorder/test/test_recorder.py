@@ -167,12 +167,12 @@ def test_low_disk_refuses_the_episode_with_a_clear_status(tmp_path, new_recorder
     assert not (tmp_path / "bags" / "sim-0001").exists()
 
 
-def test_stopping_mid_episode_closes_a_valid_bag_labelled_unknown(tmp_path, new_recorder, feed):
+def test_stopping_mid_episode_closes_a_valid_bag_labelled_aborted(tmp_path, new_recorder, feed):
     recorder = new_recorder()
     feed(recorder, "sim-0001", "success", steps=20, end=False)
     recorder.close()
     info = bags.read_info(tmp_path / "bags" / "sim-0001")
-    assert info.label == "unknown" and info.custom_data["stop_reason"] == "recorder stopped"
+    assert info.label == "aborted" and info.custom_data["stop_reason"] == "recorder stopped before the episode ended"
     assert {t.name: t.count for t in info.topics}["/joint_command"] == 20
 
 
