@@ -133,6 +133,10 @@ def saver(*, args: argparse.Namespace, plan: ModelPlan, training_config: dict, n
         provenance = make_provenance(kind=plan.kind, datasets=[str(d) for d in args.datasets],
                                      iteration=args.iteration, parent=plan.parent, extra=extra_provenance)
 
+    joints = dataset_joint_names(args.datasets)
+    if joints:  # a node serves the checkpoint only on a station with these joints, in this order
+        training_config = {**training_config, "joint_names": joints}
+
     def save(step: int, training_state: tuple[dict, dict]) -> None:
         save_checkpoint(args.out, kind=plan.kind, model=plan.model, model_config=plan.model_config,
                         training_config={**training_config, "steps_done": step}, normalization=normalization,
@@ -140,6 +144,29 @@ def saver(*, args: argparse.Namespace, plan: ModelPlan, training_config: dict, n
                         provenance={**provenance, "step": step}, training_state=training_state)
 
     return save
+
+
+def dataset_joint_names(datasets) -> list[str]:
+    """The state's joint names of the training datasets (``meta/info.json``), [] if unrecorded.
+
+    Raises UserError when two datasets name their joints differently: one model cannot serve both.
+    """
+    import json
+
+    from recap_core.data.schema import STATE
+
+    found: list[str] = []
+    for root in datasets:
+        try:
+            info = json.loads((pathlib.Path(root) / "meta" / "info.json").read_text(encoding="utf-8"))
+            names = list(info["features"][STATE].get("names") or [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if names and found and names != found:
+            raise UserError(f"{root}: its joints {names} differ from another dataset's {found}; train on "
+                            "datasets of one station layout")
+        found = found or names
+    return found
 
 
 def augment_shift(args: argparse.Namespace, image_size: int) -> int:
