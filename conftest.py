@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from recap_core.rosenv import apply_ros_environment
-from recap_core.testing.procs import NodeProcess, session_domain_id
+from recap_ros.localhost import apply_ros_environment
+from recap_ros.testing.procs import NodeProcess, session_domain_id
 
 # Before anything imports rclpy: localhost discovery, the Fast DDS profile, a private domain.
 apply_ros_environment()
@@ -37,7 +37,7 @@ def node_process(tmp_path):
 
 @pytest.fixture
 def probe():
-    from recap_core.ros.probe import Probe
+    from recap_ros.testing.probe import Probe
 
     p = Probe()
     yield p

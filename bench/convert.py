@@ -41,7 +41,8 @@ def write_bag(root: Path, steps: int, image_compression: str = "jpeg") -> Path:
     from rosbags.typesys import Stores, get_typestore
 
     from recap_core.station import JOINT_NAMES
-    from recap_recorder.recorder import Recorder, RecorderConfig, default_topics
+    from recap_recorder.episode_recorder import Recorder
+    from recap_recorder.recorder_config import RecorderConfig, default_topics
 
     ts = get_typestore(Stores.ROS2_KILTED)
     T = ts.types
@@ -103,7 +104,7 @@ def raw_read(bag: Path) -> tuple[float, int]:
 
 
 def convert(bag: Path, out: Path, image_format: str) -> tuple[float, int]:
-    from recap_recorder.convert import convert_bags
+    from recap_recorder.bag_to_dataset import convert_bags
 
     start = time.perf_counter()
     [outcome] = convert_bags([bag], out, image_format=image_format, progress=False)
@@ -115,7 +116,7 @@ def convert(bag: Path, out: Path, image_format: str) -> tuple[float, int]:
 
 def converter_only(bag: Path) -> float:
     """Seconds for the converter's own work: timeline + every frame of every camera, no dataset writer."""
-    from recap_recorder.convert import load_episode
+    from recap_recorder.bag_to_dataset import load_episode
 
     start = time.perf_counter()
     episode = load_episode(bag)

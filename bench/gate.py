@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from recap_core.rosenv import apply_ros_environment
+from recap_ros.localhost import apply_ros_environment
 
 apply_ros_environment()
 os.environ.setdefault("ROS_DOMAIN_ID", str(201 + os.getpid() % 30))
@@ -36,14 +36,14 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from recap_core.ros.convert import joint_state  # noqa: E402
-from recap_core.ros.probe import Probe  # noqa: E402
+from recap_ros.conversions import joint_state  # noqa: E402
+from recap_ros.testing.probe import Probe  # noqa: E402
 from recap_core.station import StationConfig  # noqa: E402
-from recap_core.testing.procs import NodeProcess, test_environment  # noqa: E402
+from recap_ros.testing.procs import NodeProcess, test_environment  # noqa: E402
 
 PERIOD = 0.02
 TAG_STEP = 1e-4     # joint 0 advances by this per policy command: 5 mrad/s, far below any limit
-STATION = StationConfig.from_yaml()
+STATION = StationConfig.sim_aloha()
 HOME = (STATION.lower_array + STATION.upper_array) / 2
 
 
@@ -71,7 +71,7 @@ def hop_publisher(seconds: float) -> int:
     """Child process: publish JointState stamped with wall time at 50 Hz (the baseline hop)."""
     rclpy.init()
     node = rclpy.create_node("bench_hop_publisher")
-    from recap_core.ros import qos
+    from recap_ros import qos
 
     pub = node.create_publisher(JointState, "bench/hop", qos.COMMAND)
     time.sleep(0.5)  # discovery

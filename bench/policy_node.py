@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from recap_core.rosenv import apply_ros_environment
+from recap_ros.localhost import apply_ros_environment
 
 apply_ros_environment()
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
@@ -41,9 +41,9 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from recap_core.ros.convert import diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds  # noqa: E402
-from recap_core.ros.probe import Probe  # noqa: E402
-from recap_core.testing.procs import NodeProcess, test_environment  # noqa: E402
+from recap_ros.conversions import diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds  # noqa: E402
+from recap_ros.testing.probe import Probe  # noqa: E402
+from recap_ros.testing.procs import NodeProcess, test_environment  # noqa: E402
 from recap_policy_node.chunking import jerk  # noqa: E402
 
 CAMERAS = ("base", "left_wrist", "right_wrist")

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recap_core.rosenv import apply_ros_environment
+from recap_ros.localhost import apply_ros_environment
 
 apply_ros_environment()
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 50))
@@ -44,8 +44,8 @@ def count_subscriber(seconds: float) -> None:
     import rclpy
     from sensor_msgs.msg import Image, JointState
 
-    from recap_core.ros import qos
-    from recap_core.ros.node_main import spin_forever
+    from recap_ros import qos
+    from recap_ros.node_main import spin_forever
 
     counts = {}
     last_message = [0.0]
@@ -89,8 +89,8 @@ class Publisher:
         import numpy as np
         from sensor_msgs.msg import Image, JointState
 
-        from recap_core.ros import qos
-        from recap_core.ros.convert import numpy_to_image
+        from recap_ros import qos
+        from recap_ros.conversions import numpy_to_image
 
         self.probe = probe
         self.images = {c: probe.publisher(Image, f"camera/{c}/image_raw", qos.SENSOR) for c in CAMERAS}
@@ -109,7 +109,7 @@ class Publisher:
                 raise RuntimeError(f"nobody subscribed to {pub.topic_name} within {timeout} s")
 
     def episode(self, episode_id: str, state: str) -> None:
-        from recap_core.ros.convert import diagnostic
+        from recap_ros.conversions import diagnostic
 
         self.status.publish(diagnostic("episode_manager", {
             "episode_id": episode_id, "state": state, "task": "benchmark", "source": "demo",
@@ -145,7 +145,7 @@ class Publisher:
 
 def recorded_stamps(bag: Path, tag: int):
     """Sequence numbers (header nanosec) of this level's messages per topic in the bag, and its info."""
-    from recap_recorder.bags import open_bag, read_info
+    from recap_recorder.bag_info import open_bag, read_info
 
     info = read_info(bag)
     _, mcap = open_bag(bag)
@@ -181,8 +181,8 @@ def main() -> int:
         return 0
     seconds = args.seconds or (1.5 if args.quick else 10.0)
 
-    from recap_core.ros.probe import Probe
-    from recap_core.testing.procs import NodeProcess, test_environment
+    from recap_ros.testing.probe import Probe
+    from recap_ros.testing.procs import NodeProcess, test_environment
 
     work = Path(tempfile.mkdtemp(prefix="recap_bench_record_"))
     env = test_environment(int(os.environ["ROS_DOMAIN_ID"]))

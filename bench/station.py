@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from recap_core.rosenv import apply_ros_environment
+from recap_ros.localhost import apply_ros_environment
 
 apply_ros_environment()
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
@@ -29,9 +29,9 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
-from recap_core.ros.convert import diagnostic_values, stamp_to_seconds  # noqa: E402
-from recap_core.ros.probe import Probe  # noqa: E402
-from recap_core.testing.procs import NodeProcess, test_environment  # noqa: E402
+from recap_ros.conversions import diagnostic_values, stamp_to_seconds  # noqa: E402
+from recap_ros.testing.probe import Probe  # noqa: E402
+from recap_ros.testing.procs import NodeProcess, test_environment  # noqa: E402
 
 CAMERAS = ("base", "left_wrist", "right_wrist")
 

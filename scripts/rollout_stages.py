@@ -5,7 +5,7 @@
 
 Reads the dataset (labels: ``is_intervention``, ``indicator``) and, for every rollout episode,
 its bag's ``sim/status`` (the sim's staged reward: 0 untouched, 1 touched, 2 lifted, 3 both
-grippers on the cube, 4 handed over), which `config/station_sim.yaml` records on the sim only.
+grippers on the cube, 4 handed over), which `recap_bringup/config/station_sim.yaml` records on the sim only.
 Prints, per stage, how many autonomous and correction frames there are and which share is
 labelled positive, and at which stage (current and best reached) the simulated human took over.
 A frame's stage is the newest ``sim/status`` received at or before the frame's tick, on the
@@ -28,7 +28,7 @@ STAGES = ("untouched", "touched", "lifted", "both hold", "handed over")
 def frame_stages(bag: pathlib.Path, frames: int) -> np.ndarray | None:
     """The sim's task stage at each of the episode's ``frames`` dataset frames, on the converter's own
     timeline (the newest ``sim/status`` received at or before each frame's tick); None without sim/status."""
-    from recap_recorder.convert import latest_at_or_before, load_episode
+    from recap_recorder.bag_to_dataset import latest_at_or_before, load_episode
 
     with load_episode(bag) as episode:
         received, statuses = episode.diagnostics("sim/status")

@@ -2,7 +2,7 @@
 # Idempotent setup of everything this repo needs on a fresh Debian 12 machine:
 # Debian packages for headless MuJoCo and the network namespace, a .venv with
 # torch==2.13.0 (CPU, pinned), the ROS 2 kilted wheels, the simulator, the model
-# stack and the six packages (editable). A second run skips what is done.
+# stack and the packages under src/ (editable). A second run skips what is done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,11 +48,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# 5. The six packages, editable, without touching dependencies.
+# 5. The packages under src/, editable, without touching dependencies.
 pstamp="$VENV/.recap-packages.sha"
 pwant="$(cat src/*/setup.py src/*/package.xml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$pstamp" 2>/dev/null)" != "$pwant" ]; then
-  log "installing the six packages (editable)"
+  log "installing the packages under src/ (editable)"
   args=(); for d in src/*/; do args+=(-e "$d"); done
   "${PIP[@]}" install --no-deps --no-build-isolation "${args[@]}" 2> >(grep -v 'is ignored: it is neither' >&2)
   echo "$pwant" > "$pstamp"

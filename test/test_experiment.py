@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from recap_core.testing.procs import test_environment
+from recap_ros.testing.procs import test_environment
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -14,12 +14,12 @@ import re
 import pytest
 from rcl_interfaces.msg import ParameterType
 
-from recap_core.station import default_config_dir
+from recap_bringup import station_sim_yaml
 
 pytestmark = pytest.mark.ros
 
 DESIGN = pathlib.Path(__file__).resolve().parents[1] / "docs" / "design.md"
-STATION_YAML = default_config_dir() / "station_sim.yaml"
+STATION_YAML = station_sim_yaml()
 
 NODES = {  # node name -> (module, extra parameters to start it)
     "gate": ("recap_teleop.gate_node", {}),

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from recap_core.testing.procs import test_environment
+from recap_ros.testing.procs import test_environment
 
 pytestmark = pytest.mark.ros
 

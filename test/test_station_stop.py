@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from recap_core.testing.procs import test_environment
-from recap_recorder import bags
+from recap_ros.testing.procs import test_environment
+from recap_recorder.bag_info import read_info
 
 pytestmark = pytest.mark.ros
 
@@ -55,7 +55,7 @@ def test_a_signal_stops_the_station_and_closes_the_open_bag_as_aborted(tmp_path,
     assert "Traceback" not in stderr_text and "Exception" not in stderr_text, stderr_text
     assert f"stopped by {signal.Signals(sig).name}" in stderr_text
     (bag,) = [p.parent for p in (tmp_path / "bags").glob("*/metadata.yaml")]
-    info = bags.read_info(bag)
+    info = read_info(bag)
     assert info.label == "aborted", info.custom_data
 
 

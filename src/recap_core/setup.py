@@ -14,12 +14,19 @@ setup(
     zip_safe=True,
     maintainer='RECAP team',
     maintainer_email='robot-learning@example.org',
-    description='RECAP math, models, dataset format, training, checkpoints and the recap CLI',
+    description='RECAP math, models, dataset format, training, checkpoints, statistics and the recap CLI (no ROS)',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'recap = recap_core.cli:main'
+        ],
+        'recap.commands': [
+            'train-value = recap_core.commands:TRAIN_VALUE',
+            'label = recap_core.commands:LABEL',
+            'train-policy = recap_core.commands:TRAIN_POLICY',
+            'iterate = recap_core.commands:ITERATE',
+            'dataset = recap_core.commands:DATASET',
         ],
     },
 )

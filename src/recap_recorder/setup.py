@@ -21,5 +21,9 @@ setup(
         'console_scripts': [
             'recorder = recap_recorder.recorder_node:main'
         ],
+        'recap.commands': [
+            'bag = recap_recorder.commands:BAG',
+            'convert = recap_recorder.commands:CONVERT',
+        ],
     },
 )

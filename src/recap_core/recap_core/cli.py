@@ -1,9 +1,12 @@
 """The one ``recap`` command line.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs, so
-``recap --help`` is instant and ``recap convert`` never loads torch.
-Subcommands that need ROS live in the ROS packages (this package never imports rclpy).
+Each package registers its subcommands under the ``recap.commands`` entry-point
+group (as ros2cli's verbs are registered): the entry point names the
+subcommand and points at a ``(module, one-line help)`` pair in the package's
+light ``commands`` module; the subcommand's module exposes
+``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when
+it runs, so ``recap --help`` is instant and ``recap convert`` never loads
+torch. This package names no package built on it.
 
 A user error (:mod:`recap_core.errors`: a bad path, option or damaged file)
 is printed as one line, ``recap COMMAND: message``, with exit status 2; a bug
@@ -16,24 +19,25 @@ import difflib
 import importlib
 import os
 import sys
+from importlib.metadata import entry_points
 
 from recap_core.errors import UsageError, UserError, one_line
 
-# name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "station": ("recap_sim.bringup", "run the station nodes in one process (--sim: simulated robot)"),
-    "bag": ("recap_recorder.bag_cli", "inspect or repair episode bags (info, repair)"),
-    "convert": ("recap_recorder.convert_cli", "convert episode bags into a RECAP dataset"),
-    "train-value": ("recap_core.train.value_cli", "train the distributional value function"),
-    "label": ("recap_core.train.label_cli", "add value, advantage and indicator columns to a dataset"),
-    "train-policy": ("recap_core.train.policy_cli", "train the policy (sft, recap or awr)"),
-    "iterate": ("recap_core.train.iterate_cli", "one RECAP iteration: value from V_pre, label, policy from pi_pre"),
-    "eval": ("recap_sim.evaluate", "evaluate checkpoints on held-out sim seeds"),
-    "eval-pool": ("recap_sim.eval_pool", "pool recap eval reports on disjoint seeds, with paired comparisons"),
-    "experiment": ("recap_sim.experiment", "the full RECAP loop in simulation, with a report"),
-    "expert-eval": ("recap_sim.expert_eval", "success rate and episode length of the scripted expert per quality"),
-    "dataset": ("recap_core.data.cli", "inspect or synthesise RECAP datasets"),
-}
+GROUP = "recap.commands"
+
+
+def commands() -> dict[str, tuple[str, str]]:
+    """name -> (module, one-line help) of every installed subcommand, sorted by name."""
+    found: dict[str, tuple[str, str]] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.name in found:
+            continue  # the same distribution seen twice on sys.path
+        try:
+            module, help_text = ep.load()
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            module, help_text = "", f"(cannot load: {one_line(exc)})"
+        found[ep.name] = (module, help_text)
+    return dict(sorted(found.items()))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,10 +47,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(available: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
     parser = _Parser(prog="recap", description="RECAP for ROS 2: stations, bags, datasets, value, policy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text) in available.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -66,17 +70,21 @@ USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryErr
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    available = commands()
+    parser = build_parser(available)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
     name = argv[0]
-    if name not in COMMANDS:
-        close = difflib.get_close_matches(name, COMMANDS, n=1)
+    if name not in available or not available[name][0]:
+        if name in available:
+            print(f"recap {name}: {available[name][1]}; reinstall its package", file=sys.stderr)
+            return 2
+        close = difflib.get_close_matches(name, available, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "see `recap --help`"
         print(f"recap: unknown command {name!r}; {hint}", file=sys.stderr)
         return 2
-    module_name, help_text = COMMANDS[name]
+    module_name, help_text = available[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -25,24 +25,18 @@ CONTROL_RATE_HZ = 50.0
 def repo_root() -> pathlib.Path | None:
     """The source checkout this module lives in (editable installs), if any."""
     for parent in pathlib.Path(__file__).resolve().parents:
-        if (parent / "config" / "station_sim.yaml").is_file() and (parent / "src").is_dir():
+        if (parent / "src").is_dir() and (parent / ".git").exists():
             return parent
     return None
 
 
-def default_config_dir() -> pathlib.Path:
-    """Where station YAMLs and the Fast DDS profile live (checkout, else ament share)."""
-    root = repo_root()
-    if root is not None:
-        return root / "config"
-    try:  # installed with colcon on a real station
-        from ament_index_python.packages import get_package_share_directory
-
-        return pathlib.Path(get_package_share_directory("recap_core")) / "config"
-    except Exception as exc:  # pragma: no cover - depends on the install
-        raise FileNotFoundError(
-            "cannot find the station config directory: run from a checkout or install "
-            "recap_core with colcon") from exc
+# The simulated bimanual ALOHA station (ViperX 300s): arm limits in radians from the vx300s MJCF, grippers
+# normalised 0 (closed) .. 1 (open); velocity limits in rad/s (grippers in normalised units/s). The node
+# parameters default to it; the sim station's parameter file states the same values (a test keeps them equal).
+_ARM_LOWER = (-3.14158, -1.85005, -1.76278, -3.14158, -1.8675, -3.14158, 0.0)
+_ARM_UPPER = (3.14158, 1.25664, 1.6057, 3.14158, 2.23402, 3.14158, 1.0)
+_ARM_MAX_VELOCITY = (3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 6.0)
+SIM_ALOHA_NAME = "sim_aloha"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +99,21 @@ class StationConfig:
         )
 
     @classmethod
-    def from_yaml(cls, path: str | pathlib.Path | None = None) -> "StationConfig":
+    def from_yaml(cls, path: str | pathlib.Path) -> "StationConfig":
+        """The ``/**`` section of a station parameter file."""
         return cls.from_params(load_node_params(path, "/**"))
 
+    @classmethod
+    def sim_aloha(cls) -> "StationConfig":
+        """The simulated bimanual ALOHA station: every node's default robot description."""
+        return cls(joint_names=JOINT_NAMES, lower=_ARM_LOWER * 2, upper=_ARM_UPPER * 2,
+                   max_velocity=_ARM_MAX_VELOCITY * 2, cameras=DEFAULT_CAMERAS, control_rate_hz=CONTROL_RATE_HZ,
+                   station_name=SIM_ALOHA_NAME)
 
-def load_node_params(path: str | pathlib.Path | None, node: str) -> dict:
+
+def load_node_params(path: str | pathlib.Path, node: str) -> dict:
     """The parameters a node gets from a ROS 2 params file: ``/**`` merged with its section."""
-    path = pathlib.Path(path) if path else default_config_dir() / "station_sim.yaml"
+    path = pathlib.Path(path)
     with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f) or {}
     params = dict((doc.get("/**") or {}).get("ros__parameters", {}))

@@ -7,12 +7,12 @@ chunking.py). It never commands from stale observations: when the newest
 camera image or joint state is older than ``max_observation_age_ms`` it drops
 its plan, publishes nothing (the gate and the station hold) and says so in
 ``policy/status``; a stamp from the future cannot keep an observation fresh
-(see ``recap_core.ros.observation``). A checkpoint that fails to load leaves
+(see ``recap_ros.observation``). A checkpoint that fails to load leaves
 the node up and silent, with the error in ``policy/status`` (level ERROR);
 setting ``checkpoint`` at runtime hot-reloads: a checkpoint that does not fit
 the station (kind, cameras, state/action size, joints) is refused at once, and
 one that fails to load leaves the old model running with the status at ERROR.
-Parameters are applied at runtime or refused (``recap_core.ros.params``).
+Parameters are applied at runtime or refused (``recap_ros.params``).
 """
 from __future__ import annotations
 
@@ -21,30 +21,26 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
-from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from recap_core.ros import qos
-from recap_core.ros.convert import MessageError, diagnostic, diagnostic_values, joint_state, seconds_to_stamp
-from recap_core.ros.node_main import run_node
-from recap_core.ros.observation import FutureStampError, ObservationBuffer
-from recap_core.ros.params import ParameterError, declare, declare_station
-from recap_core.ros.serving import checkpoint_problem, model_problem
+from recap_ros import qos
+from recap_ros.conversions import diagnostic, joint_state, seconds_to_stamp
+from recap_ros.node_main import run_node
+from recap_ros.params import declare
+from recap_ros.serving import ModelServingNode
 from recap_policy_node.chunking import ChunkExecutor
-from recap_policy_node.runtime import load_policy
 
 # as_trained: the condition the checkpoint was fine-tuned under (none for an AWR fine-tune, positive otherwise)
 ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
 
 
-class PolicyNode(Node):
+class PolicyNode(ModelServingNode):
+    KIND = "policy"
+
     def __init__(self, **kwargs):
-        super().__init__("policy_node", **kwargs)
-        self.station = declare_station(self)
-        self.checkpoint = declare(self, "checkpoint", "", "policy checkpoint directory (empty: none); a change "
-                                  "hot-reloads", on_change=self._set_checkpoint, validate=self._check_checkpoint)
+        super().__init__("policy_node", max_age_ms=250.0, threads=2, **kwargs)
         self.beta = declare(self, "beta", 1.0, "CFG weight: 1 = conditional only, >1 = guided",
                             min_value=0.0, max_value=10.0, on_change=lambda v: setattr(self, "beta", float(v)))
         self.advantage = declare(self, "advantage", "as_trained", "advantage tag in the prompt",
@@ -54,27 +50,11 @@ class PolicyNode(Node):
                                     on_change=lambda v: setattr(self, "replan_steps", int(v)))
         self.blend_steps = declare(self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)",
                                    min_value=0, max_value=100)
-        self.max_age = declare(self, "max_observation_age_ms", 250.0,
-                               "never command from observations older than this", min_value=1.0,
-                               max_value=10000.0, on_change=lambda v: setattr(self, "max_age", v / 1e3)) / 1e3
-        future_ms = declare(self, "future_stamp_tolerance_ms", 50.0, "refuse observations stamped further ahead "
-                            "of the node clock than this (ms)", min_value=0.0, max_value=10000.0)
         self.seed = declare(self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0,
                             max_value=2**31 - 1)
-        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one (a change "
-                                    "applies at once)", on_change=self._set_task)
-        self.threads = declare(self, "inference_threads", 2, "torch threads for inference", min_value=1,
-                               max_value=64)
         self.dt = 1.0 / self.station.control_rate_hz
 
         self._lock = threading.Lock()
-        self._runner = None
-        self._checkpoint_id = ""
-        self._load_error = ""
-        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names, clock=self._now,
-                                               future_tolerance_s=future_ms / 1e3)
-        self._task = self.default_task
-        self._episode_id: str | None = None
         self._executor = ChunkExecutor(self.blend_steps)
         self._tick = 0
         self._last_plan_tick: int | None = None
@@ -88,111 +68,39 @@ class PolicyNode(Node):
         self.latency_ms = float("nan")
         self._chunk_received_at = float("nan")
         self._chunk_obs_stamp = float("nan")
-        self.counters = {"commands": 0, "chunks": 0, "rejected_images": 0, "rejected_states": 0,
-                         "future_stamps": 0, "stale_holds": 0, "inference_errors": 0, "discarded_chunks": 0,
-                         "refused_checkpoints": 0}
-
-        self._load(self.checkpoint)
+        self.counters.update(commands=0, chunks=0, stale_holds=0, inference_errors=0, discarded_chunks=0)
 
         self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
         self._chunk_pub = self.create_publisher(JointTrajectory, "policy/action_chunk", qos.COMMAND)
         self._status_pub = self.create_publisher(DiagnosticStatus, "policy/status", qos.LATCHED)
-        for cam in self.station.cameras:
-            self.create_subscription(Image, f"camera/{cam}/image_raw",
-                                     lambda m, c=cam: self._on_image(c, m), qos.SENSOR)
-        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
-        self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
+        self.start_serving()
         self.create_service(Trigger, "policy/reset", self._on_reset)
-        self.create_timer(0.5, self._publish_status)
+        self.create_timer(0.5, self.publish_status)
 
-        self._running = True
-        self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
-        self._worker.start()
-        self._control = threading.Thread(target=self._control_loop, name="policy_control", daemon=True)
-        self._control.start()
+        self.start_thread(self._inference_loop, "policy_inference")
+        self.start_thread(self._control_loop, "policy_control")
 
-    # -- checkpoint -------------------------------------------------------------------------
-    @property
-    def model_error(self) -> str:
-        """Why no policy runs ('' while one does)."""
-        return "" if self._runner is not None else (self._load_error or "no policy checkpoint loaded")
-
-    def _check_checkpoint(self, path: str) -> None:
-        """Refuse a runtime ``checkpoint`` that cannot run on this station (reads its config.json only)."""
-        problem = checkpoint_problem(path, "policy", self.station) if path else ""
-        if problem:
-            self.counters["refused_checkpoints"] += 1
-            self._load_error = f"refused checkpoint {path}: {problem}; still running {self._checkpoint_id or 'none'}"
-            self.get_logger().error(self._load_error)
-            self._publish_status()
-            raise ParameterError(self._load_error)
-
-    def _set_checkpoint(self, path: str) -> None:
-        if path != self.checkpoint:
-            self.checkpoint = path
-            threading.Thread(target=self._load, args=(path,), daemon=True).start()
-
-    def _set_task(self, task: str) -> None:
-        self.default_task = task
-        self._task = task
-
-    def _load(self, path: str) -> bool:
-        if not path:
-            self._set_mode("no_checkpoint", "parameter `checkpoint` is empty")
-            return False
-        try:
-            runner = load_policy(path, threads=self.threads, seed=self.seed)
-            problem = model_problem("policy", runner.config, runner.checkpoint.training_config, self.station)
-            if problem:
-                raise ValueError(problem)
-        except Exception as exc:  # a bad checkpoint must never take the node down
-            self._load_error = f"cannot load checkpoint {path}: {exc}" + (
-                f"; still running {self._checkpoint_id}" if self._runner is not None else "")
-            self.get_logger().error(self._load_error)
-            if self._runner is None:
-                self._set_mode("no_checkpoint", self._load_error)
-            self._publish_status()
-            return False
-        with self._lock:
-            self._runner = runner
-            self._checkpoint_id = runner.checkpoint_id
-            self._load_error = ""
-        self.get_logger().info(f"loaded policy checkpoint {runner.checkpoint_id} from {path}")
+    # -- serving hooks ----------------------------------------------------------------------
+    def on_model(self, runner, path: str) -> None:
         self._set_mode("running", "")
-        self._publish_status()
-        return True
+        self.publish_status()
 
-    # -- inputs -----------------------------------------------------------------------------
-    def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    def on_model_error(self, message: str) -> None:
+        if self._runner is None:
+            self._set_mode("no_checkpoint", message)
+        self.publish_status()
 
-    def _on_image(self, cam: str, msg: Image) -> None:
-        try:
-            self._observations.on_image(cam, msg)
-        except FutureStampError as exc:
-            self.counters["future_stamps"] += 1
-            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
-        except MessageError as exc:
-            self.counters["rejected_images"] += 1
-            self.get_logger().warning(f"rejected image on camera/{cam}: {exc}", throttle_duration_sec=2.0)
-
-    def _on_joints(self, msg: JointState) -> None:
-        try:
-            self._observations.on_joints(msg)
-        except FutureStampError as exc:
-            self.counters["future_stamps"] += 1
-            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
-            return
-        except MessageError as exc:
-            self.counters["rejected_states"] += 1
-            self.get_logger().warning(f"rejected joint_states: {exc}", throttle_duration_sec=2.0)
-            return
+    def on_joints(self) -> None:
         if self._replan_due:
             self._request_plan()
 
+    def on_episode(self, episode_id: str) -> None:
+        self._reset_plan()
+
+    # -- planning -------------------------------------------------------------------------
     def _request_plan(self) -> None:
         """Hand the newest observation to the inference thread (plans start on a fresh joint state)."""
-        obs, _ = self._observation()
+        obs, _ = self.observation()
         if obs is None:
             return
         with self._lock:
@@ -203,18 +111,6 @@ class PolicyNode(Node):
             self._pending = (self._tick, obs, self._observations.state_stamp, self._plan_epoch)
             self._last_plan_tick = self._tick
         self._plan_request.set()
-
-    def _on_episode(self, msg: DiagnosticStatus) -> None:
-        values = diagnostic_values(msg)
-        task = values.get("task")
-        if task:
-            self._task = task
-        if values.get("state") == "running" and values.get("episode_id") != self._episode_id:
-            self._episode_id = values.get("episode_id")
-            # The world was reset for this episode: plan only from what is observed from now on.
-            self._observations.restart(self._now(), f"waiting for the first observation of episode "
-                                                    f"{self._episode_id}")
-            self._reset_plan()
 
     def _on_reset(self, request, response):
         self._reset_plan()
@@ -230,10 +126,6 @@ class PolicyNode(Node):
         runner = self._runner
         if runner is not None:
             runner.reset()
-
-    # -- observation ------------------------------------------------------------------------
-    def _observation(self) -> tuple[dict | None, str]:
-        return self._observations.latest(self._now(), self.max_age, self._task)
 
     # -- threads ----------------------------------------------------------------------------
     def _control_loop(self) -> None:
@@ -252,7 +144,7 @@ class PolicyNode(Node):
         self._tick += 1
         if self._runner is None:
             return
-        obs, why = self._observation()
+        obs, why = self.observation()
         if obs is None:
             if self._mode != "holding" or self._reason != why:
                 self.counters["stale_holds"] += 1
@@ -313,7 +205,7 @@ class PolicyNode(Node):
                 self.counters["chunks"] += 1
                 self._chunk_obs_stamp = obs_stamp
                 self._publish_chunk(actions, obs_stamp)
-                self._publish_status()  # carries this chunk's latency and observation stamp
+                self.publish_status()  # carries this chunk's latency and observation stamp
             except Exception as exc:
                 self.counters["inference_errors"] += 1
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
@@ -342,7 +234,7 @@ class PolicyNode(Node):
         if changed and mode == "holding":
             self.get_logger().warning(f"holding: {reason}", throttle_duration_sec=2.0)
         if changed and hasattr(self, "_status_pub"):
-            self._publish_status()
+            self.publish_status()
 
     def _prompt_advantage(self, runner) -> str | None:
         """The advantage text the prompt carries (None: no text), the parameter with ``as_trained`` resolved
@@ -351,13 +243,13 @@ class PolicyNode(Node):
             return runner.checkpoint.trained_advantage
         return None if self.advantage == "none" else self.advantage
 
-    def _publish_status(self) -> None:
+    def publish_status(self) -> None:
         if not hasattr(self, "_status_pub"):
             return
         age = (time.monotonic() - self._chunk_received_at) * 1e3
-        level = 2 if self._load_error else {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
+        level = 2 if self.load_error else {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
         self._status_pub.publish(diagnostic("policy_node", {
-            "state": self._mode, "reason": self._reason or self._load_error,
+            "state": self._mode, "reason": self._reason or self.load_error,
             "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
             "beta": self.beta, "advantage": self.advantage,
             "prompt_advantage": (str(self._prompt_advantage(self._runner) or "none") if self._runner is not None
@@ -366,15 +258,10 @@ class PolicyNode(Node):
             "max_observation_age_ms": self.max_age * 1e3,
             "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}",
             "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
-            "task": self._task, **self.counters}, level=level, message=self._reason or self._load_error))
+            "task": self._task, **self.counters}, level=level, message=self._reason or self.load_error))
 
-    def close(self) -> None:
-        self._running = False
+    def wake(self) -> None:
         self._plan_request.set()
-        for t in (self._control, self._worker):
-            if t.is_alive():
-                t.join(timeout=2.0)
-
 
 def main(args=None) -> int:
     return run_node(PolicyNode, args)

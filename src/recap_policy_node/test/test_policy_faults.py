@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 
-from recap_core.ros.convert import diagnostic_values
-from recap_core.ros.probe import StationFeeder
+from recap_ros.conversions import diagnostic_values
+from recap_ros.testing.probe import StationFeeder
 
 pytestmark = pytest.mark.ros
 
@@ -73,8 +73,9 @@ def test_max_observation_age_changes_at_runtime(node_process, probe, feeder, tin
     assert commands.wait_for(20, timeout=60), policy.output()
     result = probe.set_parameters("/policy_node", {"max_observation_age_ms": 100.0})[0]
     assert result.successful, result.reason
-    values = latest_status(status, predicate=lambda m: diagnostic_values(m).get("state") == "holding")
-    assert float(values["max_observation_age_ms"]) == 100.0 and "stale observation" in values["reason"]
+    values = latest_status(status, predicate=lambda m: diagnostic_values(m).get("state") == "holding"
+                           and float(diagnostic_values(m)["max_observation_age_ms"]) == 100.0)
+    assert "stale observation" in values["reason"]
     time.sleep(0.3)
     commands.clear()
     time.sleep(0.5)
@@ -158,7 +159,7 @@ def hostile_image(draw):
 
 
 def valid_image(msg) -> bool:
-    from recap_core.ros.convert import MessageError, image_to_numpy
+    from recap_ros.conversions import MessageError, image_to_numpy
 
     try:
         image_to_numpy(msg)

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from recap_core.ros.convert import diagnostic, diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds
 
 pytestmark = pytest.mark.ros
 
@@ -123,10 +123,10 @@ def test_bad_checkpoint_is_a_clear_error_and_the_node_stays_up_silent(node_proce
     commands = probe.subscribe(JointState, "policy/joint_command")
     assert status.wait_for(1, timeout=30), policy.output()
     assert status_of(status)["state"] == "no_checkpoint"
-    assert "cannot load checkpoint" in status_of(status)["reason"]
+    assert "cannot load policy checkpoint" in status_of(status)["reason"]
     time.sleep(2.0)
     assert len(commands) == 0 and policy.alive()
-    assert "cannot load checkpoint" in policy.output()
+    assert "cannot load policy checkpoint" in policy.output()
 
 
 def test_stale_cameras_stop_the_commands(node_process, probe, tiny_checkpoints, fake_station):

@@ -1,4 +1,7 @@
-"""``recap bag info BAG...`` and ``recap bag repair BAG... [--out DIR]`` (``ros2 bag`` is not installed here)."""
+"""``recap bag info BAG...`` and ``recap bag repair BAG... [--out DIR]`` (``ros2 bag`` is not installed here).
+
+Arguments and output only: reading is :mod:`recap_recorder.bag_info`, repairing :mod:`recap_recorder.bag_repair`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +30,8 @@ def run(args) -> int:
 
 
 def _info(args) -> int:
-    from recap_recorder.bags import BagError, format_info, read_info
+    from recap_recorder.bag_files import BagError
+    from recap_recorder.bag_info import format_info, read_info
 
     failures = 0
     for number, path in enumerate(args.bags):
@@ -38,32 +42,26 @@ def _info(args) -> int:
             failures += 1
             continue
         if args.json:
-            print(json.dumps({"path": str(info.path), "duration_s": info.duration_s, "label": info.label,
-                              "message_count": info.message_count, "custom_data": dict(info.custom_data),
-                              "topics": [vars(t) for t in info.topics],
-                              "integrity": info.integrity.to_json() if info.integrity else None}))
+            print(json.dumps(info.to_json()))
         else:
             print(("\n" if number else "") + format_info(info))
     return 1 if failures else 0
 
 
 def _repair(args) -> int:
-    from recap_recorder.bags import BagError, bag_directory, read_info, repair_bag
+    from recap_recorder.bag_files import BagError, bag_directory
+    from recap_recorder.bag_repair import intact_bag_info, repair_bag, repair_output
 
     failures = 0
     for path in args.bags:
         path = bag_directory(path)
-        out = args.out
-        if out is not None and len(args.bags) > 1:
-            out = out / (path.name + "_repaired")
+        out = repair_output(path, args.out, several=len(args.bags) > 1)
         try:
-            try:
-                info = read_info(path)
+            info = intact_bag_info(path)
+            if info is not None:
                 unverified = "" if info.integrity.checksummed else " (it carries no CRCs, so its data is unverified)"
                 print(f"{path}: bag is complete and readable{unverified}; nothing to repair")
                 continue
-            except BagError:
-                pass
             report = repair_bag(path, out)
         except (BagError, OSError) as exc:
             print(f"recap bag repair: {exc}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""``recap convert BAG... --out DATASET [--include-aborted]``: episode bags -> RECAP dataset."""
+"""``recap convert BAG... --out DATASET [--include-aborted]``: episode bags -> RECAP dataset.
+
+Arguments and output only: the conversion is :func:`recap_recorder.bag_to_dataset.convert_bags`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -20,26 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def expand_bag_arguments(paths) -> list[Path]:
-    """A bag directory stays; a bag's .mcap file means its directory; a directory of bags becomes its bags
-    (sorted), so ``recap convert bags/`` works."""
-    from recap_recorder.bags import bag_directory
-
-    out: list[Path] = []
-    for path in paths:
-        path = bag_directory(path)
-        if path.is_dir() and not list(path.glob("*.mcap")) and not (path / "metadata.yaml").exists():
-            children = sorted(p for p in path.iterdir() if p.is_dir() and list(p.glob("*.mcap")))
-            out.extend(children or [path])
-        else:
-            out.append(path)
-    return out
-
-
 def run(args) -> int:
-    from recap_recorder.convert import convert_bags
+    from recap_recorder.bag_files import expand_bag_paths
+    from recap_recorder.bag_to_dataset import convert_bags
 
-    bags = expand_bag_arguments(args.bags)
+    bags = expand_bag_paths(args.bags)
     try:
         outcomes = convert_bags(bags, args.out, include_aborted=args.include_aborted,
                                 image_format=args.image_format, robot=args.robot,

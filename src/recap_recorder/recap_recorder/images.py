@@ -17,7 +17,7 @@ import struct
 
 import numpy as np
 
-from recap_recorder.bags import BagError
+from recap_recorder.bag_files import BagError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"

@@ -1,6 +1,6 @@
 """The recorder node: one MCAP rosbag2 per episode, started and stopped by ``episode/status``.
 
-A thin shell around :class:`recap_recorder.recorder.Recorder`. Every recorded
+A thin shell around :class:`recap_recorder.episode_recorder.Recorder`. Every recorded
 topic is subscribed with ``raw=True`` (the CDR bytes go to the bag as they
 came: no deserialise + serialise) and the QoS its producer uses (latched
 topics with TRANSIENT_LOCAL); a callback only stamps the receive time and
@@ -19,13 +19,14 @@ from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 
 from recap_core.data.schema import JPEG_QUALITY
-from recap_core.ros import qos
-from recap_core.ros.convert import diagnostic, diagnostic_values
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_ros import qos
+from recap_ros.conversions import diagnostic, diagnostic_values
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
+from recap_recorder.bag_metadata import EPISODE_STATUS
+from recap_recorder.episode_recorder import Recorder
 from recap_recorder.images import IMAGE_COMPRESSIONS
-from recap_recorder.recorder import (COMMAND, EPISODE_STATUS, LATCHED, Recorder, RecorderConfig, TopicSpec,
-                                     default_topics)
+from recap_recorder.recorder_config import COMMAND, LATCHED, RecorderConfig, TopicSpec, default_topics
 
 OK, WARN, ERROR = 0, 1, 2
 

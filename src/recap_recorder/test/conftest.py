@@ -118,7 +118,8 @@ def feed_episode(recorder, synth: Synth, episode_id: str, label: str, *, steps: 
 
 
 def make_recorder(output_dir: Path, cameras=CAMERAS, disk_free=None, **overrides):
-    from recap_recorder.recorder import Recorder, RecorderConfig, default_topics
+    from recap_recorder.episode_recorder import Recorder
+    from recap_recorder.recorder_config import RecorderConfig, default_topics
 
     config = RecorderConfig(output_dir=output_dir, topics=default_topics(cameras), station="sim_aloha",
                             cameras=tuple(cameras), **overrides)

@@ -19,8 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recap_core.cli import main as recap
-from recap_recorder import bags
-from recap_recorder.convert import convert_bags, load_episode
+from recap_recorder.bag_files import BagError, storage_file
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_repair import recover_mcap, repair_bag
+from recap_recorder.bag_to_dataset import convert_bags, load_episode
+from recap_recorder.bag_writer import checksummed_writer
+from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +66,12 @@ def chunks_of(path: Path) -> list[Chunk]:
 
 
 def messages_of(bag: Path) -> list[tuple]:
-    recovered = bags.recover_mcap(bags.storage_file(bag))
+    recovered = recover_mcap(storage_file(bag))
     return [(recovered.channels[m.channel_id].topic, m.log_time, bytes(m.data)) for m in recovered.messages]
 
 
 def xor_bytes(bag: Path, offset: int, mask: bytes) -> None:
-    mcap = bags.storage_file(bag)
+    mcap = storage_file(bag)
     data = bytearray(mcap.read_bytes())
     for i, m in enumerate(mask):
         data[offset + i] ^= m
@@ -76,7 +80,7 @@ def xor_bytes(bag: Path, offset: int, mask: bytes) -> None:
 
 def payload_offset(bag: Path, topic: str, number: int) -> tuple[int, int]:
     """(file offset of the CDR payload of message ``number`` of ``topic``, chunk number) in a closed bag."""
-    with bags.IndexedMcap(bags.storage_file(bag)) as mcap:
+    with IndexedMcap(storage_file(bag)) as mcap:
         index = mcap.index(topic)
         chunk_number = int(index.chunk[number])
         chunk = mcap._chunks[chunk_number]
@@ -115,7 +119,7 @@ def test_new_bags_carry_chunk_data_section_and_summary_crcs(recorded):
     from mcap.stream_reader import StreamReader
     from rosbags.rosbag2 import Reader
 
-    mcap = bags.storage_file(recorded["bag"])
+    mcap = storage_file(recorded["bag"])
     chunks = chunks_of(mcap)
     raw = mcap.read_bytes()
     assert len(chunks) > 5
@@ -130,14 +134,14 @@ def test_new_bags_carry_chunk_data_section_and_summary_crcs(recorded):
     assert footer.summary_crc == zlib.crc32(raw[footer.summary_start:len(raw) - 8 - 4])
     with Reader(recorded["bag"]) as reader:  # rosbags checks chunk CRCs too
         assert sum(1 for _ in reader.messages()) == len(messages_of(recorded["bag"]))
-    info = bags.read_info(recorded["bag"])
+    info = read_info(recorded["bag"])
     assert info.integrity.ok and info.integrity.checksummed and info.integrity.crc_chunks == len(chunks)
 
 
 def test_bag_info_says_what_was_verified(recorded, capsys):
     assert recap(["bag", "info", str(recorded["bag"])]) == 0
     out = capsys.readouterr().out
-    chunks = len(chunks_of(bags.storage_file(recorded["bag"])))
+    chunks = len(chunks_of(storage_file(recorded["bag"])))
     assert "integrity:  verified: the data section CRC, the summary CRC match" in out
     assert f"({chunks} of {chunks} chunks carry their own CRC too)" in out
 
@@ -163,7 +167,7 @@ def test_a_changed_joint_command_is_reported_skipped_and_repaired_away(recorded,
     assert f"corrupt {bag}: " in captured.err and f"chunk {number}" in captured.err
     assert "0 episode(s)" in captured.out and "1 corrupt" in captured.out
     assert not (dataset / "meta" / "episodes").exists()
-    with pytest.raises(bags.CorruptBag):
+    with pytest.raises(CorruptBag):
         load_episode(bag)
 
     assert recap(["bag", "repair", str(bag)]) == 0
@@ -171,9 +175,9 @@ def test_a_changed_joint_command_is_reported_skipped_and_repaired_away(recorded,
     assert "nothing to repair" not in out and "1 corrupt chunk(s) dropped" in out and "/joint_command" in out
     assert f"  dropped chunk {number} at byte" in out
     repaired = bag.with_name(bag.name + "_repaired")
-    info = bags.read_info(repaired)
+    info = read_info(repaired)
     assert info.integrity.ok and info.integrity.checksummed
-    hit = chunks_of(bags.storage_file(recorded["bag"]))[number]
+    hit = chunks_of(storage_file(recorded["bag"]))[number]
     expected = [m for m in messages_of(recorded["bag"]) if m not in hit.messages]
     assert messages_of(repaired) == expected
     assert info.custom_data["repair_dropped_chunks"] == "1" and "/joint_command" in info.custom_data[
@@ -197,13 +201,13 @@ def test_changed_image_bytes_are_found_by_info_convert_and_repair(recorded, copy
     bag = copy()
     offset, number = payload_offset(bag, "/camera/left_wrist/image_raw/compressed", 30)
     xor_bytes(bag, offset + 120, bytes([0x01, 0x80, 0x10]))
-    with pytest.raises(bags.CorruptBag, match=f"chunk {number} at byte .*left_wrist"):
-        bags.read_info(bag)
+    with pytest.raises(CorruptBag, match=f"chunk {number} at byte .*left_wrist"):
+        read_info(bag)
     [outcome] = convert_bags([bag], tmp_path / "dataset", progress=False)
     assert outcome.status == "corrupt" and f"chunk {number}" in outcome.reason
     assert recap(["bag", "repair", str(bag), "--out", str(tmp_path / "fixed")]) == 0
     assert "1 corrupt chunk(s) dropped" in capsys.readouterr().out
-    assert bags.read_info(tmp_path / "fixed").integrity.ok
+    assert read_info(tmp_path / "fixed").integrity.ok
     [outcome] = convert_bags([tmp_path / "fixed"], tmp_path / "dataset", progress=False)
     assert outcome.status == "converted"
 
@@ -213,13 +217,13 @@ def test_damage_between_the_chunks_is_found_and_repaired_without_loss(recorded, 
     intact, so repair (through the verified summary) loses nothing."""
     for name, where in (("index", "message index"), ("length", "chunk length")):
         bag = copy(name)
-        chunk = chunks_of(bags.storage_file(bag))[3]
+        chunk = chunks_of(storage_file(bag))[3]
         xor_bytes(bag, chunk.data_end + 20 if where == "message index" else chunk.start + 3, b"\x04")
-        with pytest.raises(bags.CorruptBag, match="losing nothing"):
-            bags.read_info(bag)
-        report = bags.repair_bag(bag)
+        with pytest.raises(CorruptBag, match="losing nothing"):
+            read_info(bag)
+        report = repair_bag(bag)
         assert report.dropped == () and messages_of(report.output) == messages_of(recorded["bag"]), where
-        assert bags.read_info(report.output).integrity.ok
+        assert read_info(report.output).integrity.ok
 
 
 # --------------------------------------------------------------------------- properties
@@ -232,7 +236,7 @@ class Geometry(dict):
 
 @pytest.fixture(scope="module")
 def geometry(recorded):
-    mcap = bags.storage_file(recorded["bag"])
+    mcap = storage_file(recorded["bag"])
     return Geometry(raw=mcap.read_bytes(), chunks=chunks_of(mcap), messages=messages_of(recorded["bag"]))
 
 
@@ -245,8 +249,8 @@ def test_any_change_of_one_byte_anywhere_in_a_bag_is_reported(recorded, geometry
     bag = tmp_path_factory.mktemp("flip") / "ep-0001"
     shutil.copytree(recorded["bag"], bag)
     xor_bytes(bag, offset, bytes([mask]))
-    with pytest.raises(bags.BagError):
-        bags.read_info(bag)
+    with pytest.raises(BagError):
+        read_info(bag)
     assert recap(["bag", "info", str(bag)]) == 1
 
 
@@ -259,14 +263,14 @@ def test_a_flip_in_a_chunk_costs_that_chunk_and_nothing_else(recorded, geometry,
     bag = tmp_path_factory.mktemp("flip") / "ep-0001"
     shutil.copytree(recorded["bag"], bag)
     xor_bytes(bag, offset, bytes([data.draw(st.integers(1, 255), label="xor")]))
-    with pytest.raises(bags.CorruptBag, match=f"chunk {number} at byte {chunks[number].start} "):
+    with pytest.raises(CorruptBag, match=f"chunk {number} at byte {chunks[number].start} "):
         load_episode(bag)
-    report = bags.repair_bag(bag)
+    report = repair_bag(bag)
     assert [d.number for d in report.dropped] == [number]
     lost = chunks[number].messages
     assert messages_of(report.output) == [m for m in geometry["messages"] if m not in lost]
     assert sum(report.lost_per_topic.values()) == len(lost)
-    assert bags.read_info(report.output).integrity.ok
+    assert read_info(report.output).integrity.ok
 
 
 @pytest.fixture(scope="module")
@@ -275,9 +279,9 @@ def compressed_bag(recorded, tmp_path_factory):
     from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
     from rosbags.typesys import Stores, get_typestore
 
-    recovered = bags.recover_mcap(bags.storage_file(recorded["bag"]))
+    recovered = recover_mcap(storage_file(recorded["bag"]))
     out = tmp_path_factory.mktemp("zstd") / "ep-0001"
-    writer = bags.checksummed_writer(out)
+    writer = checksummed_writer(out)
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -287,10 +291,10 @@ def compressed_bag(recorded, tmp_path_factory):
         writer.write(connections[message.channel_id], message.log_time, message.data)
         if n % 25 == 24:
             writer.storage.close_chunk()
-    for key, value in bags.read_info(recorded["bag"]).custom_data.items():
+    for key, value in read_info(recorded["bag"]).custom_data.items():
         writer.set_custom_data(key, value)
     writer.close()
-    chunks = chunks_of(bags.storage_file(out))
+    chunks = chunks_of(storage_file(out))
     assert len(chunks) > 5 and {c.compression for c in chunks} == {"zstd"}
     return Geometry(bag=out, chunks=chunks, messages=messages_of(out), raw=b"")
 
@@ -305,9 +309,9 @@ def test_a_flip_in_compressed_chunk_data_is_reported_and_costs_only_that_chunk(c
     bag = tmp_path_factory.mktemp("zflip") / "ep-0001"
     shutil.copytree(compressed_bag["bag"], bag)
     xor_bytes(bag, offset, bytes([data.draw(st.integers(1, 255), label="xor")]))
-    with pytest.raises(bags.CorruptBag) as raised:
+    with pytest.raises(CorruptBag) as raised:
         load_episode(bag)
-    report = bags.repair_bag(bag)
+    report = repair_bag(bag)
     if report.dropped:
         assert f"chunk {number} at byte" in str(raised.value) and [d.number for d in report.dropped] == [number]
         assert messages_of(report.output) == [m for m in compressed_bag["messages"]
@@ -318,7 +322,7 @@ def test_a_flip_in_compressed_chunk_data_is_reported_and_costs_only_that_chunk(c
 
 
 def test_compressed_chunks_verify_and_convert(compressed_bag, tmp_path):
-    assert bags.read_info(compressed_bag["bag"]).integrity.crc_chunks == len(compressed_bag["chunks"])
+    assert read_info(compressed_bag["bag"]).integrity.crc_chunks == len(compressed_bag["chunks"])
     [outcome] = convert_bags([compressed_bag["bag"]], tmp_path / "dataset", progress=False)
     assert outcome.status == "converted" and outcome.reason == ""
 
@@ -327,11 +331,11 @@ def test_repair_of_a_killed_bag_drops_a_corrupt_chunk_and_keeps_reading(recorded
     """No footer, so no index: repair reads record by record, leaves out the chunk that fails its CRC and
     goes on to the complete chunks after it."""
     bag = copy("ep-0002", "killed")
-    chunks = chunks_of(bags.storage_file(bag))
+    chunks = chunks_of(storage_file(bag))
     hit = chunks[len(chunks) // 2]
     everything = messages_of(bag)
     xor_bytes(bag, hit.data_end - 1, b"\x08")  # the last byte of the chunk's last message
-    report = bags.repair_bag(bag)
+    report = repair_bag(bag)
     assert [d.number for d in report.dropped] == [len(chunks) // 2]
     assert dict(report.lost_per_topic) == {t: sum(m[0] == t for m in hit.messages) for t, *_ in hit.messages}
     assert messages_of(report.output) == [m for m in everything if m not in hit.messages]
@@ -344,15 +348,17 @@ def test_repair_of_a_killed_bag_drops_a_corrupt_chunk_and_keeps_reading(recorded
 def test_bags_without_crcs_still_read_convert_and_say_they_are_unverified(helpers, tmp_path, monkeypatch, capsys):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    monkeypatch.setattr(bags, "checksummed_writer", lambda path: Writer(
+    from recap_recorder import bag_writer
+
+    monkeypatch.setattr(bag_writer, "checksummed_writer", lambda path: Writer(
         path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP))  # what the recorder used before
     recorder = helpers.make_recorder(tmp_path / "bags", chunk_size_bytes=4096)
     helpers.feed(recorder, "old-0001", "success", steps=20, t0_ns=10**18)
     assert recorder.drain(20)
     recorder.close()
     bag = tmp_path / "bags" / "old-0001"
-    raw = bags.storage_file(bag).read_bytes()
-    assert all(struct.unpack_from("<I", raw, c.start + 33)[0] == 0 for c in chunks_of(bags.storage_file(bag)))
+    raw = storage_file(bag).read_bytes()
+    assert all(struct.unpack_from("<I", raw, c.start + 33)[0] == 0 for c in chunks_of(storage_file(bag)))
     assert struct.unpack_from("<I", raw, len(raw) - 12)[0] == 0  # footer summary CRC
 
     assert recap(["bag", "info", str(bag)]) == 0
@@ -369,24 +375,24 @@ def test_bags_without_crcs_still_read_convert_and_say_they_are_unverified(helper
 
 def test_the_mcap_file_of_a_bag_means_the_bag(recorded, copy, tmp_path, capsys):
     bag = recorded["bag"]
-    mcap = bags.storage_file(bag)
+    mcap = storage_file(bag)
     assert recap(["bag", "info", str(mcap)]) == 0
     assert f"bag:        {bag}\n" in capsys.readouterr().out
-    assert bags.read_info(mcap).path == bag
+    assert read_info(mcap).path == bag
     assert recap(["convert", str(mcap), "--out", str(tmp_path / "dataset"), "--no-progress"]) == 0
     assert f"converted {bag} -> episode 0" in capsys.readouterr().out
     assert recap(["bag", "repair", str(mcap)]) == 0
     assert "nothing to repair" in capsys.readouterr().out
     killed = copy("ep-0002", "killed")
-    assert recap(["bag", "repair", str(bags.storage_file(killed))]) == 0
-    assert bags.read_info(killed.with_name("ep-0002_repaired")).custom_data["episode_id"] == "ep-0002"
+    assert recap(["bag", "repair", str(storage_file(killed))]) == 0
+    assert read_info(killed.with_name("ep-0002_repaired")).custom_data["episode_id"] == "ep-0002"
 
 
 def test_an_mcap_file_outside_a_bag_directory_is_a_clear_error(recorded, tmp_path, capsys):
     loose = tmp_path / "loose"
     loose.mkdir()
     for name in ("a.mcap", "b.mcap"):
-        shutil.copy(bags.storage_file(recorded["bag"]), loose / name)
+        shutil.copy(storage_file(recorded["bag"]), loose / name)
     assert recap(["bag", "info", str(loose / "a.mcap")]) == 1
     err = capsys.readouterr().err
     assert "outside a bag directory" in err and "recap bag repair" in err and len(err.strip().splitlines()) == 1

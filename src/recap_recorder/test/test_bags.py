@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recap_core.cli import main as recap
-from recap_recorder import bags
+from recap_recorder.bag_files import BagError, storage_file
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_repair import recover_mcap, repair_bag
 
 
 @pytest.fixture
@@ -19,7 +21,7 @@ def recorded(example_bags):
 
 
 def messages_of(path):
-    recovered = bags.recover_mcap(bags.storage_file(path))
+    recovered = recover_mcap(storage_file(path))
     return [(recovered.channels[m.channel_id].topic, m.log_time, bytes(m.data)) for m in recovered.messages]
 
 
@@ -44,16 +46,16 @@ def test_info_explains_missing_killed_truncated_and_corrupt_bags(recorded, tmp_p
     assert "no metadata.yaml" in err and "recap bag repair" in err
     truncated = tmp_path / "truncated"
     shutil.copytree(recorded["complete"], truncated)
-    mcap = bags.storage_file(truncated)
+    mcap = storage_file(truncated)
     mcap.write_bytes(mcap.read_bytes()[:-5000])
-    with pytest.raises(bags.BagError, match="damaged.*recap bag repair"):
-        bags.read_info(truncated)
+    with pytest.raises(BagError, match="damaged.*recap bag repair"):
+        read_info(truncated)
     corrupt = tmp_path / "corrupt"
     shutil.copytree(recorded["complete"], corrupt)
-    mcap = bags.storage_file(corrupt)
+    mcap = storage_file(corrupt)
     mcap.write_bytes(b"garbage!" + mcap.read_bytes()[8:])
-    with pytest.raises(bags.BagError, match="damaged"):
-        bags.read_info(corrupt)
+    with pytest.raises(BagError, match="damaged"):
+        read_info(corrupt)
 
 
 def test_repair_of_a_killed_bag_keeps_every_written_message_and_recovers_the_metadata(recorded, tmp_path,
@@ -61,7 +63,7 @@ def test_repair_of_a_killed_bag_keeps_every_written_message_and_recovers_the_met
     out = tmp_path / "fixed"
     assert recap(["bag", "repair", str(recorded["killed"]), "--out", str(out)]) == 0
     assert "messages kept" in capsys.readouterr().out
-    info = bags.read_info(out)
+    info = read_info(out)
     meta = info.custom_data
     assert meta["repaired"] == "true" and info.label == "unknown"  # killed before a terminal status
     assert meta["episode_id"] == "sim-0002" and meta["task"] == "transfer the cube"
@@ -95,7 +97,7 @@ def chunk_ends(mcap_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut_fraction=st.floats(0.02, 1.0))
 def test_repair_after_a_cut_anywhere_keeps_exactly_the_complete_chunks(recorded, tmp_path_factory, cut_fraction):
-    source = bags.storage_file(recorded["complete"])
+    source = storage_file(recorded["complete"])
     data = source.read_bytes()
     cut = int(len(data) * cut_fraction)
     work = tmp_path_factory.mktemp("cut")
@@ -105,10 +107,10 @@ def test_repair_after_a_cut_anywhere_keeps_exactly_the_complete_chunks(recorded,
     everything = messages_of(recorded["complete"])
     expected = max([n for end, n in chunk_ends(source) if end <= cut], default=0)
     if expected == 0:
-        with pytest.raises(bags.BagError, match="nothing recoverable|no channels"):
-            bags.repair_bag(bag)
+        with pytest.raises(BagError, match="nothing recoverable|no channels"):
+            repair_bag(bag)
         return
-    report = bags.repair_bag(bag)
+    report = repair_bag(bag)
     kept = messages_of(report.output)
     assert len(kept) >= expected and kept == everything[:len(kept)]
     assert report.label == ("success" if len(kept) == len(everything) else "unknown")

@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recap_core.cli import main as recap
-from recap_recorder import bags
-from recap_recorder.convert import convert_bags, latest_at_or_before, resample
+from recap_recorder.bag_files import storage_file
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_repair import recover_mcap, repair_bag
+from recap_recorder.bag_to_dataset import convert_bags, latest_at_or_before, resample
 from recap_recorder.images import image_layout, image_pixels
 
 times = st.lists(st.integers(0, 10_000), max_size=40).map(lambda v: np.array(sorted(v), np.int64))
@@ -85,7 +87,7 @@ def station_bags(request, tmp_path_factory, helpers):
     damaged = root / "damaged"
     truncated = damaged / "truncated"
     shutil.copytree(root / "bags" / "sim-0001", truncated)
-    mcap = bags.storage_file(truncated)
+    mcap = storage_file(truncated)
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
     killed = damaged / "killed"
     shutil.copytree(root / "bags" / "sim-0002", killed)
@@ -143,7 +145,7 @@ def recorded_jpegs(bag, camera: str) -> list[bytes]:
     """The JPEG streams of ``camera/<camera>/image_raw/compressed`` in a bag, in recorded order."""
     from recap_recorder.images import compressed_payload
 
-    recovered = bags.recover_mcap(bags.storage_file(bag))
+    recovered = recover_mcap(storage_file(bag))
     topic = f"/camera/{camera}/image_raw/compressed"
     return [bytes(compressed_payload(m.data)[1]) for m in recovered.messages
             if recovered.channels[m.channel_id].topic == topic]
@@ -164,7 +166,7 @@ def test_recorded_jpeg_goes_into_a_jpeg_dataset_byte_for_byte(station_bags, tmp_
     jpegs = recorded_jpegs(bag, "base")
     assert len(cells) == episode["length"]
     if station_bags["compression"] == "none":
-        assert jpegs == [] and bags.read_info(bag).topic("camera/base/image_raw").count == 80
+        assert jpegs == [] and read_info(bag).topic("camera/base/image_raw").count == 80
         return
     assert cells == jpegs[len(jpegs) - len(cells):]  # the recorded bytes, tick by tick
 
@@ -206,7 +208,7 @@ def test_damaged_bags_are_reported_and_skipped_with_the_repair_hint(station_bags
     assert code == 1  # unreadable bags need attention
     assert "failed" in captured.err and captured.err.count("recap bag repair") == 2
     assert "1 episode(s)" in captured.out and "2 unreadable" in captured.out
-    repaired = bags.repair_bag(station_bags["killed"], tmp_path / "killed_repaired")
+    repaired = repair_bag(station_bags["killed"], tmp_path / "killed_repaired")
     assert repaired.label == "failure"  # the terminal status was in a complete chunk
     outcomes = convert_bags([tmp_path / "killed_repaired"], out, progress=False)
     assert outcomes[0].status == "skipped" and "already in" in outcomes[0].reason  # same episode id

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from recap_core.testing.procs import test_environment as ros_environment
-from recap_recorder import bags
-from recap_recorder.convert import convert_bags, load_episode
+from recap_ros.testing.procs import test_environment as ros_environment
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_to_dataset import convert_bags, load_episode
 
 pytestmark = pytest.mark.ros
 
@@ -26,7 +26,7 @@ def test_sim_episodes_are_recorded_and_convert_to_50hz_frames(tmp_path):
     found = sorted(p for p in record.iterdir() if p.is_dir())
     assert len(found) == 2, run.stdout[-3000:]
     for path in found:
-        info = bags.read_info(path)
+        info = read_info(path)
         assert info.label == "failure"  # the time limit comes long before the handover
         assert info.custom_data["source"] == "demo" and info.custom_data["station"] == "sim_aloha"
         # The manager counts steps from joint_command too; which of the commands sent around the start and

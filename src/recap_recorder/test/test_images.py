@@ -10,7 +10,8 @@ import simplejpeg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recap_recorder import bags
+from recap_recorder.bag_files import BagError
+from recap_recorder.bag_info import read_info
 from recap_recorder.images import (compress_image, compressed_payload, compressed_shape, compression_of,
                                    decode_compressed)
 
@@ -64,20 +65,20 @@ def test_mono_images_are_compressed_and_other_encodings_refused(synth):
     fmt, data = compressed_payload(compress_image(image_cdr(synth, gray, "mono8"), 95, "420"))
     assert fmt == "mono8; jpeg compressed mono8" and compressed_shape(data, "jpeg") == (16, 24)
     depth = np.arange(16 * 24, dtype=np.uint16).reshape(16, 24)
-    with pytest.raises(bags.BagError, match="16UC1.*not JPEG-compressed"):
+    with pytest.raises(BagError, match="16UC1.*not JPEG-compressed"):
         compress_image(image_cdr(synth, depth, "16UC1"), 95, "420")
     broken = bytearray(image_cdr(synth, smooth_image(8, 8), "rgb8"))
-    with pytest.raises(bags.BagError):
+    with pytest.raises(BagError):
         compress_image(bytes(broken[:-20]), 95, "420")  # cut off
     broken[0] = 1  # big-endian CDR
-    with pytest.raises(bags.BagError, match="little-endian"):
+    with pytest.raises(BagError, match="little-endian"):
         compress_image(bytes(broken), 95, "420")
 
 
 def test_compressed_formats_and_streams_from_other_recorders(synth):
     assert compression_of("bgr8; jpeg compressed bgr8") == "jpeg" and compression_of("jpeg") == "jpeg"
     assert compression_of("rgb8; png compressed rgb8") == "png" and compression_of("PNG") == "png"
-    with pytest.raises(bags.BagError, match="neither JPEG nor PNG"):
+    with pytest.raises(BagError, match="neither JPEG nor PNG"):
         compression_of("rgb8; tiff compressed rgb8")
     from PIL import Image
 
@@ -86,9 +87,9 @@ def test_compressed_formats_and_streams_from_other_recorders(synth):
     Image.fromarray(rgb).save(buffer, format="PNG")
     assert compressed_shape(buffer.getvalue(), "png") == (12, 20)
     assert np.array_equal(decode_compressed(buffer.getvalue(), "png"), rgb)
-    with pytest.raises(bags.BagError, match="not a JPEG"):
+    with pytest.raises(BagError, match="not a JPEG"):
         compressed_shape(b"\xff\xd8 not really", "jpeg")
-    with pytest.raises(bags.BagError, match="not a PNG"):
+    with pytest.raises(BagError, match="not a PNG"):
         compressed_shape(simplejpeg.encode_jpeg(rgb), "png")
     T = synth.T
     msg = T["sensor_msgs/msg/CompressedImage"](header=T["std_msgs/msg/Header"](
@@ -96,30 +97,30 @@ def test_compressed_formats_and_streams_from_other_recorders(synth):
         data=np.frombuffer(buffer.getvalue(), np.uint8))
     raw = bytes(synth.ts.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
     assert compressed_payload(raw)[0] == "png" and bytes(compressed_payload(raw)[1]) == buffer.getvalue()
-    with pytest.raises(bags.BagError, match="cut off"):
+    with pytest.raises(BagError, match="cut off"):
         compressed_payload(raw[:-10])
 
 
 def test_an_image_the_recorder_cannot_compress_is_kept_raw_and_counted(new_recorder, feed, tmp_path, monkeypatch):
     """Nothing received is lost: frames the encoder refuses go to the raw topic, and the converter reads
     the camera from both topics in receive order."""
-    from recap_recorder import recorder as recorder_module
-    from recap_recorder.convert import convert_bags
+    from recap_recorder import bag_writer
+    from recap_recorder.bag_to_dataset import convert_bags
 
-    real = recorder_module.compress_image
+    real = bag_writer.compress_image
     calls = {"n": 0}
 
     def flaky(raw, quality, subsampling):
         calls["n"] += 1
         if calls["n"] % 5 == 0:
-            raise bags.BagError("encoder refused this one")
+            raise BagError("encoder refused this one")
         return real(raw, quality, subsampling)
 
-    monkeypatch.setattr(recorder_module, "compress_image", flaky)
+    monkeypatch.setattr(bag_writer, "compress_image", flaky)
     recorder = new_recorder()
     episode = feed(recorder, "sim-0001", "success", steps=40, image_shape=(16, 16))
     assert recorder.drain(20)
-    info = bags.read_info(tmp_path / "bags" / "sim-0001")
+    info = read_info(tmp_path / "bags" / "sim-0001")
     counts = {t.name: t.count for t in info.topics}
     uncompressed = json.loads(info.custom_data["recorder_uncompressed"])
     assert sum(uncompressed.values()) == 40 * 3 // 5 and info.custom_data["recorder_uncompressed_reason"]

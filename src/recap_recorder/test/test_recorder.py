@@ -9,9 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recap_recorder import bags
-from recap_recorder.recorder import (BoundedQueue, EpisodeBagWriter, EpisodeTracker, StartBag, StopBag,
-                                     TopicSpec, default_topics, resolve_topic)
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_metadata import resolve_topic
+from recap_recorder.bag_repair import recover_mcap
+from recap_recorder.bag_writer import EpisodeBagWriter
+from recap_recorder.episode_tracker import EpisodeTracker, StartBag, StopBag
+from recap_recorder.recorder_config import TopicSpec, default_topics
+from recap_recorder.write_queue import BoundedQueue
 
 STEPS = 60
 
@@ -93,7 +97,7 @@ def test_two_episodes_make_two_bags_with_metadata_and_counts(tmp_path, new_recor
     found = bag_dirs(tmp_path / "bags")
     assert [p.name for p in found] == ["sim-0001", "sim-0002"]
     for path, episode in zip(found, (first, second)):
-        info = bags.read_info(path)
+        info = read_info(path)
         steps = len(episode.commands)
         counts = {t.name: t.count for t in info.topics}
         assert counts["/joint_command"] == steps
@@ -113,9 +117,9 @@ def test_two_episodes_make_two_bags_with_metadata_and_counts(tmp_path, new_recor
         assert meta["image_compression"] == "jpeg quality 95 subsampling 420"
         assert json.loads(meta["recorder_uncompressed"]) == {}
         assert 1.0 < info.duration_s < 2.0
-    assert bags.read_info(found[0]).custom_data["interventions"] == "1"
+    assert read_info(found[0]).custom_data["interventions"] == "1"
     # The second episode starts with the latched flags from before it (snapshot), not with stale images.
-    second_info = {t.name: t.count for t in bags.read_info(found[1]).topics}
+    second_info = {t.name: t.count for t in read_info(found[1]).topics}
     assert second_info["/intervention"] == 1 and second_info["/command_source"] == 1
 
 
@@ -128,7 +132,7 @@ def test_an_episode_starting_soon_after_sensor_data_gets_the_newest_sample_at_it
     recorder.on_message("joint_command", synth.joints(np.zeros(14), t0), t0 - 100_000_000)  # not state
     feed(recorder, "sim-0001", "success", steps=10, t0_ns=t0)
     assert recorder.drain(20)
-    counts = {t.name: t.count for t in bags.read_info(tmp_path / "bags" / "sim-0001").topics}
+    counts = {t.name: t.count for t in read_info(tmp_path / "bags" / "sim-0001").topics}
     assert counts["/camera/base/image_raw/compressed"] == 11 and counts["/joint_states"] == 11
     assert counts["/joint_command"] == 10 and counts["/camera/left_wrist/image_raw/compressed"] == 10
 
@@ -149,7 +153,7 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking_the_callback(tmp_path
     assert dropped > 50
     release.set()
     assert recorder.drain(20)
-    info = bags.read_info(tmp_path / "bags" / "sim-0001")
+    info = read_info(tmp_path / "bags" / "sim-0001")
     received = json.loads(info.custom_data["recorder_received"])
     overflows = json.loads(info.custom_data["recorder_queue_overflows"])
     assert int(info.custom_data["recorder_dropped"]) == dropped == sum(overflows.values())
@@ -171,7 +175,7 @@ def test_stopping_mid_episode_closes_a_valid_bag_labelled_aborted(tmp_path, new_
     recorder = new_recorder()
     feed(recorder, "sim-0001", "success", steps=20, end=False)
     recorder.close()
-    info = bags.read_info(tmp_path / "bags" / "sim-0001")
+    info = read_info(tmp_path / "bags" / "sim-0001")
     assert info.label == "aborted" and info.custom_data["stop_reason"] == "recorder stopped before the episode ended"
     assert {t.name: t.count for t in info.topics}["/joint_command"] == 20
 
@@ -181,7 +185,7 @@ def test_closed_chunks_are_on_disk_while_the_episode_is_still_recording(tmp_path
     episode = feed(recorder, "sim-0001", "success", steps=200, end=False, image_shape=(16, 16))
     assert recorder.drain(20)
     mcap = tmp_path / "bags" / "sim-0001" / "sim-0001.mcap"
-    recovered = bags.recover_mcap(mcap)  # what a SIGKILL right now would leave
+    recovered = recover_mcap(mcap)  # what a SIGKILL right now would leave
     commands = [m for m in recovered.messages
                 if recovered.channels[m.channel_id].topic == "/joint_command"]
     assert not recovered.complete and 150 <= len(commands) <= 200

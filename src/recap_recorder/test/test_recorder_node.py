@@ -11,9 +11,11 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
-from recap_core.ros import qos
-from recap_core.ros.convert import diagnostic, diagnostic_values, joint_state, numpy_to_image
-from recap_recorder import bags
+from recap_ros import qos
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state, numpy_to_image
+from recap_recorder.bag_files import BagError, storage_file
+from recap_recorder.bag_info import read_info
+from recap_recorder.bag_repair import recover_mcap, repair_bag
 
 pytestmark = pytest.mark.ros
 
@@ -96,7 +98,7 @@ def wait_for(predicate, timeout=15.0):
 
 
 def commands_in(path):
-    recovered = bags.recover_mcap(bags.storage_file(path))
+    recovered = recover_mcap(storage_file(path))
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_KILTED)
@@ -114,7 +116,7 @@ def topic_images(path, topic):
         fmt, payload = compressed_payload(data)
         return decode_compressed(payload, "jpeg")
 
-    recovered = bags.recover_mcap(bags.storage_file(path))
+    recovered = recover_mcap(storage_file(path))
     return [pixels(m.data) for m in recovered.messages if recovered.channels[m.channel_id].topic == topic]
 
 
@@ -135,7 +137,7 @@ def test_two_episodes_give_two_bags_with_labels_counts_and_metadata(node_process
         time.sleep(0.3)
         station.episode("", "idle", last_episode_id=episode_id, last_label=label)
         assert wait_for(lambda: (tmp_path / "bags" / episode_id / "metadata.yaml").is_file()), recorder.output()
-        info = bags.read_info(tmp_path / "bags" / episode_id)
+        info = read_info(tmp_path / "bags" / episode_id)
         counts = {t.name: t.count for t in info.topics}
         assert commands_in(info.path) == list(range(first, first + steps))
         # Every image of the episode, after the newest one from before it (snapshot) when that is recent.
@@ -150,7 +152,7 @@ def test_two_episodes_give_two_bags_with_labels_counts_and_metadata(node_process
         assert info.custom_data["recorder_dropped"] == "0" and info.custom_data["station"] == "sim_aloha"
         assert counts["/episode/status"] >= 2
     # The second episode starts with the latched intervention state from the first.
-    assert {t.name: t.count for t in bags.read_info(tmp_path / "bags" / "sim_aloha-0002").topics}["/intervention"] == 1
+    assert {t.name: t.count for t in read_info(tmp_path / "bags" / "sim_aloha-0002").topics}["/intervention"] == 1
     assert wait_for(lambda: diagnostic_values(station.recorder_status.last()).get("bags_closed") == "2")
     assert recorder.alive()
 
@@ -168,13 +170,13 @@ def test_sigkill_mid_episode_then_repair_keeps_everything_up_to_the_last_chunk(n
     station.ticks(5)  # after the kill: nobody records these
     bag = tmp_path / "bags" / "sim_aloha-0007"
     assert not (bag / "metadata.yaml").exists()
-    with pytest.raises(bags.BagError, match="recap bag repair"):
-        bags.read_info(bag)
-    report = bags.repair_bag(bag)
+    with pytest.raises(BagError, match="recap bag repair"):
+        read_info(bag)
+    report = repair_bag(bag)
     kept = commands_in(report.output)
     # A prefix of what was published, losing at most the last chunk (0.1 s = 5 commands, plus delivery slack).
     assert kept == list(range(len(kept))) and sent_before_kill - 15 <= len(kept) <= sent_before_kill
-    info = bags.read_info(report.output)
+    info = read_info(report.output)
     assert info.label == "unknown" and info.custom_data["repaired"] == "true"
     assert info.custom_data["episode_id"] == "sim_aloha-0007" and info.custom_data["operator"] == "grace"
 

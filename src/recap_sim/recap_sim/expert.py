@@ -173,7 +173,7 @@ class ScriptedExpert:
         self.task = task
         self.quality = float(quality)
         self.style = OperatorStyle.from_quality(self.quality)
-        self.station = station if station is not None else StationConfig.from_yaml()
+        self.station = station if station is not None else StationConfig.sim_aloha()
         self.kinematics = ArmKinematics(task)
         self._lower, self._upper = self.station.lower_array, self.station.upper_array
         # Strictly inside the limit so float round-off downstream never reads as a violation.

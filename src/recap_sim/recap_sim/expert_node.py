@@ -21,10 +21,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32
 
-from recap_core.ros import qos
-from recap_core.ros.convert import MessageError, diagnostic_values, joint_positions, joint_state
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import declare, declare_station
+from recap_ros import qos
+from recap_ros.conversions import MessageError, diagnostic_values, joint_positions, joint_state
+from recap_ros.node_main import run_node
+from recap_ros.params import declare, declare_station
 from recap_sim.expert import TASKS as EXPERT_TASKS
 from recap_sim.expert import ScriptedExpert
 from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE, HumanConfig, SimulatedHuman

@@ -31,11 +31,11 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from recap_core.ros import qos
-from recap_core.ros.convert import (MessageError, check_limits, diagnostic, joint_positions, joint_state,
+from recap_ros import qos
+from recap_ros.conversions import (MessageError, check_limits, diagnostic, joint_positions, joint_state,
                                     numpy_to_image, seconds_to_stamp)
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
 from diagnostic_msgs.msg import DiagnosticStatus
 from recap_sim.sim import DEFAULT_RENDER_MESH_CELL, AlohaSim
 

@@ -17,7 +17,7 @@ from recap_sim.kinematics import (ArmKinematics, box_side_yaws, closest_symmetri
                                   horizontal_rotation, top_down_rotation)
 from recap_sim.sim import AlohaSim  # noqa: E402
 
-STATION = StationConfig.from_yaml()
+STATION = StationConfig.sim_aloha()
 MAX_STEPS = 400
 
 

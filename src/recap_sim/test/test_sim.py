@@ -116,7 +116,7 @@ def test_start_state_in_the_action_convention(sim):
     np.testing.assert_allclose(q[[0, 1, 2, 7, 8, 9]], [0, -0.96, 1.16, 0, -0.96, 1.16])
     assert 0.0 < q[6] < 0.2 and 0.0 < q[13] < 0.2  # gym-aloha starts with the fingers nearly shut
     assert sim.joint_velocities().shape == (NUM_JOINTS,)
-    station = StationConfig.from_yaml()
+    station = StationConfig.sim_aloha()
     assert np.all(q >= station.lower_array) and np.all(q <= station.upper_array)
 
 

@@ -11,7 +11,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from recap_core.ros.convert import diagnostic_values, image_to_numpy, joint_positions, joint_state
+from recap_ros.conversions import diagnostic_values, image_to_numpy, joint_positions, joint_state
 from recap_core.station import JOINT_NAMES, StationConfig
 
 pytestmark = pytest.mark.ros
@@ -137,7 +137,7 @@ def test_bad_commands_are_rejected_counted_and_the_station_holds(station, probe,
     pub = probe.publisher(JointState, "joint_command", probe.RELIABLE_10)
     assert joints.wait_for(5, timeout=20) and probe.wait_for_subscribers(pub)
     held = joint_positions(joints.last())
-    upper = StationConfig.from_yaml().upper_array
+    upper = StationConfig.sim_aloha().upper_array
     msg = joint_state(held)
     if bad == "wrong_count":
         msg.position = msg.position[:13]

@@ -27,10 +27,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from recap_core.ros import qos
-from recap_core.ros.convert import diagnostic, diagnostic_values
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_ros import qos
+from recap_ros.conversions import diagnostic, diagnostic_values
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.episodes import (ABORTED, EPISODE_SOURCES, FAILURE, RUNNING, SUCCESS, TERMINAL, EpisodeError,
                                    EpisodeSettings, EpisodeStateMachine, auto_label)
 

@@ -34,11 +34,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from recap_core.ros import qos
-from recap_core.ros.convert import (MessageError, diagnostic, diagnostic_values, joint_positions, joint_state,
+from recap_ros import qos
+from recap_ros.conversions import (MessageError, diagnostic, diagnostic_values, joint_positions, joint_state,
                                     stamp_to_seconds)
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
 
 

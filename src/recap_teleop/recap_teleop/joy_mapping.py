@@ -1,6 +1,6 @@
 """Gamepad -> operator intents: deadman, episode buttons, joint jogging (no ROS).
 
-The mapping lives in YAML (``config/joy_default.yaml``; button and axis indices
+The mapping lives in YAML (``joy_default.yaml`` next to this module; button and axis indices
 as the ROS ``joy`` driver reports them). :class:`JoyMapping` reads a Joy
 message's ``axes``/``buttons`` lists; :class:`JointJogger` integrates the jog
 velocities from the measured joint position at engage time.
@@ -15,6 +15,9 @@ import numpy as np
 import yaml
 
 from recap_core.station import JOINT_NAMES
+
+#: The gamepad mapping the joy node uses unless given another (shipped with this package).
+DEFAULT_MAPPING_FILE = pathlib.Path(__file__).resolve().parent / "joy_default.yaml"
 
 #: Buttons that call the episode services (``episode/<action>``) on a press.
 ACTIONS = ("start", "success", "failure", "abort")
@@ -100,7 +103,7 @@ class JoyMapping:
     def from_yaml(cls, path: str | pathlib.Path, joint_names: Sequence[str] = JOINT_NAMES) -> "JoyMapping":
         path = pathlib.Path(path)
         if not path.is_file():
-            raise ValueError(f"joy mapping file {path} does not exist (see config/joy_default.yaml)")
+            raise ValueError(f"joy mapping file {path} does not exist (see {DEFAULT_MAPPING_FILE})")
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f) or {}
         try:

@@ -8,7 +8,7 @@ the jog velocities of the sticks/buttons. Episode buttons call
 for ``joy_timeout_s`` while engaged, the node releases (the ``joy`` driver
 repeats messages at 20 Hz by default, so silence means the pad is gone).
 
-The mapping is read from ``mapping_file`` (default ``config/joy_default.yaml``).
+The mapping is read from ``mapping_file`` (default ``joy_default.yaml`` next to this module).
 """
 from __future__ import annotations
 
@@ -19,23 +19,22 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from recap_core.ros import qos
-from recap_core.ros.convert import MessageError, joint_positions, joint_state
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
-from recap_core.station import default_config_dir
-from recap_teleop.joy_mapping import ACTIONS, JointJogger, JoyMapping
+from recap_ros import qos
+from recap_ros.conversions import MessageError, joint_positions, joint_state
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
+from recap_teleop.joy_mapping import ACTIONS, DEFAULT_MAPPING_FILE, JointJogger, JoyMapping
 
 
 class JoyTeleopNode(Node):
     def __init__(self, **kwargs):
         super().__init__("joy_teleop", **kwargs)
         self.station = declare_station(self)
-        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = config/joy_default.yaml")
+        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = the joy_default.yaml shipped with recap_teleop")
         self.joy_timeout_s = declare(self, "joy_timeout_s", 1.0, "release when no Joy message arrives for this "
                                      "long while engaged (s; 0 = never)", min_value=0.0, max_value=60.0)
         joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy input topic")
-        path = mapping_file or str(default_config_dir() / "joy_default.yaml")
+        path = mapping_file or str(DEFAULT_MAPPING_FILE)
         try:
             self.mapping = JoyMapping.from_yaml(path, self.station.joint_names)
         except ValueError as exc:

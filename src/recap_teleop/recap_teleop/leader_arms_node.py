@@ -20,10 +20,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
-from recap_core.ros import qos
-from recap_core.ros.convert import joint_state
-from recap_core.ros.node_main import run_node
-from recap_core.ros.params import ParameterError, declare, declare_station
+from recap_ros import qos
+from recap_ros.conversions import joint_state
+from recap_ros.node_main import run_node
+from recap_ros.params import ParameterError, declare, declare_station
 from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 
 ENGAGE_SOURCES = ("parameter", "joy")

@@ -10,7 +10,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from recap_core.ros.convert import diagnostic, diagnostic_values, joint_state
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state
 
 pytestmark = pytest.mark.ros
 

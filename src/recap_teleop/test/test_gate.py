@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from recap_core.station import NUM_JOINTS, StationConfig
 from recap_teleop.gate import HOLD, POLICY, TELEOP, Gate, GateConfig, OutputClock
 
-STATION = StationConfig.from_yaml()
+STATION = StationConfig.sim_aloha()
 PERIOD = 1.0 / STATION.control_rate_hz
 HOME = (STATION.lower_array + STATION.upper_array) / 2
 

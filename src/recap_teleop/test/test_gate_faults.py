@@ -19,13 +19,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
-from recap_core.ros.convert import diagnostic, diagnostic_values, joint_positions, joint_state, seconds_to_stamp
-from recap_core.ros.qos import LATCHED, SENSOR
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_positions, joint_state, seconds_to_stamp
+from recap_ros.qos import LATCHED, SENSOR
 from recap_core.station import JOINT_NAMES, StationConfig
 
 pytestmark = pytest.mark.ros
 
-STATION = StationConfig.from_yaml()
+STATION = StationConfig.sim_aloha()
 LOWER, UPPER = STATION.lower_array, STATION.upper_array
 HOME = (LOWER + UPPER) / 2
 FAR_LOW = LOWER + 0.1 * (UPPER - LOWER)
@@ -307,7 +307,7 @@ def hostile_message(draw):
 
 @pytest.fixture(scope="module")
 def shared_gate(tmp_path_factory):
-    from recap_core.testing.procs import NodeProcess
+    from recap_ros.testing.procs import NodeProcess
 
     proc = NodeProcess("recap_teleop.gate_node", log_dir=tmp_path_factory.mktemp("gate_logs"))
     try:

@@ -12,12 +12,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from recap_core.ros.convert import diagnostic_values, joint_positions, joint_state
+from recap_ros.conversions import diagnostic_values, joint_positions, joint_state
 from recap_core.station import StationConfig
 
 pytestmark = pytest.mark.ros
 
-STATION = StationConfig.from_yaml()
+STATION = StationConfig.sim_aloha()
 HOME = (STATION.lower_array + STATION.upper_array) / 2
 POLICY_TARGET = HOME + np.r_[0.3, [0.0] * 13]
 TELEOP_TARGET = HOME - np.r_[0.3, [0.0] * 13]

@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recap_core.station import JOINT_NAMES, StationConfig, default_config_dir
+from recap_core.station import JOINT_NAMES, StationConfig
+from recap_teleop.joy_mapping import DEFAULT_MAPPING_FILE
 from recap_teleop.joy_mapping import JogBinding, JointJogger, JoyMapping
 
-STATION = StationConfig.from_yaml()
-DEFAULT = default_config_dir() / "joy_default.yaml"
+STATION = StationConfig.sim_aloha()
+DEFAULT = DEFAULT_MAPPING_FILE
 
 
 def buttons(*pressed, n=11):

@@ -10,13 +10,13 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
-from recap_core.ros.convert import diagnostic_values, joint_positions, joint_state
-from recap_core.station import JOINT_NAMES, default_config_dir
-from recap_teleop.joy_mapping import JoyMapping
+from recap_ros.conversions import diagnostic_values, joint_positions, joint_state
+from recap_core.station import JOINT_NAMES
+from recap_teleop.joy_mapping import DEFAULT_MAPPING_FILE, JoyMapping
 
 pytestmark = pytest.mark.ros
 
-MAPPING = JoyMapping.from_yaml(default_config_dir() / "joy_default.yaml")
+MAPPING = JoyMapping.from_yaml(DEFAULT_MAPPING_FILE)
 BUTTON = dict(MAPPING.actions)
 
 

@@ -9,7 +9,7 @@ import pytest
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
-from recap_core.ros.convert import joint_positions, joint_state
+from recap_ros.conversions import joint_positions, joint_state
 from recap_core.station import GRIPPER_INDICES, JOINT_NAMES
 from recap_teleop.leader_arms_node import LeaderMapping
 

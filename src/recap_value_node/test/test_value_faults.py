@@ -11,9 +11,9 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Float32
 
-from recap_core.ros.convert import diagnostic_values
-from recap_core.ros.probe import StationFeeder
-from recap_core.ros.qos import SENSOR
+from recap_ros.conversions import diagnostic_values
+from recap_ros.testing.probe import StationFeeder
+from recap_ros.qos import SENSOR
 
 pytestmark = pytest.mark.ros
 

@@ -11,7 +11,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray
 from visualization_msgs.msg import MarkerArray
 
-from recap_core.ros.convert import diagnostic, diagnostic_values, image_to_numpy, joint_state, numpy_to_image
+from recap_ros.conversions import diagnostic, diagnostic_values, image_to_numpy, joint_state, numpy_to_image
 
 pytestmark = pytest.mark.ros
 
@@ -114,15 +114,14 @@ def test_an_estimate_inferred_across_a_reset_is_dropped():
     """
     import rclpy
 
-    from recap_core.ros.probe import session_domain_id
+    from recap_ros.testing.probe import session_domain_id
     from recap_value_node.value_node import ValueNode
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=session_domain_id())
     node = ValueNode(context=context)
     try:
-        node._running = False
-        node._worker.join(timeout=5)
+        node.close()  # the test drives _evaluate itself
         bins = np.full(8, 1 / 8, dtype=np.float32)
 
         class Runner:

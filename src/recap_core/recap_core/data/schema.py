@@ -59,7 +59,7 @@ IMAGE_FORMATS = ("jpeg", "png", "raw")
 JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = "420"  # chroma at half resolution, as libjpeg's and video codecs' default
 PNG_COMPRESS_LEVEL = 1  # level 6 is ~1.6x slower to write for ~15 % smaller files
-DEFAULT_MAX_EPISODE_LENGTH = 400  # the sim station's time limit (config/station_sim.yaml)
+DEFAULT_MAX_EPISODE_LENGTH = 400  # the sim station's time limit (its station parameter file)
 
 STATE_DIM = NUM_JOINTS
 STATE = "observation.state"

@@ -1,0 +1,395 @@
+"""``recap eval``: policies on held-out sim seeds, without interventions.
+
+Synchronous and deterministic: the simulator, the policy runner and the policy
+node's own ChunkExecutor (same replanning and boundary blending as on the
+station) in one loop, rendering only when the policy plans. Every arm sees the
+same seeds. Metrics, each with a 95 % interval:
+
+- success rate (Wilson interval);
+- throughput: successful episodes per hour of robot time, where an episode
+  costs its duration until success or the time limit (bootstrap over episodes);
+- mean time to success over the successful episodes (bootstrap).
+
+Each arm also gets a *scene conditioning* diagnostic (:func:`scene_conditioning`):
+how much its first action chunk changes with the scene (the cube's place)
+compared with how much it changes with the sampling noise alone. A flow policy
+that ignores its cameras samples the demonstrations' spread of targets at
+random (ratio near 0); one that reads the scene moves with it (ratio >> 1).
+
+This module imports torch (through recap_core.models) only when it runs; the
+station nodes of recap_sim never do.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import pathlib
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from recap_core.stats import bootstrap_interval, throughput, wilson_interval
+
+DT = 0.02
+# an arm without ``:advantage=``: the condition its checkpoint was fine-tuned under (Checkpoint.trained_advantage)
+AS_TRAINED = "as_trained"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArm:
+    """One policy configuration under evaluation."""
+
+    name: str
+    checkpoint: pathlib.Path
+    beta: float = 1.0
+    advantage: str | None = AS_TRAINED
+
+
+@dataclasses.dataclass
+class EpisodeOutcome:
+    seed: int
+    success: bool
+    steps: int        # until success, or the time limit
+    max_reward: float
+
+
+def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
+    """Success rate, throughput (successes / robot hour) and mean time to success, with 95 % intervals."""
+    n = len(outcomes)
+    success = np.array([o.success for o in outcomes], dtype=bool)
+    seconds = np.array([o.steps * dt for o in outcomes], dtype=float)
+    k = int(success.sum())
+    pairs = np.stack([success.astype(float), seconds], axis=1) if n else np.zeros((0, 2))
+    tts = seconds[success]
+    return {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else float("nan"),
+        "success_rate_ci95": list(wilson_interval(k, n)),
+        "throughput_per_hour": throughput(pairs) if n else float("nan"),
+        "throughput_ci95": list(bootstrap_interval(pairs, throughput)),
+        "mean_time_to_success_s": float(tts.mean()) if k else float("nan"),
+        "time_to_success_ci95": list(bootstrap_interval(tts, np.mean)) if k else [float("nan")] * 2,
+        "robot_hours": float(seconds.sum() / 3600.0),
+    }
+
+
+def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10) -> dict:
+    """How much the first chunk's last target depends on the scene versus the sampling noise.
+
+    ``scene_spread``: std over ``seeds`` (each a freshly reset scene, same noise seed), averaged over the arm
+    joints (rad). ``noise_spread``: std over ``noise_draws`` noise seeds on the first seed's scene. Both at
+    the reset pose, where the joint state is the same for every seed, so only the images can tell the
+    scenes apart.
+    """
+    from recap_core.station import GRIPPER_INDICES
+
+    def first_chunk_end(seed: int, noise_seed: int) -> np.ndarray:
+        sim.reset(seed)
+        runner.reset()
+        obs = {"images": sim.render(), "state": sim.joint_positions(), "task": task}
+        return np.asarray(runner.infer(obs, beta=arm.beta, advantage=arm.advantage, seed=noise_seed)["actions"])[-1]
+
+    if len(seeds) < 2 or noise_draws < 2:
+        raise ValueError("scene conditioning needs at least 2 seeds and 2 noise draws")
+    by_scene = np.array([first_chunk_end(int(seed), 0) for seed in seeds])
+    # noise seed 0 on the first scene is by_scene[0]: draw only the others
+    by_noise = np.array([by_scene[0], *(first_chunk_end(int(seeds[0]), k) for k in range(1, noise_draws))])
+    joints = [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES]
+    scene = float(by_scene[:, joints].std(axis=0).mean())
+    noise = float(by_noise[:, joints].std(axis=0).mean())
+    return {"seeds": len(seeds), "noise_draws": noise_draws, "scene_spread_rad": scene, "noise_spread_rad": noise,
+            "ratio": scene / max(noise, 1e-9)}
+
+
+def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: int, replan_steps: int,
+                blend_steps: int, sample_seed: int, limits) -> EpisodeOutcome:
+    """One episode; ``limits`` is the StationConfig whose joint limits clip every command."""
+    from recap_policy_node.chunking import ChunkExecutor
+
+    sim.reset(seed)
+    runner.reset()
+    executor = ChunkExecutor(blend_steps)
+    max_reward = 0.0
+    last_plan = None
+    for tick in range(max_steps):
+        if last_plan is None or tick - last_plan >= replan_steps or not executor.has_plan(tick):
+            obs = {"images": sim.render(), "state": sim.joint_positions(), "task": task}
+            out = runner.infer(obs, beta=arm.beta, advantage=arm.advantage, seed=sample_seed + tick)
+            executor.add_chunk(out["actions"], start_tick=tick, now_tick=tick)
+            last_plan = tick
+        action = executor.action(tick)
+        result = sim.step(np.clip(action, limits.lower_array, limits.upper_array))  # as the station would
+        max_reward = max(max_reward, result.reward)
+        if result.success:
+            return EpisodeOutcome(seed, True, result.step, max_reward)
+    return EpisodeOutcome(seed, False, max_steps, max_reward)
+
+
+def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int, replan_steps: int,
+              blend_steps: int, image_size: int, threads: int, progress: bool, sim_task: str,
+              conditioning_seeds: int) -> dict[str, dict]:
+    """Every arm on ``seeds`` in this process: outcomes, checkpoint id, seconds, and the conditioning
+    diagnostic on the first ``conditioning_seeds`` seeds (0: none)."""
+    import torch
+
+    from recap_core.models import PolicyRunner
+    from recap_core.station import StationConfig
+    from recap_sim.sim import AlohaSim
+
+    torch.set_num_threads(threads)
+    limits = StationConfig.sim_aloha()
+    sim = AlohaSim(sim_task, width=image_size, height=image_size, max_episode_steps=max_steps)
+    found = {}
+    try:
+        for arm in arms:
+            runner = PolicyRunner.from_checkpoint(arm.checkpoint)
+            if arm.advantage == AS_TRAINED:
+                arm = dataclasses.replace(arm, advantage=runner.checkpoint.trained_advantage)
+            t0 = time.perf_counter()
+            iterator = seeds
+            if progress:
+                from tqdm import tqdm
+
+                iterator = tqdm(seeds, desc=f"eval {arm.name}", unit="ep", file=sys.stderr)
+            outcomes = [run_episode(sim, runner, arm, int(seed), task=task, max_steps=max_steps,
+                                    replan_steps=replan_steps, blend_steps=blend_steps,
+                                    sample_seed=int(seed) * 1000, limits=limits) for seed in iterator]
+            count = min(int(conditioning_seeds), len(seeds))
+            found[arm.name] = {
+                "checkpoint_id": runner.checkpoint_id, "advantage": arm.advantage,
+                "outcomes": [dataclasses.asdict(o) for o in outcomes],
+                "scene_conditioning": (scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task)
+                                       if count >= 2 else None),
+                "seconds": time.perf_counter() - t0}
+    finally:
+        sim.close()
+    return found
+
+
+def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int = 400,
+             replan_steps: int = 25, blend_steps: int = 8, image_size: int = 224, threads: int = 2,
+             progress: bool = True, sim_task: str = "transfer_cube", conditioning_seeds: int = 20,
+             workers: int = 1) -> dict:
+    """Evaluate every arm on the same ``seeds``.
+
+    ``workers`` > 1 shares the seeds out among that many processes, each with ``threads // workers``
+    (at least 1) torch threads: batch-1 inference of a small model does not keep two threads busy, two
+    processes do. Episodes are deterministic given the seed and the thread count, so a run is
+    reproducible for the same ``workers`` and ``threads``; the diagnostic runs in the first shard on the
+    first seeds, as with one worker.
+    """
+    seeds = [int(seed) for seed in seeds]
+    workers = max(1, min(int(workers), len(seeds)))
+    common = dict(task=task, max_steps=max_steps, replan_steps=replan_steps, blend_steps=blend_steps,
+                  image_size=image_size, sim_task=sim_task)
+    t0 = time.perf_counter()
+    if workers == 1:
+        shards = [_episodes(arms, seeds, threads=threads, progress=progress,
+                            conditioning_seeds=conditioning_seeds, **common)]
+        parts = [seeds]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        count = min(int(conditioning_seeds), len(seeds))
+        # the diagnostic's seeds go first into shard 0 so it sees the same scenes as a single process
+        parts = [seeds[count:][k::workers] for k in range(workers)]
+        parts[0] = seeds[:count] + parts[0]
+        per_worker = max(1, threads // workers)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_episodes, arms, part, threads=per_worker, progress=progress and k == 0,
+                                   conditioning_seeds=count if k == 0 else 0, **common)
+                       for k, part in enumerate(parts)]
+            shards = [future.result() for future in futures]
+    report = {"seeds": seeds, "max_steps": max_steps, "replan_steps": replan_steps, "blend_steps": blend_steps,
+              "task": task, "workers": workers, "arms": {}}
+    for arm in arms:
+        by_seed = {o["seed"]: o for shard in shards for o in shard[arm.name]["outcomes"]}
+        outcomes = [EpisodeOutcome(**by_seed[seed]) for seed in seeds]
+        report["arms"][arm.name] = {
+            "checkpoint": str(arm.checkpoint), "checkpoint_id": shards[0][arm.name]["checkpoint_id"],
+            "beta": arm.beta, "advantage": shards[0][arm.name]["advantage"], **summarise(outcomes),
+            "outcomes": [dataclasses.asdict(o) for o in outcomes],
+            "scene_conditioning": shards[0][arm.name]["scene_conditioning"],
+            "wall_seconds": max(shard[arm.name]["seconds"] for shard in shards)}  # shards run side by side
+    report["wall_seconds"] = time.perf_counter() - t0
+    return report
+
+
+def parse_arm(text: str) -> EvalArm:
+    """``NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]``; without ``advantage`` the checkpoint's
+    own (``Checkpoint.trained_advantage``: none for an AWR fine-tune, positive otherwise). A malformed spec
+    raises ``argparse.ArgumentTypeError`` naming the arm and the bad part."""
+    form = "NAME=CHECKPOINT[:beta=B][:advantage=positive|negative|none]"
+    name, separator, rest = text.partition("=")
+    if not separator or not name or not rest:
+        raise argparse.ArgumentTypeError(f"arm {text!r}: expected {form}")
+    path, *parts = rest.split(":")
+    if not path:
+        raise argparse.ArgumentTypeError(f"arm {text!r}: no checkpoint directory before the options; expected {form}")
+    options: dict[str, str] = {}
+    for part in parts:
+        key, separator, value = part.partition("=")
+        if not separator or key not in ("beta", "advantage"):
+            raise argparse.ArgumentTypeError(f"arm {text!r}: option {part!r} is not beta=B or advantage=A "
+                                             f"(expected {form})")
+        if key in options:
+            raise argparse.ArgumentTypeError(f"arm {text!r}: {key} given twice")
+        options[key] = value
+    try:
+        beta = float(options.get("beta", "1"))
+    except ValueError:
+        beta = float("nan")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise argparse.ArgumentTypeError(f"arm {text!r}: beta must be a finite number >= 0 (the CFG guidance "
+                                         f"weight; 1: no guidance), got {options['beta']!r}")
+    advantage = options.get("advantage", AS_TRAINED)
+    if advantage not in ("positive", "negative", "none", AS_TRAINED):
+        raise argparse.ArgumentTypeError(f"arm {text!r}: advantage must be positive, negative or none, "
+                                         f"got {advantage!r}")
+    return EvalArm(name, pathlib.Path(path), beta, None if advantage == "none" else advantage)
+
+
+MAX_SEEDS = 100_000
+MAX_SEED = 2**32 - 1  # numpy / MuJoCo seeds are unsigned 32-bit
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1000-1049``, ``1,2,3`` or a mix (``1-3,7``): distinct seeds in 0..2**32-1, at least one; a bad spec
+    raises ``argparse.ArgumentTypeError`` saying what is wrong."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, separator, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if separator else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is not a seed N or a range FIRST-LAST "
+                                             f"of non-negative integers") from None
+        if not (0 <= low <= MAX_SEED and 0 <= high <= MAX_SEED):
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is outside 0..{MAX_SEED}")
+        if high < low:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: the range {part!r} is empty (its first seed is "
+                                             f"after its last); write FIRST-LAST with FIRST <= LAST")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: more than {MAX_SEEDS} seeds; evaluate in parts "
+                                             f"and pool them with `recap eval-pool`")
+        seeds.extend(range(low, high + 1))
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: no seed; give e.g. 100000-100049 or 1,2,3")
+    if len(set(seeds)) != len(seeds):
+        twice = sorted(seed for seed, count in collections.Counter(seeds).items() if count > 1)[:5]
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: seed(s) {twice} given twice; each seed once")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=CHECKPOINT[:beta=B][:advantage=A]",
+                        help="policies to evaluate, e.g. sft=runs/pi0 recap_b2=runs/pi2:beta=2")
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("100000-100049"),
+                        help="held-out sim seeds, e.g. 100000-100049 (default), 1,2,3 or 1-3,7; each once")
+    parser.add_argument("--task", default="transfer the cube to the other arm", help="task prompt")
+    parser.add_argument("--max-steps", type=int, default=400, help="time limit (50 Hz steps)")
+    parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
+    parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
+    parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (shared among the workers)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that share the seeds (2 on a 2-core machine: ~1.5x faster)")
+    parser.add_argument("--conditioning-seeds", type=int, default=20,
+                        help="seeds of the scene-conditioning diagnostic (first chunk vs scene and noise; 0: skip)")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="write the JSON report here (strict JSON: null where a figure is undefined)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that is not a recap eval report")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def check_arms(arms: Sequence[EvalArm]) -> None:
+    """Load every arm's checkpoint once before any episode runs: a missing, damaged or value checkpoint, or
+    guidance without an advantage to guide towards, is a UserError naming the arm (not a traceback minutes in)."""
+    from recap_core.checkpoint import CheckpointError, load_checkpoint
+    from recap_core.errors import UserError
+
+    names = [arm.name for arm in arms]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"arm name(s) {twice} given twice; give each arm its own NAME")
+    for arm in arms:
+        try:
+            checkpoint = load_checkpoint(arm.checkpoint, kind="policy")
+        except CheckpointError as exc:
+            raise UserError(f"arm {arm.name}: {exc}") from exc
+        advantage = checkpoint.trained_advantage if arm.advantage == AS_TRAINED else arm.advantage
+        if arm.beta != 1.0 and advantage is None:
+            raise UserError(f"arm {arm.name}: beta {arm.beta:g} guides towards an advantage, but {arm.checkpoint} "
+                            f"was trained without advantage text ({checkpoint.provenance.get('mode')}); use beta=1 "
+                            f"or add :advantage=positive")
+        del checkpoint
+
+
+def is_eval_report(data) -> bool:
+    """Whether parsed JSON is a ``recap eval`` (or ``recap eval-pool``) report."""
+    return isinstance(data, dict) and isinstance(data.get("arms"), dict)
+
+
+def run(args) -> int:
+    from recap_core.errors import UserError
+    from recap_core.outputs import check_output_file, write_json
+
+    for option, value, least in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                                 ("--max-steps", args.max_steps, 1), ("--replan-steps", args.replan_steps, 1),
+                                 ("--blend-steps", args.blend_steps, 0), ("--image-size", args.image_size, 1),
+                                 ("--conditioning-seeds", args.conditioning_seeds, 0)):
+        if value < least:
+            raise UserError(f"{option} must be >= {least}, got {value}")
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
+    check_arms(args.arms)
+    report = evaluate(args.arms, args.seeds, task=args.task, max_steps=args.max_steps,
+                      replan_steps=args.replan_steps, blend_steps=args.blend_steps, image_size=args.image_size,
+                      threads=args.threads, progress=not args.no_progress,
+                      conditioning_seeds=args.conditioning_seeds, workers=args.workers)
+    print(format_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"report: {args.out}")
+    return 0
+
+
+def number(value, spec: str, missing: str = "n/a") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` where it is undefined (None in a report read back from
+    JSON, NaN in one just computed: no episodes, or no success to time)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return missing
+    return format(value, spec)
+
+
+def format_table(report: dict) -> str:
+    rows = ["| arm | success | 95% CI | throughput /h | 95% CI | mean time to success (s) | 95% CI "
+            "| scene / noise spread |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, a in report["arms"].items():
+        lo, hi = a["success_rate_ci95"]
+        tlo, thi = a["throughput_ci95"]
+        slo, shi = a["time_to_success_ci95"]
+        rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({number(a['success_rate'], '.0%')}) | "
+                    f"{number(lo, '.0%')}–{number(hi, '.0%')} | {number(a['throughput_per_hour'], '.0f')} | "
+                    f"{number(tlo, '.0f')}–{number(thi, '.0f')} | {number(a['mean_time_to_success_s'], '.2f')} | "
+                    f"{number(slo, '.2f')}–{number(shi, '.2f')} | {conditioning_cell(a.get('scene_conditioning'))} |")
+    return "\n".join(rows)
+
+
+def conditioning_cell(conditioning: dict | None) -> str:
+    """``scene / noise rad (xratio)`` for a report table; ``–`` when the diagnostic was skipped."""
+    if not conditioning:
+        return "–"
+    return (f"{number(conditioning['scene_spread_rad'], '.3f')} / {number(conditioning['noise_spread_rad'], '.3f')} "
+            f"rad (x{number(conditioning['ratio'], '.2f')})")

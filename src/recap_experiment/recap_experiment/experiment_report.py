@@ -1,0 +1,289 @@
+"""The experiment's report: a markdown table, plots per iteration, value curves, a JSON summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from recap_core.outputs import write_json
+
+from recap_core.stats import paired_throughput_difference, sign_test
+from recap_experiment.evaluate import DT, conditioning_cell, number
+
+# recap experiment's AWR arms: the paper's baseline (AWR from a pretraining without advantage conditioning,
+# prompted as trained: no advantage text) and the hybrid (AWR from RECAP's pi_pre, prompted "Advantage: positive")
+AWR_ARMS = ("awr", "awr_positive")
+
+
+def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = eval_report["arms"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, ci, label, scale in (
+            (axes[0], "success_rate", "success_rate_ci95", "success rate", 100.0),
+            (axes[1], "throughput_per_hour", "throughput_ci95", "successes per robot hour", 1.0),
+            (axes[2], "mean_time_to_success_s", "time_to_success_ci95", "mean time to success (s)", 1.0)):
+        values = np.array([arms[n][key] for n in names], dtype=float) * scale
+        lo = np.array([arms[n][ci][0] for n in names], dtype=float) * scale
+        hi = np.array([arms[n][ci][1] for n in names], dtype=float) * scale
+        err = np.nan_to_num(np.stack([values - lo, hi - values]), nan=0.0).clip(min=0)
+        ax.bar(names, np.nan_to_num(values), yerr=err, capsize=4, color="#4c9a6a")
+        ax.set_title(label + (" (%)" if scale == 100.0 else ""))
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("held-out seeds, no interventions (95% intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = eval_report["arms"]
+    names = ["sft"] + [f"iter_{k}" for k in range(1, iterations)] + ["recap_beta1"]
+    rows = [{"iteration": k, **{key: arms[n][key] for key in ("success_rate", "throughput_per_hour")},
+             "success_ci": arms[n]["success_rate_ci95"], "throughput_ci": arms[n]["throughput_ci95"]}
+            for k, n in enumerate(names) if n in arms]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    ks = [r["iteration"] for r in rows]
+    for ax, key, ci, title in ((axes[0], "success_rate", "success_ci", "success rate"),
+                               (axes[1], "throughput_per_hour", "throughput_ci", "throughput (successes/h)")):
+        v = np.array([r[key] for r in rows], dtype=float)
+        lo = np.array([r[ci][0] for r in rows], dtype=float)
+        hi = np.array([r[ci][1] for r in rows], dtype=float)
+        ax.errorbar(ks, v, yerr=np.nan_to_num(np.stack([v - lo, hi - v])).clip(min=0), marker="o", capsize=4)
+        ax.set_xlabel("RECAP iteration (0 = SFT)")
+        ax.set_title(title)
+        ax.set_xticks(ks)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: int = 6) -> int:
+    """Value along a few recorded episodes (labels of the last iteration's V)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recap_core.data import load_frames_table
+
+    table = load_frames_table(dataset)
+    if "value" not in table.column_names:
+        return 0
+    episode = table["episode_index"].to_numpy()
+    value = table["value"].to_numpy()
+    success = table["episode_success"].to_numpy(zero_copy_only=False)
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
+    chosen = []
+    for want in (True, False):
+        ids = [int(e) for e in np.unique(episode) if bool(success[episode == e][0]) == want]
+        chosen += ids[-(max_episodes // 2):]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for e in chosen:
+        rows = episode == e
+        t = np.arange(rows.sum()) * 0.02
+        ok = bool(success[rows][0])
+        ax.plot(t, value[rows], color="#2e8b57" if ok else "#c0392b", alpha=0.8,
+                label=f"episode {e} ({'success' if ok else 'failure'})")
+        corrected = intervention[rows]
+        if corrected.any():
+            ax.scatter(t[corrected], value[rows][corrected], s=4, color="#f39c12")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("value (normalised)")
+    ax.set_ylim(-1.05, 0.05)
+    ax.set_title("value along recorded episodes (orange: human corrections)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return len(chosen)
+
+
+def _data_summary(dataset: pathlib.Path) -> dict:
+    from recap_core.data import load_episodes
+
+    episodes = load_episodes(dataset)
+    by_source: dict[str, dict] = {}
+    for ep in episodes:
+        s = by_source.setdefault(str(ep.get("source", "?")), {"episodes": 0, "successes": 0, "frames": 0})
+        s["episodes"] += 1
+        s["successes"] += int(bool(ep.get("success")))
+        s["frames"] += int(ep.get("length", 0))
+    return by_source
+
+
+def _furthest_stages(arms: dict) -> dict[str, list[int]]:
+    """arm -> episodes whose highest reward stage was 0, 1, 2, 3, 4 (where the policies get stuck)."""
+    out = {}
+    for name, arm in arms.items():
+        rewards = [o.get("max_reward") for o in arm.get("outcomes", [])]
+        if rewards and all(r is not None for r in rewards):
+            out[name] = [sum(1 for r in rewards if int(r) == k) for k in range(5)]
+    return out
+
+
+def paired_table(paired: dict[str, dict | None]) -> list[str]:
+    """Markdown rows of :func:`paired_comparison` results keyed ``A_vs_B`` (the report's and ``recap
+    eval-pool``'s table)."""
+    lines = ["| comparison | seeds | only first | only second | sign test p | throughput difference, /h [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for name, c in paired.items():
+        label = name.replace("_vs_", " vs ")
+        if not c:
+            lines.append(f"| {label} | 0 | | | | no common seeds |")
+            continue
+        diff = (_interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
+                if "throughput_difference_ci95" in c else "n/a")
+        lines.append(f"| {label} | {c['seeds']} | {c['only_first']} | {c['only_second']} | "
+                     f"{number(c['sign_test_p'], '.3g')} | {diff} |")
+    return lines
+
+
+def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
+    """Arm ``a`` against ``b`` seed by seed (every arm sees the same seeds): the seeds only one of them
+    solved, and the two-sided exact sign test on those (McNemar's exact test); when the outcomes carry
+    their steps, also ``a``'s throughput minus ``b``'s (successes per robot hour) with a 95 % bootstrap
+    interval that resamples the seeds, both arms together."""
+    won = {o["seed"]: o for o in a.get("outcomes", [])}
+    other = {o["seed"]: o for o in b.get("outcomes", [])}
+    seeds = sorted(set(won) & set(other))
+    if not seeds:
+        return None
+    only_a = sum(bool(won[s]["success"]) and not other[s]["success"] for s in seeds)
+    only_b = sum(bool(other[s]["success"]) and not won[s]["success"] for s in seeds)
+    out = {"seeds": len(seeds), "only_first": only_a, "only_second": only_b,
+           "sign_test_p": sign_test(only_a, only_b)}
+    if all("steps" in won[s] and "steps" in other[s] for s in seeds):
+        rows = np.array([[float(won[s]["success"]), won[s]["steps"] * dt,
+                          float(other[s]["success"]), other[s]["steps"] * dt] for s in seeds])
+        difference, interval = paired_throughput_difference(rows)
+        out["throughput_difference_per_hour"] = difference
+        out["throughput_difference_ci95"] = list(interval)
+    return out
+
+
+def _verdict_lines(verdict: dict) -> list[str]:
+    return [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
+
+
+def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
+    """``value [lo, hi]``; an undefined figure (null in eval.json, NaN computed) is ``n/a``."""
+    lo, hi = a[ci]
+    return f"{number(a[key], fmt)} [{number(lo, fmt)}, {number(hi, fmt)}]"
+
+
+def _defined(value) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def _above_zero(comparison: dict | None) -> bool | None:
+    """Whether a paired comparison's throughput-difference interval lies above 0; None when it has none."""
+    low = ((comparison or {}).get("throughput_difference_ci95") or [None])[0]
+    return bool(low > 0) if _defined(low) else None
+
+
+def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float) -> pathlib.Path:
+    eval_report = json.loads((out / "eval.json").read_text())
+    arms = eval_report["arms"]
+    main_arms = [n for n in ("sft", "recap_beta1", "recap_beta2", *AWR_ARMS) if n in arms]
+    _plot_arms(eval_report, out / "arms.png", main_arms)
+    per_iteration = _plot_iterations(eval_report, profile.iterations, out / "iterations.png")
+    curves = _plot_value_curves(out / "dataset", out / "value_curves.png")
+    data = _data_summary(out / "dataset")
+    stages = _furthest_stages(arms)
+
+    def beats(a: str, b: str, key: str, ci: str, higher: bool = True) -> bool | None:
+        if a not in arms or b not in arms:
+            return None
+        lo_a, hi_a = arms[a][ci]
+        lo_b, hi_b = arms[b][ci]
+        if not all(_defined(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+            return None
+        return bool(lo_a > hi_b) if higher else bool(hi_a < lo_b)
+
+    verdict = {
+        "recap_beats_sft_on_throughput": beats("recap_beta2", "sft", "throughput_per_hour", "throughput_ci95"),
+        "recap_beats_sft_on_failure_rate": beats("recap_beta2", "sft", "success_rate", "success_rate_ci95"),
+        **{f"recap_beats_{b}_on_throughput": beats("recap_beta2", b, "throughput_per_hour", "throughput_ci95")
+           for b in AWR_ARMS},
+    }
+    paired = {f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
+              for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), *(("recap_beta2", b) for b in AWR_ARMS))
+              if a in arms and b in arms}
+    # the same question asked of the paired data: the 95 % interval of the throughput difference over
+    # seeds resampled jointly (every arm saw the same scenes, so the scene-to-scene spread cancels)
+    paired_verdict = {f"recap_beats_{b}_on_throughput": _above_zero(paired.get(f"recap_beta2_vs_{b}"))
+                      for b in ("sft", *AWR_ARMS)}
+    summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
+               "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
+               "per_iteration": per_iteration, "furthest_stage_counts": stages,
+               "beyond_95_intervals": verdict, "paired_by_seed": paired,
+               "paired_throughput_difference_above_0": paired_verdict}
+    write_json(out / "summary.json", summary)
+
+    sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
+    lines = [f"# RECAP experiment ({profile.name} profile)", "",
+             f"{sum(d['episodes'] for d in data.values())} episodes recorded through the station nodes "
+             f"({sources}); "
+             f"{profile.iterations} RECAP iteration(s), rollout indicators by {profile.rollout_positives}"
+             + (f", {profile.takeover_negative} steps before each take-over negative" if profile.takeover_negative
+                else "")
+             + (f", fine-tunes sampled {' '.join(profile.policy_mix)}" if profile.policy_mix else "")
+             + (f", values cross-fitted over {profile.value_folds} folds" if profile.value_folds else "") + "; "
+             f"evaluation on {len(eval_report['seeds'])} held-out seeds "
+             f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
+             "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] "
+             "| first chunk: scene / noise spread |",
+             "|---|---|---|---|---|"]
+    for n, a in arms.items():
+        lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
+                     f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
+                     f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
+                     f"{conditioning_cell(a.get('scene_conditioning'))} |")
+    if "awr_positive" in arms:
+        lines += ["", "awr: the paper's AWR baseline, fine-tuned from pi_pre_plain (the same pretraining without "
+                  "advantage conditioning) and prompted as it was trained, without advantage text; awr_positive: "
+                  "AWR fine-tuned from RECAP's pi_pre and prompted \"Advantage: positive\", which its fine-tune "
+                  "never saw but pi_pre learnt to follow (AWR on top of the pretraining's advantage conditioning, "
+                  "a stronger hybrid)."]
+    if stages:
+        lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
+                  "3 both hands on it, 4 transferred):", "",
+                  "| arm | " + " | ".join(f"stage {k}" for k in range(5)) + " | mean |",
+                  "|---|" + "---|" * 6]
+        for n, counts in stages.items():
+            mean = sum(k * c for k, c in enumerate(counts)) / max(1, sum(counts))
+            cells = " | ".join(str(c) for c in counts)
+            lines.append(f"| {n} | {cells} | {mean:.2f} |")
+    lines += ["", "Scene / noise spread: how far the first chunk's last target moves between scenes (same noise) "
+              "against between noise draws (same scene), mean over the arm joints; a ratio near 0 means the "
+              "policy samples its demonstrations' targets without reading the cameras."]
+    lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
+    lines += _verdict_lines(verdict)
+    if any(paired.values()):
+        lines += ["", "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
+                  "second, the exact two-sided sign test on them, and the first arm's throughput minus the "
+                  "second's with a 95% bootstrap interval over the seeds:", ""]
+        lines += paired_table(paired)
+        lines += ["", "Paired throughput difference above 0 (RECAP = last iterate, beta 2):", ""]
+        lines += _verdict_lines(paired_verdict)
+    lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
+    if curves:
+        lines += ["![value curves](value_curves.png)", ""]
+    lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,164 @@
+"""recap experiment's profiles and the command-line overrides (the full run is test/test_experiment.py)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from recap_experiment import experiment
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def stage_commands(tmp_path, monkeypatch, *argv) -> dict:
+    """The quick experiment's stage commands for ``argv`` (name -> argv as strings), none of them run."""
+    commands = {}
+    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, stage_argv, *a, **k:
+                        commands.update({name: list(map(str, stage_argv))}))
+    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
+    assert experiment.run(parse("--quick", "--out", str(tmp_path), *argv)) == 0
+    return commands
+
+
+def option(argv: list, flag: str) -> str:
+    """The value that follows ``flag`` in ``argv`` (ValueError when the flag is missing)."""
+    return argv[argv.index(flag) + 1]
+
+
+def test_the_command_line_overrides_the_profile_and_nothing_else():
+    full = experiment.PROFILES["full"]
+    assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "unforced"
+    profile = experiment.resolve_profile(parse("--rollout-positives", "interventions", "--eval-seeds", "250"))
+    assert profile.rollout_positives == "interventions" and profile.eval_seeds == (full.eval_seeds[0], 250)
+    assert profile.policy_steps == full.policy_steps and profile.demos == full.demos
+    assert experiment.resolve_profile(parse("--quick")).name == "quick"
+    strict = experiment.resolve_profile(parse("--positive-fraction", "0.2"))
+    assert strict.positive_fraction == 0.2 and strict.pretrain_positive_fraction == full.pretrain_positive_fraction
+
+
+def test_bad_overrides_are_clear_errors():
+    with pytest.raises(ValueError, match=">= 1 eval seed"):
+        experiment.resolve_profile(parse("--eval-seeds", "0"))
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        parse("--rollout-positives", "everything")
+    for fraction in ("0", "1", "nan"):
+        with pytest.raises(ValueError, match="positive_fraction must be in"):
+            experiment.resolve_profile(parse("--positive-fraction", fraction))
+    with pytest.raises(ValueError, match="rollout_positives must be one of"):
+        experiment.Profile("x", "tiny", demos=((1.0, 1),), rollouts_per_iteration=1, iterations=1, max_steps=10,
+                           eval_seeds=(0, 1), value_pretrain_steps=1, policy_pretrain_steps=1, value_steps=1,
+                           policy_steps=1, batch_size=2, rollout_positives="all")
+
+
+def test_a_bad_override_stops_the_run_before_any_stage(tmp_path, capsys):
+    from recap_core import cli
+
+    assert cli.main(["experiment", "--eval-seeds", "-3", "--out", str(tmp_path / "x")]) == 2
+    assert "eval seed" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_something_else(tmp_path):
+    assert experiment.resolve_profile(parse("--iterations", "3")).iterations == 3
+    assert experiment.resolve_profile(parse("--rollouts", "40")).rollouts_per_iteration == 40
+    with pytest.raises(ValueError, match=">= 1 rollout per iteration"):
+        experiment.resolve_profile(parse("--rollouts", "0"))
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        experiment.resolve_profile(parse("--iterations", "0"))
+    ckpt = tmp_path / "checkpoints"
+    arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta2={ckpt / 'iter_2' / 'policy'}:beta=2"]
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"seeds": [5, 6, 7], "arms": {
+        "sft": {"checkpoint": str(ckpt / "iter_0" / "policy"), "beta": 1.0},
+        "recap_beta2": {"checkpoint": str(ckpt / "iter_2" / "policy"), "beta": 2.0}}}))
+    assert experiment._evaluated(report, arms, [5, 6, 7])
+    assert not experiment._evaluated(report, arms, [5, 6, 7, 8])  # more seeds asked
+    assert not experiment._evaluated(report, arms[:1], [5, 6, 7])  # other arms
+    assert not experiment._evaluated(report, [arms[0], arms[1].replace("iter_2", "iter_3")], [5, 6, 7])
+    assert not experiment._evaluated(report, [arms[0], arms[1].replace("beta=2", "beta=1.5")], [5, 6, 7])
+    # the advantage condition counts: an AWR checkpoint's own is no text; reports without the field said positive
+    (ckpt / "iter_2" / "awr").mkdir(parents=True)
+    (ckpt / "iter_2" / "awr" / "provenance.json").write_text(json.dumps({"mode": "awr"}))
+    awr_arms = [f"awr={ckpt / 'iter_2' / 'awr'}", f"awr_positive={ckpt / 'iter_2' / 'awr'}:advantage=positive"]
+    awr_entry = {"checkpoint": str(ckpt / "iter_2" / "awr"), "beta": 1.0}
+    report.write_text(json.dumps({"seeds": [5], "arms": {"awr": {**awr_entry, "advantage": None},
+                                                         "awr_positive": {**awr_entry, "advantage": "positive"}}}))
+    assert experiment._evaluated(report, awr_arms, [5])
+    report.write_text(json.dumps({"seeds": [5], "arms": {"awr": awr_entry, "awr_positive": awr_entry}}))
+    assert not experiment._evaluated(report, awr_arms, [5])  # written when AWR was prompted positive
+    report.write_text("{not json")
+    assert not experiment._evaluated(report, arms, [5, 6, 7])
+    assert not experiment._evaluated(tmp_path / "missing.json", arms, [5, 6, 7])
+
+
+def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tmp_path, monkeypatch):
+    full = experiment.PROFILES["full"]
+    assert full.policy_mix == ("demo=0.5", "autonomous=0") and full.takeover_negative == 75  # measured settings
+    profile = experiment.resolve_profile(parse("--policy-mix", "demo=0.3", "--takeover-negative", "40"))
+    assert profile.policy_mix == ("demo=0.3",) and profile.takeover_negative == 40
+    paper = experiment.resolve_profile(parse("--policy-mix", "none", "--takeover-negative", "0"))
+    assert paper.policy_mix == () and paper.takeover_negative == 0
+    with pytest.raises(ValueError, match="policy_mix: --mix shares add up to"):
+        experiment.resolve_profile(parse("--policy-mix", "demo=0.7", "--policy-mix", "correction=0.7"))
+    with pytest.raises(ValueError, match="takeover_negative must be >= 0"):
+        experiment.resolve_profile(parse("--takeover-negative", "-5"))
+    commands = stage_commands(tmp_path, monkeypatch, "--policy-mix", "demo=0.3", "--takeover-negative", "40")
+    for stage in ("13_iterate", "23_iterate"):
+        argv = commands[stage]
+        assert "--policy-mix=demo=0.3" in argv and option(argv, "--takeover-negative") == "40"
+    assert "--mix=demo=0.3" in commands["24_awr"] and "--mix=demo=0.3" in commands["25_awr_plain"]
+    assert option(commands["05b_policy_pretrain_plain"], "--mix") == "demo=1"  # the pretraining's mix stays
+    assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
+
+
+def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].absolute_still_joints == 0.01  # the measured setting
+    assert experiment.resolve_profile(parse("--absolute-still-joints", "0")).absolute_still_joints == 0
+    with pytest.raises(ValueError, match="absolute_still_joints must be >= 0"):
+        experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
+    commands = stage_commands(tmp_path, monkeypatch, "--absolute-still-joints", "0.03")
+    pretraining = ("05_policy_pretrain", "05b_policy_pretrain_plain")
+    for name in pretraining:
+        assert option(commands[name], "--absolute-still-joints") == "0.03"
+    # the fine-tunes inherit their init's mask (train-policy keeps a checkpoint's), so nothing else passes it
+    assert not [name for name, argv in commands.items() if name not in pretraining
+                and "--absolute-still-joints" in argv]
+
+
+def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].value_folds == 2 and experiment.PROFILES["quick"].value_folds == 2
+    assert experiment.resolve_profile(parse("--value-folds", "0")).value_folds == 0
+    with pytest.raises(ValueError, match="value_folds: --folds must be 0"):
+        experiment.resolve_profile(parse("--value-folds", "1"))
+    commands = stage_commands(tmp_path, monkeypatch, "--value-folds", "3")
+    argv = commands["03_value_pretrain"]
+    assert option(argv, "--folds") == "3"
+    for stage in ("06_iteration_0", "13_iterate", "23_iterate"):
+        argv = commands[stage]
+        assert option(argv, "--value-folds") == "3"
+    assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3
+
+
+def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
+    commands = stage_commands(tmp_path, monkeypatch)
+    rates = {stage: float(option(commands[stage], "--lr"))
+             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr", "25_awr_plain")}
+    assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
+    with pytest.raises(ValueError, match="fine_tune_lr must be in"):
+        dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
+
+
+def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrides_it(tmp_path, monkeypatch):
+    assert experiment.PROFILES["full"].human_release == "past_best"
+    commands = stage_commands(tmp_path, monkeypatch)
+    rules = {stage: option(commands[stage], "--human-release") for stage in ("11_rollouts", "21_rollouts")}
+    assert set(rules.values()) == {experiment.PROFILES["quick"].human_release}, rules
+    commands = stage_commands(tmp_path / "override", monkeypatch, "--human-release", "past_best")
+    assert option(commands["21_rollouts"], "--human-release") == "past_best"
+    with pytest.raises(ValueError, match="human_release must be one of"):
+        dataclasses.replace(experiment.PROFILES["full"], human_release="never")
