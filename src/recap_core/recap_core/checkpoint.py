@@ -1,21 +1,7 @@
 """Checkpoint directories (DESIGN.md §8): save, validate, load. Never pickle, never execute.
 
-Layout::
-
-    config.json                    {"format", "format_version", "kind": policy|value, "model": {...}, "training": {...}}
-    model.safetensors              weights (safetensors.torch.save_model: tied embeddings are fine)
-    normalization.json             {"observation.state": {mean, std, min, max}, "action"..., "action.relative"...}
-    processor.json                 ordered pre/post-processing steps (recap_core.models.processor)
-    tokenizer/tokenizer.json       prompt tokenizer (plain JSON)
-    provenance.json                checkpoint id, kind, created, git commit, datasets + hash, iteration,
-                                   parent checkpoint, sha256 of model.safetensors (written last)
-    training_state.safetensors     optimizer moments and RNG states (resume only)
-    training_state.json            step, optimizer hyper-parameters, sampler position (resume only)
-
-Loading reads JSON and safetensors only. A directory holding pickle-format
-files (``*.pkl``, ``*.pt``, ``*.bin`` ...) is refused outright rather than
-risk anyone loading them. Any defect raises :class:`CheckpointError` naming
-the file and what is wrong.
+The layout and the loading rules are in docs/learning.md §6: loading reads JSON and safetensors only, refuses a
+directory holding pickle-format files, and raises :class:`CheckpointError` naming the file on any defect.
 """
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""The one ``recap`` command line.
+"""The one ``recap`` command line: every installed package's subcommands, each imported only when it runs.
 
-Each package registers its subcommands under the ``recap.commands`` entry-point
-group (as ros2cli's verbs are registered): the entry point names the
-subcommand and points at a ``(module, one-line help)`` pair in the package's
-light ``commands`` module; the subcommand's module exposes
-``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when
-it runs, so ``recap --help`` is instant and ``recap convert`` never loads
-torch. This package names no package built on it.
-
-A user error (:mod:`recap_core.errors`: a bad path, option or damaged file)
-is printed as one line, ``recap COMMAND: message``, with exit status 2; a bug
-keeps its traceback.
+How a package registers a subcommand: :func:`commands`; how a user error is reported: :func:`main`.
 """
 from __future__ import annotations
 
@@ -27,7 +17,14 @@ GROUP = "recap.commands"
 
 
 def commands() -> dict[str, tuple[str, str]]:
-    """name -> (module, one-line help) of every installed subcommand, sorted by name."""
+    """name -> (module, one-line help) of every installed subcommand, sorted by name.
+
+    Each package registers its subcommands under the ``recap.commands`` entry-point group (as ros2cli's verbs
+    are registered): the entry point names the subcommand and points at a ``(module, one-line help)`` pair in
+    the package's light ``commands`` module. The subcommand's module exposes ``add_arguments(parser)`` and
+    ``run(args) -> int`` and is imported only when it runs, so ``recap --help`` is instant and ``recap
+    convert`` never loads torch. This package names no package built on it.
+    """
     found: dict[str, tuple[str, str]] = {}
     for ep in entry_points(group=GROUP):
         if ep.name in found:
@@ -69,6 +66,11 @@ USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryErr
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``recap COMMAND ...``; returns the exit status.
+
+    A user error (:mod:`recap_core.errors`: a bad path, option or damaged file) is printed as one line,
+    ``recap COMMAND: message``, with exit status 2; a bug keeps its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     available = commands()
     parser = build_parser(available)

@@ -1,14 +1,8 @@
 """What commands write: strict JSON files, and the directories and files named with ``--out``.
 
-JSON has no NaN or infinity (Python's ``json`` writes them as bare ``NaN`` /
-``Infinity``, which other parsers reject), so every JSON file the project
-writes goes through :func:`dumps` / :func:`write_json`: a missing or undefined
-number becomes ``null``, and ``allow_nan=False`` makes any value that slips past
-the conversion fail loudly instead of writing invalid JSON.
-
-A command that writes a directory refuses one that already holds something
-unless asked (:func:`refuse_non_empty` names what is there); ``--overwrite``
-then empties it first (:func:`clear_directory`). Imports neither torch nor numpy.
+Every JSON file the project writes goes through :func:`dumps` / :func:`write_json` (no NaN or infinity); a
+command refuses an ``--out`` that already holds something unless asked (:func:`refuse_non_empty`,
+:func:`clear_directory`). Imports neither torch nor numpy.
 """
 from __future__ import annotations
 
@@ -39,7 +33,12 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure_ascii: bool = True) -> str:
-    """Strict JSON text of ``value`` (see :func:`jsonable`); ValueError if a non-finite number remains."""
+    """Strict JSON text of ``value`` (see :func:`jsonable`); ValueError if a non-finite number remains.
+
+    JSON has no NaN or infinity (Python's ``json`` writes them as bare ``NaN`` / ``Infinity``, which other
+    parsers reject): a missing or undefined number becomes ``null``, and ``allow_nan=False`` makes any value
+    that slips past the conversion fail loudly instead of writing invalid JSON.
+    """
     return json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii,
                       allow_nan=False)
 
@@ -97,7 +96,8 @@ def describe(directory: str | os.PathLike) -> str:
 def refuse_non_empty(directory: str | os.PathLike, *, option: str = "--out", hint: str = "") -> None:
     """UserError naming what ``directory`` holds, unless it is missing or empty.
 
-    ``hint`` is what to do instead (default: choose another directory or give ``--overwrite``).
+    ``hint`` is what to do instead (default: choose another directory or give ``--overwrite``, with which
+    the command empties it first: :func:`clear_directory`).
     """
     if not entries(directory):
         return

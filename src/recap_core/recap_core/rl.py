@@ -1,22 +1,8 @@
-"""RECAP math as pure numpy functions (paper Sec. IV-V, Appendix F).
+"""RECAP math as pure numpy functions (paper Sec. IV-V, Appendix F): rewards, returns, value bins, advantages.
 
-Nothing here holds state or imports torch: trainers convert tensors at their
-boundary. Shapes: ``[T]`` is one episode's frames, ``[N]`` the frames of many
-episodes stored one after another, ``[B]`` value bins.
-
-Reward and value conventions (paper Sec. V-C):
-
-* ``r_t = -1`` for every step but the last; the last step is ``0`` on success
-  and ``-c_fail`` on failure. The return-to-go of a successful episode is
-  minus the number of steps still to go.
-* Returns are normalised per task by ``scale = max_episode_length + c_fail``:
-  ``R_norm = max(R / scale, -1)``. The most negative possible return,
-  ``-(max_episode_length - 1) - c_fail``, maps just above ``-1``, so every
-  return of an episode no longer than the task's limit lands in ``(-1, 0]``.
-  The map is linear, so the same division normalises single rewards and sums
-  of normalised rewards are normalised returns.
-* The distributional value head predicts ``NUM_BINS = 201`` bins whose
-  centres are evenly spaced over ``[-1, 0]``.
+Nothing here holds state or imports torch: trainers convert tensors at their boundary. Shapes: ``[T]`` is one
+episode's frames, ``[N]`` the frames of many episodes one after another, ``[B]`` value bins. The reward and
+normalisation conventions (paper Sec. V-C) are in docs/dataset.md, "Rewards and normalisation".
 """
 from __future__ import annotations
 
@@ -157,7 +143,7 @@ def n_step_advantage(rewards_norm, values, n: int = DEFAULT_LOOKAHEAD) -> np.nda
 
     ``A_t = sum_{t'=t}^{t+N-1} r_t' + V(o_{t+N}) - V(o_t)``, with the sum cut at
     the episode end and no bootstrap past it (the terminal value is 0).
-    ``rewards_norm`` and ``values`` are in normalised units (see module doc).
+    ``rewards_norm`` and ``values`` are in normalised units (:func:`normalise_returns`).
     With ``n >= T`` this equals :func:`full_episode_advantage`.
     """
     rewards_norm = _as_1d("rewards_norm", rewards_norm)

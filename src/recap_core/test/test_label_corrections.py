@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from recap_core.data import DatasetWriter, load_frames_table
-from recap_core.train.label_cli import corrections
+from recap_core.train.labelling import corrections
 
 
 def _episode(writer, length, intervention, source):

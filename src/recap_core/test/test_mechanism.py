@@ -1,19 +1,8 @@
 """The RECAP mechanism on a two-mode task: advantage conditioning and CFG move mass to the good mode.
 
-Data (``make_bimodal_dataset``): at every state there are two action modes,
-towards the goal (good) or away from it (bad); each episode picks the good
-mode with probability 0.3 or 0.7, redrawn every 10 steps. Labels come from
-the real RECAP maths (``recap_core.rl``: 10-step advantage, per-task
-threshold at 50 % positive) with a tabular Monte-Carlo value (mean return per
-position bin), so this test isolates the policy side; the value network's own
-learning is tested in test_train.py. Because the 10-step lookahead can reach
-into the next, independently drawn segment, the indicator is an imperfect
-signal (about 0.8 of "positive" frames are good-mode), leaving room for
-guidance to sharpen it further.
-
-Each comparison samples 128 chunks at the same states with the same noise,
-so it is a paired comparison; a one-sided sign test on the samples whose
-mode flips must reject "no effect" at p < 0.01, on top of a minimum effect.
+The data (``make_bimodal_dataset``) has two action modes at every state, towards the goal (good) or away from
+it (bad); the labels come from the real RECAP maths with a tabular value, so this isolates the policy side
+(the value network's own learning is tested in test_train.py).
 """
 from __future__ import annotations
 
@@ -35,6 +24,8 @@ TRAIN = ["--steps", "400", "--batch-size", "16", "--lr", "2e-3", "--no-progress"
 
 
 def label_with_tabular_value(root, lookahead: int = 10, positive_fraction: float = 0.5) -> None:
+    """Label ``root`` with ``recap_core.rl`` (N-step advantage, per-task threshold at ``positive_fraction``)
+    from a tabular Monte-Carlo value: the mean return per position bin."""
     table = load_frames_table(root)
     position = np.stack(table["observation.state"].to_numpy(zero_copy_only=False))[:, 0]
     returns = table["return_normalised"].to_numpy()
@@ -72,6 +63,8 @@ def good_mode(runner: PolicyRunner, positions: np.ndarray, advantage, beta: floa
 
 
 def assert_more_good(better: np.ndarray, worse: np.ndarray, min_gain: float, what: str) -> None:
+    """Both arms sampled chunks at the same states with the same noise, so the comparison is paired: a one-sided
+    sign test on the samples whose mode flips must reject "no effect" at p < 0.01, on top of ``min_gain``."""
     gained, lost = int((better & ~worse).sum()), int((~better & worse).sum())
     gain = better.mean() - worse.mean()
     p_value = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
@@ -93,6 +86,9 @@ def trained(tmp_path_factory):
 
 
 def test_labels_carry_the_mode_imperfectly(trained):
+    """Each episode picks the good mode with probability 0.3 or 0.7, redrawn every 10 steps, and the 10-step
+    lookahead can reach into the next, independently drawn segment: the indicator is an imperfect signal (about
+    0.8 of "positive" frames are good-mode), leaving room for guidance to sharpen it further."""
     _, _, data = trained
     table = load_frames_table(data)
     states = np.stack(table["observation.state"].to_numpy(zero_copy_only=False))

@@ -1,14 +1,4 @@
-"""Executing action chunks at the control rate, with smooth chunk boundaries.
-
-A chunk ``[H, 14]`` is planned from the observation at control tick ``t0``;
-inference takes ``d`` ticks, so by the time it arrives its first ``d`` actions
-are already in the past. The executor aligns every chunk by tick, skips what is
-stale, and -- unless ``blend_steps == 0`` (naive switching) -- crossfades from
-the previous chunk to the new one over ``blend_steps`` ticks: the previous
-chunk's plan for the overlapping ticks is what the robot was about to do, so
-the command stays continuous in position and velocity instead of jumping to the
-new plan (the same idea as real-time chunking's "freeze what is already being
-executed, guide the rest", done on the output side so any sampler works).
+"""Executing action chunks at the control rate, with smooth chunk boundaries (:class:`ChunkExecutor`).
 
 Pure numpy; the policy node calls it from its 50 Hz loop.
 """
@@ -47,7 +37,16 @@ def blend_weights(blend_steps: int) -> np.ndarray:
 
 
 class ChunkExecutor:
-    """Current plan of the robot, one control tick at a time."""
+    """Current plan of the robot, one control tick at a time.
+
+    A chunk ``[H, 14]`` is planned from the observation at control tick ``t0``; inference takes ``d`` ticks,
+    so by the time it arrives its first ``d`` actions are already in the past. The executor aligns every chunk
+    by tick, skips what is stale, and -- unless ``blend_steps == 0`` (naive switching) -- crossfades from the
+    previous chunk to the new one over ``blend_steps`` ticks: the previous chunk's plan for the overlapping
+    ticks is what the robot was about to do, so the command stays continuous in position and velocity instead
+    of jumping to the new plan (the same idea as real-time chunking's "freeze what is already being executed,
+    guide the rest", done on the output side so any sampler works).
+    """
 
     def __init__(self, blend_steps: int = 8):
         if blend_steps < 0:

@@ -1,18 +1,6 @@
 """Policy inference node: observations -> chunked 50 Hz joint commands with runtime CFG.
 
-Inference runs on a worker thread, never on the executor; a dedicated control
-thread publishes ``policy/joint_command`` every 20 ms from the current chunk
-(replanning every ``replan_steps`` ticks, crossfading at chunk boundaries, see
-chunking.py). It never commands from stale observations: when the newest
-camera image or joint state is older than ``max_observation_age_ms`` it drops
-its plan, publishes nothing (the gate and the station hold) and says so in
-``policy/status``; a stamp from the future cannot keep an observation fresh
-(see ``recap_ros.observation``). A checkpoint that fails to load leaves
-the node up and silent, with the error in ``policy/status`` (level ERROR);
-setting ``checkpoint`` at runtime hot-reloads: a checkpoint that does not fit
-the station (kind, cameras, state/action size, joints) is refused at once, and
-one that fails to load leaves the old model running with the status at ERROR.
-Parameters are applied at runtime or refused (``recap_ros.params``).
+Threads, staleness, checkpoint reloads and parameters: :class:`PolicyNode` and docs/nodes.md, "Policy node".
 """
 from __future__ import annotations
 
@@ -37,6 +25,20 @@ ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
 
 
 class PolicyNode(ModelServingNode):
+    """Inference runs on a worker thread, never on the executor; a dedicated control thread publishes
+    ``policy/joint_command`` every 20 ms from the current chunk (replanning every ``replan_steps`` ticks,
+    crossfading at chunk boundaries, see chunking.py).
+
+    It never commands from stale observations: when the newest camera image or joint state is older than
+    ``max_observation_age_ms`` it drops its plan, publishes nothing (the gate and the station hold) and says so
+    in ``policy/status``; a stamp from the future cannot keep an observation fresh (see
+    ``recap_ros.observation``). A checkpoint that fails to load leaves the node up and silent, with the error
+    in ``policy/status`` (level ERROR); setting ``checkpoint`` at runtime hot-reloads: a checkpoint that does
+    not fit the station (kind, cameras, state/action size, joints) is refused at once, and one that fails to
+    load leaves the old model running with the status at ERROR. Parameters are applied at runtime or refused
+    (``recap_ros.params``).
+    """
+
     KIND = "policy"
 
     def __init__(self, **kwargs):

@@ -1,10 +1,8 @@
 """Repairing a bag: every message of every complete chunk whose CRC matches, rewritten as a valid bag.
 
-A bag whose recorder died has no ``metadata.yaml`` and an MCAP cut off in its last chunk; one hit
-by bit rot has chunks that fail their CRC. :func:`recover_mcap` reads what survives of the MCAP
-(:class:`Recovered`); :func:`repair_bag` writes it into a new bag (``BAG_repaired``, the original is
-never touched) whose ``custom_data`` comes from the last ``episode/status`` recorded in it
-(``repaired: true``), and says what was lost (:class:`RepairReport`).
+For a bag whose recorder died (no ``metadata.yaml``, an MCAP cut off in its last chunk) or whose chunks fail
+their CRC: :func:`recover_mcap` reads what survives, :func:`repair_bag` writes it into a new bag
+(``BAG_repaired``, the original never touched) and says what was lost (docs/recording.md, "Crash safety").
 """
 from __future__ import annotations
 
@@ -248,7 +246,8 @@ def repair_bag(path: Path, out: Path | None = None) -> RepairReport:
 
     Survives: every message of every complete chunk whose records match their CRC (or carry none).
     A chunk that fails its CRC is left out as a whole, since nothing says which of its bytes changed;
-    the report lists each one with its time range and what it held.
+    the report lists each one with its time range and what it held. The new bag's ``custom_data`` comes from
+    the last ``episode/status`` recorded in it, with ``repaired: true``.
     """
     from rosbags.rosbag2.metadata import parse_qos
 

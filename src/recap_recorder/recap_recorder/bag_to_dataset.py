@@ -1,28 +1,7 @@
 """Episode bags -> RECAP dataset (DESIGN.md §7), without ROS or torch: what ``recap convert`` runs.
 
-Resampling onto the 50 Hz control clock: the ticks are the receive times of
-the ``joint_command`` messages the gate actually sent to the robot. At tick t:
-
-* observation = the newest image of every camera and the newest
-  ``joint_states`` received at or before t, and after the episode began: the
-  recorder's start snapshot (stamped with the start) does not count, since
-  after a reset it can show the world before it (a simulator teleports the
-  arm between two joint states);
-* action = that ``joint_command``;
-* ``is_intervention`` = the newest ``intervention`` at or before t, or the
-  newest ``command_source`` at or before t being ``teleop`` -- where "at or
-  before" allows ``FLAG_TOLERANCE_NS`` after t: the gate publishes both flags
-  just before each command, but delivery across topics may swap them.
-
-Ticks before the first complete observation are dropped (counted in the
-episode's metadata). Bags are read through their MCAP indexes: the small
-topics and every image header build the timeline, then each camera's frames
-are read one message at a time straight into
-:class:`recap_core.data.DatasetWriter`, so an episode's images are never all
-in memory. A camera's images are those of ``camera/<cam>/image_raw`` and of
-``camera/<cam>/image_raw/compressed`` together (the recorder stores them
-compressed, see :mod:`recap_recorder.images`): raw images are encoded by the
-writer, JPEG images go into a JPEG dataset as recorded, byte for byte.
+The resampling onto the 50 Hz control clock is :func:`resample`, reading one bag :func:`load_episode`, the
+conversion :func:`convert_bags`; the rules are in docs/recording.md, "Converter".
 """
 from __future__ import annotations
 
@@ -75,9 +54,19 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
              observed_after_ns: int | None = None) -> Timeline:
     """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values.
 
-    Intervention flags received up to ``flag_tolerance_ns`` after a command count as that command's.
-    Joint states and images received at or before ``observed_after_ns`` (the episode start, where
-    the recorder's snapshot is stamped) make no observation.
+    The ticks are the receive times of the ``joint_command`` messages the gate actually sent to the robot. At
+    tick t:
+
+    * observation = the newest image of every camera and the newest ``joint_states`` received at or before t,
+      and after the episode began: joint states and images received at or before ``observed_after_ns`` (the
+      episode start, where the recorder's snapshot is stamped) make no observation, since after a reset the
+      snapshot can show the world before it (a simulator teleports the arm between two joint states);
+    * action = that ``joint_command``;
+    * ``is_intervention`` = the newest ``intervention`` at or before t, or the newest ``command_source`` at or
+      before t being ``teleop`` -- where "at or before" allows ``flag_tolerance_ns`` after t: the gate
+      publishes both flags just before each command, but delivery across topics may swap them.
+
+    Ticks before the first complete observation are dropped (counted in the episode's metadata).
     """
     order = np.argsort(command_ns, kind="stable")
     ticks, actions = np.asarray(command_ns)[order], np.asarray(commands)[order]
@@ -409,6 +398,13 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
     Refuses (ValueError, one line) an output that is not a directory, or an existing dataset that
     does not pass :func:`recap_core.data.meta.check_dataset`, before reading any bag. A bag that
     fails its CRCs is not converted (outcome ``corrupt``, naming the chunks).
+
+    Bags are read through their MCAP indexes: the small topics and every image header build the timeline,
+    then each camera's frames are read one message at a time straight into
+    :class:`recap_core.data.DatasetWriter`, so an episode's images are never all in memory. A camera's images
+    are those of ``camera/<cam>/image_raw`` and of ``camera/<cam>/image_raw/compressed`` together (the
+    recorder stores them compressed, see :mod:`recap_recorder.images`): raw images are encoded by the writer,
+    JPEG images go into a JPEG dataset as recorded, byte for byte.
     """
     from recap_core.data import DatasetWriter, schema
 

@@ -1,10 +1,7 @@
 """Writing one episode's bag: :class:`EpisodeBagWriter` over rosbags' MCAP writer with every CRC filled in.
 
-:func:`checksummed_writer` is ``rosbags``' rosbag2 writer (version 9, MCAP) plus the CRCs it
-leaves 0 (each chunk's ``uncompressed_crc``, the DataEnd record's ``data_section_crc``, the
-Footer's ``summary_crc``), so that bit rot is found instead of converted
-(:meth:`recap_recorder.indexed_mcap.IndexedMcap.verify`); repair writes with it too.
-:class:`EpisodeBagWriter` closes chunks often (a crash loses little) and stores images as JPEG.
+:func:`checksummed_writer` is ``rosbags``' rosbag2 writer (version 9, MCAP) plus the CRCs it leaves 0, so that
+bit rot is found instead of converted; repair writes with it too (docs/recording.md, "Integrity").
 """
 from __future__ import annotations
 
@@ -119,7 +116,11 @@ def _checksummed_writer_class():
 
 
 def checksummed_writer(path: Path):
-    """A rosbags ``Writer`` (rosbag2 version 9, MCAP) for a new bag at ``path`` that writes every MCAP CRC."""
+    """A rosbags ``Writer`` (rosbag2 version 9, MCAP) for a new bag at ``path`` that writes every MCAP CRC.
+
+    rosbags leaves them 0: each chunk's ``uncompressed_crc``, the DataEnd record's ``data_section_crc`` and the
+    Footer's ``summary_crc``; filled in, :meth:`recap_recorder.indexed_mcap.IndexedMcap.verify` can check them.
+    """
     writer_class, plugins = _checksummed_writer_class()
     return writer_class(path, version=writer_class.VERSION_LATEST, storage_plugin=plugins.MCAP)
 

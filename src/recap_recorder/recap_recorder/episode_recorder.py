@@ -1,24 +1,6 @@
-"""The recorder without ROS: thread-safe entry points for the node and the writer thread.
+"""The recorder without ROS: thread-safe entry points for the node and the writer thread (:class:`Recorder`).
 
-The node (``recorder_node.py``) hands every received message to
-:meth:`Recorder.on_message` as the raw CDR bytes with its receive time, and
-every ``episode/status`` to :meth:`Recorder.on_episode_status`. Those calls
-only append to a bounded queue (:mod:`recap_recorder.write_queue`; a full queue
-drops the message and counts it), so subscription callbacks never wait for the
-disk; episode boundaries come from :mod:`recap_recorder.episode_tracker`, and one
-writer thread writes the queue into one bag per episode
-(:class:`~recap_recorder.bag_writer.EpisodeBagWriter`).
-
-Images: with ``image_compression`` ``jpeg`` (the default) every
-``sensor_msgs/Image`` topic is stored as ``<topic>/compressed``
-(``sensor_msgs/CompressedImage``), encoded in the writer thread with the
-dataset's JPEG settings (:mod:`recap_recorder.images`): bags are ~10x smaller
-and the converter copies the bytes instead of encoding. An image that cannot be
-compressed is written as received on the raw topic and counted.
-
-Crash safety: the MCAP chunk is closed and handed to the OS every
-``chunk_size_bytes`` or ``chunk_max_duration_s``, whichever comes first, so a
-SIGKILL loses at most that much (``recap bag repair`` rebuilds the rest).
+Queueing, images and crash safety: :class:`Recorder` and docs/recording.md.
 """
 from __future__ import annotations
 
@@ -64,7 +46,25 @@ class EpisodeCounters:
 
 
 class Recorder:
-    """Thread-safe entry points for the node, a writer thread, counters for ``recorder/status``."""
+    """Thread-safe entry points for the node, a writer thread, counters for ``recorder/status``.
+
+    The node (``recorder_node.py``) hands every received message to :meth:`on_message` as the raw CDR bytes
+    with its receive time, and every ``episode/status`` to :meth:`on_episode_status`. Those calls only append
+    to a bounded queue (:mod:`recap_recorder.write_queue`; a full queue drops the message and counts it), so
+    subscription callbacks never wait for the disk; episode boundaries come from
+    :mod:`recap_recorder.episode_tracker`, and one writer thread writes the queue into one bag per episode
+    (:class:`~recap_recorder.bag_writer.EpisodeBagWriter`).
+
+    Images: with ``image_compression`` ``jpeg`` (the default) every ``sensor_msgs/Image`` topic is stored as
+    ``<topic>/compressed`` (``sensor_msgs/CompressedImage``), encoded in the writer thread with the dataset's
+    JPEG settings (:mod:`recap_recorder.images`): bags are ~10x smaller and the converter copies the bytes
+    instead of encoding. An image that cannot be compressed is written as received on the raw topic and
+    counted.
+
+    Crash safety: the MCAP chunk is closed and handed to the OS every ``chunk_size_bytes`` or
+    ``chunk_max_duration_s``, whichever comes first, so a SIGKILL loses at most that much (``recap bag
+    repair`` rebuilds the rest).
+    """
 
     def __init__(self, config: RecorderConfig, *, typestore=None,
                  disk_free: Callable[[Path], int] | None = None):

@@ -1,15 +1,8 @@
 """Camera images in bags: the CDR layout of ``sensor_msgs/Image`` and ``CompressedImage``, and the JPEG
-transcoding the recorder applies (DESIGN.md §6).
+transcoding the recorder applies (DESIGN.md §6; docs/recording.md, "Images are stored compressed").
 
-The recorder stores every ``sensor_msgs/Image`` topic as ``<topic>/compressed``
-(``sensor_msgs/CompressedImage``, image_transport's name and format string,
-e.g. ``rgb8; jpeg compressed rgb8``), encoded with the dataset's JPEG settings,
-so the converter copies the bytes into the dataset instead of encoding them
-again. An image it cannot encode (another pixel encoding, a broken message)
-is written unchanged on the raw topic: nothing received is lost.
-
-Parsing reads the few header fields straight from the CDR bytes (no
-deserialiser, no pixel copy): this runs for every image of every episode.
+Parsing reads the few header fields straight from the CDR bytes (no deserialiser, no pixel copy): this runs
+for every image of every episode.
 """
 from __future__ import annotations
 
@@ -131,8 +124,10 @@ def decode_compressed(data, kind: str) -> np.ndarray:
 def compress_image(raw, quality: int, subsampling: str) -> bytes:
     """CDR sensor_msgs/Image -> CDR sensor_msgs/CompressedImage (JPEG), same header.
 
-    ``rgb8``, ``bgr8`` and ``mono8`` are encoded; BagError for any other encoding or a
-    malformed message (the recorder then keeps the raw message).
+    ``rgb8``, ``bgr8`` and ``mono8`` are encoded, with the dataset's JPEG settings and image_transport's
+    format string (e.g. ``rgb8; jpeg compressed rgb8``), so the converter copies the bytes into the dataset
+    instead of encoding them again; BagError for any other encoding or a malformed message (the recorder then
+    writes it unchanged on the raw topic: nothing received is lost).
     """
     import simplejpeg
 

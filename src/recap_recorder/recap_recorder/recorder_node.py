@@ -1,11 +1,7 @@
 """The recorder node: one MCAP rosbag2 per episode, started and stopped by ``episode/status``.
 
-A thin shell around :class:`recap_recorder.episode_recorder.Recorder`. Every recorded
-topic is subscribed with ``raw=True`` (the CDR bytes go to the bag as they
-came: no deserialise + serialise) and the QoS its producer uses (latched
-topics with TRANSIENT_LOCAL); a callback only stamps the receive time and
-enqueues. ``recorder/status`` (latched DiagnosticStatus) reports the state,
-queue, drops, write errors and refused episodes.
+A thin shell around :class:`recap_recorder.episode_recorder.Recorder`; see :class:`RecorderNode` and
+docs/recording.md, "The recorder node".
 """
 from __future__ import annotations
 
@@ -59,6 +55,12 @@ class _RosLogHandler(logging.Handler):
 
 
 class RecorderNode(Node):
+    """Every recorded topic is subscribed with ``raw=True`` (the CDR bytes go to the bag as they came: no
+    deserialise + serialise) and the QoS its producer uses (latched topics with TRANSIENT_LOCAL); a callback
+    only stamps the receive time and enqueues. ``recorder/status`` (latched DiagnosticStatus) reports the
+    state, queue, drops, write errors and refused episodes.
+    """
+
     def __init__(self, **kwargs):
         super().__init__("recorder", **kwargs)
         self.station = declare_station(self)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from recap_ros.testing.procs import test_environment as ros_environment

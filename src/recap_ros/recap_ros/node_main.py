@@ -1,14 +1,6 @@
 """``main()`` for every node: rclpy.init, an EventsExecutor, a clean stop on SIGINT and SIGTERM.
 
-rclpy 9.1.2's EventsExecutor busy-loops and never dispatches callbacks in
-``spin()`` and in ``spin_once()`` without a timeout; every spin with a timeout
-works. ``spin_forever`` is the one place that works around it.
-
-Stopping: rclpy's own signal handlers are not installed; :class:`StopSignals`
-turns the first SIGINT or SIGTERM into a stop request, so the main thread
-leaves its loop, every node's ``close()`` runs (threads joined, an open bag
-finished) and the process exits 0 without a traceback. A second signal of the
-same kind ends the process the default way.
+How a node stops: :class:`StopSignals`; why every spin has a timeout: :func:`spin_forever` (docs/nodes.md).
 """
 from __future__ import annotations
 
@@ -23,7 +15,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
-    """A stop request set by SIGINT or SIGTERM (install from the main thread)."""
+    """A stop request set by SIGINT or SIGTERM (install from the main thread).
+
+    rclpy's own signal handlers are not installed: the first SIGINT or SIGTERM becomes a stop request, so the
+    main thread leaves its loop, every node's ``close()`` runs (threads joined, an open bag finished) and the
+    process exits 0 without a traceback. A second signal of the same kind ends the process the default way.
+    """
 
     def __init__(self):
         self.event = threading.Event()
@@ -120,7 +117,12 @@ def close_nodes(nodes) -> None:
 
 
 def spin_forever(executor, until=None) -> None:
-    """Spin ``executor`` until the context shuts down (or ``until()`` is true), always with a timeout."""
+    """Spin ``executor`` until the context shuts down (or ``until()`` is true), always with a timeout.
+
+    rclpy 9.1.2's EventsExecutor busy-loops and never dispatches callbacks in ``spin()`` and in
+    ``spin_once()`` without a timeout; every spin with a timeout works. This is the one place that works
+    around it.
+    """
     import rclpy
     from rclpy.task import Future
 

@@ -1,15 +1,7 @@
 """The newest observation of a station, assembled from its topics, with an age check.
 
-Shared by the nodes that run a model on observations (policy, value): the
-latest image per camera and the latest joint state, each with its header
-stamp, turned into the ``{"images", "state", "task"}`` dict the runners take --
-or a reason why there is no usable observation (missing stream, too old).
-
-Freshness cannot be faked by a stamp: a message stamped further ahead of the
-node clock than ``future_tolerance_s`` is refused (:class:`FutureStampError`),
-and a message's age is the larger of its stamp's age and the time since it was
-received (monotonic clock), so a stream that stops is stale after the age
-limit whatever its last stamp said.
+Shared by the nodes that run a model (policy, value): :class:`ObservationBuffer` turns the latest image per
+camera and joint state into the dict the runners take, or says why there is no usable observation.
 """
 from __future__ import annotations
 
@@ -33,6 +25,11 @@ class ObservationBuffer:
     ``clock`` returns the node clock's now in seconds (the stamps' time base);
     ``monotonic`` the receive clock (tests pass their own). Thread-safe:
     subscriptions feed it from the executor while an inference thread reads it.
+
+    Freshness cannot be faked by a stamp: a message stamped further ahead of the node clock than
+    ``future_tolerance_s`` is refused (:class:`FutureStampError`), and a message's age is the larger of its
+    stamp's age and the time since it was received (monotonic clock), so a stream that stops is stale after
+    the age limit whatever its last stamp said.
     """
 
     def __init__(self, cameras: Sequence[str], joint_names: Sequence[str], *, clock: Callable[[], float],

@@ -1,14 +1,5 @@
 """Parameters declared with descriptors (description, range), validated before a
-node creates any subscription, and either applied at runtime or refused.
-
-A parameter is read-only unless it is declared with ``on_change`` (the node
-applies a new value through that callback) or ``mutable=True`` (the node reads
-the value with ``get_parameter`` each time it uses it). The guard every
-:func:`declare` installs checks a runtime change against the same range and
-choices as at startup, applies all changes of one request only when every one
-is valid, and refuses everything else -- ``use_sim_time`` included, so a
-node's time base never changes while it runs. No change reports success and
-is then ignored.
+node creates any subscription, and either applied at runtime or refused (:func:`declare`, :class:`_Guard`).
 """
 from __future__ import annotations
 
@@ -41,7 +32,13 @@ class _Runtime:
 
 
 class _Guard:
-    """The one on-set-parameters callback of a node (see the module docstring)."""
+    """The one on-set-parameters callback of a node.
+
+    It checks a runtime change against the same range and choices as at startup, applies all changes of one
+    request only when every one is valid, and refuses everything else (parameters declared read-only, and
+    ``use_sim_time``, so a node's time base never changes while it runs). No change reports success and is
+    then ignored.
+    """
 
     def __init__(self, node: Node):
         self.runtime: dict[str, _Runtime] = {}

@@ -1,19 +1,7 @@
 """The base of the model-serving nodes (policy, value): the checkpoint, the observations, episodes.
 
-:class:`ModelServingNode` owns what both nodes share: the station description,
-the ``checkpoint`` parameter with its station check and background hot reload,
-``max_observation_age_ms``, ``future_stamp_tolerance_ms``, ``task`` and
-``inference_threads``; the camera, ``joint_states`` and ``episode/status``
-subscriptions feeding an :class:`~recap_ros.observation.ObservationBuffer`
-(bad messages logged and counted); the restart on a new episode; the worker
-threads and their stop. A subclass adds its own parameters, publishers and
-threads and implements the hooks.
-
-A checkpoint is served only if it fits the station (:func:`checkpoint_problem`):
-the right kind, every camera it reads among the station's, a state (and action)
-size equal to the station's joint count, the same joint names where the
-checkpoint records them. That check reads ``config.json`` only, so a runtime
-``checkpoint`` change is refused at once, before any weights load.
+:class:`ModelServingNode` owns what both nodes share; :func:`checkpoint_problem` is the station check of a
+checkpoint (docs/nodes.md).
 """
 from __future__ import annotations
 
@@ -50,7 +38,12 @@ def model_problem(kind: str, model_config: Any, training_config: dict, station: 
 
 
 def checkpoint_problem(path: str, kind: str, station: StationConfig) -> str:
-    """Why the checkpoint directory ``path`` cannot be served as ``kind`` on ``station`` ('' if it can)."""
+    """Why the checkpoint directory ``path`` cannot be served as ``kind`` on ``station`` ('' if it can).
+
+    It must be the right kind, read only cameras the station has, have a state (and action) size equal to the
+    station's joint count and the same joint names where it records them. Only ``config.json`` is read, so a
+    runtime ``checkpoint`` change is refused at once, before any weights load.
+    """
     from recap_core.checkpoint import check_directory, read_config
 
     if not path:
@@ -79,7 +72,15 @@ def load_runner(kind: str, path: str, *, threads: int, seed: int = 0):
 
 
 class ModelServingNode(Node):
-    """A node that runs a checkpoint of ``KIND`` on the newest observation of the station."""
+    """A node that runs a checkpoint of ``KIND`` on the newest observation of the station.
+
+    It owns the station description, the ``checkpoint`` parameter with its station check and background hot
+    reload, ``max_observation_age_ms``, ``future_stamp_tolerance_ms``, ``task`` and ``inference_threads``; the
+    camera, ``joint_states`` and ``episode/status`` subscriptions feeding an
+    :class:`~recap_ros.observation.ObservationBuffer` (bad messages logged and counted); the restart on a new
+    episode; the worker threads and their stop. A subclass adds its own parameters, publishers and threads
+    and implements the hooks.
+    """
 
     KIND = ""  # "policy" | "value"
 

@@ -1,17 +1,7 @@
 """The episode manager node: episode services, counters and the latched ``episode/status``.
 
-A thin shell around :class:`recap_teleop.episodes.EpisodeStateMachine`.
-The episode settings (task, source, operator, ...) may change at runtime and
-apply from the next episode on; the rest is read-only.
-``episode/start`` (in sim: after resetting the world through ``reset_service``),
-``episode/success``, ``episode/failure`` and ``episode/abort`` are
-std_srvs/Trigger; a call that is invalid in the current state is answered with
-success=false and the reason. Steps are counted from ``step_topic`` (the gate's
-``joint_command``), interventions from rising edges of ``intervention``. With
-``auto_label`` the sim's ``sim/status`` labels the episode (success, or failure
-at the time limit). A terminal state stays published for ``terminal_hold_s``
-(so the recorder sees it even with a depth-1 latched topic), then the manager
-goes back to idle.
+A thin shell around :class:`recap_teleop.episodes.EpisodeStateMachine`; the services, counting and
+auto-labelling are in :class:`EpisodeManagerNode` and docs/teleop.md, "The episode manager".
 """
 from __future__ import annotations
 
@@ -35,6 +25,16 @@ from recap_teleop.episodes import (ABORTED, EPISODE_SOURCES, FAILURE, RUNNING, S
                                    EpisodeSettings, EpisodeStateMachine, auto_label)
 
 class EpisodeManagerNode(Node):
+    """The episode settings (task, source, operator, ...) may change at runtime and apply from the next episode
+    on; the rest is read-only. ``episode/start`` (in sim: after resetting the world through
+    ``reset_service``), ``episode/success``, ``episode/failure`` and ``episode/abort`` are std_srvs/Trigger; a
+    call that is invalid in the current state is answered with success=false and the reason. Steps are counted
+    from ``step_topic`` (the gate's ``joint_command``), interventions from rising edges of ``intervention``.
+    With ``auto_label`` the sim's ``sim/status`` labels the episode (success, or failure at the time limit). A
+    terminal state stays published for ``terminal_hold_s`` (so the recorder sees it even with a depth-1
+    latched topic), then the manager goes back to idle.
+    """
+
     def __init__(self, **kwargs):
         super().__init__("episode_manager", **kwargs)
         self.station = declare_station(self)

@@ -1,38 +1,8 @@
 """The policy/teleop gate as plain Python: which command reaches the robot, and how fast.
 
-No ROS here: time is passed in explicitly (seconds, any clock that does not run
-backwards under normal operation), so every rule below is tested without a
-middleware (``test/test_gate.py``). ``gate_node.py`` only converts messages.
-
-Rules, in order of priority:
-
-* Source: while the deadman is held (``on_engage(True)``) the teleop command
-  drives the robot and every step is an intervention; otherwise the policy
-  does. After a release the gate holds until a policy command arrives that was
-  received *after* the release (the policy is told to replan; anything queued
-  before that belongs to the old plan).
-* Watchdog: an active source whose newest command is older than
-  ``stale_timeout_s`` is not used; the gate holds.
-* Hold: the previous output, or the measured joint position before any output.
-  Without a measured position the gate has no safe reference and outputs
-  nothing.
-* Episode start (``restart``): the world was reset (sim) or the robot was
-  brought home between episodes, so the previous output no longer describes
-  the arm. The gate forgets it and every command of the previous episode, and
-  outputs nothing until a joint state measured after the restart arrives; it
-  then holds that position until a source sends a fresh command. Holding the
-  old output instead would drive the arm back to where the last episode
-  ended.
-  Only a joint state stamped at or after the restart (``not_before``) counts:
-  one measured before it shows the arm before the reset.
-* Limits: every output is clipped to the joint limits, then its change from the
-  previous output is clipped to ``max_velocity * elapsed`` (elapsed capped at one
-  control period), so a handover ramps instead of jumping and two outputs close
-  together cannot add up to more than the velocity limit.
-* Runtime limit changes (``set_velocity_limits``, ``set_stale_timeout``): a
-  tighter velocity limit applies from the next output on; a wider one is
-  reached by a linear ramp over ``WIDEN_RAMP_S``, so raising the limit never
-  lets a moving arm jump to the new speed.
+No ROS here: time is passed in explicitly (seconds, any clock that does not run backwards under normal
+operation), so every rule of :class:`Gate` is tested without a middleware (``test/test_gate.py``);
+``gate_node.py`` only converts messages. The rules are also in docs/teleop.md, "The gate".
 """
 from __future__ import annotations
 
@@ -102,7 +72,31 @@ class GateOutput(NamedTuple):
 
 
 class Gate:
-    """Policy/teleop multiplexer with deadman, watchdog, joint and velocity limits."""
+    """Policy/teleop multiplexer with deadman, watchdog, joint and velocity limits.
+
+    Rules, in order of priority:
+
+    * Source: while the deadman is held (``on_engage(True)``) the teleop command drives the robot and every
+      step is an intervention; otherwise the policy does. After a release the gate holds until a policy
+      command arrives that was received *after* the release (the policy is told to replan; anything queued
+      before that belongs to the old plan).
+    * Watchdog: an active source whose newest command is older than ``stale_timeout_s`` is not used; the gate
+      holds.
+    * Hold: the previous output, or the measured joint position before any output. Without a measured
+      position the gate has no safe reference and outputs nothing.
+    * Episode start (``restart``): the world was reset (sim) or the robot was brought home between episodes,
+      so the previous output no longer describes the arm. The gate forgets it and every command of the
+      previous episode, and outputs nothing until a joint state measured after the restart arrives; it then
+      holds that position until a source sends a fresh command. Holding the old output instead would drive the
+      arm back to where the last episode ended. Only a joint state stamped at or after the restart
+      (``not_before``) counts: one measured before it shows the arm before the reset.
+    * Limits: every output is clipped to the joint limits, then its change from the previous output is clipped
+      to ``max_velocity * elapsed`` (elapsed capped at one control period), so a handover ramps instead of
+      jumping and two outputs close together cannot add up to more than the velocity limit.
+    * Runtime limit changes (``set_velocity_limits``, ``set_stale_timeout``): a tighter velocity limit applies
+      from the next output on; a wider one is reached by a linear ramp over ``WIDEN_RAMP_S``, so raising the
+      limit never lets a moving arm jump to the new speed.
+    """
 
     def __init__(self, config: GateConfig):
         self.config = config

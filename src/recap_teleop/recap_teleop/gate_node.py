@@ -1,25 +1,7 @@
 """The gate node: ``policy/joint_command`` or ``teleop/joint_command`` -> ``joint_command``.
 
-A thin shell around :class:`recap_teleop.gate.Gate` (the rules) and
-:class:`recap_teleop.gate.OutputClock` (when to publish). A command of the active
-source is forwarded as soon as it arrives, so the gate adds almost no latency;
-when the source is silent the node's own clock thread publishes at the control
-rate (hold, watchdog, ramps). Every published step carries ``intervention`` and
-``command_source`` (both latched, published just before the command) so the
-recorder can attribute it. A deadman release calls ``policy/reset``
-asynchronously; the gate holds until the policy sends a command after that.
-A new episode on ``episode/status`` restarts the gate (``Gate.restart``): the
-arm was reset, so it re-anchors on the next measured joint state instead of
-holding where the last episode ended.
-
-The gate measures elapsed time (velocity limit, watchdog, output rate) on the
-monotonic clock of its host, never on the node clock: ``use_sim_time`` is
-refused at startup and at runtime, and a jumping or simulated ROS clock cannot
-change how fast the arm may move. The node clock (wall time) only stamps the
-outputs and places joint states relative to the episode start: after a restart
-the gate anchors on a joint state stamped at or after the episode's
-``start_time`` (from ``episode/status``), and joint states stamped more than
-``future_stamp_tolerance_ms`` ahead of the node clock are refused and counted.
+A thin shell around :class:`recap_teleop.gate.Gate` (the rules) and :class:`recap_teleop.gate.OutputClock`
+(when to publish); what the node adds is in :class:`GateNode` and docs/teleop.md.
 """
 from __future__ import annotations
 
@@ -43,6 +25,22 @@ from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
 
 
 class GateNode(Node):
+    """A command of the active source is forwarded as soon as it arrives, so the gate adds almost no latency;
+    when the source is silent the node's own clock thread publishes at the control rate (hold, watchdog,
+    ramps). Every published step carries ``intervention`` and ``command_source`` (both latched, published just
+    before the command) so the recorder can attribute it. A deadman release calls ``policy/reset``
+    asynchronously; the gate holds until the policy sends a command after that. A new episode on
+    ``episode/status`` restarts the gate (``Gate.restart``): the arm was reset, so it re-anchors on the next
+    measured joint state instead of holding where the last episode ended.
+
+    The gate measures elapsed time (velocity limit, watchdog, output rate) on the monotonic clock of its host,
+    never on the node clock: ``use_sim_time`` is refused at startup and at runtime, and a jumping or simulated
+    ROS clock cannot change how fast the arm may move. The node clock (wall time) only stamps the outputs and
+    places joint states relative to the episode start: after a restart the gate anchors on a joint state
+    stamped at or after the episode's ``start_time`` (from ``episode/status``), and joint states stamped more
+    than ``future_stamp_tolerance_ms`` ahead of the node clock are refused and counted.
+    """
+
     def __init__(self, **kwargs):
         super().__init__("gate", **kwargs)
         self.station = declare_station(self, on_change={"joint_max_velocity": self._set_max_velocity})

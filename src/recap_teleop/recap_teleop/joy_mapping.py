@@ -70,7 +70,8 @@ class JoyMapping:
             raise ValueError(f"joy mapping: unknown actions {unknown}; known: {list(ACTIONS)}")
         for binding in self.jog + self.shifted_jog:
             if binding.joint not in self.joint_names:
-                raise ValueError(f"joy mapping: joint '{binding.joint}' is not a station joint {list(self.joint_names)}")
+                raise ValueError(f"joy mapping: joint '{binding.joint}' is not a station joint "
+                                 f"{list(self.joint_names)}")
             if binding.button is not None and binding.button in used:
                 raise ValueError(f"joy mapping: jog button {binding.button} is already '{used[binding.button]}'")
         if self.shifted_jog and self.shift_button is None:

@@ -1,14 +1,7 @@
 """Gamepad teleop: sensor_msgs/Joy -> deadman, episode buttons and jogged joint targets.
 
-While the deadman button is held the node publishes ``teleop/engage`` true (on
-the press and again at 2 Hz; false once on the release) and, at the control rate,
-``teleop/joint_command``: the measured ``joint_states`` at the press, moved by
-the jog velocities of the sticks/buttons. Episode buttons call
-``episode/start|success|failure|abort`` on the press. If the Joy stream stops
-for ``joy_timeout_s`` while engaged, the node releases (the ``joy`` driver
-repeats messages at 20 Hz by default, so silence means the pad is gone).
-
-The mapping is read from ``mapping_file`` (default ``joy_default.yaml`` next to this module).
+What each control does and when the node releases: :class:`JoyTeleopNode` and docs/teleop.md, "Gamepad". The
+mapping is read from ``mapping_file`` (default ``joy_default.yaml`` next to this module).
 """
 from __future__ import annotations
 
@@ -27,10 +20,19 @@ from recap_teleop.joy_mapping import ACTIONS, DEFAULT_MAPPING_FILE, JointJogger,
 
 
 class JoyTeleopNode(Node):
+    """While the deadman button is held the node publishes ``teleop/engage`` true (on the press and again at
+    2 Hz; false once on the release) and, at the control rate, ``teleop/joint_command``: the measured
+    ``joint_states`` at the press, moved by the jog velocities of the sticks/buttons. Episode buttons call
+    ``episode/start|success|failure|abort`` on the press. If the Joy stream stops for ``joy_timeout_s`` while
+    engaged, the node releases (the ``joy`` driver repeats messages at 20 Hz by default, so silence means the
+    pad is gone).
+    """
+
     def __init__(self, **kwargs):
         super().__init__("joy_teleop", **kwargs)
         self.station = declare_station(self)
-        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = the joy_default.yaml shipped with recap_teleop")
+        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = the joy_default.yaml "
+                               "shipped with recap_teleop")
         self.joy_timeout_s = declare(self, "joy_timeout_s", 1.0, "release when no Joy message arrives for this "
                                      "long while engaged (s; 0 = never)", min_value=0.0, max_value=60.0)
         joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy input topic")

@@ -1,14 +1,7 @@
 """ALOHA-style leader arms: the leader's JointState -> ``teleop/joint_command``.
 
-Each leader message is re-ordered into the station's joint order (the leader
-may name its joints differently and report extra ones), validated, and its two
-grippers mapped linearly from the leader's closed/open readings to the
-station's 0 (closed) .. 1 (open). It is passed through at once; the gate limits
-rate and velocity. Engage comes from the ``engaged`` parameter
-(``engage_source: parameter``; e.g. a foot pedal script sets it) or from a Joy
-deadman button (``engage_source: joy``). While engaged the node re-asserts
-``teleop/engage`` true at 2 Hz (so a gate that starts later learns it) and
-publishes false once on the release.
+The mapping to the station's joints is :class:`LeaderMapping`; engaging is in :class:`LeaderArmsNode` and
+docs/teleop.md, "Leader arms".
 """
 from __future__ import annotations
 
@@ -30,7 +23,12 @@ ENGAGE_SOURCES = ("parameter", "joy")
 
 
 class LeaderMapping:
-    """Leader joint names/positions -> ``[14]`` station command (pure; no ROS)."""
+    """Leader joint names/positions -> ``[14]`` station command (pure; no ROS).
+
+    Each leader message is re-ordered into the station's joint order (the leader may name its joints
+    differently and report extra ones), validated, and its two grippers mapped linearly from the leader's
+    closed/open readings to the station's 0 (closed) .. 1 (open).
+    """
 
     def __init__(self, leader_names: Sequence[str], gripper_closed: float, gripper_open: float,
                  gripper_indices: Sequence[int] = GRIPPER_INDICES):
@@ -70,6 +68,12 @@ class LeaderMapping:
 
 
 class LeaderArmsNode(Node):
+    """A leader message is passed through at once; the gate limits rate and velocity. Engage comes from the
+    ``engaged`` parameter (``engage_source: parameter``; e.g. a foot pedal script sets it) or from a Joy
+    deadman button (``engage_source: joy``). While engaged the node re-asserts ``teleop/engage`` true at 2 Hz
+    (so a gate that starts later learns it) and publishes false once on the release.
+    """
+
     def __init__(self, **kwargs):
         super().__init__("leader_arms", **kwargs)
         self.station = declare_station(self)

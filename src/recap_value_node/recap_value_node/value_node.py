@@ -1,17 +1,6 @@
 """Live value node: observations -> the value stream operators watch in rviz.
 
-At ``rate_hz`` it evaluates the value model on the newest observation (on a
-worker thread) and publishes ``value/estimate`` (normalised value in [-1, 0]),
-``value/distribution`` (201 bin probabilities), ``value/markers`` (a bar, a text
-label and the recent history, for rviz's MarkerArray display) and
-``value/plot`` (the value over the last ``history_s`` seconds as an image, for
-rviz's Image display). ``value/status`` carries an alert when the value falls
-by more than ``alert_drop`` within ``alert_window_s``. Stale observations or a
-bad checkpoint: nothing is published except the status saying why (a stamp
-from the future cannot keep an observation fresh, see
-``recap_ros.observation``). A runtime ``checkpoint`` that does not fit the
-station is refused; one that fails to load leaves the old model running with
-the status at ERROR. Parameters are applied at runtime or refused.
+What it publishes, and when it publishes nothing: :class:`ValueNode` and docs/nodes.md, "Value node".
 """
 from __future__ import annotations
 
@@ -34,6 +23,19 @@ from recap_value_node.monitor import AlertConfig, ValueHistory, render_plot
 
 
 class ValueNode(ModelServingNode):
+    """At ``rate_hz`` it evaluates the value model on the newest observation (on a worker thread) and publishes
+    ``value/estimate`` (normalised value in [-1, 0]), ``value/distribution`` (201 bin probabilities),
+    ``value/markers`` (a bar, a text label and the recent history, for rviz's MarkerArray display) and
+    ``value/plot`` (the value over the last ``history_s`` seconds as an image, for rviz's Image display).
+    ``value/status`` carries an alert when the value falls by more than ``alert_drop`` within
+    ``alert_window_s``.
+
+    Stale observations or a bad checkpoint: nothing is published except the status saying why (a stamp from
+    the future cannot keep an observation fresh, see ``recap_ros.observation``). A runtime ``checkpoint`` that
+    does not fit the station is refused; one that fails to load leaves the old model running with the status
+    at ERROR. Parameters are applied at runtime or refused.
+    """
+
     KIND = "value"
 
     def __init__(self, **kwargs):

@@ -1,11 +1,8 @@
 """The RECAP dataset: LeRobotDataset v3 layout plus RECAP columns (see docs/dataset.md).
 
-``recap_core.data.writer`` (DatasetWriter) and ``recap_core.data.meta``
-(load_episodes, load_tasks, load_stats, check_dataset) need only numpy, pyarrow
-and Pillow, so ROS-side code such as the bag converter can import them without
-torch; ``recap_core.data.reader`` (RecapDataset, load_frames_table,
-write_labels) imports torch. A damaged dataset raises ``DatasetError``. Names
-are re-exported lazily so that importing this package pulls in neither.
+The writer and the metadata readers need only numpy, pyarrow and Pillow, so the bag converter imports them
+without torch; the reader's torch Dataset needs torch. Names are re-exported lazily so that importing this
+package pulls in neither. A damaged dataset raises ``DatasetError``.
 """
 from __future__ import annotations
 

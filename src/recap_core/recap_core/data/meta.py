@@ -1,11 +1,7 @@
 """A dataset's metadata (tasks, episodes, stats) read and checked; pyarrow only, no torch.
 
-Every defect a reader can meet (a metadata file missing, unreadable or
-disagreeing with ``meta/info.json``) raises :class:`DatasetError` naming the
-file and what to do, never a pyarrow traceback. :func:`check_dataset` checks
-a whole dataset's metadata and its data files' row counts without reading any
-frame, so a writer (``DatasetWriter``, ``recap convert``) refuses to append to
-a damaged dataset instead of building on it.
+Every defect (a metadata file missing, unreadable or disagreeing with ``meta/info.json``) raises
+:class:`DatasetError` naming the file and what to do, never a pyarrow traceback.
 """
 from __future__ import annotations
 
@@ -123,7 +119,9 @@ def check_dataset(root: str | Path) -> dict:
 
     info.json, tasks, episodes and stats must be readable and agree (episode indices, frame ranges and totals,
     task indices), and every data file an episode names must exist with as many rows as its episodes have.
-    FileNotFoundError when ``root`` is no dataset at all, DatasetError for anything damaged.
+    FileNotFoundError when ``root`` is no dataset at all, DatasetError for anything damaged. No frame is read,
+    so a writer (``DatasetWriter``, ``recap convert``) checks first and refuses to append to a damaged dataset
+    instead of building on it.
     """
     root = Path(root)
     info = schema.load_info(root)

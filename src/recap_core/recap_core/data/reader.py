@@ -1,10 +1,8 @@
 """Reading RECAP datasets: metadata, the frame table, labels, and the torch Dataset.
 
-``load_frames_table``, ``load_episodes`` and ``write_labels`` need only
-pyarrow (the metadata readers live in the torch-free ``recap_core.data.meta``);
-``RecapDataset`` is the training view (torch tensors, action chunks, images
-decoded and resized on the fly, optionally cached). A damaged dataset raises
-:class:`DatasetError` naming the file, not a pyarrow traceback.
+``load_frames_table``, ``load_episodes`` and ``write_labels`` need only pyarrow; ``RecapDataset`` is the
+training view (tensors, action chunks, images decoded and resized on the fly, optionally cached). A damaged
+dataset raises :class:`DatasetError` naming the file (docs/dataset.md, "Reading").
 """
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
 """What a RECAP dataset looks like on disk (LeRobotDataset v3 layout + RECAP columns).
 
-Layout (paths relative to the dataset root; see docs/dataset.md)::
-
-    meta/info.json                                 fps, features, path templates, totals, "recap" block
-    meta/stats.json                                per-feature min/max/mean/std/count
-    meta/tasks.parquet                             task (string) -> task_index
-    meta/episodes/chunk-000/file-000.parquet       one row per episode (lengths, offsets, RECAP metadata)
-    data/chunk-000/file-000.parquet                one row per frame, images embedded per camera
-
-This module holds the constants, the feature table, the validated configs
-(``RecapConfig``, ``EpisodeMetadata``) and how one image cell is encoded and
-decoded. It imports neither torch nor rclpy.
+The constants, the feature table, the validated configs (``RecapConfig``, ``EpisodeMetadata``) and how one
+image cell is encoded and decoded; the layout they describe is in docs/dataset.md. No torch, no rclpy.
 """
 from __future__ import annotations
 
@@ -28,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from recap_core.errors import UserError
-from recap_core.station import DEFAULT_CAMERAS, JOINT_NAMES, NUM_JOINTS
+from recap_core.station import JOINT_NAMES, NUM_JOINTS
 
 CODEBASE_VERSION = "v3.0"
 RECAP_FORMAT_VERSION = 1

@@ -1,27 +1,7 @@
-"""Small synthetic RECAP datasets written through the real DatasetWriter.
+"""Small synthetic RECAP datasets written through the real DatasetWriter, for learning-side tests.
 
-For learning-side tests before real bags exist. Two generators:
-
-``make_synthetic_dataset`` ("reach"): a point moves in the plane towards a
-goal. ``observation.state`` dims 0-1 are the point, dims 2-3 the goal, the
-rest 0; ``action`` is the next position target (absolute, like joint targets).
-Each camera renders the point (white) and goal (red) on a dark background with
-a per-camera tint. Episodes end in success when the point is within
-``SUCCESS_RADIUS`` of the goal, and in failure at ``max_episode_length``.
-Three kinds of episode: ``demo`` (an expert heads straight at the goal, always
-succeeds), ``rollout`` (a noisy policy; some time out) and corrected
-``rollout`` (the noisy policy, then an ``is_intervention`` segment in which the
-expert steers). Steps-to-go of expert behaviour is distance / speed, so a
-value model can learn it from the observation.
-
-``make_bimodal_dataset``: a point on a line, ``x`` in [-1, 1], every state dim
-equal to ``x``. At every state there are two action modes: ``+STEP`` in all 14
-dims (towards the goal at ``x = GOAL_X``: "good") or ``-STEP`` (towards a wall
-at -1: "bad"). Each episode draws, per segment of ``segment_length`` steps, the
-good mode with its own probability from ``good_probabilities``; by default
-episodes are all-good (succeed in ~20 steps) or all-bad (pressed against the
-wall until they fail). A policy conditioned on "Advantage: positive" should
-put more mass on the good mode: :func:`bimodal_good_mode` tells them apart.
+Two generators, described in their docstrings and in docs/dataset.md ("Synthetic datasets"):
+:func:`make_synthetic_dataset` ("reach") and :func:`make_bimodal_dataset` (two action modes).
 """
 from __future__ import annotations
 
@@ -108,7 +88,17 @@ def make_synthetic_dataset(root: str | Path, *, num_episodes: int, task: str = "
                            seed: int = 0, max_episode_length: int = 80,
                            cameras: Sequence[str] = DEFAULT_CAMERAS, fps: int = 50,
                            demo_fraction: float = 0.4, corrected_fraction: float = 0.2) -> Path:
-    """Write (or append) ``num_episodes`` "reach" episodes to ``root``; returns ``root``."""
+    """Write (or append) ``num_episodes`` "reach" episodes to ``root``; returns ``root``.
+
+    A point moves in the plane towards a goal. ``observation.state`` dims 0-1 are the point, dims 2-3 the goal,
+    the rest 0; ``action`` is the next position target (absolute, like joint targets). Each camera renders the
+    point (white) and goal (red) on a dark background with a per-camera tint. Episodes end in success when the
+    point is within ``SUCCESS_RADIUS`` of the goal, and in failure at ``max_episode_length``. Three kinds of
+    episode: ``demo`` (an expert heads straight at the goal, always succeeds), ``rollout`` (a noisy policy;
+    some time out) and corrected ``rollout`` (the noisy policy, then an ``is_intervention`` segment in which
+    the expert steers). Steps-to-go of expert behaviour is distance / speed, so a value model can learn it
+    from the observation.
+    """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     if not (0 <= demo_fraction and 0 <= corrected_fraction and demo_fraction + corrected_fraction <= 1):
@@ -156,8 +146,13 @@ def make_bimodal_dataset(root: str | Path, *, num_episodes: int, task: str = "mo
                          cameras: Sequence[str] = DEFAULT_CAMERAS, fps: int = 50) -> Path:
     """Write (or append) ``num_episodes`` two-mode episodes to ``root``; returns ``root``.
 
-    Each episode's chance of choosing the good mode is drawn uniformly from
-    ``good_probabilities``; the mode is redrawn every ``segment_length`` steps.
+    A point on a line, ``x`` in [-1, 1], every state dim equal to ``x``. At every state there are two action
+    modes: ``+STEP`` in all 14 dims (towards the goal at ``x = GOAL_X``: "good") or ``-STEP`` (towards a wall
+    at -1: "bad"). Each episode's chance of choosing the good mode is drawn uniformly from
+    ``good_probabilities``; the mode is redrawn every ``segment_length`` steps. By default episodes are
+    all-good (succeed in ~20 steps) or all-bad (pressed against the wall until they fail). A policy
+    conditioned on "Advantage: positive" should put more mass on the good mode: :func:`bimodal_good_mode`
+    tells them apart.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")

@@ -1,17 +1,7 @@
 """The one writer of RECAP datasets: create a dataset or append episodes to one.
 
-A writer session (open -> add_episode... -> close) is one transaction:
-
-* frames stream into new data files written under hidden ``.partial`` names
-  (a new ``file-NNN`` after the last one on disk; old data files are never
-  opened for writing), rolling over at ``data_files_size_in_mb``;
-* ``close()`` renames them into place, then writes a new episodes-metadata
-  file, ``tasks.parquet``, ``stats.json`` and, last, ``info.json``.
-
-A crash before ``close()`` leaves the dataset as it was; the next writer
-deletes the dead one's partial files. A lock file stops two writers working on
-one dataset at once.
-Imports neither torch nor rclpy, so the bag converter can use it.
+A writer session is one transaction (see :class:`DatasetWriter` and docs/dataset.md, "Writing"). Imports
+neither torch nor rclpy, so the bag converter can use it.
 """
 from __future__ import annotations
 
@@ -118,6 +108,13 @@ def _intervention_segments(is_intervention: np.ndarray) -> int:
 class DatasetWriter:
     """Create a RECAP dataset at ``root`` or open an existing one to append episodes (a damaged one is refused
     with a :class:`~recap_core.data.schema.DatasetError`: :func:`~recap_core.data.meta.check_dataset`).
+
+    A session (open -> add_episode... -> close) is one transaction: frames stream into new data files under
+    hidden ``.partial`` names (a new ``file-NNN`` after the last one on disk; old data files are never opened
+    for writing), rolling over at ``data_files_size_in_mb``; ``close()`` renames them into place, then writes a
+    new episodes-metadata file, ``tasks.parquet``, ``stats.json`` and, last, ``info.json``. A crash before
+    ``close()`` leaves the dataset as it was; the next writer deletes the dead one's partial files. A lock file
+    stops two writers working on one dataset at once.
 
     ``c_fail`` and ``max_episode_length`` (one limit, or a mapping task -> limit)
     set the reward normalisation of a new dataset; on an existing one they must

@@ -1,11 +1,8 @@
 """RECAP models: the pi0-style flow-matching policy, the distributional value model, their runners.
 
-See docs/learning.md. Names are re-exported lazily so that reading a config
-does not import transformers.
-
-* ``get_config(name, kind)``: named configs ``tiny`` / ``small`` / ``pretrained``
-* ``RecapPolicy``, ``RecapValue``: the ``nn.Module``s
-* ``PolicyRunner``, ``ValueRunner``: ``from_checkpoint(dir)``, ``infer(obs) -> dict``, ``reset()``
+``get_config(name, kind)`` (``tiny`` / ``small`` / ``pretrained``), the ``nn.Module``s ``RecapPolicy`` and
+``RecapValue``, and ``PolicyRunner`` / ``ValueRunner`` (``from_checkpoint``, ``infer``, ``reset``); see
+docs/learning.md. Names are re-exported lazily so that reading a config does not import transformers.
 """
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
 """The vision-language backbone shared by the policy and the value model.
 
-A Gemma 3 family model built from transformers parts: a SigLIP vision tower,
-Gemma 3's multimodal projector (average-pools the patch grid to
-``tokens_per_image`` tokens) and the Gemma 3 text model run over the whole
-prefix with bidirectional attention (prefix-LM, like PaliGemma in pi0).
-
-Small configs are built with random weights offline; ``pretrained_dir`` loads
-real ``Gemma3ForConditionalGeneration`` weights from a local directory.
-Nothing is downloaded.
+A Gemma 3 family model built from transformers parts (SigLIP vision tower, multimodal projector, text model
+with prefix-LM attention); see :class:`VisionLanguageBackbone` and docs/learning.md §2.
 """
 from __future__ import annotations
 
@@ -116,7 +110,14 @@ class ConvStem(nn.Sequential):
 
 
 class VisionLanguageBackbone(nn.Module):
-    """SigLIP + Gemma 3 text model encoding ``[image tokens ; extra tokens ; prompt tokens]``."""
+    """SigLIP + Gemma 3 text model encoding ``[image tokens ; extra tokens ; prompt tokens]``.
+
+    The SigLIP vision tower's patches go through Gemma 3's multimodal projector (average-pooled to
+    ``tokens_per_image`` tokens per camera), then the Gemma 3 text model runs over the whole prefix with
+    bidirectional attention (prefix-LM, like PaliGemma in pi0). Small configs are built with random weights
+    offline; ``pretrained_dir`` loads real ``Gemma3ForConditionalGeneration`` weights from a local directory.
+    Nothing is downloaded.
+    """
 
     def __init__(self, config: BackboneConfig, *, load_pretrained_weights: bool = False):
         super().__init__()

@@ -39,7 +39,9 @@ class BackboneConfig:
     convolution, what pretrained weights have); ``"conv"`` replaces it with a
     stack of stride-2 3x3 convolutions ending on the same patch grid ("early
     convolutions", Xiao et al. 2021). Trained from scratch, only the conv stem
-    learns to locate a few-pixel object (docs/experiment.md).
+    learns to locate a few-pixel object: SigLIP's single patch convolution
+    puts the whole object inside one patch (docs/learning.md §2; the probes:
+    docs/lab/, scene-conditioning).
     """
 
     image_size: int = 32
@@ -110,14 +112,16 @@ class ExpertConfig:
     tokens (flattened, RMS-normalised) to each action token, a global
     observation vector in the manner of Diffusion Policy's conditioning. Small
     models trained from scratch otherwise learn the demonstrations' marginal
-    over targets and ignore where the object is (docs/experiment.md).
+    over targets and ignore where the object is (docs/learning.md §2; the
+    probes: docs/lab/, scene-conditioning).
 
     ``advantage_embedding``: also add a learned vector per advantage
     condition (none / positive / negative) to each action token, besides the
     ``Advantage: ...`` text of the prompt. A small backbone barely reads those
-    few text tokens: in ``runs/full_d`` the chunks under "positive" and
+    few text tokens: without the embedding the chunks under "positive" and
     "negative" differed by half as much as two noise draws, so classifier-free
-    guidance had nothing to amplify (docs/experiment.md). Zero-initialised.
+    guidance had nothing to amplify (docs/experiment.md, Protocol; the
+    measurements: docs/lab/, batch-mix). Zero-initialised.
     """
 
     width: int = 32

@@ -1,11 +1,5 @@
-"""The flow-matching action expert (pi0 style).
-
-A narrow transformer over the noisy action chunk. Its layer ``i`` attends to
-``[prefix K/V of backbone layer i ; its own K/V]`` (keys carry the backbone's
-rotary positions; the chunk takes the positions right after the prefix), and
-the chunk's tokens attend to each other bidirectionally. Since the prefix
-K/V do not depend on the noisy actions they are computed once per chunk and
-reused by every Euler step.
+"""The flow-matching action expert (pi0 style): a narrow transformer over the noisy action chunk that
+reads the backbone's prefix keys/values layer by layer (:class:`ActionExpert`).
 """
 from __future__ import annotations
 
@@ -93,7 +87,13 @@ class ExpertContext:
 
 
 class ActionExpert(nn.Module):
-    """Noisy chunk ``[B, H, A]`` + flow time ``[B]`` + prefix context -> velocity ``[B, H, A]``."""
+    """Noisy chunk ``[B, H, A]`` + flow time ``[B]`` + prefix context -> velocity ``[B, H, A]``.
+
+    Layer ``i`` attends to ``[prefix K/V of backbone layer i ; its own K/V]`` (keys carry the backbone's rotary
+    positions; the chunk takes the positions right after the prefix), and the chunk's tokens attend to each
+    other bidirectionally. The prefix K/V do not depend on the noisy actions, so they are computed once per
+    chunk (:class:`ExpertContext`) and reused by every Euler step.
+    """
 
     def __init__(self, expert: ExpertConfig, backbone: BackboneConfig, action_dim: int, horizon: int,
                  num_cameras: int = 1):

@@ -1,16 +1,8 @@
 """Flow-matching math as stateless functions (paper Sec. V-B, Appendix C).
 
-Sign convention (the paper's, not openpi's): flow time ``eta`` runs from 0
-(pure noise ``w``) to 1 (the action chunk ``a``)::
-
-    a_eta = eta * a + (1 - eta) * w,     w ~ N(0, I)
-    target velocity  u = d a_eta / d eta = a - w
-
-Sampling integrates ``dx/d eta = v(x, eta)`` with Euler steps from ``eta = 0``
-to ``eta = 1``. openpi uses ``t = 1 - eta`` (noise at t=1) and predicts
-``w - a``; the two are the same model up to that substitution.
-
-Shapes: chunks are ``[B, H, A]`` (batch, horizon, action dims), times ``[B]``.
+The paper's sign convention, not openpi's: flow time ``eta`` runs from 0 (noise ``w``) to 1 (the chunk ``a``),
+``a_eta = eta * a + (1 - eta) * w``, target velocity ``u = a - w`` (docs/learning.md §3). Chunks are
+``[B, H, A]`` (batch, horizon, action dims), times ``[B]``.
 """
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
 """The RECAP policy: backbone prefix + flow-matching action expert (pi0 style, paper Sec. V-A/B).
 
-Inputs at the model boundary (already pre-processed, see ``processor.py``):
-
-* ``images`` ``[B, N, 3, S, S]`` float in [-1, 1], cameras in ``config.cameras`` order
-* ``state`` ``[B, state_dim]`` normalised joint state
-* ``prompt_ids`` / ``prompt_mask`` ``[B, L]`` tokenised ``"<task>\\nAdvantage: ..."`` (right padded)
-* ``actions`` ``[B, H, action_dim]`` normalised chunk, ``action_is_pad`` ``[B, H]`` (training)
-* ``state_keep`` ``[B]`` bool (training, optional): False zeroes that sample's state token (state dropout)
-* ``advantage_code`` ``long [B]`` (0 none, 1 positive, 2 negative): the same condition as the prompt's text,
-  for an expert with ``advantage_embedding``
-
-Prefix layout: ``[image tokens (N * tokens_per_image) ; state token ; prompt tokens]``.
+Its inputs are :class:`PolicyInputs`, already pre-processed (``processor.py``); the architecture is in
+docs/learning.md §2.
 """
 from __future__ import annotations
 
@@ -28,7 +19,17 @@ from recap_core.models.flow import (euler_integrate, flow_matching_loss, guided_
 
 @dataclasses.dataclass
 class PolicyInputs:
-    """A pre-processed batch; see the module docstring for shapes."""
+    """A pre-processed batch, the policy's inputs at the model boundary.
+
+    * ``images`` ``[B, N, 3, S, S]`` float in [-1, 1], cameras in ``config.cameras`` order
+    * ``state`` ``[B, state_dim]`` normalised joint state
+    * ``prompt_ids`` / ``prompt_mask`` ``[B, L]`` tokenised ``"<task>\\nAdvantage: ..."`` (right padded)
+    * ``actions`` ``[B, H, action_dim]`` normalised chunk, ``action_is_pad`` ``[B, H]`` (training)
+    * ``sample_weight`` ``[B]`` (training, optional): per-sample loss weight (AWR)
+    * ``state_keep`` ``[B]`` bool (training, optional): False zeroes that sample's state token (state dropout)
+    * ``advantage_code`` ``long [B]`` (0 none, 1 positive, 2 negative): the same condition as the prompt's
+      text, for an expert with ``advantage_embedding``
+    """
 
     images: torch.Tensor
     state: torch.Tensor
@@ -46,6 +47,9 @@ class PolicyInputs:
 
 
 class RecapPolicy(nn.Module):
+    """Prefix ``[image tokens (N * tokens_per_image) ; state token ; prompt tokens]`` through the backbone,
+    then the action expert on the noisy chunk (:class:`PolicyInputs` for the shapes)."""
+
     def __init__(self, config: PolicyConfig, *, load_pretrained_weights: bool = False):
         super().__init__()
         self.config = config

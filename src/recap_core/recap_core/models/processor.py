@@ -1,21 +1,7 @@
 """Pre- and post-processing as ordered, named steps saved with a checkpoint (lerobot processor / openpi transforms).
 
-A *frame batch* is a dict flowing through the steps::
-
-    "images":  {cam: uint8 [B, 3, h, w]}   -> after ``images``: "pixels" float [B, N, 3, S, S] in [-1, 1]
-    "state":   float [B, 14] raw joints    -> after ``normalise_state``: "state_normalised"
-    "actions": float [B, H, 14] (training) -> after ``relative_actions`` + ``normalise_actions``: normalised
-    "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L],
-                                              "advantage_code" long [B] (0 none, 1 positive, 2 negative)
-
-Post-processing turns the model's normalised chunk ``[B, H, 14]`` back into
-absolute joint targets (``unnormalise_actions`` then ``absolute_actions``).
-The step list is stored in ``processor.json``; statistics in
-``normalization.json``; nothing in either is executed.
-
-Actions are learned relative to the current state on the arm joints and
-absolute on the grippers (openpi's Aloha convention): at 50 Hz a chunk moves
-the arms a little around where they are, so deltas normalise to a useful scale.
+The step list is stored in ``processor.json``, statistics in ``normalization.json``; nothing in either is
+executed. What each step does: :class:`Processor` and docs/learning.md §2.
 """
 from __future__ import annotations
 
@@ -32,7 +18,8 @@ from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 #: The smallest spread a state or action dimension is normalised by (rad for the arm joints; the grippers'
 #: spread is ~0.2-0.4). A joint the demonstrations barely move (std 0.005 rad: a forearm roll held still)
 #: would otherwise make a rollout's 0.3 rad drift a 30-sigma state and the correction that undoes it a
-#: 30-sigma flow target (runs/full_d: p99 of 14-28 sigma on that joint in rollouts, loss spikes of 10x).
+#: 30-sigma flow target (with a floor of 0.01: p99 of 14-28 sigma on that joint in rollouts and loss spikes of
+#: 10x; see docs/lab/, batch-mix).
 #: New checkpoints record it in their normalise steps (``std_floor``); a fine-tune keeps its parent's.
 STD_FLOOR = 0.05
 #: What a normalise step without ``std_floor`` means (checkpoints written before it was recorded).
@@ -43,7 +30,11 @@ RELATIVE_ACTION_KEY = "action.relative"
 
 
 def default_relative_mask(dim: int = NUM_JOINTS) -> list[bool]:
-    """Which action dims are learned relative to the state: all but the grippers."""
+    """Which action dims are learned relative to the state: all but the grippers.
+
+    openpi's Aloha convention: at 50 Hz a chunk moves the arms a little around where they are, so deltas
+    normalise to a useful scale; the grippers stay absolute.
+    """
     return [i not in GRIPPER_INDICES for i in range(dim)]
 
 
@@ -53,8 +44,9 @@ def absolute_still_joints(mask: Sequence[bool], state_std: Sequence[float], stil
     A relative-action policy predicts "stay where you are" on a joint its
     demonstrations hold still, so its sampling noise accumulates with nothing
     pulling the joint back, and a joint pushed off by contact stays off. An
-    absolute target on that joint is the held value, a restoring command
-    (runs/full_g: the right forearm roll commanded within 0.013 rad of it).
+    absolute target on that joint is the held value, a restoring command (with
+    it the right forearm roll was commanded within 0.013 rad of its held angle
+    in rollouts; see docs/lab/, batch-mix).
     """
     std = np.asarray(state_std, dtype=np.float64).reshape(-1)
     if len(std) != len(mask) or not np.all(np.isfinite(std)):
@@ -120,7 +112,19 @@ class Normaliser:
 
 
 class Processor:
-    """Runs the configured steps. ``steps`` is the JSON list from ``processor.json``."""
+    """Runs the configured steps. ``steps`` is the JSON list from ``processor.json``.
+
+    A *frame batch* is a dict flowing through the steps::
+
+        "images":  {cam: uint8 [B, 3, h, w]}   -> after ``images``: "pixels" float [B, N, 3, S, S] in [-1, 1]
+        "state":   float [B, 14] raw joints    -> after ``normalise_state``: "state_normalised"
+        "actions": float [B, H, 14] (training) -> after ``relative_actions`` + ``normalise_actions``: normalised
+        "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L],
+                                                  "advantage_code" long [B] (0 none, 1 positive, 2 negative)
+
+    Post-processing turns the model's normalised chunk ``[B, H, 14]`` back into absolute joint targets
+    (``unnormalise_actions`` then ``absolute_actions``).
+    """
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], stats: Mapping[str, Mapping[str, Any]],
                  prompt_tokenizer: PromptTokenizer | None):

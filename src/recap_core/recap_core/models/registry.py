@@ -1,13 +1,8 @@
 """Named model configs behind one :func:`get_config` (openpi ``training/config.py`` style).
 
-=============  ==========================================================================
-``tiny``        tests: ~0.2M params, 3 cameras at 32 px, seconds to train on CPU
-``small``       CPU demos: a few M params, 3 cameras at 96 px
-``pretrained``  real Gemma 3 weights from a local directory (``pretrained_dir``); GPU
-=============  ==========================================================================
-
-The value model of each name is a smaller backbone of the same family (paper
-Sec. V-C: 670M value vs the policy's larger VLM).
+``tiny`` (tests), ``small`` (CPU demos) and ``pretrained`` (real Gemma 3 weights from a local directory; GPU);
+their sizes are in docs/learning.md §4. The value model of each name is a smaller backbone of the same family
+(paper Sec. V-C: 670M value vs the policy's larger VLM).
 """
 from __future__ import annotations
 
@@ -24,7 +19,8 @@ _SMALL_BACKBONE = BackboneConfig(
     vision_num_heads=4, tokens_per_image=9, vocab_size=768, hidden_size=192, intermediate_size=768,
     num_layers=4, num_heads=4, num_kv_heads=1, head_dim=48)
 # From scratch the small policy reads the cube only through a conv stem and the expert's image conditioning
-# (docs/experiment.md, "The policy does not read the scene"); the value model keeps the plain backbone.
+# (with the patch stem alone it sampled the same targets wherever the cube was; see docs/lab/,
+# scene-conditioning); the value model keeps the plain backbone.
 _SMALL_POLICY_BACKBONE = dataclasses.replace(_SMALL_BACKBONE, vision_stem="conv")
 
 _POLICY_CONFIGS: dict[str, PolicyConfig] = {

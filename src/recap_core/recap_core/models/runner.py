@@ -1,11 +1,7 @@
 """Inference objects: a checkpoint + its processor behind ``infer(obs) -> dict`` and ``reset()``.
 
-Observation (what a ROS node builds from its messages)::
-
-    {"images": {cam: uint8 [h, w, 3] numpy (any size)}, "state": [14] joint positions, "task": str}
-
-optionally with the runtime knobs ``beta``, ``advantage`` and ``seed`` (the
-keyword arguments of :meth:`PolicyRunner.infer` take precedence).
+The observation a ROS node builds from its messages and the runtime knobs are in docs/learning.md §1 and
+:func:`observation_to_frames`.
 """
 from __future__ import annotations
 
@@ -24,7 +20,15 @@ _UNSET = object()
 
 
 def observation_to_frames(obs: Mapping[str, Any], cameras, state_dim: int) -> dict:
-    """One observation -> a frame batch of size 1 for :class:`Processor` (validated)."""
+    """One observation -> a frame batch of size 1 for :class:`Processor` (validated).
+
+    ``obs`` is what a ROS node builds from its messages::
+
+        {"images": {cam: uint8 [h, w, 3] numpy (any size)}, "state": [14] joint positions, "task": str}
+
+    optionally with the runtime knobs ``beta``, ``advantage`` and ``seed`` (the keyword arguments of
+    :meth:`PolicyRunner.infer` take precedence).
+    """
     if not isinstance(obs, Mapping):
         raise TypeError(f"observation must be a dict with images, state and task; got {type(obs).__name__}")
     missing = [k for k in ("images", "state", "task") if k not in obs]

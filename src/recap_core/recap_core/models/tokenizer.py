@@ -1,13 +1,7 @@
-"""Prompt text and its tokenizer.
+"""Prompt text (:func:`format_prompt`) and its tokenizer (:class:`PromptTokenizer`).
 
-The prompt is the task, then (RECAP) the advantage text on its own line::
-
-    "<task>\\nAdvantage: positive"   |   "<task>\\nAdvantage: negative"   |   "<task>"  (dropped)
-
-Small configs use a byte-level BPE trained in code (milliseconds, offline),
-wrapped in ``PreTrainedTokenizerFast`` and saved as plain ``tokenizer.json``;
-a pretrained backbone brings its own ``tokenizer.json``. Loading reads JSON
-only (no pickled or remote code).
+Small configs use a byte-level BPE trained in code (milliseconds, offline), saved as plain ``tokenizer.json``;
+a pretrained backbone brings its own. Loading reads JSON only (no pickled or remote code).
 """
 from __future__ import annotations
 
@@ -34,7 +28,12 @@ _SEED_CORPUS = (
 
 
 def format_prompt(task: str, advantage: str | None) -> str:
-    """The prompt text for ``task`` with ``advantage`` in {"positive", "negative", None (no text)}."""
+    """The prompt text for ``task`` with ``advantage`` in {"positive", "negative", None (no text)}.
+
+    The task, then (RECAP) the advantage text on its own line::
+
+        "<task>\\nAdvantage: positive"   |   "<task>\\nAdvantage: negative"   |   "<task>"  (dropped)
+    """
     if advantage is None:
         return task
     if advantage not in ADVANTAGE_VALUES:
@@ -43,7 +42,8 @@ def format_prompt(task: str, advantage: str | None) -> str:
 
 
 def train_prompt_tokenizer(texts: Iterable[str] = (), vocab_size: int = 384) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of ``vocab_size`` ids on ``texts`` plus the seed corpus (deterministic)."""
+    """Train a byte-level BPE of ``vocab_size`` ids on ``texts`` plus the seed corpus (deterministic), wrapped
+    in ``PreTrainedTokenizerFast``."""
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} "
                          f"(256 byte symbols + specials), got {vocab_size}")

@@ -1,13 +1,7 @@
-"""The distributional value model (paper Sec. IV-A, V-C).
+"""The distributional value model (paper Sec. IV-A, V-C): :class:`RecapValue` and its loss.
 
-Same backbone family as the policy (a smaller one), same language input (the
-task prompt, no advantage text). Prefix: ``[image tokens ; state token ;
-readout token ; prompt tokens]``; the readout token's final hidden state goes
-through an MLP to ``num_bins`` logits over normalised returns in [-1, 0]
-(bin centres from :func:`recap_core.rl.bin_centers`).
-
-Boundary shapes: ``images`` ``[B, N, 3, S, S]``, ``state`` ``[B, state_dim]``,
-``prompt_ids``/``prompt_mask`` ``[B, L]`` -> logits ``[B, num_bins]``.
+Same backbone family as the policy (a smaller one), the task prompt without advantage text, and ``num_bins``
+logits over normalised returns in [-1, 0] (docs/learning.md §2).
 """
 from __future__ import annotations
 
@@ -21,6 +15,13 @@ from recap_core.models.configuration import ValueConfig
 
 
 class RecapValue(nn.Module):
+    """Prefix ``[image tokens ; state token ; readout token ; prompt tokens]``; the readout token's final hidden
+    state goes through an MLP to ``num_bins`` logits (bin centres from :func:`recap_core.rl.bin_centers`).
+
+    Boundary shapes: ``images`` ``[B, N, 3, S, S]``, ``state`` ``[B, state_dim]``, ``prompt_ids`` /
+    ``prompt_mask`` ``[B, L]`` -> logits ``[B, num_bins]``.
+    """
+
     def __init__(self, config: ValueConfig, *, load_pretrained_weights: bool = False):
         super().__init__()
         self.config = config

@@ -1,6 +1,6 @@
-"""Training commands: ``recap train-value``, ``recap label``, ``recap train-policy``, ``recap iterate``.
+"""Training: the ``recap train-value``, ``recap label``, ``recap train-policy`` and ``recap iterate`` commands.
 
-Each ``*_cli`` module exposes ``add_arguments(parser)`` and ``run(args) -> int``
-(registered in ``recap_core.cli``) and a plain function doing the work, so the
-commands compose (``iterate`` calls the other three) and test without a shell.
+Each ``*_cli`` module holds only its command's arguments and output; the work is in a library module
+(``value_training``, ``labelling``, ``policy_training``, ``iteration``), so the commands compose and test
+without a shell.
 """

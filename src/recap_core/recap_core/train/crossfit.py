@@ -1,38 +1,8 @@
 """Cross-fitted values: every episode's value comes from a model that never trained on it.
 
-Why. A value function trained on a few dozen episodes recognises each of them
-(in sim every episode has its own cube pose; on a station its own scene) and
-learns that episode's own return. Labelled with such a model, ``V(o_t)`` is
-close to the episode's realised return-to-go, so the N-step advantage
-``sum r + V(o_{t+N}) - V(o_t)`` collapses to fitting noise: a slow, fumbling
-demonstration and a clean one both come out at ~0, and the improvement
-indicator no longer says which actions were better. The paper's value model
-sees far more data than it can memorise; on a lab's few episodes it does not.
-
-How. Episodes are split into ``K`` folds, each held out from one fold model.
-An episode keeps its fold for good: ``recap train-value --folds K --init C``
-keeps every episode C's folds held out where C held it out (so C's fold model
-never saw it and the new one, fine-tuned from it, does not either), and gives
-each new episode, in the order of a hash of its stable key
-(:func:`episode_key`), to the fold holding out the fewest so far. The folds
-stay balanced however few episodes there are (three episodes in two folds are
-split 2/1, never 3/0, which a hash alone gives a quarter of the time), and the
-assignment depends only on the set of episodes and C, not on their order or
-the process. ``recap train-value --folds K`` trains, besides the model on all
-episodes, one model per fold on the episodes *outside* it
-(``DIR/folds/fold_<i>``) and records the assignment in ``folds.json``;
-``recap label`` then predicts each episode with the model of the fold that
-held it out (an episode no model trained on gets the model on all episodes,
-which never saw it either). A fold model fine-tuned ``--init`` from a
-cross-fitted checkpoint starts from that checkpoint's model of the same fold,
-so pretraining does not leak the held-out episodes either.
-
-Layout inside a value checkpoint directory::
-
-    folds/folds.json        {"folds": K, "rule": ..., "held_out": {"<i>": [episode keys]}}
-    folds/fold_<i>/         a complete value checkpoint (trained without fold i)
-
-Nothing here imports torch.
+A value model trained on a few dozen episodes learns each one's own return, and the advantages it gives them
+shrink to fitting noise. Why, how episodes keep their folds, and the ``folds/`` directory of a value
+checkpoint: docs/learning.md §5 ("Cross-fitted values") and §6. Nothing here imports torch.
 """
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ def frame_kinds(data: TrainingData) -> np.ndarray:
 
     kinds = []
     for dataset in data.datasets:
-        # the same rule as ``recap label`` (label_cli.demo_frames): an episode whose source is "demo"
+        # the same rule as ``recap label`` (labelling.demo_frames): an episode whose source is "demo"
         demo_episodes = [int(e["episode_index"]) for e in dataset.episodes if e.get("source") == "demo"]
         demo = np.isin(dataset.column(schema.EPISODE_INDEX), demo_episodes)
         intervention = dataset.column(schema.IS_INTERVENTION).astype(bool)
