@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: setup (idempotent); the simulated station with the scripted expert
+# The main job: setup (idempotent); the simulated station with the scripted operator
 # (3 labelled episodes, topic rates); then the whole RECAP loop at quick size
 # (demos -> value/policy -> rollouts with the simulated human -> RECAP -> eval -> report).
 # Everything runs inside a private network namespace.

@@ -3,14 +3,8 @@
 
     .venv/bin/python scripts/rollout_stages.py runs/X/dataset [--json out.json]
 
-Reads the dataset (labels: ``is_intervention``, ``indicator``) and, for every rollout episode,
-its bag's ``sim/status`` (the sim's staged reward: 0 untouched, 1 touched, 2 lifted, 3 both
-grippers on the cube, 4 handed over), which `recap_bringup/config/station_sim.yaml` records on the sim only.
-Prints, per stage, how many autonomous and correction frames there are and which share is
-labelled positive, and at which stage (current and best reached) the simulated human took over.
-A frame's stage is the newest ``sim/status`` received at or before the frame's tick, on the
-timeline `recap convert` builds the frames on. Episodes whose bag has no ``sim/status`` (recorded
-before 2026-12-03) are counted and skipped.
+Prints, per stage, the autonomous and correction frames and their share labelled positive, and at which
+stage the simulated human took over; see ``analyse``.
 """
 from __future__ import annotations
 
@@ -46,6 +40,17 @@ def frame_stages(bag: pathlib.Path, frames: int) -> np.ndarray | None:
 
 
 def analyse(dataset: pathlib.Path) -> dict:
+    """Per stage, the rollouts' frames, labels and take-overs.
+
+    Reads the dataset (labels: ``is_intervention``, ``indicator``) and, for every rollout episode, its
+    bag's ``sim/status`` (the sim's staged reward: 0 untouched, 1 touched, 2 lifted, 3 both grippers on
+    the cube, 4 handed over), which `recap_bringup/config/station_sim.yaml` records on the sim only:
+    per stage, how many autonomous and correction frames there are and which share is labelled
+    positive, and at which stage (current and best reached) the simulated human took over. A frame's
+    stage is the newest ``sim/status`` received at or before the frame's tick, on the timeline `recap
+    convert` builds the frames on. Episodes whose bag has no ``sim/status`` (recorded before the station
+    recorded it) are counted and skipped.
+    """
     from recap_core.data import load_episodes, load_frames_table
 
     table = load_frames_table(dataset)

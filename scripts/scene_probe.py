@@ -1,26 +1,8 @@
 """Can a policy architecture learn to read the scene? A supervised probe, minutes on 2 CPU cores.
 
-For each seed the sim resets (arms at the start pose, cube where gym-aloha puts
-it), the three cameras are rendered and the scripted expert (quality 1.0) runs
-one chunk. A fresh policy of ``--config`` learns image -> that first chunk on
-``--scenes`` seeds, then samples on held-out seeds with one fixed noise draw.
-At the start pose the joint state is the same for every seed, so only the
-images can tell the scenes apart.
-
-Prints one JSON line: the sampled chunk-end error (right arm, normalised action
-units) on training and held-out scenes, the baseline of predicting the mean
-chunk (what a policy blind to the scene reaches at best), and the spread of the
-samples across scenes. A policy that reads the cube has a held-out error well
-under the baseline and a spread near the targets' spread.
-
-    .venv/bin/python scripts/scene_probe.py --config small --scenes 64 --steps 400
-    .venv/bin/python scripts/scene_probe.py --config small --vision-stem patch --image-conditioning off
-
-Findings (docs/experiment.md, "The policy does not read the scene"): the
-``small`` config with SigLIP's patch stem and no image conditioning gives a
-spread of 0.001 and an error above the baseline; with the conv stem and the
-expert's image conditioning the held-out error drops to about a third of the
-baseline in 400 steps.
+A fresh policy learns the scripted operator's first chunk from the start-pose images of some seeds and
+samples on held-out ones; one JSON line compares its error with a scene-blind baseline. See ``main``;
+the findings: docs/experiment.md, Protocol ("A policy that reads the scene").
 """
 from __future__ import annotations
 
@@ -38,7 +20,7 @@ from recap_core.models.policy import PolicyInputs, RecapPolicy
 from recap_core.models.processor import (ACTION_KEY, RELATIVE_ACTION_KEY, STATE_KEY, Processor, default_relative_mask,
                                         policy_steps, relative_action_stats)
 from recap_core.models.tokenizer import PromptTokenizer, train_prompt_tokenizer
-from recap_sim.expert import ScriptedExpert
+from recap_sim.operator import ScriptedOperator
 from recap_sim.sim import AlohaSim
 
 TASK = "transfer the cube to the other arm"
@@ -46,18 +28,18 @@ RIGHT_ARM = slice(7, 13)
 
 
 def collect(sim: AlohaSim, seeds, horizon: int) -> dict:
-    """Start-pose observations and the expert's first ``horizon`` commands for each seed."""
+    """Start-pose observations and the scripted operator's first ``horizon`` commands for each seed."""
     images = {camera: [] for camera in sim.camera_names}
     states, chunks = [], []
     for seed in seeds:
         sim.reset(seed)
-        expert = ScriptedExpert("transfer_cube", 1.0, seed=seed)
+        operator = ScriptedOperator("transfer_cube", 1.0, seed=seed)
         for camera, image in sim.render().items():
             images[camera].append(torch.from_numpy(image).permute(2, 0, 1))
         states.append(sim.joint_positions().astype(np.float32))
         chunk = []
         for _ in range(horizon):
-            command = expert.act(sim.joint_positions(), sim.object_pose())
+            command = operator.act(sim.joint_positions(), sim.object_pose())
             chunk.append(command)
             sim.step(command)
         chunks.append(np.asarray(chunk, np.float32))
@@ -82,12 +64,30 @@ def normalisation(data: dict, horizon: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """For each seed the sim resets (arms at the start pose, cube where gym-aloha puts it), the three
+    cameras are rendered and the scripted operator (quality 1.0) runs one chunk. A fresh policy of
+    ``--config`` learns image -> that first chunk on ``--scenes`` seeds, then samples on held-out seeds
+    with one fixed noise draw. At the start pose the joint state is the same for every seed, so only the
+    images can tell the scenes apart.
+
+    Prints one JSON line: the sampled chunk-end error (right arm, normalised action units) on training
+    and held-out scenes, the baseline of predicting the mean chunk (what a policy blind to the scene
+    reaches at best), and the spread of the samples across scenes. A policy that reads the cube has a
+    held-out error well under the baseline and a spread near the targets' spread::
+
+        .venv/bin/python scripts/scene_probe.py --config small --scenes 64 --steps 400
+        .venv/bin/python scripts/scene_probe.py --config small --vision-stem patch --image-conditioning off
+
+    The ``small`` config with SigLIP's patch stem and no image conditioning gives a spread of 0.001 and
+    an error above the baseline; with the conv stem and the action expert's image conditioning the
+    held-out error drops to about a third of the baseline in 400 steps.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="small", help="model config name (default small)")
     parser.add_argument("--vision-stem", choices=("patch", "conv"), default=None,
                         help="override the config's vision stem")
     parser.add_argument("--image-conditioning", choices=("on", "off"), default=None,
-                        help="override the config's expert image conditioning")
+                        help="override the config's action-expert image conditioning")
     parser.add_argument("--scenes", type=int, default=64, help="training seeds (default 64)")
     parser.add_argument("--held-out", type=int, default=16, help="held-out seeds (default 16)")
     parser.add_argument("--steps", type=int, default=400, help="training steps at batch 32 (default 400)")
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = get_config(args.config)
     if args.vision_stem is not None:
-        config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, vision_stem=args.vision_stem))
+        config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone,
+                                                                          vision_stem=args.vision_stem))
     if args.image_conditioning is not None:
         config = dataclasses.replace(config, expert=dataclasses.replace(
             config.expert, image_conditioning=args.image_conditioning == "on"))

@@ -29,7 +29,7 @@ NODES = [  # (package, module, banner it logs once up, or "" to require only tha
     ("recap_teleop", "recap_teleop.joy_node", "joy teleop up"),
     ("recap_teleop", "recap_teleop.leader_arms_node", "leader arms up"),
     ("recap_sim", "recap_sim.station_node", "sim station up"),
-    ("recap_sim", "recap_sim.expert_node", ""),
+    ("recap_sim", "recap_sim.operator_node", ""),
     ("recap_policy_node", "recap_policy_node.policy_node", ""),
     ("recap_value_node", "recap_value_node.value_node", ""),
     ("recap_recorder", "recap_recorder.recorder_node", ""),

@@ -140,7 +140,7 @@ def test_learning_side_never_loads_rclpy(module):
     assert "rclpy" not in _loaded(module), f"{module} pulls in rclpy"
 
 
-@pytest.mark.parametrize("module", ["recap_sim.station_node", "recap_sim.expert_node", "recap_teleop.gate_node",
+@pytest.mark.parametrize("module", ["recap_sim.station_node", "recap_sim.operator_node", "recap_teleop.gate_node",
                                     "recap_teleop.episode_manager_node", "recap_teleop.joy_node",
                                     "recap_teleop.leader_arms_node", "recap_recorder.recorder_node",
                                     "recap_recorder.bag_to_dataset", "recap_core.cli"])

@@ -27,7 +27,7 @@ NODES = {  # node name -> (module, extra parameters to start it)
     "value_node": ("recap_value_node.value_node", {}),
     "episode_manager": ("recap_teleop.episode_manager_node", {}),
     "sim_station": ("recap_sim.station_node", {"image_width": 32, "image_height": 32}),
-    "scripted_expert": ("recap_sim.expert_node", {}),
+    "scripted_operator": ("recap_sim.operator_node", {}),
     "leader_arms": ("recap_teleop.leader_arms_node", {}),
     "joy_teleop": ("recap_teleop.joy_node", {}),
     "recorder": ("recap_recorder.recorder_node", {}),

@@ -1,4 +1,4 @@
-"""recap station --sim records every expert episode to its own labelled bag;
+"""recap station --sim records every demonstration to its own labelled bag;
 recap convert turns them into a dataset the training reader loads."""
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='RECAP team',
     maintainer_email='robot-learning@example.org',
-    description='The RECAP experiment in simulation: evaluation, pooling, the pipeline, its report, expert-eval',
+    description='The RECAP experiment in simulation: evaluation, pooling, the pipeline, its report, operator-eval',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
@@ -22,7 +22,7 @@ setup(
             'eval = recap_experiment.commands:EVAL',
             'eval-pool = recap_experiment.commands:EVAL_POOL',
             'experiment = recap_experiment.commands:EXPERIMENT',
-            'expert-eval = recap_experiment.commands:EXPERT_EVAL',
+            'operator-eval = recap_experiment.commands:OPERATOR_EVAL',
         ],
     },
 )

@@ -14,13 +14,13 @@ setup(
     zip_safe=True,
     maintainer='RECAP team',
     maintainer_email='robot-learning@example.org',
-    description='Simulated bimanual ALOHA station and scripted IK expert',
+    description='Simulated bimanual ALOHA station and scripted operator',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'sim_station = recap_sim.station_node:main',
-            'scripted_expert = recap_sim.expert_node:main'
+            'scripted_operator = recap_sim.operator_node:main'
         ],
     },
 )

@@ -1,12 +1,8 @@
-"""Bring up a RECAP station with ros2 launch (real ROS 2 install with launch_ros).
+"""Bring up a RECAP station with ``ros2 launch``, from the same station YAML as ``recap station``.
 
-    ros2 launch recap_bringup station.launch.py                      # simulated station, expert as operator
-    ros2 launch recap_bringup station.launch.py sim:=false config:=/path/to/my_station.yaml \
+    ros2 launch recap_bringup station.launch.py      # simulated station, driven by the scripted operator
+    ros2 launch recap_bringup station.launch.py sim:=false operator:=false config:=/path/to/my_station.yaml \
         policy_checkpoint:=/ckpt/pi_1 value_checkpoint:=/ckpt/V_1 bag_dir:=/data/bags
-
-Reads the same station YAML as `recap station` (recap_bringup/config/station_sim.yaml by
-default), so the two cannot drift. On a real station your robot driver publishes
-camera/<cam>/image_raw and joint_states and follows joint_command; leave sim:=false.
 """
 import os
 
@@ -23,13 +19,13 @@ DEFAULT_CONFIG = os.path.join(HERE, '..', 'config', 'station_sim.yaml')
 def generate_launch_description():
     config = LaunchConfiguration('config')
     sim = LaunchConfiguration('sim')
-    expert = LaunchConfiguration('expert')
+    operator = LaunchConfiguration('operator')
     namespace = LaunchConfiguration('namespace')
     args = [
         DeclareLaunchArgument('config', default_value=DEFAULT_CONFIG, description='station parameter YAML'),
         DeclareLaunchArgument('sim', default_value='true', description='start the simulated station'),
-        DeclareLaunchArgument('expert', default_value='true',
-                              description='sim only: the scripted expert acts as the operator'),
+        DeclareLaunchArgument('operator', default_value='true',
+                              description='sim only: start the scripted operator (demos, simulated human)'),
         DeclareLaunchArgument('namespace', default_value='', description='station namespace'),
         DeclareLaunchArgument('policy_checkpoint', default_value='', description='policy checkpoint dir'),
         DeclareLaunchArgument('value_checkpoint', default_value='', description='value checkpoint dir'),
@@ -39,8 +35,8 @@ def generate_launch_description():
     nodes = [
         Node(package='recap_sim', executable='sim_station', name='sim_station',
              parameters=[config], condition=IfCondition(sim), **common),
-        Node(package='recap_sim', executable='scripted_expert', name='scripted_expert',
-             parameters=[config], condition=IfCondition(expert), **common),
+        Node(package='recap_sim', executable='scripted_operator', name='scripted_operator',
+             parameters=[config], condition=IfCondition(operator), **common),
         Node(package='recap_teleop', executable='gate', name='gate', parameters=[config], **common),
         Node(package='recap_teleop', executable='episode_manager', name='episode_manager',
              parameters=[config], **common),

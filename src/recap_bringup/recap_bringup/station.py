@@ -1,12 +1,8 @@
-"""``recap station``: the station's nodes composed in one process (one EventsExecutor).
+"""``recap station``: the station's nodes composed in one process (one EventsExecutor), running N episodes.
 
-The embedded default where ``ros2 launch`` is not installed. It reads the same
-station YAML as ``recap_bringup/launch/station.launch.py`` and starts the same nodes under
-the same names: sim station, scripted expert (the operator), gate, episode
-manager, and -- when asked -- policy node, value node and recorder. It then
-runs N episodes through ``episode/start`` (the episode manager labels them from
-the sim), printing per episode the label, duration, interventions and the
-measured topic rates.
+The embedded default where ``ros2 launch`` is not installed: it reads the same station YAML as
+``launch/station.launch.py`` and starts the same nodes under the same names. docs/nodes.md (Bringup)
+lists its options.
 """
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ import threading
 from recap_bringup import station_sim_yaml
 from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE
 
-EXPERT_MODES = ("drive", "intervene", "off")
+OPERATOR_MODES = ("drive", "intervene", "off")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=pathlib.Path, default=None, help="policy checkpoint: run the policy node")
     parser.add_argument("--value", type=pathlib.Path, default=None, help="value checkpoint: run the value node")
     parser.add_argument("--record", type=pathlib.Path, default=None, help="record one bag per episode here")
-    parser.add_argument("--expert-mode", choices=EXPERT_MODES, default=None,
+    parser.add_argument("--operator-mode", choices=OPERATOR_MODES, default=None,
                         help="scripted operator: drive (demos; default without --policy), intervene "
                              "(simulated human gating the policy; default with --policy), off")
     parser.add_argument("--source", choices=("demo", "rollout", "eval"), default=None,
-                        help="episode source in the metadata (default: demo when the expert drives)")
-    parser.add_argument("--quality", type=float, default=None, help="scripted expert quality 0..1")
+                        help="episode source in the metadata (default: demo when the operator drives)")
+    parser.add_argument("--quality", type=float, default=None, help="scripted operator quality 0..1")
     parser.add_argument("--beta", type=float, default=None, help="policy CFG beta")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first episode")
     parser.add_argument("--max-steps", type=int, default=None, help="episode time limit in 50 Hz steps")
@@ -54,17 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="square camera images of this size (default from the YAML: 224)")
 
 
-def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
+def ros_arguments(args, operator_mode: str, source: str) -> list[str]:
     """CLI flags as ROS parameter overrides (``-p node:name:=value``) on top of the YAML."""
     p = []
 
     def put(node: str, name: str, value) -> None:
         p.extend(["-p", f"{node}:{name}:={value}"])
 
-    put("scripted_expert", "mode", expert_mode)
+    put("scripted_operator", "mode", operator_mode)
     put("episode_manager", "source", source)
     if args.quality is not None:
-        put("scripted_expert", "quality", float(args.quality))
+        put("scripted_operator", "quality", float(args.quality))
     if args.seed is not None:
         put("sim_station", "seed", int(args.seed))
     if args.max_steps is not None:
@@ -75,11 +71,11 @@ def ros_arguments(args, expert_mode: str, source: str) -> list[str]:
     if args.task is not None:
         put("episode_manager", "task", args.task)
     if args.human_patience is not None:
-        put("scripted_expert", "human_patience_s", float(args.human_patience))
+        put("scripted_operator", "human_patience_s", float(args.human_patience))
     if args.human_value_drop is not None:
-        put("scripted_expert", "human_value_drop", float(args.human_value_drop))
+        put("scripted_operator", "human_value_drop", float(args.human_value_drop))
     if args.human_release is not None:
-        put("scripted_expert", "human_release", args.human_release)
+        put("scripted_operator", "human_release", args.human_release)
     if args.image_size is not None:
         put("sim_station", "image_width", int(args.image_size))
         put("sim_station", "image_height", int(args.image_size))
@@ -100,6 +96,10 @@ def _fail(message: str) -> int:
 
 
 def run(args) -> int:
+    """Start the sim station, the scripted operator, the gate and the episode manager (and, when asked, the
+    policy node, value node and recorder), then run ``--episodes`` episodes through ``episode/start`` (the
+    episode manager labels them from the sim), printing per episode the label, duration, interventions and
+    the measured topic rates."""
     if not args.sim:
         return _fail("only --sim is available here; on a real station use "
                      "`ros2 launch recap_bringup station.launch.py sim:=false` with your robot driver")
@@ -118,10 +118,10 @@ def run(args) -> int:
         problem = _checkpoint_problem(path, kind, config)
         if problem:
             return _fail(f"{flag}: {problem}")
-    expert_mode = args.expert_mode or ("intervene" if args.policy else "drive")
-    if args.policy is None and expert_mode != "drive":
-        return _fail(f"--expert-mode {expert_mode} without --policy leaves nobody in control")
-    source = args.source or ("demo" if expert_mode == "drive" else "rollout")
+    operator_mode = args.operator_mode or ("intervene" if args.policy else "drive")
+    if args.policy is None and operator_mode != "drive":
+        return _fail(f"--operator-mode {operator_mode} without --policy leaves nobody in control")
+    source = args.source or ("demo" if operator_mode == "drive" else "rollout")
 
     from recap_ros.localhost import apply_ros_environment
 
@@ -131,12 +131,12 @@ def run(args) -> int:
 
     from recap_ros.node_main import StopSignals, close_nodes, init_ros, spin_forever
     from recap_bringup.episode_driver import EpisodeDriver, StopRequested, TopicRateMonitor
-    from recap_sim.expert_node import ScriptedExpertNode
+    from recap_sim.operator_node import ScriptedOperatorNode
     from recap_sim.station_node import SimStationNode
     from recap_teleop.episode_manager_node import EpisodeManagerNode
     from recap_teleop.gate_node import GateNode
 
-    factories = [SimStationNode, ScriptedExpertNode, GateNode, EpisodeManagerNode]
+    factories = [SimStationNode, ScriptedOperatorNode, GateNode, EpisodeManagerNode]
     if args.policy is not None:
         from recap_policy_node.policy_node import PolicyNode
 
@@ -150,7 +150,7 @@ def run(args) -> int:
 
         factories.append(RecorderNode)
 
-    ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *ros_arguments(args, expert_mode,
+    ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *ros_arguments(args, operator_mode,
                                                                                             source)]
     results = []
     stop = StopSignals().install()
@@ -169,7 +169,7 @@ def run(args) -> int:
                     if node.get_name() == name and node.model_error]
         if unloaded:  # e.g. weights that do not load: never run the episodes without the model asked for
             return _fail("; ".join(unloaded))
-        station, expert = nodes[0], nodes[1]
+        station, operator = nodes[0], nodes[1]
         monitor = TopicRateMonitor(list(station.station.cameras))
         driver = EpisodeDriver(stop.event)
         nodes += [monitor, driver]
@@ -179,7 +179,7 @@ def run(args) -> int:
         spin = threading.Thread(target=spin_forever, args=(executor, stop.is_set), daemon=True)
         spin.start()
         print(f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
-              f"{', '.join(n.get_name() for n in nodes[:-2])}; expert {expert_mode} (quality {expert.quality}); "
+              f"{', '.join(n.get_name() for n in nodes[:-2])}; operator {operator_mode} (quality {operator.quality}); "
               f"{args.episodes} episode(s)", flush=True)
         try:
             for i in range(args.episodes):

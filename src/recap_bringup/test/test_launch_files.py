@@ -3,7 +3,7 @@
 launch/launch_ros are not installable here, so the launch file is read as
 Python source: every Node() it starts must name a console script its package
 really installs, have a section in the station YAML, and every topic rviz shows
-must be one a node of ours publishes (DESIGN.md §3).
+must be one a node of ours publishes (docs/design.md §3).
 """
 from __future__ import annotations
 

@@ -13,13 +13,13 @@ def parse(*argv):
     return parser.parse_args(["--sim", *argv])
 
 
-def test_human_flags_reach_the_scripted_expert():
+def test_human_flags_reach_the_scripted_operator():
     flags = bringup.ros_arguments(parse("--human-patience", "2.5", "--human-value-drop", "1", "--human-release",
                                         "past_best"), "intervene", "rollout")
     pairs = [flags[i + 1] for i in range(0, len(flags), 2)]
-    assert "scripted_expert:human_patience_s:=2.5" in pairs
-    assert "scripted_expert:human_value_drop:=1.0" in pairs
-    assert "scripted_expert:human_release:=past_best" in pairs
+    assert "scripted_operator:human_patience_s:=2.5" in pairs
+    assert "scripted_operator:human_value_drop:=1.0" in pairs
+    assert "scripted_operator:human_release:=past_best" in pairs
     assert not any("human_value_drop" in p for p in bringup.ros_arguments(parse(), "drive", "demo"))
 
 

@@ -1,2 +1,2 @@
 """The RECAP experiment in simulation: evaluation on held-out seeds, pooling of evaluations, the
-whole pipeline (Algorithm 1) with its report, and the scripted expert's own evaluation."""
+whole pipeline (Algorithm 1) with its report, and the scripted operator's own evaluation."""

@@ -1,15 +1,8 @@
 """``recap eval-pool A.json B.json ... [--compare X,Y ...]``: one evaluation from several on disjoint seeds.
 
-A lab evaluates the same checkpoints in parts (the experiment's held-out seeds, then more seeds to
-settle a close call). This pools the parts into one report: per arm, the outcomes of every part
-concatenated and summarised again (success with its Wilson interval, throughput and mean time to
-success with bootstrap intervals, as ``recap eval``), and the paired comparisons asked for over the
-seeds both arms saw.
-
-It refuses what would not be one evaluation: an arm whose checkpoint differs between parts
-(``checkpoint_id``, or beta / advantage), a seed evaluated twice for the same arm, parts with a
-different time limit, task, replanning or blending. An arm missing from some parts is pooled over
-the parts that hold it; the report lists its seed count.
+A lab evaluates the same checkpoints in parts (the experiment's held-out seeds, then more seeds to settle
+a close call); this pools them into one report with the same intervals as ``recap eval`` and the paired
+comparisons asked for. docs/experiment.md has what it refuses.
 """
 from __future__ import annotations
 
@@ -34,6 +27,11 @@ class PoolError(UserError, ValueError):
 
 def pool(reports: list[dict], names: list[str] | None = None) -> dict:
     """Pool ``recap eval`` reports (dicts as written by ``--out``) into one.
+
+    Per arm, the outcomes of every part are concatenated and summarised again. It refuses what would not
+    be one evaluation: an arm whose checkpoint differs between parts (``checkpoint_id``, or beta /
+    advantage), a seed evaluated twice for the same arm, parts with a different time limit, task,
+    replanning or blending. An arm missing from some parts is pooled over the parts that hold it.
 
     ``names`` label the parts in error messages (the files' paths). Returns a report with the same
     arm fields as ``recap eval`` (``scene_conditioning`` from the first part holding the arm) plus

@@ -1,23 +1,8 @@
-"""``recap eval``: policies on held-out sim seeds, without interventions.
+"""``recap eval``: policies on held-out sim seeds, without interventions, each figure with a 95 % interval.
 
-Synchronous and deterministic: the simulator, the policy runner and the policy
-node's own ChunkExecutor (same replanning and boundary blending as on the
-station) in one loop, rendering only when the policy plans. Every arm sees the
-same seeds. Metrics, each with a 95 % interval:
-
-- success rate (Wilson interval);
-- throughput: successful episodes per hour of robot time, where an episode
-  costs its duration until success or the time limit (bootstrap over episodes);
-- mean time to success over the successful episodes (bootstrap).
-
-Each arm also gets a *scene conditioning* diagnostic (:func:`scene_conditioning`):
-how much its first action chunk changes with the scene (the cube's place)
-compared with how much it changes with the sampling noise alone. A flow policy
-that ignores its cameras samples the demonstrations' spread of targets at
-random (ratio near 0); one that reads the scene moves with it (ratio >> 1).
-
-This module imports torch (through recap_core.models) only when it runs; the
-station nodes of recap_sim never do.
+The simulator, the policy runner and the policy node's own ChunkExecutor run synchronously in one loop,
+so an episode's outcome depends only on its seed, and every arm sees the same seeds. docs/experiment.md
+has the metrics and the scene-conditioning diagnostic. Torch is imported only when it runs.
 """
 from __future__ import annotations
 
@@ -57,7 +42,12 @@ class EpisodeOutcome:
 
 
 def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
-    """Success rate, throughput (successes / robot hour) and mean time to success, with 95 % intervals."""
+    """Success rate, throughput (successes per hour) and mean time to success, with 95 % intervals.
+
+    Success rate with a Wilson interval; throughput: successful episodes per hour of robot time, where an
+    episode costs its duration until success or the time limit (bootstrap over episodes); mean time to
+    success over the successful episodes (bootstrap; NaN when none succeeded).
+    """
     n = len(outcomes)
     success = np.array([o.success for o in outcomes], dtype=bool)
     seconds = np.array([o.steps * dt for o in outcomes], dtype=float)
@@ -79,6 +69,9 @@ def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
 
 def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10) -> dict:
     """How much the first chunk's last target depends on the scene versus the sampling noise.
+
+    A flow policy that ignores its cameras samples the demonstrations' spread of targets at random (ratio
+    near 0); one that reads the scene (the cube's place) moves with it (ratio >> 1).
 
     ``scene_spread``: std over ``seeds`` (each a freshly reset scene, same noise seed), averaged over the arm
     joints (rad). ``noise_spread``: std over ``noise_draws`` noise seeds on the first seed's scene. Both at
@@ -373,7 +366,7 @@ def number(value, spec: str, missing: str = "n/a") -> str:
 
 
 def format_table(report: dict) -> str:
-    rows = ["| arm | success | 95% CI | throughput /h | 95% CI | mean time to success (s) | 95% CI "
+    rows = ["| arm | success | 95% CI | throughput, successes per hour | 95% CI | mean time to success (s) | 95% CI "
             "| scene / noise spread |",
             "|---|---|---|---|---|---|---|---|"]
     for name, a in report["arms"].items():

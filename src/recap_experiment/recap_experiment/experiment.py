@@ -1,25 +1,8 @@
-"""``recap experiment``: the whole RECAP loop in simulation, through the real nodes and bags.
+"""``recap experiment``: the whole RECAP loop (Algorithm 1) in simulation, through the real nodes and bags.
 
-Stages (each a ``recap`` command run as its own process, logged under
-``OUT/logs``; a stage whose artefact exists is skipped with ``--resume``):
-
-1. demos: the scripted expert at mixed quality drives the sim station through
-   the gate; the recorder writes one bag per episode (``recap station``);
-2. convert the bags; train V_pre on the demos, label them, train pi_pre with
-   advantage conditioning (Algorithm 1, pretraining), and pi_pre_plain on the
-   same demos without it (plain behaviour cloning: the AWR baseline's init);
-3. iteration 0: V_0 from V_pre, pi_0 from pi_pre with the indicator fixed to
-   positive (SFT) (``recap iterate --iteration 0``);
-4. for k = 1..K: deploy pi_{k-1} (with V_{k-1} streaming) for autonomous
-   episodes while the simulated human intervenes through the gate, recorded;
-   convert (appending); V_k from V_pre and pi_k from pi_pre with RECAP on all
-   data (``recap iterate --iteration k``); after the last iteration the AWR
-   baseline on the same data and labels, from pi_pre_plain (the paper's: a model
-   without advantage conditioning) and, as a stronger hybrid, from pi_pre;
-5. evaluate SFT (pi_0), RECAP (pi_K, beta 1 and 2) and both AWR fine-tunes on the same held-out
-   seeds without interventions (``recap eval``), plus every pi_k for the
-   per-iteration curves;
-6. report: ``OUT/report.md`` (table + plots) and ``OUT/summary.json``.
+Demonstrations, pretraining, SFT, rollouts with the simulated human, RECAP iterations, the AWR baselines,
+evaluation on held-out seeds and a report, each stage a ``recap`` command in its own process, logged
+under ``OUT/logs`` and skipped on ``--resume`` once done. docs/experiment.md has the stages and profiles.
 """
 from __future__ import annotations
 
@@ -45,7 +28,7 @@ from recap_sim.human import RELEASE_RULES
 class Profile:
     name: str
     model_config: str                  # tiny | small
-    demos: tuple[tuple[float, int], ...]  # (expert quality, episodes)
+    demos: tuple[tuple[float, int], ...]  # (operator quality, episodes)
     rollouts_per_iteration: int
     iterations: int
     max_steps: int
@@ -104,10 +87,13 @@ class Profile:
 
 
 PROFILES = {
-    # every stage, tiny sizes: checks artefacts, not a gain (CI)
+    # every stage, tiny sizes: checks artefacts, not a gain (CI). The full profile's time limit: the
+    # scripted operator needs ~140 steps at quality 1 and up to ~350 at 0.4 (docs/operator.md), and
+    # demonstrations that all time out leave the values nothing to tell apart. The values train longer
+    # than the policies (seconds at tiny size): after 10 steps every value is the untrained -0.5
     "quick": Profile("quick", "tiny", demos=((1.0, 2), (0.4, 1)), rollouts_per_iteration=2, iterations=2,
-                     max_steps=100, eval_seeds=(100000, 3), value_pretrain_steps=10, policy_pretrain_steps=10,
-                     value_steps=10, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1,
+                     max_steps=400, eval_seeds=(100000, 3), value_pretrain_steps=800, policy_pretrain_steps=10,
+                     value_steps=200, policy_steps=10, batch_size=8, human_patience_s=0.5, eval_workers=1,
                      policy_mix=("demo=0.5", "autonomous=0"), takeover_negative=75, absolute_still_joints=0.01,
                      value_folds=2, rollout_positives="unforced"),
     # the measured experiment on 2 CPU cores (see docs/experiment.md for runtime and results)
@@ -115,25 +101,25 @@ PROFILES = {
                     iterations=2, max_steps=400, eval_seeds=(100000, 200), value_pretrain_steps=800,
                     policy_pretrain_steps=2500, value_steps=800, policy_steps=1200, batch_size=32,
                     # half of every fine-tune batch from the demonstrations, the other half from the human's
-                    # corrections, none from the policy's own frames (they train the value only): on
-                    # runs/release's data that took RECAP from SFT's level to 57 % against SFT's 41 %, where
-                    # every fine-tune with the autonomous frames lost the handover (docs/experiment.md,
-                    # 2026-12-03; runs/r2 ran the profile with it). The 1.5 s before a
-                    # take-over negative (it labels autonomous frames only, kept for --policy-mix overrides)
+                    # corrections, none from the policy's own frames (they train the value only): every
+                    # fine-tune with the policy's own frames lost the handover, without them RECAP went from
+                    # SFT's level to 57 % against SFT's 41 % on the same data (docs/experiment.md, Protocol).
+                    # The 1.5 s before a take-over negative (it labels autonomous frames only, kept for
+                    # --policy-mix overrides)
                     policy_mix=("demo=0.5", "autonomous=0"), takeover_negative=75,
                     # the demos hold the right forearm roll (std 0.005 rad) and the left waist (0.009) still: with
-                    # relative targets the policy has no angle to return them to (docs/experiment.md)
+                    # relative targets the policy has no angle to return them to (docs/experiment.md, Protocol)
                     absolute_still_joints=0.01,
                     # every episode labelled by a value model that never trained on it: one trained on it
-                    # knows its return, and its advantages are noise (docs/experiment.md, 2026-12-03)
+                    # knows its return, and its advantages are noise (docs/experiment.md, Protocol)
                     value_folds=2,
-                    # the operator's corrections go on past the step the policy failed (the handover it
-                    # dropped), so the rollouts hold expert handovers from the policy's own states
+                    # the simulated human's corrections go on past the step the policy failed (the handover
+                    # it dropped), so the rollouts hold the operator's handovers from the policy's own states
                     human_release="past_best",
                     # the corrections by their advantage too, not all positive: with the policy's own frames out
                     # of the fine-tune, forced-positive corrections leave the indicator little to separate and
                     # guidance did not help (beta 2 103/200); by advantage beta 2 got 117/200, 368/h on the same
-                    # data (docs/experiment.md, 2026-12-03, third session)
+                    # data (docs/experiment.md, Protocol)
                     rollout_positives="unforced"),
 }
 
@@ -295,6 +281,44 @@ def claim_out(out: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
                         f"with --resume, or give --overwrite to delete it and start again")
 
 
+def rename_awr_folders(out: pathlib.Path) -> None:
+    """Name a resumed run's AWR checkpoints as their arms, as runs do now.
+
+    Runs before that kept the hybrid (the arm ``awr_positive``) in ``iter_K/awr`` and the paper's
+    baseline (the arm ``awr``) in ``iter_K/awr_plain``. Their folders, stage markers and logs, and the
+    checkpoint paths in ``eval.json``, are renamed, so resuming neither retrains nor re-evaluates them.
+    """
+    ckpt, logs = out / "checkpoints", out / "logs"
+    moved: dict[str, str] = {}
+    for iteration in sorted(ckpt.glob("iter_*")):
+        k = iteration.name[len("iter_"):]
+        for old_stage, old, new_stage, new in ((f"{k}4_awr", "awr", f"{k}4_awr_positive", "awr_positive"),
+                                               (f"{k}5_awr_plain", "awr_plain", f"{k}5_awr", "awr")):
+            # the hybrid first: its old folder is the paper baseline's new one
+            if (not (logs / f"{old_stage}.done").is_file() or not (iteration / old).is_dir()
+                    or (iteration / new).exists()):
+                continue
+            (iteration / old).rename(iteration / new)
+            moved[str(iteration / old)] = str(iteration / new)
+            for suffix in (".done", ".log"):
+                if (logs / f"{old_stage}{suffix}").is_file():
+                    (logs / f"{old_stage}{suffix}").rename(logs / f"{new_stage}{suffix}")
+            print(f"[experiment] renamed {iteration.name}/{old} to {iteration.name}/{new} (named as its arm)",
+                  flush=True)
+    report = out / "eval.json"
+    if not moved or not report.is_file():
+        return
+    try:
+        done = json.loads(report.read_text())
+        arms = done["arms"].values()
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return  # an unreadable evaluation is redone anyway
+    for arm in arms:
+        if isinstance(arm, dict) and str(arm.get("checkpoint")) in moved:
+            arm["checkpoint"] = moved[str(arm["checkpoint"])]
+    outputs.write_json(report, done)
+
+
 def run(args) -> int:
     try:
         profile = resolve_profile(args)
@@ -304,6 +328,8 @@ def run(args) -> int:
     claim_out(out, resume=args.resume, overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, args.resume)
+    if args.resume:
+        rename_awr_folders(out)
     data = out / "dataset"
     bags = out / "bags"
     ckpt = out / "checkpoints"
@@ -358,7 +384,7 @@ def run(args) -> int:
             previous = ckpt / f"iter_{k - 1}"
             stages.run(f"{k}1_rollouts", [*station, "--episodes", profile.rollouts_per_iteration, "--seed",
                                           1000 * k, "--policy", previous / "policy", "--value", previous / "value",
-                                          "--expert-mode", "intervene", "--source", "rollout",
+                                          "--operator-mode", "intervene", "--source", "rollout",
                                           "--human-patience", profile.human_patience_s,
                                           "--human-release", profile.human_release,
                                           "--record", bags / f"iter_{k}"])
@@ -366,26 +392,26 @@ def run(args) -> int:
                                          "--no-progress"])
             stages.run(f"{k}3_iterate", [*iterate, "--iteration", k, "--out", ckpt / f"iter_{k}"],
                        artefact=ckpt / f"iter_{k}" / "policy" / "provenance.json")
-        # 5. the AWR baseline on the same final data and labels (only the last one is evaluated): the paper's,
-        # from pi_pre_plain (a model without advantage conditioning), in awr_plain; and from pi_pre, in awr,
-        # which keeps the pretraining's conditioning (a hybrid, evaluated prompted positive)
+        # 5. the AWR baselines on the same final data and labels (only the last one is evaluated), each in the
+        # folder named as its arm: awr_positive, from pi_pre, which keeps the pretraining's conditioning (a
+        # hybrid, evaluated prompted positive); awr, the paper's, from pi_pre_plain (a model without
+        # advantage conditioning)
         k = profile.iterations
         awr = ["train-policy", data, "--mode", "awr", "--steps", profile.policy_steps, "--lr", profile.fine_tune_lr,
                "--iteration", k, *train, *[f"--mix={m}" for m in profile.policy_mix]]
-        stages.run(f"{k}4_awr", [*awr, "--init", ckpt / "pi_pre", "--out", ckpt / f"iter_{k}" / "awr"],
-                   artefact=ckpt / f"iter_{k}" / "awr" / "provenance.json")
-        stages.run(f"{k}5_awr_plain", [*awr, "--init", ckpt / "pi_pre_plain", "--out",
-                                       ckpt / f"iter_{k}" / "awr_plain"],
-                   artefact=ckpt / f"iter_{k}" / "awr_plain" / "provenance.json")
+        for stage, init, arm in ((f"{k}4_awr_positive", "pi_pre", "awr_positive"),
+                                 (f"{k}5_awr", "pi_pre_plain", "awr")):
+            stages.run(stage, [*awr, "--init", ckpt / init, "--out", ckpt / f"iter_{k}" / arm],
+                       artefact=ckpt / f"iter_{k}" / arm / "provenance.json")
         # 6. evaluation on held-out seeds, no interventions
         last = ckpt / f"iter_{profile.iterations}"
         first, count = profile.eval_seeds
         # AWR as the paper runs it (from pi_pre_plain, prompted as trained: no advantage text), and the hybrid:
         # AWR from pi_pre prompted "Advantage: positive", which its fine-tune never saw but its init learnt to
-        # follow (docs/experiment.md, 2026-12-04)
+        # follow (docs/experiment.md, Arms)
         arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta1={last / 'policy'}",
-                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr_plain'}",
-                f"awr_positive={last / 'awr'}:advantage=positive"]
+                f"recap_beta2={last / 'policy'}:beta=2", f"awr={last / 'awr'}",
+                f"awr_positive={last / 'awr_positive'}:advantage=positive"]
         arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
         seeds = list(range(first, first + count))
         stages.run("90_eval", ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", "--task", task,

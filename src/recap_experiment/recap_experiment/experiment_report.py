@@ -17,37 +17,67 @@ from recap_experiment.evaluate import DT, conditioning_cell, number
 AWR_ARMS = ("awr", "awr_positive")
 
 
-def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
+#: the report's units, the same in its tables and plots
+SUCCESS_RATE = "success rate (%)"
+THROUGHPUT = "throughput (successes per hour)"
+TIME_TO_SUCCESS = "mean time to success (s)"
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _percent(values) -> np.ndarray:
+    return np.array(values, dtype=float) * 100.0
+
+
+def _error_bars(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``[2, N]`` distances below and above each value; 0 where the interval is undefined."""
+    return np.nan_to_num(np.stack([values - lo, hi - values]), nan=0.0).clip(min=0)
+
+
+def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
+    """Per arm: success rate, throughput and mean time to success, with their 95 % intervals. An undefined
+    figure (the mean time to success of an arm that solved nothing) gets no bar but an "n/a" label."""
+    plt = _pyplot()
     arms = eval_report["arms"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, key, ci, label, scale in (
-            (axes[0], "success_rate", "success_rate_ci95", "success rate", 100.0),
-            (axes[1], "throughput_per_hour", "throughput_ci95", "successes per robot hour", 1.0),
-            (axes[2], "mean_time_to_success_s", "time_to_success_ci95", "mean time to success (s)", 1.0)):
+    x = np.arange(len(names))
+    for ax, key, ci, title, scale, fmt in (
+            (axes[0], "success_rate", "success_rate_ci95", SUCCESS_RATE, 100.0, ".0f"),
+            (axes[1], "throughput_per_hour", "throughput_ci95", THROUGHPUT, 1.0, ".0f"),
+            (axes[2], "mean_time_to_success_s", "time_to_success_ci95", TIME_TO_SUCCESS, 1.0, ".2f")):
         values = np.array([arms[n][key] for n in names], dtype=float) * scale
         lo = np.array([arms[n][ci][0] for n in names], dtype=float) * scale
         hi = np.array([arms[n][ci][1] for n in names], dtype=float) * scale
-        err = np.nan_to_num(np.stack([values - lo, hi - values]), nan=0.0).clip(min=0)
-        ax.bar(names, np.nan_to_num(values), yerr=err, capsize=4, color="#4c9a6a")
-        ax.set_title(label + (" (%)" if scale == 100.0 else ""))
+        defined = np.isfinite(values)
+        ax.bar(x[defined], values[defined], yerr=_error_bars(values, lo, hi)[:, defined], capsize=4,
+               color="#4c9a6a")
+        tops = np.where(np.isfinite(hi), np.fmax(hi, values), values)
+        top = float(np.nanmax(tops)) if defined.any() and np.nanmax(tops) > 0 else 1.0
+        for i in range(len(names)):  # the value above its bar and interval; n/a where it is undefined
+            label = format(values[i], fmt) if defined[i] else "n/a"
+            height = tops[i] if defined[i] and np.isfinite(tops[i]) else 0.0
+            ax.text(x[i], height + 0.02 * top, label, ha="center", va="bottom", fontsize=8,
+                    color="0.2" if defined[i] else "0.5")
+        ax.set_ylim(0, top * 1.15)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xticks(x, names)
+        ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle("held-out seeds, no interventions (95% intervals)")
+    fig.suptitle("held-out seeds, no interventions (95% intervals; n/a: no success to time)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> list[dict]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     arms = eval_report["arms"]
     names = ["sft"] + [f"iter_{k}" for k in range(1, iterations)] + ["recap_beta1"]
     rows = [{"iteration": k, **{key: arms[n][key] for key in ("success_rate", "throughput_per_hour")},
@@ -55,12 +85,15 @@ def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> 
             for k, n in enumerate(names) if n in arms]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     ks = [r["iteration"] for r in rows]
-    for ax, key, ci, title in ((axes[0], "success_rate", "success_ci", "success rate"),
-                               (axes[1], "throughput_per_hour", "throughput_ci", "throughput (successes/h)")):
-        v = np.array([r[key] for r in rows], dtype=float)
-        lo = np.array([r[ci][0] for r in rows], dtype=float)
-        hi = np.array([r[ci][1] for r in rows], dtype=float)
-        ax.errorbar(ks, v, yerr=np.nan_to_num(np.stack([v - lo, hi - v])).clip(min=0), marker="o", capsize=4)
+    for ax, key, ci, title, scale in ((axes[0], "success_rate", "success_ci", SUCCESS_RATE, 100.0),
+                                      (axes[1], "throughput_per_hour", "throughput_ci", THROUGHPUT, 1.0)):
+        v = np.array([r[key] for r in rows], dtype=float) * scale
+        lo = np.array([r[ci][0] for r in rows], dtype=float) * scale
+        hi = np.array([r[ci][1] for r in rows], dtype=float) * scale
+        ax.errorbar(ks, v, yerr=_error_bars(v, lo, hi), marker="o", capsize=4, clip_on=False)
+        finite = np.concatenate([v, hi])[np.isfinite(np.concatenate([v, hi]))]
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        ax.set_ylim(0, top * 1.1)
         ax.set_xlabel("RECAP iteration (0 = SFT)")
         ax.set_title(title)
         ax.set_xticks(ks)
@@ -71,40 +104,43 @@ def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> 
 
 
 def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: int = 6) -> int:
-    """Value along a few recorded episodes (labels of the last iteration's V)."""
-    import matplotlib
+    """Value along a few recorded episodes (labels of the last iteration's V): each episode in its own
+    colour, solid when it succeeded and dashed when it failed, a point every 0.5 s, and a wide band of
+    its colour under the human's corrections."""
+    plt = _pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recap_core.data import load_frames_table
+    from recap_core.data import load_episodes, load_frames_table
 
     table = load_frames_table(dataset)
     if "value" not in table.column_names:
         return 0
+    sources = {int(ep["episode_index"]): str(ep.get("source", "?")) for ep in load_episodes(dataset)}
     episode = table["episode_index"].to_numpy()
     value = table["value"].to_numpy()
     success = table["episode_success"].to_numpy(zero_copy_only=False)
-    intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
+    intervention = table["is_intervention"].to_numpy(zero_copy_only=False).astype(bool)
     chosen = []
     for want in (True, False):
         ids = [int(e) for e in np.unique(episode) if bool(success[episode == e][0]) == want]
         chosen += ids[-(max_episodes // 2):]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    for e in chosen:
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, e in enumerate(chosen):
         rows = episode == e
         t = np.arange(rows.sum()) * 0.02
         ok = bool(success[rows][0])
-        ax.plot(t, value[rows], color="#2e8b57" if ok else "#c0392b", alpha=0.8,
-                label=f"episode {e} ({'success' if ok else 'failure'})")
-        corrected = intervention[rows]
-        if corrected.any():
-            ax.scatter(t[corrected], value[rows][corrected], s=4, color="#f39c12")
+        colour = colours(i % 10)
+        ax.plot(t, value[rows], color=colour, linestyle="-" if ok else "--", marker="o", markersize=3,
+                markevery=25, label=f"episode {e}: {sources.get(e, '?')}, {'success' if ok else 'failure'}")
+        if sources.get(e) != "demo":  # in a demonstration every frame is the human's
+            corrected = np.where(intervention[rows], value[rows], np.nan)
+            ax.plot(t, corrected, color=colour, linewidth=7, alpha=0.25, solid_capstyle="butt")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("value (normalised)")
     ax.set_ylim(-1.05, 0.05)
-    ax.set_title("value along recorded episodes (orange: human corrections)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("value along recorded episodes")
+    ax.legend(fontsize=7, loc="lower left", ncols=2,
+              title="solid: success, dashed: failure, wide band: human correction", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -137,7 +173,8 @@ def _furthest_stages(arms: dict) -> dict[str, list[int]]:
 def paired_table(paired: dict[str, dict | None]) -> list[str]:
     """Markdown rows of :func:`paired_comparison` results keyed ``A_vs_B`` (the report's and ``recap
     eval-pool``'s table)."""
-    lines = ["| comparison | seeds | only first | only second | sign test p | throughput difference, /h [95% CI] |",
+    lines = ["| comparison | seeds | only first | only second | sign test p "
+             "| throughput difference, successes per hour [95% CI] |",
              "|---|---|---|---|---|---|"]
     for name, c in paired.items():
         label = name.replace("_vs_", " vs ")
@@ -154,7 +191,7 @@ def paired_table(paired: dict[str, dict | None]) -> list[str]:
 def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
     """Arm ``a`` against ``b`` seed by seed (every arm sees the same seeds): the seeds only one of them
     solved, and the two-sided exact sign test on those (McNemar's exact test); when the outcomes carry
-    their steps, also ``a``'s throughput minus ``b``'s (successes per robot hour) with a 95 % bootstrap
+    their steps, also ``a``'s throughput minus ``b``'s (successes per hour) with a 95 % bootstrap
     interval that resamples the seeds, both arms together."""
     won = {o["seed"]: o for o in a.get("outcomes", [])}
     other = {o["seed"]: o for o in b.get("outcomes", [])}
@@ -178,10 +215,13 @@ def _verdict_lines(verdict: dict) -> list[str]:
     return [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
 
 
-def _interval(a: dict, key: str, ci: str, fmt: str) -> str:
-    """``value [lo, hi]``; an undefined figure (null in eval.json, NaN computed) is ``n/a``."""
+def _interval(a: dict, key: str, ci: str, fmt: str, scale: float = 1.0) -> str:
+    """``value [lo, hi]`` (times ``scale``); an undefined figure (null in eval.json, NaN computed) is ``n/a``."""
+    def cell(value) -> str:
+        return number(value * scale if _defined(value) else value, fmt)
+
     lo, hi = a[ci]
-    return f"{number(a[key], fmt)} [{number(lo, fmt)}, {number(hi, fmt)}]"
+    return f"{cell(a[key])} [{cell(lo)}, {cell(hi)}]"
 
 
 def _defined(value) -> bool:
@@ -244,11 +284,11 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
              + (f", values cross-fitted over {profile.value_folds} folds" if profile.value_folds else "") + "; "
              f"evaluation on {len(eval_report['seeds'])} held-out seeds "
              f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
-             "| arm | success rate [95% CI] | throughput, successes/h [95% CI] | mean time to success, s [95% CI] "
+             f"| arm | {SUCCESS_RATE} [95% CI] | {THROUGHPUT} [95% CI] | {TIME_TO_SUCCESS} [95% CI] "
              "| first chunk: scene / noise spread |",
              "|---|---|---|---|---|"]
     for n, a in arms.items():
-        lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.2f')} | "
+        lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.0f', 100.0)} | "
                      f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
                      f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
                      f"{conditioning_cell(a.get('scene_conditioning'))} |")

@@ -1,14 +1,8 @@
-"""Measure the scripted expert headless: success rate and episode length per quality.
+"""``recap operator-eval``: the scripted operator's success rate and episode length per quality, headless.
 
-    python -m recap_experiment.expert_eval --seeds 50 --qualities 1.0 0.7 0.4 0.1
-
-runs seeds 0..N-1 at each quality (physics only, no rendering), stops each
-episode at its first success or at ``--max-steps``, prints a table and writes
-the per-episode outcomes to a JSON file. ``--timing`` also times one 400-step
-episode with physics only and with three 224x224 cameras rendered every step.
-
-Exposes ``add_arguments(parser)`` / ``run(args)`` like the ``recap`` CLI's
-subcommands.
+Runs the same seeds at each quality (physics only), stops each episode at its first success or at
+``--max-steps``, prints a table and writes the per-episode outcomes to JSON (``--timing`` also times
+rendering). docs/operator.md has the measured numbers.
 """
 from __future__ import annotations
 
@@ -25,7 +19,7 @@ import numpy as np
 from recap_core.errors import UserError
 from recap_core.outputs import check_output_file, write_json
 
-from recap_sim.expert import ScriptedExpert
+from recap_sim.operator import ScriptedOperator
 from recap_sim.sim import AlohaSim
 
 
@@ -35,22 +29,22 @@ class EpisodeOutcome:
     success: bool
     first_success_step: int | None   # control steps until the first success (reward 4)
     steps: int                       # steps run (first success, or the limit)
-    fumbles: int                     # deliberate slips the expert drew (missed grasps, drops)
+    fumbles: int                     # deliberate slips the operator drew (missed grasps, drops)
     wall_seconds: float
 
 
-def run_episode(sim: AlohaSim, expert: ScriptedExpert, seed: int, max_steps: int) -> EpisodeOutcome:
-    """One episode from ``sim.reset(seed)``, expert re-seeded with ``seed``, until success or the limit."""
+def run_episode(sim: AlohaSim, operator: ScriptedOperator, seed: int, max_steps: int) -> EpisodeOutcome:
+    """One episode from ``sim.reset(seed)``, operator re-seeded with ``seed``, until success or the limit."""
     sim.reset(seed)
-    expert.reset(seed)
+    operator.reset(seed)
     started = time.perf_counter()
     first = None
     for _ in range(max_steps):
-        result = sim.step(expert.act(sim.joint_positions(), sim.object_pose()))
+        result = sim.step(operator.act(sim.joint_positions(), sim.object_pose()))
         if result.success:
             first = result.step
             break
-    return EpisodeOutcome(seed, first is not None, first, sim.step_count, expert.fumbles,
+    return EpisodeOutcome(seed, first is not None, first, sim.step_count, operator.fumbles,
                           time.perf_counter() - started)
 
 
@@ -74,7 +68,7 @@ def summarise(outcomes: list[EpisodeOutcome], max_steps: int) -> dict:
 
 
 def time_episodes(task: str, steps: int = 400) -> dict:
-    """Wall seconds for ``steps`` control steps: sim alone, sim + expert, sim + expert + 3 cameras at 224."""
+    """Wall seconds for ``steps`` control steps: sim alone, sim + operator, sim + operator + 3 cameras at 224."""
     timings = {}
     sim = AlohaSim(task)
     sim.reset(0)
@@ -83,15 +77,15 @@ def time_episodes(task: str, steps: int = 400) -> dict:
     for _ in range(steps):
         sim.step(hold)
     timings["physics_only"] = time.perf_counter() - started
-    expert = ScriptedExpert(task)
-    for label, render in (("physics_and_expert", False), ("physics_expert_render_3x224", True)):
+    operator = ScriptedOperator(task)
+    for label, render in (("physics_and_operator", False), ("physics_operator_render_3x224", True)):
         sim.reset(0)
-        expert.reset(0)
+        operator.reset(0)
         if render:
             sim.render()  # the GL context is created once; do not time it
         started = time.perf_counter()
         for _ in range(steps):
-            sim.step(expert.act(sim.joint_positions(), sim.object_pose()))
+            sim.step(operator.act(sim.joint_positions(), sim.object_pose()))
             if render:
                 sim.render()
         timings[label] = time.perf_counter() - started
@@ -103,12 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=50, help="episodes per quality, seeds 0..N-1 (default 50)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--qualities", type=float, nargs="+", default=[1.0, 0.7, 0.4, 0.1],
-                        help="expert qualities in [0, 1] (default 1.0 0.7 0.4 0.1)")
+                        help="operator qualities in [0, 1] (default 1.0 0.7 0.4 0.1)")
     parser.add_argument("--max-steps", type=int, default=400, help="time limit per episode in steps (default 400)")
     parser.add_argument("--task", default="transfer_cube", help="task (default transfer_cube)")
-    parser.add_argument("--output", default="expert_eval.json", help="JSON file to write (default expert_eval.json)")
+    parser.add_argument("--output", default="operator_eval.json",
+                        help="JSON file to write (default operator_eval.json)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --output file that is not an expert-eval report")
+                        help="replace an existing --output file that is not an operator-eval report")
     parser.add_argument("--timing", action="store_true",
                         help="also time a 400-step episode with and without rendering 3 cameras")
 
@@ -121,20 +116,20 @@ def run(args: argparse.Namespace) -> int:
     bad = [q for q in args.qualities if not 0.0 <= q <= 1.0]
     if bad:
         raise UserError(f"--qualities must be in [0, 1], got {bad}")
-    check_output_file(args.output, overwrite=args.overwrite, what="an expert-eval report", option="--output",
+    check_output_file(args.output, overwrite=args.overwrite, what="an operator-eval report", option="--output",
                       accepts=lambda data: isinstance(data, dict) and "results" in data)
     sim = AlohaSim(args.task, max_episode_steps=args.max_steps)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "command": " ".join(["python -m recap_experiment.expert_eval"] + sys.argv[1:]),
+              "command": " ".join(["python -m recap_experiment.operator_eval"] + sys.argv[1:]),
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
               "task": args.task, "max_steps": args.max_steps, "seeds": [seeds.start, seeds.stop - 1],
               "results": []}
     print(f"{'quality':>7} {'success':>9} {'mean':>6} {'p10':>5} {'p50':>5} {'p90':>5} {'fumbles':>7} {'s/ep':>5}")
     for quality in args.qualities:
-        expert = ScriptedExpert(args.task, quality=quality)
-        outcomes = [run_episode(sim, expert, seed, args.max_steps) for seed in seeds]
+        operator = ScriptedOperator(args.task, quality=quality)
+        outcomes = [run_episode(sim, operator, seed, args.max_steps) for seed in seeds]
         summary = summarise(outcomes, args.max_steps)
         length = summary["length"] or {"mean": float("nan"), "p10": float("nan"), "p50": float("nan"),
                                        "p90": float("nan")}
@@ -153,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recap_experiment.expert_eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m recap_experiment.operator_eval",
+                                     description=__doc__.splitlines()[0])
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

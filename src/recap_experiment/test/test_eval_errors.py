@@ -1,4 +1,4 @@
-"""User errors of `recap eval`, `eval-pool`, `experiment` and `expert-eval`: one line on stderr, exit 2, no
+"""User errors of `recap eval`, `eval-pool`, `experiment` and `operator-eval`: one line on stderr, exit 2, no
 traceback; their JSON is strict (null where a figure is undefined) and their readers take that null."""
 from __future__ import annotations
 
@@ -210,11 +210,11 @@ def test_experiment_stages_replace_what_an_unfinished_attempt_left(tmp_path, mon
     assert len(trains) >= 8 and all("--overwrite" in commands[name] for name in trains)
 
 
-# ----------------------------------------------------------------------------- recap expert-eval
+# ----------------------------------------------------------------------------- recap operator-eval
 
 
-def test_expert_eval_output_is_checked_before_any_episode(tmp_path, capsys):
-    err = refused(capsys, "expert-eval", "--seeds", "1", "--max-steps", "1", "--qualities", "1.0",
+def test_operator_eval_output_is_checked_before_any_episode(tmp_path, capsys):
+    err = refused(capsys, "operator-eval", "--seeds", "1", "--max-steps", "1", "--qualities", "1.0",
                   "--output", tmp_path)
     assert "--output" in err and "is a directory" in err
-    assert "--qualities must be in [0, 1]" in refused(capsys, "expert-eval", "--qualities", "2")
+    assert "--qualities must be in [0, 1]" in refused(capsys, "operator-eval", "--qualities", "2")

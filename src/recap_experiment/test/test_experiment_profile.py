@@ -111,7 +111,7 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
     for stage in ("13_iterate", "23_iterate"):
         argv = commands[stage]
         assert "--policy-mix=demo=0.3" in argv and option(argv, "--takeover-negative") == "40"
-    assert "--mix=demo=0.3" in commands["24_awr"] and "--mix=demo=0.3" in commands["25_awr_plain"]
+    assert "--mix=demo=0.3" in commands["24_awr_positive"] and "--mix=demo=0.3" in commands["25_awr"]
     assert option(commands["05b_policy_pretrain_plain"], "--mix") == "demo=1"  # the pretraining's mix stays
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
 
@@ -147,7 +147,7 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
 def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
     commands = stage_commands(tmp_path, monkeypatch)
     rates = {stage: float(option(commands[stage], "--lr"))
-             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr", "25_awr_plain")}
+             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr_positive", "25_awr")}
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
         dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
@@ -162,3 +162,39 @@ def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrid
     assert option(commands["21_rollouts"], "--human-release") == "past_best"
     with pytest.raises(ValueError, match="human_release must be one of"):
         dataclasses.replace(experiment.PROFILES["full"], human_release="never")
+
+
+def test_each_awr_checkpoint_folder_is_named_as_its_arm(tmp_path, monkeypatch):
+    commands = stage_commands(tmp_path, monkeypatch)
+    last = tmp_path.resolve() / "checkpoints" / "iter_2"
+    for stage, init, arm in (("24_awr_positive", "pi_pre", "awr_positive"), ("25_awr", "pi_pre_plain", "awr")):
+        assert option(commands[stage], "--init").endswith(f"checkpoints/{init}")
+        assert option(commands[stage], "--out") == str(last / arm)
+    evaluated = [a for a in commands["90_eval"] if a.startswith("awr")]
+    assert evaluated == [f"awr={last / 'awr'}", f"awr_positive={last / 'awr_positive'}:advantage=positive"]
+
+
+def test_a_resumed_run_from_before_the_rename_keeps_its_awr_checkpoints_and_evaluation(tmp_path):
+    """Runs that kept the hybrid in ``awr`` and the paper's AWR in ``awr_plain`` are renamed, not redone."""
+    out = tmp_path / "run"
+    last, logs = out / "checkpoints" / "iter_2", out / "logs"
+    for folder, mode in (("awr", "hybrid"), ("awr_plain", "paper")):
+        (last / folder).mkdir(parents=True)
+        (last / folder / "provenance.json").write_text(json.dumps({"mode": "awr", "which": mode}))
+    logs.mkdir(parents=True)
+    for stage in ("24_awr", "25_awr_plain"):
+        (logs / f"{stage}.done").write_text("12.0\n")
+        (logs / f"{stage}.log").write_text("$ recap train-policy\n")
+    (out / "eval.json").write_text(json.dumps({"seeds": [1], "arms": {
+        "awr": {"checkpoint": str(last / "awr_plain"), "beta": 1.0, "advantage": None},
+        "awr_positive": {"checkpoint": str(last / "awr"), "beta": 1.0, "advantage": "positive"}}}))
+    experiment.rename_awr_folders(out)
+    assert json.loads((last / "awr_positive" / "provenance.json").read_text())["which"] == "hybrid"
+    assert json.loads((last / "awr" / "provenance.json").read_text())["which"] == "paper"
+    assert not (last / "awr_plain").exists()
+    assert sorted(p.name for p in logs.iterdir()) == ["24_awr_positive.done", "24_awr_positive.log",
+                                                      "25_awr.done", "25_awr.log"]
+    arms = [f"awr={last / 'awr'}", f"awr_positive={last / 'awr_positive'}:advantage=positive"]
+    assert experiment._evaluated(out / "eval.json", arms, [1])
+    experiment.rename_awr_folders(out)  # a second resume finds nothing to rename
+    assert json.loads((last / "awr" / "provenance.json").read_text())["which"] == "paper"

@@ -28,11 +28,11 @@ def test_scene_probe_reports_errors_against_the_blind_baseline(probe, capsys):
         figures = [result[f"{split}_{name}"] for name in ("error", "baseline_mean_chunk", "sample_spread",
                                                            "target_spread")]
         assert all(math.isfinite(f) and f >= 0 for f in figures)
-        # the expert's first chunk depends on where the cube is, so the blind baseline is not zero
+        # the operator's first chunk depends on where the cube is, so the blind baseline is not zero
         assert result[f"{split}_baseline_mean_chunk"] > 0.05 and result[f"{split}_target_spread"] > 0.05
 
 
-def test_scene_probe_collects_the_expert_chunk_from_the_start_pose(probe):
+def test_scene_probe_collects_the_operator_chunk_from_the_start_pose(probe):
     from recap_sim.sim import AlohaSim
 
     sim = AlohaSim("transfer_cube", width=32, height=32)
@@ -42,6 +42,6 @@ def test_scene_probe_collects_the_expert_chunk_from_the_start_pose(probe):
         sim.close()
     assert data["actions"].shape == (2, 5, 14) and data["state"].shape == (2, 14)
     assert set(data["images"]) == set(sim.camera_names) and data["images"]["base"].shape == (2, 3, 32, 32)
-    # same start pose, different cubes: the states agree, the expert's commands do not
+    # same start pose, different cubes: the states agree, the operator's commands do not
     assert float((data["state"][0] - data["state"][1]).abs().max()) < 1e-9
     assert float((data["actions"][0, -1] - data["actions"][1, -1]).abs().max()) > 1e-3

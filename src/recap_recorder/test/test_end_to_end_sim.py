@@ -1,4 +1,4 @@
-"""Simulated station (gym-aloha + scripted expert + gate + episode manager) -> recorder -> bags -> dataset."""
+"""Simulated station (gym-aloha + scripted operator + gate + episode manager) -> recorder -> bags -> dataset."""
 from __future__ import annotations
 
 import subprocess
@@ -44,7 +44,7 @@ def test_sim_episodes_are_recorded_and_convert_to_50hz_frames(tmp_path):
             assert commands - 3 <= outcome.frames <= commands
             duration = (episode.timeline.tick_ns[-1] - episode.timeline.tick_ns[0]) / 1e9
             assert abs(outcome.frames - (50 * duration + 1)) <= 0.15 * outcome.frames
-            # The expert drives through teleop (the gate may hold for a step before it engages); the
+            # The operator drives through teleop (the gate may hold for a step before it engages); the
             # episode manager counted intervention steps independently, from the same topics.
             flags = episode.timeline.is_intervention
             assert flags[2:].all()

@@ -1,1 +1,1 @@
-"""Simulated bimanual ALOHA station node and scripted IK expert."""
+"""Simulated bimanual ALOHA station node and the scripted operator that drives it."""

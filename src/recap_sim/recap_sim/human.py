@@ -1,42 +1,9 @@
-"""A simulated human operator for human-gated DAgger: when to take over, when to give back.
+"""The simulated human of human-gated DAgger: when the scripted operator takes over from the policy, and
+when it gives back.
 
-The scripted expert provides *what* to command; this decides *when*, from what
-an operator watching the station would notice:
-
-- no progress: the task reward has not increased for ``patience_s`` while the
-  policy is in control (the cube is not moving toward the goal);
-- regress: the reward stayed below its best for ``regress_s`` (the cube was
-  dropped). The sim's staged reward flickers when a finger loses contact for
-  a step or two while the cube stays in the hand (in 15 episodes of an SFT
-  policy, 50 falls below the best reward, most back within 2-4 steps); an
-  operator does not grab the arm for that, and corrections started there
-  interrupt a policy that was doing well;
-- value drop: the live value estimate fell by more than ``value_drop`` within
-  ``value_window_s`` (what an operator watching rviz sees), once the episode
-  has run ``value_settle_s``: right after a reset the value stream still
-  carries estimates of the episode before (the value node was mid-inference,
-  or had not seen the new episode yet), and a fall from the last one (near 0,
-  a success) to the first of the new episode is no reason to take over. In
-  runs/full_d 10 of 73 take-overs were that, 0.1 s into the episode.
-
-On a trigger the operator engages with probability ``attention`` (an
-inattentive operator misses some), corrects for at least ``min_correction_s``
-and until the reward reached the stage its ``release`` rule (below) names (or
-``max_correction_s`` passed), then releases and leaves the policy alone for
-``cooldown_s``. ``max_interventions`` bounds corrections per episode.
-
-Where the correction ends is ``release``:
-
-- ``next_stage``: at the first stage past where it engaged (or past the best the
-  episode reached, whichever comes first). After a dropped handover that is the
-  re-grasp on the table: the policy gets the cube back before the step it failed.
-- ``past_best``: only once the task went one stage past the best the episode had
-  reached: the operator fixes the mistake *and* does the step the policy failed
-  (the handover it dropped), as an operator does who has seen that step go wrong.
-  The corrections then show the expert's own handovers from the states the policy
-  reaches; with ``next_stage`` nearly every handover in the rollouts is the policy's.
-
-Pure Python; time is passed in explicitly so it is tested without ROS.
+The scripted operator provides *what* to command; :class:`SimulatedHuman` decides *when*, from what an
+operator watching the station would notice. Pure Python; time is passed in explicitly, so it is tested
+without ROS.
 """
 from __future__ import annotations
 
@@ -49,7 +16,7 @@ import numpy as np
 #: what the station accepts for the value-drop trigger (``human_value_drop``, ``recap station --human-value-drop``):
 #: normalised value, so 1 is a drop no value in [-1, 0] can make (the trigger off)
 VALUE_DROP_RANGE = (0.01, 1.0)
-#: where a correction ends (``HumanConfig.release``; see the module's docstring)
+#: where a correction ends (``HumanConfig.release``; see :class:`SimulatedHuman`)
 RELEASE_RULES = ("next_stage", "past_best")
 
 
@@ -88,7 +55,38 @@ class HumanConfig:
 
 
 class SimulatedHuman:
-    """Decides, every tick, whether the operator holds the deadman."""
+    """Decides, every tick, whether the operator holds the deadman.
+
+    It takes over on one of three triggers:
+
+    - no progress: the task reward has not increased for ``patience_s`` while the policy is in control
+      (the cube is not moving toward the goal);
+    - regress: the reward stayed below its best for ``regress_s`` (the cube was dropped). The sim's
+      staged reward flickers when a finger loses contact for a step or two while the cube stays in the
+      hand (in 15 episodes of an SFT policy, 50 falls below the best reward, most back within 2-4
+      steps); an operator does not grab the arm for that, and corrections started there interrupt a
+      policy that was doing well;
+    - value drop: the live value estimate fell by more than ``value_drop`` within ``value_window_s``
+      (what an operator watching rviz sees), once the episode has run ``value_settle_s``: right after a
+      reset the value stream still carries estimates of the episode before (the value node was
+      mid-inference, or had not seen the new episode yet), and the fall from its last one (near 0, a
+      success) to the first of the new episode would otherwise make the operator take over 0.1 s into
+      the episode, before the policy did anything.
+
+    On a trigger it engages with probability ``attention`` (an inattentive operator misses some),
+    corrects for at least ``min_correction_s`` and until the reward reaches the stage its ``release``
+    rule names (or ``max_correction_s`` passed), then releases and leaves the policy alone for
+    ``cooldown_s``. ``max_interventions`` bounds corrections per episode. Where a correction ends:
+
+    - ``next_stage``: at the first stage past where it engaged (or past the best the episode reached,
+      whichever comes first). After a dropped handover that is the re-grasp on the table: the policy
+      gets the cube back before the step it failed.
+    - ``past_best``: only once the task went one stage past the best the episode had reached: the
+      operator fixes the mistake *and* does the step the policy failed (the handover it dropped), as an
+      operator does who has seen that step go wrong. The corrections then show the scripted operator's
+      own handovers from the states the policy reaches; with ``next_stage`` nearly every handover in
+      the rollouts is the policy's.
+    """
 
     def __init__(self, config: HumanConfig = HumanConfig(), seed: int = 0):
         self.config = config

@@ -1,12 +1,9 @@
 """Forward and inverse kinematics of the two ViperX arms on a private copy of the model.
 
-The expert plans on its own ``MjModel``/``MjData`` (``mj_kinematics`` and
-``mj_jac`` only, no dynamics), so it never reads or writes the simulator's state:
-the same code drives a real station from measured joint angles.
-
-Grasp frame of an arm: the ``gripper_link`` body's orientation (x along the
-gripper towards the fingertips, y the direction the fingers open and close) at
-the point ``GRASP_OFFSET`` m along x, between the finger pads.
+The scripted operator plans on its own ``MjModel``/``MjData`` (``mj_kinematics`` and ``mj_jac`` only),
+so it never touches the simulator's state and the same code runs on measured joints from a real
+station. Grasp frame of an arm: ``gripper_link``'s orientation (x towards the fingertips, y the
+direction the fingers close) at the point ``GRASP_OFFSET`` m along x, between the finger pads.
 """
 from __future__ import annotations
 

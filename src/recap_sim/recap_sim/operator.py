@@ -1,39 +1,8 @@
-"""Scripted bimanual expert for the cube transfer, with a human-like quality knob.
+"""The scripted operator of the simulated station: a closed-loop teleoperator for the cube transfer.
 
-Closed loop: every call sees only the measured joints and the cube pose, works
-out where the cube is (on the table, in the right gripper, at the handover
-point, in the left gripper) and plans from there, so it can take over from any
-state a policy left behind. The plan:
-
-1. right arm: hover above the cube pointing down, fingers across two faces
-   (the faces nearest the world y axis); descend; close;
-2. lift straight up, then carry the cube to ``HANDOVER_POINT``, turning it so
-   the gripped faces face world y;
-3. left arm, rolled 90 degrees, waits behind the handover point, slides in along
-   +x with the fingers above and below the cube, closes;
-4. right gripper opens and the right arm goes home; the left holds the cube.
-
-Recoveries follow from the same reading of the state: fingers that closed on
-air (or on an edge) back off and retry; a dropped cube is picked up again; a
-cube beyond the right arm's reach (x < -0.06) is picked by the left arm; a
-cube resting between the open left fingers is caught; one stuck on an arm is
-shaken off by sending both arms home. See docs/expert.md.
-
-Targets are grasp-frame poses turned into joint angles by damped least squares
-on a private kinematic model (``kinematics.py``); the command moves towards the
-solution at a bounded joint speed, so every output is within the station's
-joint limits and one control period's ``max_step`` of the previous output. The
-sim's forearm-roll servo is weak against its friction, so when that joint hangs
-off its command the other five are solved around where it really is.
-
-The memory it keeps is what an operator keeps: its own last command, the
-sloppiness it drew for the current move, and whether it just fumbled a grasp
-(so it backs off before trying again).
-
-``quality`` 1.0 is a clean, fast operator; towards 0 the operator moves slower
-and unevenly, hesitates at phase changes, shakes (low-pass filtered noise on the
-arm targets), sometimes closes on air or lets the cube go while carrying it,
-and then recovers with a regrasp. Deterministic for a given (quality, seed).
+Every call reads the measured joints and the cube pose, works out where the cube is and plans from
+there, so it can take over from any state a policy left behind; ``quality`` sets how clean and fast it
+is. docs/operator.md has its phases, recoveries, motion and quality levels.
 """
 from __future__ import annotations
 
@@ -100,7 +69,7 @@ class OperatorStyle:
     def from_quality(cls, quality: float) -> "OperatorStyle":
         """1.0: clean and fast. Every sloppiness grows linearly as quality falls to 0."""
         if not 0.0 <= quality <= 1.0:
-            raise ValueError(f"quality must be in [0, 1] (1 = clean expert, 0 = sloppiest operator), got {quality}")
+            raise ValueError(f"quality must be in [0, 1] (1 = cleanest operator, 0 = sloppiest), got {quality}")
         sloppiness = 1.0 - quality
         return cls(speed=0.7 - 0.25 * sloppiness, speed_spread=0.4 * sloppiness,
                    pause_probability=0.4 * sloppiness, pause_steps=(3, 3 + int(round(20 * sloppiness))),
@@ -127,7 +96,7 @@ class ArmGoal:
 
 @dataclasses.dataclass
 class Scene:
-    """What the expert perceives in one call."""
+    """What the operator perceives in one call."""
 
     cube: np.ndarray                      # [3] cube centre
     cube_quat: np.ndarray                 # [4] wxyz
@@ -162,13 +131,21 @@ def cube_catchable(offset: np.ndarray) -> bool:
     return bool(-0.025 < along < 0.03 and abs(across) < 0.015 and abs(side) < 0.015)
 
 
-class ScriptedExpert:
-    """Next absolute joint target ``[14]`` from the measured joints ``[14]`` and the cube pose ``[7]``."""
+class ScriptedOperator:
+    """Next absolute joint target ``[14]`` from the measured joints ``[14]`` and the cube pose ``[7]``.
+
+    Targets are grasp-frame poses turned into joint angles by damped least squares on a private
+    kinematic model (``kinematics.py``); the command moves towards the solution at a bounded joint
+    speed, so every output is within the station's joint limits and one control period's ``max_step``
+    of the previous output. Its memory is what an operator keeps: its own last command, the
+    sloppiness it drew for the current move, and whether it just fumbled a grasp. Deterministic for a
+    given (quality, seed) and the same observations.
+    """
 
     def __init__(self, task: str = "transfer_cube", quality: float = 1.0, seed: int = 0,
                  station: StationConfig | None = None):
         if task not in TASKS:
-            raise ValueError(f"the scripted expert solves {list(TASKS)}, not {task!r}: drive other tasks "
+            raise ValueError(f"the scripted operator solves {list(TASKS)}, not {task!r}: drive other tasks "
                              "by teleoperation or a policy")
         self.task = task
         self.quality = float(quality)

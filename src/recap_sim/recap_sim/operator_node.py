@@ -1,16 +1,8 @@
-"""The scripted expert as the operator: joint_states + object pose -> teleop/joint_command.
+"""The ``scripted_operator`` node: the scripted operator drives the simulated station through the gate.
 
-It answers every ``joint_states`` message with the next target (so it runs at
-the station's 50 Hz) and re-seeds its human-like variability when the station
-starts a new episode (the seed in ``sim/status`` changes). Closed loop: it
-picks its phase from the current state, so it can take over mid-episode.
-
-``mode`` (runtime parameter) says how it uses the deadman ``teleop/engage``:
-- ``drive``: holds it the whole time (demonstrations);
-- ``intervene``: a simulated human (human.py) watching progress and
-  ``value/estimate`` engages when the policy goes wrong and releases after
-  correcting (human-gated DAgger);
-- ``off``: silent.
+It answers ``joint_states`` and the object pose with ``teleop/joint_command`` and holds the deadman
+``teleop/engage`` as its ``mode`` says: always (demonstrations), when the simulated human decides
+(interventions on a policy), or never. docs/nodes.md lists its parameters.
 """
 from __future__ import annotations
 
@@ -25,22 +17,31 @@ from recap_ros import qos
 from recap_ros.conversions import MessageError, diagnostic_values, joint_positions, joint_state
 from recap_ros.node_main import run_node
 from recap_ros.params import declare, declare_station
-from recap_sim.expert import TASKS as EXPERT_TASKS
-from recap_sim.expert import ScriptedExpert
 from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
+from recap_sim.operator import TASKS as OPERATOR_TASKS
+from recap_sim.operator import ScriptedOperator
 
 MODES = ("drive", "intervene", "off")
 
 
-class ScriptedExpertNode(Node):
+class ScriptedOperatorNode(Node):
+    """Answers every ``joint_states`` message with the next target (so it runs at the station's 50 Hz).
+
+    ``mode`` (runtime): ``drive`` holds the deadman the whole time; ``intervene`` lets a
+    :class:`~recap_sim.human.SimulatedHuman` watching progress and ``value/estimate`` engage when the
+    policy goes wrong and release after correcting (human-gated DAgger); ``off`` is silent. It re-seeds
+    its human-like variability when the station starts a new episode (the seed in ``sim/status``
+    changes); closed loop, it picks its phase from the current state, so it can take over mid-episode.
+    """
+
     def __init__(self, **kwargs):
-        super().__init__("scripted_expert", **kwargs)
+        super().__init__("scripted_operator", **kwargs)
         self.station = declare_station(self)
-        task = declare(self, "task_name", "transfer_cube", "task the expert solves (the scripted expert "
-                       "knows transfer_cube only)", choices=EXPERT_TASKS)
-        self.quality = declare(self, "quality", 1.0, "1 = clean expert, 0 = sloppiest operator",
+        task = declare(self, "task_name", "transfer_cube", "task the operator solves (the scripted operator "
+                       "knows transfer_cube only)", choices=OPERATOR_TASKS)
+        self.quality = declare(self, "quality", 1.0, "1 = cleanest operator, 0 = sloppiest",
                                min_value=0.0, max_value=1.0)
-        self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the expert's variability",
+        self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the operator's variability",
                                    min_value=0, max_value=2**31 - 1)
         self.mode = declare(self, "mode", "drive", "drive: always engaged; intervene: simulated human; off",
                             choices=MODES, on_change=self._set_mode)
@@ -70,7 +71,7 @@ class ScriptedExpertNode(Node):
                             "stage past where it engaged) or past_best (one stage past the best the episode "
                             "reached: the operator also does the step the policy failed)",
                             choices=RELEASE_RULES))
-        self.expert = ScriptedExpert(task, quality=self.quality, seed=self.seed_offset, station=self.station)
+        self.operator = ScriptedOperator(task, quality=self.quality, seed=self.seed_offset, station=self.station)
         self.human = SimulatedHuman(human, seed=self.seed_offset)
         self._object_pose: np.ndarray | None = None
         self._episode_seed: str | None = None
@@ -102,7 +103,7 @@ class ScriptedExpertNode(Node):
         self._reward = float(values.get("reward", 0.0))
         if seed is not None and seed != self._episode_seed:
             self._episode_seed = seed
-            self.expert.reset(int(seed) + self.seed_offset)
+            self.operator.reset(int(seed) + self.seed_offset)
             self.human.reset(int(seed) + self.seed_offset)
             self._value = None
 
@@ -124,13 +125,13 @@ class ScriptedExpertNode(Node):
         except MessageError as exc:
             self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=2.0)
             return
-        target = self.expert.act(q, self._object_pose)
+        target = self.operator.act(q, self._object_pose)
         self._pub.publish(joint_state(target, stamp=msg.header.stamp, names=self.station.joint_names))
         self.commands_sent += 1
 
 
 def main(args=None) -> int:
-    return run_node(ScriptedExpertNode, args)
+    return run_node(ScriptedOperatorNode, args)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,7 @@
-"""Lighter meshes for the cameras, the same physics.
+"""Lighter meshes for the cameras, the same physics: software OpenGL spends a camera frame on vertices.
 
-Mesa's llvmpipe (the software OpenGL these stations render with when there is
-no GPU) spends almost all of a camera frame transforming vertices: the two
-ViperX arms carry 57,000 mesh triangles (the gripper and gripper bar alone are
-16,600 per arm), and a frame costs about the same at 16 px as at 224 px.
-
-:func:`render_model` returns a copy of the model whose meshes are simplified by
-vertex clustering: the vertices of a mesh are snapped to a cubic grid of side
-``cell`` (metres), each grid cell keeps one representative vertex, and the
-triangles that collapse (two corners in one cell) or repeat are dropped. The
-kept triangles still index the original vertices and normals, so nothing is
-moved or re-shaded; only detail finer than ``cell`` goes. At 2 mm the images
-differ from the full meshes by about 0.05 grey levels on average (less than
-the JPEG noise of the dataset) while a frame renders about twice as fast.
-
-Only the copy's face arrays and face counts change. It is used to build the
-OpenGL context and nothing else: physics, collisions and inertia keep the
-original model.
+:func:`render_model` simplifies a copy of the model's meshes for the OpenGL context only; physics,
+collisions and inertia keep the original model. docs/nodes.md (``render_mesh_cell``) has the trade-off.
 """
 from __future__ import annotations
 
@@ -29,7 +14,18 @@ MIN_FACES = 200  # meshes smaller than this (the table top) are left alone
 
 
 def render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
-    """A copy of ``model`` whose meshes drop triangles smaller than ``cell`` metres (0: an unchanged copy)."""
+    """A copy of ``model`` whose meshes drop triangles smaller than ``cell`` metres (0: an unchanged copy).
+
+    Mesa's llvmpipe (the software OpenGL these stations render with when there is no GPU) spends almost
+    all of a camera frame transforming vertices: the two ViperX arms carry 57,000 mesh triangles (the
+    gripper and gripper bar alone are 16,600 per arm), and a frame costs about the same at 16 px as at
+    224 px. Vertex clustering: the vertices of a mesh are snapped to a cubic grid of side ``cell``, each
+    grid cell keeps one representative vertex, and the triangles that collapse (two corners in one cell)
+    or repeat are dropped. The kept triangles still index the original vertices and normals, so nothing
+    is moved or re-shaded; only detail finer than ``cell`` goes. At 2 mm the images differ from the full
+    meshes by about 0.05 grey levels on average (less than the JPEG noise of the dataset) while a frame
+    renders about twice as fast. Only the copy's face arrays and face counts change.
+    """
     if not np.isfinite(cell) or cell < 0:
         raise ValueError(f"render mesh cell must be a finite size >= 0 (m), got {cell!r}")
     out = copy.copy(model)

@@ -1,18 +1,7 @@
-"""The simulated bimanual ALOHA station: gym-aloha's tasks on MuJoCo, without ROS.
+"""The simulated bimanual ALOHA station without ROS: gym-aloha's tasks driven on MuJoCo directly.
 
-``AlohaSim`` loads gym-aloha's MJCF (two ViperX 300s arms, a table, the cube or
-the peg and socket) and reproduces its task semantics -- start pose, seeded
-object placement (``gym_aloha.utils.sample_*_pose``), 14-dim absolute
-joint-position action with grippers normalised 0 (closed) .. 1 (open), 10
-physics substeps per 50 Hz control step, reward 0..4 from contacts and success
-at reward 4 -- but drives MuJoCo directly: gym-aloha's env renders three
-480x640 images with shadows on every step (6-8 steps/s), while here physics
-runs alone (thousands of steps/s) and ``render`` draws only the cameras asked
-for, at the station's size, without shadows, from meshes simplified for the
-cameras only (``render_mesh``: same images, half the software-GL time).
-
-The object placement is a pure function of the seed, so unlike gym-aloha
-(module-level ``BOX_POSE``) several sims can live in one process.
+:class:`AlohaSim` reproduces gym-aloha's task semantics exactly but steps physics alone and renders
+only the cameras asked for, so a station runs in real time on CPU cores. docs/operator.md describes it.
 """
 from __future__ import annotations
 
@@ -133,7 +122,19 @@ def initial_object_qpos(task: str, seed: int) -> np.ndarray:
 
 
 class AlohaSim:
-    """One simulated bimanual station: physics at 50 Hz, rendering on demand."""
+    """One simulated bimanual station: physics at 50 Hz, rendering on demand.
+
+    Loads gym-aloha's MJCF (two ViperX 300s arms, a table, the cube or the peg and socket) and
+    reproduces its task semantics -- start pose, seeded object placement (``gym_aloha.utils.sample_*_pose``),
+    14-dim absolute joint-position action with grippers normalised 0 (closed) .. 1 (open), 10 physics
+    substeps per 50 Hz control step, reward 0..4 from contacts and success at reward 4 -- but drives
+    MuJoCo directly: gym-aloha's env renders three 480x640 images with shadows on every step (6-8
+    steps/s), while here physics runs alone (thousands of steps/s) and :meth:`render` draws only the
+    cameras asked for, at the station's size, without shadows, from meshes simplified for the cameras
+    only (``render_mesh``: same images, half the software-GL time). The object placement is a pure
+    function of the seed, so unlike gym-aloha (module-level ``BOX_POSE``) several sims can live in one
+    process.
+    """
 
     def __init__(self, task: str = "transfer_cube", cameras: Mapping[str, str] = DEFAULT_CAMERAS,
                  width: int = 224, height: int = 224, max_episode_steps: int = 400,

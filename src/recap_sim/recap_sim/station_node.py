@@ -1,23 +1,8 @@
-"""The simulated bimanual station: a gym-aloha task behind the station topics.
+"""The ``sim_station`` node: a gym-aloha task (:class:`~recap_sim.sim.AlohaSim`) behind the station topics.
 
-Publishes ``camera/<cam>/image_raw`` (rgb8) and ``joint_states`` every control
-step (50 Hz, paced to ``real_time_factor`` x real time, or as fast as possible
-with 0), applies the newest valid ``joint_command`` (holding the last one when
-none arrives), and reports task progress on ``sim/status`` and the object pose
-on ``sim/object_pose`` (sim-only topics, used by the scripted expert and the
-episode manager). ``sim/reset`` (std_srvs/Trigger) resets with the ``seed``
-parameter and then advances it by one, so consecutive episodes differ and a
-given seed always reproduces the same object pose.
-
-Bad commands -- wrong joint count or names, NaN, outside the joint limits --
-are rejected, logged (throttled) and counted in ``sim/status``; the station
-keeps holding the last valid command.
-
-After a reset the arm holds the reset pose until a command arrives within
-``reset_anchor_steps`` velocity-limited steps of it: commands still in flight
-for the previous episode (the gate re-anchors only when it hears of the new
-episode) are ignored and counted (``commands_ignored_after_reset``) instead
-of pulling the arm back to where that episode ended.
+It stands in for the robot driver on machines without one: cameras and joint states out, joint
+commands in, plus the sim-only task progress and object pose. docs/nodes.md lists its topics and
+parameters.
 """
 from __future__ import annotations
 
@@ -45,6 +30,23 @@ DEFAULT_MODEL_CAMERAS = {"base": "top", "left_wrist": "left_wrist", "right_wrist
 
 
 class SimStationNode(Node):
+    """Publishes ``camera/<cam>/image_raw`` (rgb8) and ``joint_states`` every control step.
+
+    50 Hz, paced to ``real_time_factor`` x real time, or as fast as possible with 0. It applies the
+    newest valid ``joint_command`` (holding the last one when none arrives) and reports task progress on
+    ``sim/status`` and the object pose on ``sim/object_pose`` (sim-only topics, used by the scripted
+    operator and the episode manager). ``sim/reset`` (std_srvs/Trigger) resets with the ``seed``
+    parameter and then advances it by one, so consecutive episodes differ and a given seed always
+    reproduces the same object pose.
+
+    Bad commands -- wrong joint count or names, NaN, outside the joint limits -- are rejected, logged
+    (throttled) and counted in ``sim/status``; the station keeps holding the last valid command. After a
+    reset the arm holds the reset pose until a command arrives within ``reset_anchor_steps``
+    velocity-limited steps of it: commands still in flight for the previous episode (the gate
+    re-anchors only when it hears of the new episode) are ignored and counted
+    (``commands_ignored_after_reset``) instead of pulling the arm back to where that episode ended.
+    """
+
     def __init__(self, **kwargs):
         super().__init__("sim_station", **kwargs)
         self.station = declare_station(self)

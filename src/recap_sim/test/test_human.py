@@ -38,7 +38,7 @@ def test_a_drop_of_the_cube_triggers_once_it_lasts():
 @pytest.mark.parametrize("release, released_at", [("next_stage", 1.0), ("past_best", 4.0)])
 def test_a_correction_after_a_dropped_handover_ends_where_its_release_rule_says(release, released_at):
     """Dropped at the handover (best 3, back to 0): next_stage hands back after the re-grasp (stage 1),
-    past_best only once the expert has also done the handover the policy failed (stage 4)."""
+    past_best only once the operator has also done the handover the policy failed (stage 4)."""
     h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3, min_correction_s=0.5, max_correction_s=60.0,
                                    release=release))
     rewards = [3.0] * 10 + [0.0] * 40 + [1.0] * 30 + [2.0] * 30 + [3.0] * 30 + [4.0] * 30
@@ -75,7 +75,7 @@ def test_the_previous_episodes_value_at_a_reset_does_not_trigger():
     h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5))
     assert not any(run(h, [0.0] * 103, values)) and h.interventions == 0
     h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5, value_settle_s=0.0))
-    assert run(h, [0.0] * 103, values)[3]  # without the settling time: what runs/full_d's rollouts did
+    assert run(h, [0.0] * 103, values)[3]  # without the settling time: a take-over right at the reset
     h = SimulatedHuman(HumanConfig(patience_s=100.0, value_drop=0.2, value_window_s=1.5))
     run(h, [0.0] * 100, [-0.3] * 100)
     h.reset()  # a new episode settles again

@@ -1,4 +1,4 @@
-"""The scripted expert: solves the transfer, stays within the station's limits, takes over from
+"""The scripted operator: solves the transfer, stays within the station's limits, takes over from
 disturbed states, degrades with quality, is deterministic; and the IK it stands on."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from recap_core.station import StationConfig  # noqa: E402
-from recap_sim.expert import OperatorStyle, ScriptedExpert  # noqa: E402
+from recap_sim.operator import OperatorStyle, ScriptedOperator  # noqa: E402
 from recap_sim.kinematics import (ArmKinematics, box_side_yaws, closest_symmetric_yaw,  # noqa: E402
                                   horizontal_rotation, top_down_rotation)
 from recap_sim.sim import AlohaSim  # noqa: E402
@@ -26,14 +26,14 @@ def sim():
     return AlohaSim(max_episode_steps=MAX_STEPS)
 
 
-def run(sim, expert, seed, steps=MAX_STEPS, record=None, reset=True):
+def run(sim, operator, seed, steps=MAX_STEPS, record=None, reset=True):
     """Control steps until the first success (None if none); ``record`` collects (measured, command)."""
     if reset:
         sim.reset(seed)
-        expert.reset(seed)
+        operator.reset(seed)
     for _ in range(steps):
         measured = sim.joint_positions()
-        command = expert.act(measured, sim.object_pose())
+        command = operator.act(measured, sim.object_pose())
         if record is not None:
             record.append((measured, command))
         if sim.step(command).success:
@@ -52,26 +52,26 @@ def wander(sim, rng, steps):
         sim.step(command)
 
 
-def test_clean_expert_transfers_the_cube(sim):
-    expert = ScriptedExpert(quality=1.0, seed=0, station=STATION)
-    lengths = [run(sim, expert, seed) for seed in range(5)]
+def test_clean_operator_transfers_the_cube(sim):
+    operator = ScriptedOperator(quality=1.0, seed=0, station=STATION)
+    lengths = [run(sim, operator, seed) for seed in range(5)]
     assert sum(n is not None for n in lengths) >= 4, lengths
     assert max(n for n in lengths if n is not None) < 250, lengths
     # after the first success it finishes the handover: right hand open and away, left holds
     for _ in range(60):
-        sim.step(expert.act(sim.joint_positions(), sim.object_pose()))
-    assert sim.success and expert.phase == "done"
+        sim.step(operator.act(sim.joint_positions(), sim.object_pose()))
+    assert sim.success and operator.phase == "done"
 
 
 @pytest.mark.parametrize("quality", [1.0, 0.2])
 def test_commands_respect_joint_and_velocity_limits(sim, quality):
-    expert = ScriptedExpert(quality=quality, seed=3, station=STATION)
+    operator = ScriptedOperator(quality=quality, seed=3, station=STATION)
     record = []
-    run(sim, expert, 3, steps=300, record=record)
+    run(sim, operator, 3, steps=300, record=record)
     take_over = len(record)
     wander(sim, np.random.default_rng(1), 40)  # then a take-over from wherever the arms are
-    expert.reset(4)
-    run(sim, expert, 4, steps=100, record=record, reset=False)
+    operator.reset(4)
+    run(sim, operator, 4, steps=100, record=record, reset=False)
     assert len(record) > take_over + 50
     measured = np.array([m for m, _ in record])
     commands = np.array([c for _, c in record])
@@ -88,23 +88,23 @@ def test_commands_respect_joint_and_velocity_limits(sim, quality):
 
 
 def test_takes_over_after_a_bad_policy(sim):
-    expert = ScriptedExpert(quality=1.0, station=STATION)
+    operator = ScriptedOperator(quality=1.0, station=STATION)
     successes = 0
     for seed in range(3):
         sim.reset(seed)
         wander(sim, np.random.default_rng(100 + seed), 80)
-        expert.reset(seed)
-        successes += run(sim, expert, seed, reset=False) is not None
+        operator.reset(seed)
+        successes += run(sim, operator, seed, reset=False) is not None
     assert successes >= 2
 
 
 def test_takes_over_after_arms_are_scrambled_mid_episode(sim):
-    """Expert lifts the cube, someone shoves the arms (the cube may drop), the expert carries on."""
-    expert = ScriptedExpert(quality=1.0, station=STATION)
+    """Operator lifts the cube, someone shoves the arms (the cube may drop), the operator carries on."""
+    operator = ScriptedOperator(quality=1.0, station=STATION)
     successes, disturbed = 0, 0
     for seed in range(3):
         rng = np.random.default_rng(200 + seed)
-        run(sim, expert, seed, steps=60)
+        run(sim, operator, seed, steps=60)
         lifted = sim.object_pose()[2]
         command = sim.joint_positions()
         goal = np.clip(command + rng.normal(0, 0.25, 14), STATION.lower_array, STATION.upper_array)
@@ -114,7 +114,7 @@ def test_takes_over_after_arms_are_scrambled_mid_episode(sim):
             sim.step(command)
         disturbed += sim.object_pose()[2] < lifted - 0.05
         start = sim.step_count
-        successes += run(sim, expert, seed, reset=False) is not None  # same expert, stale memory
+        successes += run(sim, operator, seed, reset=False) is not None  # same operator, stale memory
         assert sim.step_count - start <= MAX_STEPS
     assert disturbed >= 2, "the scramble should knock the cube out of the hand"
     assert successes >= 2
@@ -122,11 +122,11 @@ def test_takes_over_after_arms_are_scrambled_mid_episode(sim):
 
 def test_lower_quality_takes_longer_and_fumbles(sim):
     def mean_length_and_fumbles(quality):
-        expert = ScriptedExpert(quality=quality, station=STATION)
+        operator = ScriptedOperator(quality=quality, station=STATION)
         lengths, fumbles = [], 0
         for seed in range(3):
-            lengths.append(run(sim, expert, seed) or MAX_STEPS)  # a failure counts as the time limit
-            fumbles += expert.fumbles
+            lengths.append(run(sim, operator, seed) or MAX_STEPS)  # a failure counts as the time limit
+            fumbles += operator.fumbles
         return np.mean(lengths), fumbles
 
     clean, clean_fumbles = mean_length_and_fumbles(1.0)
@@ -137,12 +137,12 @@ def test_lower_quality_takes_longer_and_fumbles(sim):
 
 def test_deterministic_for_quality_and_seed(sim):
     def commands(seed):
-        expert = ScriptedExpert(quality=0.5, seed=seed, station=STATION)
+        operator = ScriptedOperator(quality=0.5, seed=seed, station=STATION)
         record = []
         sim.reset(11)
-        expert.reset(seed)
+        operator.reset(seed)
         for _ in range(120):
-            command = expert.act(sim.joint_positions(), sim.object_pose())
+            command = operator.act(sim.joint_positions(), sim.object_pose())
             record.append(command)
             sim.step(command)
         return np.array(record)
@@ -153,14 +153,14 @@ def test_deterministic_for_quality_and_seed(sim):
 
 def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="quality"):
-        ScriptedExpert(quality=1.5)
+        ScriptedOperator(quality=1.5)
     with pytest.raises(ValueError, match="transfer_cube"):
-        ScriptedExpert(task="fold_laundry")
-    expert = ScriptedExpert()
+        ScriptedOperator(task="fold_laundry")
+    operator = ScriptedOperator()
     with pytest.raises(ValueError, match="joint_positions"):
-        expert.act(np.zeros(13), np.zeros(7))
+        operator.act(np.zeros(13), np.zeros(7))
     with pytest.raises(ValueError, match="object_pose"):
-        expert.act(np.zeros(14), np.array([0.0, 0.5, 0.02, np.nan, 0, 0, 0]))
+        operator.act(np.zeros(14), np.array([0.0, 0.5, 0.02, np.nan, 0, 0, 0]))
 
 
 @settings(max_examples=30, deadline=None)

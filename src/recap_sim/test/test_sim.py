@@ -187,7 +187,7 @@ def test_matches_gym_aloha_physics_and_reward(task):
     from dm_control import mujoco as dm_mujoco
     from gym_aloha.tasks import sim as aloha_tasks
 
-    from recap_sim.expert import ScriptedExpert
+    from recap_sim.operator import ScriptedOperator
     from recap_sim.sim import initial_object_qpos, model_path
 
     ours = AlohaSim(task)
@@ -196,19 +196,19 @@ def test_matches_gym_aloha_physics_and_reward(task):
     aloha_tasks.BOX_POSE[0] = initial_object_qpos(task, 5)
     reference = (aloha_tasks.TransferCubeTask if task == "transfer_cube" else aloha_tasks.InsertionTask)()
     reference.initialize_episode(physics)
-    # The expert drives the cube through rewards 0..4; for insertion it just moves the arms.
-    expert = ScriptedExpert() if task == "transfer_cube" else None
+    # The operator drives the cube through rewards 0..4; for insertion it just moves the arms.
+    operator = ScriptedOperator() if task == "transfer_cube" else None
     rewards = set()
-    for step in range(150 if expert else 40):
+    for step in range(150 if operator else 40):
         q = ours.joint_positions()
-        action = expert.act(q, ours.object_pose()) if expert else q + 0.2 * np.sin(step / 10 + np.arange(14))
+        action = operator.act(q, ours.object_pose()) if operator else q + 0.2 * np.sin(step / 10 + np.arange(14))
         ours.step(action)
         reference.before_step(action, physics)
         physics.step(ours.n_substeps)
         np.testing.assert_array_equal(physics.data.qpos, ours.data.qpos)
         assert reference.get_reward(physics) == ours.reward
         rewards.add(ours.reward)
-    if expert:
+    if operator:
         assert {0, 2, 4} <= rewards, rewards
 
 

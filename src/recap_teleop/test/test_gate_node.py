@@ -114,7 +114,7 @@ def test_engage_and_release_attribute_every_step_and_reset_the_policy(node_proce
     try:
         assert probe.wait_for_subscribers(engage) and probe.wait_for_subscribers(feeder.policy)
         feeder.policy_on.set()
-        feeder.teleop_on.set()  # the teleop device streams all the time, like the scripted expert
+        feeder.teleop_on.set()  # the teleop device streams all the time, like the scripted operator
         assert commands.wait_for(1, timeout=10, predicate=lambda m: abs(m.position[0] - POLICY_TARGET[0]) < 1e-9), \
             gate.output()
         time.sleep(0.3)

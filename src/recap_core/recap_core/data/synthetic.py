@@ -14,7 +14,7 @@ from recap_core.data.writer import DatasetWriter
 from recap_core.station import DEFAULT_CAMERAS, NUM_JOINTS
 
 SUCCESS_RADIUS = 0.08
-EXPERT_SPEED = 0.06
+DEMONSTRATOR_SPEED = 0.06
 STEP = 0.05
 GOAL_X = 0.95
 ACTION_NOISE = 0.005
@@ -61,7 +61,7 @@ def _reach_episode(rng: np.random.Generator, kind: str, max_length: int):
     # so some rollouts reach the goal in time and some do not.
     speed = rng.uniform(0.02, 0.045)
     heading_noise = rng.uniform(0.8, 2.0)
-    # Corrected rollouts: the expert takes over for a while, somewhere in the first half.
+    # Corrected rollouts: the demonstrator takes over for a while, somewhere in the first half.
     takeover = range(0)
     if kind == "corrected":
         takeover_at = int(rng.integers(10, max(11, max_length // 2)))
@@ -73,14 +73,14 @@ def _reach_episode(rng: np.random.Generator, kind: str, max_length: int):
         distance = np.linalg.norm(to_goal)
         if distance < SUCCESS_RADIUS:
             return np.array(points), goal, np.array(flags, dtype=bool), True
-        expert = kind == "demo" or t in takeover
-        if expert:
-            step = to_goal / distance * min(EXPERT_SPEED, distance)
+        demonstrator = kind == "demo" or t in takeover
+        if demonstrator:
+            step = to_goal / distance * min(DEMONSTRATOR_SPEED, distance)
         else:
             angle = np.arctan2(to_goal[1], to_goal[0]) + rng.normal(0.0, heading_noise)
             step = speed * np.array([np.cos(angle), np.sin(angle)])
         points.append(np.clip(position + step + rng.normal(0.0, 0.003, size=2), -1.0, 1.0))
-        flags.append(kind == "corrected" and expert)
+        flags.append(kind == "corrected" and demonstrator)
     return np.array(points), goal, np.array(flags, dtype=bool), False
 
 
