@@ -4,6 +4,7 @@ ROS tests start real nodes as processes (``node_process``) and talk to them
 through an in-process probe node (``probe``); both are torn down even when the
 test fails, processes by PID.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,12 +65,26 @@ def tiny_checkpoints(tmp_path_factory):
     commands = [
         [*recap, "dataset", "synth", str(root / "data"), "--kind", "reach", "--episodes", "3"],
         [*recap, "train-policy", str(root / "data"), "--mode", "sft", "--out", str(root / "policy_a"), *common],
-        [*recap, "train-policy", str(root / "data"), "--mode", "sft", "--seed", "1", "--out",
-         str(root / "policy_b"), *common],
+        [
+            *recap,
+            "train-policy",
+            str(root / "data"),
+            "--mode",
+            "sft",
+            "--seed",
+            "1",
+            "--out",
+            str(root / "policy_b"),
+            *common,
+        ],
         [*recap, "train-value", str(root / "data"), "--out", str(root / "value"), *common],
     ]
     for cmd in commands:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
-    return {"policy_a": root / "policy_a", "policy_b": root / "policy_b", "value": root / "value",
-            "dataset": root / "data"}
+    return {
+        "policy_a": root / "policy_a",
+        "policy_b": root / "policy_b",
+        "value": root / "value",
+        "dataset": root / "data",
+    }

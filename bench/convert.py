@@ -21,6 +21,7 @@ Last line: {"name": "convert", "frames_per_s": ..., "raw_read_frames_per_s": ...
 "uncompressed_bag": {...}}.
 Target: ratio >= 0.5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,27 +49,45 @@ def write_bag(root: Path, steps: int, image_compression: str = "jpeg") -> Path:
     T = ts.types
 
     def header(t_ns):
-        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9,
-                                                                                nanosec=t_ns % 10**9), frame_id="")
+        return T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id=""
+        )
 
     def status(state, **extra):
-        values = {"episode_id": "bench-0001", "task": "transfer the cube", "state": state,
-                  "label": "success" if state == "success" else "", "source": "demo", "steps": "0", **extra}
-        msg = T["diagnostic_msgs/msg/DiagnosticStatus"](level=0, name="episode_manager", message=state,
-                                                        hardware_id="", values=[T["diagnostic_msgs/msg/KeyValue"](
-                                                            key=k, value=v) for k, v in values.items()])
+        values = {
+            "episode_id": "bench-0001",
+            "task": "transfer the cube",
+            "state": state,
+            "label": "success" if state == "success" else "",
+            "source": "demo",
+            "steps": "0",
+            **extra,
+        }
+        msg = T["diagnostic_msgs/msg/DiagnosticStatus"](
+            level=0,
+            name="episode_manager",
+            message=state,
+            hardware_id="",
+            values=[T["diagnostic_msgs/msg/KeyValue"](key=k, value=v) for k, v in values.items()],
+        )
         return values, bytes(ts.serialize_cdr(msg, "diagnostic_msgs/msg/DiagnosticStatus"))
 
     def joints(q, t_ns):
-        msg = T["sensor_msgs/msg/JointState"](header=header(t_ns), name=list(JOINT_NAMES), position=q,
-                                              velocity=np.zeros(0), effort=np.zeros(0))
+        msg = T["sensor_msgs/msg/JointState"](
+            header=header(t_ns), name=list(JOINT_NAMES), position=q, velocity=np.zeros(0), effort=np.zeros(0)
+        )
         return bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:224, 0:224]
     base = np.stack([xx, yy, (xx + yy) // 2], -1).astype(np.uint8)
-    config = RecorderConfig(output_dir=root, topics=default_topics(CAMERAS), cameras=CAMERAS,
-                            min_free_disk_bytes=0, image_compression=image_compression)
+    config = RecorderConfig(
+        output_dir=root,
+        topics=default_topics(CAMERAS),
+        cameras=CAMERAS,
+        min_free_disk_bytes=0,
+        image_compression=image_compression,
+    )
     recorder = Recorder(config, typestore=ts)
     t0 = 10**18
     recorder.on_episode_status(*status("running"), t0 - 5_000_000)
@@ -76,10 +95,18 @@ def write_bag(root: Path, steps: int, image_compression: str = "jpeg") -> Path:
         t = t0 + k * PERIOD_NS
         for i, cam in enumerate(CAMERAS):
             frame = base + rng.integers(0, 8, base.shape, dtype=np.uint8) + np.uint8((k + 40 * i) % 256)
-            msg = T["sensor_msgs/msg/Image"](header=header(t), height=224, width=224, encoding="rgb8",
-                                             is_bigendian=0, step=672, data=frame.reshape(-1))
-            recorder.on_message(f"camera/{cam}/image_raw", bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image")),
-                                t - 2_000_000)
+            msg = T["sensor_msgs/msg/Image"](
+                header=header(t),
+                height=224,
+                width=224,
+                encoding="rgb8",
+                is_bigendian=0,
+                step=672,
+                data=frame.reshape(-1),
+            )
+            recorder.on_message(
+                f"camera/{cam}/image_raw", bytes(ts.serialize_cdr(msg, "sensor_msgs/msg/Image")), t - 2_000_000
+            )
         q = rng.uniform(-1, 1, 14)
         recorder.on_message("joint_states", joints(q, t), t - 1_000_000)
         recorder.on_message("joint_command", joints(q, t), t)
@@ -139,12 +166,15 @@ def measure(bag: Path, work: Path) -> dict:
         shutil.rmtree(work / f"ds_jpeg{run}")
     best["raw_cells"], _ = convert(bag, work / "ds_raw", "raw")
     shutil.rmtree(work / "ds_raw")
-    return {"frames_per_s": round(frames / best["jpeg"], 1),
-            "raw_read_frames_per_s": round(commands / best["raw_read"], 1),
-            "ratio": round(best["raw_read"] / best["jpeg"] * frames / commands, 3),
-            "converter_only_frames_per_s": round(frames / best["converter_only"], 1),
-            "raw_cells_frames_per_s": round(frames / best["raw_cells"], 1),
-            "frames": frames, "bag_mb": round(sum(p.stat().st_size for p in bag.iterdir()) / 2**20, 1)}
+    return {
+        "frames_per_s": round(frames / best["jpeg"], 1),
+        "raw_read_frames_per_s": round(commands / best["raw_read"], 1),
+        "ratio": round(best["raw_read"] / best["jpeg"] * frames / commands, 3),
+        "converter_only_frames_per_s": round(frames / best["converter_only"], 1),
+        "raw_cells_frames_per_s": round(frames / best["raw_cells"], 1),
+        "frames": frames,
+        "bag_mb": round(sum(p.stat().st_size for p in bag.iterdir()) / 2**20, 1),
+    }
 
 
 def main() -> int:
@@ -159,8 +189,13 @@ def main() -> int:
         uncompressed = measure(write_bag(work / "bags_raw", steps, "none"), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"name": "convert", **compressed, "image_format": "jpeg",
-              "bag_images": "jpeg (recorder default)", "uncompressed_bag": uncompressed}
+    result = {
+        "name": "convert",
+        **compressed,
+        "image_format": "jpeg",
+        "bag_images": "jpeg (recorder default)",
+        "uncompressed_bag": uncompressed,
+    }
     print(json.dumps(result))
     return 0
 

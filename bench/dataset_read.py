@@ -13,6 +13,7 @@ pixel noise (sigma in grey levels) to mimic a real camera sensor.
 The last line printed is one JSON object; ``baseline_raw_frames_per_s`` is the
 same read from raw uint8 storage in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,15 +38,17 @@ def procedural_frames(count: int, rng: np.random.Generator) -> np.ndarray:
     height, width = SHAPE
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     floor = np.stack([60 + 0.3 * yy, 60 + 0.25 * yy, 70 + 0.2 * xx], axis=-1)
-    boxes = [(rng.uniform(20, 180, 2), rng.uniform(15, 50, 2), rng.uniform(80, 240, 3), rng.uniform(-1, 1, 2))
-             for _ in range(5)]
+    boxes = [
+        (rng.uniform(20, 180, 2), rng.uniform(15, 50, 2), rng.uniform(80, 240, 3), rng.uniform(-1, 1, 2))
+        for _ in range(5)
+    ]
     frames = np.empty((count, height, width, 3), dtype=np.uint8)
     for t in range(count):
         frame = floor.copy()
         for (y0, x0), (h, w), colour, (vy, vx) in boxes:
             y, x = int(y0 + vy * t) % (height - int(h)), int(x0 + vx * t) % (width - int(w))
             shade = np.linspace(1.0, 0.6, int(w), dtype=np.float32)[None, :, None]
-            frame[y:y + int(h), x:x + int(w)] = colour * shade
+            frame[y : y + int(h), x : x + int(w)] = colour * shade
         frames[t] = np.clip(frame, 0, 255)
     return frames
 
@@ -70,16 +73,22 @@ def write_dataset(root: Path, image_format: str, frames: np.ndarray, episodes: i
     started = time.perf_counter()
     with DatasetWriter(root, cameras=CAMERAS, image_shape=SHAPE, image_format=image_format) as writer:
         for episode in range(episodes):
-            window = frames[episode * length:(episode + 1) * length]
+            window = frames[episode * length : (episode + 1) * length]
             writer.add_episode(
-                states=rng.normal(size=(length, 14)), actions=rng.normal(size=(length, 14)),
+                states=rng.normal(size=(length, 14)),
+                actions=rng.normal(size=(length, 14)),
                 images={cam: np.roll(window, shift, axis=2) for shift, cam in enumerate(CAMERAS)},
-                is_intervention=np.zeros(length, bool), success=True, task="transfer the cube")
+                is_intervention=np.zeros(length, bool),
+                success=True,
+                task="transfer the cube",
+            )
     elapsed = time.perf_counter() - started
     camera_frames = episodes * length * len(CAMERAS)
     data_bytes = sum(p.stat().st_size for p in (root / "data").rglob("*.parquet"))
-    return {"write_frames_per_s": round(camera_frames / elapsed, 1),
-            "bytes_per_frame": round(data_bytes / camera_frames)}
+    return {
+        "write_frames_per_s": round(camera_frames / elapsed, 1),
+        "bytes_per_frame": round(data_bytes / camera_frames),
+    }
 
 
 def read_items_per_s(dataset: reader.RecapDataset, order: np.ndarray, repeats: int) -> float:

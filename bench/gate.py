@@ -14,6 +14,7 @@ Last line: {"name": "gate", "added_latency_ms_p99": ..., "jitter_ms_p99": ...,
 "max_velocity_ratio": ..., "baseline": {...}, ...}. added latency = gate path p99 minus
 the hop's p99. Targets: added latency <= 2 ms p99, max_velocity_ratio <= 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ from recap_core.station import StationConfig  # noqa: E402
 from recap_ros.testing.procs import NodeProcess, test_environment  # noqa: E402
 
 PERIOD = 0.02
-TAG_STEP = 1e-4     # joint 0 advances by this per policy command: 5 mrad/s, far below any limit
+TAG_STEP = 1e-4  # joint 0 advances by this per policy command: 5 mrad/s, far below any limit
 STATION = StationConfig.sim_aloha()
 HOME = (STATION.lower_array + STATION.upper_array) / 2
 
@@ -92,8 +93,10 @@ class BaselineHop:
 
     def __init__(self, probe: Probe, seconds: float):
         self.hops = probe.subscribe(JointState, "bench/hop", probe.RELIABLE_10)
-        self.child = subprocess.Popen([sys.executable, __file__, "--hop-publisher", str(seconds)],
-                                      env=test_environment(int(os.environ["ROS_DOMAIN_ID"])))
+        self.child = subprocess.Popen(
+            [sys.executable, __file__, "--hop-publisher", str(seconds)],
+            env=test_environment(int(os.environ["ROS_DOMAIN_ID"])),
+        )
 
     def latencies_ms(self, t_from: float, t_to: float) -> tuple[np.ndarray, np.ndarray]:
         """(latency, receive time) of the hop messages received in [t_from, t_to] (monotonic)."""
@@ -131,8 +134,9 @@ def main() -> int:
         teleop = probe.publisher(JointState, "teleop/joint_command", probe.RELIABLE_10)
         engage = probe.publisher(Bool, "teleop/engage", probe.RELIABLE_10)
         resets = []
-        probe.node.create_service(Trigger, "policy/reset",
-                                  lambda rq, rs: (resets.append(1), setattr(rs, "success", True), rs)[-1])
+        probe.node.create_service(
+            Trigger, "policy/reset", lambda rq, rs: (resets.append(1), setattr(rs, "success", True), rs)[-1]
+        )
         # The hop runs through phases 1 and 2; its latency is taken over the pass-through window.
         baseline = BaselineHop(probe, 4 * seconds + 20.0)
         with NodeProcess("recap_teleop.gate_node", log_dir=log_dir, env=env) as gate:
@@ -218,18 +222,22 @@ def main() -> int:
         "gate_latency_ms_p50": round(float(gate_p50), 3),
         "gate_latency_ms_p99": round(float(gate_p99), 3),
         "jitter_ms_p99_own_clock": round(float(np.percentile(jitter_ms(own_clock), 99)), 3),
-        "jitter_ms_p99_own_clock_send": round(float(np.percentile(
-            jitter_ms([stamp_ns(m) * 1e-9 for m in own_clock_msgs]), 99)), 3),
+        "jitter_ms_p99_own_clock_send": round(
+            float(np.percentile(jitter_ms([stamp_ns(m) * 1e-9 for m in own_clock_msgs]), 99)), 3
+        ),
         "jitter_ms_p99_handovers": round(float(np.percentile(jitter_ms(handover_times), 99)), 3),
         "matched_commands": int(len(latencies)),
         "handovers": handovers,
         "policy_resets": len(resets),
         "steps_by_source": source_counts,
         "gate_alive": gate_alive,
-        "baseline": {"hop_latency_ms_p50": round(float(hop_p50), 3), "hop_latency_ms_p99": round(float(hop_p99), 3),
-                     "samples": int(len(hop)), "jitter_ms_p99": round(float(np.percentile(jitter_ms(hop_times), 99)), 3),
-                     "what": "JointState publisher process -> this probe, 50 Hz, same QoS, "
-                             "during the pass-through phase"},
+        "baseline": {
+            "hop_latency_ms_p50": round(float(hop_p50), 3),
+            "hop_latency_ms_p99": round(float(hop_p99), 3),
+            "samples": int(len(hop)),
+            "jitter_ms_p99": round(float(np.percentile(jitter_ms(hop_times), 99)), 3),
+            "what": "JointState publisher process -> this probe, 50 Hz, same QoS, during the pass-through phase",
+        },
         "target": {"added_latency_ms_p99": "<= 2", "max_velocity_ratio": "<= 1"},
     }
     print(json.dumps(result), flush=True)

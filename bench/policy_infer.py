@@ -13,6 +13,7 @@ steps of the action expert, un-normalisation.
 Targets on 2 cores: small chunk <= 60 ms; batched CFG <= 1.8x the chunk.
 Last line: {"name": "policy_infer", "tiny": {...}, "small": {...}, "baseline": {...}, ...}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,12 @@ def measure(name: str, root: pathlib.Path, repeats: int, warmup: int) -> tuple[d
     policy = PolicyRunner.from_checkpoint(root / f"{name}_policy")
     value = ValueRunner.from_checkpoint(root / f"{name}_value")
     rng = np.random.default_rng(0)
-    obs = {"images": {c: rng.integers(0, 255, (CAMERA_PX, CAMERA_PX, 3), dtype=np.uint8) for c in policy.cameras},
-           "state": rng.normal(size=14).astype(np.float32), "task": TASK}
+    obs = {
+        "images": {c: rng.integers(0, 255, (CAMERA_PX, CAMERA_PX, 3), dtype=np.uint8) for c in policy.cameras},
+        "state": rng.normal(size=14).astype(np.float32),
+        "task": TASK,
+    }
+
     def sequential_cfg():
         policy.batch_guidance = False
         try:
@@ -64,20 +69,32 @@ def measure(name: str, root: pathlib.Path, repeats: int, warmup: int) -> tuple[d
         finally:
             policy.batch_guidance = True
 
-    times = timed_interleaved({"chunk": lambda: policy.infer(obs, beta=1.0),
-                               "cfg": lambda: policy.infer(obs, beta=2.0),
-                               "sequential": sequential_cfg,
-                               "value": lambda: value.infer(obs)}, repeats, warmup)
+    times = timed_interleaved(
+        {
+            "chunk": lambda: policy.infer(obs, beta=1.0),
+            "cfg": lambda: policy.infer(obs, beta=2.0),
+            "sequential": sequential_cfg,
+            "value": lambda: value.infer(obs),
+        },
+        repeats,
+        warmup,
+    )
     p50 = {name: float(np.percentile(values, 50)) for name, values in times.items()}
-    figures = {"params_m": round(sum(p.numel() for p in policy.model.parameters()) / 1e6, 3),
-               "model_image_px": policy.config.backbone.image_size,
-               "chunk_ms_p50": round(p50["chunk"], 2),
-               "chunk_ms_p90": round(float(np.percentile(times["chunk"], 90)), 2),
-               "chunk_ms_min": round(min(times["chunk"]), 2),
-               "cfg_chunk_ms_p50": round(p50["cfg"], 2), "cfg_chunk_ms_min": round(min(times["cfg"]), 2),
-               "cfg_ratio": round(p50["cfg"] / p50["chunk"], 3), "value_ms_p50": round(p50["value"], 2)}
-    baseline = {f"{name}_cfg_sequential_ms_p50": round(p50["sequential"], 2),
-                f"{name}_cfg_sequential_ratio": round(p50["sequential"] / p50["chunk"], 3)}
+    figures = {
+        "params_m": round(sum(p.numel() for p in policy.model.parameters()) / 1e6, 3),
+        "model_image_px": policy.config.backbone.image_size,
+        "chunk_ms_p50": round(p50["chunk"], 2),
+        "chunk_ms_p90": round(float(np.percentile(times["chunk"], 90)), 2),
+        "chunk_ms_min": round(min(times["chunk"]), 2),
+        "cfg_chunk_ms_p50": round(p50["cfg"], 2),
+        "cfg_chunk_ms_min": round(min(times["cfg"]), 2),
+        "cfg_ratio": round(p50["cfg"] / p50["chunk"], 3),
+        "value_ms_p50": round(p50["value"], 2),
+    }
+    baseline = {
+        f"{name}_cfg_sequential_ms_p50": round(p50["sequential"], 2),
+        f"{name}_cfg_sequential_ratio": round(p50["sequential"] / p50["chunk"], 3),
+    }
     return figures, baseline
 
 
@@ -88,8 +105,16 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats, warmup = (5, 2) if args.quick else (40, 5)
-    result = {"name": "policy_infer", "threads": args.threads, "camera_px": CAMERA_PX, "flow_steps": 10,
-              "cameras": 3, "batch": 1, "repeats": repeats, "baseline": {}}
+    result = {
+        "name": "policy_infer",
+        "threads": args.threads,
+        "camera_px": CAMERA_PX,
+        "flow_steps": 10,
+        "cameras": 3,
+        "batch": 1,
+        "repeats": repeats,
+        "baseline": {},
+    }
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         for name in ("tiny", "small"):
             figures, baseline = measure(name, pathlib.Path(tmp), repeats, warmup)
@@ -97,8 +122,10 @@ def main() -> int:
             result["baseline"].update(baseline)
             print(f"{name}: {figures}", file=sys.stderr)
     result["targets"] = {"small_chunk_ms_p50": SMALL_CHUNK_TARGET_MS, "cfg_ratio": CFG_RATIO_TARGET}
-    result["met"] = {"small_chunk": result["small"]["chunk_ms_p50"] <= SMALL_CHUNK_TARGET_MS,
-                     "small_cfg_ratio": result["small"]["cfg_ratio"] <= CFG_RATIO_TARGET}
+    result["met"] = {
+        "small_chunk": result["small"]["chunk_ms_p50"] <= SMALL_CHUNK_TARGET_MS,
+        "small_cfg_ratio": result["small"]["cfg_ratio"] <= CFG_RATIO_TARGET,
+    }
     print(json.dumps(result), flush=True)
     return 0
 

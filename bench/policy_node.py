@@ -19,6 +19,7 @@ Last line: {"name": "policy_node", "command_hz": ..., "command_jitter_ms_p99": .
 "ros_overhead_ms_p99": ..., "boundary_jerk_ratio": ..., "baseline": {...}}
 Targets on 2 cores: overhead <= 5 ms p99, jitter <= 2 ms p99, ratio <= 0.5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,10 @@ def make_checkpoint(root: str) -> str:
     recap = [sys.executable, "-m", "recap_core.cli"]
     # trained long enough that chunks are smooth plans, so boundary jerk measures replanning, not noise
     common = ["--config", "tiny", "--steps", "600", "--batch-size", "16", "--no-progress", "--threads", "2"]
-    for cmd in ([*recap, "dataset", "synth", f"{root}/data", "--kind", "reach", "--episodes", "12"],
-                [*recap, "train-policy", f"{root}/data", "--mode", "sft", "--lr", "1e-3", "--out", f"{root}/policy",
-                 *common]):
+    for cmd in (
+        [*recap, "dataset", "synth", f"{root}/data", "--kind", "reach", "--episodes", "12"],
+        [*recap, "train-policy", f"{root}/data", "--mode", "sft", "--lr", "1e-3", "--out", f"{root}/policy", *common],
+    ):
         subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     return f"{root}/policy"
 
@@ -78,8 +80,7 @@ def bare_model_ms(checkpoint: str, image: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(times)
 
 
-def run_node(probe: Probe, checkpoint: str, image: np.ndarray, seconds: float, blend_steps: int,
-             log_dir: str) -> dict:
+def run_node(probe: Probe, checkpoint: str, image: np.ndarray, seconds: float, blend_steps: int, log_dir: str) -> dict:
     env = test_environment(int(os.environ["ROS_DOMAIN_ID"]))
     cams = {c: probe.publisher(Image, f"camera/{c}/image_raw") for c in CAMERAS}
     joints = probe.publisher(JointState, "joint_states")
@@ -101,9 +102,12 @@ def run_node(probe: Probe, checkpoint: str, image: np.ndarray, seconds: float, b
     feeder = threading.Thread(target=publish, daemon=True)
     feeder.start()
     try:
-        with NodeProcess("recap_policy_node.policy_node", log_dir=log_dir, env=env,
-                         params={"checkpoint": checkpoint, "task": "reach", "inference_threads": 1,
-                                 "blend_steps": blend_steps}) as proc:
+        with NodeProcess(
+            "recap_policy_node.policy_node",
+            log_dir=log_dir,
+            env=env,
+            params={"checkpoint": checkpoint, "task": "reach", "inference_threads": 1, "blend_steps": blend_steps},
+        ) as proc:
             if not commands.wait_for(20, timeout=120):
                 raise RuntimeError(f"no commands from the policy node:\n{proc.output()}")
             commands.clear()
@@ -134,11 +138,15 @@ def run_node(probe: Probe, checkpoint: str, image: np.ndarray, seconds: float, b
     j = jerk(positions, DT)
     near = sorted({b - 3 + k for b in boundaries for k in range(6 + 8) if 0 <= b - 3 + k < len(j)})
     away = np.setdiff1d(np.arange(len(j)), near)
-    return {"command_hz": len(cmd_msgs) / seconds, "jitter_ms_p99": float(np.percentile(np.abs(intervals - 20), 99)),
-            "e2e_ms": np.asarray(e2e), "overhead_ms": np.asarray(overhead),
-            "boundary_jerk": float(np.mean(j[near])) if near else float("nan"),
-            "boundary_excess_jerk": float(np.mean(j[near]) - np.mean(j[away])) if near and len(away) else float("nan"),
-            "chunks": len(chunk_msgs)}
+    return {
+        "command_hz": len(cmd_msgs) / seconds,
+        "jitter_ms_p99": float(np.percentile(np.abs(intervals - 20), 99)),
+        "e2e_ms": np.asarray(e2e),
+        "overhead_ms": np.asarray(overhead),
+        "boundary_jerk": float(np.mean(j[near])) if near else float("nan"),
+        "boundary_excess_jerk": float(np.mean(j[near]) - np.mean(j[away])) if near and len(away) else float("nan"),
+        "chunks": len(chunk_msgs),
+    }
 
 
 def main() -> int:
@@ -166,12 +174,15 @@ def main() -> int:
         "boundary_jerk_ratio": round(smooth["boundary_excess_jerk"] / naive["boundary_excess_jerk"], 3),
         "observation_to_chunk_ms_p99": round(e2e_p99, 3),
         "chunks": smooth["chunks"],
-        "baseline": {"bare_model_ms_p50": round(float(np.median(bare)), 3), "bare_model_ms_p99": round(bare_p99, 3),
-                     "naive_switching_boundary_jerk": round(naive["boundary_jerk"], 1),
-                     "naive_switching_excess_jerk": round(naive["boundary_excess_jerk"], 1),
-                     "blended_excess_jerk": round(smooth["boundary_excess_jerk"], 1),
-                     "blended_boundary_jerk": round(smooth["boundary_jerk"], 1),
-                     "what": "same checkpoint, same observation, PolicyRunner.infer in-process, 1 thread"},
+        "baseline": {
+            "bare_model_ms_p50": round(float(np.median(bare)), 3),
+            "bare_model_ms_p99": round(bare_p99, 3),
+            "naive_switching_boundary_jerk": round(naive["boundary_jerk"], 1),
+            "naive_switching_excess_jerk": round(naive["boundary_excess_jerk"], 1),
+            "blended_excess_jerk": round(smooth["boundary_excess_jerk"], 1),
+            "blended_boundary_jerk": round(smooth["boundary_jerk"], 1),
+            "what": "same checkpoint, same observation, PolicyRunner.infer in-process, 1 thread",
+        },
         "target": {"ros_overhead_ms_p99": "<= 5", "command_jitter_ms_p99": "<= 2", "boundary_jerk_ratio": "<= 0.5"},
     }
     print(json.dumps(result), flush=True)

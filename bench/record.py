@@ -16,6 +16,7 @@ Last line: {"name": "record", "drops_at_base_rate": ..., "max_dropfree_mb_s": ..
 "levels": [...], "baseline": {...}}
 Targets on 2 cores: 0 drops at the base rate, >= 68 MB/s drop-free.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ def count_subscriber(seconds: float) -> None:
         def count(data):
             counts[topic].add(stamp_of(data))
             last_message[0] = time.monotonic()
+
         return count
 
     with rclpy.init():
@@ -111,9 +113,19 @@ class Publisher:
     def episode(self, episode_id: str, state: str) -> None:
         from recap_ros.conversions import diagnostic
 
-        self.status.publish(diagnostic("episode_manager", {
-            "episode_id": episode_id, "state": state, "task": "benchmark", "source": "demo",
-            "label": state if state != "running" else "", "steps": "0"}))
+        self.status.publish(
+            diagnostic(
+                "episode_manager",
+                {
+                    "episode_id": episode_id,
+                    "state": state,
+                    "task": "benchmark",
+                    "source": "demo",
+                    "label": state if state != "running" else "",
+                    "steps": "0",
+                },
+            )
+        )
 
     def stream(self, rate_hz: float, seconds: float, tag: int) -> dict:
         """Publish at ``rate_hz`` for ``seconds``; stamps are (tag, sequence). Returns what was sent."""
@@ -139,8 +151,13 @@ class Publisher:
             if delay > 0:
                 time.sleep(delay)
         wall = time.perf_counter() - start
-        return {"sent_per_topic": sent, "publish_errors": errors, "wall_s": wall,
-                "achieved_hz": sent / wall, "mb_s": sent * self.message_bytes / wall / 1e6}
+        return {
+            "sent_per_topic": sent,
+            "publish_errors": errors,
+            "wall_s": wall,
+            "achieved_hz": sent / wall,
+            "mb_s": sent * self.message_bytes / wall / 1e6,
+        }
 
 
 def recorded_stamps(bag: Path, tag: int):
@@ -172,8 +189,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run (1.5 s per level)")
     parser.add_argument("--seconds", type=float, default=None, help="publishing time per level")
-    parser.add_argument("--image-compression", choices=("jpeg", "none"), default="jpeg",
-                        help="the recorder's image_compression parameter")
+    parser.add_argument(
+        "--image-compression",
+        choices=("jpeg", "none"),
+        default="jpeg",
+        help="the recorder's image_compression parameter",
+    )
     parser.add_argument("--count-subscriber", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_subscriber is not None:
@@ -191,8 +212,12 @@ def main() -> int:
     try:
         publisher = Publisher(probe)
         # Baseline: receiving only.
-        child = subprocess.Popen([sys.executable, __file__, "--count-subscriber", str(seconds + 30)],
-                                 env=env, stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--count-subscriber", str(seconds + 30)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         child.stdout.readline()
         publisher.wait_for(1)
         time.sleep(0.5)
@@ -201,15 +226,24 @@ def main() -> int:
         baseline_cpu = (cpu_seconds(child.pid) - cpu0) / sent["wall_s"] * 100
         counts = json.loads(child.stdout.readline())
         child.wait(30)
-        baseline = {"what": "raw subscriber that only counts, base rate", "cpu_percent": round(baseline_cpu, 1),
-                    "drops": sum(sent["sent_per_topic"] - len([s for s in v if s[0] == 1])
-                                 for v in counts.values())}
+        baseline = {
+            "what": "raw subscriber that only counts, base rate",
+            "cpu_percent": round(baseline_cpu, 1),
+            "drops": sum(sent["sent_per_topic"] - len([s for s in v if s[0] == 1]) for v in counts.values()),
+        }
         while any(pub.get_subscription_count() for pub in publisher.images.values()):
             time.sleep(0.05)
 
-        with NodeProcess("recap_recorder.recorder_node", log_dir=work / "logs", env=env,
-                         params={"output_dir": str(work / "bags"), "min_free_disk_mb": 100.0,
-                                 "image_compression": args.image_compression}) as recorder:
+        with NodeProcess(
+            "recap_recorder.recorder_node",
+            log_dir=work / "logs",
+            env=env,
+            params={
+                "output_dir": str(work / "bags"),
+                "min_free_disk_mb": 100.0,
+                "image_compression": args.image_compression,
+            },
+        ) as recorder:
             if not recorder.wait_for_output("recorder up", timeout=60):
                 raise RuntimeError(f"recorder did not start:\n{recorder.output()}")
             publisher.wait_for(1)
@@ -227,12 +261,22 @@ def main() -> int:
                 while not (bag / "metadata.yaml").is_file() and time.monotonic() < deadline:
                     time.sleep(0.1)
                 found, info = recorded_stamps(bag, tag)
-                drops = sum(sent["sent_per_topic"] - len(found.get(info.namespace.rstrip("/") + "/" + t, ()))
-                            for t in [f"camera/{c}/image_raw" for c in CAMERAS] + ["joint_states"])
-                levels.append({"factor": factor, "target_mb_s": round(publisher.message_bytes * BASE_HZ * factor / 1e6, 1),
-                               "achieved_mb_s": round(sent["mb_s"], 1), "achieved_hz": round(sent["achieved_hz"], 1),
-                               "drops": drops, "queue_overflows": int(info.custom_data.get("recorder_dropped", 0)),
-                               "publish_errors": sent["publish_errors"], "cpu_percent": round(cpu, 1)})
+                drops = sum(
+                    sent["sent_per_topic"] - len(found.get(info.namespace.rstrip("/") + "/" + t, ()))
+                    for t in [f"camera/{c}/image_raw" for c in CAMERAS] + ["joint_states"]
+                )
+                levels.append(
+                    {
+                        "factor": factor,
+                        "target_mb_s": round(publisher.message_bytes * BASE_HZ * factor / 1e6, 1),
+                        "achieved_mb_s": round(sent["mb_s"], 1),
+                        "achieved_hz": round(sent["achieved_hz"], 1),
+                        "drops": drops,
+                        "queue_overflows": int(info.custom_data.get("recorder_dropped", 0)),
+                        "publish_errors": sent["publish_errors"],
+                        "cpu_percent": round(cpu, 1),
+                    }
+                )
                 print(f"{factor}x: {levels[-1]}", flush=True)
                 shutil.rmtree(bag, ignore_errors=True)
                 publisher.episode("", "idle")  # (a snapshot from the previous level has another tag)
@@ -241,11 +285,20 @@ def main() -> int:
         probe.close()
         shutil.rmtree(work, ignore_errors=True)
     dropfree = [lv["achieved_mb_s"] for lv in levels if lv["drops"] == 0]
-    print(json.dumps({"name": "record", "drops_at_base_rate": levels[0]["drops"],
-                      "max_dropfree_mb_s": max(dropfree) if dropfree else 0.0,
-                      "cpu_percent": levels[0]["cpu_percent"], "levels": levels,
-                      "seconds_per_level": seconds, "image_compression": args.image_compression,
-                      "baseline": baseline}))
+    print(
+        json.dumps(
+            {
+                "name": "record",
+                "drops_at_base_rate": levels[0]["drops"],
+                "max_dropfree_mb_s": max(dropfree) if dropfree else 0.0,
+                "cpu_percent": levels[0]["cpu_percent"],
+                "levels": levels,
+                "seconds_per_level": seconds,
+                "image_compression": args.image_compression,
+                "baseline": baseline,
+            }
+        )
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ Last line: {"name": "station", "real_time_factor": ..., "camera_hz": ...,
 "latency_ms_p50": ..., "latency_ms_p99": ..., "drops": ..., "baseline": {...}}
 Target on 2 cores: real_time_factor >= 1.5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,6 @@ from recap_ros.localhost import apply_ros_environment
 apply_ros_environment()
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
@@ -52,8 +52,7 @@ def bare_sim_steps_per_s(seconds: float) -> float:
 
 def measure(probe: Probe, rtf: float, seconds: float, log_dir: str) -> dict:
     env = test_environment(int(os.environ["ROS_DOMAIN_ID"]))
-    with NodeProcess("recap_sim.station_node", params={"real_time_factor": rtf}, log_dir=log_dir,
-                     env=env) as proc:
+    with NodeProcess("recap_sim.station_node", params={"real_time_factor": rtf}, log_dir=log_dir, env=env) as proc:
         if not proc.wait_for_output("sim station up", timeout=90):
             raise RuntimeError(f"station did not start:\n{proc.output()}")
         cams = {c: probe.subscribe(Image, f"camera/{c}/image_raw") for c in CAMERAS}
@@ -79,8 +78,7 @@ def measure(probe: Probe, rtf: float, seconds: float, log_dir: str) -> dict:
         latencies = []
         for col in cams.values():
             msgs, stamps = col.snapshot()
-            latencies += [(r - stamp_to_seconds(m.header.stamp)) * 1e3
-                          for m, r in zip(msgs, stamps)]
+            latencies += [(r - stamp_to_seconds(m.header.stamp)) * 1e3 for m, r in zip(msgs, stamps)]
         # probe stamps are monotonic; header stamps are wall clock: convert the offset once.
         offset = (time.time() - time.monotonic()) * 1e3
         latencies = np.asarray(latencies) + offset
@@ -112,9 +110,12 @@ def main() -> int:
         "latency_ms_p50": round(paced["latency_ms_p50"], 3),
         "latency_ms_p99": round(paced["latency_ms_p99"], 3),
         "drops": fast["drops"] + paced["drops"],
-        "cameras": len(CAMERAS), "image": "224x224 rgb8",
-        "baseline": {"bare_sim_real_time_factor": round(baseline * dt, 3),
-                     "what": "AlohaSim step + render of the same cameras, no ROS, in-process"},
+        "cameras": len(CAMERAS),
+        "image": "224x224 rgb8",
+        "baseline": {
+            "bare_sim_real_time_factor": round(baseline * dt, 3),
+            "what": "AlohaSim step + render of the same cameras, no ROS, in-process",
+        },
         "target": {"real_time_factor": ">= 1.5"},
     }
     print(json.dumps(result), flush=True)

@@ -11,6 +11,7 @@
 
 Last line: {"name": "train", "policy_samples_per_s": ..., "value_labelling_frames_per_s": ..., ...}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,13 @@ def model_only_samples_per_s(steps: int) -> float:
     model = RecapPolicy(config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     size = config.backbone.image_size
-    inputs = PolicyInputs(torch.rand(BATCH, 3, 3, size, size) * 2 - 1, torch.randn(BATCH, 14),
-                          torch.ones(BATCH, 12, dtype=torch.long), torch.ones(BATCH, 12, dtype=torch.bool),
-                          torch.randn(BATCH, config.action_horizon, 14))
+    inputs = PolicyInputs(
+        torch.rand(BATCH, 3, 3, size, size) * 2 - 1,
+        torch.randn(BATCH, 14),
+        torch.ones(BATCH, 12, dtype=torch.long),
+        torch.ones(BATCH, 12, dtype=torch.bool),
+        torch.randn(BATCH, config.action_horizon, 14),
+    )
     for step in range(steps + 2):
         if step == 2:
             start = time.perf_counter()

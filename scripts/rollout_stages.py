@@ -6,6 +6,7 @@
 Prints, per stage, the autonomous and correction frames and their share labelled positive, and at which
 stage the simulated human took over; see ``analyse``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,15 +87,24 @@ def analyse(dataset: pathlib.Path) -> dict:
             failed_furthest[int(best[-1]) if len(best) else 0] += 1
     stages = []
     for s, name in enumerate(STAGES):
-        entry = {"stage": s, "name": name, "take_overs_at": takeovers_now[s],
-                 "take_overs_best_reached": takeovers_best[s]}
+        entry = {
+            "stage": s,
+            "name": name,
+            "take_overs_at": takeovers_now[s],
+            "take_overs_best_reached": takeovers_best[s],
+        }
         for kind in kinds:
             n = counts[kind][s]
             entry[f"{kind}_frames"] = n
             entry[f"{kind}_positive"] = positives[kind][s] / n if n and labelled else None
         stages.append(entry)
-    return {"rollout_episodes": used, "labelled": labelled, "skipped_without_sim_status": skipped, "stages": stages,
-            "failed_rollouts_by_furthest_stage": {STAGES[s]: failed_furthest[s] for s in sorted(failed_furthest)}}
+    return {
+        "rollout_episodes": used,
+        "labelled": labelled,
+        "skipped_without_sim_status": skipped,
+        "stages": stages,
+        "failed_rollouts_by_furthest_stage": {STAGES[s]: failed_furthest[s] for s in sorted(failed_furthest)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return f"{n:,}" + (f" ({share:.0%})" if share is not None else "")
 
     for e in result["stages"]:
-        print(f"| {e['stage']} {e['name']} | {e['take_overs_at']} / {e['take_overs_best_reached']} | "
-              f"{cell(e, 'autonomous')} | {cell(e, 'correction')} |")
+        print(
+            f"| {e['stage']} {e['name']} | {e['take_overs_at']} / {e['take_overs_best_reached']} | "
+            f"{cell(e, 'autonomous')} | {cell(e, 'correction')} |"
+        )
     print("failed rollouts by furthest stage:", result["failed_rollouts_by_furthest_stage"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

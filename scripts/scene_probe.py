@@ -4,6 +4,7 @@ A fresh policy learns the scripted operator's first chunk from the start-pose im
 samples on held-out ones; one JSON line compares its error with a scene-blind baseline. See ``main``;
 the findings: docs/experiment.md, Protocol ("A policy that reads the scene").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,15 @@ import torch
 from recap_core.data.writer import feature_stats
 from recap_core.models import get_config
 from recap_core.models.policy import PolicyInputs, RecapPolicy
-from recap_core.models.processor import (ACTION_KEY, RELATIVE_ACTION_KEY, STATE_KEY, Processor, default_relative_mask,
-                                        policy_steps, relative_action_stats)
+from recap_core.models.processor import (
+    ACTION_KEY,
+    RELATIVE_ACTION_KEY,
+    STATE_KEY,
+    Processor,
+    default_relative_mask,
+    policy_steps,
+    relative_action_stats,
+)
 from recap_core.models.tokenizer import PromptTokenizer, train_prompt_tokenizer
 from recap_sim.operator import ScriptedOperator
 from recap_sim.sim import AlohaSim
@@ -43,9 +51,12 @@ def collect(sim: AlohaSim, seeds, horizon: int) -> dict:
             chunk.append(command)
             sim.step(command)
         chunks.append(np.asarray(chunk, np.float32))
-    return {"images": {camera: torch.stack(v) for camera, v in images.items()},
-            "state": torch.from_numpy(np.stack(states)), "actions": torch.from_numpy(np.stack(chunks)),
-            "task": [TASK] * len(states)}
+    return {
+        "images": {camera: torch.stack(v) for camera, v in images.items()},
+        "state": torch.from_numpy(np.stack(states)),
+        "actions": torch.from_numpy(np.stack(chunks)),
+        "task": [TASK] * len(states),
+    }
 
 
 def normalisation(data: dict, horizon: int) -> dict:
@@ -59,8 +70,11 @@ def normalisation(data: dict, horizon: int) -> dict:
         return {name: value.tolist() for name, value in feature_stats(x).items()}
 
     mask = default_relative_mask(actions.shape[-1])
-    return {STATE_KEY: stats(flat_states), ACTION_KEY: stats(flat_actions),
-            RELATIVE_ACTION_KEY: relative_action_stats(flat_states, flat_actions, episodes, horizon, mask)}
+    return {
+        STATE_KEY: stats(flat_states),
+        ACTION_KEY: stats(flat_actions),
+        RELATIVE_ACTION_KEY: relative_action_stats(flat_states, flat_actions, episodes, horizon, mask),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,10 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="small", help="model config name (default small)")
-    parser.add_argument("--vision-stem", choices=("patch", "conv"), default=None,
-                        help="override the config's vision stem")
-    parser.add_argument("--image-conditioning", choices=("on", "off"), default=None,
-                        help="override the config's action-expert image conditioning")
+    parser.add_argument(
+        "--vision-stem", choices=("patch", "conv"), default=None, help="override the config's vision stem"
+    )
+    parser.add_argument(
+        "--image-conditioning",
+        choices=("on", "off"),
+        default=None,
+        help="override the config's action-expert image conditioning",
+    )
     parser.add_argument("--scenes", type=int, default=64, help="training seeds (default 64)")
     parser.add_argument("--held-out", type=int, default=16, help="held-out seeds (default 16)")
     parser.add_argument("--steps", type=int, default=400, help="training steps at batch 32 (default 400)")
@@ -98,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = get_config(args.config)
     if args.vision_stem is not None:
-        config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone,
-                                                                          vision_stem=args.vision_stem))
+        config = dataclasses.replace(
+            config, backbone=dataclasses.replace(config.backbone, vision_stem=args.vision_stem)
+        )
     if args.image_conditioning is not None:
-        config = dataclasses.replace(config, expert=dataclasses.replace(
-            config.expert, image_conditioning=args.image_conditioning == "on"))
+        config = dataclasses.replace(
+            config, expert=dataclasses.replace(config.expert, image_conditioning=args.image_conditioning == "on")
+        )
     horizon, size = config.action_horizon, config.backbone.image_size
     sim = AlohaSim("transfer_cube", width=size, height=size, max_episode_steps=10 * horizon)
     try:
@@ -111,10 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.close()  # the GL context is a process resource
     tokenizer = train_prompt_tokenizer([TASK], config.backbone.vocab_size)
-    processor = Processor(policy_steps(config.cameras, size, default_relative_mask(config.action_dim)),
-                          normalisation(train, horizon), PromptTokenizer(tokenizer, config.max_prompt_tokens))
-    prepared = {name: processor.preprocess({**data, "advantage": ["positive"] * len(data["task"])})
-                for name, data in (("train", train), ("held_out", test))}
+    processor = Processor(
+        policy_steps(config.cameras, size, default_relative_mask(config.action_dim)),
+        normalisation(train, horizon),
+        PromptTokenizer(tokenizer, config.max_prompt_tokens),
+    )
+    prepared = {
+        name: processor.preprocess({**data, "advantage": ["positive"] * len(data["task"])})
+        for name, data in (("train", train), ("held_out", test))
+    }
     torch.manual_seed(args.seed)
     model = RecapPolicy(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
@@ -122,24 +148,38 @@ def main(argv: list[str] | None = None) -> int:
     batch = prepared["train"]
     for _ in range(args.steps):
         index = torch.randint(0, args.scenes, (32,), generator=generator)
-        inputs = PolicyInputs(batch["pixels"][index], batch["state_normalised"][index], batch["prompt_ids"][index],
-                              batch["prompt_mask"][index], batch["actions"][index],
-                              advantage_code=batch["advantage_code"][index])
+        inputs = PolicyInputs(
+            batch["pixels"][index],
+            batch["state_normalised"][index],
+            batch["prompt_ids"][index],
+            batch["prompt_mask"][index],
+            batch["actions"][index],
+            advantage_code=batch["advantage_code"][index],
+        )
         loss = model.compute_loss(inputs, generator).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    result = {"name": "scene_probe", "config": args.config, "vision_stem": config.backbone.vision_stem,
-              "image_conditioning": config.expert.image_conditioning, "scenes": args.scenes, "steps": args.steps,
-              "final_loss": round(loss.item(), 4)}
+    result = {
+        "name": "scene_probe",
+        "config": args.config,
+        "vision_stem": config.backbone.vision_stem,
+        "image_conditioning": config.expert.image_conditioning,
+        "scenes": args.scenes,
+        "steps": args.steps,
+        "final_loss": round(loss.item(), 4),
+    }
     noise = torch.randn(1, horizon, config.action_dim, generator=torch.Generator().manual_seed(args.seed + 1))
     for name, data in prepared.items():
         count = data["actions"].shape[0]
         with torch.no_grad():
-            sampled = model.sample_actions(data["pixels"], data["state_normalised"],
-                                           (data["prompt_ids"], data["prompt_mask"], data["advantage_code"]),
-                                           noise.expand(count, -1, -1).contiguous())
+            sampled = model.sample_actions(
+                data["pixels"],
+                data["state_normalised"],
+                (data["prompt_ids"], data["prompt_mask"], data["advantage_code"]),
+                noise.expand(count, -1, -1).contiguous(),
+            )
         target, end = data["actions"][:, -1, RIGHT_ARM], sampled[:, -1, RIGHT_ARM]
         result[f"{name}_error"] = round(float((end - target).pow(2).mean().sqrt()), 3)
         result[f"{name}_baseline_mean_chunk"] = round(float((target - target.mean(0)).pow(2).mean().sqrt()), 3)

@@ -5,6 +5,7 @@ The interpreter that runs the installed code starts without site processing (``-
 checkout's editable installs are invisible: every project module comes from ``install/``; only
 third-party packages are taken from the environment's site-packages.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,12 +40,26 @@ NODES = [  # (package, module, banner it logs once up, or "" to require only tha
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     if shutil.which("colcon", path=str(pathlib.Path(sys.executable).parent)) is None:
-        pytest.fail("colcon is not installed: run scripts/setup.sh (requirements.txt installs colcon-core, "
-                    "colcon-ros and colcon-python-setup-py)")
+        pytest.fail(
+            "colcon is not installed: run scripts/setup.sh (requirements.txt installs colcon-core, "
+            "colcon-ros and colcon-python-setup-py)"
+        )
     ws = tmp_path_factory.mktemp("colcon_ws")
     colcon = str(pathlib.Path(sys.executable).parent / "colcon")
-    cmd = [colcon, "--log-base", str(ws / "log"), "build", "--base-paths", str(ROOT / "src"),
-           "--build-base", str(ws / "build"), "--install-base", str(ws / "install"), "--executor", "sequential"]
+    cmd = [
+        colcon,
+        "--log-base",
+        str(ws / "log"),
+        "build",
+        "--base-paths",
+        str(ROOT / "src"),
+        "--build-base",
+        str(ws / "build"),
+        "--install-base",
+        str(ws / "install"),
+        "--executor",
+        "sequential",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ws)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return ws / "install"
@@ -53,15 +68,22 @@ def workspace(tmp_path_factory):
 def install_environment(install: pathlib.Path) -> dict:
     site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
     env = test_environment()
-    env["PYTHONPATH"] = os.pathsep.join([str(install / p / site) for p in PACKAGES]
-                                        + [sysconfig.get_paths()["purelib"]])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(install / p / site) for p in PACKAGES] + [sysconfig.get_paths()["purelib"]]
+    )
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(str(install / p) for p in PACKAGES)
     return env
 
 
 def run_installed(install, code: str) -> str:
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120,
-                         env=install_environment(install), cwd=install)
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=install_environment(install),
+        cwd=install,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -72,12 +94,24 @@ def test_every_package_installs_its_code_and_share_files(workspace):
     share = workspace / "recap_bringup" / "share" / "recap_bringup"
     for name in ("launch/station.launch.py", "launch/recap.rviz", "config/station_sim.yaml"):
         assert (share / name).is_file(), name
-    found = run_installed(workspace, "import recap_bringup, recap_core.cli as c; "
-                                     "print(recap_bringup.station_sim_yaml()); print(' '.join(c.commands()))")
+    found = run_installed(
+        workspace,
+        "import recap_bringup, recap_core.cli as c; "
+        "print(recap_bringup.station_sim_yaml()); print(' '.join(c.commands()))",
+    )
     yaml_path, names = found.splitlines()
     assert pathlib.Path(yaml_path).resolve() == (share / "config" / "station_sim.yaml").resolve()
-    assert {"station", "convert", "bag", "train-value", "label", "train-policy", "iterate", "eval",
-            "experiment"} <= set(names.split())
+    assert {
+        "station",
+        "convert",
+        "bag",
+        "train-value",
+        "label",
+        "train-policy",
+        "iterate",
+        "eval",
+        "experiment",
+    } <= set(names.split())
 
 
 @pytest.mark.parametrize("package, module, banner", NODES)
@@ -85,7 +119,15 @@ def test_each_node_starts_from_the_install_space(workspace, tmp_path, package, m
     share = workspace / "recap_bringup" / "share" / "recap_bringup"
     where = run_installed(workspace, f"import {module} as m; print(m.__file__)").strip()
     assert pathlib.Path(where).is_relative_to(workspace / package), where
-    cmd = [sys.executable, "-S", "-m", module, "--ros-args", "--params-file", str(share / "config" / "station_sim.yaml")]
+    cmd = [
+        sys.executable,
+        "-S",
+        "-m",
+        module,
+        "--ros-args",
+        "--params-file",
+        str(share / "config" / "station_sim.yaml"),
+    ]
     if module.endswith("recorder_node"):
         cmd += ["-p", f"output_dir:={tmp_path / 'bags'}"]
     log = tmp_path / "node.log"

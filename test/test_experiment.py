@@ -4,6 +4,7 @@ Through the real station nodes and bags (demos, rollouts with the simulated
 human), conversion, value/policy training, labelling, iterations, AWR, eval and
 the report. Asserts artefacts and bookkeeping, not a gain (tiny sizes).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 @pytest.mark.timeout(600)  # ~2.5 min on a 2-core machine; the stages are real processes
 def test_quick_experiment_produces_every_artefact(tmp_path):
     out = tmp_path / "exp"
-    proc = subprocess.run([sys.executable, "-m", "recap_core.cli", "experiment", "--quick", "--out", str(out)],
-                          env=test_environment(), capture_output=True, text=True, timeout=570)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recap_core.cli", "experiment", "--quick", "--out", str(out)],
+        env=test_environment(),
+        capture_output=True,
+        text=True,
+        timeout=570,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     profile = json.loads((out / "profile.json").read_text())
     demos = sum(n for _, n in profile["demos"])
@@ -42,8 +48,9 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     assert {"value", "advantage", "indicator"} <= set(table.column_names)
     values = table["value"].to_numpy()
     assert values.max() - values.min() > 0.05, "the values along the episodes are flat"
-    assert table["is_intervention"].to_numpy(zero_copy_only=False)[
-        table["episode_index"].to_numpy() >= demos].any(), "the simulated human never intervened in a rollout"
+    assert table["is_intervention"].to_numpy(zero_copy_only=False)[table["episode_index"].to_numpy() >= demos].any(), (
+        "the simulated human never intervened in a rollout"
+    )
 
     for k in range(profile["iterations"] + 1):
         for part in ("value", "policy"):
@@ -69,16 +76,21 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     seeds = {tuple(o["seed"] for o in a["outcomes"]) for a in report["arms"].values()}
     assert len(seeds) == 1, "arms were evaluated on different seeds"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["beyond_95_intervals"]) == {"recap_beats_sft_on_throughput",
-                                                   "recap_beats_sft_on_failure_rate", "recap_beats_awr_on_throughput",
-                                                   "recap_beats_awr_positive_on_throughput"}
+    assert set(summary["beyond_95_intervals"]) == {
+        "recap_beats_sft_on_throughput",
+        "recap_beats_sft_on_failure_rate",
+        "recap_beats_awr_on_throughput",
+        "recap_beats_awr_positive_on_throughput",
+    }
     paired = summary["paired_by_seed"]["recap_beta2_vs_sft"]
     assert paired["seeds"] == len(next(iter(seeds)))
     lo, hi = paired["throughput_difference_ci95"]
     assert lo <= paired["throughput_difference_per_hour"] <= hi
-    assert set(summary["paired_throughput_difference_above_0"]) == {"recap_beats_sft_on_throughput",
-                                                                    "recap_beats_awr_on_throughput",
-                                                                    "recap_beats_awr_positive_on_throughput"}
+    assert set(summary["paired_throughput_difference_above_0"]) == {
+        "recap_beats_sft_on_throughput",
+        "recap_beats_awr_on_throughput",
+        "recap_beats_awr_positive_on_throughput",
+    }
     assert "sign test p" in (out / "report.md").read_text()
     for name in ("report.md", "arms.png", "iterations.png", "value_curves.png"):
         assert (out / name).stat().st_size > 0, name

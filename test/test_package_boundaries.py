@@ -8,6 +8,7 @@
 * Dependencies point one way: core <- ros glue <- nodes and sim <- experiment and bringup.
 * The learning side never loads rclpy; the station-side nodes never load torch.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,32 +27,68 @@ PACKAGES = sorted(p.name for p in SRC.iterdir() if (p / "package.xml").is_file()
 LAYERS = {
     "recap_core": 0,
     "recap_ros": 1,
-    "recap_sim": 2, "recap_teleop": 2, "recap_policy_node": 2, "recap_value_node": 2, "recap_recorder": 2,
-    "recap_experiment": 3, "recap_bringup": 3,
+    "recap_sim": 2,
+    "recap_teleop": 2,
+    "recap_policy_node": 2,
+    "recap_value_node": 2,
+    "recap_recorder": 2,
+    "recap_experiment": 3,
+    "recap_bringup": 3,
 }
 
 #: Python import name -> rosdep key (rosdistro's rosdep/python.yaml; `-pip` keys where only those exist).
 ROSDEP_KEYS = {
-    "numpy": "python3-numpy", "yaml": "python3-yaml", "torch": "python3-torch", "scipy": "python3-scipy",
-    "PIL": "python3-pil", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
-    "pytest": "python3-pytest", "hypothesis": "python3-hypothesis",
-    "transformers": "python3-transformers-pip", "rosbags": "python3-rosbags-pip", "mujoco": "python3-mujoco-pip",
-    "simplejpeg": "python3-simplejpeg-pip", "gymnasium": "python3-gymnasium-pip",
+    "numpy": "python3-numpy",
+    "yaml": "python3-yaml",
+    "torch": "python3-torch",
+    "scipy": "python3-scipy",
+    "PIL": "python3-pil",
+    "matplotlib": "python3-matplotlib",
+    "tqdm": "python3-tqdm",
+    "pytest": "python3-pytest",
+    "hypothesis": "python3-hypothesis",
+    "transformers": "python3-transformers-pip",
+    "rosbags": "python3-rosbags-pip",
+    "mujoco": "python3-mujoco-pip",
+    "simplejpeg": "python3-simplejpeg-pip",
+    "gymnasium": "python3-gymnasium-pip",
 }
 #: Imports rosdistro has no key for, not even a `-pip` one -> their PyPI names, which the package.xml's
 #: `installed with pip:` comment lists (and requirements.txt installs).
-NO_ROSDEP_KEY = {"pyarrow": "pyarrow", "safetensors": "safetensors", "mcap": "mcap", "tokenizers": "tokenizers",
-                 "gym_aloha": "gym-aloha", "dm_control": "dm-control", "lz4": "lz4", "zstandard": "zstandard"}
+NO_ROSDEP_KEY = {
+    "pyarrow": "pyarrow",
+    "safetensors": "safetensors",
+    "mcap": "mcap",
+    "tokenizers": "tokenizers",
+    "gym_aloha": "gym-aloha",
+    "dm_control": "dm-control",
+    "lz4": "lz4",
+    "zstandard": "zstandard",
+}
 #: ROS packages: the import name is the key.
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "sensor_msgs", "std_msgs", "std_srvs",
-                "diagnostic_msgs", "geometry_msgs", "trajectory_msgs", "visualization_msgs", "rosgraph_msgs",
-                "launch", "launch_ros", "ament_index_python"}
+ROS_PACKAGES = {
+    "rclpy",
+    "rcl_interfaces",
+    "builtin_interfaces",
+    "sensor_msgs",
+    "std_msgs",
+    "std_srvs",
+    "diagnostic_msgs",
+    "geometry_msgs",
+    "trajectory_msgs",
+    "visualization_msgs",
+    "rosgraph_msgs",
+    "launch",
+    "launch_ros",
+    "ament_index_python",
+}
 
 
 def package_files(package: str, tests: bool) -> list[pathlib.Path]:
     root = SRC / package
-    files = [p for p in root.rglob("*.py") if ("test" in p.relative_to(root).parts[:1]) == tests
-             and p.name != "setup.py"]
+    files = [
+        p for p in root.rglob("*.py") if ("test" in p.relative_to(root).parts[:1]) == tests and p.name != "setup.py"
+    ]
     return sorted(files)
 
 
@@ -75,8 +112,10 @@ def key_of(name: str) -> str:
         return ROSDEP_KEYS[name]
     if name in NO_ROSDEP_KEY:
         return f"pip:{NO_ROSDEP_KEY[name]}"
-    raise AssertionError(f"import '{name}' is unknown to this test: add it to ROSDEP_KEYS, NO_ROSDEP_KEY or "
-                         "ROS_PACKAGES with its rosdep key")
+    raise AssertionError(
+        f"import '{name}' is unknown to this test: add it to ROSDEP_KEYS, NO_ROSDEP_KEY or "
+        "ROS_PACKAGES with its rosdep key"
+    )
 
 
 def declared(package: str) -> tuple[set[str], set[str]]:
@@ -111,10 +150,15 @@ def test_dependencies_point_down_the_layers(package):
     assert package in LAYERS, f"{package} has no layer in this test"
     for tests in (False, True):
         project = imports_of(package_files(package, tests)) & set(LAYERS)
-        upward = [p for p in project if LAYERS[p] > LAYERS[package] or (LAYERS[p] == LAYERS[package] and p != package
-                                                                         and not tests)]
-        assert not upward, f"{package} {'tests' if tests else 'code'} import(s) {upward}: dependencies must point " \
-                           "to lower layers (docs/design.md §2)"
+        upward = [
+            p
+            for p in project
+            if LAYERS[p] > LAYERS[package] or (LAYERS[p] == LAYERS[package] and p != package and not tests)
+        ]
+        assert not upward, (
+            f"{package} {'tests' if tests else 'code'} import(s) {upward}: dependencies must point "
+            "to lower layers (docs/design.md §2)"
+        )
 
 
 def test_the_core_names_no_package_built_on_it():
@@ -132,17 +176,39 @@ def _loaded(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["recap_core", "recap_core.station", "recap_core.cli", "recap_core.rl",
-                                    "recap_core.data", "recap_core.models", "recap_core.train",
-                                    "recap_core.checkpoint", "recap_core.stats", "recap_ros.localhost",
-                                    "recap_experiment.evaluate"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "recap_core",
+        "recap_core.station",
+        "recap_core.cli",
+        "recap_core.rl",
+        "recap_core.data",
+        "recap_core.models",
+        "recap_core.train",
+        "recap_core.checkpoint",
+        "recap_core.stats",
+        "recap_ros.localhost",
+        "recap_experiment.evaluate",
+    ],
+)
 def test_learning_side_never_loads_rclpy(module):
     assert "rclpy" not in _loaded(module), f"{module} pulls in rclpy"
 
 
-@pytest.mark.parametrize("module", ["recap_sim.station_node", "recap_sim.operator_node", "recap_teleop.gate_node",
-                                    "recap_teleop.episode_manager_node", "recap_teleop.joy_node",
-                                    "recap_teleop.leader_arms_node", "recap_recorder.recorder_node",
-                                    "recap_recorder.bag_to_dataset", "recap_core.cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "recap_sim.station_node",
+        "recap_sim.operator_node",
+        "recap_teleop.gate_node",
+        "recap_teleop.episode_manager_node",
+        "recap_teleop.joy_node",
+        "recap_teleop.leader_arms_node",
+        "recap_recorder.recorder_node",
+        "recap_recorder.bag_to_dataset",
+        "recap_core.cli",
+    ],
+)
 def test_station_side_never_loads_torch(module):
     assert "torch" not in _loaded(module), f"{module} pulls in torch"

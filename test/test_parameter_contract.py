@@ -6,6 +6,7 @@ accepted must be one the table lists (and must read back); one the table does
 not list must be refused with a reason and leave the old value. ``use_sim_time``
 is refused everywhere.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -114,8 +115,9 @@ def test_every_parameter_is_applied_or_refused(node_process, probe, tmp_path, no
         else:
             refused.add(name)
             assert result.reason, f"{name}: refused without a reason"
-            assert now == (pytest.approx(value) if isinstance(value, (float, list)) else value), \
+            assert now == (pytest.approx(value) if isinstance(value, (float, list)) else value), (
                 f"{name}: refused, but the value changed"
+            )
     assert "use_sim_time" in refused
     assert accepted <= runtime, f"{node_name} accepted parameters the table does not list: {accepted - runtime}"
     generic = runtime - NOT_GENERIC

@@ -1,5 +1,6 @@
 """recap station --sim records every demonstration to its own labelled bag;
 recap convert turns them into a dataset the training reader loads."""
+
 from __future__ import annotations
 
 import re
@@ -15,14 +16,18 @@ pytestmark = pytest.mark.ros
 
 
 def recap(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "recap_core.cli", *map(str, args)], env=test_environment(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "recap_core.cli", *map(str, args)],
+        env=test_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_station_records_labelled_bags_that_convert_and_load(tmp_path):
     bags = tmp_path / "bags"
-    run = recap("station", "--sim", "--episodes", "2", "--max-steps", "300", "--image-size", "96",
-                "--record", bags)
+    run = recap("station", "--sim", "--episodes", "2", "--max-steps", "300", "--image-size", "96", "--record", bags)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     printed = re.findall(r"episode \d+: (\S+) seed \d+ (SUCCESS|FAILURE) after (\d+) steps", run.stdout)
     assert len(printed) == 2, run.stdout

@@ -1,5 +1,6 @@
 """``recap station`` under signals and wrong checkpoints: a requested stop is clean and quick, and a
 station never runs episodes without the model it was given."""
+
 from __future__ import annotations
 
 import shutil
@@ -60,8 +61,13 @@ def test_a_signal_stops_the_station_and_closes_the_open_bag_as_aborted(tmp_path,
 
 
 def run_station(*args, timeout: float = 180):
-    return subprocess.run([*RECAP, "station", "--sim", "--episodes", "1", "--image-size", "64", *args],
-                          capture_output=True, text=True, env=test_environment(), timeout=timeout)
+    return subprocess.run(
+        [*RECAP, "station", "--sim", "--episodes", "1", "--image-size", "64", *args],
+        capture_output=True,
+        text=True,
+        env=test_environment(),
+        timeout=timeout,
+    )
 
 
 def test_a_station_refuses_to_start_with_a_checkpoint_of_the_wrong_kind(tiny_checkpoints, tmp_path):

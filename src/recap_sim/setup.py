@@ -1,26 +1,26 @@
 from setuptools import find_packages, setup
 
-package_name = 'recap_sim'
+package_name = "recap_sim"
 
 setup(
     name=package_name,
-    version='0.1.0',
-    packages=find_packages(exclude=['test']),
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
     data_files=[
-        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
-        ('share/' + package_name, ['package.xml']),
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
     ],
-    install_requires=['setuptools'],
+    install_requires=["setuptools"],
     zip_safe=True,
-    maintainer='RECAP team',
-    maintainer_email='robot-learning@example.org',
-    description='Simulated bimanual ALOHA station and scripted operator',
-    license='Apache-2.0',
-    tests_require=['pytest'],
+    maintainer="RECAP team",
+    maintainer_email="robot-learning@example.org",
+    description="Simulated bimanual ALOHA station and scripted operator",
+    license="Apache-2.0",
+    tests_require=["pytest"],
     entry_points={
-        'console_scripts': [
-            'sim_station = recap_sim.station_node:main',
-            'scripted_operator = recap_sim.operator_node:main'
+        "console_scripts": [
+            "sim_station = recap_sim.station_node:main",
+            "scripted_operator = recap_sim.operator_node:main",
         ],
     },
 )

@@ -1,25 +1,23 @@
 from setuptools import find_packages, setup
 
-package_name = 'recap_value_node'
+package_name = "recap_value_node"
 
 setup(
     name=package_name,
-    version='0.1.0',
-    packages=find_packages(exclude=['test']),
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
     data_files=[
-        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
-        ('share/' + package_name, ['package.xml']),
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
     ],
-    install_requires=['setuptools'],
+    install_requires=["setuptools"],
     zip_safe=True,
-    maintainer='RECAP team',
-    maintainer_email='robot-learning@example.org',
-    description='Live value node streaming value estimates and rviz visuals',
-    license='Apache-2.0',
-    tests_require=['pytest'],
+    maintainer="RECAP team",
+    maintainer_email="robot-learning@example.org",
+    description="Live value node streaming value estimates and rviz visuals",
+    license="Apache-2.0",
+    tests_require=["pytest"],
     entry_points={
-        'console_scripts': [
-            'value_node = recap_value_node.value_node:main'
-        ],
+        "console_scripts": ["value_node = recap_value_node.value_node:main"],
     },
 )

@@ -4,6 +4,7 @@ Its files are installed to ``share/recap_bringup`` (``launch/``, ``config/``) an
 found through the ament index; in a source checkout (editable install) they are
 read where they lie.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -21,8 +22,10 @@ def share_dir() -> pathlib.Path:
     try:
         return pathlib.Path(get_package_share_directory(PACKAGE))
     except PackageNotFoundError as exc:
-        raise FileNotFoundError(f"{PACKAGE} is not installed: build it with colcon (its share/ holds the "
-                                "launch and config files) or install the checkout with pip -e") from exc
+        raise FileNotFoundError(
+            f"{PACKAGE} is not installed: build it with colcon (its share/ holds the "
+            "launch and config files) or install the checkout with pip -e"
+        ) from exc
 
 
 def config_dir() -> pathlib.Path:

@@ -1,4 +1,5 @@
 """Episode driving and topic-rate measurement for ``recap station``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -119,8 +120,15 @@ class EpisodeDriver(Node):
         while time.monotonic() - t0 < timeout_s:
             s = self._status(episode_id)
             if s.get("state") in TERMINAL:
-                return EpisodeResult(index, episode_id, s.get("seed", ""), s.get("label") or s["state"],
-                                     int(s.get("steps", 0)), int(s.get("interventions", 0)),
-                                     int(s.get("intervention_steps", 0)), time.monotonic() - t0)
+                return EpisodeResult(
+                    index,
+                    episode_id,
+                    s.get("seed", ""),
+                    s.get("label") or s["state"],
+                    int(s.get("steps", 0)),
+                    int(s.get("interventions", 0)),
+                    int(s.get("intervention_steps", 0)),
+                    time.monotonic() - t0,
+                )
             self._sleep(0.01)
         raise RuntimeError(f"episode {episode_id} did not end within {timeout_s} s")

@@ -4,6 +4,7 @@ The embedded default where ``ros2 launch`` is not installed: it reads the same s
 ``launch/station.launch.py`` and starts the same nodes under the same names. docs/nodes.md (Bringup)
 lists its options.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,35 +20,61 @@ OPERATOR_MODES = ("drive", "intervene", "off")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true", help="bring up the simulated station (gym-aloha)")
-    parser.add_argument("--config", type=pathlib.Path, default=None,
-                        help="station parameter YAML (default: recap_bringup/config/station_sim.yaml)")
+    parser.add_argument(
+        "--config",
+        type=pathlib.Path,
+        default=None,
+        help="station parameter YAML (default: recap_bringup/config/station_sim.yaml)",
+    )
     parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     parser.add_argument("--policy", type=pathlib.Path, default=None, help="policy checkpoint: run the policy node")
     parser.add_argument("--value", type=pathlib.Path, default=None, help="value checkpoint: run the value node")
     parser.add_argument("--record", type=pathlib.Path, default=None, help="record one bag per episode here")
-    parser.add_argument("--operator-mode", choices=OPERATOR_MODES, default=None,
-                        help="scripted operator: drive (demos; default without --policy), intervene "
-                             "(simulated human gating the policy; default with --policy), off")
-    parser.add_argument("--source", choices=("demo", "rollout", "eval"), default=None,
-                        help="episode source in the metadata (default: demo when the operator drives)")
+    parser.add_argument(
+        "--operator-mode",
+        choices=OPERATOR_MODES,
+        default=None,
+        help="scripted operator: drive (demos; default without --policy), intervene "
+        "(simulated human gating the policy; default with --policy), off",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("demo", "rollout", "eval"),
+        default=None,
+        help="episode source in the metadata (default: demo when the operator drives)",
+    )
     parser.add_argument("--quality", type=float, default=None, help="scripted operator quality 0..1")
     parser.add_argument("--beta", type=float, default=None, help="policy CFG beta")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first episode")
     parser.add_argument("--max-steps", type=int, default=None, help="episode time limit in 50 Hz steps")
-    parser.add_argument("--real-time-factor", type=float, default=None,
-                        help="sim speed vs real time (default from the YAML: 1)")
+    parser.add_argument(
+        "--real-time-factor", type=float, default=None, help="sim speed vs real time (default from the YAML: 1)"
+    )
     parser.add_argument("--task", default=None, help="task prompt of the episodes")
-    parser.add_argument("--human-patience", type=float, default=None,
-                        help="simulated human: take over after this many seconds without progress")
-    parser.add_argument("--human-value-drop", type=float, default=None,
-                        help="simulated human: take over when the live value falls this much (normalised, "
-                             f"{VALUE_DROP_RANGE[0]:g}-{VALUE_DROP_RANGE[1]:g}; 1 turns the trigger off, since "
-                             "the value spans [-1, 0])")
-    parser.add_argument("--human-release", choices=RELEASE_RULES, default=None,
-                        help="simulated human: end a correction one stage past where it engaged (next_stage, "
-                             "the default) or one stage past the best the episode reached (past_best)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="square camera images of this size (default from the YAML: 224)")
+    parser.add_argument(
+        "--human-patience",
+        type=float,
+        default=None,
+        help="simulated human: take over after this many seconds without progress",
+    )
+    parser.add_argument(
+        "--human-value-drop",
+        type=float,
+        default=None,
+        help="simulated human: take over when the live value falls this much (normalised, "
+        f"{VALUE_DROP_RANGE[0]:g}-{VALUE_DROP_RANGE[1]:g}; 1 turns the trigger off, since "
+        "the value spans [-1, 0])",
+    )
+    parser.add_argument(
+        "--human-release",
+        choices=RELEASE_RULES,
+        default=None,
+        help="simulated human: end a correction one stage past where it engaged (next_stage, "
+        "the default) or one stage past the best the episode reached (past_best)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="square camera images of this size (default from the YAML: 224)"
+    )
 
 
 def ros_arguments(args, operator_mode: str, source: str) -> list[str]:
@@ -101,14 +128,17 @@ def run(args) -> int:
     episode manager labels them from the sim), printing per episode the label, duration, interventions and
     the measured topic rates."""
     if not args.sim:
-        return _fail("only --sim is available here; on a real station use "
-                     "`ros2 launch recap_bringup station.launch.py sim:=false` with your robot driver")
+        return _fail(
+            "only --sim is available here; on a real station use "
+            "`ros2 launch recap_bringup station.launch.py sim:=false` with your robot driver"
+        )
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}")
     low, high = VALUE_DROP_RANGE
     if args.human_value_drop is not None and not low <= args.human_value_drop <= high:
-        return _fail(f"--human-value-drop must be in [{low:g}, {high:g}] (normalised value), "
-                     f"got {args.human_value_drop}")
+        return _fail(
+            f"--human-value-drop must be in [{low:g}, {high:g}] (normalised value), got {args.human_value_drop}"
+        )
     config = args.config or station_sim_yaml()
     if not config.is_file():
         return _fail(f"config {config} does not exist")
@@ -150,8 +180,13 @@ def run(args) -> int:
 
         factories.append(RecorderNode)
 
-    ros_args = ["recap_station", "--ros-args", "--params-file", str(config), *ros_arguments(args, operator_mode,
-                                                                                            source)]
+    ros_args = [
+        "recap_station",
+        "--ros-args",
+        "--params-file",
+        str(config),
+        *ros_arguments(args, operator_mode, source),
+    ]
     results = []
     stop = StopSignals().install()
     init_ros(ros_args)
@@ -164,9 +199,12 @@ def run(args) -> int:
                 nodes.append(factory())
         except ValueError as exc:
             return _fail(str(exc))
-        unloaded = [f"{flag}: {node.model_error}" for node in nodes
-                    for flag, name in (("--policy", "policy_node"), ("--value", "value_node"))
-                    if node.get_name() == name and node.model_error]
+        unloaded = [
+            f"{flag}: {node.model_error}"
+            for node in nodes
+            for flag, name in (("--policy", "policy_node"), ("--value", "value_node"))
+            if node.get_name() == name and node.model_error
+        ]
         if unloaded:  # e.g. weights that do not load: never run the episodes without the model asked for
             return _fail("; ".join(unloaded))
         station, operator = nodes[0], nodes[1]
@@ -178,22 +216,31 @@ def run(args) -> int:
             executor.add_node(node)
         spin = threading.Thread(target=spin_forever, args=(executor, stop.is_set), daemon=True)
         spin.start()
-        print(f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
-              f"{', '.join(n.get_name() for n in nodes[:-2])}; operator {operator_mode} (quality {operator.quality}); "
-              f"{args.episodes} episode(s)", flush=True)
+        print(
+            f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
+            f"{', '.join(n.get_name() for n in nodes[:-2])}; operator {operator_mode} (quality {operator.quality}); "
+            f"{args.episodes} episode(s)",
+            flush=True,
+        )
         try:
             for i in range(args.episodes):
                 monitor.reset()
                 r = driver.run_episode(i)
                 results.append(r)
                 rates = ", ".join(f"{t} {hz:.1f} Hz" for t, hz in monitor.rates().items())
-                print(f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
-                      f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
-                      f"[{r.intervention_steps} steps] | {rates}", flush=True)
+                print(
+                    f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
+                    f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
+                    f"[{r.intervention_steps} steps] | {rates}",
+                    flush=True,
+                )
         except StopRequested:
-            print(f"recap station: stopped by {stop.name} after {len(results)} of {args.episodes} episode(s)"
-                  + ("; the open episode's bag is closed as aborted" if args.record else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"recap station: stopped by {stop.name} after {len(results)} of {args.episodes} episode(s)"
+                + ("; the open episode's bag is closed as aborted" if args.record else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         except RuntimeError as exc:
             print(f"recap station: {exc}", file=sys.stderr)
     finally:
@@ -206,9 +253,12 @@ def run(args) -> int:
         rclpy.try_shutdown()
         stop.restore()
     n_ok = sum(r.success for r in results)
-    print(f"summary: {n_ok}/{len(results)} successful, {sum(r.interventions for r in results)} intervention(s); "
-          f"station rejected {station.commands_rejected} command(s)"
-          + (f"; bags in {args.record}" if args.record else ""), flush=True)
+    print(
+        f"summary: {n_ok}/{len(results)} successful, {sum(r.interventions for r in results)} intervention(s); "
+        f"station rejected {station.commands_rejected} command(s)"
+        + (f"; bags in {args.record}" if args.record else ""),
+        flush=True,
+    )
     if stop.received is not None:
         return 0  # a requested stop
     return 0 if len(results) == args.episodes else 1

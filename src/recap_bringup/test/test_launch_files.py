@@ -5,6 +5,7 @@ Python source: every Node() it starts must name a console script its package
 really installs, have a section in the station YAML, and every topic rviz shows
 must be one a node of ours publishes (docs/design.md §3).
 """
+
 from __future__ import annotations
 
 import ast
@@ -50,14 +51,20 @@ def test_every_launched_executable_exists_and_has_parameters():
         module = scripts[node["executable"]].split(":")[0]
         path = SRC / node["package"] / (module.replace(".", "/") + ".py")
         assert path.is_file(), f"{node['executable']} -> {path} does not exist"
-        assert node["name"] in config or node["name"] in ("gate", "episode_manager", "policy_node",
-                                                          "value_node", "recorder"), node["name"]
-        assert f'super().__init__("{node["name"]}"' in path.read_text(), \
+        assert node["name"] in config or node["name"] in (
+            "gate",
+            "episode_manager",
+            "policy_node",
+            "value_node",
+            "recorder",
+        ), node["name"]
+        assert f'super().__init__("{node["name"]}"' in path.read_text(), (
             f"node name {node['name']} differs from the one {path.name} declares"
+        )
 
 
 def test_default_config_path_exists():
-    assert "'..', 'config', 'station_sim.yaml'" in LAUNCH.read_text() and CONFIG.is_file()
+    assert 'os.path.join(HERE, "..", "config", "station_sim.yaml")' in LAUNCH.read_text() and CONFIG.is_file()
 
 
 def test_rviz_topics_are_published_by_our_nodes():

@@ -1,5 +1,6 @@
 """`recap station` flags become ROS parameter overrides of the right node; bad values are refused before
 anything starts."""
+
 import argparse
 
 import pytest
@@ -14,8 +15,11 @@ def parse(*argv):
 
 
 def test_human_flags_reach_the_scripted_operator():
-    flags = bringup.ros_arguments(parse("--human-patience", "2.5", "--human-value-drop", "1", "--human-release",
-                                        "past_best"), "intervene", "rollout")
+    flags = bringup.ros_arguments(
+        parse("--human-patience", "2.5", "--human-value-drop", "1", "--human-release", "past_best"),
+        "intervene",
+        "rollout",
+    )
     pairs = [flags[i + 1] for i in range(0, len(flags), 2)]
     assert "scripted_operator:human_patience_s:=2.5" in pairs
     assert "scripted_operator:human_value_drop:=1.0" in pairs

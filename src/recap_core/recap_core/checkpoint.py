@@ -3,6 +3,7 @@
 The layout and the loading rules are in docs/learning.md §6: loading reads JSON and safetensors only, refuses a
 directory holding pickle-format files, and raises :class:`CheckpointError` naming the file on any defect.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,6 +69,7 @@ class Checkpoint:
 
 # ---------------------------------------------------------------------------- helpers
 
+
 def trained_advantage(provenance: dict) -> str | None:
     """The advantage condition a policy with this ``provenance.json`` was trained to act under: None (no
     advantage text) for an AWR fine-tune or a plain behaviour-cloning run (``bc``), which never see one;
@@ -107,8 +109,7 @@ def git_commit() -> str:
     if root is None:
         return "unknown"
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -127,8 +128,14 @@ def dataset_fingerprint(root: str | pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def make_provenance(*, kind: str, datasets: list[str], iteration: int | None = None,
-                    parent: "Checkpoint | str | None" = None, extra: dict | None = None) -> dict:
+def make_provenance(
+    *,
+    kind: str,
+    datasets: list[str],
+    iteration: int | None = None,
+    parent: "Checkpoint | str | None" = None,
+    extra: dict | None = None,
+) -> dict:
     """Provenance fields known before saving (id, time and weight hash are added by :func:`save_checkpoint`)."""
     entries = [{"path": str(pathlib.Path(d).resolve()), "fingerprint": dataset_fingerprint(d)} for d in datasets]
     combined = hashlib.sha256("".join(sorted(e["fingerprint"] for e in entries)).encode()).hexdigest()
@@ -137,16 +144,33 @@ def make_provenance(*, kind: str, datasets: list[str], iteration: int | None = N
         parent_entry = {"path": str(parent.path), "checkpoint_id": parent.checkpoint_id}
     elif parent:
         parent_entry = {"path": str(parent), "checkpoint_id": ""}
-    return {"kind": kind, "datasets": entries, "dataset_hash": combined, "iteration": iteration,
-            "parent_checkpoint": parent_entry, "git_commit": git_commit(), **(extra or {})}
+    return {
+        "kind": kind,
+        "datasets": entries,
+        "dataset_hash": combined,
+        "iteration": iteration,
+        "parent_checkpoint": parent_entry,
+        "git_commit": git_commit(),
+        **(extra or {}),
+    }
 
 
 # ---------------------------------------------------------------------------- save
 
-def save_checkpoint(directory: str | pathlib.Path, *, kind: str, model: nn.Module, model_config: Any,
-                    training_config: dict, normalization: dict, processor_steps: list, tokenizer: Any,
-                    provenance: dict, training_state: tuple[dict[str, torch.Tensor], dict] | None = None
-                    ) -> pathlib.Path:
+
+def save_checkpoint(
+    directory: str | pathlib.Path,
+    *,
+    kind: str,
+    model: nn.Module,
+    model_config: Any,
+    training_config: dict,
+    normalization: dict,
+    processor_steps: list,
+    tokenizer: Any,
+    provenance: dict,
+    training_state: tuple[dict[str, torch.Tensor], dict] | None = None,
+) -> pathlib.Path:
     """Write a checkpoint into ``directory`` (created; existing checkpoint files replaced).
 
     Each file is replaced atomically and ``provenance.json`` (holding the
@@ -158,8 +182,16 @@ def save_checkpoint(directory: str | pathlib.Path, *, kind: str, model: nn.Modul
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PROVENANCE_FILE).unlink(missing_ok=True)  # the directory is incomplete until it is rewritten
-    _write_json(directory / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
-                                          "model": model_config.to_dict(), "training": training_config})
+    _write_json(
+        directory / CONFIG_FILE,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "model": model_config.to_dict(),
+            "training": training_config,
+        },
+    )
     _write_json(directory / NORMALIZATION_FILE, normalization)
     _write_json(directory / PROCESSOR_FILE, {"steps": processor_steps})
     staging = directory / f".{TOKENIZER_DIR}.tmp"
@@ -179,14 +211,20 @@ def save_checkpoint(directory: str | pathlib.Path, *, kind: str, model: nn.Modul
     created = _dt.datetime.now(_dt.timezone.utc)
     weights_sha256 = file_sha256(directory / MODEL_FILE)
     record = dict(provenance)
-    record.update({"kind": kind, "created": created.isoformat(timespec="seconds"),
-                   "model_sha256": weights_sha256,
-                   "checkpoint_id": f"{kind}-{created:%Y%m%dT%H%M%S}-{weights_sha256[:8]}"})
+    record.update(
+        {
+            "kind": kind,
+            "created": created.isoformat(timespec="seconds"),
+            "model_sha256": weights_sha256,
+            "checkpoint_id": f"{kind}-{created:%Y%m%dT%H%M%S}-{weights_sha256[:8]}",
+        }
+    )
     _write_json(directory / PROVENANCE_FILE, record)
     return directory
 
 
 # ---------------------------------------------------------------------------- load
+
 
 def check_directory(directory: str | pathlib.Path) -> pathlib.Path:
     """Refuse a directory that is missing required files or holds pickle-format files."""
@@ -195,18 +233,24 @@ def check_directory(directory: str | pathlib.Path) -> pathlib.Path:
         raise CheckpointError(f"{directory}: not a checkpoint directory (does not exist or is a file)")
     pickled = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
-        raise CheckpointError(f"{directory}: holds pickle-format file(s) {pickled}; RECAP checkpoints never use "
-                              f"pickle and refuse to load next to one. Remove them if you trust them.")
+        raise CheckpointError(
+            f"{directory}: holds pickle-format file(s) {pickled}; RECAP checkpoints never use "
+            f"pickle and refuse to load next to one. Remove them if you trust them."
+        )
     if not any((directory / name).is_file() for name in REQUIRED_FILES):
         from recap_core.outputs import describe
 
         holds = describe(directory) if any(directory.iterdir()) else "nothing"
-        raise CheckpointError(f"{directory}: not a checkpoint (it holds {holds}); give a checkpoint directory "
-                              f"written by `recap train-policy` or `recap train-value`")
+        raise CheckpointError(
+            f"{directory}: not a checkpoint (it holds {holds}); give a checkpoint directory "
+            f"written by `recap train-policy` or `recap train-value`"
+        )
     for name in REQUIRED_FILES:
         if not (directory / name).is_file():
-            raise CheckpointError(f"{directory / name}: missing; the checkpoint is incomplete "
-                                  f"(needs {', '.join(REQUIRED_FILES)} and {TOKENIZER_DIR}/)")
+            raise CheckpointError(
+                f"{directory / name}: missing; the checkpoint is incomplete "
+                f"(needs {', '.join(REQUIRED_FILES)} and {TOKENIZER_DIR}/)"
+            )
     if not (directory / TOKENIZER_DIR / "tokenizer.json").is_file():
         raise CheckpointError(f"{directory / TOKENIZER_DIR / 'tokenizer.json'}: missing; the checkpoint is incomplete")
     return directory
@@ -222,8 +266,9 @@ def read_config(directory: str | pathlib.Path) -> tuple[str, Any, dict]:
         found = data.get("format") if isinstance(data, dict) else None
         raise CheckpointError(f"{path}: not a RECAP checkpoint config (format {found!r}, expected {FORMAT!r})")
     if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {data.get('format_version')!r}; this code reads "
-                              f"{FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+        )
     kind = data.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
@@ -254,31 +299,44 @@ def load_weights(model: nn.Module, path: pathlib.Path) -> None:
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the architecture in config.json: {exc}") from exc
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match config.json: missing {sorted(missing)[:5]}"
-                              f"{'...' if len(missing) > 5 else ''}, unexpected {sorted(unexpected)[:5]}"
-                              f"{'...' if len(unexpected) > 5 else ''} ({len(names)} tensors in file)")
+        raise CheckpointError(
+            f"{path}: weights do not match config.json: missing {sorted(missing)[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {sorted(unexpected)[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''} ({len(names)} tensors in file)"
+        )
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the training run diverged "
-                                  f"or the file is damaged")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; the training run diverged "
+                f"or the file is damaged"
+            )
 
 
-def load_checkpoint(directory: str | pathlib.Path, *, kind: str | None = None,
-                    device: str | torch.device = "cpu", verify_hash: bool = True) -> Checkpoint:
+def load_checkpoint(
+    directory: str | pathlib.Path,
+    *,
+    kind: str | None = None,
+    device: str | torch.device = "cpu",
+    verify_hash: bool = True,
+) -> Checkpoint:
     """Load and validate a checkpoint directory; ``kind`` ("policy" | "value") if it must be one."""
     from recap_core.models.tokenizer import load_tokenizer
 
     directory = check_directory(directory).resolve()
     found_kind, model_config, training_config = read_config(directory)
     if kind is not None and found_kind != kind:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: this is a {found_kind} checkpoint, a {kind} one is needed; "
-                              f"give a {kind} checkpoint directory")
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE}: this is a {found_kind} checkpoint, a {kind} one is needed; "
+            f"give a {kind} checkpoint directory"
+        )
     provenance = read_json(directory / PROVENANCE_FILE)
     if not isinstance(provenance, dict):
         raise CheckpointError(f"{directory / PROVENANCE_FILE}: must be a JSON object")
     if verify_hash and provenance.get("model_sha256") != file_sha256(directory / MODEL_FILE):
-        raise CheckpointError(f"{directory / MODEL_FILE}: sha256 differs from provenance.json; the save was "
-                              f"interrupted or the weights were replaced")
+        raise CheckpointError(
+            f"{directory / MODEL_FILE}: sha256 differs from provenance.json; the save was "
+            f"interrupted or the weights were replaced"
+        )
     normalization = read_json(directory / NORMALIZATION_FILE)
     processor = read_json(directory / PROCESSOR_FILE)
     if not isinstance(processor, dict) or not isinstance(processor.get("steps"), list):
@@ -298,8 +356,17 @@ def load_checkpoint(directory: str | pathlib.Path, *, kind: str | None = None,
     model = build_model(found_kind, model_config)
     load_weights(model, directory / MODEL_FILE)
     model.to(device).eval()
-    return Checkpoint(directory, found_kind, model_config, training_config, model, normalization,
-                      processor["steps"], tokenizer, provenance)
+    return Checkpoint(
+        directory,
+        found_kind,
+        model_config,
+        training_config,
+        model,
+        normalization,
+        processor["steps"],
+        tokenizer,
+        provenance,
+    )
 
 
 def _check_normalization(path: pathlib.Path, stats: Any) -> None:
@@ -308,12 +375,14 @@ def _check_normalization(path: pathlib.Path, stats: Any) -> None:
     for name, entry in stats.items():
         for field in ("mean", "std"):
             values = entry.get(field) if isinstance(entry, dict) else None
-            if not isinstance(values, list) or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                                                       for v in values):
+            if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in values
+            ):
                 raise CheckpointError(f"{path}: {name}.{field} must be a list of finite numbers")
 
 
 # ---------------------------------------------------------------------------- training state (resume)
+
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split ``optimizer.state_dict()`` into safetensors-able tensors and a JSON part."""
@@ -334,8 +403,10 @@ def load_training_state(directory: str | pathlib.Path) -> tuple[dict[str, torch.
     directory = pathlib.Path(directory)
     path = directory / TRAINING_STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing; this checkpoint was saved without training state and cannot "
-                              f"be resumed (start a new run with --init instead)")
+        raise CheckpointError(
+            f"{path}: missing; this checkpoint was saved without training state and cannot "
+            f"be resumed (start a new run with --init instead)"
+        )
     try:
         tensors = safetensors.torch.load_file(str(path))
     except Exception as exc:
@@ -354,5 +425,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     try:
         optimizer.load_state_dict({"state": state, "param_groups": state_json["param_groups"]})
     except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"training state does not fit this optimizer ({exc}); resume with the same "
-                              f"config and mode it was saved with") from exc
+        raise CheckpointError(
+            f"training state does not fit this optimizer ({exc}); resume with the same "
+            f"config and mode it was saved with"
+        ) from exc

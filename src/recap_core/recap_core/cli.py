@@ -2,6 +2,7 @@
 
 How a package registers a subcommand: :func:`commands`; how a user error is reported: :func:`main`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,7 @@ def _message(exc: BaseException) -> str:
 
 # Errors reported as one line: the project's user errors, and paths the user gave that cannot be read or written.
 # The train commands also report their ValueErrors so (recap_core.train.common.reports_user_errors).
-USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               FileExistsError)
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        print(f"recap {name}: its package is not installed ({exc.name}); "
-              f"run `make setup` or install the package providing {module_name}", file=sys.stderr)
+        print(
+            f"recap {name}: its package is not installed ({exc.name}); "
+            f"run `make setup` or install the package providing {module_name}",
+            file=sys.stderr,
+        )
         return 2
     sub = _Parser(prog=f"recap {name}", description=help_text)
     module.add_arguments(sub)

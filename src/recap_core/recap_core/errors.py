@@ -5,6 +5,7 @@ A command raises a :class:`UserError` (or a subclass: ``CheckpointError``,
 prints ``recap <command>: <message>`` on stderr and exits 2. Anything else is a
 bug and keeps its traceback. Imports nothing heavy, so every module may use it.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Every JSON file the project writes goes through :func:`dumps` / :func:`write_jso
 command refuses an ``--out`` that already holds something unless asked (:func:`refuse_non_empty`,
 :func:`clear_directory`). Imports neither torch nor numpy.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from typing import Any
 from recap_core.errors import UserError
 
 # ---------------------------------------------------------------------------- strict JSON
+
 
 def jsonable(value: Any) -> Any:
     """``value`` with NaN and infinities as None, numpy scalars and arrays as Python values, tuples as lists."""
@@ -39,24 +41,26 @@ def dumps(value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure
     parsers reject): a missing or undefined number becomes ``null``, and ``allow_nan=False`` makes any value
     that slips past the conversion fail loudly instead of writing invalid JSON.
     """
-    return json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii,
-                      allow_nan=False)
+    return json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=False)
 
 
-def write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 2, sort_keys: bool = False,
-               ensure_ascii: bool = True) -> pathlib.Path:
+def write_json(
+    path: str | os.PathLike, value: Any, *, indent: int | None = 2, sort_keys: bool = False, ensure_ascii: bool = True
+) -> pathlib.Path:
     """Write ``value`` as strict JSON (and a final newline) to ``path``, atomically: readers never see half."""
     path = pathlib.Path(path)
     text = dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as handle:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+    ) as handle:
         handle.write(text)
     os.replace(handle.name, path)
     return path
 
 
 # ---------------------------------------------------------------------------- output directories
+
 
 def entries(directory: str | os.PathLike) -> list[str]:
     """Names in ``directory`` (sorted; empty when it does not exist); UserError when it is not a directory."""
@@ -102,8 +106,10 @@ def refuse_non_empty(directory: str | os.PathLike, *, option: str = "--out", hin
     if not entries(directory):
         return
     what = describe(directory)
-    raise UserError(f"{option} {directory} already holds {what}; "
-                    + (hint or f"choose another {option}, or give --overwrite to delete what is there"))
+    raise UserError(
+        f"{option} {directory} already holds {what}; "
+        + (hint or f"choose another {option}, or give --overwrite to delete what is there")
+    )
 
 
 def clear_directory(directory: str | os.PathLike) -> None:
@@ -116,8 +122,10 @@ def clear_directory(directory: str | os.PathLike) -> None:
     guarded = {pathlib.Path(resolved.anchor), pathlib.Path.home().resolve()}
     cwd = pathlib.Path.cwd().resolve()
     if resolved in guarded or resolved == cwd or resolved in cwd.parents:
-        raise UserError(f"--overwrite would delete everything in {resolved}, which holds the current directory "
-                        f"or is the home or root directory; give a dedicated --out directory")
+        raise UserError(
+            f"--overwrite would delete everything in {resolved}, which holds the current directory "
+            f"or is the home or root directory; give a dedicated --out directory"
+        )
     for path in directory.iterdir():
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -135,14 +143,18 @@ def refuse_clearing_inputs(directory: str | os.PathLike, inputs: dict[str, Any])
                 continue
             resolved = pathlib.Path(path).resolve()
             if resolved == target or target in resolved.parents:
-                raise UserError(f"--overwrite would delete {path} ({option}), which this run reads: it is in "
-                                f"--out {directory}; give another --out")
+                raise UserError(
+                    f"--overwrite would delete {path} ({option}), which this run reads: it is in "
+                    f"--out {directory}; give another --out"
+                )
 
 
 # ---------------------------------------------------------------------------- output files
 
-def check_output_file(path: str | os.PathLike, *, overwrite: bool, what: str,
-                      accepts: Callable[[Any], bool], option: str = "--out") -> None:
+
+def check_output_file(
+    path: str | os.PathLike, *, overwrite: bool, what: str, accepts: Callable[[Any], bool], option: str = "--out"
+) -> None:
     """Refuse to write a ``what`` file over a directory, or over a file that is not an earlier ``what``
     (``accepts`` tells from its parsed JSON), unless ``overwrite``."""
     path = pathlib.Path(path)
@@ -155,5 +167,6 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, what: str,
     except (OSError, ValueError):
         ours = False
     if not ours:
-        raise UserError(f"{option} {path} exists and is not {what}; choose another file, or give --overwrite "
-                        f"to replace it")
+        raise UserError(
+            f"{option} {path} exists and is not {what}; choose another file, or give --overwrite to replace it"
+        )

@@ -4,6 +4,7 @@ Nothing here holds state or imports torch: trainers convert tensors at their bou
 episode's frames, ``[N]`` the frames of many episodes one after another, ``[B]`` value bins. The reward and
 normalisation conventions (paper Sec. V-C) are in docs/dataset.md, "Rewards and normalisation".
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ def _as_1d(name: str, values, dtype=np.float64) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- rewards and returns
+
 
 def episode_rewards(length: int, success: bool, c_fail: float) -> np.ndarray:
     """Sparse RECAP rewards of one episode: ``[T]`` float64.
@@ -77,6 +79,7 @@ def denormalise_returns(returns_norm, max_episode_length: int, c_fail: float) ->
 
 
 # --------------------------------------------------------------------------- value bins
+
 
 def bin_centers(num_bins: int = NUM_BINS) -> np.ndarray:
     """Value of each bin, ``[B]``, evenly spaced from -1 (bin 0) to 0 (bin B-1)."""
@@ -138,6 +141,7 @@ def expected_value_from_logits(logits) -> np.ndarray:
 
 # --------------------------------------------------------------------------- advantages
 
+
 def n_step_advantage(rewards_norm, values, n: int = DEFAULT_LOOKAHEAD) -> np.ndarray:
     """N-step advantage of one episode (paper Appendix F): ``[T], [T] -> [T]``.
 
@@ -159,8 +163,10 @@ def _episode_runs(episode_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     stops = np.concatenate([change, [len(episode_index)]])
     run_ids = episode_index[starts]
     if len(np.unique(run_ids)) != len(run_ids):
-        raise ValueError("frames of each episode must be contiguous and in frame order; "
-                         "sort the frames by (episode_index, frame_index) first")
+        raise ValueError(
+            "frames of each episode must be contiguous and in frame order; "
+            "sort the frames by (episode_index, frame_index) first"
+        )
     return starts, stops
 
 
@@ -174,8 +180,10 @@ def n_step_advantage_by_episode(rewards_norm, values, episode_index, n: int = DE
     values = _as_1d("values", values)
     episode_index = np.asarray(episode_index)
     if not (len(rewards_norm) == len(values) == len(episode_index)):
-        raise ValueError(f"rewards_norm, values and episode_index must have one entry per frame; got "
-                         f"{len(rewards_norm)}, {len(values)}, {len(episode_index)}")
+        raise ValueError(
+            f"rewards_norm, values and episode_index must have one entry per frame; got "
+            f"{len(rewards_norm)}, {len(values)}, {len(episode_index)}"
+        )
     if int(n) != n or n < 1:
         raise ValueError(f"lookahead n must be a positive integer, got {n!r}")
     if len(values) == 0:
@@ -202,8 +210,10 @@ def full_episode_advantage(returns_norm, values) -> np.ndarray:
 
 # --------------------------------------------------------------------------- improvement indicator
 
-def advantage_threshold(advantages, positive_fraction: float, *, sample_size: int | None = None,
-                        rng: np.random.Generator | None = None) -> float:
+
+def advantage_threshold(
+    advantages, positive_fraction: float, *, sample_size: int | None = None, rng: np.random.Generator | None = None
+) -> float:
     """The epsilon such that ``positive_fraction`` of ``advantages`` are ``> epsilon``.
 
     ``[N] -> float``. With distinct values exactly ``round(fraction * N)``
@@ -232,9 +242,14 @@ def advantage_threshold(advantages, positive_fraction: float, *, sample_size: in
     return float(midpoint if midpoint < above else below)
 
 
-def per_task_thresholds(advantages, task_index, positive_fraction: float | Mapping[int, float], *,
-                        sample_size: int | None = None,
-                        rng: np.random.Generator | None = None) -> dict[int, float]:
+def per_task_thresholds(
+    advantages,
+    task_index,
+    positive_fraction: float | Mapping[int, float],
+    *,
+    sample_size: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> dict[int, float]:
     """Per-task epsilon_l: ``[N], [N] int -> {task_index: epsilon}``.
 
     ``positive_fraction`` is one fraction for every task or a mapping
@@ -249,13 +264,13 @@ def per_task_thresholds(advantages, task_index, positive_fraction: float | Mappi
         task = int(task)
         if isinstance(positive_fraction, Mapping):
             if task not in positive_fraction:
-                raise KeyError(f"no positive_fraction for task_index {task}; "
-                               f"given for {sorted(positive_fraction)}")
+                raise KeyError(f"no positive_fraction for task_index {task}; given for {sorted(positive_fraction)}")
             fraction = positive_fraction[task]
         else:
             fraction = positive_fraction
-        thresholds[task] = advantage_threshold(advantages[task_index == task], fraction,
-                                               sample_size=sample_size, rng=rng)
+        thresholds[task] = advantage_threshold(
+            advantages[task_index == task], fraction, sample_size=sample_size, rng=rng
+        )
     return thresholds
 
 
@@ -265,8 +280,10 @@ def improvement_indicator(advantages, task_index, thresholds: Mapping[int, float
     task_index = np.asarray(task_index)
     is_intervention = np.asarray(is_intervention, dtype=bool)
     if not (advantages.shape == task_index.shape == is_intervention.shape):
-        raise ValueError(f"advantages {advantages.shape}, task_index {task_index.shape} and "
-                         f"is_intervention {is_intervention.shape} must have the same shape [N]")
+        raise ValueError(
+            f"advantages {advantages.shape}, task_index {task_index.shape} and "
+            f"is_intervention {is_intervention.shape} must have the same shape [N]"
+        )
     missing = sorted(set(np.unique(task_index).tolist()) - set(int(k) for k in thresholds))
     if missing:
         raise KeyError(f"no advantage threshold for task_index {missing}; thresholds cover {sorted(thresholds)}")
@@ -286,8 +303,9 @@ def before_takeover(is_correction, episode_index, window: int) -> np.ndarray:
     is_correction = np.asarray(is_correction, dtype=bool)
     episode_index = np.asarray(episode_index)
     if is_correction.shape != episode_index.shape or is_correction.ndim != 1:
-        raise ValueError(f"is_correction {is_correction.shape} and episode_index {episode_index.shape} must be "
-                         f"the same shape [N]")
+        raise ValueError(
+            f"is_correction {is_correction.shape} and episode_index {episode_index.shape} must be the same shape [N]"
+        )
     if window < 0:
         raise ValueError(f"window must be >= 0 steps, got {window}")
     marked = np.zeros(len(is_correction), dtype=bool)
@@ -298,12 +316,13 @@ def before_takeover(is_correction, episode_index, window: int) -> np.ndarray:
         flags = is_correction[start:stop]
         takeovers = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
         for takeover in takeovers:
-            marked[start + max(0, takeover - window):start + takeover] = True
+            marked[start + max(0, takeover - window) : start + takeover] = True
     return marked & ~is_correction
 
 
-def drop_indicator(batch_size: int, dropout: float = DEFAULT_INDICATOR_DROPOUT,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
+def drop_indicator(
+    batch_size: int, dropout: float = DEFAULT_INDICATOR_DROPOUT, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Which samples lose the advantage text this step (True = drop): ``bool [batch_size]``."""
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"indicator dropout must be in [0, 1], got {dropout!r}")

@@ -4,6 +4,7 @@ Pure Python (numpy + yaml), importable without ROS or torch. The same station YA
 is read by `ros2 launch` (``--params-file``) and by ``recap station``; this module
 reads the ``/**`` section that every node shares.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,11 @@ class StationConfig:
         n = len(self.joint_names)
         if n != NUM_JOINTS:
             raise ValueError(f"station has {n} joints, expected {NUM_JOINTS} in the order {JOINT_NAMES}")
-        for name, values in (("joint_lower_limits", self.lower), ("joint_upper_limits", self.upper),
-                             ("joint_max_velocity", self.max_velocity)):
+        for name, values in (
+            ("joint_lower_limits", self.lower),
+            ("joint_upper_limits", self.upper),
+            ("joint_max_velocity", self.max_velocity),
+        ):
             if len(values) != n:
                 raise ValueError(f"{name} has {len(values)} values, expected {n}")
             if not all(math.isfinite(v) for v in values):
@@ -106,9 +110,15 @@ class StationConfig:
     @classmethod
     def sim_aloha(cls) -> "StationConfig":
         """The simulated bimanual ALOHA station: every node's default robot description."""
-        return cls(joint_names=JOINT_NAMES, lower=_ARM_LOWER * 2, upper=_ARM_UPPER * 2,
-                   max_velocity=_ARM_MAX_VELOCITY * 2, cameras=DEFAULT_CAMERAS, control_rate_hz=CONTROL_RATE_HZ,
-                   station_name=SIM_ALOHA_NAME)
+        return cls(
+            joint_names=JOINT_NAMES,
+            lower=_ARM_LOWER * 2,
+            upper=_ARM_UPPER * 2,
+            max_velocity=_ARM_MAX_VELOCITY * 2,
+            cameras=DEFAULT_CAMERAS,
+            control_rate_hz=CONTROL_RATE_HZ,
+            station_name=SIM_ALOHA_NAME,
+        )
 
 
 def load_node_params(path: str | pathlib.Path, node: str) -> dict:

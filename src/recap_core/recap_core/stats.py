@@ -1,5 +1,6 @@
 """The statistics the evaluations report: Wilson intervals for success rates, bootstrap intervals,
 throughput (successes per robot hour), and paired comparisons of two arms on the same seeds."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -18,8 +19,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def bootstrap_interval(samples: np.ndarray, statistic: Callable[[np.ndarray], float], n_boot: int = 2000,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    samples: np.ndarray, statistic: Callable[[np.ndarray], float], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95 % percentile bootstrap interval of ``statistic`` over the rows of ``samples`` (NaN if empty)."""
     samples = np.asarray(samples)
     if len(samples) == 0:
@@ -45,6 +47,7 @@ def sign_test(only_first: int, only_second: int) -> float:
 def paired_throughput_difference(rows: np.ndarray) -> tuple[float, tuple[float, float]]:
     """Rows ``(success_a, seconds_a, success_b, seconds_b)``, one per seed: ``a``'s throughput minus
     ``b``'s, and its 95 % bootstrap interval resampling the seeds (both arms together)."""
+
     def difference(r: np.ndarray) -> float:
         return throughput(r[:, :2]) - throughput(r[:, 2:])
 

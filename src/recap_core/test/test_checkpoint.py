@@ -1,4 +1,5 @@
 """Checkpoint directories: round trip, refusing pickle, clear errors for every kind of damage."""
+
 from __future__ import annotations
 
 import builtins
@@ -44,8 +45,15 @@ def test_round_trip_restores_weights_and_metadata(saved):
     for (name, a), (_, b) in zip(sorted(loaded.model.state_dict().items()), sorted(fresh.state_dict().items())):
         torch.testing.assert_close(a, b, msg=name)
     provenance = loaded.provenance
-    for key in ("checkpoint_id", "created", "git_commit", "dataset_hash", "iteration", "parent_checkpoint",
-                "model_sha256"):
+    for key in (
+        "checkpoint_id",
+        "created",
+        "git_commit",
+        "dataset_hash",
+        "iteration",
+        "parent_checkpoint",
+        "model_sha256",
+    ):
         assert key in provenance
     assert provenance["checkpoint_id"].startswith("policy-")
     assert not loaded.model.training
@@ -79,8 +87,17 @@ def test_a_directory_with_pickle_files_is_refused(policy_dir, stray):
         load_checkpoint(policy_dir)
 
 
-@pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "normalization.json", "provenance.json",
-                                     "processor.json", "tokenizer/tokenizer.json"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "config.json",
+        "model.safetensors",
+        "normalization.json",
+        "provenance.json",
+        "processor.json",
+        "tokenizer/tokenizer.json",
+    ],
+)
 def test_missing_files_are_named(policy_dir, missing):
     (policy_dir / missing).unlink()
     with pytest.raises(CheckpointError, match=missing.replace("/", ".")):

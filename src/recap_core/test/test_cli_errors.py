@@ -1,5 +1,6 @@
 """User errors of the learning side's ``recap`` commands: one line on stderr, exit 2, no traceback; ``--out``
 never silently replaces what it holds; damaged datasets are named; every JSON file written is strict JSON."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ def refused(capsys, *argv) -> str:
 
 def strict_json(text: str):
     """Parse JSON as any strict parser would: NaN and infinities are not JSON."""
+
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
 
@@ -47,8 +49,11 @@ def strict_json(text: str):
 
 
 def digest(directory) -> dict[str, str]:
-    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(directory.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,7 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("made")
     make_synthetic_dataset(root / "data", num_episodes=3, seed=0, image_size=16, max_episode_length=30)
     assert recap("train-value", root / "data", "--out", root / "value", "--steps", "1", *QUIET) == 0
-    assert recap("train-policy", root / "data", "--mode", "sft", "--out", root / "policy", "--steps", "1",
-                 *QUIET) == 0
+    assert recap("train-policy", root / "data", "--mode", "sft", "--out", root / "policy", "--steps", "1", *QUIET) == 0
     return root
 
 
@@ -70,12 +74,15 @@ def data(made, tmp_path):
 # ----------------------------------------------------------------------------- --out never silently replaces
 
 
-@pytest.mark.parametrize("command, target, named", [
-    (["train-value"], "policy", "a policy checkpoint"),
-    (["train-policy", "--mode", "sft"], "value", "a value checkpoint"),
-    (["train-value"], "data", "a RECAP dataset"),
-    (["train-policy", "--mode", "sft"], "notes", "1 other entry (notes.txt)"),
-])
+@pytest.mark.parametrize(
+    "command, target, named",
+    [
+        (["train-value"], "policy", "a policy checkpoint"),
+        (["train-policy", "--mode", "sft"], "value", "a value checkpoint"),
+        (["train-value"], "data", "a RECAP dataset"),
+        (["train-policy", "--mode", "sft"], "notes", "1 other entry (notes.txt)"),
+    ],
+)
 def test_training_refuses_an_out_that_holds_something_else(made, tmp_path, capsys, command, target, named):
     out = tmp_path / target
     if target == "notes":
@@ -94,11 +101,22 @@ def test_a_same_kind_checkpoint_is_resumed_or_overwritten_never_silently_replace
     before = digest(out)
     err = refused(capsys, "train-policy", made / "data", "--mode", "sft", "--out", out, "--steps", "1", *QUIET)
     assert "a policy checkpoint (step 1)" in err and "--resume" in err and digest(out) == before
-    err = refused(capsys, "train-policy", made / "data", "--mode", "sft", "--out", out, "--steps", "2",
-                  "--resume", "--overwrite", *QUIET)
+    err = refused(
+        capsys,
+        "train-policy",
+        made / "data",
+        "--mode",
+        "sft",
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--resume",
+        "--overwrite",
+        *QUIET,
+    )
     assert "give one of them" in err and digest(out) == before
-    assert recap("train-policy", made / "data", "--mode", "sft", "--out", out, "--steps", "2", "--resume",
-                 *QUIET) == 0
+    assert recap("train-policy", made / "data", "--mode", "sft", "--out", out, "--steps", "2", "--resume", *QUIET) == 0
     assert load_checkpoint(out).training_config["steps_done"] == 2
     # --overwrite deletes what was there: a value checkpoint replaces the policy, nothing of it is left
     (out / "stray.txt").write_text("left over")
@@ -110,14 +128,14 @@ def test_overwrite_never_deletes_what_the_run_reads(data, made, tmp_path, capsys
     before = digest(data)
     err = refused(capsys, "train-value", data, "--out", data, "--steps", "1", "--overwrite", *QUIET)
     assert "which this run reads" in err
-    err = refused(capsys, "train-policy", data, "--mode", "sft", "--out", data.parent, "--steps", "1", "--overwrite",
-                  *QUIET)
+    err = refused(
+        capsys, "train-policy", data, "--mode", "sft", "--out", data.parent, "--steps", "1", "--overwrite", *QUIET
+    )
     assert "which this run reads" in err and digest(data) == before
 
 
 def test_resume_needs_a_resumable_run_of_the_same_kind(made, tmp_path, capsys):
-    err = refused(capsys, "train-value", made / "data", "--out", made / "policy", "--steps", "2", "--resume",
-                  *QUIET)
+    err = refused(capsys, "train-value", made / "data", "--out", made / "policy", "--steps", "2", "--resume", *QUIET)
     assert "cannot resume" in err and "a value one is needed" in err
     err = refused(capsys, "train-value", made / "data", "--out", made / "data", "--steps", "2", "--resume", *QUIET)
     assert "not a checkpoint (it holds a RECAP dataset)" in err
@@ -133,9 +151,27 @@ def test_iterate_refuses_a_non_empty_out(made, tmp_path, capsys):
     out = tmp_path / "iteration"
     out.mkdir()
     (out / "iteration.json").write_text("{}")
-    err = refused(capsys, "iterate", "--data", made / "data", "--value-pretrained", made / "value",
-                  "--policy-pretrained", made / "policy", "--out", out, "--iteration", "0", "--value-steps", "1",
-                  "--policy-steps", "1", "--batch-size", "4", "--no-progress")
+    err = refused(
+        capsys,
+        "iterate",
+        "--data",
+        made / "data",
+        "--value-pretrained",
+        made / "value",
+        "--policy-pretrained",
+        made / "policy",
+        "--out",
+        out,
+        "--iteration",
+        "0",
+        "--value-steps",
+        "1",
+        "--policy-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    )
     assert "recap iterate run" in err and "--overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == ["iteration.json"]
 
@@ -175,9 +211,13 @@ def _missing_data_file(root):
     next((root / "data").rglob("*.parquet")).unlink()
 
 
-DAMAGE = [(_no_episodes, "meta/episodes"), (_garbage_tasks, "meta/tasks.parquet"),
-          (_garbage_episodes, "meta/episodes/chunk-000/file-000.parquet"), (_torn_info, "meta/info.json"),
-          (_missing_data_file, "data/chunk-000/file-000.parquet")]
+DAMAGE = [
+    (_no_episodes, "meta/episodes"),
+    (_garbage_tasks, "meta/tasks.parquet"),
+    (_garbage_episodes, "meta/episodes/chunk-000/file-000.parquet"),
+    (_torn_info, "meta/info.json"),
+    (_missing_data_file, "data/chunk-000/file-000.parquet"),
+]
 
 
 @pytest.mark.parametrize("damage, named", DAMAGE, ids=[d.__name__.strip("_") for d, _ in DAMAGE])
@@ -185,8 +225,11 @@ def test_a_damaged_dataset_is_named_by_every_reader_and_never_appended_to(made, 
     damage(data)
     with pytest.raises(DatasetError, match=named):
         check_dataset(data)
-    for argv in (["dataset", "info", data], ["label", data, "--value", made / "value", "--no-progress"],
-                 ["train-value", data, "--out", data.parent / "v", "--steps", "1", *QUIET]):
+    for argv in (
+        ["dataset", "info", data],
+        ["label", data, "--value", made / "value", "--no-progress"],
+        ["train-value", data, "--out", data.parent / "v", "--steps", "1", *QUIET],
+    ):
         err = refused(capsys, *argv)
         assert named in err and "damaged" in err, err
     before = digest(data)
@@ -201,8 +244,10 @@ def test_an_intact_dataset_passes_the_check(data):
 
 
 def test_the_converter_can_check_a_dataset_without_torch(data):
-    code = ("import sys; from recap_core.data import check_dataset; "
-            f"check_dataset({str(data)!r}); print('torch' in sys.modules)")
+    code = (
+        "import sys; from recap_core.data import check_dataset; "
+        f"check_dataset({str(data)!r}); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
@@ -227,11 +272,23 @@ def test_missing_paths_are_one_line(made, tmp_path, capsys):
 
 
 def test_strict_json_writes_null_for_undefined_numbers(tmp_path):
-    value = {"nan": float("nan"), "inf": [float("inf"), -math.inf], "np": np.float64("nan"),
-             "array": np.array([1.0, np.nan]), "int": np.int64(3), "tuple": (1, float("nan"))}
+    value = {
+        "nan": float("nan"),
+        "inf": [float("inf"), -math.inf],
+        "np": np.float64("nan"),
+        "array": np.array([1.0, np.nan]),
+        "int": np.int64(3),
+        "tuple": (1, float("nan")),
+    }
     path = outputs.write_json(tmp_path / "x.json", value)
-    assert strict_json(path.read_text()) == {"nan": None, "inf": [None, None], "np": None, "array": [1.0, None],
-                                             "int": 3, "tuple": [1, None]}
+    assert strict_json(path.read_text()) == {
+        "nan": None,
+        "inf": [None, None],
+        "np": None,
+        "array": [1.0, None],
+        "int": 3,
+        "tuple": [1, None],
+    }
 
 
 def test_a_run_without_steps_writes_strict_json(made, tmp_path, capsys):
@@ -255,10 +312,30 @@ def test_the_label_summary_line_is_strict_json(made, data, capsys):
 
 
 # what a shell can pass: no NUL; -h / --help (or an abbreviation of it) asks for the help text, no error
-ARGUMENT = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
-                   max_size=20).filter(lambda a: not a.startswith(("-h", "--h")))
-OPTIONS = ["--out", "--steps", "--resume", "--overwrite", "--init", "--folds", "--mode", "sft", "-1", "0", "nan",
-           "--lr", "--threads", "--device", "cuda:7", "--mix", "demo=2", "--state-dropout", "--indicator-dropout"]
+ARGUMENT = st.text(
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20
+).filter(lambda a: not a.startswith(("-h", "--h")))
+OPTIONS = [
+    "--out",
+    "--steps",
+    "--resume",
+    "--overwrite",
+    "--init",
+    "--folds",
+    "--mode",
+    "sft",
+    "-1",
+    "0",
+    "nan",
+    "--lr",
+    "--threads",
+    "--device",
+    "cuda:7",
+    "--mix",
+    "demo=2",
+    "--state-dropout",
+    "--indicator-dropout",
+]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -268,8 +345,7 @@ def test_no_command_line_makes_a_training_command_print_a_traceback(argv, tmp_pa
     failure one line, never a traceback."""
     where = tmp_path_factory.mktemp("argv")
     capsys.readouterr()
-    code = cli.main(["train-policy", str(where / "no-dataset"), *argv, "--out", str(where / "out"),
-                     "--no-progress"])
+    code = cli.main(["train-policy", str(where / "no-dataset"), *argv, "--out", str(where / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
 

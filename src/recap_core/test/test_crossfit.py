@@ -1,4 +1,5 @@
 """Cross-fitted values: fold assignment, fold models, out-of-fold labels, iterate (tiny configs, CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ def recap(*argv) -> int:
 
 # --------------------------------------------------------------------------- fold assignment (pure)
 
+
 def test_an_episode_is_named_by_its_bag_directory_else_by_index_and_start():
     key = crossfit.episode_key({"episode_index": 3, "bag_path": "/bags/demos/sim-20261203-0001/"})
     assert key == "sim-20261203-0001"
@@ -34,8 +36,11 @@ def test_an_episode_is_named_by_its_bag_directory_else_by_index_and_start():
     assert crossfit.episode_key({"episode_index": 4, "bag_path": None}) == "episode-4@None"
 
 
-@given(st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=30, unique=True), st.integers(2, 6),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=30, unique=True),
+    st.integers(2, 6),
+    st.randoms(use_true_random=False),
+)
 @settings(max_examples=50, deadline=None)
 def test_each_episode_has_one_fold_and_each_fold_trains_on_all_the_others(keys, folds, rng):
     assignment = crossfit.assign_folds(keys, folds)
@@ -60,8 +65,7 @@ def test_few_episodes_never_leave_a_fold_holding_out_all_of_them():
         assert sorted(counts) == [1, 2], counts
 
 
-@given(st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=40, unique=True), st.integers(2, 5),
-       st.data())
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=40, unique=True), st.integers(2, 5), st.data())
 @settings(max_examples=50, deadline=None)
 def test_episodes_keep_the_fold_their_init_held_them_out_in(keys, folds, data):
     old = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=len(keys) - 1))
@@ -121,6 +125,7 @@ def test_folds_on_disk_are_read_only_when_complete(tmp_path):
 
 # --------------------------------------------------------------------------- fold models and labels
 
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("crossfit")
@@ -155,8 +160,12 @@ def test_train_value_folds_writes_one_model_per_fold_trained_without_it(data, cr
         assert manifest["held_out"][str(fold)] == held_out
         model = load_checkpoint(crossfit.fold_dir(cross_fitted, fold), kind="value")
         trained_on = sum(e["length"] for e, f in zip(episodes, assigned) if f != fold)
-        assert model.training_config["cross_fit"] == {"fold": fold, "folds": 2, "held_out_episodes": len(held_out),
-                                                      "training_frames": trained_on}
+        assert model.training_config["cross_fit"] == {
+            "fold": fold,
+            "folds": 2,
+            "held_out_episodes": len(held_out),
+            "training_frames": trained_on,
+        }
     assert load_checkpoint(cross_fitted, kind="value").training_config["folds"] == 2
 
 
@@ -175,8 +184,9 @@ def test_label_gives_each_episode_the_value_of_the_model_that_never_saw_it(data,
         rows = np.isin(episode_index, chosen)
         expected = _predict(crossfit.fold_dir(cross_fitted, fold), root, chosen)
         np.testing.assert_allclose(values[rows], expected, atol=1e-5)
-        assert not np.allclose(values[rows], _predict(cross_fitted, root, chosen), atol=1e-5), \
+        assert not np.allclose(values[rows], _predict(cross_fitted, root, chosen), atol=1e-5), (
             "the labels must not come from the model trained on every episode"
+        )
     info = json.loads((root / "meta" / "info.json").read_text())
     assert "cross-fitted, 2 folds" in info["recap"]["labels"]["value_checkpoint"]
 
@@ -193,23 +203,29 @@ def test_new_episodes_are_labelled_by_the_model_on_all_and_keep_their_folds_in_v
     np.testing.assert_allclose(table["value"].to_numpy()[rows], _predict(cross_fitted, grown, new), atol=1e-5)
 
     v_1 = tmp_path / "v_1"
-    assert recap("train-value", grown, "--out", v_1, "--init", cross_fitted, "--folds", "2", "--steps", "1",
-                 *QUIET) == 0
+    assert (
+        recap("train-value", grown, "--out", v_1, "--init", cross_fitted, "--folds", "2", "--steps", "1", *QUIET) == 0
+    )
     _, after = crossfit.read_assignment(v_1)
     assert {k: after[k] for k in before} == before, "an episode must stay in the fold its init model never saw"
     counts = np.bincount(list(after.values()), minlength=2)
     assert sorted(counts) == [5, 5], counts
 
 
-def test_folds_need_an_init_with_the_same_folds_and_a_new_model_drops_stale_ones(data, cross_fitted, tmp_path,
-                                                                                   capsys):
+def test_folds_need_an_init_with_the_same_folds_and_a_new_model_drops_stale_ones(data, cross_fitted, tmp_path, capsys):
     plain = tmp_path / "plain"
     assert recap("train-value", data, "--out", plain, "--steps", "1", *QUIET) == 0
-    assert recap("train-value", data, "--out", tmp_path / "v", "--init", plain, "--folds", "2", "--steps", "1",
-                 *QUIET) == 2
+    assert (
+        recap("train-value", data, "--out", tmp_path / "v", "--init", plain, "--folds", "2", "--steps", "1", *QUIET)
+        == 2
+    )
     assert "has no fold models" in capsys.readouterr().err
-    assert recap("train-value", data, "--out", tmp_path / "v", "--init", cross_fitted, "--folds", "3",
-                 "--steps", "1", *QUIET) == 2
+    assert (
+        recap(
+            "train-value", data, "--out", tmp_path / "v", "--init", cross_fitted, "--folds", "3", "--steps", "1", *QUIET
+        )
+        == 2
+    )
     assert "which has 2 folds" in capsys.readouterr().err
     assert recap("train-value", data, "--out", tmp_path / "v", "--folds", "1", "--steps", "1", *QUIET) == 2
     assert "--folds must be 0" in capsys.readouterr().err
@@ -225,8 +241,24 @@ def test_folds_need_an_init_with_the_same_folds_and_a_new_model_drops_stale_ones
 
 def test_a_resumed_run_trains_its_folds_from_where_it_began(data, cross_fitted, tmp_path):
     out = tmp_path / "v_1"
-    assert recap("train-value", data, "--out", out, "--init", cross_fitted, "--folds", "2", "--steps", "2",
-                 "--stop-at", "1", *QUIET) == 0
+    assert (
+        recap(
+            "train-value",
+            data,
+            "--out",
+            out,
+            "--init",
+            cross_fitted,
+            "--folds",
+            "2",
+            "--steps",
+            "2",
+            "--stop-at",
+            "1",
+            *QUIET,
+        )
+        == 0
+    )
     assert crossfit.read_folds(out) == 0, "a run stopped early trains no fold models yet"
     assert recap("train-value", data, "--out", out, "--resume", "--folds", "2", "--steps", "2", *QUIET) == 0
     assert crossfit.read_folds(out) == 2
@@ -242,16 +274,60 @@ def test_iterate_cross_fits_v_k_from_v_pre_s_folds(data, cross_fitted, tmp_path)
     pi_pre = tmp_path / "pi_pre"
     assert recap("train-policy", root, "--mode", "sft", "--out", pi_pre, "--steps", "1", *QUIET) == 0
     out = tmp_path / "iteration_1"
-    assert recap("iterate", "--data", root, "--value-pretrained", cross_fitted, "--policy-pretrained", pi_pre,
-                 "--out", out, "--iteration", "1", "--value-steps", "2", "--policy-steps", "1", "--batch-size", "8",
-                 "--value-folds", "2", "--no-progress") == 0
+    assert (
+        recap(
+            "iterate",
+            "--data",
+            root,
+            "--value-pretrained",
+            cross_fitted,
+            "--policy-pretrained",
+            pi_pre,
+            "--out",
+            out,
+            "--iteration",
+            "1",
+            "--value-steps",
+            "2",
+            "--policy-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--value-folds",
+            "2",
+            "--no-progress",
+        )
+        == 0
+    )
     assert crossfit.read_folds(out / "value") == 2
     for fold in range(2):
         parent = load_checkpoint(crossfit.fold_dir(out / "value", fold)).provenance["parent_checkpoint"]
         assert parent["checkpoint_id"] == load_checkpoint(crossfit.fold_dir(cross_fitted, fold)).checkpoint_id
     assert json.loads((out / "iteration.json").read_text())["labels"]["value_folds"] == 2
     # iteration 0 (SFT) labels nothing, so it trains no fold models
-    assert recap("iterate", "--data", root, "--value-pretrained", cross_fitted, "--policy-pretrained", pi_pre,
-                 "--out", tmp_path / "iteration_0", "--iteration", "0", "--value-steps", "1", "--policy-steps", "1",
-                 "--batch-size", "8", "--value-folds", "2", "--no-progress") == 0
+    assert (
+        recap(
+            "iterate",
+            "--data",
+            root,
+            "--value-pretrained",
+            cross_fitted,
+            "--policy-pretrained",
+            pi_pre,
+            "--out",
+            tmp_path / "iteration_0",
+            "--iteration",
+            "0",
+            "--value-steps",
+            "1",
+            "--policy-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--value-folds",
+            "2",
+            "--no-progress",
+        )
+        == 0
+    )
     assert crossfit.read_folds(tmp_path / "iteration_0" / "value") == 0

@@ -1,4 +1,5 @@
 """The RECAP dataset: writer -> files in the LeRobot v3 layout -> reader, append, labels, synthetic data."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,17 +24,35 @@ CAMERAS = ("base", "left_wrist")
 SHAPE = (24, 32)
 
 
-def make_episode(seed: int, length: int, *, success: bool = True, task: str = "pick the cube",
-                 cameras=CAMERAS, shape=SHAPE, **overrides) -> dict:
+def make_episode(
+    seed: int,
+    length: int,
+    *,
+    success: bool = True,
+    task: str = "pick the cube",
+    cameras=CAMERAS,
+    shape=SHAPE,
+    **overrides,
+) -> dict:
     rng = np.random.default_rng(seed)
     episode = dict(
         states=rng.normal(size=(length, 14)).astype(np.float32),
         actions=rng.normal(size=(length, 14)).astype(np.float32),
         images={c: rng.integers(0, 256, size=(length, *shape, 3), dtype=np.uint8) for c in cameras},
-        is_intervention=rng.random(length) < 0.3, success=success, task=task,
-        metadata={"source": "rollout", "policy_checkpoint": "ckpt-7", "beta": 1.5, "station": "sim1",
-                  "operator": "ada", "bag_path": f"/bags/ep{seed}", "start_time": 1700000000.5 + seed,
-                  "note": "kept as extra"})
+        is_intervention=rng.random(length) < 0.3,
+        success=success,
+        task=task,
+        metadata={
+            "source": "rollout",
+            "policy_checkpoint": "ckpt-7",
+            "beta": 1.5,
+            "station": "sim1",
+            "operator": "ada",
+            "bag_path": f"/bags/ep{seed}",
+            "start_time": 1700000000.5 + seed,
+            "note": "kept as extra",
+        },
+    )
     episode.update(overrides)
     return episode
 
@@ -48,8 +67,10 @@ def writer(root, **kwargs) -> DatasetWriter:
 
 
 def data_file_digests(root) -> dict[str, tuple[str, int]]:
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted((root / "data").rglob("*.parquet"))}
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted((root / "data").rglob("*.parquet"))
+    }
 
 
 @pytest.fixture
@@ -64,6 +85,7 @@ def two_episodes(tmp_path):
 
 # ----------------------------------------------------------------- round trip
 
+
 def test_frames_round_trip(two_episodes):
     root, episodes = two_episodes
     table = reader.load_frames_table(root)
@@ -73,8 +95,10 @@ def test_frames_round_trip(two_episodes):
     actions = table["action"].combine_chunks().flatten().to_numpy().reshape(-1, 14)
     np.testing.assert_array_equal(states, np.concatenate([e["states"] for e in episodes]))
     np.testing.assert_array_equal(actions, np.concatenate([e["actions"] for e in episodes]))
-    np.testing.assert_array_equal(table["is_intervention"].to_numpy(zero_copy_only=False),
-                                  np.concatenate([e["is_intervention"] for e in episodes]))
+    np.testing.assert_array_equal(
+        table["is_intervention"].to_numpy(zero_copy_only=False),
+        np.concatenate([e["is_intervention"] for e in episodes]),
+    )
     np.testing.assert_array_equal(table["episode_success"].to_numpy(zero_copy_only=False), [True] * 7 + [False] * 5)
     np.testing.assert_array_equal(table["episode_index"].to_numpy(), [0] * 7 + [1] * 5)
     np.testing.assert_array_equal(table["frame_index"].to_numpy(), list(range(7)) + list(range(5)))
@@ -88,8 +112,10 @@ def test_rewards_and_returns_follow_rl(two_episodes):
     table = reader.load_frames_table(root)
     expected_rewards = np.r_[rl.episode_rewards(7, True, 10.0), rl.episode_rewards(5, False, 10.0)]
     np.testing.assert_array_equal(table["reward"].to_numpy(), expected_rewards)
-    expected_returns = np.r_[rl.normalise_returns(rl.returns_to_go(expected_rewards[:7]), 20, 10.0),
-                             rl.normalise_returns(rl.returns_to_go(expected_rewards[7:]), 20, 10.0)]
+    expected_returns = np.r_[
+        rl.normalise_returns(rl.returns_to_go(expected_rewards[:7]), 20, 10.0),
+        rl.normalise_returns(rl.returns_to_go(expected_rewards[7:]), 20, 10.0),
+    ]
     np.testing.assert_allclose(table["return_normalised"].to_numpy(), expected_returns, rtol=1e-6)
     tasks = reader.load_tasks(root)
     recap = schema.RecapConfig.from_json(schema.load_info(root)["recap"])
@@ -104,9 +130,15 @@ def test_episode_metadata_round_trip(two_episodes):
     assert [e["tasks"] for e in loaded] == [["pick the cube"], ["open the drawer"]]
     assert [e["success"] for e in loaded] == [True, False]
     first = loaded[0]
-    assert (first["source"], first["policy_checkpoint"], first["beta"], first["station"], first["operator"],
-            first["bag_path"], first["start_time"]) == ("rollout", "ckpt-7", 1.5, "sim1", "ada", "/bags/ep1",
-                                                         1700000001.5)
+    assert (
+        first["source"],
+        first["policy_checkpoint"],
+        first["beta"],
+        first["station"],
+        first["operator"],
+        first["bag_path"],
+        first["start_time"],
+    ) == ("rollout", "ckpt-7", 1.5, "sim1", "ada", "/bags/ep1", 1700000001.5)
     assert first["extra"] == {"note": "kept as extra"}
     flags = episodes[0]["is_intervention"]
     assert first["intervention_frames"] == flags.sum()
@@ -158,8 +190,7 @@ def test_already_compressed_frames_are_stored_as_they_are_or_decoded(tmp_path):
         np.testing.assert_array_equal(pixels, schema.decode_image(jpegs["left_wrist"][k], "jpeg", SHAPE))
     stats = reader.load_stats(tmp_path / "jpeg")[schema.camera_key("base")]
     decoded = np.stack([schema.decode_image(j, "jpeg", SHAPE) for j in jpegs["base"]])
-    np.testing.assert_allclose(np.asarray(stats["mean"]).reshape(-1), decoded.reshape(-1, 3).mean(0) / 255,
-                               atol=0.02)
+    np.testing.assert_allclose(np.asarray(stats["mean"]).reshape(-1), decoded.reshape(-1, 3).mean(0) / 255, atol=0.02)
     wrong = dict(encoded, base=[schema.EncodedImage(jpegs["base"][0], "jpeg", (SHAPE[0] + 1, SHAPE[1]))] * 6)
     with writer(tmp_path / "jpeg", image_format="jpeg") as w:
         with pytest.raises(ValueError, match="base.*frame 0.*image_shape"):
@@ -173,8 +204,9 @@ def test_frames_may_come_from_an_iterator(tmp_path):
     with writer(tmp_path / "ds") as w:
         w.add_episode(**episode)
     dataset = reader.RecapDataset(tmp_path / "ds")
-    np.testing.assert_array_equal(dataset[5]["observation.images.left_wrist"].permute(1, 2, 0).numpy(),
-                                  frames["left_wrist"][5])
+    np.testing.assert_array_equal(
+        dataset[5]["observation.images.left_wrist"].permute(1, 2, 0).numpy(), frames["left_wrist"][5]
+    )
 
 
 def test_cameras_encoded_in_threads_give_the_same_dataset(tmp_path):
@@ -218,18 +250,27 @@ def test_encoded_image_cells_are_not_compressed_again(tmp_path, image_format, im
 
 # ----------------------------------------------------------------- LeRobot v3 layout
 
+
 def test_files_follow_the_lerobot_v3_layout(two_episodes):
     root, _ = two_episodes
     info = json.loads((root / "meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0"
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-    assert (info["fps"], info["chunks_size"], info["total_episodes"], info["total_frames"],
-            info["total_tasks"]) == (50, 1000, 2, 12, 2)
+    assert (info["fps"], info["chunks_size"], info["total_episodes"], info["total_frames"], info["total_tasks"]) == (
+        50,
+        1000,
+        2,
+        12,
+        2,
+    )
     assert info["splits"] == {"train": "0:2"}
     for name in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
         assert info["features"][name]["shape"] == [1]
     assert info["features"]["observation.state"] == {
-        "dtype": "float32", "shape": [14], "names": info["features"]["observation.state"]["names"]}
+        "dtype": "float32",
+        "shape": [14],
+        "names": info["features"]["observation.state"]["names"],
+    }
     assert info["features"]["observation.images.base"]["shape"] == [*SHAPE, 3]
     assert info["recap"]["c_fail"] == 10.0
     assert info["recap"]["max_episode_length"] == {"pick the cube": 20, "open the drawer": 20}
@@ -240,9 +281,19 @@ def test_files_follow_the_lerobot_v3_layout(two_episodes):
     assert tasks.column_names == ["task_index", "task"]
     assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]
     episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet")
-    for column in ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
-                   "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index",
-                   "meta/episodes/file_index", "stats/observation.state/mean", "stats/action/max"):
+    for column in (
+        "episode_index",
+        "tasks",
+        "length",
+        "data/chunk_index",
+        "data/file_index",
+        "dataset_from_index",
+        "dataset_to_index",
+        "meta/episodes/chunk_index",
+        "meta/episodes/file_index",
+        "stats/observation.state/mean",
+        "stats/action/max",
+    ):
         assert column in episodes.column_names
     data = pq.read_schema(root / "data/chunk-000/file-000.parquet")
     assert set(data.names) == {n for n in info["features"]}
@@ -262,6 +313,7 @@ def test_stats_cover_state_and_action(two_episodes):
 
 
 # ----------------------------------------------------------------- append
+
 
 def test_append_writes_new_files_and_never_touches_old_ones(two_episodes):
     root, episodes = two_episodes
@@ -287,13 +339,16 @@ def test_append_writes_new_files_and_never_touches_old_ones(two_episodes):
     np.testing.assert_array_equal(dataset[12]["observation.state"].numpy(), third["states"][0])
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(fps=30), "fps: dataset has 50"),
-    (dict(cameras=("base",)), "cameras"),
-    (dict(image_shape=(48, 64)), "image_shape"),
-    (dict(image_format="jpeg"), "image_format"),
-    (dict(c_fail=99.0), "c_fail"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(fps=30), "fps: dataset has 50"),
+        (dict(cameras=("base",)), "cameras"),
+        (dict(image_shape=(48, 64)), "image_shape"),
+        (dict(image_format="jpeg"), "image_format"),
+        (dict(c_fail=99.0), "c_fail"),
+    ],
+)
 def test_mismatched_append_says_what_differs(two_episodes, change, message):
     root, _ = two_episodes
     with pytest.raises(ValueError, match=message):
@@ -345,16 +400,20 @@ def test_data_files_roll_over_at_the_size_limit(tmp_path):
 
 # ----------------------------------------------------------------- validation
 
-@pytest.mark.parametrize("override, message", [
-    (dict(states=np.full((5, 14), np.nan, np.float32)), "states must be finite"),
-    (dict(actions=np.zeros((4, 14), np.float32)), "actions has 4 frames but states has 5"),
-    (dict(actions=np.zeros((5, 7), np.float32)), r"actions must be \[T, 14\]"),
-    (dict(is_intervention=np.zeros(3, bool)), "is_intervention must be"),
-    (dict(task=""), "task must be a non-empty"),
-    (dict(timestamps=np.array([0.0, 0.1, 0.1, 0.2, 0.3])), "timestamps must increase"),
-    (dict(metadata={"source": "teleop"}), "episode source must be one of"),
-    (dict(metadata={"start_time": "yesterday"}), "start_time"),
-])
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(states=np.full((5, 14), np.nan, np.float32)), "states must be finite"),
+        (dict(actions=np.zeros((4, 14), np.float32)), "actions has 4 frames but states has 5"),
+        (dict(actions=np.zeros((5, 7), np.float32)), r"actions must be \[T, 14\]"),
+        (dict(is_intervention=np.zeros(3, bool)), "is_intervention must be"),
+        (dict(task=""), "task must be a non-empty"),
+        (dict(timestamps=np.array([0.0, 0.1, 0.1, 0.2, 0.3])), "timestamps must increase"),
+        (dict(metadata={"source": "teleop"}), "episode source must be one of"),
+        (dict(metadata={"start_time": "yesterday"}), "start_time"),
+    ],
+)
 def test_bad_episodes_are_rejected_with_a_clear_error(tmp_path, override, message):
     episode = make_episode(6, 5, **override)
     with writer(tmp_path / "ds") as w:
@@ -393,6 +452,7 @@ def test_a_non_dataset_directory_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------- reader
+
 
 def test_action_chunks_are_padded_at_the_episode_end(two_episodes):
     root, episodes = two_episodes
@@ -440,6 +500,7 @@ def test_cached_images_equal_decoded_ones_and_batches_collate(two_episodes):
 
 # ----------------------------------------------------------------- labels
 
+
 def label_arrays(total: int):
     rng = np.random.default_rng(11)
     return rng.uniform(-1, 0, total), rng.normal(size=total), rng.random(total) < 0.4
@@ -449,8 +510,9 @@ def test_write_labels_round_trip(two_episodes):
     root, _ = two_episodes
     value, advantage, indicator = label_arrays(12)
     thresholds = {"pick the cube": 0.1, "open the drawer": -0.2}
-    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds=thresholds,
-                        value_checkpoint="value-3")
+    reader.write_labels(
+        root, value=value, advantage=advantage, indicator=indicator, thresholds=thresholds, value_checkpoint="value-3"
+    )
     table = reader.load_frames_table(root)
     np.testing.assert_allclose(table["value"].to_numpy(), value, rtol=1e-6)
     np.testing.assert_allclose(table["advantage"].to_numpy(), advantage, rtol=1e-6)
@@ -464,8 +526,9 @@ def test_write_labels_round_trip(two_episodes):
     item = dataset[9]
     assert item["value"] == pytest.approx(value[9], rel=1e-6) and item["indicator"] == bool(indicator[9])
     # Relabelling replaces the columns.
-    reader.write_labels(root, value=-value, advantage=advantage, indicator=~indicator, thresholds=thresholds,
-                        value_checkpoint="value-4")
+    reader.write_labels(
+        root, value=-value, advantage=advantage, indicator=~indicator, thresholds=thresholds, value_checkpoint="value-4"
+    )
     table = reader.load_frames_table(root)
     np.testing.assert_array_equal(table["indicator"].to_numpy(zero_copy_only=False), ~indicator)
     assert table.column_names.count("value") == 1
@@ -493,8 +556,9 @@ def test_interrupted_labelling_is_detected(two_episodes):
         w.add_episode(**make_episode(8, 4))
     old_first_file = (root / "data/chunk-000/file-000.parquet").read_bytes()
     value, advantage, indicator = label_arrays(16)
-    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds={},
-                        value_checkpoint="v")
+    reader.write_labels(
+        root, value=value, advantage=advantage, indicator=indicator, thresholds={}, value_checkpoint="v"
+    )
     (root / "data/chunk-000/file-000.parquet").write_bytes(old_first_file)  # as if the rename never happened
     with pytest.raises(ValueError, match="run `recap label`"):
         reader.load_frames_table(root)
@@ -503,8 +567,9 @@ def test_interrupted_labelling_is_detected(two_episodes):
 def test_appending_makes_labels_stale(two_episodes):
     root, _ = two_episodes
     value, advantage, indicator = label_arrays(12)
-    reader.write_labels(root, value=value, advantage=advantage, indicator=indicator, thresholds={},
-                        value_checkpoint="v")
+    reader.write_labels(
+        root, value=value, advantage=advantage, indicator=indicator, thresholds={}, value_checkpoint="v"
+    )
     with writer(root) as w:
         w.add_episode(**make_episode(12, 3))
     info = schema.load_info(root)
@@ -516,6 +581,7 @@ def test_appending_makes_labels_stale(two_episodes):
 
 # ----------------------------------------------------------------- synthetic datasets
 
+
 def test_reach_dataset_mixes_outcomes_and_its_returns_track_the_distance(tmp_path):
     root = synthetic.make_synthetic_dataset(tmp_path / "reach", num_episodes=30, image_size=16, seed=3)
     episodes = reader.load_episodes(root)
@@ -525,8 +591,9 @@ def test_reach_dataset_mixes_outcomes_and_its_returns_track_the_distance(tmp_pat
     assert {e["source"] for e in episodes} == {"demo", "rollout"}
     table = reader.load_frames_table(root)
     states = table["observation.state"].combine_chunks().flatten().to_numpy().reshape(-1, 14)
-    demo_frames = np.isin(table["episode_index"].to_numpy(),
-                          [e["episode_index"] for e in episodes if e["source"] == "demo"])
+    demo_frames = np.isin(
+        table["episode_index"].to_numpy(), [e["episode_index"] for e in episodes if e["source"] == "demo"]
+    )
     distance = np.linalg.norm(states[:, 0:2] - states[:, 2:4], axis=1)
     returns = table["return_normalised"].to_numpy()
     assert np.corrcoef(distance[demo_frames], returns[demo_frames])[0, 1] < -0.95
@@ -561,8 +628,10 @@ def test_bimodal_good_mode_classifies_single_steps_and_chunks():
 def test_cli_synth_then_info(tmp_path, capsys):
     from recap_core.cli import main
 
-    assert main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "3",
-                 "--image-size", "8"]) == 0
+    assert (
+        main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "3", "--image-size", "8"])
+        == 0
+    )
     assert main(["dataset", "info", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
     assert "episodes  3" in out and "move to the right end" in out and "labels    none" in out
@@ -573,8 +642,10 @@ def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path):
     """`recap dataset info DS | head -0`: the reader is gone; no traceback, exit 141 like a shell tool."""
     from recap_core.cli import main
 
-    assert main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "2",
-                 "--image-size", "8"]) == 0
+    assert (
+        main(["dataset", "synth", str(tmp_path / "ds"), "--kind", "bimodal", "--episodes", "2", "--image-size", "8"])
+        == 0
+    )
     script = textwrap.dedent(f"""
         import os, sys
         read, write = os.pipe()
@@ -586,4 +657,3 @@ def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
-

@@ -1,4 +1,5 @@
 """Flow-matching math: invariants of the stateless functions in recap_core.models.flow."""
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,7 @@ def test_guidance_with_beta_one_is_the_conditional_velocity_itself():
     conditional, unconditional = torch.randn(3, 4), torch.randn(3, 4)
     assert flow.guided_velocity(conditional, unconditional, 1.0) is conditional
     torch.testing.assert_close(flow.guided_velocity(conditional, unconditional, 0.0), unconditional)
-    torch.testing.assert_close(flow.guided_velocity(conditional, unconditional, 2.0),
-                               2.0 * conditional - unconditional)
+    torch.testing.assert_close(flow.guided_velocity(conditional, unconditional, 2.0), 2.0 * conditional - unconditional)
 
 
 def test_flow_times_stay_inside_and_favour_the_noise_end():

@@ -4,6 +4,7 @@ The data (``make_bimodal_dataset``) has two action modes at every state, towards
 it (bad); the labels come from the real RECAP maths with a tabular value, so this isolates the policy side
 (the value network's own learning is tested in test_train.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,28 +37,44 @@ def label_with_tabular_value(root, lookahead: int = 10, positive_fraction: float
     advantage = rl.n_step_advantage_by_episode(rewards, value, table["episode_index"].to_numpy(), lookahead)
     task_index = table["task_index"].to_numpy()
     thresholds = rl.per_task_thresholds(advantage, task_index, positive_fraction)
-    indicator = rl.improvement_indicator(advantage, task_index, thresholds,
-                                         table["is_intervention"].to_numpy(zero_copy_only=False))
-    write_labels(root, value=value, advantage=advantage, indicator=indicator,
-                 thresholds={TASK: thresholds[0]}, value_checkpoint="tabular Monte-Carlo value (test)")
+    indicator = rl.improvement_indicator(
+        advantage, task_index, thresholds, table["is_intervention"].to_numpy(zero_copy_only=False)
+    )
+    write_labels(
+        root,
+        value=value,
+        advantage=advantage,
+        indicator=indicator,
+        thresholds={TASK: thresholds[0]},
+        value_checkpoint="tabular Monte-Carlo value (test)",
+    )
 
 
 def good_mode(runner: PolicyRunner, positions: np.ndarray, advantage, beta: float) -> np.ndarray:
     """Whether each of the sampled chunks (one per position, fixed noise) follows the good mode."""
     tints = _tints(runner.cameras)
     size = runner.config.backbone.image_size
-    images = {camera: torch.from_numpy(render_line(positions, size, tints[i]).transpose(0, 3, 1, 2).copy())
-              for i, camera in enumerate(runner.cameras)}
+    images = {
+        camera: torch.from_numpy(render_line(positions, size, tints[i]).transpose(0, 3, 1, 2).copy())
+        for i, camera in enumerate(runner.cameras)
+    }
     state = torch.from_numpy(np.repeat(positions[:, None], 14, axis=1).astype(np.float32))
     count = len(positions)
-    batch = runner.processor.preprocess({"images": images, "state": state, "task": [TASK] * count,
-                                         "advantage": [advantage] * count})
+    batch = runner.processor.preprocess(
+        {"images": images, "state": state, "task": [TASK] * count, "advantage": [advantage] * count}
+    )
     unconditional = runner.processor.prompt_tokenizer([TASK] * count, [None] * count)
-    noise = torch.randn(count, runner.config.action_horizon, runner.config.action_dim,
-                        generator=torch.Generator().manual_seed(0))
-    chunk = runner.model.sample_actions(batch["pixels"], batch["state_normalised"],
-                                        (batch["prompt_ids"], batch["prompt_mask"]), noise,
-                                        unconditional=unconditional if beta != 1.0 else None, beta=beta)
+    noise = torch.randn(
+        count, runner.config.action_horizon, runner.config.action_dim, generator=torch.Generator().manual_seed(0)
+    )
+    chunk = runner.model.sample_actions(
+        batch["pixels"],
+        batch["state_normalised"],
+        (batch["prompt_ids"], batch["prompt_mask"]),
+        noise,
+        unconditional=unconditional if beta != 1.0 else None,
+        beta=beta,
+    )
     actions = runner.processor.postprocess(chunk, batch).numpy()
     return bimodal_good_mode(state.numpy(), actions[:, :5])
 
@@ -70,15 +87,17 @@ def assert_more_good(better: np.ndarray, worse: np.ndarray, min_gain: float, wha
     p_value = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
     assert gain >= min_gain and p_value < 0.01, (
         f"{what}: good-mode fraction {better.mean():.2f} vs {worse.mean():.2f} (gain {gain:.2f}, "
-        f"{gained} flips to good, {lost} to bad, sign-test p={p_value:.3g})")
+        f"{gained} flips to good, {lost} to bad, sign-test p={p_value:.3g})"
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("mechanism")
-    data = make_bimodal_dataset(root / "bimodal", num_episodes=60, seed=0, good_probabilities=(0.3, 0.7),
-                                segment_length=10)
+    data = make_bimodal_dataset(
+        root / "bimodal", num_episodes=60, seed=0, good_probabilities=(0.3, 0.7), segment_length=10
+    )
     label_with_tabular_value(data)
     for mode in ("recap", "sft"):
         assert cli.main(["train-policy", str(data), "--mode", mode, "--out", str(root / mode), *TRAIN]) == 0

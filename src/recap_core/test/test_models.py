@@ -5,6 +5,7 @@ intended change to the models refresh it with::
 
     RECAP_REFRESH_REFERENCE=1 .venv/bin/python -m pytest src/recap_core/test/test_models.py -k reference
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,6 +50,7 @@ def fake_batch(config, batch: int, seed: int = 1):
 
 # ---------------------------------------------------------------------------- configs and tokenizer
 
+
 def test_config_typo_suggests_the_closest_name():
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):
         get_config("tinny")
@@ -78,7 +80,7 @@ def test_tiny_and_small_sizes():
     assert sum(p.numel() for p in RecapPolicy(get_config("tiny")).parameters()) < 1_000_000
     small = sum(p.numel() for p in RecapPolicy(get_config("small")).parameters())
     assert 1_000_000 < small < 10_000_000
-    assert (sum(p.numel() for p in RecapValue(get_config("small", "value")).parameters()) < small)
+    assert sum(p.numel() for p in RecapValue(get_config("small", "value")).parameters()) < small
 
 
 def test_tokenizer_round_trips_and_keeps_the_advantage_text(tmp_path, prompts):
@@ -101,6 +103,7 @@ def test_tokenizer_round_trips_and_keeps_the_advantage_text(tmp_path, prompts):
 
 # ---------------------------------------------------------------------------- backbone and expert
 
+
 def test_prefix_padding_changes_nothing(policy, prompts):
     """Extra pad tokens in the prompt must not change the real tokens' keys/values or the velocity."""
     images, state = fake_batch(policy.config, 1)
@@ -115,8 +118,9 @@ def test_prefix_padding_changes_nothing(policy, prompts):
         for k_plain, k_padded in zip(plain.prefix.keys, padded.prefix.keys):
             torch.testing.assert_close(k_padded[:, :, :length], k_plain, atol=1e-5, rtol=1e-5)
         x = torch.randn(1, policy.config.action_horizon, policy.config.action_dim)
-        torch.testing.assert_close(policy._velocity(padded, x, 0.3), policy._velocity(plain, x, 0.3),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            policy._velocity(padded, x, 0.3), policy._velocity(plain, x, 0.3), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_cached_prefix_is_reused_unchanged_across_steps(policy, prompts):
@@ -169,9 +173,10 @@ def test_state_dropout_hides_the_state_of_dropped_samples_only(policy, prompts):
     # noise and flow time differ per sample, so compare each sample with itself
     assert not torch.allclose(seen, hidden)
     both_hidden = loss(torch.tensor([False, False]))
-    swapped_state = policy.compute_loss(dataclasses.replace(inputs, state=state.flip(0),
-                                                            state_keep=torch.tensor([False, False])),
-                                        torch.Generator().manual_seed(0))
+    swapped_state = policy.compute_loss(
+        dataclasses.replace(inputs, state=state.flip(0), state_keep=torch.tensor([False, False])),
+        torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(both_hidden, swapped_state)  # a dropped state no longer matters
     mixed = loss(torch.tensor([True, False]))
     torch.testing.assert_close(mixed[0], seen[0])
@@ -225,8 +230,9 @@ def test_conv_stem_keeps_the_patch_grid_and_round_trips(tmp_path):
 def test_image_conditioning_starts_neutral_then_reads_the_images(policy, prompts):
     from recap_core.models.policy import PolicyInputs
 
-    config = dataclasses.replace(policy.config, expert=dataclasses.replace(policy.config.expert,
-                                                                           image_conditioning=True))
+    config = dataclasses.replace(
+        policy.config, expert=dataclasses.replace(policy.config.expert, image_conditioning=True)
+    )
     conditioned = RecapPolicy(config).eval()
     missing, unexpected = conditioned.load_state_dict(policy.state_dict(), strict=False)
     assert sorted(missing) == ["expert.image_condition.bias", "expert.image_condition.weight"] and not unexpected
@@ -235,8 +241,10 @@ def test_image_conditioning_starts_neutral_then_reads_the_images(policy, prompts
     actions = torch.randn(2, config.action_horizon, config.action_dim)
     inputs = PolicyInputs(images, state, ids, mask, actions)
     # zero-initialised: exactly the unconditioned policy's loss
-    torch.testing.assert_close(conditioned.compute_loss(inputs, torch.Generator().manual_seed(0)),
-                               policy.compute_loss(inputs, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(
+        conditioned.compute_loss(inputs, torch.Generator().manual_seed(0)),
+        policy.compute_loss(inputs, torch.Generator().manual_seed(0)),
+    )
     conditioned.train()
     conditioned.compute_loss(inputs, torch.Generator().manual_seed(0)).mean().backward()
     assert conditioned.expert.image_condition.weight.grad.abs().sum() > 0
@@ -267,14 +275,19 @@ def test_advantage_embedding_starts_neutral_then_separates_the_conditions(policy
     from recap_core.models.policy import PolicyInputs
     from recap_core.models.tokenizer import advantage_codes
 
-    config = dataclasses.replace(policy.config, expert=dataclasses.replace(policy.config.expert,
-                                                                           advantage_embedding=True))
+    config = dataclasses.replace(
+        policy.config, expert=dataclasses.replace(policy.config.expert, advantage_embedding=True)
+    )
     torch.manual_seed(0)
     embedded = RecapPolicy(config).eval()
     torch.manual_seed(0)
-    assert all(torch.equal(a, b) for a, b in zip(RecapPolicy(policy.config).state_dict().values(),
-                                                 [v for k, v in embedded.state_dict().items()
-                                                  if k != "expert.advantage_embedding.weight"]))  # draws no RNG
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            RecapPolicy(policy.config).state_dict().values(),
+            [v for k, v in embedded.state_dict().items() if k != "expert.advantage_embedding.weight"],
+        )
+    )  # draws no RNG
     missing, unexpected = embedded.load_state_dict(policy.state_dict(), strict=False)
     assert missing == ["expert.advantage_embedding.weight"] and not unexpected
     images, state = fake_batch(config, 3)
@@ -284,8 +297,10 @@ def test_advantage_embedding_starts_neutral_then_separates_the_conditions(policy
     assert codes.tolist() == [1, 2, 0]
     actions = torch.randn(3, config.action_horizon, config.action_dim)
     inputs = PolicyInputs(images, state, ids, mask, actions, advantage_code=codes)
-    torch.testing.assert_close(embedded.compute_loss(inputs, torch.Generator().manual_seed(0)),
-                               policy.compute_loss(inputs, torch.Generator().manual_seed(0)))  # zero-initialised
+    torch.testing.assert_close(
+        embedded.compute_loss(inputs, torch.Generator().manual_seed(0)),
+        policy.compute_loss(inputs, torch.Generator().manual_seed(0)),
+    )  # zero-initialised
     embedded.train()
     embedded.compute_loss(inputs, torch.Generator().manual_seed(0)).mean().backward()
     assert (embedded.expert.advantage_embedding.weight.grad.abs().sum(dim=1) > 0).all()  # every condition learns
@@ -313,8 +328,7 @@ def test_advantage_embedding_starts_neutral_then_separates_the_conditions(policy
     runner = PolicyRunner.from_checkpoint(tmp_path / "p")
     with torch.no_grad():
         runner.model.expert.advantage_embedding.weight.normal_(std=0.5)
-    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in config.cameras}, "state": np.zeros(14),
-           "task": TASK}
+    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in config.cameras}, "state": np.zeros(14), "task": TASK}
     chunks = {a: runner.infer(obs, advantage=a, seed=3)["actions"] for a in ("positive", "negative", None)}
     assert not np.allclose(chunks["positive"], chunks["negative"])
     assert not np.allclose(chunks["positive"], chunks[None])
@@ -323,12 +337,14 @@ def test_advantage_embedding_starts_neutral_then_separates_the_conditions(policy
 
 # ---------------------------------------------------------------------------- sampling and CFG
 
+
 def test_beta_one_runs_only_the_conditional_prompt(policy, prompts, monkeypatch):
     images, state = fake_batch(policy.config, 1)
     conditional = prompts([TASK], ["positive"])
     unconditional = prompts([TASK], [None])
-    noise = torch.randn(1, policy.config.action_horizon, policy.config.action_dim,
-                        generator=torch.Generator().manual_seed(5))
+    noise = torch.randn(
+        1, policy.config.action_horizon, policy.config.action_dim, generator=torch.Generator().manual_seed(5)
+    )
     plain = policy.sample_actions(images, state, conditional, noise)
     batches = []
     original = policy.encode_prefix
@@ -350,8 +366,9 @@ def test_batched_guidance_equals_two_sequential_passes(policy, prompts):
     conditional, unconditional = prompts([TASK], ["positive"]), prompts([TASK], [None])
     noise = torch.randn(1, policy.config.action_horizon, policy.config.action_dim)
     batched = policy.sample_actions(images, state, conditional, noise, unconditional=unconditional, beta=2.5)
-    sequential = policy.sample_actions(images, state, conditional, noise, unconditional=unconditional, beta=2.5,
-                                       batch_guidance=False)
+    sequential = policy.sample_actions(
+        images, state, conditional, noise, unconditional=unconditional, beta=2.5, batch_guidance=False
+    )
     torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=1e-5)
     plain = policy.sample_actions(images, state, conditional, noise)
     assert not torch.allclose(batched, plain)
@@ -360,6 +377,7 @@ def test_batched_guidance_equals_two_sequential_passes(policy, prompts):
 
 
 # ---------------------------------------------------------------------------- value model
+
 
 def test_value_logits_and_expected_value():
     torch.manual_seed(0)
@@ -375,11 +393,13 @@ def test_value_logits_and_expected_value():
     assert bool(((value >= -1) & (value <= 0)).all())
     target = torch.zeros(4, 201)
     target[:, 100] = 1.0
-    torch.testing.assert_close(value_loss(logits, target), torch.nn.functional.cross_entropy(
-        logits, torch.full((4,), 100), reduction="none"))
+    torch.testing.assert_close(
+        value_loss(logits, target), torch.nn.functional.cross_entropy(logits, torch.full((4,), 100), reduction="none")
+    )
 
 
 # ---------------------------------------------------------------------------- runners
+
 
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
@@ -390,9 +410,13 @@ def runners(tmp_path_factory):
 
 
 def observation(rng: np.random.Generator, size=(48, 64)):
-    return {"images": {cam: rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-                       for cam in ("base", "left_wrist", "right_wrist")},
-            "state": rng.normal(size=14).astype(np.float32), "task": TASK}
+    return {
+        "images": {
+            cam: rng.integers(0, 255, (*size, 3), dtype=np.uint8) for cam in ("base", "left_wrist", "right_wrist")
+        },
+        "state": rng.normal(size=14).astype(np.float32),
+        "task": TASK,
+    }
 
 
 def test_policy_runner_contract(runners):
@@ -442,6 +466,7 @@ def test_value_runner_contract(runners):
 
 # ---------------------------------------------------------------------------- pinned numbers
 
+
 def _reference_numbers() -> dict:
     config = get_config("tiny")
     torch.manual_seed(0)
@@ -449,8 +474,9 @@ def _reference_numbers() -> dict:
     prompts = PromptTokenizer(train_prompt_tokenizer([TASK], config.backbone.vocab_size), config.max_prompt_tokens)
     images, state = fake_batch(config, 1, seed=7)
     noise = torch.randn(1, config.action_horizon, config.action_dim, generator=torch.Generator().manual_seed(7))
-    chunk = model.sample_actions(images, state, prompts([TASK], ["positive"]), noise,
-                                 unconditional=prompts([TASK], [None]), beta=2.0)
+    chunk = model.sample_actions(
+        images, state, prompts([TASK], ["positive"]), noise, unconditional=prompts([TASK], [None]), beta=2.0
+    )
     torch.manual_seed(0)
     value_model = RecapValue(get_config("tiny", "value")).eval()
     value_config = value_model.config
@@ -458,9 +484,12 @@ def _reference_numbers() -> dict:
     ids, mask = prompts([TASK], [None])
     with torch.no_grad():
         value = value_model.expected_value(value_model(value_images, value_state, ids, mask))
-    return {"chunk_first_row": [round(float(v), 6) for v in chunk[0, 0, :4]],
-            "chunk_mean": round(float(chunk.mean()), 6), "chunk_abs_mean": round(float(chunk.abs().mean()), 6),
-            "value": round(float(value[0]), 6)}
+    return {
+        "chunk_first_row": [round(float(v), 6) for v in chunk[0, 0, :4]],
+        "chunk_mean": round(float(chunk.mean()), 6),
+        "chunk_abs_mean": round(float(chunk.abs().mean()), 6),
+        "value": round(float(value[0]), 6),
+    }
 
 
 def test_reference_outputs_are_pinned():
@@ -475,6 +504,7 @@ def test_reference_outputs_are_pinned():
 
 
 # ---------------------------------------------------------------------------- real weights path (offline)
+
 
 def test_pretrained_directory_loads_weights_offline(tmp_path):
     """``pretrained`` reads a local Gemma3ForConditionalGeneration directory (save_pretrained output)."""
@@ -492,10 +522,13 @@ def test_pretrained_directory_loads_weights_offline(tmp_path):
     assert config.backbone.pretrained_dir == str(tmp_path.resolve())
     assert config.backbone.hidden_size == tiny.hidden_size
     model = RecapPolicy(config, load_pretrained_weights=True)
-    torch.testing.assert_close(model.backbone.language_model.embed_tokens.weight,
-                               reference.model.language_model.embed_tokens.weight)
-    torch.testing.assert_close(model.backbone.vision_tower.embeddings.patch_embedding.weight,
-                               reference.model.vision_tower.embeddings.patch_embedding.weight)
+    torch.testing.assert_close(
+        model.backbone.language_model.embed_tokens.weight, reference.model.language_model.embed_tokens.weight
+    )
+    torch.testing.assert_close(
+        model.backbone.vision_tower.embeddings.patch_embedding.weight,
+        reference.model.vision_tower.embeddings.patch_embedding.weight,
+    )
     assert load_tokenizer(tmp_path).encode(TASK)
     rebuilt = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
     assert rebuilt == config
@@ -506,9 +539,14 @@ def test_sliding_window_layers_keep_the_whole_prefix(prompts):
     from recap_core.models.backbone import backbone_config_from_hf, hf_gemma3_config
 
     hf = hf_gemma3_config(get_config("tiny").backbone).to_dict()
-    hf["text_config"].update(layer_types=["sliding_attention", "full_attention"], sliding_window=4,
-                             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                                              "full_attention": {"rope_type": "default", "rope_theta": 1e6}})
+    hf["text_config"].update(
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=4,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        },
+    )
     config = dataclasses.replace(get_config("tiny"), backbone=backbone_config_from_hf(hf, None))
     torch.manual_seed(0)
     model = RecapPolicy(config).eval()

@@ -1,4 +1,5 @@
 """Invariants of the RECAP math in recap_core.rl (pure numpy, no torch)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ def _episode(length, success, c_fail):
 
 
 # ----------------------------------------------------------------- rewards and returns
+
 
 def test_episode_rewards_match_the_paper_definition():
     np.testing.assert_array_equal(rl.episode_rewards(4, True, 100.0), [-1, -1, -1, 0])
@@ -51,8 +53,7 @@ def test_normalised_returns_lie_in_minus_one_zero(max_length, length, c_fail, su
     assert np.all(normalised > -1.0), "returns within the length limit must stay above -1"
 
 
-@given(st.integers(1, 500), c_fails, hnp.arrays(np.float64, st.integers(0, 20),
-                                                  elements=st.floats(-1.0, 0.0)))
+@given(st.integers(1, 500), c_fails, hnp.arrays(np.float64, st.integers(0, 20), elements=st.floats(-1.0, 0.0)))
 def test_denormalise_inverts_normalise(max_length, c_fail, normalised):
     back = rl.normalise_returns(rl.denormalise_returns(normalised, max_length, c_fail), max_length, c_fail)
     np.testing.assert_allclose(back, normalised, atol=1e-12)
@@ -62,23 +63,32 @@ def test_denormalise_inverts_normalise(max_length, c_fail, normalised):
 def test_normalised_rewards_sum_to_normalised_returns(length, c_fail, success):
     rewards, returns = _episode(length, success, c_fail)
     max_length = length + 5
-    np.testing.assert_allclose(rl.returns_to_go(rl.normalise_returns(rewards, max_length, c_fail)),
-                               rl.normalise_returns(returns, max_length, c_fail), atol=1e-12)
+    np.testing.assert_allclose(
+        rl.returns_to_go(rl.normalise_returns(rewards, max_length, c_fail)),
+        rl.normalise_returns(returns, max_length, c_fail),
+        atol=1e-12,
+    )
 
 
 def test_overlong_episodes_clip_at_minus_one():
     assert rl.normalise_returns([-1000.0], 10, 10.0)[0] == -1.0
 
 
-@pytest.mark.parametrize("bad", [dict(length=0, success=True, c_fail=1.0),
-                                 dict(length=3, success=True, c_fail=-1.0),
-                                 dict(length=2.5, success=True, c_fail=1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(length=0, success=True, c_fail=1.0),
+        dict(length=3, success=True, c_fail=-1.0),
+        dict(length=2.5, success=True, c_fail=1.0),
+    ],
+)
 def test_episode_rewards_reject_bad_arguments(bad):
     with pytest.raises(ValueError):
         rl.episode_rewards(**bad)
 
 
 # ----------------------------------------------------------------- value bins
+
 
 def test_bin_centers_span_minus_one_to_zero():
     centers = rl.bin_centers()
@@ -122,6 +132,7 @@ def test_expected_value_from_logits_is_a_convex_combination(logits):
 
 # ----------------------------------------------------------------- advantages
 
+
 def _brute_force_n_step(rewards, values, n):
     length = len(rewards)
     out = np.zeros(length)
@@ -132,24 +143,31 @@ def _brute_force_n_step(rewards, values, n):
     return out
 
 
-episode_arrays = st.integers(1, 60).flatmap(lambda length: st.tuples(
-    hnp.arrays(np.float64, length, elements=st.floats(-0.1, 0.0)),
-    hnp.arrays(np.float64, length, elements=unit_values)))
+episode_arrays = st.integers(1, 60).flatmap(
+    lambda length: st.tuples(
+        hnp.arrays(np.float64, length, elements=st.floats(-0.1, 0.0)),
+        hnp.arrays(np.float64, length, elements=unit_values),
+    )
+)
 
 
 @given(episode_arrays, st.integers(1, 80))
 def test_n_step_advantage_matches_the_definition(episode, n):
     rewards, values = episode
-    np.testing.assert_allclose(rl.n_step_advantage(rewards, values, n), _brute_force_n_step(rewards, values, n),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        rl.n_step_advantage(rewards, values, n), _brute_force_n_step(rewards, values, n), atol=1e-12
+    )
 
 
 @given(episode_arrays, st.integers(0, 20))
 def test_n_step_with_n_at_least_T_is_the_full_episode_advantage(episode, extra):
     rewards, values = episode
     n = len(rewards) + extra
-    np.testing.assert_allclose(rl.n_step_advantage(rewards, values, n),
-                               rl.full_episode_advantage(rl.returns_to_go(rewards), values), atol=1e-12)
+    np.testing.assert_allclose(
+        rl.n_step_advantage(rewards, values, n),
+        rl.full_episode_advantage(rl.returns_to_go(rewards), values),
+        atol=1e-12,
+    )
 
 
 @given(st.lists(episode_arrays, min_size=1, max_size=5), st.integers(1, 30))
@@ -158,8 +176,7 @@ def test_multi_episode_advantage_equals_per_episode(episodes, n):
     values = np.concatenate([v for _, v in episodes])
     episode_index = np.concatenate([np.full(len(r), 10 + i) for i, (r, _) in enumerate(episodes)])
     expected = np.concatenate([rl.n_step_advantage(r, v, n) for r, v in episodes])
-    np.testing.assert_allclose(rl.n_step_advantage_by_episode(rewards, values, episode_index, n), expected,
-                               atol=1e-12)
+    np.testing.assert_allclose(rl.n_step_advantage_by_episode(rewards, values, episode_index, n), expected, atol=1e-12)
 
 
 def test_exact_value_function_gives_zero_advantage_on_its_own_episode():
@@ -182,6 +199,7 @@ def test_advantage_rejects_mismatched_lengths_and_nan():
 
 # ----------------------------------------------------------------- thresholds and indicator
 
+
 @given(hnp.arrays(np.float64, st.integers(1, 400), elements=finite, unique=True), st.floats(0.0, 1.0))
 def test_threshold_gives_the_requested_positive_fraction(advantages, fraction):
     epsilon = rl.advantage_threshold(advantages, fraction)
@@ -195,8 +213,10 @@ def test_threshold_from_a_sample_is_close():
     assert abs(np.mean(advantages > epsilon) - 0.3) < 0.02
 
 
-@given(st.lists(st.tuples(st.integers(0, 3), finite), min_size=1, max_size=200, unique_by=lambda p: p[1]),
-       st.floats(0.05, 0.95))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), finite), min_size=1, max_size=200, unique_by=lambda p: p[1]),
+    st.floats(0.05, 0.95),
+)
 def test_per_task_thresholds_give_the_fraction_in_every_task(pairs, fraction):
     task_index = np.array([t for t, _ in pairs])
     advantages = np.array([a for _, a in pairs])
@@ -214,8 +234,12 @@ def test_per_task_fraction_mapping_must_cover_every_task():
         rl.per_task_thresholds(np.arange(10.0), np.repeat([0, 1], 5), {0: 0.4})
 
 
-@given(hnp.arrays(np.float64, 50, elements=finite), hnp.arrays(bool, 50),
-       hnp.arrays(np.int64, 50, elements=st.integers(0, 2)), st.floats(-5, 5))
+@given(
+    hnp.arrays(np.float64, 50, elements=finite),
+    hnp.arrays(bool, 50),
+    hnp.arrays(np.int64, 50, elements=st.integers(0, 2)),
+    st.floats(-5, 5),
+)
 def test_interventions_are_always_positive(advantages, is_intervention, task_index, epsilon):
     thresholds = {0: epsilon, 1: epsilon - 1.0, 2: epsilon + 1.0}
     indicator = rl.improvement_indicator(advantages, task_index, thresholds, is_intervention)
@@ -242,8 +266,11 @@ def test_drop_indicator_rate_and_edges():
 
 
 @settings(max_examples=50)
-@given(hnp.arrays(np.float64, st.integers(1, 50), elements=st.floats(-1e6, 1e6)),
-       st.floats(0.01, 10.0), st.floats(1.0, 100.0))
+@given(
+    hnp.arrays(np.float64, st.integers(1, 50), elements=st.floats(-1e6, 1e6)),
+    st.floats(0.01, 10.0),
+    st.floats(1.0, 100.0),
+)
 def test_awr_weights_are_positive_monotone_and_capped(advantages, temperature, max_weight):
     weights = rl.awr_weights(advantages, temperature, max_weight)
     assert np.all(np.isfinite(weights)) and np.all(weights >= 0) and np.all(weights <= max_weight * (1 + 1e-12))

@@ -1,4 +1,5 @@
 """The evaluation statistics (recap_core.stats) as pure functions."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Training commands end to end on tiny configs and small synthetic datasets (CPU, seconds each)."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,21 @@ def datasets(pristine, tmp_path):
 @pytest.fixture(scope="module")
 def value_checkpoint(pristine, tmp_path_factory):
     out = tmp_path_factory.mktemp("value") / "v"
-    assert cli.main(["train-value", str(pristine / "reach"), str(pristine / "reach_far"), "--out", str(out),
-                     "--steps", "2", *QUIET]) == 0
+    assert (
+        cli.main(
+            [
+                "train-value",
+                str(pristine / "reach"),
+                str(pristine / "reach_far"),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -71,8 +85,19 @@ def test_value_checkpoint_has_everything(value_checkpoint):
 
 def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path, capsys):
     reach, reach_far = datasets
-    assert recap("label", reach, reach_far, "--value", value_checkpoint, "--no-progress",
-                 "--task-positive-fraction", "reach far=0.1") == 0
+    assert (
+        recap(
+            "label",
+            reach,
+            reach_far,
+            "--value",
+            value_checkpoint,
+            "--no-progress",
+            "--task-positive-fraction",
+            "reach far=0.1",
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "'reach far': threshold" in printed
     table = load_frames_table(reach)
@@ -87,8 +112,10 @@ def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path,
 
     out = tmp_path / "policy"
     assert recap("train-policy", reach, reach_far, "--mode", "recap", "--out", out, "--steps", "2", *QUIET) == 0
-    assert recap("train-policy", reach, reach_far, "--mode", "recap", "--out", out, "--steps", "4", "--resume",
-                 *QUIET) == 0
+    assert (
+        recap("train-policy", reach, reach_far, "--mode", "recap", "--out", out, "--steps", "4", "--resume", *QUIET)
+        == 0
+    )
     rows = metrics(out)
     assert [r["step"] for r in rows] == [2, 4]
     loaded = load_checkpoint(out, kind="policy")
@@ -97,8 +124,11 @@ def test_label_then_train_resume_and_infer(datasets, value_checkpoint, tmp_path,
     runner = PolicyRunner.from_checkpoint(out)
     assert loaded.trained_advantage == "positive"
     sample = RecapDataset(reach, chunk_size=1)[0]
-    obs = {"images": {c: sample[f"observation.images.{c}"].permute(1, 2, 0).numpy() for c in runner.cameras},
-           "state": sample["observation.state"].numpy(), "task": "reach"}
+    obs = {
+        "images": {c: sample[f"observation.images.{c}"].permute(1, 2, 0).numpy() for c in runner.cameras},
+        "state": sample["observation.state"].numpy(),
+        "task": "reach",
+    }
     actions = runner.infer(obs, seed=0)["actions"]
     assert actions.shape == (50, 14) and np.isfinite(actions).all()
     # arm joints are predicted relative to the state, grippers absolute: output is absolute targets
@@ -110,8 +140,20 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint, capsys)
     from recap_core.data.reader import load_episodes
 
     reach, _ = datasets
-    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5",
-                 "--rollout-positives", "interventions") == 0
+    assert (
+        recap(
+            "label",
+            reach,
+            "--value",
+            value_checkpoint,
+            "--no-progress",
+            "--positive-fraction",
+            "0.5",
+            "--rollout-positives",
+            "interventions",
+        )
+        == 0
+    )
     table = load_frames_table(reach)
     indicator = table["indicator"].to_numpy(zero_copy_only=False)
     intervention = table["is_intervention"].to_numpy(zero_copy_only=False)
@@ -125,8 +167,20 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint, capsys)
     paper = load_frames_table(reach)["indicator"].to_numpy(zero_copy_only=False)
     assert paper[~in_demo & ~intervention].any()
     # --takeover-negative: the policy's frames just before each take-over become negative, nothing else moves
-    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.5",
-                 "--takeover-negative", "5") == 0
+    assert (
+        recap(
+            "label",
+            reach,
+            "--value",
+            value_checkpoint,
+            "--no-progress",
+            "--positive-fraction",
+            "0.5",
+            "--takeover-negative",
+            "5",
+        )
+        == 0
+    )
     relabelled = load_frames_table(reach)
     leading = rl.before_takeover(intervention & ~in_demo, relabelled["episode_index"].to_numpy(), 5)
     assert leading.any() and (paper & leading).any()
@@ -134,14 +188,27 @@ def test_intervention_only_rollout_positives(datasets, value_checkpoint, capsys)
     assert not changed[leading].any() and np.array_equal(changed[~leading], paper[~leading])
     # unforced: the corrections are labelled by their advantage like any other frame, so with a high threshold
     # some of them are negative
-    assert recap("label", reach, "--value", value_checkpoint, "--no-progress", "--positive-fraction", "0.1",
-                 "--rollout-positives", "unforced") == 0
+    assert (
+        recap(
+            "label",
+            reach,
+            "--value",
+            value_checkpoint,
+            "--no-progress",
+            "--positive-fraction",
+            "0.1",
+            "--rollout-positives",
+            "unforced",
+        )
+        == 0
+    )
     unforced = load_frames_table(reach)
     labels = unforced["indicator"].to_numpy(zero_copy_only=False)
     correction = intervention & ~in_demo
     advantage = unforced["advantage"].to_numpy()
-    threshold = next(iter(json.loads((reach / "meta" / "info.json").read_text())["recap"]["labels"]
-                          ["thresholds"].values()))
+    threshold = next(
+        iter(json.loads((reach / "meta" / "info.json").read_text())["recap"]["labels"]["thresholds"].values())
+    )
     assert np.array_equal(labels, advantage > threshold)
     assert (~labels[correction]).any() and labels[correction].any()
     err = refused(capsys, "label", reach, "--value", value_checkpoint, "--no-progress", "--takeover-negative", "-1")
@@ -176,7 +243,7 @@ def test_mix_samples_each_kind_of_frame_in_its_share(datasets):
     assert not np.any(kinds[drawn] == "autonomous")
     assert np.mean(kinds[drawn] == "demo") == pytest.approx(0.6, abs=0.03)
     resumed = StepBatchSampler(len(kinds), 64, DistributedContext(), seed=1, weights=weights, start_batch=25)
-    assert np.array_equal(np.concatenate(list(islice(iter(resumed), 35))), drawn[25 * 64:])
+    assert np.array_equal(np.concatenate(list(islice(iter(resumed), 35))), drawn[25 * 64 :])
     # unnamed kinds share the rest by size; no --mix is uniform over frames
     _, shares = mixture_weights(kinds, {"demo": 0.5})
     rollout = ~in_demo
@@ -186,9 +253,13 @@ def test_mix_samples_each_kind_of_frame_in_its_share(datasets):
     # a kind absent from the data drops out and the others are rescaled
     _, shares = mixture_weights(kinds[in_demo], {"demo": 0.5, "correction": 0.3})
     assert shares == {"demo": 1.0}
-    for bad, message in ((["demo=1.5"], "in \\[0, 1\\]"), (["demo=0.7", "correction=0.6"], "add up to"),
-                         (["teleop=0.2"], "KIND one of"), (["demo=0.2", "demo=0.3"], "twice"),
-                         (["demo=x"], "must be a number")):
+    for bad, message in (
+        (["demo=1.5"], "in \\[0, 1\\]"),
+        (["demo=0.7", "correction=0.6"], "add up to"),
+        (["teleop=0.2"], "KIND one of"),
+        (["demo=0.2", "demo=0.3"], "twice"),
+        (["demo=x"], "must be a number"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_mix(bad)
     with pytest.raises(ValueError, match="leaves nothing to sample"):
@@ -197,12 +268,30 @@ def test_mix_samples_each_kind_of_frame_in_its_share(datasets):
 
 def test_train_policy_records_the_mix_and_rejects_a_bad_one(datasets, tmp_path, capsys):
     reach, _ = datasets
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "p", "--steps", "1",
-                 "--mix", "demo=0.5", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy", reach, "--mode", "sft", "--out", tmp_path / "p", "--steps", "1", "--mix", "demo=0.5", *QUIET
+        )
+        == 0
+    )
     recorded = load_checkpoint(tmp_path / "p").training_config
     assert recorded["mix"] == {"demo": 0.5} and recorded["sample_shares"]["demo"] == pytest.approx(0.5)
-    err = refused(capsys, "train-policy", reach, "--mode", "sft", "--out", tmp_path / "q", "--steps", "1", "--mix",
-                          "demo=0.8", "--mix", "autonomous=0.8", *QUIET)
+    err = refused(
+        capsys,
+        "train-policy",
+        reach,
+        "--mode",
+        "sft",
+        "--out",
+        tmp_path / "q",
+        "--steps",
+        "1",
+        "--mix",
+        "demo=0.8",
+        "--mix",
+        "autonomous=0.8",
+        *QUIET,
+    )
     assert "add up to" in err
 
 
@@ -227,15 +316,55 @@ def test_augmentation_and_state_dropout_are_recorded_and_checked(datasets, tmp_p
     reach, _ = datasets
     assert recap("train-value", reach, "--out", tmp_path / "v", "--steps", "1", "--augment-shift", "2", *QUIET) == 0
     assert load_checkpoint(tmp_path / "v", kind="value").training_config["augment_shift"] == 2
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "p", "--steps", "1",
-                 "--state-dropout", "0.5", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "p",
+            "--steps",
+            "1",
+            "--state-dropout",
+            "0.5",
+            *QUIET,
+        )
+        == 0
+    )
     recorded = load_checkpoint(tmp_path / "p").training_config
     assert recorded["augment_shift"] == 0 and recorded["state_dropout"] == 0.5
-    err = refused(capsys, "train-policy", reach, "--mode", "sft", "--out", tmp_path / "sd", "--steps", "1",
-                          "--state-dropout", "1", *QUIET)
+    err = refused(
+        capsys,
+        "train-policy",
+        reach,
+        "--mode",
+        "sft",
+        "--out",
+        tmp_path / "sd",
+        "--steps",
+        "1",
+        "--state-dropout",
+        "1",
+        *QUIET,
+    )
     assert "--state-dropout must be in" in err
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "bad", "--steps", "1",
-                 "--augment-shift", "16", *QUIET) == 2
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "bad",
+            "--steps",
+            "1",
+            "--augment-shift",
+            "16",
+            *QUIET,
+        )
+        == 2
+    )
     assert "--augment-shift must be in [0, 16)" in capsys.readouterr().err
 
 
@@ -260,8 +389,7 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
     reach, _ = datasets
     assert recap("label", reach, "--value", value_checkpoint, "--no-progress") == 0
     out = tmp_path / "awr"
-    assert recap("train-policy", reach, "--mode", "awr", "--out", out, "--steps", "2", "--log-every", "1",
-                 *QUIET) == 0
+    assert recap("train-policy", reach, "--mode", "awr", "--out", out, "--steps", "2", "--log-every", "1", *QUIET) == 0
     rows = metrics(out)
     assert all(r["fraction_no_advantage_text"] == 1.0 for r in rows)
     assert all(0 < r["awr_weight_mean"] <= 20.0 for r in rows)
@@ -269,8 +397,11 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
     loaded = load_checkpoint(out, kind="policy")
     assert loaded.trained_advantage is None
     runner = PolicyRunner(loaded)
-    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
-           "state": np.zeros(14, np.float32), "task": "reach"}
+    obs = {
+        "images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
+        "state": np.zeros(14, np.float32),
+        "task": "reach",
+    }
     assert runner.infer(obs, seed=0)["advantage"] is None
     assert runner.infer(obs, seed=0, advantage="positive")["advantage"] == "positive"
     with pytest.raises(ValueError, match="guides towards an advantage"):
@@ -280,16 +411,18 @@ def test_awr_weights_samples_and_drops_the_text(datasets, value_checkpoint, tmp_
 def test_bc_trains_without_labels_text_or_weights_and_is_deployed_without_text(datasets, tmp_path):
     reach, _ = datasets  # unlabelled: plain behaviour cloning needs no value
     out = tmp_path / "bc"
-    assert recap("train-policy", reach, "--mode", "bc", "--out", out, "--steps", "2", "--log-every", "1",
-                 *QUIET) == 0
+    assert recap("train-policy", reach, "--mode", "bc", "--out", out, "--steps", "2", "--log-every", "1", *QUIET) == 0
     rows = metrics(out)
     assert rows and all(r["fraction_no_advantage_text"] == 1.0 and r["fraction_positive"] == 0.0 for r in rows)
     assert all("awr_weight_mean" not in r for r in rows)
     loaded = load_checkpoint(out, kind="policy")
     assert loaded.provenance["mode"] == "bc" and loaded.trained_advantage is None
     runner = PolicyRunner(loaded)
-    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
-           "state": np.zeros(14, np.float32), "task": "reach"}
+    obs = {
+        "images": {c: np.zeros((32, 32, 3), np.uint8) for c in runner.cameras},
+        "state": np.zeros(14, np.float32),
+        "task": "reach",
+    }
     assert runner.infer(obs, seed=0)["advantage"] is None
 
 
@@ -300,11 +433,40 @@ def test_recap_mode_needs_labels_and_init_keeps_the_config(datasets, tmp_path, c
     assert recap("train-value", tmp_path / "nowhere", "--out", tmp_path / "v", "--steps", "1", *QUIET) == 2
     assert "not a RECAP dataset" in capsys.readouterr().err
     assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "base", "--steps", "1", *QUIET) == 0
-    err = refused(capsys, "train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
-                          tmp_path / "base", "--config", "small", *QUIET)
+    err = refused(
+        capsys,
+        "train-policy",
+        reach,
+        "--mode",
+        "sft",
+        "--out",
+        tmp_path / "ft",
+        "--steps",
+        "1",
+        "--init",
+        tmp_path / "base",
+        "--config",
+        "small",
+        *QUIET,
+    )
     assert "differs from the checkpoint's config" in err
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ki", "--steps", "1", "--init",
-                 tmp_path / "base", "--knowledge-insulation", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "ki",
+            "--steps",
+            "1",
+            "--init",
+            tmp_path / "base",
+            "--knowledge-insulation",
+            *QUIET,
+        )
+        == 0
+    )
     loaded = load_checkpoint(tmp_path / "ki")
     assert loaded.model_config.knowledge_insulation
     assert loaded.provenance["parent_checkpoint"]["path"] == str((tmp_path / "base").resolve())
@@ -316,9 +478,30 @@ def test_iterate_trains_from_the_pretrained_checkpoints(datasets, tmp_path):
     assert recap("train-value", reach, "--out", v_pre, "--steps", "1", *QUIET) == 0
     assert recap("train-policy", reach, "--mode", "sft", "--out", pi_pre, "--steps", "1", *QUIET) == 0
     out = tmp_path / "iteration_1"
-    assert recap("iterate", "--data", reach, reach_far, "--value-pretrained", v_pre, "--policy-pretrained", pi_pre,
-                 "--out", out, "--iteration", "1", "--value-steps", "2", "--policy-steps", "2", "--batch-size", "8",
-                 "--no-progress") == 0
+    assert (
+        recap(
+            "iterate",
+            "--data",
+            reach,
+            reach_far,
+            "--value-pretrained",
+            v_pre,
+            "--policy-pretrained",
+            pi_pre,
+            "--out",
+            out,
+            "--iteration",
+            "1",
+            "--value-steps",
+            "2",
+            "--policy-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        )
+        == 0
+    )
     record = json.loads((out / "iteration.json").read_text())
     assert record["iteration"] == 1 and record["policy_mode"] == "recap"
     value, policy = load_checkpoint(out / "value"), load_checkpoint(out / "policy")
@@ -341,8 +524,12 @@ def test_value_model_learns_to_rank_remaining_steps(tmp_path):
     out = tmp_path / "value"
     # 1,000 steps: at 600, one seed in four stayed near 0.67 on this stack (the others 0.94-0.98); at 1,000
     # seeds 0-3 give 0.90-0.98
-    assert recap("train-value", train, "--out", out, "--steps", "1000", "--batch-size", "32", "--lr", "3e-3",
-                 "--no-progress") == 0
+    assert (
+        recap(
+            "train-value", train, "--out", out, "--steps", "1000", "--batch-size", "32", "--lr", "3e-3", "--no-progress"
+        )
+        == 0
+    )
     runner = ValueRunner.from_checkpoint(out)
     dataset = RecapDataset(held_out, chunk_size=1, image_size=runner.config.backbone.image_size)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
@@ -366,13 +553,32 @@ def test_training_from_a_local_pretrained_directory(datasets, tmp_path):
     Gemma3ForConditionalGeneration(hf_gemma3_config(get_config("tiny").backbone)).save_pretrained(hf_dir)
     train_prompt_tokenizer(["reach"], 384).save_pretrained(str(hf_dir))
     out = tmp_path / "policy"
-    assert recap("train-policy", reach, "--mode", "sft", "--config", "pretrained", "--pretrained", hf_dir,
-                 "--out", out, "--steps", "1", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--config",
+            "pretrained",
+            "--pretrained",
+            hf_dir,
+            "--out",
+            out,
+            "--steps",
+            "1",
+            *QUIET,
+        )
+        == 0
+    )
     loaded = load_checkpoint(out)
     assert loaded.model_config.name == "pretrained"
     assert loaded.model_config.backbone.pretrained_dir == str(hf_dir.resolve())
-    obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in loaded.model_config.cameras},
-           "state": np.zeros(14, np.float32), "task": "reach"}
+    obs = {
+        "images": {c: np.zeros((32, 32, 3), np.uint8) for c in loaded.model_config.cameras},
+        "state": np.zeros(14, np.float32),
+        "task": "reach",
+    }
     assert PolicyRunner(loaded).infer(obs, seed=0)["actions"].shape == (50, 14)
 
 
@@ -390,15 +596,30 @@ def test_the_std_floor_is_recorded_kept_by_a_fine_tune_and_checked(datasets, tmp
     steps = json.loads(processor_file.read_text())["steps"]
     processor_file.write_text(json.dumps({"steps": [{k: v for k, v in s.items() if k != "std_floor"} for s in steps]}))
     assert std_floor_of(load_checkpoint(tmp_path / "legacy").processor_steps) == LEGACY_STD_FLOOR
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
-                 tmp_path / "legacy", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "ft",
+            "--steps",
+            "1",
+            "--init",
+            tmp_path / "legacy",
+            *QUIET,
+        )
+        == 0
+    )
     assert std_floor_of(load_checkpoint(tmp_path / "ft").processor_steps) == LEGACY_STD_FLOOR
     # the floor is what a near-constant dimension is divided by
     stats = {"observation.state": {"mean": [0.0] * 14, "std": [0.001] * 13 + [1.0]}}
     state = torch.full((1, 14), 0.1)
     for floor in (STD_FLOOR, LEGACY_STD_FLOOR):
-        out = Processor([{"step": "normalise_state", "stats": "observation.state", "std_floor": floor}], stats,
-                        None).preprocess({"state": state})["state_normalised"]
+        out = Processor(
+            [{"step": "normalise_state", "stats": "observation.state", "std_floor": floor}], stats, None
+        ).preprocess({"state": state})["state_normalised"]
         assert out[0, 0].item() == pytest.approx(0.1 / floor) and out[0, 13].item() == pytest.approx(0.1)
     # a bad floor is a clear error at load, naming the file
     processor_file.write_text(json.dumps({"steps": [{**s, "std_floor": -1} if "stats" in s else s for s in steps]}))
@@ -417,8 +638,22 @@ def test_training_feeds_the_advantage_condition_to_an_embedding_expert(datasets,
     base = get_config("tiny")
     config = dataclasses.replace(base, expert=dataclasses.replace(base.expert, advantage_embedding=True))
     save_untrained_checkpoint(tmp_path / "init", config, tasks=["reach"])
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "2", "--init",
-                 tmp_path / "init", *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "ft",
+            "--steps",
+            "2",
+            "--init",
+            tmp_path / "init",
+            *QUIET,
+        )
+        == 0
+    )
     rows = load_checkpoint(tmp_path / "ft").model.expert.advantage_embedding.weight.detach().abs().sum(dim=1)
     assert rows[1] > 0 and rows[0] == 0 and rows[2] == 0, rows.tolist()  # none / positive / negative
 
@@ -434,8 +669,22 @@ def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(da
     threshold = (spreads[0] + spreads[1]) / 2
     still = [i for i in arm if state_std[i] < threshold]
     stillest, next_one = still[0], next(i for i in arm if state_std[i] >= threshold)
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "new", "--steps", "1",
-                 "--absolute-still-joints", threshold, *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "new",
+            "--steps",
+            "1",
+            "--absolute-still-joints",
+            threshold,
+            *QUIET,
+        )
+        == 0
+    )
     new = load_checkpoint(tmp_path / "new")
     expected = [relative and i not in still for i, relative in enumerate(default_relative_mask())]
     assert expected != default_relative_mask() and any(expected)
@@ -454,14 +703,42 @@ def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(da
     assert torch.allclose(after[..., stillest], before[..., stillest])
     assert torch.allclose(after[..., next_one], before[..., next_one] + 0.3)
     # a fine-tune keeps its parent's mask whatever the threshold; without the option nothing changes
-    assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "ft", "--steps", "1", "--init",
-                 tmp_path / "new", "--absolute-still-joints", 10.0, *QUIET) == 0
+    assert (
+        recap(
+            "train-policy",
+            reach,
+            "--mode",
+            "sft",
+            "--out",
+            tmp_path / "ft",
+            "--steps",
+            "1",
+            "--init",
+            tmp_path / "new",
+            "--absolute-still-joints",
+            10.0,
+            *QUIET,
+        )
+        == 0
+    )
     assert relative_mask_of(load_checkpoint(tmp_path / "ft").processor_steps) == expected
     assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "plain", "--steps", "1", *QUIET) == 0
     assert relative_mask_of(load_checkpoint(tmp_path / "plain").processor_steps) == default_relative_mask()
     # a wrong threshold is a clear error; a corrupt mask is one at load, naming the file
-    err = refused(capsys, "train-policy", reach, "--mode", "sft", "--out", tmp_path / "bad", "--steps", "1",
-                          "--absolute-still-joints", -1, *QUIET)
+    err = refused(
+        capsys,
+        "train-policy",
+        reach,
+        "--mode",
+        "sft",
+        "--out",
+        tmp_path / "bad",
+        "--steps",
+        "1",
+        "--absolute-still-joints",
+        -1,
+        *QUIET,
+    )
     assert "--absolute-still-joints must be a number >= 0" in err
     processor_file = tmp_path / "new" / "processor.json"
     steps = json.loads(processor_file.read_text())["steps"]

@@ -5,5 +5,7 @@ when its subcommand runs."""
 EVAL = ("recap_experiment.evaluate", "evaluate checkpoints on held-out sim seeds")
 EVAL_POOL = ("recap_experiment.eval_pool", "pool recap eval reports on disjoint seeds, with paired comparisons")
 EXPERIMENT = ("recap_experiment.experiment", "the full RECAP loop in simulation, with a report")
-OPERATOR_EVAL = ("recap_experiment.operator_eval",
-                 "success rate and episode length of the scripted operator per quality")
+OPERATOR_EVAL = (
+    "recap_experiment.operator_eval",
+    "success rate and episode length of the scripted operator per quality",
+)

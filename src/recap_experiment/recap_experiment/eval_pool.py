@@ -4,6 +4,7 @@ A lab evaluates the same checkpoints in parts (the experiment's held-out seeds, 
 a close call); this pools them into one report with the same intervals as ``recap eval`` and the paired
 comparisons asked for. docs/experiment.md has what it refuses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,38 +47,55 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
             raise PoolError(f"{name}: not a recap eval report (no 'arms')")
         for key in _SETTINGS:
             if report.get(key) != first.get(key):
-                raise PoolError(f"{name}: {key} is {report.get(key)!r}, {names[0]} has {first.get(key)!r}; "
-                                f"episodes under different settings do not pool")
+                raise PoolError(
+                    f"{name}: {key} is {report.get(key)!r}, {names[0]} has {first.get(key)!r}; "
+                    f"episodes under different settings do not pool"
+                )
     arms: dict[str, dict] = {}
     seen: dict[str, dict[int, str]] = {}
     for name, report in zip(names, reports):
         for arm_name, arm in report["arms"].items():
             _check_arm(name, arm_name, arm)
             if arm_name not in arms:
-                arms[arm_name] = {"checkpoint": arm.get("checkpoint"),
-                                  **{key: arm.get(key) for key in _IDENTITY},
-                                  "scene_conditioning": arm.get("scene_conditioning"),
-                                  "outcomes": [], "parts": 0}
+                arms[arm_name] = {
+                    "checkpoint": arm.get("checkpoint"),
+                    **{key: arm.get(key) for key in _IDENTITY},
+                    "scene_conditioning": arm.get("scene_conditioning"),
+                    "outcomes": [],
+                    "parts": 0,
+                }
                 seen[arm_name] = {}
             pooled = arms[arm_name]
             for key in _IDENTITY:
                 if arm.get(key) != pooled[key]:
-                    raise PoolError(f"{name}: arm {arm_name} has {key} {arm.get(key)!r}, an earlier part "
-                                    f"{pooled[key]!r}: not the same policy")
+                    raise PoolError(
+                        f"{name}: arm {arm_name} has {key} {arm.get(key)!r}, an earlier part "
+                        f"{pooled[key]!r}: not the same policy"
+                    )
             for outcome in arm.get("outcomes", []):
                 seed = int(outcome["seed"])
                 if seed in seen[arm_name]:
-                    raise PoolError(f"{name}: arm {arm_name} has seed {seed} already in {seen[arm_name][seed]}; "
-                                    f"the parts must evaluate disjoint seeds")
+                    raise PoolError(
+                        f"{name}: arm {arm_name} has seed {seed} already in {seen[arm_name][seed]}; "
+                        f"the parts must evaluate disjoint seeds"
+                    )
                 seen[arm_name][seed] = name
                 pooled["outcomes"].append(outcome)
             pooled["parts"] += 1
-    out = {"seeds": sorted({seed for by_seed in seen.values() for seed in by_seed}),
-           **{key: first.get(key) for key in _SETTINGS}, "pooled_from": list(names), "arms": {}}
+    out = {
+        "seeds": sorted({seed for by_seed in seen.values() for seed in by_seed}),
+        **{key: first.get(key) for key in _SETTINGS},
+        "pooled_from": list(names),
+        "arms": {},
+    }
     for arm_name, pooled in arms.items():
         outcomes = sorted(pooled.pop("outcomes"), key=lambda o: int(o["seed"]))
-        summary = summarise([EpisodeOutcome(int(o["seed"]), bool(o["success"]), int(o["steps"]),
-                                            _reward(o.get("max_reward"))) for o in outcomes])
+        summary = summarise(
+            [
+                EpisodeOutcome(int(o["seed"]), bool(o["success"]), int(o["steps"]), _reward(o.get("max_reward")))
+                for o in outcomes
+            ]
+        )
         out["arms"][arm_name] = {**pooled, **summary, "outcomes": outcomes}
     return out
 
@@ -86,10 +104,16 @@ def _check_arm(name: str, arm_name: str, arm) -> None:
     """PoolError unless ``arm`` looks as ``recap eval --out`` writes an arm: outcomes with seed, success, steps."""
     outcomes = arm.get("outcomes", []) if isinstance(arm, dict) else None
     if not isinstance(outcomes, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("seed"), int) and isinstance(o.get("success"), bool)
-            and isinstance(o.get("steps"), int) for o in outcomes):
-        raise PoolError(f"{name}: arm {arm_name} is not as `recap eval --out` writes an arm (a list of outcomes, "
-                        f"each with an integer seed and steps and a boolean success)")
+        isinstance(o, dict)
+        and isinstance(o.get("seed"), int)
+        and isinstance(o.get("success"), bool)
+        and isinstance(o.get("steps"), int)
+        for o in outcomes
+    ):
+        raise PoolError(
+            f"{name}: arm {arm_name} is not as `recap eval --out` writes an arm (a list of outcomes, "
+            f"each with an integer seed and steps and a boolean success)"
+        )
 
 
 def _reward(value) -> float:
@@ -114,11 +138,18 @@ def _pair(text: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("reports", nargs="+", type=pathlib.Path, help="recap eval --out JSON files")
-    parser.add_argument("--compare", type=_pair, action="append", default=[], metavar="FIRST,SECOND",
-                        help="paired comparison of two arms over their common seeds (repeatable)")
+    parser.add_argument(
+        "--compare",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="FIRST,SECOND",
+        help="paired comparison of two arms over their common seeds (repeatable)",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=None, help="write the pooled report here")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out file that is not a recap eval report")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file that is not a recap eval report"
+    )
 
 
 def run(args) -> int:
@@ -133,14 +164,17 @@ def run(args) -> int:
         try:
             reports.append(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
-            raise PoolError(f"{path}: cannot read it as a recap eval report ({exc}); give the JSON file "
-                            f"`recap eval --out` wrote") from None
+            raise PoolError(
+                f"{path}: cannot read it as a recap eval report ({exc}); give the JSON file `recap eval --out` wrote"
+            ) from None
     report = pool(reports, [str(path) for path in args.reports])
     report["paired"] = compare(report, args.compare)
     print(format_table(report))
     if report["paired"]:
-        print("\nPaired by seed (seeds both arms saw; only the first / only the second solved, exact sign test, "
-              "throughput difference with a 95% bootstrap interval over the seeds):\n")
+        print(
+            "\nPaired by seed (seeds both arms saw; only the first / only the second solved, exact sign test, "
+            "throughput difference with a 95% bootstrap interval over the seeds):\n"
+        )
         print("\n".join(paired_table(report["paired"])))
     if args.out:
         write_json(args.out, report)

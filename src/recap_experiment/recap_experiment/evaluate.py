@@ -4,6 +4,7 @@ The simulator, the policy runner and the policy node's own ChunkExecutor run syn
 so an episode's outcome depends only on its seed, and every arm sees the same seeds. docs/experiment.md
 has the metrics and the scene-conditioning diagnostic. Torch is imported only when it runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ class EvalArm:
 class EpisodeOutcome:
     seed: int
     success: bool
-    steps: int        # until success, or the time limit
+    steps: int  # until success, or the time limit
     max_reward: float
 
 
@@ -94,12 +95,28 @@ def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task:
     joints = [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES]
     scene = float(by_scene[:, joints].std(axis=0).mean())
     noise = float(by_noise[:, joints].std(axis=0).mean())
-    return {"seeds": len(seeds), "noise_draws": noise_draws, "scene_spread_rad": scene, "noise_spread_rad": noise,
-            "ratio": scene / max(noise, 1e-9)}
+    return {
+        "seeds": len(seeds),
+        "noise_draws": noise_draws,
+        "scene_spread_rad": scene,
+        "noise_spread_rad": noise,
+        "ratio": scene / max(noise, 1e-9),
+    }
 
 
-def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: int, replan_steps: int,
-                blend_steps: int, sample_seed: int, limits) -> EpisodeOutcome:
+def run_episode(
+    sim,
+    runner,
+    arm: EvalArm,
+    seed: int,
+    *,
+    task: str,
+    max_steps: int,
+    replan_steps: int,
+    blend_steps: int,
+    sample_seed: int,
+    limits,
+) -> EpisodeOutcome:
     """One episode; ``limits`` is the StationConfig whose joint limits clip every command."""
     from recap_policy_node.chunking import ChunkExecutor
 
@@ -122,9 +139,20 @@ def run_episode(sim, runner, arm: EvalArm, seed: int, *, task: str, max_steps: i
     return EpisodeOutcome(seed, False, max_steps, max_reward)
 
 
-def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int, replan_steps: int,
-              blend_steps: int, image_size: int, threads: int, progress: bool, sim_task: str,
-              conditioning_seeds: int) -> dict[str, dict]:
+def _episodes(
+    arms: Sequence[EvalArm],
+    seeds: Sequence[int],
+    *,
+    task: str,
+    max_steps: int,
+    replan_steps: int,
+    blend_steps: int,
+    image_size: int,
+    threads: int,
+    progress: bool,
+    sim_task: str,
+    conditioning_seeds: int,
+) -> dict[str, dict]:
     """Every arm on ``seeds`` in this process: outcomes, checkpoint id, seconds, and the conditioning
     diagnostic on the first ``conditioning_seeds`` seeds (0: none)."""
     import torch
@@ -148,25 +176,51 @@ def _episodes(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_s
                 from tqdm import tqdm
 
                 iterator = tqdm(seeds, desc=f"eval {arm.name}", unit="ep", file=sys.stderr)
-            outcomes = [run_episode(sim, runner, arm, int(seed), task=task, max_steps=max_steps,
-                                    replan_steps=replan_steps, blend_steps=blend_steps,
-                                    sample_seed=int(seed) * 1000, limits=limits) for seed in iterator]
+            outcomes = [
+                run_episode(
+                    sim,
+                    runner,
+                    arm,
+                    int(seed),
+                    task=task,
+                    max_steps=max_steps,
+                    replan_steps=replan_steps,
+                    blend_steps=blend_steps,
+                    sample_seed=int(seed) * 1000,
+                    limits=limits,
+                )
+                for seed in iterator
+            ]
             count = min(int(conditioning_seeds), len(seeds))
             found[arm.name] = {
-                "checkpoint_id": runner.checkpoint_id, "advantage": arm.advantage,
+                "checkpoint_id": runner.checkpoint_id,
+                "advantage": arm.advantage,
                 "outcomes": [dataclasses.asdict(o) for o in outcomes],
-                "scene_conditioning": (scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task)
-                                       if count >= 2 else None),
-                "seconds": time.perf_counter() - t0}
+                "scene_conditioning": (
+                    scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task) if count >= 2 else None
+                ),
+                "seconds": time.perf_counter() - t0,
+            }
     finally:
         sim.close()
     return found
 
 
-def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_steps: int = 400,
-             replan_steps: int = 25, blend_steps: int = 8, image_size: int = 224, threads: int = 2,
-             progress: bool = True, sim_task: str = "transfer_cube", conditioning_seeds: int = 20,
-             workers: int = 1) -> dict:
+def evaluate(
+    arms: Sequence[EvalArm],
+    seeds: Sequence[int],
+    *,
+    task: str,
+    max_steps: int = 400,
+    replan_steps: int = 25,
+    blend_steps: int = 8,
+    image_size: int = 224,
+    threads: int = 2,
+    progress: bool = True,
+    sim_task: str = "transfer_cube",
+    conditioning_seeds: int = 20,
+    workers: int = 1,
+) -> dict:
     """Evaluate every arm on the same ``seeds``.
 
     ``workers`` > 1 shares the seeds out among that many processes, each with ``threads // workers``
@@ -177,12 +231,19 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
     """
     seeds = [int(seed) for seed in seeds]
     workers = max(1, min(int(workers), len(seeds)))
-    common = dict(task=task, max_steps=max_steps, replan_steps=replan_steps, blend_steps=blend_steps,
-                  image_size=image_size, sim_task=sim_task)
+    common = dict(
+        task=task,
+        max_steps=max_steps,
+        replan_steps=replan_steps,
+        blend_steps=blend_steps,
+        image_size=image_size,
+        sim_task=sim_task,
+    )
     t0 = time.perf_counter()
     if workers == 1:
-        shards = [_episodes(arms, seeds, threads=threads, progress=progress,
-                            conditioning_seeds=conditioning_seeds, **common)]
+        shards = [
+            _episodes(arms, seeds, threads=threads, progress=progress, conditioning_seeds=conditioning_seeds, **common)
+        ]
         parts = [seeds]
     else:
         import concurrent.futures
@@ -194,21 +255,41 @@ def evaluate(arms: Sequence[EvalArm], seeds: Sequence[int], *, task: str, max_st
         parts[0] = seeds[:count] + parts[0]
         per_worker = max(1, threads // workers)
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_episodes, arms, part, threads=per_worker, progress=progress and k == 0,
-                                   conditioning_seeds=count if k == 0 else 0, **common)
-                       for k, part in enumerate(parts)]
+            futures = [
+                pool.submit(
+                    _episodes,
+                    arms,
+                    part,
+                    threads=per_worker,
+                    progress=progress and k == 0,
+                    conditioning_seeds=count if k == 0 else 0,
+                    **common,
+                )
+                for k, part in enumerate(parts)
+            ]
             shards = [future.result() for future in futures]
-    report = {"seeds": seeds, "max_steps": max_steps, "replan_steps": replan_steps, "blend_steps": blend_steps,
-              "task": task, "workers": workers, "arms": {}}
+    report = {
+        "seeds": seeds,
+        "max_steps": max_steps,
+        "replan_steps": replan_steps,
+        "blend_steps": blend_steps,
+        "task": task,
+        "workers": workers,
+        "arms": {},
+    }
     for arm in arms:
         by_seed = {o["seed"]: o for shard in shards for o in shard[arm.name]["outcomes"]}
         outcomes = [EpisodeOutcome(**by_seed[seed]) for seed in seeds]
         report["arms"][arm.name] = {
-            "checkpoint": str(arm.checkpoint), "checkpoint_id": shards[0][arm.name]["checkpoint_id"],
-            "beta": arm.beta, "advantage": shards[0][arm.name]["advantage"], **summarise(outcomes),
+            "checkpoint": str(arm.checkpoint),
+            "checkpoint_id": shards[0][arm.name]["checkpoint_id"],
+            "beta": arm.beta,
+            "advantage": shards[0][arm.name]["advantage"],
+            **summarise(outcomes),
             "outcomes": [dataclasses.asdict(o) for o in outcomes],
             "scene_conditioning": shards[0][arm.name]["scene_conditioning"],
-            "wall_seconds": max(shard[arm.name]["seconds"] for shard in shards)}  # shards run side by side
+            "wall_seconds": max(shard[arm.name]["seconds"] for shard in shards),
+        }  # shards run side by side
     report["wall_seconds"] = time.perf_counter() - t0
     return report
 
@@ -228,8 +309,9 @@ def parse_arm(text: str) -> EvalArm:
     for part in parts:
         key, separator, value = part.partition("=")
         if not separator or key not in ("beta", "advantage"):
-            raise argparse.ArgumentTypeError(f"arm {text!r}: option {part!r} is not beta=B or advantage=A "
-                                             f"(expected {form})")
+            raise argparse.ArgumentTypeError(
+                f"arm {text!r}: option {part!r} is not beta=B or advantage=A (expected {form})"
+            )
         if key in options:
             raise argparse.ArgumentTypeError(f"arm {text!r}: {key} given twice")
         options[key] = value
@@ -238,12 +320,15 @@ def parse_arm(text: str) -> EvalArm:
     except ValueError:
         beta = float("nan")
     if not (np.isfinite(beta) and beta >= 0):
-        raise argparse.ArgumentTypeError(f"arm {text!r}: beta must be a finite number >= 0 (the CFG guidance "
-                                         f"weight; 1: no guidance), got {options['beta']!r}")
+        raise argparse.ArgumentTypeError(
+            f"arm {text!r}: beta must be a finite number >= 0 (the CFG guidance "
+            f"weight; 1: no guidance), got {options['beta']!r}"
+        )
     advantage = options.get("advantage", AS_TRAINED)
     if advantage not in ("positive", "negative", "none", AS_TRAINED):
-        raise argparse.ArgumentTypeError(f"arm {text!r}: advantage must be positive, negative or none, "
-                                         f"got {advantage!r}")
+        raise argparse.ArgumentTypeError(
+            f"arm {text!r}: advantage must be positive, negative or none, got {advantage!r}"
+        )
     return EvalArm(name, pathlib.Path(path), beta, None if advantage == "none" else advantage)
 
 
@@ -264,16 +349,20 @@ def parse_seeds(text: str) -> list[int]:
             low = int(first)
             high = int(last) if separator else low
         except ValueError:
-            raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is not a seed N or a range FIRST-LAST "
-                                             f"of non-negative integers") from None
+            raise argparse.ArgumentTypeError(
+                f"seeds {text!r}: {part!r} is not a seed N or a range FIRST-LAST of non-negative integers"
+            ) from None
         if not (0 <= low <= MAX_SEED and 0 <= high <= MAX_SEED):
             raise argparse.ArgumentTypeError(f"seeds {text!r}: {part!r} is outside 0..{MAX_SEED}")
         if high < low:
-            raise argparse.ArgumentTypeError(f"seeds {text!r}: the range {part!r} is empty (its first seed is "
-                                             f"after its last); write FIRST-LAST with FIRST <= LAST")
+            raise argparse.ArgumentTypeError(
+                f"seeds {text!r}: the range {part!r} is empty (its first seed is "
+                f"after its last); write FIRST-LAST with FIRST <= LAST"
+            )
         if len(seeds) + high - low + 1 > MAX_SEEDS:
-            raise argparse.ArgumentTypeError(f"seeds {text!r}: more than {MAX_SEEDS} seeds; evaluate in parts "
-                                             f"and pool them with `recap eval-pool`")
+            raise argparse.ArgumentTypeError(
+                f"seeds {text!r}: more than {MAX_SEEDS} seeds; evaluate in parts and pool them with `recap eval-pool`"
+            )
         seeds.extend(range(low, high + 1))
     if not seeds:
         raise argparse.ArgumentTypeError(f"seeds {text!r}: no seed; give e.g. 100000-100049 or 1,2,3")
@@ -284,24 +373,43 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("arms", nargs="+", type=parse_arm, metavar="NAME=CHECKPOINT[:beta=B][:advantage=A]",
-                        help="policies to evaluate, e.g. sft=runs/pi0 recap_b2=runs/pi2:beta=2")
-    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("100000-100049"),
-                        help="held-out sim seeds, e.g. 100000-100049 (default), 1,2,3 or 1-3,7; each once")
+    parser.add_argument(
+        "arms",
+        nargs="+",
+        type=parse_arm,
+        metavar="NAME=CHECKPOINT[:beta=B][:advantage=A]",
+        help="policies to evaluate, e.g. sft=runs/pi0 recap_b2=runs/pi2:beta=2",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=parse_seeds("100000-100049"),
+        help="held-out sim seeds, e.g. 100000-100049 (default), 1,2,3 or 1-3,7; each once",
+    )
     parser.add_argument("--task", default="transfer the cube to the other arm", help="task prompt")
     parser.add_argument("--max-steps", type=int, default=400, help="time limit (50 Hz steps)")
     parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
     parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
     parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (shared among the workers)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes that share the seeds (2 on a 2-core machine: ~1.5x faster)")
-    parser.add_argument("--conditioning-seeds", type=int, default=20,
-                        help="seeds of the scene-conditioning diagnostic (first chunk vs scene and noise; 0: skip)")
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="write the JSON report here (strict JSON: null where a figure is undefined)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out file that is not a recap eval report")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes that share the seeds (2 on a 2-core machine: ~1.5x faster)"
+    )
+    parser.add_argument(
+        "--conditioning-seeds",
+        type=int,
+        default=20,
+        help="seeds of the scene-conditioning diagnostic (first chunk vs scene and noise; 0: skip)",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="write the JSON report here (strict JSON: null where a figure is undefined)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file that is not a recap eval report"
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -322,9 +430,11 @@ def check_arms(arms: Sequence[EvalArm]) -> None:
             raise UserError(f"arm {arm.name}: {exc}") from exc
         advantage = checkpoint.trained_advantage if arm.advantage == AS_TRAINED else arm.advantage
         if arm.beta != 1.0 and advantage is None:
-            raise UserError(f"arm {arm.name}: beta {arm.beta:g} guides towards an advantage, but {arm.checkpoint} "
-                            f"was trained without advantage text ({checkpoint.provenance.get('mode')}); use beta=1 "
-                            f"or add :advantage=positive")
+            raise UserError(
+                f"arm {arm.name}: beta {arm.beta:g} guides towards an advantage, but {arm.checkpoint} "
+                f"was trained without advantage text ({checkpoint.provenance.get('mode')}); use beta=1 "
+                f"or add :advantage=positive"
+            )
         del checkpoint
 
 
@@ -337,19 +447,33 @@ def run(args) -> int:
     from recap_core.errors import UserError
     from recap_core.outputs import check_output_file, write_json
 
-    for option, value, least in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                                 ("--max-steps", args.max_steps, 1), ("--replan-steps", args.replan_steps, 1),
-                                 ("--blend-steps", args.blend_steps, 0), ("--image-size", args.image_size, 1),
-                                 ("--conditioning-seeds", args.conditioning_seeds, 0)):
+    for option, value, least in (
+        ("--workers", args.workers, 1),
+        ("--threads", args.threads, 1),
+        ("--max-steps", args.max_steps, 1),
+        ("--replan-steps", args.replan_steps, 1),
+        ("--blend-steps", args.blend_steps, 0),
+        ("--image-size", args.image_size, 1),
+        ("--conditioning-seeds", args.conditioning_seeds, 0),
+    ):
         if value < least:
             raise UserError(f"{option} must be >= {least}, got {value}")
     if args.out:
         check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
     check_arms(args.arms)
-    report = evaluate(args.arms, args.seeds, task=args.task, max_steps=args.max_steps,
-                      replan_steps=args.replan_steps, blend_steps=args.blend_steps, image_size=args.image_size,
-                      threads=args.threads, progress=not args.no_progress,
-                      conditioning_seeds=args.conditioning_seeds, workers=args.workers)
+    report = evaluate(
+        args.arms,
+        args.seeds,
+        task=args.task,
+        max_steps=args.max_steps,
+        replan_steps=args.replan_steps,
+        blend_steps=args.blend_steps,
+        image_size=args.image_size,
+        threads=args.threads,
+        progress=not args.no_progress,
+        conditioning_seeds=args.conditioning_seeds,
+        workers=args.workers,
+    )
     print(format_table(report))
     if args.out:
         write_json(args.out, report)
@@ -366,17 +490,21 @@ def number(value, spec: str, missing: str = "n/a") -> str:
 
 
 def format_table(report: dict) -> str:
-    rows = ["| arm | success | 95% CI | throughput, successes per hour | 95% CI | mean time to success (s) | 95% CI "
-            "| scene / noise spread |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| arm | success | 95% CI | throughput, successes per hour | 95% CI | mean time to success (s) | 95% CI "
+        "| scene / noise spread |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, a in report["arms"].items():
         lo, hi = a["success_rate_ci95"]
         tlo, thi = a["throughput_ci95"]
         slo, shi = a["time_to_success_ci95"]
-        rows.append(f"| {name} | {a['successes']}/{a['episodes']} ({number(a['success_rate'], '.0%')}) | "
-                    f"{number(lo, '.0%')}–{number(hi, '.0%')} | {number(a['throughput_per_hour'], '.0f')} | "
-                    f"{number(tlo, '.0f')}–{number(thi, '.0f')} | {number(a['mean_time_to_success_s'], '.2f')} | "
-                    f"{number(slo, '.2f')}–{number(shi, '.2f')} | {conditioning_cell(a.get('scene_conditioning'))} |")
+        rows.append(
+            f"| {name} | {a['successes']}/{a['episodes']} ({number(a['success_rate'], '.0%')}) | "
+            f"{number(lo, '.0%')}–{number(hi, '.0%')} | {number(a['throughput_per_hour'], '.0f')} | "
+            f"{number(tlo, '.0f')}–{number(thi, '.0f')} | {number(a['mean_time_to_success_s'], '.2f')} | "
+            f"{number(slo, '.2f')}–{number(shi, '.2f')} | {conditioning_cell(a.get('scene_conditioning'))} |"
+        )
     return "\n".join(rows)
 
 
@@ -384,5 +512,7 @@ def conditioning_cell(conditioning: dict | None) -> str:
     """``scene / noise rad (xratio)`` for a report table; ``–`` when the diagnostic was skipped."""
     if not conditioning:
         return "–"
-    return (f"{number(conditioning['scene_spread_rad'], '.3f')} / {number(conditioning['noise_spread_rad'], '.3f')} "
-            f"rad (x{number(conditioning['ratio'], '.2f')})")
+    return (
+        f"{number(conditioning['scene_spread_rad'], '.3f')} / {number(conditioning['noise_spread_rad'], '.3f')} "
+        f"rad (x{number(conditioning['ratio'], '.2f')})"
+    )

@@ -1,4 +1,5 @@
 """The experiment's report: a markdown table, plots per iteration, value curves, a JSON summary."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,22 +50,29 @@ def _plot_arms(eval_report: dict, path: pathlib.Path, names: list[str]) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     x = np.arange(len(names))
     for ax, key, ci, title, scale, fmt in (
-            (axes[0], "success_rate", "success_rate_ci95", SUCCESS_RATE, 100.0, ".0f"),
-            (axes[1], "throughput_per_hour", "throughput_ci95", THROUGHPUT, 1.0, ".0f"),
-            (axes[2], "mean_time_to_success_s", "time_to_success_ci95", TIME_TO_SUCCESS, 1.0, ".2f")):
+        (axes[0], "success_rate", "success_rate_ci95", SUCCESS_RATE, 100.0, ".0f"),
+        (axes[1], "throughput_per_hour", "throughput_ci95", THROUGHPUT, 1.0, ".0f"),
+        (axes[2], "mean_time_to_success_s", "time_to_success_ci95", TIME_TO_SUCCESS, 1.0, ".2f"),
+    ):
         values = np.array([arms[n][key] for n in names], dtype=float) * scale
         lo = np.array([arms[n][ci][0] for n in names], dtype=float) * scale
         hi = np.array([arms[n][ci][1] for n in names], dtype=float) * scale
         defined = np.isfinite(values)
-        ax.bar(x[defined], values[defined], yerr=_error_bars(values, lo, hi)[:, defined], capsize=4,
-               color="#4c9a6a")
+        ax.bar(x[defined], values[defined], yerr=_error_bars(values, lo, hi)[:, defined], capsize=4, color="#4c9a6a")
         tops = np.where(np.isfinite(hi), np.fmax(hi, values), values)
         top = float(np.nanmax(tops)) if defined.any() and np.nanmax(tops) > 0 else 1.0
         for i in range(len(names)):  # the value above its bar and interval; n/a where it is undefined
             label = format(values[i], fmt) if defined[i] else "n/a"
             height = tops[i] if defined[i] and np.isfinite(tops[i]) else 0.0
-            ax.text(x[i], height + 0.02 * top, label, ha="center", va="bottom", fontsize=8,
-                    color="0.2" if defined[i] else "0.5")
+            ax.text(
+                x[i],
+                height + 0.02 * top,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="0.2" if defined[i] else "0.5",
+            )
         ax.set_ylim(0, top * 1.15)
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_xticks(x, names)
@@ -80,13 +88,22 @@ def _plot_iterations(eval_report: dict, iterations: int, path: pathlib.Path) -> 
     plt = _pyplot()
     arms = eval_report["arms"]
     names = ["sft"] + [f"iter_{k}" for k in range(1, iterations)] + ["recap_beta1"]
-    rows = [{"iteration": k, **{key: arms[n][key] for key in ("success_rate", "throughput_per_hour")},
-             "success_ci": arms[n]["success_rate_ci95"], "throughput_ci": arms[n]["throughput_ci95"]}
-            for k, n in enumerate(names) if n in arms]
+    rows = [
+        {
+            "iteration": k,
+            **{key: arms[n][key] for key in ("success_rate", "throughput_per_hour")},
+            "success_ci": arms[n]["success_rate_ci95"],
+            "throughput_ci": arms[n]["throughput_ci95"],
+        }
+        for k, n in enumerate(names)
+        if n in arms
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     ks = [r["iteration"] for r in rows]
-    for ax, key, ci, title, scale in ((axes[0], "success_rate", "success_ci", SUCCESS_RATE, 100.0),
-                                      (axes[1], "throughput_per_hour", "throughput_ci", THROUGHPUT, 1.0)):
+    for ax, key, ci, title, scale in (
+        (axes[0], "success_rate", "success_ci", SUCCESS_RATE, 100.0),
+        (axes[1], "throughput_per_hour", "throughput_ci", THROUGHPUT, 1.0),
+    ):
         v = np.array([r[key] for r in rows], dtype=float) * scale
         lo = np.array([r[ci][0] for r in rows], dtype=float) * scale
         hi = np.array([r[ci][1] for r in rows], dtype=float) * scale
@@ -122,7 +139,7 @@ def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: 
     chosen = []
     for want in (True, False):
         ids = [int(e) for e in np.unique(episode) if bool(success[episode == e][0]) == want]
-        chosen += ids[-(max_episodes // 2):]
+        chosen += ids[-(max_episodes // 2) :]
     fig, ax = plt.subplots(figsize=(9, 4.2))
     colours = plt.get_cmap("tab10")
     for i, e in enumerate(chosen):
@@ -130,8 +147,16 @@ def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: 
         t = np.arange(rows.sum()) * 0.02
         ok = bool(success[rows][0])
         colour = colours(i % 10)
-        ax.plot(t, value[rows], color=colour, linestyle="-" if ok else "--", marker="o", markersize=3,
-                markevery=25, label=f"episode {e}: {sources.get(e, '?')}, {'success' if ok else 'failure'}")
+        ax.plot(
+            t,
+            value[rows],
+            color=colour,
+            linestyle="-" if ok else "--",
+            marker="o",
+            markersize=3,
+            markevery=25,
+            label=f"episode {e}: {sources.get(e, '?')}, {'success' if ok else 'failure'}",
+        )
         if sources.get(e) != "demo":  # in a demonstration every frame is the human's
             corrected = np.where(intervention[rows], value[rows], np.nan)
             ax.plot(t, corrected, color=colour, linewidth=7, alpha=0.25, solid_capstyle="butt")
@@ -139,8 +164,13 @@ def _plot_value_curves(dataset: pathlib.Path, path: pathlib.Path, max_episodes: 
     ax.set_ylabel("value (normalised)")
     ax.set_ylim(-1.05, 0.05)
     ax.set_title("value along recorded episodes")
-    ax.legend(fontsize=7, loc="lower left", ncols=2,
-              title="solid: success, dashed: failure, wide band: human correction", title_fontsize=7)
+    ax.legend(
+        fontsize=7,
+        loc="lower left",
+        ncols=2,
+        title="solid: success, dashed: failure, wide band: human correction",
+        title_fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -173,18 +203,25 @@ def _furthest_stages(arms: dict) -> dict[str, list[int]]:
 def paired_table(paired: dict[str, dict | None]) -> list[str]:
     """Markdown rows of :func:`paired_comparison` results keyed ``A_vs_B`` (the report's and ``recap
     eval-pool``'s table)."""
-    lines = ["| comparison | seeds | only first | only second | sign test p "
-             "| throughput difference, successes per hour [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| comparison | seeds | only first | only second | sign test p "
+        "| throughput difference, successes per hour [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, c in paired.items():
         label = name.replace("_vs_", " vs ")
         if not c:
             lines.append(f"| {label} | 0 | | | | no common seeds |")
             continue
-        diff = (_interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
-                if "throughput_difference_ci95" in c else "n/a")
-        lines.append(f"| {label} | {c['seeds']} | {c['only_first']} | {c['only_second']} | "
-                     f"{number(c['sign_test_p'], '.3g')} | {diff} |")
+        diff = (
+            _interval(c, "throughput_difference_per_hour", "throughput_difference_ci95", "+.0f")
+            if "throughput_difference_ci95" in c
+            else "n/a"
+        )
+        lines.append(
+            f"| {label} | {c['seeds']} | {c['only_first']} | {c['only_second']} | "
+            f"{number(c['sign_test_p'], '.3g')} | {diff} |"
+        )
     return lines
 
 
@@ -200,11 +237,14 @@ def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
         return None
     only_a = sum(bool(won[s]["success"]) and not other[s]["success"] for s in seeds)
     only_b = sum(bool(other[s]["success"]) and not won[s]["success"] for s in seeds)
-    out = {"seeds": len(seeds), "only_first": only_a, "only_second": only_b,
-           "sign_test_p": sign_test(only_a, only_b)}
+    out = {"seeds": len(seeds), "only_first": only_a, "only_second": only_b, "sign_test_p": sign_test(only_a, only_b)}
     if all("steps" in won[s] and "steps" in other[s] for s in seeds):
-        rows = np.array([[float(won[s]["success"]), won[s]["steps"] * dt,
-                          float(other[s]["success"]), other[s]["steps"] * dt] for s in seeds])
+        rows = np.array(
+            [
+                [float(won[s]["success"]), won[s]["steps"] * dt, float(other[s]["success"]), other[s]["steps"] * dt]
+                for s in seeds
+            ]
+        )
         difference, interval = paired_throughput_difference(rows)
         out["throughput_difference_per_hour"] = difference
         out["throughput_difference_ci95"] = list(interval)
@@ -217,6 +257,7 @@ def _verdict_lines(verdict: dict) -> list[str]:
 
 def _interval(a: dict, key: str, ci: str, fmt: str, scale: float = 1.0) -> str:
     """``value [lo, hi]`` (times ``scale``); an undefined figure (null in eval.json, NaN computed) is ``n/a``."""
+
     def cell(value) -> str:
         return number(value * scale if _defined(value) else value, fmt)
 
@@ -256,66 +297,98 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     verdict = {
         "recap_beats_sft_on_throughput": beats("recap_beta2", "sft", "throughput_per_hour", "throughput_ci95"),
         "recap_beats_sft_on_failure_rate": beats("recap_beta2", "sft", "success_rate", "success_rate_ci95"),
-        **{f"recap_beats_{b}_on_throughput": beats("recap_beta2", b, "throughput_per_hour", "throughput_ci95")
-           for b in AWR_ARMS},
+        **{
+            f"recap_beats_{b}_on_throughput": beats("recap_beta2", b, "throughput_per_hour", "throughput_ci95")
+            for b in AWR_ARMS
+        },
     }
-    paired = {f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
-              for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), *(("recap_beta2", b) for b in AWR_ARMS))
-              if a in arms and b in arms}
+    paired = {
+        f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
+        for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), *(("recap_beta2", b) for b in AWR_ARMS))
+        if a in arms and b in arms
+    }
     # the same question asked of the paired data: the 95 % interval of the throughput difference over
     # seeds resampled jointly (every arm saw the same scenes, so the scene-to-scene spread cancels)
-    paired_verdict = {f"recap_beats_{b}_on_throughput": _above_zero(paired.get(f"recap_beta2_vs_{b}"))
-                      for b in ("sft", *AWR_ARMS)}
-    summary = {"profile": dataclasses.asdict(profile), "total_seconds": total_seconds, "stage_seconds": timings,
-               "data": data, "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
-               "per_iteration": per_iteration, "furthest_stage_counts": stages,
-               "beyond_95_intervals": verdict, "paired_by_seed": paired,
-               "paired_throughput_difference_above_0": paired_verdict}
+    paired_verdict = {
+        f"recap_beats_{b}_on_throughput": _above_zero(paired.get(f"recap_beta2_vs_{b}")) for b in ("sft", *AWR_ARMS)
+    }
+    summary = {
+        "profile": dataclasses.asdict(profile),
+        "total_seconds": total_seconds,
+        "stage_seconds": timings,
+        "data": data,
+        "arms": {n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in arms.items()},
+        "per_iteration": per_iteration,
+        "furthest_stage_counts": stages,
+        "beyond_95_intervals": verdict,
+        "paired_by_seed": paired,
+        "paired_throughput_difference_above_0": paired_verdict,
+    }
     write_json(out / "summary.json", summary)
 
     sources = ", ".join(f"{k}: {v['episodes']} ({v['successes']} successful)" for k, v in data.items())
-    lines = [f"# RECAP experiment ({profile.name} profile)", "",
-             f"{sum(d['episodes'] for d in data.values())} episodes recorded through the station nodes "
-             f"({sources}); "
-             f"{profile.iterations} RECAP iteration(s), rollout indicators by {profile.rollout_positives}"
-             + (f", {profile.takeover_negative} steps before each take-over negative" if profile.takeover_negative
-                else "")
-             + (f", fine-tunes sampled {' '.join(profile.policy_mix)}" if profile.policy_mix else "")
-             + (f", values cross-fitted over {profile.value_folds} folds" if profile.value_folds else "") + "; "
-             f"evaluation on {len(eval_report['seeds'])} held-out seeds "
-             f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.", "",
-             f"| arm | {SUCCESS_RATE} [95% CI] | {THROUGHPUT} [95% CI] | {TIME_TO_SUCCESS} [95% CI] "
-             "| first chunk: scene / noise spread |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# RECAP experiment ({profile.name} profile)",
+        "",
+        f"{sum(d['episodes'] for d in data.values())} episodes recorded through the station nodes "
+        f"({sources}); "
+        f"{profile.iterations} RECAP iteration(s), rollout indicators by {profile.rollout_positives}"
+        + (f", {profile.takeover_negative} steps before each take-over negative" if profile.takeover_negative else "")
+        + (f", fine-tunes sampled {' '.join(profile.policy_mix)}" if profile.policy_mix else "")
+        + (f", values cross-fitted over {profile.value_folds} folds" if profile.value_folds else "")
+        + "; "
+        f"evaluation on {len(eval_report['seeds'])} held-out seeds "
+        f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.",
+        "",
+        f"| arm | {SUCCESS_RATE} [95% CI] | {THROUGHPUT} [95% CI] | {TIME_TO_SUCCESS} [95% CI] "
+        "| first chunk: scene / noise spread |",
+        "|---|---|---|---|---|",
+    ]
     for n, a in arms.items():
-        lines.append(f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.0f', 100.0)} | "
-                     f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
-                     f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
-                     f"{conditioning_cell(a.get('scene_conditioning'))} |")
+        lines.append(
+            f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.0f', 100.0)} | "
+            f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
+            f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
+            f"{conditioning_cell(a.get('scene_conditioning'))} |"
+        )
     if "awr_positive" in arms:
-        lines += ["", "awr: the paper's AWR baseline, fine-tuned from pi_pre_plain (the same pretraining without "
-                  "advantage conditioning) and prompted as it was trained, without advantage text; awr_positive: "
-                  "AWR fine-tuned from RECAP's pi_pre and prompted \"Advantage: positive\", which its fine-tune "
-                  "never saw but pi_pre learnt to follow (AWR on top of the pretraining's advantage conditioning, "
-                  "a stronger hybrid)."]
+        lines += [
+            "",
+            "awr: the paper's AWR baseline, fine-tuned from pi_pre_plain (the same pretraining without "
+            "advantage conditioning) and prompted as it was trained, without advantage text; awr_positive: "
+            'AWR fine-tuned from RECAP\'s pi_pre and prompted "Advantage: positive", which its fine-tune '
+            "never saw but pi_pre learnt to follow (AWR on top of the pretraining's advantage conditioning, "
+            "a stronger hybrid).",
+        ]
     if stages:
-        lines += ["", "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
-                  "3 both hands on it, 4 transferred):", "",
-                  "| arm | " + " | ".join(f"stage {k}" for k in range(5)) + " | mean |",
-                  "|---|" + "---|" * 6]
+        lines += [
+            "",
+            "Furthest task stage reached per episode (sim reward: 1 cube touched, 2 lifted, "
+            "3 both hands on it, 4 transferred):",
+            "",
+            "| arm | " + " | ".join(f"stage {k}" for k in range(5)) + " | mean |",
+            "|---|" + "---|" * 6,
+        ]
         for n, counts in stages.items():
             mean = sum(k * c for k, c in enumerate(counts)) / max(1, sum(counts))
             cells = " | ".join(str(c) for c in counts)
             lines.append(f"| {n} | {cells} | {mean:.2f} |")
-    lines += ["", "Scene / noise spread: how far the first chunk's last target moves between scenes (same noise) "
-              "against between noise draws (same scene), mean over the arm joints; a ratio near 0 means the "
-              "policy samples its demonstrations' targets without reading the cameras."]
+    lines += [
+        "",
+        "Scene / noise spread: how far the first chunk's last target moves between scenes (same noise) "
+        "against between noise draws (same scene), mean over the arm joints; a ratio near 0 means the "
+        "policy samples its demonstrations' targets without reading the cameras.",
+    ]
     lines += ["", "Beyond the 95% intervals (RECAP = last iterate, beta 2):", ""]
     lines += _verdict_lines(verdict)
     if any(paired.values()):
-        lines += ["", "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
-                  "second, the exact two-sided sign test on them, and the first arm's throughput minus the "
-                  "second's with a 95% bootstrap interval over the seeds:", ""]
+        lines += [
+            "",
+            "Paired by seed (every arm saw the same seeds): seeds only the first arm solved, only the "
+            "second, the exact two-sided sign test on them, and the first arm's throughput minus the "
+            "second's with a 95% bootstrap interval over the seeds:",
+            "",
+        ]
         lines += paired_table(paired)
         lines += ["", "Paired throughput difference above 0 (RECAP = last iterate, beta 2):", ""]
         lines += _verdict_lines(paired_verdict)

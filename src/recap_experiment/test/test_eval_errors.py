@@ -1,5 +1,6 @@
 """User errors of `recap eval`, `eval-pool`, `experiment` and `operator-eval`: one line on stderr, exit 2, no
 traceback; their JSON is strict (null where a figure is undefined) and their readers take that null."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ from recap_experiment.evaluate import MAX_SEED, EpisodeOutcome, parse_arm, parse
 
 NOT_A_CHECKPOINT = "/nonexistent/recap-policy"
 # what a shell can pass: no NUL; -h / --help (or an abbreviation of it) asks for the help text, no error
-ARGUMENT = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
-                   max_size=24).filter(lambda a: not a.startswith(("-h", "--h")))
+ARGUMENT = st.text(
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=24
+).filter(lambda a: not a.startswith(("-h", "--h")))
 
 
 def recap(*argv) -> int:
@@ -36,6 +38,7 @@ def refused(capsys, *argv) -> str:
 
 def strict_json(text: str):
     """Parse JSON as any strict parser would: NaN and infinities are not JSON."""
+
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
 
@@ -53,8 +56,15 @@ def test_a_checkpoint_that_is_no_policy_is_named_before_any_episode(tiny_checkpo
     damaged = shutil.copytree(tiny_checkpoints["policy_a"], tmp_path / "damaged")
     (damaged / "model.safetensors").write_bytes(b"garbage")
     assert "model.safetensors" in refused(capsys, "eval", f"x={damaged}", "--seeds", "1", "--no-progress")
-    err = refused(capsys, "eval", f"a={tiny_checkpoints['policy_a']}", f"a={tiny_checkpoints['policy_b']}",
-                  "--seeds", "1", "--no-progress")
+    err = refused(
+        capsys,
+        "eval",
+        f"a={tiny_checkpoints['policy_a']}",
+        f"a={tiny_checkpoints['policy_b']}",
+        "--seeds",
+        "1",
+        "--no-progress",
+    )
     assert "given twice" in err
 
 
@@ -105,11 +115,25 @@ def test_an_arm_spec_parses_or_says_which_spec_is_wrong(spec):
     assert arm.name and str(arm.checkpoint) and arm.beta >= 0
 
 
-def test_the_eval_report_is_strict_json_and_out_never_replaces_something_else(tiny_checkpoints, tmp_path,
-                                                                               capsys):
+def test_the_eval_report_is_strict_json_and_out_never_replaces_something_else(tiny_checkpoints, tmp_path, capsys):
     policy = tiny_checkpoints["policy_a"]
-    run = ["eval", f"a={policy}", "--seeds", "3-4", "--task", "reach", "--max-steps", "3", "--image-size", "32",
-           "--threads", "1", "--conditioning-seeds", "0", "--no-progress"]
+    run = [
+        "eval",
+        f"a={policy}",
+        "--seeds",
+        "3-4",
+        "--task",
+        "reach",
+        "--max-steps",
+        "3",
+        "--image-size",
+        "32",
+        "--threads",
+        "1",
+        "--conditioning-seeds",
+        "0",
+        "--no-progress",
+    ]
     (tmp_path / "notes.json").write_text('{"mine": true}')
     assert "is not a recap eval report" in refused(capsys, *run, "--out", tmp_path / "notes.json")
     assert "is a directory" in refused(capsys, *run, "--out", tmp_path)
@@ -127,14 +151,24 @@ def test_the_eval_report_is_strict_json_and_out_never_replaces_something_else(ti
 
 
 def _report(seeds, solved):
-    outcomes = [EpisodeOutcome(seed, seed in solved, 100 if seed in solved else 400, float("nan"))
-                for seed in seeds]
-    arm = {"checkpoint": "/ckpt/a", "checkpoint_id": "a", "beta": 1.0, "advantage": "positive",
-           "scene_conditioning": None, **summarise(outcomes),
-           "outcomes": [{"seed": o.seed, "success": o.success, "steps": o.steps, "max_reward": None}
-                        for o in outcomes]}
-    return {"seeds": list(seeds), "max_steps": 400, "task": "t", "replan_steps": 25, "blend_steps": 8,
-            "arms": {"sft": arm, "recap_beta2": {**arm, "checkpoint_id": "b"}}}
+    outcomes = [EpisodeOutcome(seed, seed in solved, 100 if seed in solved else 400, float("nan")) for seed in seeds]
+    arm = {
+        "checkpoint": "/ckpt/a",
+        "checkpoint_id": "a",
+        "beta": 1.0,
+        "advantage": "positive",
+        "scene_conditioning": None,
+        **summarise(outcomes),
+        "outcomes": [{"seed": o.seed, "success": o.success, "steps": o.steps, "max_reward": None} for o in outcomes],
+    }
+    return {
+        "seeds": list(seeds),
+        "max_steps": 400,
+        "task": "t",
+        "replan_steps": 25,
+        "blend_steps": 8,
+        "arms": {"sft": arm, "recap_beta2": {**arm, "checkpoint_id": "b"}},
+    }
 
 
 def test_eval_pool_reads_null_and_writes_strict_json(tmp_path, capsys):
@@ -144,8 +178,9 @@ def test_eval_pool_reads_null_and_writes_strict_json(tmp_path, capsys):
     write_json(tmp_path / "b.json", _report(range(3, 6), set()))
     assert strict_json((tmp_path / "a.json").read_text())["arms"]["sft"]["mean_time_to_success_s"] is None
     out = tmp_path / "pooled.json"
-    assert recap("eval-pool", tmp_path / "a.json", tmp_path / "b.json", "--compare", "recap_beta2,sft",
-                 "--out", out) == 0
+    assert (
+        recap("eval-pool", tmp_path / "a.json", tmp_path / "b.json", "--compare", "recap_beta2,sft", "--out", out) == 0
+    )
     pooled = strict_json(out.read_text())
     assert pooled["arms"]["sft"]["episodes"] == 6 and pooled["arms"]["sft"]["mean_time_to_success_s"] is None
     assert "n/a" in capsys.readouterr().out
@@ -202,8 +237,9 @@ def test_experiment_refuses_an_out_that_is_not_its_run(tmp_path, monkeypatch, ca
 def test_experiment_stages_replace_what_an_unfinished_attempt_left(tmp_path, monkeypatch):
     """A stage runs again only when it did not finish; its training command must then accept its --out."""
     commands = {}
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, argv, *a, **k:
-                        commands.update({name: list(map(str, argv))}))
+    monkeypatch.setattr(
+        experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: list(map(str, argv))})
+    )
     monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
     assert recap("experiment", "--quick", "--out", tmp_path / "run") == 0
     trains = [name for name, argv in commands.items() if argv[0] in ("train-value", "train-policy", "iterate")]
@@ -214,7 +250,8 @@ def test_experiment_stages_replace_what_an_unfinished_attempt_left(tmp_path, mon
 
 
 def test_operator_eval_output_is_checked_before_any_episode(tmp_path, capsys):
-    err = refused(capsys, "operator-eval", "--seeds", "1", "--max-steps", "1", "--qualities", "1.0",
-                  "--output", tmp_path)
+    err = refused(
+        capsys, "operator-eval", "--seeds", "1", "--max-steps", "1", "--qualities", "1.0", "--output", tmp_path
+    )
     assert "--output" in err and "is a directory" in err
     assert "--qualities must be in [0, 1]" in refused(capsys, "operator-eval", "--qualities", "2")

@@ -1,16 +1,24 @@
 """recap eval: metrics and a real (tiny) evaluation run."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recap_experiment.evaluate import (AS_TRAINED, EpisodeOutcome, EvalArm, evaluate, parse_arm, parse_seeds,
-                                scene_conditioning, summarise)
+from recap_experiment.evaluate import (
+    AS_TRAINED,
+    EpisodeOutcome,
+    EvalArm,
+    evaluate,
+    parse_arm,
+    parse_seeds,
+    scene_conditioning,
+    summarise,
+)
 
 
 def test_throughput_is_successes_per_robot_hour():
-    outcomes = [EpisodeOutcome(0, True, 100, 4), EpisodeOutcome(1, False, 400, 2),
-                EpisodeOutcome(2, True, 300, 4)]
+    outcomes = [EpisodeOutcome(0, True, 100, 4), EpisodeOutcome(1, False, 400, 2), EpisodeOutcome(2, True, 300, 4)]
     s = summarise(outcomes)
     robot_seconds = (100 + 400 + 300) * 0.02
     assert s["throughput_per_hour"] == pytest.approx(2 / robot_seconds * 3600)
@@ -24,7 +32,7 @@ def test_parsing():
     arm = parse_arm("recap=/tmp/x:beta=2:advantage=positive")
     assert arm == EvalArm("recap", arm.checkpoint, 2.0, "positive") and str(arm.checkpoint) == "/tmp/x"
     assert parse_arm("u=/tmp/y:advantage=none").advantage is None
-    assert parse_arm("d=/tmp/z").advantage == AS_TRAINED   # the checkpoint's own condition, read when it loads
+    assert parse_arm("d=/tmp/z").advantage == AS_TRAINED  # the checkpoint's own condition, read when it loads
     assert parse_seeds("5-7") == [5, 6, 7] and parse_seeds("1,9") == [1, 9]
 
 

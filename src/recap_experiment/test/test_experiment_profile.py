@@ -1,4 +1,5 @@
 """recap experiment's profiles and the command-line overrides (the full run is test/test_experiment.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,11 @@ def parse(*argv):
 def stage_commands(tmp_path, monkeypatch, *argv) -> dict:
     """The quick experiment's stage commands for ``argv`` (name -> argv as strings), none of them run."""
     commands = {}
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, stage_argv, *a, **k:
-                        commands.update({name: list(map(str, stage_argv))}))
+    monkeypatch.setattr(
+        experiment.Stages,
+        "run",
+        lambda self, name, stage_argv, *a, **k: commands.update({name: list(map(str, stage_argv))}),
+    )
     monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
     assert experiment.run(parse("--quick", "--out", str(tmp_path), *argv)) == 0
     return commands
@@ -51,9 +55,21 @@ def test_bad_overrides_are_clear_errors():
         with pytest.raises(ValueError, match="positive_fraction must be in"):
             experiment.resolve_profile(parse("--positive-fraction", fraction))
     with pytest.raises(ValueError, match="rollout_positives must be one of"):
-        experiment.Profile("x", "tiny", demos=((1.0, 1),), rollouts_per_iteration=1, iterations=1, max_steps=10,
-                           eval_seeds=(0, 1), value_pretrain_steps=1, policy_pretrain_steps=1, value_steps=1,
-                           policy_steps=1, batch_size=2, rollout_positives="all")
+        experiment.Profile(
+            "x",
+            "tiny",
+            demos=((1.0, 1),),
+            rollouts_per_iteration=1,
+            iterations=1,
+            max_steps=10,
+            eval_seeds=(0, 1),
+            value_pretrain_steps=1,
+            policy_pretrain_steps=1,
+            value_steps=1,
+            policy_steps=1,
+            batch_size=2,
+            rollout_positives="all",
+        )
 
 
 def test_a_bad_override_stops_the_run_before_any_stage(tmp_path, capsys):
@@ -73,9 +89,17 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
     ckpt = tmp_path / "checkpoints"
     arms = [f"sft={ckpt / 'iter_0' / 'policy'}", f"recap_beta2={ckpt / 'iter_2' / 'policy'}:beta=2"]
     report = tmp_path / "eval.json"
-    report.write_text(json.dumps({"seeds": [5, 6, 7], "arms": {
-        "sft": {"checkpoint": str(ckpt / "iter_0" / "policy"), "beta": 1.0},
-        "recap_beta2": {"checkpoint": str(ckpt / "iter_2" / "policy"), "beta": 2.0}}}))
+    report.write_text(
+        json.dumps(
+            {
+                "seeds": [5, 6, 7],
+                "arms": {
+                    "sft": {"checkpoint": str(ckpt / "iter_0" / "policy"), "beta": 1.0},
+                    "recap_beta2": {"checkpoint": str(ckpt / "iter_2" / "policy"), "beta": 2.0},
+                },
+            }
+        )
+    )
     assert experiment._evaluated(report, arms, [5, 6, 7])
     assert not experiment._evaluated(report, arms, [5, 6, 7, 8])  # more seeds asked
     assert not experiment._evaluated(report, arms[:1], [5, 6, 7])  # other arms
@@ -86,8 +110,17 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
     (ckpt / "iter_2" / "awr" / "provenance.json").write_text(json.dumps({"mode": "awr"}))
     awr_arms = [f"awr={ckpt / 'iter_2' / 'awr'}", f"awr_positive={ckpt / 'iter_2' / 'awr'}:advantage=positive"]
     awr_entry = {"checkpoint": str(ckpt / "iter_2" / "awr"), "beta": 1.0}
-    report.write_text(json.dumps({"seeds": [5], "arms": {"awr": {**awr_entry, "advantage": None},
-                                                         "awr_positive": {**awr_entry, "advantage": "positive"}}}))
+    report.write_text(
+        json.dumps(
+            {
+                "seeds": [5],
+                "arms": {
+                    "awr": {**awr_entry, "advantage": None},
+                    "awr_positive": {**awr_entry, "advantage": "positive"},
+                },
+            }
+        )
+    )
     assert experiment._evaluated(report, awr_arms, [5])
     report.write_text(json.dumps({"seeds": [5], "arms": {"awr": awr_entry, "awr_positive": awr_entry}}))
     assert not experiment._evaluated(report, awr_arms, [5])  # written when AWR was prompted positive
@@ -126,8 +159,9 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
     for name in pretraining:
         assert option(commands[name], "--absolute-still-joints") == "0.03"
     # the fine-tunes inherit their init's mask (train-policy keeps a checkpoint's), so nothing else passes it
-    assert not [name for name, argv in commands.items() if name not in pretraining
-                and "--absolute-still-joints" in argv]
+    assert not [
+        name for name, argv in commands.items() if name not in pretraining and "--absolute-still-joints" in argv
+    ]
 
 
 def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
@@ -146,8 +180,10 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
 
 def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
     commands = stage_commands(tmp_path, monkeypatch)
-    rates = {stage: float(option(commands[stage], "--lr"))
-             for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr_positive", "25_awr")}
+    rates = {
+        stage: float(option(commands[stage], "--lr"))
+        for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr_positive", "25_awr")
+    }
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
         dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
@@ -185,15 +221,27 @@ def test_a_resumed_run_from_before_the_rename_keeps_its_awr_checkpoints_and_eval
     for stage in ("24_awr", "25_awr_plain"):
         (logs / f"{stage}.done").write_text("12.0\n")
         (logs / f"{stage}.log").write_text("$ recap train-policy\n")
-    (out / "eval.json").write_text(json.dumps({"seeds": [1], "arms": {
-        "awr": {"checkpoint": str(last / "awr_plain"), "beta": 1.0, "advantage": None},
-        "awr_positive": {"checkpoint": str(last / "awr"), "beta": 1.0, "advantage": "positive"}}}))
+    (out / "eval.json").write_text(
+        json.dumps(
+            {
+                "seeds": [1],
+                "arms": {
+                    "awr": {"checkpoint": str(last / "awr_plain"), "beta": 1.0, "advantage": None},
+                    "awr_positive": {"checkpoint": str(last / "awr"), "beta": 1.0, "advantage": "positive"},
+                },
+            }
+        )
+    )
     experiment.rename_awr_folders(out)
     assert json.loads((last / "awr_positive" / "provenance.json").read_text())["which"] == "hybrid"
     assert json.loads((last / "awr" / "provenance.json").read_text())["which"] == "paper"
     assert not (last / "awr_plain").exists()
-    assert sorted(p.name for p in logs.iterdir()) == ["24_awr_positive.done", "24_awr_positive.log",
-                                                      "25_awr.done", "25_awr.log"]
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "24_awr_positive.done",
+        "24_awr_positive.log",
+        "25_awr.done",
+        "25_awr.log",
+    ]
     arms = [f"awr={last / 'awr'}", f"awr_positive={last / 'awr_positive'}:advantage=positive"]
     assert experiment._evaluated(out / "eval.json", arms, [1])
     experiment.rename_awr_folders(out)  # a second resume finds nothing to rename

@@ -1,4 +1,5 @@
 """The experiment report's paired comparison (the full report is test/test_experiment.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,8 @@ def arm(successes):
 
 
 def test_paired_comparison_counts_the_seeds_only_one_arm_solved_and_tests_them():
-    a = arm({s: s < 9 for s in range(12)})           # solves 0-8
-    b = arm({s: s in (0, 10) for s in range(12)})    # solves 0 and 10
+    a = arm({s: s < 9 for s in range(12)})  # solves 0-8
+    b = arm({s: s in (0, 10) for s in range(12)})  # solves 0 and 10
     c = paired_comparison(a, b)
     assert (c["seeds"], c["only_first"], c["only_second"]) == (12, 8, 1)
     assert c["sign_test_p"] == pytest.approx(0.0390625)  # 2 * P(X <= 1), X ~ Bin(9, 0.5)
@@ -29,8 +30,8 @@ def timed_arm(outcomes):
 
 
 def test_paired_comparison_gives_the_throughput_difference_with_an_interval_over_the_seeds():
-    fast = timed_arm({s: (True, 100) for s in range(10)})                       # 10 successes in 20 s
-    mixed = timed_arm({s: (s < 5, 100 if s < 5 else 400) for s in range(10)})   # 5 in 10 s + 40 s
+    fast = timed_arm({s: (True, 100) for s in range(10)})  # 10 successes in 20 s
+    mixed = timed_arm({s: (s < 5, 100 if s < 5 else 400) for s in range(10)})  # 5 in 10 s + 40 s
     c = paired_comparison(fast, mixed, dt=0.02)
     assert c["throughput_difference_per_hour"] == pytest.approx(3600 * (10 / 20 - 5 / 50))
     lo, hi = c["throughput_difference_ci95"]

@@ -1,4 +1,5 @@
 """scripts/scene_probe.py: the supervised scene-reading probe runs and reports what it measured."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,13 +21,33 @@ def probe():
 
 
 def test_scene_probe_reports_errors_against_the_blind_baseline(probe, capsys):
-    assert probe.main(["--config", "tiny", "--vision-stem", "conv", "--image-conditioning", "on", "--scenes", "4",
-                       "--held-out", "3", "--steps", "3", "--threads", "1"]) == 0
+    assert (
+        probe.main(
+            [
+                "--config",
+                "tiny",
+                "--vision-stem",
+                "conv",
+                "--image-conditioning",
+                "on",
+                "--scenes",
+                "4",
+                "--held-out",
+                "3",
+                "--steps",
+                "3",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["vision_stem"] == "conv" and result["image_conditioning"] is True and result["scenes"] == 4
     for split in ("train", "held_out"):
-        figures = [result[f"{split}_{name}"] for name in ("error", "baseline_mean_chunk", "sample_spread",
-                                                           "target_spread")]
+        figures = [
+            result[f"{split}_{name}"] for name in ("error", "baseline_mean_chunk", "sample_spread", "target_spread")
+        ]
         assert all(math.isfinite(f) and f >= 0 for f in figures)
         # the operator's first chunk depends on where the cube is, so the blind baseline is not zero
         assert result[f"{split}_baseline_mean_chunk"] > 0.05 and result[f"{split}_target_spread"] > 0.05

@@ -2,6 +2,7 @@
 
 Pure numpy; the policy node calls it from its 50 Hz loop.
 """
+
 from __future__ import annotations
 
 import dataclasses

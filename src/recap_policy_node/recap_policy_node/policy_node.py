@@ -2,6 +2,7 @@
 
 Threads, staleness, checkpoint reloads and parameters: :class:`PolicyNode` and docs/nodes.md, "Policy node".
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,17 +44,38 @@ class PolicyNode(ModelServingNode):
 
     def __init__(self, **kwargs):
         super().__init__("policy_node", max_age_ms=250.0, threads=2, **kwargs)
-        self.beta = declare(self, "beta", 1.0, "CFG weight: 1 = conditional only, >1 = guided",
-                            min_value=0.0, max_value=10.0, on_change=lambda v: setattr(self, "beta", float(v)))
-        self.advantage = declare(self, "advantage", "as_trained", "advantage tag in the prompt",
-                                 choices=ADVANTAGE_CHOICES, on_change=lambda v: setattr(self, "advantage", v))
-        self.replan_steps = declare(self, "replan_steps", 25, "ticks executed from a chunk before replanning",
-                                    min_value=1, max_value=1000,
-                                    on_change=lambda v: setattr(self, "replan_steps", int(v)))
-        self.blend_steps = declare(self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)",
-                                   min_value=0, max_value=100)
-        self.seed = declare(self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0,
-                            max_value=2**31 - 1)
+        self.beta = declare(
+            self,
+            "beta",
+            1.0,
+            "CFG weight: 1 = conditional only, >1 = guided",
+            min_value=0.0,
+            max_value=10.0,
+            on_change=lambda v: setattr(self, "beta", float(v)),
+        )
+        self.advantage = declare(
+            self,
+            "advantage",
+            "as_trained",
+            "advantage tag in the prompt",
+            choices=ADVANTAGE_CHOICES,
+            on_change=lambda v: setattr(self, "advantage", v),
+        )
+        self.replan_steps = declare(
+            self,
+            "replan_steps",
+            25,
+            "ticks executed from a chunk before replanning",
+            min_value=1,
+            max_value=1000,
+            on_change=lambda v: setattr(self, "replan_steps", int(v)),
+        )
+        self.blend_steps = declare(
+            self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)", min_value=0, max_value=100
+        )
+        self.seed = declare(
+            self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0, max_value=2**31 - 1
+        )
         self.dt = 1.0 / self.station.control_rate_hz
 
         self._lock = threading.Lock()
@@ -172,8 +194,9 @@ class PolicyNode(ModelServingNode):
             return
         if self._mode != "running":
             self._set_mode("running", "")
-        self._cmd_pub.publish(joint_state(action, stamp=self.get_clock().now().to_msg(),
-                                          names=self.station.joint_names))
+        self._cmd_pub.publish(
+            joint_state(action, stamp=self.get_clock().now().to_msg(), names=self.station.joint_names)
+        )
         self.counters["commands"] += 1
 
     def _inference_loop(self) -> None:
@@ -190,8 +213,9 @@ class PolicyNode(ModelServingNode):
                 t0 = time.perf_counter()
                 advantage = self._prompt_advantage(runner)
                 unconditional = advantage is None  # no advantage text: nothing to guide towards
-                out = runner.infer(obs, beta=1.0 if unconditional else self.beta, advantage=advantage,
-                                   seed=self.seed + tick)
+                out = runner.infer(
+                    obs, beta=1.0 if unconditional else self.beta, advantage=advantage, seed=self.seed + tick
+                )
                 actions = np.asarray(out["actions"], dtype=np.float64)
                 self.latency_ms = (time.perf_counter() - t0) * 1e3
                 if actions.ndim != 2 or actions.shape[1] != len(self.station.joint_names):
@@ -250,20 +274,35 @@ class PolicyNode(ModelServingNode):
             return
         age = (time.monotonic() - self._chunk_received_at) * 1e3
         level = 2 if self.load_error else {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
-        self._status_pub.publish(diagnostic("policy_node", {
-            "state": self._mode, "reason": self._reason or self.load_error,
-            "checkpoint_id": self._checkpoint_id, "checkpoint": self.checkpoint,
-            "beta": self.beta, "advantage": self.advantage,
-            "prompt_advantage": (str(self._prompt_advantage(self._runner) or "none") if self._runner is not None
-                                 else ""),
-            "replan_steps": self.replan_steps,
-            "max_observation_age_ms": self.max_age * 1e3,
-            "latency_ms": f"{self.latency_ms:.3f}", "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}",
-            "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
-            "task": self._task, **self.counters}, level=level, message=self._reason or self.load_error))
+        self._status_pub.publish(
+            diagnostic(
+                "policy_node",
+                {
+                    "state": self._mode,
+                    "reason": self._reason or self.load_error,
+                    "checkpoint_id": self._checkpoint_id,
+                    "checkpoint": self.checkpoint,
+                    "beta": self.beta,
+                    "advantage": self.advantage,
+                    "prompt_advantage": (
+                        str(self._prompt_advantage(self._runner) or "none") if self._runner is not None else ""
+                    ),
+                    "replan_steps": self.replan_steps,
+                    "max_observation_age_ms": self.max_age * 1e3,
+                    "latency_ms": f"{self.latency_ms:.3f}",
+                    "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}",
+                    "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
+                    "task": self._task,
+                    **self.counters,
+                },
+                level=level,
+                message=self._reason or self.load_error,
+            )
+        )
 
     def wake(self) -> None:
         self._plan_request.set()
+
 
 def main(args=None) -> int:
     return run_node(PolicyNode, args)

@@ -1,4 +1,5 @@
 """Chunk execution and boundary smoothing, without ROS."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The policy node as a real process on real topics."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,10 @@ def fake_station(probe):
 
 
 def start_policy(node_process, checkpoint, **params):
-    proc = node_process("recap_policy_node.policy_node",
-                        params={"checkpoint": str(checkpoint), "task": "reach", "inference_threads": 1, **params})
+    proc = node_process(
+        "recap_policy_node.policy_node",
+        params={"checkpoint": str(checkpoint), "task": "reach", "inference_threads": 1, **params},
+    )
     return proc
 
 
@@ -106,15 +109,15 @@ def test_beta_change_and_hot_reload(node_process, probe, tiny_checkpoints, fake_
 
     probe.set_parameters("/policy_node", {"checkpoint": str(tiny_checkpoints["policy_b"])})
     new_id = checkpoint_id(tiny_checkpoints["policy_b"])
-    assert status.wait_for(1, timeout=30, predicate=lambda m: diagnostic_values(m)["checkpoint_id"] == new_id), \
+    assert status.wait_for(1, timeout=30, predicate=lambda m: diagnostic_values(m)["checkpoint_id"] == new_id), (
         status_of(status)
+    )
     commands.clear()
     assert commands.wait_for(10, timeout=10), "no commands after the hot reload"
     assert policy.alive()
 
 
-def test_bad_checkpoint_is_a_clear_error_and_the_node_stays_up_silent(node_process, probe, tmp_path,
-                                                                       fake_station):
+def test_bad_checkpoint_is_a_clear_error_and_the_node_stays_up_silent(node_process, probe, tmp_path, fake_station):
     bogus = tmp_path / "not_a_checkpoint"
     bogus.mkdir()
     (bogus / "config.json").write_text("{ not json")
@@ -145,16 +148,14 @@ def test_stale_cameras_stop_the_commands(node_process, probe, tiny_checkpoints, 
     assert commands.wait_for(5, timeout=15), "commands did not resume with fresh observations"
 
 
-def test_a_new_episode_is_planned_only_from_its_own_observations(node_process, probe, tiny_checkpoints,
-                                                                  fake_station):
+def test_a_new_episode_is_planned_only_from_its_own_observations(node_process, probe, tiny_checkpoints, fake_station):
     """After a reset the world is different: no command may come from a plan made before it.
 
     The cameras go quiet before the episode starts (a reset in progress) while the joint states go
     on, and the node replans on every joint state: a chunk begun before the episode started, or
     planned from the last images before it, would reach the commands.
     """
-    policy = start_policy(node_process, tiny_checkpoints["policy_a"], replan_steps=1,
-                          max_observation_age_ms=5000.0)
+    policy = start_policy(node_process, tiny_checkpoints["policy_a"], replan_steps=1, max_observation_age_ms=5000.0)
     episode = probe.publisher(DiagnosticStatus, "episode/status", probe.LATCHED)
     status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)
     commands = probe.subscribe(JointState, "policy/joint_command")
@@ -164,16 +165,14 @@ def test_a_new_episode_is_planned_only_from_its_own_observations(node_process, p
         fake_station.cameras_on = False
         time.sleep(0.1)
         started = probe.node.get_clock().now().nanoseconds * 1e-9
-        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running",
-                                                        "task": "reach"}))
+        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running", "task": "reach"}))
         time.sleep(0.1)  # delivery of the status and of anything already planned
         commands.clear()
         chunks.clear()
         time.sleep(0.5)
         assert len(commands) == 0, f"episode {k}: {len(commands)} commands before any observation of it"
         assert len(chunks) == 0, f"episode {k}: chunks planned from observations before it"
-        assert "waiting for the first observation of episode" in status_of(status).get("reason", ""), \
-            status_of(status)
+        assert "waiting for the first observation of episode" in status_of(status).get("reason", ""), status_of(status)
         fake_station.cameras_on = True
         assert commands.wait_for(5, timeout=15), f"episode {k}: no commands once observed"
         planned_from = [stamp_to_seconds(c.header.stamp) for c in chunks.snapshot()[0]]

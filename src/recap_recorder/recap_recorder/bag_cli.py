@@ -2,6 +2,7 @@
 
 Arguments and output only: reading is :mod:`recap_recorder.bag_info`, repairing :mod:`recap_recorder.bag_repair`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,17 +13,23 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bag_command", metavar="{info,repair}", required=True)
-    info = sub.add_parser("info", help="topics, types, counts, rates, duration, label, metadata and integrity "
-                                       "(CRCs checked) of a bag")
+    info = sub.add_parser(
+        "info", help="topics, types, counts, rates, duration, label, metadata and integrity (CRCs checked) of a bag"
+    )
     info.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directory (or its .mcap file)")
     info.add_argument("--json", action="store_true", help="print one JSON object per bag")
-    repair = sub.add_parser("repair", help="rebuild a bag whose recorder was killed, or whose chunks fail their "
-                                           "CRCs, into a valid bag")
-    repair.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="damaged rosbag2 directory (or its .mcap "
-                                                                          "file)")
-    repair.add_argument("--out", type=Path, default=None,
-                        help="output bag directory (one BAG) or parent directory (several); "
-                             "default: BAG_repaired next to BAG")
+    repair = sub.add_parser(
+        "repair", help="rebuild a bag whose recorder was killed, or whose chunks fail their CRCs, into a valid bag"
+    )
+    repair.add_argument(
+        "bags", nargs="+", type=Path, metavar="BAG", help="damaged rosbag2 directory (or its .mcap file)"
+    )
+    repair.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output bag directory (one BAG) or parent directory (several); default: BAG_repaired next to BAG",
+    )
 
 
 def run(args) -> int:
@@ -73,10 +80,15 @@ def _repair(args) -> int:
         if report.dropped:
             counts = ", ".join(f"{topic} {n}" for topic, n in sorted(report.lost_per_topic.items())) or "unknown"
             dropped = f", {len(report.dropped)} corrupt chunk(s) dropped (messages lost: {counts})"
-        orphans = (f", {report.orphans} messages of channels defined only in a dropped chunk left out"
-                   if report.orphans else "")
-        print(f"{path} -> {report.output}: {report.messages} messages kept{dropped}{orphans}{lost}{why}; "
-              f"label {report.label}")
+        orphans = (
+            f", {report.orphans} messages of channels defined only in a dropped chunk left out"
+            if report.orphans
+            else ""
+        )
+        print(
+            f"{path} -> {report.output}: {report.messages} messages kept{dropped}{orphans}{lost}{why}; "
+            f"label {report.label}"
+        )
         for damage in report.dropped:
             print(f"  dropped {damage.describe(report.start_ns)}")
         for topic, count in report.per_topic.items():

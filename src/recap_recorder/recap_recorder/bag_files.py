@@ -5,6 +5,7 @@ recorder died before closing it, see :mod:`recap_recorder.bag_repair`); a path m
 ``.mcap`` file or a directory of bags. :class:`BagError` is the error of every bag operation in
 this package: its text says what is wrong and what to do.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,8 +58,9 @@ def storage_file(path: Path) -> Path:
         hint = " (sqlite3 bags are not supported: record with MCAP)" if list(path.glob("*.db3")) else ""
         raise BagError(f"{path} holds no .mcap file{hint}; is it a bag directory?")
     if len(files) > 1:
-        raise BagError(f"{path} holds {len(files)} .mcap files ({[f.name for f in files]}); one bag per "
-                       "episode has exactly one")
+        raise BagError(
+            f"{path} holds {len(files)} .mcap files ({[f.name for f in files]}); one bag per episode has exactly one"
+        )
     return files[0]
 
 
@@ -66,15 +68,18 @@ def read_metadata(path: Path) -> dict:
     """``rosbag2_bagfile_information`` of ``metadata.yaml``; BagError if missing (recorder killed)."""
     meta = Path(path) / "metadata.yaml"
     if Path(path).is_file():
-        raise BagError(f"{path} is an MCAP file outside a bag directory (no metadata.yaml next to it); "
-                       f"`recap bag repair {path}` rebuilds a bag from it")
+        raise BagError(
+            f"{path} is an MCAP file outside a bag directory (no metadata.yaml next to it); "
+            f"`recap bag repair {path}` rebuilds a bag from it"
+        )
     if not meta.is_file():
-        raise BagError(f"{path} has no metadata.yaml: it was not closed (recorder killed or crashed). "
-                       f"Run `recap bag repair {path}` to rebuild it from its MCAP chunks")
+        raise BagError(
+            f"{path} has no metadata.yaml: it was not closed (recorder killed or crashed). "
+            f"Run `recap bag repair {path}` to rebuild it from its MCAP chunks"
+        )
     try:
         info = (yaml.load(meta.read_text(), Loader=_YAML_LOADER) or {})["rosbag2_bagfile_information"]
         info["duration"]["nanoseconds"], info["starting_time"]["nanoseconds_since_epoch"]
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise BagError(f"{meta} is not rosbag2 metadata ({exc}); run `recap bag repair {path}`") from exc
     return info
-

@@ -4,6 +4,7 @@
 bag that was not closed or fails its CRCs; :func:`read_info` gives its :class:`BagInfo` (topics,
 types, counts, rates, duration, episode metadata, integrity) and :func:`format_info` the text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,10 +52,15 @@ class BagInfo:
 
     def to_json(self) -> dict:
         """What ``recap bag info --json`` prints for the bag."""
-        return {"path": str(self.path), "duration_s": self.duration_s, "label": self.label,
-                "message_count": self.message_count, "custom_data": dict(self.custom_data),
-                "topics": [vars(t) for t in self.topics],
-                "integrity": self.integrity.to_json() if self.integrity else None}
+        return {
+            "path": str(self.path),
+            "duration_s": self.duration_s,
+            "label": self.label,
+            "message_count": self.message_count,
+            "custom_data": dict(self.custom_data),
+            "topics": [vars(t) for t in self.topics],
+            "integrity": self.integrity.to_json() if self.integrity else None,
+        }
 
 
 def open_bag(path: Path, *, verify: bool = True) -> tuple[dict, IndexedMcap]:
@@ -72,8 +78,10 @@ def open_bag(path: Path, *, verify: bool = True) -> tuple[dict, IndexedMcap]:
             integrity = indexed.verify()
         except (OSError, struct.error, ValueError) as exc:
             indexed.close()
-            raise BagError(f"{mcap} is damaged ({type(exc).__name__}: {exc}); `recap bag repair {path}` "
-                           "recovers the complete chunks") from exc
+            raise BagError(
+                f"{mcap} is damaged ({type(exc).__name__}: {exc}); `recap bag repair {path}` "
+                "recovers the complete chunks"
+            ) from exc
         if not integrity.ok:
             indexed.close()
             raise CorruptBag(path, integrity)
@@ -91,26 +99,41 @@ def read_info(path: Path) -> BagInfo:
 def bag_info(path: Path, meta: Mapping, mcap: "IndexedMcap") -> BagInfo:
     seconds = int(meta["duration"]["nanoseconds"]) / 1e9
     counts = {topic: len(mcap.index(topic)) for topic in mcap.topics}
-    listed = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
-              for t in meta.get("topics_with_message_count") or []}
+    listed = {
+        t["topic_metadata"]["name"]: t["topic_metadata"]["type"] for t in meta.get("topics_with_message_count") or []
+    }
     types = {**listed, **{topic: msgtype for topic, (_, msgtype) in mcap.topics.items()}}
-    topics = tuple(TopicSummary(name, types[name], counts.get(name, 0),
-                                (counts.get(name, 0) - 1) / seconds if seconds > 0 and counts.get(name, 0) > 1 else 0.0)
-                   for name in sorted(types))
-    return BagInfo(path=path, storage_file=mcap.path, size_bytes=mcap.path.stat().st_size, topics=topics,
-                   message_count=sum(counts.values()),
-                   start_ns=int(meta["starting_time"]["nanoseconds_since_epoch"]), duration_s=seconds,
-                   custom_data={str(k): str(v) for k, v in (meta.get("custom_data") or {}).items()},
-                   integrity=mcap.integrity)
+    topics = tuple(
+        TopicSummary(
+            name,
+            types[name],
+            counts.get(name, 0),
+            (counts.get(name, 0) - 1) / seconds if seconds > 0 and counts.get(name, 0) > 1 else 0.0,
+        )
+        for name in sorted(types)
+    )
+    return BagInfo(
+        path=path,
+        storage_file=mcap.path,
+        size_bytes=mcap.path.stat().st_size,
+        topics=topics,
+        message_count=sum(counts.values()),
+        start_ns=int(meta["starting_time"]["nanoseconds_since_epoch"]),
+        duration_s=seconds,
+        custom_data={str(k): str(v) for k, v in (meta.get("custom_data") or {}).items()},
+        integrity=mcap.integrity,
+    )
 
 
 def format_info(info: BagInfo) -> str:
     """What ``recap bag info`` prints for the bag."""
-    lines = [f"bag:        {info.path}",
-             f"storage:    {info.storage_file.name} ({info.size_bytes / 2**20:.1f} MB)",
-             f"duration:   {info.duration_s:.3f} s",
-             f"messages:   {info.message_count}",
-             f"label:      {info.label}"]
+    lines = [
+        f"bag:        {info.path}",
+        f"storage:    {info.storage_file.name} ({info.size_bytes / 2**20:.1f} MB)",
+        f"duration:   {info.duration_s:.3f} s",
+        f"messages:   {info.message_count}",
+        f"label:      {info.label}",
+    ]
     if info.integrity is not None:
         lines.append(f"integrity:  {info.integrity.describe()}")
     width = max((len(t.name) for t in info.topics), default=10)

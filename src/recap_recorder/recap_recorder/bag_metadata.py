@@ -4,6 +4,7 @@ The labels and custom_data keys (DESIGN.md §6) the recorder writes (:func:`epis
 and repair rebuilds; topic names relative to the station namespace; camera names and the
 namespace of a bag recorded without them in its metadata. Pure: no files, no ROS.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -17,8 +18,21 @@ UNKNOWN_LABEL = "unknown"  # the episode did not reach a terminal state while re
 #: The label of an episode whose recording was stopped before it ended (the converter skips it unless asked).
 ABORTED_LABEL = "aborted"
 #: custom_data keys copied from ``episode/status`` (DESIGN.md §6).
-METADATA_KEYS = ("episode_id", "task", "source", "policy_checkpoint", "beta", "station", "operator", "seed",
-                 "start_time", "stop_time", "steps", "interventions", "intervention_steps")
+METADATA_KEYS = (
+    "episode_id",
+    "task",
+    "source",
+    "policy_checkpoint",
+    "beta",
+    "station",
+    "operator",
+    "seed",
+    "start_time",
+    "stop_time",
+    "steps",
+    "interventions",
+    "intervention_steps",
+)
 
 
 def resolve_topic(name: str, namespace: str) -> str:
@@ -29,9 +43,19 @@ def resolve_topic(name: str, namespace: str) -> str:
     return f"{namespace}/{name}"
 
 
-def episode_custom_data(start: Mapping[str, str], end: Mapping[str, str], *, label: str, reason: str,
-                        station: str, namespace: str, cameras, partial_start: bool,
-                        received: Mapping[str, int], overflows: Mapping[str, int]) -> dict[str, str]:
+def episode_custom_data(
+    start: Mapping[str, str],
+    end: Mapping[str, str],
+    *,
+    label: str,
+    reason: str,
+    station: str,
+    namespace: str,
+    cameras,
+    partial_start: bool,
+    received: Mapping[str, int],
+    overflows: Mapping[str, int],
+) -> dict[str, str]:
     """DESIGN.md §6 episode metadata for ``metadata.yaml`` ``custom_data`` (all strings).
 
     Values come from the final ``episode/status`` when it is about this episode,
@@ -44,13 +68,19 @@ def episode_custom_data(start: Mapping[str, str], end: Mapping[str, str], *, lab
     data["station"] = data["station"] or station
     if not data["stop_time"]:
         data["stop_time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-    data.update({
-        "label": label, "stop_reason": reason, "partial_start": str(partial_start).lower(),
-        "repaired": "false", "namespace": namespace, "cameras": ",".join(cameras),
-        "recorder_received": json.dumps(dict(received), sort_keys=True),
-        "recorder_dropped": str(sum(overflows.values())),
-        "recorder_queue_overflows": json.dumps(dict(overflows), sort_keys=True),
-    })
+    data.update(
+        {
+            "label": label,
+            "stop_reason": reason,
+            "partial_start": str(partial_start).lower(),
+            "repaired": "false",
+            "namespace": namespace,
+            "cameras": ",".join(cameras),
+            "recorder_received": json.dumps(dict(received), sort_keys=True),
+            "recorder_dropped": str(sum(overflows.values())),
+            "recorder_queue_overflows": json.dumps(dict(overflows), sort_keys=True),
+        }
+    )
     return data
 
 

@@ -4,6 +4,7 @@ For a bag whose recorder died (no ``metadata.yaml``, an MCAP cut off in its last
 their CRC: :func:`recover_mcap` reads what survives, :func:`repair_bag` writes it into a new bag
 (``BAG_repaired``, the original never touched) and says what was lost (docs/recording.md, "Crash safety").
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,8 +20,14 @@ import yaml
 
 from recap_recorder.bag_files import BagError, bag_directory, storage_file
 from recap_recorder.bag_info import BagInfo, read_info
-from recap_recorder.bag_metadata import (EPISODE_STATUS, METADATA_KEYS, TERMINAL_STATES, UNKNOWN_LABEL, bag_cameras,
-                                         guess_namespace)
+from recap_recorder.bag_metadata import (
+    EPISODE_STATUS,
+    METADATA_KEYS,
+    TERMINAL_STATES,
+    UNKNOWN_LABEL,
+    bag_cameras,
+    guess_namespace,
+)
 from recap_recorder.bag_writer import checksummed_writer
 from recap_recorder.indexed_mcap import ChunkDamage, chunk_topics, loose_topics, read_chunk_record, read_tail
 from recap_recorder.mcap_layout import MCAP_MAGIC, OP_CHUNK, OP_DATA_END, OP_FOOTER, OP_MESSAGE, U64
@@ -101,8 +108,9 @@ def _recover_indexed(fd: int, size: int, summary, out: Recovered) -> None:
                 read = dataclasses.replace(read, problem=f"records do not parse ({type(exc).__name__}: {exc})")
         if items is None:
             held = chunk_topics(fd, chunk, topics, size) or loose_topics(read.records, out.channels)
-            out.dropped.append(ChunkDamage(number, start, chunk.message_start_time, chunk.message_end_time, held,
-                                           read.problem))
+            out.dropped.append(
+                ChunkDamage(number, start, chunk.message_start_time, chunk.message_end_time, held, read.problem)
+            )
             continue
         _keep(out, items)
     out.complete, out.good_bytes = True, size
@@ -138,8 +146,16 @@ def _recover_records(fd: int, size: int, out: Recovered) -> None:
                     except Exception as exc:
                         read = dataclasses.replace(read, problem=f"records do not parse ({type(exc).__name__})")
                 if items is None:
-                    out.dropped.append(ChunkDamage(number, position, read.start_ns, read.end_ns,
-                                                   loose_topics(read.records, out.channels), read.problem))
+                    out.dropped.append(
+                        ChunkDamage(
+                            number,
+                            position,
+                            read.start_ns,
+                            read.end_ns,
+                            loose_topics(read.records, out.channels),
+                            read.problem,
+                        )
+                    )
                 else:
                     _keep(out, items)
                 number, chunked = number + 1, True
@@ -209,7 +225,7 @@ class RepairReport:
     label: str
     problem: str
     dropped: tuple[ChunkDamage, ...] = ()  # corrupt chunks left out
-    start_ns: int | None = None            # log time of the first message kept
+    start_ns: int | None = None  # log time of the first message kept
     orphans: int = 0  # messages kept out because the chunk defining their channel was dropped
 
     @property
@@ -259,8 +275,10 @@ def repair_bag(path: Path, out: Path | None = None) -> RepairReport:
     recovered = recover_mcap(source)
     if not recovered.channels:
         why = recovered.problem or ("every chunk is corrupt" if recovered.dropped else "no channels")
-        raise BagError(f"{source}: nothing recoverable ({why}): no channel definition survived (the recorder "
-                       "died before its first chunk reached the disk, or that chunk is corrupt)")
+        raise BagError(
+            f"{source}: nothing recoverable ({why}): no channel definition survived (the recorder "
+            "died before its first chunk reached the disk, or that chunk is corrupt)"
+        )
     typestore = _typestore_for(recovered)
     custom = recovered_custom_data(path, recovered, typestore)
 
@@ -274,8 +292,11 @@ def repair_bag(path: Path, out: Path | None = None) -> RepairReport:
                 raise BagError(f"{source}: channel {channel.topic} has no schema record; cannot rebuild it")
             qos_text = (channel.metadata or {}).get("offered_qos_profiles", "")
             connections[channel_id] = writer.add_connection(
-                channel.topic, schema.name, typestore=typestore,
-                offered_qos_profiles=parse_qos(qos_text) if qos_text else [])
+                channel.topic,
+                schema.name,
+                typestore=typestore,
+                offered_qos_profiles=parse_qos(qos_text) if qos_text else [],
+            )
         orphans = 0
         for message in recovered.messages:
             if message.channel_id in connections:
@@ -290,11 +311,20 @@ def repair_bag(path: Path, out: Path | None = None) -> RepairReport:
         raise
     by_channel = collections.Counter(m.channel_id for m in recovered.messages)
     per_topic = {recovered.channels[c].topic: n for c, n in sorted(by_channel.items()) if c in recovered.channels}
-    return RepairReport(source=path, output=out, messages=sum(per_topic.values()), per_topic=per_topic,
-                        lost_bytes=recovered.file_bytes - recovered.good_bytes, label=custom["label"],
-                        problem=recovered.problem, dropped=tuple(recovered.dropped), orphans=orphans,
-                        start_ns=min((t for t in [recovered.start_ns, *(d.start_ns for d in recovered.dropped)]
-                                      if t is not None), default=None))
+    return RepairReport(
+        source=path,
+        output=out,
+        messages=sum(per_topic.values()),
+        per_topic=per_topic,
+        lost_bytes=recovered.file_bytes - recovered.good_bytes,
+        label=custom["label"],
+        problem=recovered.problem,
+        dropped=tuple(recovered.dropped),
+        orphans=orphans,
+        start_ns=min(
+            (t for t in [recovered.start_ns, *(d.start_ns for d in recovered.dropped)] if t is not None), default=None
+        ),
+    )
 
 
 def _typestore_for(recovered: Recovered):
@@ -312,8 +342,7 @@ def _typestore_for(recovered: Recovered):
 
 
 def episode_statuses(recovered: Recovered, typestore) -> Iterator[dict[str, str]]:
-    status_channels = {cid for cid, ch in recovered.channels.items()
-                       if ch.topic.endswith("/" + EPISODE_STATUS)}
+    status_channels = {cid for cid, ch in recovered.channels.items() if ch.topic.endswith("/" + EPISODE_STATUS)}
     for message in recovered.messages:
         if message.channel_id in status_channels:
             msg = typestore.deserialize_cdr(message.data, "diagnostic_msgs/msg/DiagnosticStatus")
@@ -327,8 +356,9 @@ def recovered_custom_data(path: Path, recovered: Recovered, typestore) -> dict[s
     meta_file = path / "metadata.yaml" if path.is_dir() else None
     if meta_file is not None and meta_file.is_file():  # a damaged MCAP with its metadata still there
         try:
-            previous = dict((yaml.safe_load(meta_file.read_text())["rosbag2_bagfile_information"]
-                             .get("custom_data") or {}))
+            previous = dict(
+                (yaml.safe_load(meta_file.read_text())["rosbag2_bagfile_information"].get("custom_data") or {})
+            )
         except Exception:
             previous = {}
     first = statuses[0] if statuses else {}
@@ -345,15 +375,20 @@ def recovered_custom_data(path: Path, recovered: Recovered, typestore) -> dict[s
     topics = [ch.topic for ch in recovered.channels.values()]
     namespace = previous.get("namespace") or guess_namespace(topics)
     cameras = previous.get("cameras") or ",".join(bag_cameras(topics))
-    data.update({
-        "label": label, "repaired": "true", "namespace": namespace, "cameras": cameras,
-        "partial_start": previous.get("partial_start", "false"),
-        "stop_reason": f"repaired from {path.name}: " + (
-            "recorder did not close the bag" if not recovered.complete else "bag was complete") + (
-            f"; {len(recovered.dropped)} corrupt chunk(s) dropped" if recovered.dropped else ""),
-        "repair_lost_bytes": str(recovered.file_bytes - recovered.good_bytes),
-        "repair_dropped_chunks": str(len(recovered.dropped)),
-        "repair_lost_messages": json.dumps(recovered.dropped_topics, sort_keys=True),
-        "recorder_received": previous.get("recorder_received", json.dumps({})),
-    })
+    data.update(
+        {
+            "label": label,
+            "repaired": "true",
+            "namespace": namespace,
+            "cameras": cameras,
+            "partial_start": previous.get("partial_start", "false"),
+            "stop_reason": f"repaired from {path.name}: "
+            + ("recorder did not close the bag" if not recovered.complete else "bag was complete")
+            + (f"; {len(recovered.dropped)} corrupt chunk(s) dropped" if recovered.dropped else ""),
+            "repair_lost_bytes": str(recovered.file_bytes - recovered.good_bytes),
+            "repair_dropped_chunks": str(len(recovered.dropped)),
+            "repair_lost_messages": json.dumps(recovered.dropped_topics, sort_keys=True),
+            "recorder_received": previous.get("recorder_received", json.dumps({})),
+        }
+    )
     return data

@@ -3,6 +3,7 @@
 The resampling onto the 50 Hz control clock is :func:`resample`, reading one bag :func:`load_episode`, the
 conversion :func:`convert_bags`; the rules are in docs/recording.md, "Converter".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,14 +23,22 @@ from recap_recorder.bag_info import BagInfo, bag_info, open_bag
 from recap_recorder.bag_metadata import bag_cameras, relative_topic_name
 from recap_recorder.bag_repair import REPAIRED_SUFFIX
 from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap, MessageIndex
-from recap_recorder.images import (COMPRESSED_SUFFIX, compressed_payload, compressed_shape, compression_of,
-                                   decode_compressed, image_layout, image_pixels)
+from recap_recorder.images import (
+    COMPRESSED_SUFFIX,
+    compressed_payload,
+    compressed_shape,
+    compression_of,
+    decode_compressed,
+    image_layout,
+    image_pixels,
+)
 
 SOURCES = ("demo", "rollout", "eval")
 FLAG_TOLERANCE_NS = 5_000_000  # well under the 20 ms control period
 
 
 # --------------------------------------------------------------------------- the resampling rule (pure)
+
 
 def latest_at_or_before(sample_ns: np.ndarray, tick_ns: np.ndarray) -> np.ndarray:
     """Index of the newest sample at or before each tick, -1 where there is none. ``[N]``, ``[T]`` -> ``[T]``."""
@@ -40,18 +49,28 @@ def latest_at_or_before(sample_ns: np.ndarray, tick_ns: np.ndarray) -> np.ndarra
 class Timeline:
     """One episode on the control clock; ``T`` frames after dropping leading incomplete ticks."""
 
-    tick_ns: np.ndarray                  # [T] int64 receive times of the commands
-    actions: np.ndarray                  # [T, 14]
-    states: np.ndarray                   # [T, 14]
-    is_intervention: np.ndarray          # [T] bool
-    image_index: dict[str, np.ndarray]   # camera -> [T] index into that camera's images (time order)
+    tick_ns: np.ndarray  # [T] int64 receive times of the commands
+    actions: np.ndarray  # [T, 14]
+    states: np.ndarray  # [T, 14]
+    is_intervention: np.ndarray  # [T] bool
+    image_index: dict[str, np.ndarray]  # camera -> [T] index into that camera's images (time order)
     dropped_leading_ticks: int
 
 
-def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarray, states: np.ndarray,
-             image_ns: Mapping[str, np.ndarray], intervention_ns: np.ndarray, intervention: np.ndarray,
-             source_ns: np.ndarray, source_is_teleop: np.ndarray, flag_tolerance_ns: int = 0,
-             observed_after_ns: int | None = None) -> Timeline:
+def resample(
+    *,
+    command_ns: np.ndarray,
+    commands: np.ndarray,
+    state_ns: np.ndarray,
+    states: np.ndarray,
+    image_ns: Mapping[str, np.ndarray],
+    intervention_ns: np.ndarray,
+    intervention: np.ndarray,
+    source_ns: np.ndarray,
+    source_is_teleop: np.ndarray,
+    flag_tolerance_ns: int = 0,
+    observed_after_ns: int | None = None,
+) -> Timeline:
     """Apply the DESIGN.md §7 rule; every ``*_ns`` array is sorted receive times of its values.
 
     The ticks are the receive times of the ``joint_command`` messages the gate actually sent to the robot. At
@@ -72,8 +91,10 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
     ticks, actions = np.asarray(command_ns)[order], np.asarray(commands)[order]
 
     def first_usable(times) -> int:
-        return 0 if observed_after_ns is None else int(np.searchsorted(np.asarray(times), observed_after_ns,
-                                                                        side="right"))
+        return (
+            0 if observed_after_ns is None else int(np.searchsorted(np.asarray(times), observed_after_ns, side="right"))
+        )
+
     state_at = latest_at_or_before(state_ns, ticks)
     image_at = {cam: latest_at_or_before(times, ticks) for cam, times in image_ns.items()}
     complete = state_at >= first_usable(state_ns)  # also false where there is no sample (-1)
@@ -82,20 +103,26 @@ def resample(*, command_ns: np.ndarray, commands: np.ndarray, state_ns: np.ndarr
     first = int(np.argmax(complete)) if complete.any() else len(ticks)
     keep = slice(first, None)
     flag_at = latest_at_or_before(intervention_ns, ticks[keep] + flag_tolerance_ns)
-    flags = np.where(flag_at >= 0, np.asarray(intervention, bool)[np.maximum(flag_at, 0)], False) \
-        if len(intervention) else np.zeros(len(flag_at), bool)
+    flags = (
+        np.where(flag_at >= 0, np.asarray(intervention, bool)[np.maximum(flag_at, 0)], False)
+        if len(intervention)
+        else np.zeros(len(flag_at), bool)
+    )
     source_at = latest_at_or_before(source_ns, ticks[keep] + flag_tolerance_ns)
     if len(source_is_teleop):
-        flags = flags | np.where(source_at >= 0, np.asarray(source_is_teleop, bool)[np.maximum(source_at, 0)],
-                                 False)
-    return Timeline(tick_ns=ticks[keep], actions=actions[keep],
-                    states=np.asarray(states)[state_at[keep]] if len(states) else np.zeros((0, NUM_JOINTS)),
-                    is_intervention=flags.astype(bool),
-                    image_index={cam: index[keep] for cam, index in image_at.items()},
-                    dropped_leading_ticks=first)
+        flags = flags | np.where(source_at >= 0, np.asarray(source_is_teleop, bool)[np.maximum(source_at, 0)], False)
+    return Timeline(
+        tick_ns=ticks[keep],
+        actions=actions[keep],
+        states=np.asarray(states)[state_at[keep]] if len(states) else np.zeros((0, NUM_JOINTS)),
+        is_intervention=flags.astype(bool),
+        image_index={cam: index[keep] for cam, index in image_at.items()},
+        dropped_leading_ticks=first,
+    )
 
 
 # --------------------------------------------------------------------------- messages
+
 
 def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
     """JointState positions in DESIGN.md §4 order (names may be empty = already in order)."""
@@ -112,6 +139,7 @@ def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- one bag
 
+
 @dataclasses.dataclass(frozen=True)
 class CameraStream:
     """One camera's images in receive order, from its raw topic, its ``/compressed`` topic or both
@@ -119,9 +147,9 @@ class CameraStream:
 
     raw: MessageIndex
     compressed: MessageIndex
-    log_ns: np.ndarray        # [N] receive times, sorted
+    log_ns: np.ndarray  # [N] receive times, sorted
     is_compressed: np.ndarray  # [N] bool: image n is on the compressed topic
-    number: np.ndarray        # [N] its index in that topic's MessageIndex
+    number: np.ndarray  # [N] its index in that topic's MessageIndex
     shape: tuple[int, int] | None = None  # (height, width) of every image
 
     @classmethod
@@ -172,10 +200,15 @@ class BagEpisode:
                     kind = compression_of(fmt)
                     size = compressed_shape(data, kind)
                     if size != stream.shape:
-                        raise BagError(f"{self.mcap.path}: camera {camera} changes image size from "
-                                       f"{stream.shape} to {size} at compressed image {k}")
-                    frame = (EncodedImage(bytes(data), kind, size) if size == want
-                             else _fit(decode_compressed(data, kind), shape))
+                        raise BagError(
+                            f"{self.mcap.path}: camera {camera} changes image size from "
+                            f"{stream.shape} to {size} at compressed image {k}"
+                        )
+                    frame = (
+                        EncodedImage(bytes(data), kind, size)
+                        if size == want
+                        else _fit(decode_compressed(data, kind), shape)
+                    )
             yield frame
 
     def diagnostics(self, relative: str) -> tuple[np.ndarray, list[dict[str, str]]]:
@@ -231,8 +264,10 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
     namespace = info.namespace
     names = {t.name: t for t in info.topics}
     cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or bag_cameras(t.name for t in info.topics)
-    topic = {key: relative_topic_name(key, namespace) for key in
-             ("joint_command", "joint_states", "intervention", "command_source", "episode/status")}
+    topic = {
+        key: relative_topic_name(key, namespace)
+        for key in ("joint_command", "joint_states", "intervention", "command_source", "episode/status")
+    }
     for key in ("joint_command", "joint_states"):
         if topic[key] not in names or names[topic[key]].count == 0:
             raise BagError(f"{path}: no messages on {topic[key]}; cannot build frames without it")
@@ -245,8 +280,9 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
             raw = relative_topic_name(f"camera/{cam}/image_raw", namespace)
             streams[cam] = _camera_stream(mcap, raw)
             if not len(streams[cam]):
-                raise BagError(f"{path}: no messages on {raw} or {raw}{COMPRESSED_SUFFIX}; cannot build frames "
-                               "without it")
+                raise BagError(
+                    f"{path}: no messages on {raw} or {raw}{COMPRESSED_SUFFIX}; cannot build frames without it"
+                )
         for key, name in topic.items():
             series[key] = _read_series(mcap, typestore, key, name)
     except (KeyError, struct.error, ValueError, OSError) as exc:
@@ -265,32 +301,48 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
 
     status_ns = times("episode/status")  # the first is the start, where the recorder stamps its snapshot
     timeline = resample(
-        command_ns=times("joint_command"), commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
-        state_ns=times("joint_states"), states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
+        command_ns=times("joint_command"),
+        commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
+        state_ns=times("joint_states"),
+        states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
         image_ns={cam: streams[cam].log_ns for cam in cameras},
-        intervention_ns=times("intervention"), intervention=values("intervention", bool),
-        source_ns=times("command_source"), source_is_teleop=values("command_source", bool),
+        intervention_ns=times("intervention"),
+        intervention=values("intervention", bool),
+        source_ns=times("command_source"),
+        source_is_teleop=values("command_source", bool),
         flag_tolerance_ns=FLAG_TOLERANCE_NS,
-        observed_after_ns=int(status_ns[0]) if len(status_ns) else None)
+        observed_after_ns=int(status_ns[0]) if len(status_ns) else None,
+    )
     if len(timeline.tick_ns) == 0:
-        raise BagError(f"{path}: no joint_command after the first complete observation (all cameras and "
-                       "joint_states); nothing to convert")
+        raise BagError(
+            f"{path}: no joint_command after the first complete observation (all cameras and "
+            "joint_states); nothing to convert"
+        )
     statuses = series["episode/status"][1]
     last_status = statuses[-1] if statuses else {}
     task = meta.get("task") or last_status.get("task", "")
     if not task.strip():
         raise SkipBag("no task prompt in the bag's metadata or episode/status")
-    return BagEpisode(info=info, mcap=mcap, timeline=timeline, cameras=cameras, image_shape=image_shape, task=task,
-                      success=label == "success", metadata=_episode_metadata(info, meta, timeline, label),
-                      streams=streams)
+    return BagEpisode(
+        info=info,
+        mcap=mcap,
+        timeline=timeline,
+        cameras=cameras,
+        image_shape=image_shape,
+        task=task,
+        success=label == "success",
+        metadata=_episode_metadata(info, meta, timeline, label),
+        streams=streams,
+    )
 
 
 def _read_series(mcap: IndexedMcap, typestore, key: str, name: str) -> tuple[np.ndarray, list]:
     """Receive times and decoded messages (see ``_decode``) of topic ``name``; empty when not recorded."""
     index = mcap.index(name)
     msgtype = mcap.topics[name][1] if name in mcap.topics else ""
-    return index.log_ns, [_decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype))
-                          for i in range(len(index))]
+    return index.log_ns, [
+        _decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype)) for i in range(len(index))
+    ]
 
 
 def _decode(key: str, msg):
@@ -348,12 +400,18 @@ def _episode_metadata(info: BagInfo, meta: Mapping[str, str], timeline: Timeline
     source = meta.get("source", "")
     return {
         "source": source if source in SOURCES else "rollout",
-        "policy_checkpoint": meta.get("policy_checkpoint", ""), "beta": beta,
-        "station": meta.get("station", ""), "operator": meta.get("operator", ""),
-        "bag_path": str(Path(info.path).resolve()), "start_time": meta.get("start_time") or None,
+        "policy_checkpoint": meta.get("policy_checkpoint", ""),
+        "beta": beta,
+        "station": meta.get("station", ""),
+        "operator": meta.get("operator", ""),
+        "bag_path": str(Path(info.path).resolve()),
+        "start_time": meta.get("start_time") or None,
         # everything else lands in the episode's `extra`
-        "episode_id": meta.get("episode_id", ""), "label": label, "seed": meta.get("seed", ""),
-        "stop_time": meta.get("stop_time", ""), "repaired": meta.get("repaired", "false") == "true",
+        "episode_id": meta.get("episode_id", ""),
+        "label": label,
+        "seed": meta.get("seed", ""),
+        "stop_time": meta.get("stop_time", ""),
+        "repaired": meta.get("repaired", "false") == "true",
         "partial_start": meta.get("partial_start", "false") == "true",
         "recorder_dropped": meta.get("recorder_dropped", ""),
         "dropped_leading_ticks": timeline.dropped_leading_ticks,
@@ -363,10 +421,11 @@ def _episode_metadata(info: BagInfo, meta: Mapping[str, str], timeline: Timeline
 
 # --------------------------------------------------------------------------- many bags -> dataset
 
+
 @dataclasses.dataclass(frozen=True)
 class BagOutcome:
     bag: Path
-    status: str   # converted | skipped | corrupt (fails its CRCs) | failed (unreadable, not closed, ...)
+    status: str  # converted | skipped | corrupt (fails its CRCs) | failed (unreadable, not closed, ...)
     reason: str = ""  # why not converted; for a converted bag, a note (e.g. it carries no CRCs)
     episode_index: int | None = None
     frames: int = 0
@@ -390,9 +449,16 @@ def converted_bags(dataset: Path) -> tuple[set[str], set[str]]:
     return ids, paths
 
 
-def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool = False,
-                 image_format: str | None = None, robot: str | None = None, fps: int = 50,
-                 progress: bool = True) -> list[BagOutcome]:
+def convert_bags(
+    bags: Sequence[Path],
+    dataset: Path,
+    *,
+    include_aborted: bool = False,
+    image_format: str | None = None,
+    robot: str | None = None,
+    fps: int = 50,
+    progress: bool = True,
+) -> list[BagOutcome]:
     """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order.
 
     Refuses (ValueError, one line) an output that is not a directory, or an existing dataset that
@@ -427,8 +493,7 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                 if repaired.is_dir():  # already handled: convert the repaired copy instead
                     outcomes.append(BagOutcome(path, "skipped", f"{exc} -- convert its repaired copy {repaired}"))
                 else:
-                    outcomes.append(BagOutcome(path, "corrupt" if isinstance(exc, CorruptBag) else "failed",
-                                               str(exc)))
+                    outcomes.append(BagOutcome(path, "corrupt" if isinstance(exc, CorruptBag) else "failed", str(exc)))
                 continue
             with episode:
                 episode_id = episode.metadata["episode_id"]
@@ -445,19 +510,25 @@ def convert_bags(bags: Sequence[Path], dataset: Path, *, include_aborted: bool =
                 seconds = (t.tick_ns - t.tick_ns[0]) / 1e9
                 try:  # a frame that cannot be read fails this episode only; earlier ones stay
                     index = writer.add_episode(
-                        states=t.states, actions=t.actions, is_intervention=t.is_intervention,
+                        states=t.states,
+                        actions=t.actions,
+                        is_intervention=t.is_intervention,
                         images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
-                        success=episode.success, task=episode.task,
+                        success=episode.success,
+                        task=episode.task,
                         timestamps=seconds if len(seconds) < 2 or np.all(np.diff(seconds) > 0) else None,
-                        metadata=episode.metadata)
+                        metadata=episode.metadata,
+                    )
                 except (BagError, OSError) as exc:
-                    outcomes.append(BagOutcome(path, "failed", f"reading its images failed: {exc}; run "
-                                                                f"`recap bag repair {path}`"))
+                    outcomes.append(
+                        BagOutcome(path, "failed", f"reading its images failed: {exc}; run `recap bag repair {path}`")
+                    )
                     continue
             known_ids.add(episode_id)
             known_paths.add(episode.metadata["bag_path"])
-            outcomes.append(BagOutcome(path, "converted", _converted_note(episode.info), episode_index=index,
-                                       frames=len(t.tick_ns)))
+            outcomes.append(
+                BagOutcome(path, "converted", _converted_note(episode.info), episode_index=index, frames=len(t.tick_ns))
+            )
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"episode {index}: {len(t.tick_ns)} frames")
     finally:
@@ -473,8 +544,9 @@ def check_output(dataset: Path) -> bool:
     from recap_core.data.meta import check_dataset
 
     if dataset.exists() and not dataset.is_dir():
-        raise ValueError(f"--out {dataset} is a file, not a dataset directory; give a new directory or an "
-                         "existing RECAP dataset")
+        raise ValueError(
+            f"--out {dataset} is a file, not a dataset directory; give a new directory or an existing RECAP dataset"
+        )
     for parent in dataset.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -482,8 +554,10 @@ def check_output(dataset: Path) -> bool:
             break
     if not (dataset / schema.INFO_PATH).is_file():
         if dataset.is_dir() and any(dataset.iterdir()):
-            raise ValueError(f"--out {dataset} exists, is not empty and is not a RECAP dataset (no "
-                             f"{schema.INFO_PATH}); give a new directory or an existing RECAP dataset")
+            raise ValueError(
+                f"--out {dataset} exists, is not empty and is not a RECAP dataset (no "
+                f"{schema.INFO_PATH}); give a new directory or an existing RECAP dataset"
+            )
         return False
     try:
         check_dataset(dataset)
@@ -514,12 +588,24 @@ def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, imag
     threads = len(episode.cameras) if (os.cpu_count() or 1) > 1 else 1
     if (dataset / schema.INFO_PATH).is_file():
         info = schema.load_info(dataset)
-        return DatasetWriter(dataset, fps=int(info["fps"]), cameras=schema.info_cameras(info),
-                             image_shape=schema.info_image_shape(info), robot=info["robot_type"],
-                             image_format=info["recap"]["image_format"], encode_threads=threads)
-    return DatasetWriter(dataset, fps=fps, cameras=episode.cameras, image_shape=episode.image_shape,
-                         robot=robot or schema.DEFAULT_ROBOT, image_format=image_format or schema.DEFAULT_IMAGE_FORMAT,
-                         encode_threads=threads)
+        return DatasetWriter(
+            dataset,
+            fps=int(info["fps"]),
+            cameras=schema.info_cameras(info),
+            image_shape=schema.info_image_shape(info),
+            robot=info["robot_type"],
+            image_format=info["recap"]["image_format"],
+            encode_threads=threads,
+        )
+    return DatasetWriter(
+        dataset,
+        fps=fps,
+        cameras=episode.cameras,
+        image_shape=episode.image_shape,
+        robot=robot or schema.DEFAULT_ROBOT,
+        image_format=image_format or schema.DEFAULT_IMAGE_FORMAT,
+        encode_threads=threads,
+    )
 
 
 def _progress(items, enabled: bool):

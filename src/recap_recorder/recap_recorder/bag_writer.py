@@ -3,6 +3,7 @@
 :func:`checksummed_writer` is ``rosbags``' rosbag2 writer (version 9, MCAP) plus the CRCs it leaves 0, so that
 bit rot is found instead of converted; repair writes with it too (docs/recording.md, "Integrity").
 """
+
 from __future__ import annotations
 
 import collections
@@ -20,8 +21,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from recap_core.data.schema import JPEG_QUALITY, JPEG_SUBSAMPLING
 from recap_recorder.bag_files import BagError
 from recap_recorder.images import COMPRESSED_SUFFIX, COMPRESSED_TYPE, compress_image
-from recap_recorder.mcap_layout import (CHUNK_HEAD, FOOTER_SIZE, MCAP_MAGIC, OP_CHUNK, OP_DATA_END, OP_FOOTER, U32,
-                                        U64)
+from recap_recorder.mcap_layout import CHUNK_HEAD, FOOTER_SIZE, MCAP_MAGIC, OP_CHUNK, OP_DATA_END, OP_FOOTER, U32, U64
 from recap_recorder.recorder_config import LATCHED, SENSOR, TopicSpec
 
 
@@ -137,19 +137,27 @@ def _fill_end_crcs(out: bytearray, base: int, crc: int) -> None:
     if position + 13 <= len(out) and U64.unpack_from(out, position + 1)[0] == 4:
         U32.pack_into(out, position + 9, zlib.crc32(memoryview(out)[:position], crc))
     footer = len(out) - len(MCAP_MAGIC) - FOOTER_SIZE
-    if footer < 0 or out[footer] != OP_FOOTER or bytes(out[-len(MCAP_MAGIC):]) != MCAP_MAGIC:
+    if footer < 0 or out[footer] != OP_FOOTER or bytes(out[-len(MCAP_MAGIC) :]) != MCAP_MAGIC:
         return
     summary_start = U64.unpack_from(out, footer + 9)[0]
     start = summary_start - base if summary_start else footer
     if 0 <= start <= footer:
-        U32.pack_into(out, footer + 25, zlib.crc32(memoryview(out)[start:footer + 25]))
+        U32.pack_into(out, footer + 25, zlib.crc32(memoryview(out)[start : footer + 25]))
 
 
 def _qos_profile(kind: str) -> Qos:
     zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 1 if kind != SENSOR else 10, QosReliability.RELIABLE,
-               QosDurability.TRANSIENT_LOCAL if kind == LATCHED else QosDurability.VOLATILE,
-               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        1 if kind != SENSOR else 10,
+        QosReliability.RELIABLE,
+        QosDurability.TRANSIENT_LOCAL if kind == LATCHED else QosDurability.VOLATILE,
+        zero,
+        zero,
+        QosLiveliness.AUTOMATIC,
+        zero,
+        False,
+    )
 
 
 class EpisodeBagWriter:
@@ -164,9 +172,18 @@ class EpisodeBagWriter:
     needed, and is counted in ``uncompressed``.
     """
 
-    def __init__(self, path: Path, topics: Sequence[tuple[str, TopicSpec]], *, typestore,
-                 chunk_size_bytes: int, chunk_max_duration_s: float, compress: Sequence[str] = (),
-                 jpeg_quality: int = JPEG_QUALITY, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        path: Path,
+        topics: Sequence[tuple[str, TopicSpec]],
+        *,
+        typestore,
+        chunk_size_bytes: int,
+        chunk_max_duration_s: float,
+        compress: Sequence[str] = (),
+        jpeg_quality: int = JPEG_QUALITY,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path = path
         self._writer = checksummed_writer(path)
         self._chunk_size, self._chunk_age = chunk_size_bytes, chunk_max_duration_s
@@ -183,8 +200,9 @@ class EpisodeBagWriter:
             self._connections, self._compressed_connections = {}, {}
             for resolved, spec in topics:
                 if resolved in self._compress:
-                    self._compressed_connections[resolved] = self._add(resolved + COMPRESSED_SUFFIX,
-                                                                       COMPRESSED_TYPE, spec)
+                    self._compressed_connections[resolved] = self._add(
+                        resolved + COMPRESSED_SUFFIX, COMPRESSED_TYPE, spec
+                    )
                 else:
                     self._connections[resolved] = self._add(resolved, spec.msgtype, spec)
         except BaseException:
@@ -193,8 +211,9 @@ class EpisodeBagWriter:
         self._chunk_opened = clock()
 
     def _add(self, topic: str, msgtype: str, spec: TopicSpec):
-        return self._writer.add_connection(topic, msgtype, typestore=self._typestore,
-                                           offered_qos_profiles=[_qos_profile(spec.kind)])
+        return self._writer.add_connection(
+            topic, msgtype, typestore=self._typestore, offered_qos_profiles=[_qos_profile(spec.kind)]
+        )
 
     def write(self, topic: str, log_time_ns: int, data: bytes) -> None:
         if topic in self._compress:
@@ -220,8 +239,10 @@ class EpisodeBagWriter:
         if not self._compress:
             return {"image_compression": "none"}
         quality, subsampling = self._jpeg
-        data = {"image_compression": f"jpeg quality {quality} subsampling {subsampling}",
-                "recorder_uncompressed": json.dumps(dict(self.uncompressed), sort_keys=True)}
+        data = {
+            "image_compression": f"jpeg quality {quality} subsampling {subsampling}",
+            "recorder_uncompressed": json.dumps(dict(self.uncompressed), sort_keys=True),
+        }
         if self.uncompressed_reason:
             data["recorder_uncompressed_reason"] = self.uncompressed_reason
         return data

@@ -2,6 +2,7 @@
 
 Queueing, images and crash safety: :class:`Recorder` and docs/recording.md.
 """
+
 from __future__ import annotations
 
 import collections
@@ -66,16 +67,17 @@ class Recorder:
     repair`` rebuilds the rest).
     """
 
-    def __init__(self, config: RecorderConfig, *, typestore=None,
-                 disk_free: Callable[[Path], int] | None = None):
+    def __init__(self, config: RecorderConfig, *, typestore=None, disk_free: Callable[[Path], int] | None = None):
         if typestore is None:
             from rosbags.typesys import Stores, get_typestore
 
             typestore = get_typestore(Stores.ROS2_KILTED)
         unknown = [t.msgtype for t in config.topics if t.msgtype not in typestore.types]
         if unknown:
-            raise ValueError(f"message types {unknown} are unknown to rosbags' ROS 2 typestore; "
-                             "record standard message types (DESIGN.md §3)")
+            raise ValueError(
+                f"message types {unknown} are unknown to rosbags' ROS 2 typestore; "
+                "record standard message types (DESIGN.md §3)"
+            )
         self.config = config
         self._typestore = typestore
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
@@ -132,15 +134,20 @@ class Recorder:
         if free < self.config.min_free_disk_bytes:
             self._tracker.refuse(action.episode_id)
             self.totals["episodes_refused"] += 1
-            self.last_error = (f"episode {action.episode_id} NOT recorded: {free / 2**20:.0f} MB free in "
-                               f"{self.config.output_dir}, min_free_disk_mb is "
-                               f"{self.config.min_free_disk_bytes / 2**20:.0f}; free disk space or point "
-                               f"output_dir elsewhere")
+            self.last_error = (
+                f"episode {action.episode_id} NOT recorded: {free / 2**20:.0f} MB free in "
+                f"{self.config.output_dir}, min_free_disk_mb is "
+                f"{self.config.min_free_disk_bytes / 2**20:.0f}; free disk space or point "
+                f"output_dir elsewhere"
+            )
             log.error(self.last_error)
             return
         max_age_ns = int(self.config.snapshot_max_age_s * 1e9)
-        snapshot = [topic for topic, (t, _) in self._latest.items()
-                    if self._topics[topic].kind == LATCHED or receive_ns - t <= max_age_ns]
+        snapshot = [
+            topic
+            for topic, (t, _) in self._latest.items()
+            if self._topics[topic].kind == LATCHED or receive_ns - t <= max_age_ns
+        ]
         first = [(self._resolved[topic], receive_ns, self._latest[topic][1]) for topic in snapshot]
         first.append((self._resolved[EPISODE_STATUS], receive_ns, status_data))
         self._episode = EpisodeCounters()
@@ -152,9 +159,17 @@ class Recorder:
     def _stop_locked(self, action: StopBag) -> None:
         counters = self._episode or EpisodeCounters()
         custom = episode_custom_data(
-            self._episode_start, action.status, label=action.label, reason=action.reason,
-            station=self.config.station, namespace=self.config.namespace, cameras=self.config.cameras,
-            partial_start=self._partial_start, received=counters.received, overflows=counters.queue_overflows)
+            self._episode_start,
+            action.status,
+            label=action.label,
+            reason=action.reason,
+            station=self.config.station,
+            namespace=self.config.namespace,
+            cameras=self.config.cameras,
+            partial_start=self._partial_start,
+            received=counters.received,
+            overflows=counters.queue_overflows,
+        )
         self._queue.put(_Close(action.episode_id, custom), None)
         self._episode = None
 
@@ -166,8 +181,11 @@ class Recorder:
         limit = int(self.config.silent_after_s * 1e9)
         with self._lock:
             heard = dict(self._heard)
-        silent = [t.name for t in self.config.topics
-                  if t.kind != LATCHED and (t.name not in heard or now_ns - heard[t.name] > limit)]
+        silent = [
+            t.name
+            for t in self.config.topics
+            if t.kind != LATCHED and (t.name not in heard or now_ns - heard[t.name] > limit)
+        ]
         return silent, [name for name in silent if name in heard and self._topics[name].kind == SENSOR]
 
     def status(self) -> dict[str, object]:
@@ -176,13 +194,22 @@ class Recorder:
         with self._lock:
             recording = self._tracker.recording or ""
             episode_drops = sum(self._episode.queue_overflows.values()) if self._episode else 0
-        return {"state": "recording" if recording else "idle", "episode_id": recording,
-                "silent_topics": ",".join(silent), "stalled_sensors": ",".join(stalled),
-                "queue_messages": depth, "queue_mb": round(nbytes / 2**20, 1),
-                "episode_dropped": episode_drops, "queue_overflows": self.totals["queue_overflows"],
-                "write_errors": self.totals["write_errors"], "bags_closed": self.totals["bags_closed"],
-                "episodes_refused": self.totals["episodes_refused"], "last_bag": self.last_bag,
-                "last_error": self.last_error, "output_dir": str(self.config.output_dir)}
+        return {
+            "state": "recording" if recording else "idle",
+            "episode_id": recording,
+            "silent_topics": ",".join(silent),
+            "stalled_sensors": ",".join(stalled),
+            "queue_messages": depth,
+            "queue_mb": round(nbytes / 2**20, 1),
+            "episode_dropped": episode_drops,
+            "queue_overflows": self.totals["queue_overflows"],
+            "write_errors": self.totals["write_errors"],
+            "bags_closed": self.totals["bags_closed"],
+            "episodes_refused": self.totals["episodes_refused"],
+            "last_bag": self.last_bag,
+            "last_error": self.last_error,
+            "output_dir": str(self.config.output_dir),
+        }
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until the writer has written everything queued so far (tests, benchmarks)."""
@@ -200,8 +227,7 @@ class Recorder:
             if self._tracker.recording is not None:
                 episode_id = self._tracker.recording
                 self._tracker.refuse(episode_id)
-                self._stop_locked(StopBag(episode_id, {}, ABORTED_LABEL, "recorder stopped before the episode "
-                                                                         "ended"))
+                self._stop_locked(StopBag(episode_id, {}, ABORTED_LABEL, "recorder stopped before the episode ended"))
         self._running = False
         self._thread.join(timeout)
 
@@ -238,11 +264,16 @@ class Recorder:
             if bag is not None and not self._bag_failed and self._guard(bag, bag.close, custom):
                 self.totals["bags_closed"] += 1
                 self.last_bag = str(bag.path)
-                log.info("closed bag %s: %s, %d messages", bag.path, item.custom_data["label"],
-                         sum(bag.written.values()))
+                log.info(
+                    "closed bag %s: %s, %d messages", bag.path, item.custom_data["label"], sum(bag.written.values())
+                )
                 if bag.uncompressed:
-                    log.warning("bag %s: %d image(s) stored uncompressed (%s)", bag.path,
-                                sum(bag.uncompressed.values()), bag.uncompressed_reason)
+                    log.warning(
+                        "bag %s: %d image(s) stored uncompressed (%s)",
+                        bag.path,
+                        sum(bag.uncompressed.values()),
+                        bag.uncompressed_reason,
+                    )
         elif self._bag is not None and not self._bag_failed:
             self._bag_failed = not self._guard(self._bag, self._bag.write, *item)
 
@@ -252,12 +283,20 @@ class Recorder:
             path = path.with_name(f"{path.name}_{dt.datetime.now(dt.timezone.utc):%H%M%S%f}")
         topics = [(self._resolved[t.name], t) for t in self.config.topics]
         try:
-            compress = [resolved for resolved, t in topics
-                        if t.msgtype == IMAGE_TYPE and self.config.image_compression == "jpeg"]
-            bag = EpisodeBagWriter(path, topics, typestore=self._typestore,
-                                   chunk_size_bytes=self.config.chunk_size_bytes,
-                                   chunk_max_duration_s=self.config.chunk_max_duration_s, compress=compress,
-                                   jpeg_quality=self.config.jpeg_quality)
+            compress = [
+                resolved
+                for resolved, t in topics
+                if t.msgtype == IMAGE_TYPE and self.config.image_compression == "jpeg"
+            ]
+            bag = EpisodeBagWriter(
+                path,
+                topics,
+                typestore=self._typestore,
+                chunk_size_bytes=self.config.chunk_size_bytes,
+                chunk_max_duration_s=self.config.chunk_max_duration_s,
+                compress=compress,
+                jpeg_quality=self.config.jpeg_quality,
+            )
         except Exception as exc:
             self.totals["write_errors"] += 1
             self.last_error = f"cannot create bag {path}: {exc}"
@@ -274,8 +313,10 @@ class Recorder:
             return True
         except Exception as exc:
             self.totals["write_errors"] += 1
-            self.last_error = (f"writing {bag.path} failed ({exc}); the rest of this episode is not recorded. "
-                               f"`recap bag repair {bag.path}` recovers what was written")
+            self.last_error = (
+                f"writing {bag.path} failed ({exc}); the rest of this episode is not recorded. "
+                f"`recap bag repair {bag.path}` recovers what was written"
+            )
             log.error(self.last_error)
             try:
                 bag.abort()

@@ -4,6 +4,7 @@
 and :class:`StopBag` actions with the bag's label (pure: no files, no threads). See
 docs/recording.md, "Episodes", for the rules.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,7 @@ class StartBag:
 class StopBag:
     episode_id: str
     status: Mapping[str, str]
-    label: str   # success | failure | aborted | unknown
+    label: str  # success | failure | aborted | unknown
     reason: str
 
 
@@ -58,15 +59,22 @@ class EpisodeTracker:
             if state in TERMINAL_STATES and episode_id == current:
                 actions.append(StopBag(current, status, state, f"episode ended: {state}"))
             elif state == "running" and episode_id != current:
-                actions.append(StopBag(current, status, UNKNOWN_LABEL,
-                                       f"episode {episode_id} started before {current} ended"))
+                actions.append(
+                    StopBag(current, status, UNKNOWN_LABEL, f"episode {episode_id} started before {current} ended")
+                )
             elif state == "idle" or (state in TERMINAL_STATES and episode_id != current):
                 last_label = status.get("last_label", "")
                 if status.get("last_episode_id") == current and last_label in TERMINAL_STATES:
                     actions.append(StopBag(current, status, last_label, f"episode ended: {last_label}"))
                 else:
-                    actions.append(StopBag(current, status, UNKNOWN_LABEL,
-                                           f"episode manager went {state} without a label for {current}"))
+                    actions.append(
+                        StopBag(
+                            current,
+                            status,
+                            UNKNOWN_LABEL,
+                            f"episode manager went {state} without a label for {current}",
+                        )
+                    )
             if actions:
                 self.recording = None
                 self._finish(current)

@@ -4,6 +4,7 @@ transcoding the recorder applies (DESIGN.md §6; docs/recording.md, "Images are 
 Parsing reads the few header fields straight from the CDR bytes (no deserialiser, no pixel copy): this runs
 for every image of every episode.
 """
+
 from __future__ import annotations
 
 import struct
@@ -43,8 +44,8 @@ def image_layout(raw, total: int | None = None) -> tuple[int, int, str, int, int
     """
     pos = _aligned(_header_end(raw), 4)
     height, width, length = struct.unpack_from("<III", raw, pos)
-    encoding = bytes(raw[pos + 12: pos + 12 + length]).rstrip(b"\0").decode()
-    pos = _aligned(pos + 12 + length + 1, 4)              # + is_bigendian
+    encoding = bytes(raw[pos + 12 : pos + 12 + length]).rstrip(b"\0").decode()
+    pos = _aligned(pos + 12 + length + 1, 4)  # + is_bigendian
     step, size = struct.unpack_from("<II", raw, pos)
     offset = pos + 8
     if size != height * step or offset + size > (len(raw) if total is None else total) or step < width:
@@ -69,14 +70,14 @@ def compressed_payload(raw) -> tuple[str, memoryview]:
     try:
         pos = _aligned(_header_end(raw), 4)
         (length,) = struct.unpack_from("<I", raw, pos)
-        fmt = bytes(raw[pos + 4: pos + 4 + length]).rstrip(b"\0").decode()
+        fmt = bytes(raw[pos + 4 : pos + 4 + length]).rstrip(b"\0").decode()
         pos = _aligned(pos + 4 + length, 4)
         (size,) = struct.unpack_from("<I", raw, pos)
     except (struct.error, UnicodeDecodeError) as exc:
         raise BagError(f"compressed image message is damaged ({exc})") from exc
     if pos + 4 + size > len(raw):
         raise BagError(f"compressed image message is cut off ({len(raw) - pos - 4} of {size} bytes)")
-    return fmt, memoryview(raw)[pos + 4: pos + 4 + size]
+    return fmt, memoryview(raw)[pos + 4 : pos + 4 + size]
 
 
 def compression_of(fmt: str) -> str:
@@ -143,9 +144,10 @@ def compress_image(raw, quality: int, subsampling: str) -> bytes:
         raise BagError(f"image step {step} is shorter than {width} x {channels} bytes")
     pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * channels]
     pixels = np.ascontiguousarray(pixels).reshape(height, width, channels)
-    jpeg = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace,
-                                  colorsubsampling="Gray" if channels == 1 else subsampling)
-    header = bytes(raw[4: _header_end(raw)])
+    jpeg = simplejpeg.encode_jpeg(
+        pixels, quality=quality, colorspace=colorspace, colorsubsampling="Gray" if channels == 1 else subsampling
+    )
+    header = bytes(raw[4 : _header_end(raw)])
     fmt = f"{encoding}; jpeg compressed {encoding}".encode() + b"\0"
     out = bytearray(_CDR_LE)
     out += header

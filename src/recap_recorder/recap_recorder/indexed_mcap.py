@@ -5,6 +5,7 @@
 :class:`ChunkDamage`); :class:`CorruptBag` is the error of a bag that fails. The chunk record and
 file tail checks here are also what :mod:`recap_recorder.bag_repair` keeps chunks by.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,19 +20,29 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from recap_recorder.bag_files import BagError
-from recap_recorder.mcap_layout import (CHUNK_HEAD, FOOTER_SIZE, MCAP_MAGIC, OP_CHUNK, OP_DATA_END, OP_FOOTER,
-                                        OP_MESSAGE, OP_MESSAGE_INDEX, U32, U64)
+from recap_recorder.mcap_layout import (
+    CHUNK_HEAD,
+    FOOTER_SIZE,
+    MCAP_MAGIC,
+    OP_CHUNK,
+    OP_DATA_END,
+    OP_FOOTER,
+    OP_MESSAGE,
+    OP_MESSAGE_INDEX,
+    U32,
+    U64,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class ChunkDamage:
     """A chunk whose records cannot be trusted, and what it held."""
 
-    number: int                 # in file order, from 0
-    offset: int                 # file offset of the chunk record
-    start_ns: int               # log times of its first and last message
+    number: int  # in file order, from 0
+    offset: int  # file offset of the chunk record
+    start_ns: int  # log times of its first and last message
     end_ns: int
-    topics: Mapping[str, int]   # messages per topic it held (its message index; empty: unknown)
+    topics: Mapping[str, int]  # messages per topic it held (its message index; empty: unknown)
     problem: str
 
     def describe(self, t0_ns: int | None = None) -> str:
@@ -53,12 +64,12 @@ class Integrity:
     before the recorder filled them in carry none, and only their structure can be checked."""
 
     chunks: int
-    crc_chunks: int             # chunks that carry a CRC, all checked
-    data_crc: bool              # the DataEnd record carries a data section CRC, checked
-    summary_crc: bool           # the Footer carries a summary CRC, checked
+    crc_chunks: int  # chunks that carry a CRC, all checked
+    data_crc: bool  # the DataEnd record carries a data section CRC, checked
+    summary_crc: bool  # the Footer carries a summary CRC, checked
     damaged: tuple[ChunkDamage, ...] = ()
     problems: tuple[str, ...] = ()  # damage outside the chunks' records
-    start_ns: int | None = None     # log time of the bag's first message
+    start_ns: int | None = None  # log time of the bag's first message
 
     @property
     def ok(self) -> bool:
@@ -76,8 +87,10 @@ class Integrity:
                 found.append(f"and {len(self.damaged) - 3} more corrupt chunk(s)")
             return "; ".join(found + list(self.problems))
         if not self.checksummed:
-            return ("not verified: the bag carries no CRCs (written before the recorder recorded them, or by a "
-                    "writer that leaves them 0)")
+            return (
+                "not verified: the bag carries no CRCs (written before the recorder recorded them, or by a "
+                "writer that leaves them 0)"
+            )
         checked = ["the data section CRC"] * self.data_crc + ["the summary CRC"] * self.summary_crc
         if not self.data_crc:
             checked.insert(0, f"{self.crc_chunks} of {self.chunks} chunk CRCs")
@@ -87,10 +100,16 @@ class Integrity:
         return line
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "checksummed": self.checksummed, "chunks": self.chunks,
-                "crc_chunks": self.crc_chunks, "data_crc": self.data_crc, "summary_crc": self.summary_crc,
-                "damaged_chunks": [dict(dataclasses.asdict(d), topics=dict(d.topics)) for d in self.damaged],
-                "problems": list(self.problems)}
+        return {
+            "ok": self.ok,
+            "checksummed": self.checksummed,
+            "chunks": self.chunks,
+            "crc_chunks": self.crc_chunks,
+            "data_crc": self.data_crc,
+            "summary_crc": self.summary_crc,
+            "damaged_chunks": [dict(dataclasses.asdict(d), topics=dict(d.topics)) for d in self.damaged],
+            "problems": list(self.problems),
+        }
 
 
 class CorruptBag(BagError):
@@ -99,10 +118,12 @@ class CorruptBag(BagError):
     def __init__(self, path: Path, integrity: Integrity):
         self.integrity = integrity
         corrupt = len(integrity.damaged)
-        what = (f"{corrupt} of {integrity.chunks} chunk(s) corrupt" if corrupt
-                else "damaged outside its message data")
-        hint = ("drops the corrupt chunk(s), keeps the rest and says what was lost" if corrupt
-                else "rebuilds it from its verified chunks, losing nothing")
+        what = f"{corrupt} of {integrity.chunks} chunk(s) corrupt" if corrupt else "damaged outside its message data"
+        hint = (
+            "drops the corrupt chunk(s), keeps the rest and says what was lost"
+            if corrupt
+            else "rebuilds it from its verified chunks, losing nothing"
+        )
         super().__init__(f"{path} is corrupt ({what}): {integrity.describe()}. `recap bag repair {path}` {hint}")
 
 
@@ -112,9 +133,9 @@ class ChunkRecord:
 
     start_ns: int
     end_ns: int
-    crc: int              # stored CRC, 0 = none
+    crc: int  # stored CRC, 0 = none
     records: bytes | None  # None when unreadable; not to be used when there is a problem
-    problem: str = ""      # why its records cannot be trusted
+    problem: str = ""  # why its records cannot be trusted
     header_problem: str = ""  # header disagrees with the chunk index
 
 
@@ -127,16 +148,21 @@ def read_chunk_record(record: bytes, index=None) -> ChunkRecord:
         return ChunkRecord(start, end, 0, None, f"no chunk record there (opcode {opcode:#04x})")
     at = CHUNK_HEAD.size
     name_size = U32.unpack_from(record, at)[0]
-    compression = bytes(record[at + 4: at + 4 + name_size]).decode("utf-8", "replace")
+    compression = bytes(record[at + 4 : at + 4 + name_size]).decode("utf-8", "replace")
     at += 4 + name_size
     data_size = U64.unpack_from(record, at)[0] if at + 8 <= len(record) else -1
-    data = record[at + 8: at + 8 + data_size]
+    data = record[at + 8 : at + 8 + data_size]
     header = []
     if 9 + length != len(record):
         header.append(f"record length {9 + length}, index {len(record)}")
     if index is not None:
-        for name, value in (("message_start_time", start), ("message_end_time", end), ("uncompressed_size", size),
-                            ("compression", compression), ("compressed_size", data_size)):
+        for name, value in (
+            ("message_start_time", start),
+            ("message_end_time", end),
+            ("uncompressed_size", size),
+            ("compression", compression),
+            ("compressed_size", data_size),
+        ):
             if getattr(index, name) != value:
                 header.append(f"{name} {value!r}, index {getattr(index, name)!r}")
     header_problem = "header disagrees with the chunk index (" + "; ".join(header) + ")" if header else ""
@@ -147,13 +173,15 @@ def read_chunk_record(record: bytes, index=None) -> ChunkRecord:
     except Exception as exc:  # whatever the decompressor makes of damaged bytes
         return ChunkRecord(start, end, crc, None, f"{compression} data does not decompress ({exc})", header_problem)
     if len(records) != size:
-        return ChunkRecord(start, end, crc, None, f"{len(records)} bytes of records, header says {size}",
-                           header_problem)
+        return ChunkRecord(
+            start, end, crc, None, f"{len(records)} bytes of records, header says {size}", header_problem
+        )
     if crc:
         actual = zlib.crc32(records)
         if actual != crc:
-            return ChunkRecord(start, end, crc, records, f"CRC mismatch (stored {crc:#010x}, computed "
-                               f"{actual:#010x})", header_problem)
+            return ChunkRecord(
+                start, end, crc, records, f"CRC mismatch (stored {crc:#010x}, computed {actual:#010x})", header_problem
+            )
     elif header_problem:  # without a CRC nothing says the records survived what hit the header
         return ChunkRecord(start, end, crc, None, header_problem + " and no CRC to check its records")
     return ChunkRecord(start, end, crc, records, "", header_problem)
@@ -205,7 +233,7 @@ class McapTail:
     summary_start: int
     summary_crc: int
     summary_crc_ok: bool | None  # None: no CRC stored
-    data_end: int | None         # offset of the DataEnd record (None: not where the layout puts it)
+    data_end: int | None  # offset of the DataEnd record (None: not where the layout puts it)
     data_crc: int
 
 
@@ -214,7 +242,7 @@ def read_tail(fd: int, size: int) -> McapTail | None:
     if footer < len(MCAP_MAGIC):
         return None
     tail = os.pread(fd, FOOTER_SIZE + len(MCAP_MAGIC), footer)
-    if tail[0] != OP_FOOTER or U64.unpack_from(tail, 1)[0] != 20 or tail[-len(MCAP_MAGIC):] != MCAP_MAGIC:
+    if tail[0] != OP_FOOTER or U64.unpack_from(tail, 1)[0] != 20 or tail[-len(MCAP_MAGIC) :] != MCAP_MAGIC:
         return None
     summary_start, _, summary_crc = struct.unpack_from("<QQI", tail, 9)
     crc_ok = None
@@ -247,9 +275,9 @@ def crc_range(fd: int, start: int, stop: int, crc: int = 0, block: int = 1 << 23
 class MessageIndex:
     """Where one topic's messages are, in receive-time order: ``[N]`` arrays."""
 
-    log_ns: np.ndarray   # int64 log (receive) times
-    chunk: np.ndarray    # int64 chunk number
-    offset: np.ndarray   # int64 offset of the message record in the chunk's records
+    log_ns: np.ndarray  # int64 log (receive) times
+    chunk: np.ndarray  # int64 chunk number
+    offset: np.ndarray  # int64 offset of the message record in the chunk's records
 
     def __len__(self) -> int:
         return len(self.log_ns)
@@ -276,8 +304,10 @@ class IndexedMcap:
             summary = make_reader(self._file).get_summary()
         except (McapError, struct.error, ValueError, OSError, EOFError) as exc:
             self._file.close()
-            raise BagError(f"{self.path} is damaged ({type(exc).__name__}: {exc}); `recap bag repair "
-                           f"{self.path.parent}` recovers the complete chunks") from exc
+            raise BagError(
+                f"{self.path} is damaged ({type(exc).__name__}: {exc}); `recap bag repair "
+                f"{self.path.parent}` recovers the complete chunks"
+            ) from exc
         if summary is None or (summary.statistics and summary.statistics.message_count and not summary.chunk_indexes):
             self._file.close()
             raise BagError(f"{self.path} has no index; `recap bag repair {self.path.parent}` rewrites it")
@@ -287,8 +317,11 @@ class IndexedMcap:
         self._chunks = sorted(summary.chunk_indexes, key=lambda c: c.chunk_start_offset)
         self._channel_topics = {cid: ch.topic for cid, ch in summary.channels.items()}
         stats = summary.statistics
-        self._start_ns = (stats.message_start_time if stats and stats.message_count else
-                          min((c.message_start_time for c in self._chunks), default=None))
+        self._start_ns = (
+            stats.message_start_time
+            if stats and stats.message_count
+            else min((c.message_start_time for c in self._chunks), default=None)
+        )
         self.integrity: Integrity | None = None  # set by verify()
         self._cached_chunk: tuple[int, bytes] | None = None
         self._indexes: dict[str, MessageIndex] = {}
@@ -315,19 +348,31 @@ class IndexedMcap:
         data_crc = bool(tail.data_end is not None and tail.data_crc)
         if data_crc and not problems and crc_range(fd, 0, tail.data_end) == tail.data_crc:
             crc_chunks = self._check_chunk_headers(fd, tail.data_end, problems)
-            self.integrity = Integrity(chunks=len(self._chunks), crc_chunks=crc_chunks, data_crc=True,
-                                       summary_crc=tail.summary_crc_ok is not None, problems=tuple(problems),
-                                       start_ns=self._start_ns)
+            self.integrity = Integrity(
+                chunks=len(self._chunks),
+                crc_chunks=crc_chunks,
+                data_crc=True,
+                summary_crc=tail.summary_crc_ok is not None,
+                problems=tuple(problems),
+                start_ns=self._start_ns,
+            )
             return self.integrity
         end = tail.data_end if tail.data_end is not None else size
         crc, position, crc_chunks = 0, 0, 0
         for number, chunk in enumerate(self._chunks):
             start, stop = chunk.chunk_start_offset, chunk.chunk_start_offset + chunk.chunk_length
             if start < position or stop > end:
-                damaged.append(ChunkDamage(number, start, chunk.message_start_time, chunk.message_end_time,
-                                           chunk_topics(fd, chunk, self._channel_topics, size),
-                                           f"the chunk index puts it at bytes {start}..{stop}, outside the data "
-                                           "section or over the previous chunk"))
+                damaged.append(
+                    ChunkDamage(
+                        number,
+                        start,
+                        chunk.message_start_time,
+                        chunk.message_end_time,
+                        chunk_topics(fd, chunk, self._channel_topics, size),
+                        f"the chunk index puts it at bytes {start}..{stop}, outside the data "
+                        "section or over the previous chunk",
+                    )
+                )
                 continue
             crc = crc_range(fd, position, start, crc)
             record = os.pread(fd, chunk.chunk_length, start)
@@ -336,19 +381,34 @@ class IndexedMcap:
             read = read_chunk_record(record, chunk)
             crc_chunks += bool(read.crc)
             if read.problem:
-                damaged.append(ChunkDamage(number, start, chunk.message_start_time, chunk.message_end_time,
-                                           chunk_topics(fd, chunk, self._channel_topics, size), read.problem))
+                damaged.append(
+                    ChunkDamage(
+                        number,
+                        start,
+                        chunk.message_start_time,
+                        chunk.message_end_time,
+                        chunk_topics(fd, chunk, self._channel_topics, size),
+                        read.problem,
+                    )
+                )
             elif read.header_problem:
-                problems.append(f"chunk {number} at byte {start}: {read.header_problem} (its records match "
-                                "their CRC)")
+                problems.append(f"chunk {number} at byte {start}: {read.header_problem} (its records match their CRC)")
         if data_crc:
             crc = crc_range(fd, position, tail.data_end, crc)
             if crc != tail.data_crc and not damaged and not problems:
-                problems.append("the data section fails its CRC although every chunk's records match theirs: "
-                                "damage in the message indexes or other records between the chunks")
-        self.integrity = Integrity(chunks=len(self._chunks), crc_chunks=crc_chunks, data_crc=data_crc,
-                                   summary_crc=tail.summary_crc_ok is not None, damaged=tuple(damaged),
-                                   problems=tuple(problems), start_ns=self._start_ns)
+                problems.append(
+                    "the data section fails its CRC although every chunk's records match theirs: "
+                    "damage in the message indexes or other records between the chunks"
+                )
+        self.integrity = Integrity(
+            chunks=len(self._chunks),
+            crc_chunks=crc_chunks,
+            data_crc=data_crc,
+            summary_crc=tail.summary_crc_ok is not None,
+            damaged=tuple(damaged),
+            problems=tuple(problems),
+            start_ns=self._start_ns,
+        )
         return self.integrity
 
     def _check_chunk_headers(self, fd: int, end: int, problems: list[str]) -> int:
@@ -363,8 +423,13 @@ class IndexedMcap:
                 continue
             opcode, length, first, last, size, crc = CHUNK_HEAD.unpack(head)
             crc_chunks += bool(crc)
-            if (opcode, 9 + length, first, last, size) != (OP_CHUNK, chunk.chunk_length, chunk.message_start_time,
-                                                           chunk.message_end_time, chunk.uncompressed_size):
+            if (opcode, 9 + length, first, last, size) != (
+                OP_CHUNK,
+                chunk.chunk_length,
+                chunk.message_start_time,
+                chunk.message_end_time,
+                chunk.uncompressed_size,
+            ):
                 problems.append(f"chunk {number} at byte {start}: the chunk index does not describe the chunk there")
         return crc_chunks
 
@@ -406,7 +471,7 @@ class IndexedMcap:
                 records = self._decompressed(int(index.chunk[i]))
             _, length, *_ = self._RECORD_HEAD.unpack_from(records, offset)
             size = length - 22
-            return records[offset + 31: offset + 31 + min(size, limit or size)], size
+            return records[offset + 31 : offset + 31 + min(size, limit or size)], size
         start = chunk.chunk_start_offset + 49 + len(chunk.compression) + offset
         opcode, length, *_ = self._RECORD_HEAD.unpack(os.pread(self._fd, 31, start))
         if opcode != 0x05:

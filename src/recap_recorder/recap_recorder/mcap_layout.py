@@ -5,6 +5,7 @@ CRC-filling writer (:mod:`recap_recorder.bag_writer`), the index reader and CRC 
 (:mod:`recap_recorder.indexed_mcap`) and repair (:mod:`recap_recorder.bag_repair`). Everything
 else is read with the ``mcap`` library.
 """
+
 from __future__ import annotations
 
 import struct

@@ -5,6 +5,7 @@ A recorded topic is named relative to the station namespace, with its message ty
 adds where bags go, the queue and chunk limits, the disk reserve and how images are stored, and
 refuses values that cannot work.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,16 @@ KNOWN_TOPICS: dict[str, tuple[str, str]] = {
     "sim/status": ("diagnostic_msgs/msg/DiagnosticStatus", SENSOR),
 }
 CAMERA_TOPIC = re.compile(r"^camera/(?P<camera>[^/]+)/image_raw$")
-DEFAULT_TOPICS_AFTER_CAMERAS = ("joint_states", "joint_command", "policy/action_chunk", "policy/status",
-                                "intervention", "command_source", "value/estimate", "episode/status")
+DEFAULT_TOPICS_AFTER_CAMERAS = (
+    "joint_states",
+    "joint_command",
+    "policy/action_chunk",
+    "policy/status",
+    "intervention",
+    "command_source",
+    "value/estimate",
+    "episode/status",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +80,10 @@ class TopicSpec:
             known = (IMAGE_TYPE, SENSOR)
         if not msgtype:
             if known is None:
-                raise ValueError(f"topic '{name}' is not a station topic of DESIGN.md §3: give its type as "
-                                 f"'{name}:package/msg/Type[:{'|'.join(QOS_KINDS)}]'")
+                raise ValueError(
+                    f"topic '{name}' is not a station topic of DESIGN.md §3: give its type as "
+                    f"'{name}:package/msg/Type[:{'|'.join(QOS_KINDS)}]'"
+                )
             msgtype = known[0]
         if not kind:
             kind = known[1] if known is not None and known[0] == msgtype else SENSOR
@@ -100,7 +111,7 @@ class RecorderConfig:
     min_free_disk_bytes: int = 1024 * 2**20
     snapshot_max_age_s: float = 1.0
     silent_after_s: float = 2.0
-    image_compression: str = "jpeg"   # or "none": images stored as received
+    image_compression: str = "jpeg"  # or "none": images stored as received
     jpeg_quality: int = JPEG_QUALITY  # the dataset's own setting: the converter stores the bytes as they are
 
     def __post_init__(self):
@@ -116,11 +127,14 @@ class RecorderConfig:
         if duplicates:
             raise ValueError(f"topics listed twice: {duplicates}; list each topic once")
         if EPISODE_STATUS not in names:
-            raise ValueError(f"'{EPISODE_STATUS}' must be recorded: it starts and stops the bags "
-                             "and carries the episode metadata")
+            raise ValueError(
+                f"'{EPISODE_STATUS}' must be recorded: it starts and stops the bags and carries the episode metadata"
+            )
         if self.max_queue_bytes < 2**20 or self.max_queue_messages < 10:
-            raise ValueError(f"queue too small ({self.max_queue_bytes} bytes, {self.max_queue_messages} "
-                             "messages): allow at least 1 MB and 10 messages")
+            raise ValueError(
+                f"queue too small ({self.max_queue_bytes} bytes, {self.max_queue_messages} "
+                "messages): allow at least 1 MB and 10 messages"
+            )
         if not 4096 <= self.chunk_size_bytes <= 2**20:
             # rosbags closes a chunk past 1 MiB on its own; larger would be ignored.
             raise ValueError(f"chunk size {self.chunk_size_bytes} bytes is outside [4 KiB, 1 MiB]")

@@ -3,6 +3,7 @@
 A full queue refuses a message (the recorder drops and counts it) instead of blocking a
 subscription callback; control items (open or close a bag) are always accepted.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,7 @@ class BoundedQueue:
 
     def put(self, item, size: int | None) -> bool:
         with self._cond:
-            if size is not None and (self._bytes + size > self.max_bytes
-                                     or len(self._items) >= self.max_messages):
+            if size is not None and (self._bytes + size > self.max_bytes or len(self._items) >= self.max_messages):
                 return False
             self._items.append((item, size or 0))
             self._bytes += size or 0

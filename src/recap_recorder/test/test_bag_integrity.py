@@ -5,6 +5,7 @@ The recorder writes every MCAP CRC (chunk ``uncompressed_crc``, DataEnd ``data_s
 before (CRC 0, "not computed") still read, with a note. Also: a bag's ``.mcap`` file names its bag, and
 ``recap convert`` refuses an ``--out`` that is a file or a damaged dataset in one line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,8 @@ from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    start: int       # file offset of the chunk record
-    data: int        # file offset of its (compressed) records
+    start: int  # file offset of the chunk record
+    data: int  # file offset of its (compressed) records
     data_end: int
     compression: str
     messages: tuple  # (topic, log_time, data) in the chunk's order
@@ -52,7 +53,7 @@ def chunks_of(path: Path) -> list[Chunk]:
         if position + 9 + length > len(raw):
             break
         if opcode == 0x06:
-            record = McapChunk.read(ReadDataStream(io.BytesIO(raw[position + 9: position + 9 + length])))
+            record = McapChunk.read(ReadDataStream(io.BytesIO(raw[position + 9 : position + 9 + length])))
             messages = []
             for item in breakup_chunk(record):
                 if isinstance(item, Channel):
@@ -108,6 +109,7 @@ def copy(recorded, tmp_path):
         target = tmp_path / "copies" / name
         shutil.copytree(recorded[source], target)
         return target
+
     return make
 
 
@@ -125,13 +127,13 @@ def test_new_bags_carry_chunk_data_section_and_summary_crcs(recorded):
     assert len(chunks) > 5
     for chunk in chunks:
         crc = struct.unpack_from("<I", raw, chunk.start + 33)[0]
-        assert crc != 0 and crc == zlib.crc32(raw[chunk.data:chunk.data_end])  # uncompressed: the records as stored
+        assert crc != 0 and crc == zlib.crc32(raw[chunk.data : chunk.data_end])  # uncompressed: the records as stored
     records = list(StreamReader(mcap.open("rb"), emit_chunks=True, validate_crcs=True).records)  # raises on mismatch
     data_end = next(r for r in records if isinstance(r, DataEnd))
     footer = next(r for r in records if isinstance(r, Footer))
     assert raw[footer.summary_start - 13] == 0x0F  # DataEnd, right before the summary
-    assert data_end.data_section_crc == zlib.crc32(raw[:footer.summary_start - 13])
-    assert footer.summary_crc == zlib.crc32(raw[footer.summary_start:len(raw) - 8 - 4])
+    assert data_end.data_section_crc == zlib.crc32(raw[: footer.summary_start - 13])
+    assert footer.summary_crc == zlib.crc32(raw[footer.summary_start : len(raw) - 8 - 4])
     with Reader(recorded["bag"]) as reader:  # rosbags checks chunk CRCs too
         assert sum(1 for _ in reader.messages()) == len(messages_of(recorded["bag"]))
     info = read_info(recorded["bag"])
@@ -180,8 +182,10 @@ def test_a_changed_joint_command_is_reported_skipped_and_repaired_away(recorded,
     hit = chunks_of(storage_file(recorded["bag"]))[number]
     expected = [m for m in messages_of(recorded["bag"]) if m not in hit.messages]
     assert messages_of(repaired) == expected
-    assert info.custom_data["repair_dropped_chunks"] == "1" and "/joint_command" in info.custom_data[
-        "repair_lost_messages"]
+    assert (
+        info.custom_data["repair_dropped_chunks"] == "1"
+        and "/joint_command" in info.custom_data["repair_lost_messages"]
+    )
 
     assert recap(["convert", str(repaired), "--out", str(dataset), "--no-progress"]) == 0
     assert "messages lost in corrupt chunks" in capsys.readouterr().out
@@ -193,8 +197,12 @@ def test_a_changed_joint_command_is_reported_skipped_and_repaired_away(recorded,
     distance = np.abs(actions[:, None, :] - fed.commands[None, :, :]).max(axis=2).min(axis=1)
     assert np.all(distance < 1e-6)  # every frame's action is a command that was sent
     [episode] = load_episodes(dataset)
-    assert episode["length"] == len(fed.commands) - sum(m[0] == "/joint_command" for m in hit.messages) - \
-        episode["extra"]["dropped_leading_ticks"]
+    assert (
+        episode["length"]
+        == len(fed.commands)
+        - sum(m[0] == "/joint_command" for m in hit.messages)
+        - episode["extra"]["dropped_leading_ticks"]
+    )
 
 
 def test_changed_image_bytes_are_found_by_info_convert_and_repair(recorded, copy, tmp_path, capsys):
@@ -285,8 +293,10 @@ def compressed_bag(recorded, tmp_path_factory):
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
     typestore = get_typestore(Stores.ROS2_KILTED)
-    connections = {cid: writer.add_connection(ch.topic, recovered.schemas[ch.schema_id].name, typestore=typestore)
-                   for cid, ch in sorted(recovered.channels.items())}
+    connections = {
+        cid: writer.add_connection(ch.topic, recovered.schemas[ch.schema_id].name, typestore=typestore)
+        for cid, ch in sorted(recovered.channels.items())
+    }
     for n, message in enumerate(recovered.messages):
         writer.write(connections[message.channel_id], message.log_time, message.data)
         if n % 25 == 24:
@@ -301,8 +311,7 @@ def compressed_bag(recorded, tmp_path_factory):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_a_flip_in_compressed_chunk_data_is_reported_and_costs_only_that_chunk(compressed_bag, tmp_path_factory,
-                                                                               data):
+def test_a_flip_in_compressed_chunk_data_is_reported_and_costs_only_that_chunk(compressed_bag, tmp_path_factory, data):
     chunks = compressed_bag["chunks"]
     number = data.draw(st.integers(0, len(chunks) - 1), label="chunk")
     offset = data.draw(st.integers(chunks[number].data, chunks[number].data_end - 1), label="offset")
@@ -314,8 +323,7 @@ def test_a_flip_in_compressed_chunk_data_is_reported_and_costs_only_that_chunk(c
     report = repair_bag(bag)
     if report.dropped:
         assert f"chunk {number} at byte" in str(raised.value) and [d.number for d in report.dropped] == [number]
-        assert messages_of(report.output) == [m for m in compressed_bag["messages"]
-                                              if m not in chunks[number].messages]
+        assert messages_of(report.output) == [m for m in compressed_bag["messages"] if m not in chunks[number].messages]
     else:  # zstd decoded the changed bytes to the same records (e.g. a larger window size): nothing is lost
         assert "losing nothing" in str(raised.value)
         assert messages_of(report.output) == compressed_bag["messages"]
@@ -350,8 +358,11 @@ def test_bags_without_crcs_still_read_convert_and_say_they_are_unverified(helper
 
     from recap_recorder import bag_writer
 
-    monkeypatch.setattr(bag_writer, "checksummed_writer", lambda path: Writer(
-        path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP))  # what the recorder used before
+    monkeypatch.setattr(
+        bag_writer,
+        "checksummed_writer",
+        lambda path: Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP),
+    )  # what the recorder used before
     recorder = helpers.make_recorder(tmp_path / "bags", chunk_size_bytes=4096)
     helpers.feed(recorder, "old-0001", "success", steps=20, t0_ns=10**18)
     assert recorder.drain(20)
@@ -427,8 +438,10 @@ def test_convert_refuses_to_append_to_a_damaged_dataset(recorded, helpers, tmp_p
         damage(root)
         return root
 
-    cases = [damaged("no_episodes", lambda root: shutil.rmtree(root / "meta" / "episodes")),
-             damaged("garbage_tasks", lambda root: (root / "meta" / "tasks.parquet").write_bytes(b"garbage"))]
+    cases = [
+        damaged("no_episodes", lambda root: shutil.rmtree(root / "meta" / "episodes")),
+        damaged("garbage_tasks", lambda root: (root / "meta" / "tasks.parquet").write_bytes(b"garbage")),
+    ]
     for root in cases:
         before = sorted(p for p in root.rglob("*") if p.is_file())
         assert recap(["convert", str(tmp_path / "bags" / "ep-0009"), "--out", str(root), "--no-progress"]) == 2

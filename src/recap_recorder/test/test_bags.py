@@ -1,4 +1,5 @@
 """``recap bag info`` and ``recap bag repair`` on complete, killed, truncated and corrupt bags."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,7 @@ def test_info_explains_missing_killed_truncated_and_corrupt_bags(recorded, tmp_p
         read_info(corrupt)
 
 
-def test_repair_of_a_killed_bag_keeps_every_written_message_and_recovers_the_metadata(recorded, tmp_path,
-                                                                                      capsys):
+def test_repair_of_a_killed_bag_keeps_every_written_message_and_recovers_the_metadata(recorded, tmp_path, capsys):
     out = tmp_path / "fixed"
     assert recap(["bag", "repair", str(recorded["killed"]), "--out", str(out)]) == 0
     assert "messages kept" in capsys.readouterr().out
@@ -112,5 +112,5 @@ def test_repair_after_a_cut_anywhere_keeps_exactly_the_complete_chunks(recorded,
         return
     report = repair_bag(bag)
     kept = messages_of(report.output)
-    assert len(kept) >= expected and kept == everything[:len(kept)]
+    assert len(kept) >= expected and kept == everything[: len(kept)]
     assert report.label == ("success" if len(kept) == len(everything) else "unknown")

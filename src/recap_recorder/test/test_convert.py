@@ -1,4 +1,5 @@
 """Bags -> RECAP dataset: the resampling rule, image decoding, labels, flags, skips, appending, loading."""
+
 from __future__ import annotations
 
 import shutil
@@ -20,17 +21,34 @@ times = st.lists(st.integers(0, 10_000), max_size=40).map(lambda v: np.array(sor
 
 
 @settings(max_examples=200, deadline=None)
-@given(commands=times.filter(len), states=times, images=times, flags=times, data=st.data(),
-       tolerance=st.sampled_from([0, 3, 50]), start=st.one_of(st.none(), st.integers(0, 10_000)))
-def test_resampling_takes_the_newest_sample_at_or_before_each_command(commands, states, images, flags, data,
-                                                                      tolerance, start):
+@given(
+    commands=times.filter(len),
+    states=times,
+    images=times,
+    flags=times,
+    data=st.data(),
+    tolerance=st.sampled_from([0, 3, 50]),
+    start=st.one_of(st.none(), st.integers(0, 10_000)),
+)
+def test_resampling_takes_the_newest_sample_at_or_before_each_command(
+    commands, states, images, flags, data, tolerance, start
+):
     flag_values = np.array(data.draw(st.lists(st.booleans(), min_size=len(flags), max_size=len(flags))), bool)
     actions = np.arange(len(commands) * 14, dtype=float).reshape(-1, 14)
     state_values = np.arange(len(states) * 14, dtype=float).reshape(-1, 14) + 0.5
-    t = resample(command_ns=commands, commands=actions, state_ns=states, states=state_values,
-                 image_ns={"cam": images}, intervention_ns=flags, intervention=flag_values,
-                 source_ns=np.zeros(0, np.int64), source_is_teleop=np.zeros(0, bool), flag_tolerance_ns=tolerance,
-                 observed_after_ns=start)
+    t = resample(
+        command_ns=commands,
+        commands=actions,
+        state_ns=states,
+        states=state_values,
+        image_ns={"cam": images},
+        intervention_ns=flags,
+        intervention=flag_values,
+        source_ns=np.zeros(0, np.int64),
+        source_is_teleop=np.zeros(0, bool),
+        flag_tolerance_ns=tolerance,
+        observed_after_ns=start,
+    )
     after = -1 if start is None else start  # the start snapshot (stamped at the start) is no observation
     kept = 0
     for k, tick in enumerate(commands):
@@ -52,16 +70,26 @@ def test_latest_at_or_before_is_minus_one_before_the_first_sample():
 
 
 @settings(max_examples=50, deadline=None)
-@given(frame_id=st.text(max_size=9), height=st.integers(1, 5), width=st.integers(1, 5),
-       encoding=st.sampled_from(["rgb8", "bgr8"]), pad=st.integers(0, 3))
+@given(
+    frame_id=st.text(max_size=9),
+    height=st.integers(1, 5),
+    width=st.integers(1, 5),
+    encoding=st.sampled_from(["rgb8", "bgr8"]),
+    pad=st.integers(0, 3),
+)
 def test_image_layout_agrees_with_rosbags(synth, frame_id, height, width, encoding, pad):
     rng = np.random.default_rng(height * 7 + width)
     rgb = rng.integers(0, 255, (height, width * 3 + pad), dtype=np.uint8)
     T = synth.T
     msg = T["sensor_msgs/msg/Image"](
         header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=2), frame_id=frame_id),
-        height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3 + pad,
-        data=rgb.reshape(-1))
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * 3 + pad,
+        data=rgb.reshape(-1),
+    )
     raw = bytes(synth.ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     assert image_layout(raw)[:4] == (height, width, encoding, width * 3 + pad)
     pixels = rgb[:, : width * 3].reshape(height, width, 3)
@@ -75,12 +103,9 @@ def station_bags(request, tmp_path_factory, helpers):
     root = tmp_path_factory.mktemp("station_bags")
     recorder = helpers.make_recorder(root / "bags", chunk_size_bytes=16384, image_compression=request.param)
     episodes = [
-        helpers.feed(recorder, "sim-0001", "success", steps=100, t0_ns=10**18,
-                              intervention_steps=[(20, 41)], seed=1),
-        helpers.feed(recorder, "sim-0002", "failure", steps=80, t0_ns=10**18 + 10**10,
-                              seed=2),
-        helpers.feed(recorder, "sim-0003", "aborted", steps=30, t0_ns=10**18 + 2 * 10**10,
-                              seed=3),
+        helpers.feed(recorder, "sim-0001", "success", steps=100, t0_ns=10**18, intervention_steps=[(20, 41)], seed=1),
+        helpers.feed(recorder, "sim-0002", "failure", steps=80, t0_ns=10**18 + 10**10, seed=2),
+        helpers.feed(recorder, "sim-0003", "aborted", steps=30, t0_ns=10**18 + 2 * 10**10, seed=3),
     ]
     assert recorder.drain(20)
     recorder.close()
@@ -92,8 +117,13 @@ def station_bags(request, tmp_path_factory, helpers):
     killed = damaged / "killed"
     shutil.copytree(root / "bags" / "sim-0002", killed)
     (killed / "metadata.yaml").unlink()
-    return {"root": root, "episodes": {e.episode_id: e for e in episodes}, "truncated": truncated,
-            "killed": killed, "compression": request.param}
+    return {
+        "root": root,
+        "episodes": {e.episode_id: e for e in episodes},
+        "truncated": truncated,
+        "killed": killed,
+        "compression": request.param,
+    }
 
 
 def test_conversion_round_trips_commands_labels_flags_and_images(station_bags, tmp_path):
@@ -104,8 +134,9 @@ def test_conversion_round_trips_commands_labels_flags_and_images(station_bags, t
 
     root = station_bags["root"] / "bags"
     out = tmp_path / "dataset"
-    outcomes = convert_bags([root / "sim-0001", root / "sim-0002", root / "sim-0003"], out,
-                            image_format="png", progress=False)
+    outcomes = convert_bags(
+        [root / "sim-0001", root / "sim-0002", root / "sim-0003"], out, image_format="png", progress=False
+    )
     assert [o.status for o in outcomes] == ["converted", "converted", "skipped"]
     assert "aborted" in outcomes[2].reason and "--include-aborted" in outcomes[2].reason
     episodes = load_episodes(out)
@@ -118,10 +149,10 @@ def test_conversion_round_trips_commands_labels_flags_and_images(station_bags, t
         assert row["success"] == (label == "success") and row["extra"]["episode_id"] == episode_id
         assert row["extra"]["label"] == label and row["policy_checkpoint"] == "ckpt-7" and row["beta"] == 1.5
         actions = np.array(frames["action"].to_pylist())
-        assert np.allclose(actions, fed.commands[-len(actions):], atol=1e-6)  # float32 of the sent commands
+        assert np.allclose(actions, fed.commands[-len(actions) :], atol=1e-6)  # float32 of the sent commands
         states = np.array(frames["observation.state"].to_pylist())
-        assert np.allclose(states[1:], fed.commands[-len(actions):-1], atol=1e-6)  # the state before the command
-        assert np.array_equal(frames["is_intervention"].to_numpy(), fed.intervention[-len(actions):])
+        assert np.allclose(states[1:], fed.commands[-len(actions) : -1], atol=1e-6)  # the state before the command
+        assert np.array_equal(frames["is_intervention"].to_numpy(), fed.intervention[-len(actions) :])
         timestamps = frames["timestamp"].to_numpy()
         assert np.allclose(np.diff(timestamps), 0.02, atol=1e-4)
         for i, cam in enumerate(("base", "left_wrist", "right_wrist")):
@@ -147,8 +178,11 @@ def recorded_jpegs(bag, camera: str) -> list[bytes]:
 
     recovered = recover_mcap(storage_file(bag))
     topic = f"/camera/{camera}/image_raw/compressed"
-    return [bytes(compressed_payload(m.data)[1]) for m in recovered.messages
-            if recovered.channels[m.channel_id].topic == topic]
+    return [
+        bytes(compressed_payload(m.data)[1])
+        for m in recovered.messages
+        if recovered.channels[m.channel_id].topic == topic
+    ]
 
 
 def test_recorded_jpeg_goes_into_a_jpeg_dataset_byte_for_byte(station_bags, tmp_path):
@@ -161,21 +195,22 @@ def test_recorded_jpeg_goes_into_a_jpeg_dataset_byte_for_byte(station_bags, tmp_
     [outcome] = convert_bags([bag], out, image_format="jpeg", progress=False)
     assert outcome.status == "converted"
     [episode] = load_episodes(out)
-    cells = [c["bytes"] for c in pq.read_table(next((out / "data").rglob("*.parquet")))[
-        "observation.images.base"].to_pylist()]
+    cells = [
+        c["bytes"]
+        for c in pq.read_table(next((out / "data").rglob("*.parquet")))["observation.images.base"].to_pylist()
+    ]
     jpegs = recorded_jpegs(bag, "base")
     assert len(cells) == episode["length"]
     if station_bags["compression"] == "none":
         assert jpegs == [] and read_info(bag).topic("camera/base/image_raw").count == 80
         return
-    assert cells == jpegs[len(jpegs) - len(cells):]  # the recorded bytes, tick by tick
+    assert cells == jpegs[len(jpegs) - len(cells) :]  # the recorded bytes, tick by tick
 
 
 def test_appending_keeps_existing_files_and_skips_converted_bags(station_bags, tmp_path, capsys):
     root = station_bags["root"] / "bags"
     out = tmp_path / "dataset"
-    assert recap(["convert", str(root / "sim-0001"), "--out", str(out), "--image-format", "raw",
-                  "--no-progress"]) == 0
+    assert recap(["convert", str(root / "sim-0001"), "--out", str(out), "--image-format", "raw", "--no-progress"]) == 0
     before = {p: p.read_bytes() for p in (out / "data").rglob("*.parquet")}
     capsys.readouterr()
     assert recap(["convert", str(root), "--out", str(out), "--include-aborted", "--no-progress"]) == 0
@@ -202,8 +237,17 @@ def test_appending_keeps_existing_files_and_skips_converted_bags(station_bags, t
 def test_damaged_bags_are_reported_and_skipped_with_the_repair_hint(station_bags, tmp_path, capsys):
     root = station_bags["root"] / "bags"
     out = tmp_path / "dataset"
-    code = recap(["convert", str(station_bags["truncated"]), str(station_bags["killed"]), str(root / "sim-0002"),
-                  "--out", str(out), "--no-progress"])
+    code = recap(
+        [
+            "convert",
+            str(station_bags["truncated"]),
+            str(station_bags["killed"]),
+            str(root / "sim-0002"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1  # unreadable bags need attention
     assert "failed" in captured.err and captured.err.count("recap bag repair") == 2
@@ -239,8 +283,7 @@ def test_the_start_snapshot_is_no_observation_of_the_episode(helpers, synth, tmp
     recorder.on_episode_status(values, data, t0 + 300_000_000)
     assert recorder.drain(20)
     recorder.close()
-    outcomes = convert_bags([tmp_path / "bags" / "sim-0100"], tmp_path / "dataset", image_format="png",
-                            progress=False)
+    outcomes = convert_bags([tmp_path / "bags" / "sim-0100"], tmp_path / "dataset", image_format="png", progress=False)
     assert [o.status for o in outcomes] == ["converted"], outcomes
     states = np.array(load_frames_table(tmp_path / "dataset")["observation.state"].to_pylist())
     assert len(states) == 10 and np.allclose(states, 0.0), states[:2]

@@ -1,4 +1,5 @@
 """Simulated station (gym-aloha + scripted operator + gate + episode manager) -> recorder -> bags -> dataset."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +19,21 @@ STEPS = 60
 def test_sim_episodes_are_recorded_and_convert_to_50hz_frames(tmp_path):
     pytest.importorskip("gym_aloha")
     record = tmp_path / "bags"
-    cmd = [sys.executable, "-m", "recap_core.cli", "station", "--sim", "--episodes", "2", "--record", str(record),
-           "--max-steps", str(STEPS), "--image-size", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recap_core.cli",
+        "station",
+        "--sim",
+        "--episodes",
+        "2",
+        "--record",
+        str(record),
+        "--max-steps",
+        str(STEPS),
+        "--image-size",
+        "64",
+    ]
     run = subprocess.run(cmd, env=ros_environment(), capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     found = sorted(p for p in record.iterdir() if p.is_dir())

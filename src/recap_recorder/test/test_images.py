@@ -1,4 +1,5 @@
 """Recorded images: the CDR parsing of Image / CompressedImage and the recorder's JPEG transcoding."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,13 @@ from hypothesis import strategies as st
 
 from recap_recorder.bag_files import BagError
 from recap_recorder.bag_info import read_info
-from recap_recorder.images import (compress_image, compressed_payload, compressed_shape, compression_of,
-                                   decode_compressed)
+from recap_recorder.images import (
+    compress_image,
+    compressed_payload,
+    compressed_shape,
+    compression_of,
+    decode_compressed,
+)
 
 
 def image_cdr(synth, pixels: np.ndarray, encoding: str, frame_id: str = "", pad: int = 0, stamp=(3, 4)) -> bytes:
@@ -23,24 +29,44 @@ def image_cdr(synth, pixels: np.ndarray, encoding: str, frame_id: str = "", pad:
     rows = np.zeros((height, width * channels * pixels.itemsize + pad), np.uint8)
     rows[:, : width * channels * pixels.itemsize] = pixels.reshape(height, -1).view(np.uint8)
     msg = T["sensor_msgs/msg/Image"](
-        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp[0], nanosec=stamp[1]),
-                                        frame_id=frame_id),
-        height=height, width=width, encoding=encoding, is_bigendian=0, step=rows.shape[1], data=rows.reshape(-1))
+        header=T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=stamp[0], nanosec=stamp[1]), frame_id=frame_id
+        ),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=rows.shape[1],
+        data=rows.reshape(-1),
+    )
     return bytes(synth.ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))
 
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     phase = np.random.default_rng(seed).uniform(0, 6)
-    return np.stack([(xx * 255 // max(1, width - 1)), (yy * 255 // max(1, height - 1)),
-                     (127 + 100 * np.sin(xx / 5 + yy / 7 + phase))], -1).astype(np.uint8)
+    return np.stack(
+        [
+            (xx * 255 // max(1, width - 1)),
+            (yy * 255 // max(1, height - 1)),
+            (127 + 100 * np.sin(xx / 5 + yy / 7 + phase)),
+        ],
+        -1,
+    ).astype(np.uint8)
 
 
 @settings(max_examples=40, deadline=None)
-@given(frame_id=st.text(max_size=11), height=st.integers(16, 48), width=st.integers(16, 48),
-       encoding=st.sampled_from(["rgb8", "bgr8"]), pad=st.integers(0, 5), seed=st.integers(0, 9))
-def test_compressed_message_is_a_valid_compressed_image_with_the_same_header(synth, frame_id, height, width,
-                                                                            encoding, pad, seed):
+@given(
+    frame_id=st.text(max_size=11),
+    height=st.integers(16, 48),
+    width=st.integers(16, 48),
+    encoding=st.sampled_from(["rgb8", "bgr8"]),
+    pad=st.integers(0, 5),
+    seed=st.integers(0, 9),
+)
+def test_compressed_message_is_a_valid_compressed_image_with_the_same_header(
+    synth, frame_id, height, width, encoding, pad, seed
+):
     rgb = smooth_image(height, width, seed)
     sent = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
     raw = image_cdr(synth, sent, encoding, frame_id, pad, stamp=(17, 123456789))
@@ -92,9 +118,11 @@ def test_compressed_formats_and_streams_from_other_recorders(synth):
     with pytest.raises(BagError, match="not a PNG"):
         compressed_shape(simplejpeg.encode_jpeg(rgb), "png")
     T = synth.T
-    msg = T["sensor_msgs/msg/CompressedImage"](header=T["std_msgs/msg/Header"](
-        stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=2), frame_id="cam"), format="png",
-        data=np.frombuffer(buffer.getvalue(), np.uint8))
+    msg = T["sensor_msgs/msg/CompressedImage"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=2), frame_id="cam"),
+        format="png",
+        data=np.frombuffer(buffer.getvalue(), np.uint8),
+    )
     raw = bytes(synth.ts.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
     assert compressed_payload(raw)[0] == "png" and bytes(compressed_payload(raw)[1]) == buffer.getvalue()
     with pytest.raises(BagError, match="cut off"):
@@ -127,8 +155,7 @@ def test_an_image_the_recorder_cannot_compress_is_kept_raw_and_counted(new_recor
     for cam in ("base", "left_wrist", "right_wrist"):
         topic = f"/camera/{cam}/image_raw"
         assert counts[topic] + counts[topic + "/compressed"] == 40 and counts[topic] == uncompressed[topic]
-    [outcome] = convert_bags([tmp_path / "bags" / "sim-0001"], tmp_path / "dataset", image_format="png",
-                             progress=False)
+    [outcome] = convert_bags([tmp_path / "bags" / "sim-0001"], tmp_path / "dataset", image_format="png", progress=False)
     assert outcome.status == "converted" and outcome.frames == 40
     import pyarrow.parquet as pq
 
@@ -136,8 +163,10 @@ def test_an_image_the_recorder_cannot_compress_is_kept_raw_and_counted(new_recor
 
     cells = pq.read_table(next((tmp_path / "dataset" / "data").rglob("*.parquet")))
     for cam in ("base", "left_wrist", "right_wrist"):
-        fills = [int(decode_image(c["bytes"], "png", (16, 16))[8, 8, 0])
-                 for c in cells[f"observation.images.{cam}"].to_pylist()]
+        fills = [
+            int(decode_image(c["bytes"], "png", (16, 16))[8, 8, 0])
+            for c in cells[f"observation.images.{cam}"].to_pylist()
+        ]
         expected = episode.image_fill[cam] % 256
         assert np.all(np.abs(np.array(fills) - expected) <= 12), (fills, expected)
         steps = (np.diff(fills) + 128) % 256 - 128  # fills wrap at 256

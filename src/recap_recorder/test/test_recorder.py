@@ -1,4 +1,5 @@
 """The recorder without ROS: topics, episode boundaries, bags, metadata, drops, disk checks, chunks."""
+
 from __future__ import annotations
 
 import json
@@ -124,7 +125,8 @@ def test_two_episodes_make_two_bags_with_metadata_and_counts(tmp_path, new_recor
 
 
 def test_an_episode_starting_soon_after_sensor_data_gets_the_newest_sample_at_its_start(
-        tmp_path, new_recorder, feed, synth):
+    tmp_path, new_recorder, feed, synth
+):
     recorder = new_recorder()
     t0 = 10**18
     recorder.on_message("camera/base/image_raw", synth.image(7, t0), t0 - 300_000_000)
@@ -137,8 +139,7 @@ def test_an_episode_starting_soon_after_sensor_data_gets_the_newest_sample_at_it
     assert counts["/joint_command"] == 10 and counts["/camera/left_wrist/image_raw/compressed"] == 10
 
 
-def test_a_full_queue_drops_and_counts_instead_of_blocking_the_callback(tmp_path, new_recorder, feed,
-                                                                       monkeypatch):
+def test_a_full_queue_drops_and_counts_instead_of_blocking_the_callback(tmp_path, new_recorder, feed, monkeypatch):
     release = threading.Event()
     original = EpisodeBagWriter.write
 
@@ -186,10 +187,9 @@ def test_closed_chunks_are_on_disk_while_the_episode_is_still_recording(tmp_path
     assert recorder.drain(20)
     mcap = tmp_path / "bags" / "sim-0001" / "sim-0001.mcap"
     recovered = recover_mcap(mcap)  # what a SIGKILL right now would leave
-    commands = [m for m in recovered.messages
-                if recovered.channels[m.channel_id].topic == "/joint_command"]
+    commands = [m for m in recovered.messages if recovered.channels[m.channel_id].topic == "/joint_command"]
     assert not recovered.complete and 150 <= len(commands) <= 200
-    assert [m.log_time for m in commands] == list(episode.command_ns[:len(commands)])
+    assert [m.log_time for m in commands] == list(episode.command_ns[: len(commands)])
 
 
 def test_status_lists_silent_topics_and_the_sensor_streams_that_stopped(new_recorder, synth):

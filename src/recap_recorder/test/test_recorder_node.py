@@ -1,4 +1,5 @@
 """The recorder as a real process, fed by a probe that plays station, gate and episode manager."""
+
 from __future__ import annotations
 
 import os
@@ -54,10 +55,20 @@ class Station:
         raise AssertionError(f"the recorder never heard all of {sorted(ours)}")
 
     def episode(self, episode_id, state, **extra):
-        values = {"episode_id": episode_id, "task": "stack the cups", "state": state,
-                  "label": state if state in ("success", "failure", "aborted") else "", "steps": "0",
-                  "source": "demo", "policy_checkpoint": "", "beta": "", "station": "sim_aloha",
-                  "operator": "grace", "start_time": "2026-01-01T10:00:00.000+00:00", "stop_time": ""}
+        values = {
+            "episode_id": episode_id,
+            "task": "stack the cups",
+            "state": state,
+            "label": state if state in ("success", "failure", "aborted") else "",
+            "steps": "0",
+            "source": "demo",
+            "policy_checkpoint": "",
+            "beta": "",
+            "station": "sim_aloha",
+            "operator": "grace",
+            "start_time": "2026-01-01T10:00:00.000+00:00",
+            "stop_time": "",
+        }
         values.update(extra)
         self.status.publish(diagnostic("episode_manager", values))
 
@@ -81,8 +92,13 @@ class Station:
 
 
 def start_recorder(node_process, tmp_path, **params):
-    params = {"output_dir": str(tmp_path / "bags"), "min_free_disk_mb": 1.0, "chunk_max_duration_s": 0.1,
-              "status_rate_hz": 10.0, **params}
+    params = {
+        "output_dir": str(tmp_path / "bags"),
+        "min_free_disk_mb": 1.0,
+        "chunk_max_duration_s": 0.1,
+        "status_rate_hz": 10.0,
+        **params,
+    }
     proc = node_process("recap_recorder.recorder_node", params=params)
     assert proc.wait_for_output("recorder up", timeout=30), proc.output()
     return proc
@@ -102,8 +118,11 @@ def commands_in(path):
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_KILTED)
-    return [int(ts.deserialize_cdr(m.data, "sensor_msgs/msg/JointState").position[0])
-            for m in recovered.messages if recovered.channels[m.channel_id].topic == "/joint_command"]
+    return [
+        int(ts.deserialize_cdr(m.data, "sensor_msgs/msg/JointState").position[0])
+        for m in recovered.messages
+        if recovered.channels[m.channel_id].topic == "/joint_command"
+    ]
 
 
 def topic_images(path, topic):
@@ -186,8 +205,12 @@ def test_low_disk_refuses_the_episode_and_says_so_on_recorder_status(node_proces
     recorder = start_recorder(node_process, tmp_path, min_free_disk_mb=1e9)
     station.wait_for_recorder()
     station.episode("sim_aloha-0009", "running")
-    assert wait_for(lambda: station.recorder_status.last() is not None
-                    and diagnostic_values(station.recorder_status.last()).get("episodes_refused") == "1")
+    assert wait_for(
+        lambda: (
+            station.recorder_status.last() is not None
+            and diagnostic_values(station.recorder_status.last()).get("episodes_refused") == "1"
+        )
+    )
     status = station.recorder_status.last()
     assert status.level in (2, b"\x02") and "sim_aloha-0009 NOT recorded" in status.message
     assert "min_free_disk_mb" in recorder.output()
@@ -195,8 +218,9 @@ def test_low_disk_refuses_the_episode_and_says_so_on_recorder_status(node_proces
 
 
 def test_a_bad_topic_entry_is_a_clear_startup_error(node_process, tmp_path):
-    proc = node_process("recap_recorder.recorder_node",
-                        params={"output_dir": str(tmp_path), "topics": ["joint_states", "my/pose"]})
+    proc = node_process(
+        "recap_recorder.recorder_node", params={"output_dir": str(tmp_path), "topics": ["joint_states", "my/pose"]}
+    )
     assert proc.proc.wait(30) == 2
     assert "topic 'my/pose'" in proc.output() and "package/msg/Type" in proc.output()
 

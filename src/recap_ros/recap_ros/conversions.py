@@ -3,6 +3,7 @@
 Images: read with a zero-copy ``np.frombuffer`` view; fill ``msg.data`` with an
 ``array.array`` (microseconds) -- never assign a numpy array or list (milliseconds).
 """
+
 from __future__ import annotations
 
 import array
@@ -55,8 +56,12 @@ def image_to_numpy(msg: Image, expect_shape: tuple[int, int] | None = None) -> n
     return arr
 
 
-def joint_state(positions: Sequence[float], velocities: Sequence[float] | None = None,
-                stamp: Time | None = None, names: Sequence[str] = JOINT_NAMES) -> JointState:
+def joint_state(
+    positions: Sequence[float],
+    velocities: Sequence[float] | None = None,
+    stamp: Time | None = None,
+    names: Sequence[str] = JOINT_NAMES,
+) -> JointState:
     msg = JointState()
     if stamp is not None:
         msg.header.stamp = stamp
@@ -92,8 +97,9 @@ def joint_positions(msg: JointState, names: Sequence[str] = JOINT_NAMES) -> np.n
     return pos
 
 
-def check_limits(pos: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                 names: Sequence[str] = JOINT_NAMES, tolerance: float = 1e-6) -> None:
+def check_limits(
+    pos: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: Sequence[str] = JOINT_NAMES, tolerance: float = 1e-6
+) -> None:
     """MessageError naming the joints outside [lower, upper]."""
     out = np.flatnonzero((pos < lower - tolerance) | (pos > upper + tolerance))
     if out.size:
@@ -101,8 +107,9 @@ def check_limits(pos: np.ndarray, lower: np.ndarray, upper: np.ndarray,
         raise MessageError(f"joint command outside the joint limits: {detail}")
 
 
-def diagnostic(name: str, values: Mapping[str, object], level: int = 0, message: str = "",
-               hardware_id: str = "") -> DiagnosticStatus:
+def diagnostic(
+    name: str, values: Mapping[str, object], level: int = 0, message: str = "", hardware_id: str = ""
+) -> DiagnosticStatus:
     msg = DiagnosticStatus()
     msg.level = bytes([level]) if isinstance(msg.level, bytes) else level
     msg.name = name
@@ -125,6 +132,16 @@ def seconds_to_stamp(t: float) -> Time:
     return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
 
 
-__all__ = ["MessageError", "numpy_to_image", "image_to_numpy", "joint_state", "joint_positions",
-           "check_limits", "diagnostic", "diagnostic_values", "stamp_to_seconds", "seconds_to_stamp",
-           "NUM_JOINTS"]
+__all__ = [
+    "MessageError",
+    "numpy_to_image",
+    "image_to_numpy",
+    "joint_state",
+    "joint_positions",
+    "check_limits",
+    "diagnostic",
+    "diagnostic_values",
+    "stamp_to_seconds",
+    "seconds_to_stamp",
+    "NUM_JOINTS",
+]

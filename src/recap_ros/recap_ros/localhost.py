@@ -3,6 +3,7 @@
 No rclpy here: this only computes environment variables, so it can be applied
 before rclpy is imported, and handed to child processes by tests and benchmarks.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 How a node stops: :class:`StopSignals`; why every spin has a timeout: :func:`spin_forever` (docs/nodes.md).
 """
+
 from __future__ import annotations
 
 import signal

@@ -3,6 +3,7 @@
 Shared by the nodes that run a model (policy, value): :class:`ObservationBuffer` turns the latest image per
 camera and joint state into the dict the runners take, or says why there is no usable observation.
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,15 @@ class ObservationBuffer:
     the age limit whatever its last stamp said.
     """
 
-    def __init__(self, cameras: Sequence[str], joint_names: Sequence[str], *, clock: Callable[[], float],
-                 future_tolerance_s: float = 0.05, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        cameras: Sequence[str],
+        joint_names: Sequence[str],
+        *,
+        clock: Callable[[], float],
+        future_tolerance_s: float = 0.05,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.cameras = tuple(cameras)
         self.joint_names = tuple(joint_names)
         self.future_tolerance_s = float(future_tolerance_s)
@@ -64,8 +72,10 @@ class ObservationBuffer:
         received = self._monotonic()
         lead = stamp - self._clock()
         if lead > self.future_tolerance_s:
-            raise FutureStampError(f"{what} is stamped {lead * 1e3:.0f} ms in the future (tolerance "
-                                   f"{self.future_tolerance_s * 1e3:.0f} ms): check the clocks of the station")
+            raise FutureStampError(
+                f"{what} is stamped {lead * 1e3:.0f} ms in the future (tolerance "
+                f"{self.future_tolerance_s * 1e3:.0f} ms): check the clocks of the station"
+            )
         return received
 
     def on_image(self, camera: str, msg: Image) -> None:
@@ -105,8 +115,9 @@ class ObservationBuffer:
         ages = {name: max(now - stamp, received_now - received) for name, (stamp, received, _) in entries.items()}
         oldest = max(ages, key=ages.get)
         if ages[oldest] > max_age_s:
-            return None, (f"stale observation: {oldest} is {ages[oldest] * 1e3:.0f} ms old "
-                          f"(limit {max_age_s * 1e3:.0f} ms)")
+            return None, (
+                f"stale observation: {oldest} is {ages[oldest] * 1e3:.0f} ms old (limit {max_age_s * 1e3:.0f} ms)"
+            )
         if not task:
             return None, "no task: start an episode (episode/status) or set the `task` parameter"
         return {"images": {c: images[c][2] for c in self.cameras}, "state": state[2], "task": task}, ""

@@ -1,6 +1,7 @@
 """Parameters declared with descriptors (description, range), validated before a
 node creates any subscription, and either applied at runtime or refused (:func:`declare`, :class:`_Guard`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,15 @@ from rclpy.node import Node
 from recap_core.station import StationConfig
 
 #: Station parameters (the ``/**`` section): the robot description, fixed while a node runs.
-STATION_PARAMETERS = ("station_name", "joint_names", "joint_lower_limits", "joint_upper_limits",
-                      "joint_max_velocity", "cameras", "control_rate_hz")
+STATION_PARAMETERS = (
+    "station_name",
+    "joint_names",
+    "joint_lower_limits",
+    "joint_upper_limits",
+    "joint_max_velocity",
+    "cameras",
+    "control_rate_hz",
+)
 
 
 class ParameterError(ValueError):
@@ -51,12 +59,17 @@ class _Guard:
             if p.name in self.declaring:  # the startup value, checked by declare() itself
                 continue
             if p.name == "use_sim_time":
-                return accept(False, "use_sim_time is fixed while the node runs (its time base must not "
-                                     "change under it): restart the node with use_sim_time:=true|false")
+                return accept(
+                    False,
+                    "use_sim_time is fixed while the node runs (its time base must not "
+                    "change under it): restart the node with use_sim_time:=true|false",
+                )
             spec = self.runtime.get(p.name)
             if spec is None:
-                return accept(False, f"parameter '{p.name}' is read-only: it applies at startup only; restart "
-                                     "the node to change it")
+                return accept(
+                    False,
+                    f"parameter '{p.name}' is read-only: it applies at startup only; restart the node to change it",
+                )
             try:
                 check(p.name, p.value, min_value=spec.min_value, max_value=spec.max_value, choices=spec.choices)
                 if spec.validate is not None:
@@ -78,10 +91,19 @@ def _guard(node: Node) -> _Guard:
     return guard
 
 
-def declare(node: Node, name: str, default: Any, description: str, *,
-            min_value: float | None = None, max_value: float | None = None,
-            choices: Sequence[str] | None = None, on_change: Callable[[Any], None] | None = None,
-            validate: Callable[[Any], None] | None = None, mutable: bool = False) -> Any:
+def declare(
+    node: Node,
+    name: str,
+    default: Any,
+    description: str,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    choices: Sequence[str] | None = None,
+    on_change: Callable[[Any], None] | None = None,
+    validate: Callable[[Any], None] | None = None,
+    mutable: bool = False,
+) -> Any:
     """Declare ``name`` with a descriptor, check its range/choices, return its value.
 
     Read-only unless ``on_change`` is given (called with each accepted new
@@ -92,8 +114,9 @@ def declare(node: Node, name: str, default: Any, description: str, *,
     """
     guard = _guard(node)
     runtime = on_change is not None or mutable
-    desc = ParameterDescriptor(description=description if runtime else f"{description} [read-only]",
-                               read_only=not runtime)
+    desc = ParameterDescriptor(
+        description=description if runtime else f"{description} [read-only]", read_only=not runtime
+    )
     if choices:
         desc.additional_constraints = f"one of {list(choices)}"
     if min_value is not None and max_value is not None:
@@ -102,8 +125,9 @@ def declare(node: Node, name: str, default: Any, description: str, *,
         elif isinstance(default, int):
             desc.integer_range = [IntegerRange(from_value=int(min_value), to_value=int(max_value), step=0)]
         elif isinstance(default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(min_value),
-                                                            to_value=float(max_value), step=0.0)]
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(min_value), to_value=float(max_value), step=0.0)
+            ]
     guard.declaring.add(name)
     try:
         value = node.declare_parameter(name, default, desc).value
@@ -146,11 +170,13 @@ def declare_station(node: Node, on_change: dict[str, Callable[[Any], None]] | No
 
     def validated(name: str):
         """Check a new value of ``name`` as part of the whole station description."""
+
         def validate(value):
             try:
                 StationConfig.from_params({**values, name: value})
             except ValueError as exc:
                 raise ParameterError(f"station parameters: {exc}") from exc
+
         return validate
 
     def station(name: str, default: Any, description: str, **kwargs) -> Any:
@@ -158,11 +184,14 @@ def declare_station(node: Node, on_change: dict[str, Callable[[Any], None]] | No
         if callback is None:
             values[name] = declare(node, name, default, description, **kwargs)
         else:
+
             def apply(value, name=name, callback=callback):
                 values[name] = value
                 callback(value)
-            values[name] = declare(node, name, default, description, on_change=apply,
-                                   validate=validated(name), **kwargs)
+
+            values[name] = declare(
+                node, name, default, description, on_change=apply, validate=validated(name), **kwargs
+            )
         return values[name]
 
     station("station_name", defaults.station_name, "station name, goes into bags")

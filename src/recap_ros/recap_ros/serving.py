@@ -3,6 +3,7 @@
 :class:`ModelServingNode` owns what both nodes share; :func:`checkpoint_problem` is the station check of a
 checkpoint (docs/nodes.md).
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,16 +25,20 @@ def model_problem(kind: str, model_config: Any, training_config: dict, station: 
     joints = len(station.joint_names)
     missing = [c for c in model_config.cameras if c not in station.cameras]
     if missing:
-        return (f"the {kind} reads camera(s) {missing}, which the station does not have (station cameras "
-                f"{list(station.cameras)})")
+        return (
+            f"the {kind} reads camera(s) {missing}, which the station does not have (station cameras "
+            f"{list(station.cameras)})"
+        )
     if model_config.state_dim != joints:
         return f"the {kind} takes a state of {model_config.state_dim} joints, the station has {joints}"
     if kind == "policy" and model_config.action_dim != joints:
         return f"the policy commands {model_config.action_dim} joints, the station has {joints}"
     names = training_config.get("joint_names") if isinstance(training_config, dict) else None
     if names and list(names) != list(station.joint_names):
-        return (f"the {kind} was trained on joints {list(names)}, the station's are {list(station.joint_names)} "
-                "(names or order differ)")
+        return (
+            f"the {kind} was trained on joints {list(names)}, the station's are {list(station.joint_names)} "
+            "(names or order differ)"
+        )
     return ""
 
 
@@ -87,27 +92,58 @@ class ModelServingNode(Node):
     def __init__(self, name: str, *, max_age_ms: float, threads: int, **kwargs):
         super().__init__(name, **kwargs)
         self.station = declare_station(self)
-        self.checkpoint = declare(self, "checkpoint", "", f"{self.KIND} checkpoint directory (empty: none); a "
-                                  "change hot-reloads", on_change=self._set_checkpoint,
-                                  validate=self._check_checkpoint)
-        self.max_age = declare(self, "max_observation_age_ms", max_age_ms,
-                               "never use observations older than this (ms)", min_value=1.0, max_value=10000.0,
-                               on_change=lambda v: setattr(self, "max_age", v / 1e3)) / 1e3
-        future_ms = declare(self, "future_stamp_tolerance_ms", 50.0, "refuse observations stamped further ahead "
-                            "of the node clock than this (ms)", min_value=0.0, max_value=10000.0)
-        self.default_task = declare(self, "task", "", "task prompt until episode/status gives one (a change "
-                                    "applies at once)", on_change=self._set_task)
-        self.threads = declare(self, "inference_threads", threads, "torch threads for inference", min_value=1,
-                               max_value=64)
+        self.checkpoint = declare(
+            self,
+            "checkpoint",
+            "",
+            f"{self.KIND} checkpoint directory (empty: none); a change hot-reloads",
+            on_change=self._set_checkpoint,
+            validate=self._check_checkpoint,
+        )
+        self.max_age = (
+            declare(
+                self,
+                "max_observation_age_ms",
+                max_age_ms,
+                "never use observations older than this (ms)",
+                min_value=1.0,
+                max_value=10000.0,
+                on_change=lambda v: setattr(self, "max_age", v / 1e3),
+            )
+            / 1e3
+        )
+        future_ms = declare(
+            self,
+            "future_stamp_tolerance_ms",
+            50.0,
+            "refuse observations stamped further ahead of the node clock than this (ms)",
+            min_value=0.0,
+            max_value=10000.0,
+        )
+        self.default_task = declare(
+            self,
+            "task",
+            "",
+            "task prompt until episode/status gives one (a change applies at once)",
+            on_change=self._set_task,
+        )
+        self.threads = declare(
+            self, "inference_threads", threads, "torch threads for inference", min_value=1, max_value=64
+        )
         self._runner = None
         self._checkpoint_id = ""
         self._load_error = ""
         self._task = self.default_task
         self._episode_id: str | None = None
-        self._observations = ObservationBuffer(self.station.cameras, self.station.joint_names, clock=self.now_s,
-                                               future_tolerance_s=future_ms / 1e3)
-        self.counters: dict[str, int] = {"rejected_images": 0, "rejected_states": 0, "future_stamps": 0,
-                                         "refused_checkpoints": 0}
+        self._observations = ObservationBuffer(
+            self.station.cameras, self.station.joint_names, clock=self.now_s, future_tolerance_s=future_ms / 1e3
+        )
+        self.counters: dict[str, int] = {
+            "rejected_images": 0,
+            "rejected_states": 0,
+            "future_stamps": 0,
+            "refused_checkpoints": 0,
+        }
         self._running = True
         self._threads: list[threading.Thread] = []
 
@@ -116,8 +152,9 @@ class ModelServingNode(Node):
         """Load the checkpoint and subscribe (call once the subclass's publishers exist)."""
         self._load(self.checkpoint)
         for cam in self.station.cameras:
-            self.create_subscription(Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(c, m),
-                                     qos.SENSOR)
+            self.create_subscription(
+                Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(c, m), qos.SENSOR
+            )
         self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
 
@@ -195,7 +232,8 @@ class ModelServingNode(Node):
                 raise ValueError(problem)
         except Exception as exc:  # a bad checkpoint must never take the node down
             self._load_error = f"cannot load {self.KIND} checkpoint {path}: {exc}" + (
-                f"; still running {self._checkpoint_id}" if self._runner is not None else "")
+                f"; still running {self._checkpoint_id}" if self._runner is not None else ""
+            )
             self.get_logger().error(self._load_error)
             self.on_model_error(self._load_error)
             return False

@@ -1,4 +1,5 @@
 """What a model-serving node checks before it runs a checkpoint on a station (recap_ros.serving)."""
+
 from __future__ import annotations
 
 import dataclasses

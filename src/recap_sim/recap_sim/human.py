@@ -5,6 +5,7 @@ The scripted operator provides *what* to command; :class:`SimulatedHuman` decide
 operator watching the station would notice. Pure Python; time is passed in explicitly, so it is tested
 without ROS.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,8 +47,7 @@ class HumanConfig:
         if not 0.0 < self.value_drop <= 1.0:
             raise ValueError(f"value_drop must be in (0, 1] (normalised value), got {self.value_drop}")
         if self.max_correction_s < self.min_correction_s:
-            raise ValueError(f"max_correction_s ({self.max_correction_s}) < min_correction_s "
-                             f"({self.min_correction_s})")
+            raise ValueError(f"max_correction_s ({self.max_correction_s}) < min_correction_s ({self.min_correction_s})")
         if self.release not in RELEASE_RULES:
             raise ValueError(f"release must be one of {RELEASE_RULES}, got {self.release!r}")
         if self.max_interventions < 0:
@@ -147,16 +147,14 @@ class SimulatedHuman:
                 self.reason = "released: " + ("corrected" if corrected else "correction time up")
         else:
             why = self._trigger(t, reward)
-            can_engage = (why and self.interventions < c.max_interventions
-                          and t - self._released_at >= c.cooldown_s)
+            can_engage = why and self.interventions < c.max_interventions and t - self._released_at >= c.cooldown_s
             if can_engage:
                 if self._rng.random() < c.attention:
                     self.engaged = True
                     self.interventions += 1
                     self._engaged_at = t
                     past_best = self._best_reward + 1.0
-                    self._release_reward = (past_best if c.release == "past_best"
-                                            else min(reward + 1.0, past_best))
+                    self._release_reward = past_best if c.release == "past_best" else min(reward + 1.0, past_best)
                     self.reason = why
                 else:  # missed it: look again after another patience period
                     self._last_progress_t = t

@@ -5,6 +5,7 @@ so it never touches the simulator's state and the same code runs on measured joi
 station. Grasp frame of an arm: ``gripper_link``'s orientation (x towards the fingertips, y the
 direction the fingers close) at the point ``GRASP_OFFSET`` m along x, between the finger pads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,9 @@ class IKConfig:
     """Damped least squares settings; errors are in metres and radians."""
 
     iterations: int = 40
-    damping: float = 0.02             # lambda of (J J^T + lambda^2 I)^-1, keeps steps finite near singularities
-    rotation_weight: float = 0.25     # metres of position error one radian of orientation error is worth
-    max_joint_step: float = 0.25      # rad per iteration, so a far target does not flip the elbow
+    damping: float = 0.02  # lambda of (J J^T + lambda^2 I)^-1, keeps steps finite near singularities
+    rotation_weight: float = 0.25  # metres of position error one radian of orientation error is worth
+    max_joint_step: float = 0.25  # rad per iteration, so a far target does not flip the elbow
     position_tolerance: float = 5e-4
     rotation_tolerance: float = 5e-3
 
@@ -41,9 +42,9 @@ class IKConfig:
 
 @dataclasses.dataclass(frozen=True)
 class IKResult:
-    joints: np.ndarray        # [6] arm joint angles (rad)
-    position_error: float     # m, at the returned joints
-    rotation_error: float     # rad
+    joints: np.ndarray  # [6] arm joint angles (rad)
+    position_error: float  # m, at the returned joints
+    rotation_error: float  # rad
 
 
 def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -86,9 +87,15 @@ class ArmKinematics:
         self._set(arm, np.asarray(arm_joints, dtype=np.float64))
         return self._frame(arm)
 
-    def solve(self, arm: str, target_position: np.ndarray, target_rotation: np.ndarray,
-              initial_joints: np.ndarray, locked: Sequence[int] = (),
-              rotation_weight: float | None = None) -> IKResult:
+    def solve(
+        self,
+        arm: str,
+        target_position: np.ndarray,
+        target_rotation: np.ndarray,
+        initial_joints: np.ndarray,
+        locked: Sequence[int] = (),
+        rotation_weight: float | None = None,
+    ) -> IKResult:
         """Joints ``[6]`` within limits that put the grasp frame at the target, from ``initial_joints``.
 
         ``locked``: indices (0..5) of joints held at their initial value, e.g. a joint that is known
@@ -104,14 +111,16 @@ class ArmKinematics:
         joints = np.clip(np.asarray(initial_joints, dtype=np.float64), lower, upper)
         rotation_weight = cfg.rotation_weight if rotation_weight is None else rotation_weight
         weights = np.array([1.0, 1.0, 1.0, rotation_weight, rotation_weight, rotation_weight])
-        damping = cfg.damping ** 2 * np.eye(6)
+        damping = cfg.damping**2 * np.eye(6)
         for _ in range(cfg.iterations):
             self._set(arm, joints)
             position, rotation = self._frame(arm)
             error_position = target_position - position
             error_rotation = rotation_error(target_rotation, rotation)
-            if (np.linalg.norm(error_position) < cfg.position_tolerance
-                    and np.linalg.norm(error_rotation) < cfg.rotation_tolerance):
+            if (
+                np.linalg.norm(error_position) < cfg.position_tolerance
+                and np.linalg.norm(error_rotation) < cfg.rotation_tolerance
+            ):
                 break
             mujoco.mj_jac(self.model, self.data, self._jacp, self._jacr, position, self._body[arm])
             jac = np.vstack([self._jacp[:, dofs], self._jacr[:, dofs]]) * weights[:, None]
@@ -123,8 +132,11 @@ class ArmKinematics:
             joints[free] = np.clip(joints[free] + step, lower[free], upper[free])
         self._set(arm, joints)
         position, rotation = self._frame(arm)
-        return IKResult(joints, float(np.linalg.norm(target_position - position)),
-                        float(np.linalg.norm(rotation_error(target_rotation, rotation))))
+        return IKResult(
+            joints,
+            float(np.linalg.norm(target_position - position)),
+            float(np.linalg.norm(rotation_error(target_rotation, rotation))),
+        )
 
 
 # -- grasp orientations ---------------------------------------------------------------------------

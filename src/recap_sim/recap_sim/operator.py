@@ -4,6 +4,7 @@ Every call reads the measured joints and the cube pose, works out where the cube
 there, so it can take over from any state a policy left behind; ``quality`` sets how clean and fast it
 is. docs/operator.md has its phases, recoveries, motion and quality levels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,46 +12,51 @@ import dataclasses
 import numpy as np
 
 from recap_core.station import StationConfig, check_joint_vector
-from recap_sim.kinematics import (ArmKinematics, box_side_yaws, closest_symmetric_yaw, horizontal_rotation,
-                                  top_down_rotation)
+from recap_sim.kinematics import (
+    ArmKinematics,
+    box_side_yaws,
+    closest_symmetric_yaw,
+    horizontal_rotation,
+    top_down_rotation,
+)
 
 TASKS = ("transfer_cube",)
 HANDOVER_POINT = np.array([0.0, 0.5, 0.22])  # cube centre during the handover (m, world)
-HOVER_HEIGHT = 0.08         # grasp point above the cube centre before descending (tips 3 cm above the top)
-GRASP_HEIGHT = 0.012        # grasp point above the cube centre when closing (tips clear the table)
-LEFT_BACKOFF = 0.10         # left grasp point this far behind (-x) the cube before sliding in
-LEFT_WAIT_BACKOFF = 0.20    # ... and while the right arm picks, clear of its work space
+HOVER_HEIGHT = 0.08  # grasp point above the cube centre before descending (tips 3 cm above the top)
+GRASP_HEIGHT = 0.012  # grasp point above the cube centre when closing (tips clear the table)
+LEFT_BACKOFF = 0.10  # left grasp point this far behind (-x) the cube before sliding in
+LEFT_WAIT_BACKOFF = 0.20  # ... and while the right arm picks, clear of its work space
 LEFT_PICKS_BELOW_X = -0.06  # m: a cube further left is out of the right arm's top-down reach
 POSITION_TOLERANCE = 0.012  # m: close enough to a grasp pose to close the fingers
-OPEN_ENOUGH = 0.85          # measured opening (0..1) above which fingers clear the cube
-HOLDING = (0.3, 0.72)       # measured opening while closed on the 4 cm cube (about 0.61)
-HOLDING_TILTED = 0.9        # ... up to this across a tilted cube, once the fingers stopped closing
-TRACKING_TOLERANCE = 0.1    # rad: a previous command further than this from the arm is stale
-LIFTED_HEIGHT = 0.05        # cube centre above this (m) is off the table (it rests at 0.02)
-STILL_SPEED = 0.001         # m per step (5 cm/s): the cube or a hand is still below this
-STRAIGHT_LOOKAHEAD = 0.02   # m: carrot distance along straight-line moves
-GRASP_PATIENCE = 40         # steps closing without a hold before letting go and retrying
+OPEN_ENOUGH = 0.85  # measured opening (0..1) above which fingers clear the cube
+HOLDING = (0.3, 0.72)  # measured opening while closed on the 4 cm cube (about 0.61)
+HOLDING_TILTED = 0.9  # ... up to this across a tilted cube, once the fingers stopped closing
+TRACKING_TOLERANCE = 0.1  # rad: a previous command further than this from the arm is stale
+LIFTED_HEIGHT = 0.05  # cube centre above this (m) is off the table (it rests at 0.02)
+STILL_SPEED = 0.001  # m per step (5 cm/s): the cube or a hand is still below this
+STRAIGHT_LOOKAHEAD = 0.02  # m: carrot distance along straight-line moves
+GRASP_PATIENCE = 40  # steps closing without a hold before letting go and retrying
 HOME_ARM = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha's start pose of one arm
 _ARM_SLICE = {"left": slice(0, 6), "right": slice(7, 13)}
 _GRIPPER_INDEX = {"left": 6, "right": 13}
-FOREARM_ROLL = 3            # index in an arm's 6 joints
-FOREARM_SLACK = 0.02        # rad the forearm roll may lag before the other joints make up for it
+FOREARM_ROLL = 3  # index in an arm's 6 joints
+FOREARM_SLACK = 0.02  # rad the forearm roll may lag before the other joints make up for it
 _GRASP_PHASES = {"left": ("handover_grasp", "catch", "left_grasp"), "right": ("grasp",)}
-AIRBORNE_PATIENCE = 15      # steps a free cube may stay above the table before it counts as stuck on an arm
+AIRBORNE_PATIENCE = 15  # steps a free cube may stay above the table before it counts as stuck on an arm
 
 
 @dataclasses.dataclass(frozen=True)
 class OperatorStyle:
     """How a teleoperator of a given quality moves; see ``from_quality``."""
 
-    speed: float                # cruise speed as a fraction of the station's max joint step
-    speed_spread: float         # each move runs at speed * U(1 - spread, 1)
-    pause_probability: float    # chance of hesitating when the phase changes
+    speed: float  # cruise speed as a fraction of the station's max joint step
+    speed_spread: float  # each move runs at speed * U(1 - spread, 1)
+    pause_probability: float  # chance of hesitating when the phase changes
     pause_steps: tuple[int, int]
-    pause_hazard: float         # chance per step of freezing mid-move
-    tremor_rad: float           # stationary std of the low-pass noise on the arm targets
-    miss_probability: float     # a grasp closes too early, on air
-    drop_probability: float     # the carried cube is let go before the handover
+    pause_hazard: float  # chance per step of freezing mid-move
+    tremor_rad: float  # stationary std of the low-pass noise on the arm targets
+    miss_probability: float  # a grasp closes too early, on air
+    drop_probability: float  # the carried cube is let go before the handover
 
     def __post_init__(self):
         if not 0 < self.speed <= 1:
@@ -62,8 +68,9 @@ class OperatorStyle:
             raise ValueError(f"OperatorStyle.tremor_rad must be >= 0, got {self.tremor_rad}")
         low, high = self.pause_steps
         if not 0 <= low <= high:
-            raise ValueError(f"OperatorStyle.pause_steps must be (low, high) with 0 <= low <= high, "
-                             f"got {self.pause_steps}")
+            raise ValueError(
+                f"OperatorStyle.pause_steps must be (low, high) with 0 <= low <= high, got {self.pause_steps}"
+            )
 
     @classmethod
     def from_quality(cls, quality: float) -> "OperatorStyle":
@@ -71,23 +78,29 @@ class OperatorStyle:
         if not 0.0 <= quality <= 1.0:
             raise ValueError(f"quality must be in [0, 1] (1 = cleanest operator, 0 = sloppiest), got {quality}")
         sloppiness = 1.0 - quality
-        return cls(speed=0.7 - 0.25 * sloppiness, speed_spread=0.4 * sloppiness,
-                   pause_probability=0.4 * sloppiness, pause_steps=(3, 3 + int(round(20 * sloppiness))),
-                   pause_hazard=0.004 * sloppiness, tremor_rad=0.015 * sloppiness,
-                   miss_probability=0.5 * sloppiness, drop_probability=0.45 * sloppiness)
+        return cls(
+            speed=0.7 - 0.25 * sloppiness,
+            speed_spread=0.4 * sloppiness,
+            pause_probability=0.4 * sloppiness,
+            pause_steps=(3, 3 + int(round(20 * sloppiness))),
+            pause_hazard=0.004 * sloppiness,
+            tremor_rad=0.015 * sloppiness,
+            miss_probability=0.5 * sloppiness,
+            drop_probability=0.45 * sloppiness,
+        )
 
 
 @dataclasses.dataclass
 class ArmGoal:
     """What one arm should do this step: a grasp-frame pose, joint angles, or stay put."""
 
-    position: np.ndarray | None = None   # [3] grasp point (m, world)
-    rotation: np.ndarray | None = None   # [3, 3] grasp frame
-    joints: np.ndarray | None = None     # [6] used when position is None
-    gripper: float = 1.0                 # 0 closed .. 1 open
-    fine: bool = False                   # near contact: half speed
-    straight: bool = False               # along a straight line (descend, slide in, lift)
-    loaded: bool = False                 # carrying the cube: gently, the fingers hold it by friction
+    position: np.ndarray | None = None  # [3] grasp point (m, world)
+    rotation: np.ndarray | None = None  # [3, 3] grasp frame
+    joints: np.ndarray | None = None  # [6] used when position is None
+    gripper: float = 1.0  # 0 closed .. 1 open
+    fine: bool = False  # near contact: half speed
+    straight: bool = False  # along a straight line (descend, slide in, lift)
+    loaded: bool = False  # carrying the cube: gently, the fingers hold it by friction
 
     @classmethod
     def stay(cls, gripper: float) -> "ArmGoal":
@@ -98,15 +111,15 @@ class ArmGoal:
 class Scene:
     """What the operator perceives in one call."""
 
-    cube: np.ndarray                      # [3] cube centre
-    cube_quat: np.ndarray                 # [4] wxyz
-    grasp_point: dict[str, np.ndarray]    # arm -> [3]
+    cube: np.ndarray  # [3] cube centre
+    cube_quat: np.ndarray  # [4] wxyz
+    grasp_point: dict[str, np.ndarray]  # arm -> [3]
     grasp_rotation: dict[str, np.ndarray]  # arm -> [3, 3]
-    opening: dict[str, float]             # arm -> measured gripper opening 0..1
-    offset: dict[str, np.ndarray]         # arm -> [3] cube centre in the grasp frame
-    in_hand: dict[str, bool]              # arm -> the cube sits closed between these fingers
-    cube_speed: float                     # m the cube moved since the previous call
-    hand_speed: dict[str, float]          # arm -> m the grasp point moved since the previous call
+    opening: dict[str, float]  # arm -> measured gripper opening 0..1
+    offset: dict[str, np.ndarray]  # arm -> [3] cube centre in the grasp frame
+    in_hand: dict[str, bool]  # arm -> the cube sits closed between these fingers
+    cube_speed: float  # m the cube moved since the previous call
+    hand_speed: dict[str, float]  # arm -> m the grasp point moved since the previous call
 
     @property
     def lifted(self) -> bool:
@@ -142,11 +155,14 @@ class ScriptedOperator:
     given (quality, seed) and the same observations.
     """
 
-    def __init__(self, task: str = "transfer_cube", quality: float = 1.0, seed: int = 0,
-                 station: StationConfig | None = None):
+    def __init__(
+        self, task: str = "transfer_cube", quality: float = 1.0, seed: int = 0, station: StationConfig | None = None
+    ):
         if task not in TASKS:
-            raise ValueError(f"the scripted operator solves {list(TASKS)}, not {task!r}: drive other tasks "
-                             "by teleoperation or a policy")
+            raise ValueError(
+                f"the scripted operator solves {list(TASKS)}, not {task!r}: drive other tasks "
+                "by teleoperation or a policy"
+            )
         self.task = task
         self.quality = float(quality)
         self.style = OperatorStyle.from_quality(self.quality)
@@ -168,8 +184,8 @@ class ScriptedOperator:
         self._tremor = np.zeros(12)
         self._pause_left = 0
         self._move_speed = 1.0
-        self._early_close = 0.0   # m above the grasp height at which a fumbled grasp closes
-        self._left_short = 0.0    # m short of the cube at which a fumbled left grasp closes
+        self._early_close = 0.0  # m above the grasp height at which a fumbled grasp closes
+        self._left_short = 0.0  # m short of the cube at which a fumbled left grasp closes
         self._drop_countdown: int | None = None
         self._dropping = False
         self._closing = {"left": False, "right": False}
@@ -223,16 +239,14 @@ class ScriptedOperator:
             opening[arm] = float(measured[_GRIPPER_INDEX[arm]])
             offset[arm] = rotations[arm].T @ (pose[:3] - points[arm])
             previous = self._last_opening.get(arm, opening[arm])
-            stopped_closed = (self._command[_GRIPPER_INDEX[arm]] < 0.05
-                              and abs(opening[arm] - previous) < 0.004)
+            stopped_closed = self._command[_GRIPPER_INDEX[arm]] < 0.05 and abs(opening[arm] - previous) < 0.004
             in_hand[arm] = cube_in_hand(offset[arm], opening[arm], stopped_closed)
             self._last_opening[arm] = opening[arm]
             speeds[arm] = float(np.linalg.norm(points[arm] - self._last_point.get(arm, points[arm])))
             self._last_point[arm] = points[arm]
         speed = 0.0 if self._last_cube is None else float(np.linalg.norm(pose[:3] - self._last_cube))
         self._last_cube = pose[:3].copy()
-        return Scene(pose[:3].copy(), pose[3:].copy(), points, rotations, opening, offset, in_hand, speed,
-                     speeds)
+        return Scene(pose[:3].copy(), pose[3:].copy(), points, rotations, opening, offset, in_hand, speed, speeds)
 
     # -- decisions --------------------------------------------------------------------------
     def _plan(self, s: Scene) -> tuple[str, dict[str, ArmGoal]]:
@@ -249,9 +263,10 @@ class ScriptedOperator:
         if s.in_hand["left"]:
             if not s.lifted and s.cube[0] < LEFT_PICKS_BELOW_X:  # picked where the right cannot reach
                 lift = s.grasp_point["left"] + [0.0, 0.0, HANDOVER_POINT[2] - s.cube[2]]
-                return "left_lift", {"left": ArmGoal(lift, s.grasp_rotation["left"], gripper=0.0, loaded=True,
-                                                     straight=True),
-                                     "right": ArmGoal(joints=HOME_ARM)}
+                return "left_lift", {
+                    "left": ArmGoal(lift, s.grasp_rotation["left"], gripper=0.0, loaded=True, straight=True),
+                    "right": ArmGoal(joints=HOME_ARM),
+                }
             if not s.lifted:  # the left arm has it on the table: let go, the right arm picks it
                 return "left_release", {"left": ArmGoal.stay(1.0), "right": ArmGoal(joints=HOME_ARM)}
             if s.in_hand["right"]:
@@ -324,10 +339,14 @@ class ScriptedOperator:
             target = gp + offset
             if s.cube[2] < HANDOVER_POINT[2] - 0.06:  # straight up first, so the cube does not drag
                 target[:2] = gp[:2]
-                return "lift", {"left": self._left_ready(LEFT_BACKOFF),
-                                "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True)}
-            return "carry", {"left": self._left_ready(LEFT_BACKOFF),
-                             "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True)}
+                return "lift", {
+                    "left": self._left_ready(LEFT_BACKOFF),
+                    "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True),
+                }
+            return "carry", {
+                "left": self._left_ready(LEFT_BACKOFF),
+                "right": ArmGoal(target, rotation, gripper=0.0, loaded=True, straight=True),
+            }
         right = ArmGoal(gp + offset, rotation, gripper=0.0, fine=True)
         lgp, opening = s.grasp_point["left"], s.opening["left"]
         roll = closest_symmetric_yaw(np.array([np.pi / 2]), _roll_of(s.grasp_rotation["left"]))
@@ -343,19 +362,25 @@ class ScriptedOperator:
         # the open pads, lateral error small enough to pass the right arm's fingers (8 mm away).
         staying = self.phase in ("handover_insert", "handover_grasp")
         along, vertical, lateral = s.offset["left"]
-        in_line = (abs(vertical) < (0.012 if staying else 0.008) and abs(lateral) < (0.006 if staying else 0.004)
-                   and along > -0.01)
+        in_line = (
+            abs(vertical) < (0.012 if staying else 0.008)
+            and abs(lateral) < (0.006 if staying else 0.004)
+            and along > -0.01
+        )
         if self.phase == "handover_grasp" or (in_line and np.linalg.norm(lgp - grasp) < POSITION_TOLERANCE):
             return "handover_grasp", {"left": ArmGoal.stay(0.0), "right": right}
         # Slide in only once the cube hangs still (the right arm has settled it) and the left hand
         # has stopped: its slow waist would otherwise drift sideways into the right fingers.
         still = s.cube_speed < STILL_SPEED and s.hand_speed["left"] < STILL_SPEED
         if in_line and opening > OPEN_ENOUGH and (staying or still):
-            return "handover_insert", {"left": ArmGoal(grasp, rotation_left, gripper=1.0, fine=True,
-                                                       straight=True),
-                                       "right": right}
-        return "handover_approach", {"left": ArmGoal(pregrasp, rotation_left, gripper=1.0, fine=_near(lgp, pregrasp)),
-                                     "right": right}
+            return "handover_insert", {
+                "left": ArmGoal(grasp, rotation_left, gripper=1.0, fine=True, straight=True),
+                "right": right,
+            }
+        return "handover_approach", {
+            "left": ArmGoal(pregrasp, rotation_left, gripper=1.0, fine=_near(lgp, pregrasp)),
+            "right": right,
+        }
 
     def _left_ready(self, backoff: float) -> ArmGoal:
         """Left arm waiting ``backoff`` behind the handover point, rolled, fingers open."""
@@ -369,7 +394,7 @@ class ScriptedOperator:
         if rng.random() < style.pause_probability:
             self._pause_left = int(rng.integers(*style.pause_steps, endpoint=True))
         # An operator who just fumbled is more careful on the next attempts.
-        care = 0.5 ** self.fumbles
+        care = 0.5**self.fumbles
         if phase in ("descend", "left_descend"):
             self._early_close = 0.0
             if rng.random() < style.miss_probability * care:
@@ -387,8 +412,9 @@ class ScriptedOperator:
     def _update_tremor(self) -> None:
         # Ornstein-Uhlenbeck noise, ~0.5 s correlation: slow wobble of the hands, not per-step jitter.
         decay = 0.04
-        self._tremor += (-decay * self._tremor
-                         + self.style.tremor_rad * np.sqrt(2 * decay) * self._rng.standard_normal(12))
+        self._tremor += -decay * self._tremor + self.style.tremor_rad * np.sqrt(2 * decay) * self._rng.standard_normal(
+            12
+        )
 
     # -- motion -----------------------------------------------------------------------------
     def _arm_step(self, arm: str, goal: ArmGoal, measured: np.ndarray) -> np.ndarray:
@@ -416,8 +442,9 @@ class ScriptedOperator:
                 # the hand with the other joints from where the forearm really is.
                 start = target.copy()
                 start[FOREARM_ROLL] = actual[FOREARM_ROLL]
-                around = self.kinematics.solve(arm, position, goal.rotation, start, locked=(FOREARM_ROLL,),
-                                               rotation_weight=0.05)
+                around = self.kinematics.solve(
+                    arm, position, goal.rotation, start, locked=(FOREARM_ROLL,), rotation_weight=0.05
+                )
                 around.joints[FOREARM_ROLL] = target[FOREARM_ROLL]
                 target = around.joints
         elif goal.joints is not None:
@@ -440,8 +467,9 @@ class ScriptedOperator:
             # From an odd start (after a take-over) the solver can end against a joint limit, e.g.
             # the wrist rotation at -pi when the roll wants -pi/2 - a bit: retry from home.
             retry = self.kinematics.solve(arm, position, rotation, HOME_ARM)
-            if retry.position_error + 0.1 * retry.rotation_error < (result.position_error
-                                                                   + 0.1 * result.rotation_error):
+            if retry.position_error + 0.1 * retry.rotation_error < (
+                result.position_error + 0.1 * result.rotation_error
+            ):
                 result = retry
         self._ik_seed[arm] = result.joints
         return result.joints
@@ -460,5 +488,3 @@ def _roll_of(rotation: np.ndarray) -> float:
     """Roll of a roughly +x-pointing grasp frame: angle of the finger axis in the world y-z plane."""
     fingers = rotation[:, 1]
     return float(np.arctan2(fingers[2], fingers[1]))
-
-

@@ -4,6 +4,7 @@ It answers ``joint_states`` and the object pose with ``teleop/joint_command`` an
 ``teleop/engage`` as its ``mode`` says: always (demonstrations), when the simulated human decides
 (interventions on a policy), or never. docs/nodes.md lists its parameters.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,40 +38,94 @@ class ScriptedOperatorNode(Node):
     def __init__(self, **kwargs):
         super().__init__("scripted_operator", **kwargs)
         self.station = declare_station(self)
-        task = declare(self, "task_name", "transfer_cube", "task the operator solves (the scripted operator "
-                       "knows transfer_cube only)", choices=OPERATOR_TASKS)
-        self.quality = declare(self, "quality", 1.0, "1 = cleanest operator, 0 = sloppiest",
-                               min_value=0.0, max_value=1.0)
-        self.seed_offset = declare(self, "seed", 0, "added to the episode seed for the operator's variability",
-                                   min_value=0, max_value=2**31 - 1)
-        self.mode = declare(self, "mode", "drive", "drive: always engaged; intervene: simulated human; off",
-                            choices=MODES, on_change=self._set_mode)
+        task = declare(
+            self,
+            "task_name",
+            "transfer_cube",
+            "task the operator solves (the scripted operator knows transfer_cube only)",
+            choices=OPERATOR_TASKS,
+        )
+        self.quality = declare(
+            self, "quality", 1.0, "1 = cleanest operator, 0 = sloppiest", min_value=0.0, max_value=1.0
+        )
+        self.seed_offset = declare(
+            self,
+            "seed",
+            0,
+            "added to the episode seed for the operator's variability",
+            min_value=0,
+            max_value=2**31 - 1,
+        )
+        self.mode = declare(
+            self,
+            "mode",
+            "drive",
+            "drive: always engaged; intervene: simulated human; off",
+            choices=MODES,
+            on_change=self._set_mode,
+        )
         human = HumanConfig(
-            patience_s=declare(self, "human_patience_s", 3.0, "take over after this long without progress",
-                               min_value=0.1, max_value=600.0),
-            regress_s=declare(self, "human_regress_s", 0.3, "take over when the reward stays below its best "
-                              "this long (the cube was dropped; shorter falls are contact flicker)",
-                              min_value=0.0, max_value=60.0),
-            value_drop=declare(self, "human_value_drop", 0.2, "take over when the value falls this much",
-                               min_value=VALUE_DROP_RANGE[0], max_value=VALUE_DROP_RANGE[1]),
-            value_window_s=declare(self, "human_value_window_s", 1.5, "...within this window",
-                                   min_value=0.05, max_value=60.0),
-            value_settle_s=declare(self, "human_value_settle_s", 1.0, "ignore the value this long after a reset "
-                                   "(the stream still carries the episode before)", min_value=0.0, max_value=60.0),
-            attention=declare(self, "human_attention", 1.0, "probability of noticing a trigger",
-                              min_value=0.0, max_value=1.0),
-            min_correction_s=declare(self, "human_min_correction_s", 1.0, "shortest correction",
-                                     min_value=0.05, max_value=60.0),
-            max_correction_s=declare(self, "human_max_correction_s", 6.0, "longest correction",
-                                     min_value=0.05, max_value=600.0),
-            cooldown_s=declare(self, "human_cooldown_s", 2.0, "hands off after releasing", min_value=0.0,
-                               max_value=600.0),
-            max_interventions=declare(self, "human_max_interventions", 3, "corrections per episode",
-                                      min_value=0, max_value=1000),
-            release=declare(self, "human_release", "next_stage", "where a correction ends: next_stage (one "
-                            "stage past where it engaged) or past_best (one stage past the best the episode "
-                            "reached: the operator also does the step the policy failed)",
-                            choices=RELEASE_RULES))
+            patience_s=declare(
+                self,
+                "human_patience_s",
+                3.0,
+                "take over after this long without progress",
+                min_value=0.1,
+                max_value=600.0,
+            ),
+            regress_s=declare(
+                self,
+                "human_regress_s",
+                0.3,
+                "take over when the reward stays below its best "
+                "this long (the cube was dropped; shorter falls are contact flicker)",
+                min_value=0.0,
+                max_value=60.0,
+            ),
+            value_drop=declare(
+                self,
+                "human_value_drop",
+                0.2,
+                "take over when the value falls this much",
+                min_value=VALUE_DROP_RANGE[0],
+                max_value=VALUE_DROP_RANGE[1],
+            ),
+            value_window_s=declare(
+                self, "human_value_window_s", 1.5, "...within this window", min_value=0.05, max_value=60.0
+            ),
+            value_settle_s=declare(
+                self,
+                "human_value_settle_s",
+                1.0,
+                "ignore the value this long after a reset (the stream still carries the episode before)",
+                min_value=0.0,
+                max_value=60.0,
+            ),
+            attention=declare(
+                self, "human_attention", 1.0, "probability of noticing a trigger", min_value=0.0, max_value=1.0
+            ),
+            min_correction_s=declare(
+                self, "human_min_correction_s", 1.0, "shortest correction", min_value=0.05, max_value=60.0
+            ),
+            max_correction_s=declare(
+                self, "human_max_correction_s", 6.0, "longest correction", min_value=0.05, max_value=600.0
+            ),
+            cooldown_s=declare(
+                self, "human_cooldown_s", 2.0, "hands off after releasing", min_value=0.0, max_value=600.0
+            ),
+            max_interventions=declare(
+                self, "human_max_interventions", 3, "corrections per episode", min_value=0, max_value=1000
+            ),
+            release=declare(
+                self,
+                "human_release",
+                "next_stage",
+                "where a correction ends: next_stage (one "
+                "stage past where it engaged) or past_best (one stage past the best the episode "
+                "reached: the operator also does the step the policy failed)",
+                choices=RELEASE_RULES,
+            ),
+        )
         self.operator = ScriptedOperator(task, quality=self.quality, seed=self.seed_offset, station=self.station)
         self.human = SimulatedHuman(human, seed=self.seed_offset)
         self._object_pose: np.ndarray | None = None
@@ -117,8 +172,9 @@ class ScriptedOperatorNode(Node):
             was = self.human.engaged
             engaged = self.human.update(now, self._reward, self._value)
             if engaged != was:
-                self.get_logger().info(f"simulated human {'takes over' if engaged else 'gives back'}: "
-                                       f"{self.human.reason}")
+                self.get_logger().info(
+                    f"simulated human {'takes over' if engaged else 'gives back'}: {self.human.reason}"
+                )
         self._engage_pub.publish(Bool(data=engaged))
         try:
             q = joint_positions(msg, self.station.joint_names)

@@ -3,6 +3,7 @@
 :func:`render_model` simplifies a copy of the model's meshes for the OpenGL context only; physics,
 collisions and inertia keep the original model. docs/nodes.md (``render_mesh_cell``) has the trade-off.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,7 @@ def render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
         if face_num < MIN_FACES:
             continue
         faces = slice(face_adr, face_adr + face_num)
-        representative = _representatives(out.mesh_vert[vert_adr:vert_adr + vert_num], cell)
+        representative = _representatives(out.mesh_vert[vert_adr : vert_adr + vert_num], cell)
         kept = _surviving(representative[out.mesh_face[faces]])
         head = slice(face_adr, face_adr + len(kept))
         # kept triangles move to the front of the mesh's block, corners snapped to their cell's vertex

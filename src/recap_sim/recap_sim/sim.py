@@ -3,6 +3,7 @@
 :class:`AlohaSim` reproduces gym-aloha's task semantics exactly but steps physics alone and renders
 only the cameras asked for, so a station runs in real time on CPU cores. docs/operator.md describes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,14 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # stations are headless; set MUJOCO_G
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-from gym_aloha.constants import (ASSETS_DIR, DT, START_ARM_POSE, normalize_puppet_gripper_position,  # noqa: E402
-                                 normalize_puppet_gripper_velocity, unnormalize_puppet_gripper_position)
+from gym_aloha.constants import (
+    ASSETS_DIR,
+    DT,
+    START_ARM_POSE,
+    normalize_puppet_gripper_position,  # noqa: E402
+    normalize_puppet_gripper_velocity,
+    unnormalize_puppet_gripper_position,
+)
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose  # noqa: E402
 
 from recap_core.station import NUM_JOINTS  # noqa: E402
@@ -47,10 +54,10 @@ def model_path(task: str):
 class StepResult:
     """Outcome of one control step."""
 
-    reward: float       # 0..4, gym-aloha's staged reward for the state after the step
-    success: bool       # reward == 4
-    step: int           # control steps since reset, this one included
-    truncated: bool     # step >= max_episode_steps
+    reward: float  # 0..4, gym-aloha's staged reward for the state after the step
+    success: bool  # reward == 4
+    step: int  # control steps since reset, this one included
+    truncated: bool  # step >= max_episode_steps
 
 
 class _ContactReward:
@@ -136,14 +143,21 @@ class AlohaSim:
     process.
     """
 
-    def __init__(self, task: str = "transfer_cube", cameras: Mapping[str, str] = DEFAULT_CAMERAS,
-                 width: int = 224, height: int = 224, max_episode_steps: int = 400,
-                 render_mesh_cell: float = DEFAULT_RENDER_MESH_CELL):
+    def __init__(
+        self,
+        task: str = "transfer_cube",
+        cameras: Mapping[str, str] = DEFAULT_CAMERAS,
+        width: int = 224,
+        height: int = 224,
+        max_episode_steps: int = 400,
+        render_mesh_cell: float = DEFAULT_RENDER_MESH_CELL,
+    ):
         self.model = mujoco.MjModel.from_xml_path(str(model_path(task)))
         self.data = mujoco.MjData(self.model)
         self.task = task
-        if not (isinstance(width, numbers.Integral) and isinstance(height, numbers.Integral)
-                and width > 0 and height > 0):
+        if not (
+            isinstance(width, numbers.Integral) and isinstance(height, numbers.Integral) and width > 0 and height > 0
+        ):
             raise ValueError(f"image size must be positive integers, got width={width!r} height={height!r}")
         width, height = int(width), int(height)
         if max_episode_steps < 1:
@@ -182,7 +196,7 @@ class AlohaSim:
         self.data.qpos[:_OBJECT_QPOS] = START_ARM_POSE
         self.data.ctrl[:] = START_ARM_POSE
         objects = initial_object_qpos(self.task, seed)
-        self.data.qpos[_OBJECT_QPOS:_OBJECT_QPOS + objects.size] = objects
+        self.data.qpos[_OBJECT_QPOS : _OBJECT_QPOS + objects.size] = objects
         # Same ordering as dm_control's Physics.step: positions, contacts and sensors are computed
         # for the state the caller sees, so reward, poses and images agree with each other.
         mujoco.mj_forward(self.model, self.data)
@@ -195,14 +209,16 @@ class AlohaSim:
         """Apply ``action`` [14] (arm joints in rad, grippers 0 closed .. 1 open) for one 20 ms step."""
         target = np.asarray(action, dtype=np.float64)
         if target.shape != (NUM_JOINTS,):
-            raise ValueError(f"action has shape {target.shape}, expected ({NUM_JOINTS},): "
-                             "6 left arm joints, left gripper, 6 right arm joints, right gripper")
+            raise ValueError(
+                f"action has shape {target.shape}, expected ({NUM_JOINTS},): "
+                "6 left arm joints, left gripper, 6 right arm joints, right gripper"
+            )
         if not np.all(np.isfinite(target)):
             bad = np.flatnonzero(~np.isfinite(target)).tolist()
             raise ValueError(f"action has non-finite entries at indices {bad}: send 14 finite joint targets")
         ctrl = self.data.ctrl
         for arm, (arm_qpos, finger) in enumerate(zip(_ARM_QPOS, _FINGER_QPOS)):
-            ctrl[arm_qpos] = target[7 * arm:7 * arm + 6]
+            ctrl[arm_qpos] = target[7 * arm : 7 * arm + 6]
             finger_target = unnormalize_puppet_gripper_position(target[7 * arm + 6])
             ctrl[finger], ctrl[finger + 1] = finger_target, -finger_target
         # dm_control's split step: mj_step2 finishes the step whose positions the last mj_step1
@@ -222,7 +238,7 @@ class AlohaSim:
         q = self.data.qpos
         out = np.empty(NUM_JOINTS)
         for arm, (arm_qpos, finger) in enumerate(zip(_ARM_QPOS, _FINGER_QPOS)):
-            out[7 * arm:7 * arm + 6] = q[arm_qpos]
+            out[7 * arm : 7 * arm + 6] = q[arm_qpos]
             out[7 * arm + 6] = normalize_puppet_gripper_position(q[finger])
         return out
 
@@ -231,19 +247,19 @@ class AlohaSim:
         v = self.data.qvel
         out = np.empty(NUM_JOINTS)
         for arm, (arm_qpos, finger) in enumerate(zip(_ARM_QPOS, _FINGER_QPOS)):
-            out[7 * arm:7 * arm + 6] = v[arm_qpos]  # hinge joints: qvel index == qpos index here
+            out[7 * arm : 7 * arm + 6] = v[arm_qpos]  # hinge joints: qvel index == qpos index here
             out[7 * arm + 6] = normalize_puppet_gripper_velocity(v[finger])
         return out
 
     def object_pose(self) -> np.ndarray:
         """``[7]`` xyz (m, world) + quaternion wxyz of the cube (insertion: the peg)."""
-        return self.data.qpos[_OBJECT_QPOS:_OBJECT_QPOS + 7].copy()
+        return self.data.qpos[_OBJECT_QPOS : _OBJECT_QPOS + 7].copy()
 
     def socket_pose(self) -> np.ndarray:
         """``[7]`` pose of the socket (insertion only)."""
         if self.task != "insertion":
             raise ValueError(f"socket_pose exists only for the insertion task, this sim runs {self.task!r}")
-        return self.data.qpos[_OBJECT_QPOS + 7:_OBJECT_QPOS + 14].copy()
+        return self.data.qpos[_OBJECT_QPOS + 7 : _OBJECT_QPOS + 14].copy()
 
     # -- images -----------------------------------------------------------------------------
     def render(self, cameras: Sequence[str] | None = None) -> dict[str, np.ndarray]:

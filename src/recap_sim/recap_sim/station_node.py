@@ -4,6 +4,7 @@ It stands in for the robot driver on machines without one: cameras and joint sta
 commands in, plus the sim-only task progress and object pose. docs/nodes.md lists its topics and
 parameters.
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,15 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from recap_ros import qos
-from recap_ros.conversions import (MessageError, check_limits, diagnostic, joint_positions, joint_state,
-                                    numpy_to_image, seconds_to_stamp)
+from recap_ros.conversions import (
+    MessageError,
+    check_limits,
+    diagnostic,
+    joint_positions,
+    joint_state,
+    numpy_to_image,
+    seconds_to_stamp,
+)
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -53,38 +61,75 @@ class SimStationNode(Node):
         self.task_name = declare(self, "task_name", "transfer_cube", "gym-aloha task", choices=TASKS)
         width = declare(self, "image_width", 224, "camera image width (px)", min_value=16, max_value=1280)
         height = declare(self, "image_height", 224, "camera image height (px)", min_value=16, max_value=960)
-        mesh_cell = declare(self, "render_mesh_cell", DEFAULT_RENDER_MESH_CELL,
-                            "camera meshes drop detail finer than this (m); 0 = full meshes. Physics is unchanged",
-                            min_value=0.0, max_value=0.02)
-        anchor_steps = declare(self, "reset_anchor_steps", 3.0,
-                               "after sim/reset, commands further than this many velocity-limited steps from "
-                               "the arm are ignored until one lands near it (commands meant for the last episode "
-                               "never move the reset arm)", min_value=1.0, max_value=50.0)
-        self.real_time_factor = declare(self, "real_time_factor", 1.0,
-                                        "simulated seconds per wall second; 0 = as fast as possible",
-                                        min_value=0.0, max_value=100.0)
-        max_steps = declare(self, "max_episode_steps", 400, "time limit reported as truncated (steps)",
-                            min_value=1, max_value=100000)
-        self._seed = declare(self, "seed", 0, "seed of the next sim/reset (advances by one after each; a change "
-                             "applies from the next reset)", min_value=0, max_value=2**31 - 1, mutable=True)
-        self.publish_clock = declare(self, "publish_clock", False,
-                                     "stamp with the simulation clock and publish /clock (use_sim_time)")
-        model_cameras = declare(self, "camera_models", [DEFAULT_MODEL_CAMERAS.get(c, c) for c in self.station.cameras],
-                                "MuJoCo camera rendered for each entry of `cameras`")
+        mesh_cell = declare(
+            self,
+            "render_mesh_cell",
+            DEFAULT_RENDER_MESH_CELL,
+            "camera meshes drop detail finer than this (m); 0 = full meshes. Physics is unchanged",
+            min_value=0.0,
+            max_value=0.02,
+        )
+        anchor_steps = declare(
+            self,
+            "reset_anchor_steps",
+            3.0,
+            "after sim/reset, commands further than this many velocity-limited steps from "
+            "the arm are ignored until one lands near it (commands meant for the last episode "
+            "never move the reset arm)",
+            min_value=1.0,
+            max_value=50.0,
+        )
+        self.real_time_factor = declare(
+            self,
+            "real_time_factor",
+            1.0,
+            "simulated seconds per wall second; 0 = as fast as possible",
+            min_value=0.0,
+            max_value=100.0,
+        )
+        max_steps = declare(
+            self, "max_episode_steps", 400, "time limit reported as truncated (steps)", min_value=1, max_value=100000
+        )
+        self._seed = declare(
+            self,
+            "seed",
+            0,
+            "seed of the next sim/reset (advances by one after each; a change applies from the next reset)",
+            min_value=0,
+            max_value=2**31 - 1,
+            mutable=True,
+        )
+        self.publish_clock = declare(
+            self, "publish_clock", False, "stamp with the simulation clock and publish /clock (use_sim_time)"
+        )
+        model_cameras = declare(
+            self,
+            "camera_models",
+            [DEFAULT_MODEL_CAMERAS.get(c, c) for c in self.station.cameras],
+            "MuJoCo camera rendered for each entry of `cameras`",
+        )
         if len(model_cameras) != len(self.station.cameras):
-            raise ParameterError(f"camera_models has {len(model_cameras)} entries, cameras has "
-                                 f"{len(self.station.cameras)}: give one model camera per station camera")
-        self.sim = AlohaSim(self.task_name, cameras=dict(zip(self.station.cameras, model_cameras)),
-                            width=width, height=height, max_episode_steps=max_steps, render_mesh_cell=mesh_cell)
+            raise ParameterError(
+                f"camera_models has {len(model_cameras)} entries, cameras has "
+                f"{len(self.station.cameras)}: give one model camera per station camera"
+            )
+        self.sim = AlohaSim(
+            self.task_name,
+            cameras=dict(zip(self.station.cameras, model_cameras)),
+            width=width,
+            height=height,
+            max_episode_steps=max_steps,
+            render_mesh_cell=mesh_cell,
+        )
         self.sim.reset(self._seed)
         self._episode_seed = self._seed
         self._lower, self._upper = self.station.lower_array, self.station.upper_array
 
         self._lock = threading.Lock()
         self._command = self.sim.joint_positions().copy()
-        self._measured = self._command.copy()        # joints as last published (read by the command callback)
+        self._measured = self._command.copy()  # joints as last published (read by the command callback)
         self._anchor_tolerance = anchor_steps * self.station.max_step
-        self._awaiting_anchor = False                # set by a reset, cleared by a command near the arm
+        self._awaiting_anchor = False  # set by a reset, cleared by a command near the arm
         self._reset_request: tuple[int, threading.Event] | None = None
         self.commands_ignored_after_reset = 0
         self.commands_received = 0
@@ -94,8 +139,9 @@ class SimStationNode(Node):
         self._sim_time = time.time()
 
         # Publishers and subscriptions only after every parameter is valid.
-        self._image_pubs = {cam: self.create_publisher(Image, f"camera/{cam}/image_raw", qos.SENSOR)
-                            for cam in self.station.cameras}
+        self._image_pubs = {
+            cam: self.create_publisher(Image, f"camera/{cam}/image_raw", qos.SENSOR) for cam in self.station.cameras
+        }
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos.SENSOR)
         self._status_pub = self.create_publisher(DiagnosticStatus, "sim/status", qos.SENSOR)
         self._pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", qos.SENSOR)
@@ -108,7 +154,8 @@ class SimStationNode(Node):
         self._thread.start()
         self.get_logger().info(
             f"sim station up: task {self.task_name}, cameras {list(self.station.cameras)} at {width}x{height}, "
-            f"real_time_factor {self.real_time_factor}, seed {self._seed}")
+            f"real_time_factor {self.real_time_factor}, seed {self._seed}"
+        )
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_command(self, msg: JointState) -> None:
@@ -118,8 +165,10 @@ class SimStationNode(Node):
             check_limits(target, self._lower, self._upper, self.station.joint_names)
         except MessageError as exc:
             self.commands_rejected += 1
-            self.get_logger().warning(f"rejected joint_command ({self.commands_rejected} so far): {exc}; "
-                                      "holding the last valid command", throttle_duration_sec=1.0)
+            self.get_logger().warning(
+                f"rejected joint_command ({self.commands_rejected} so far): {exc}; holding the last valid command",
+                throttle_duration_sec=1.0,
+            )
             return
         with self._lock:
             if self._awaiting_anchor:
@@ -129,7 +178,9 @@ class SimStationNode(Node):
                     self.get_logger().info(
                         f"after the reset: ignoring a command {gap.max():.2f} from the arm (joint "
                         f"{self.station.joint_names[int(gap.argmax())]}) until the command stream starts from "
-                        f"where the arm is", throttle_duration_sec=1.0)
+                        f"where the arm is",
+                        throttle_duration_sec=1.0,
+                    )
                     return
                 self._awaiting_anchor = False
             self._command = target
@@ -173,8 +224,9 @@ class SimStationNode(Node):
                 if not self.context.ok():
                     return  # shutting down
                 self.publish_errors += 1
-                self.get_logger().warning(f"publish failed ({self.publish_errors} so far): {exc}",
-                                          throttle_duration_sec=2.0)
+                self.get_logger().warning(
+                    f"publish failed ({self.publish_errors} so far): {exc}", throttle_duration_sec=2.0
+                )
             if period:
                 next_tick += period
                 delay = next_tick - time.monotonic()
@@ -201,12 +253,25 @@ class SimStationNode(Node):
         p.x, p.y, p.z = (float(v) for v in pose[:3])
         q.w, q.x, q.y, q.z = (float(v) for v in pose[3:7])
         self._pose_pub.publish(pose_msg)
-        self._status_pub.publish(diagnostic("sim_station", {
-            "task": self.task_name, "seed": self._episode_seed, "step": result.step,
-            "reward": f"{result.reward:.3f}", "success": result.success, "truncated": result.truncated,
-            "commands_received": self.commands_received, "commands_rejected": self.commands_rejected,
-            "commands_ignored_after_reset": self.commands_ignored_after_reset, "overruns": self.overruns,
-            "publish_errors": self.publish_errors}, hardware_id=self.station.station_name))
+        self._status_pub.publish(
+            diagnostic(
+                "sim_station",
+                {
+                    "task": self.task_name,
+                    "seed": self._episode_seed,
+                    "step": result.step,
+                    "reward": f"{result.reward:.3f}",
+                    "success": result.success,
+                    "truncated": result.truncated,
+                    "commands_received": self.commands_received,
+                    "commands_rejected": self.commands_rejected,
+                    "commands_ignored_after_reset": self.commands_ignored_after_reset,
+                    "overruns": self.overruns,
+                    "publish_errors": self.publish_errors,
+                },
+                hardware_id=self.station.station_name,
+            )
+        )
 
     def close(self) -> None:
         self._running = False

@@ -1,4 +1,5 @@
 """The simulated operator's take-over decisions, without ROS."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,11 +20,11 @@ def run(human, rewards, values=None):
 
 def test_takes_over_after_no_progress_and_gives_back_after_correction():
     h = SimulatedHuman(HumanConfig(patience_s=1.0, min_correction_s=0.5, cooldown_s=0.5))
-    rewards = [1.0] * 130 + [2.0] * 40   # stuck, the correction gains a stage, then < patience
+    rewards = [1.0] * 130 + [2.0] * 40  # stuck, the correction gains a stage, then < patience
     engaged = run(h, rewards)
     first = engaged.index(True)
-    assert abs(first * DT - 1.0) < 0.05, first * DT       # after the patience period
-    assert engaged[first:130].count(False) == 0             # holds while correcting
+    assert abs(first * DT - 1.0) < 0.05, first * DT  # after the patience period
+    assert engaged[first:130].count(False) == 0  # holds while correcting
     assert not engaged[-1] and h.interventions == 1 and "corrected" in h.reason
 
 
@@ -39,12 +40,13 @@ def test_a_drop_of_the_cube_triggers_once_it_lasts():
 def test_a_correction_after_a_dropped_handover_ends_where_its_release_rule_says(release, released_at):
     """Dropped at the handover (best 3, back to 0): next_stage hands back after the re-grasp (stage 1),
     past_best only once the operator has also done the handover the policy failed (stage 4)."""
-    h = SimulatedHuman(HumanConfig(patience_s=100.0, regress_s=0.3, min_correction_s=0.5, max_correction_s=60.0,
-                                   release=release))
+    h = SimulatedHuman(
+        HumanConfig(patience_s=100.0, regress_s=0.3, min_correction_s=0.5, max_correction_s=60.0, release=release)
+    )
     rewards = [3.0] * 10 + [0.0] * 40 + [1.0] * 30 + [2.0] * 30 + [3.0] * 30 + [4.0] * 30
     engaged = run(h, rewards)
     first = engaged.index(True)
-    assert first == 25 and h.reason == "released: corrected"      # 0.3 s after the drop
+    assert first == 25 and h.reason == "released: corrected"  # 0.3 s after the drop
     back = engaged.index(False, first)
     assert rewards[back] == released_at and h.interventions == 1, (back, rewards[back])
     assert all(engaged[first:back]) and not any(engaged[back:])
@@ -99,11 +101,20 @@ def test_bad_config_is_rejected():
 
 
 @settings(max_examples=60, deadline=None)
-@given(rewards=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0]), min_size=1, max_size=800),
-       max_interventions=st.integers(0, 4), seed=st.integers(0, 100))
+@given(
+    rewards=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0]), min_size=1, max_size=800),
+    max_interventions=st.integers(0, 4),
+    seed=st.integers(0, 100),
+)
 def test_bounds_hold_for_any_reward_sequence(rewards, max_interventions, seed):
-    cfg = HumanConfig(patience_s=0.3, min_correction_s=0.1, max_correction_s=0.5, cooldown_s=0.2,
-                      max_interventions=max_interventions, attention=0.7)
+    cfg = HumanConfig(
+        patience_s=0.3,
+        min_correction_s=0.1,
+        max_correction_s=0.5,
+        cooldown_s=0.2,
+        max_interventions=max_interventions,
+        attention=0.7,
+    )
     h = SimulatedHuman(cfg, seed=seed)
     engaged = run(h, rewards)
     assert h.interventions <= max_interventions

@@ -1,5 +1,6 @@
 """The scripted operator: solves the transfer, stays within the station's limits, takes over from
 disturbed states, degrades with quality, is deterministic; and the IK it stands on."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,13 @@ from hypothesis import strategies as st  # noqa: E402
 
 from recap_core.station import StationConfig  # noqa: E402
 from recap_sim.operator import OperatorStyle, ScriptedOperator  # noqa: E402
-from recap_sim.kinematics import (ArmKinematics, box_side_yaws, closest_symmetric_yaw,  # noqa: E402
-                                  horizontal_rotation, top_down_rotation)
+from recap_sim.kinematics import (
+    ArmKinematics,
+    box_side_yaws,
+    closest_symmetric_yaw,  # noqa: E402
+    horizontal_rotation,
+    top_down_rotation,
+)
 from recap_sim.sim import AlohaSim  # noqa: E402
 
 STATION = StationConfig.sim_aloha()
@@ -83,8 +89,9 @@ def test_commands_respect_joint_and_velocity_limits(sim, quality):
             continue
         assert np.all(steps[i - 1] <= STATION.max_step), (i, steps[i - 1] / STATION.max_step)
     for i in resets:
-        assert np.all(np.abs(commands[i] - np.clip(measured[i], STATION.lower_array, STATION.upper_array))
-                      <= STATION.max_step)
+        assert np.all(
+            np.abs(commands[i] - np.clip(measured[i], STATION.lower_array, STATION.upper_array)) <= STATION.max_step
+        )
 
 
 def test_takes_over_after_a_bad_policy(sim):

@@ -1,4 +1,5 @@
 """AlohaSim: shapes, seeding, control, validation, and fidelity to gym-aloha's task semantics."""
+
 from __future__ import annotations
 
 import os
@@ -147,8 +148,9 @@ def test_truncated_at_the_time_limit():
     assert not s.step(hold).truncated
 
 
-@pytest.mark.parametrize("bad", [np.zeros(13), np.zeros(15), np.zeros((2, 14)), [np.nan] + [0.0] * 13,
-                                 [0.0] * 13 + [np.inf]])
+@pytest.mark.parametrize(
+    "bad", [np.zeros(13), np.zeros(15), np.zeros((2, 14)), [np.nan] + [0.0] * 13, [0.0] * 13 + [np.inf]]
+)
 def test_invalid_action_raises(sim, bad):
     sim.reset(0)
     with pytest.raises(ValueError, match="action"):
@@ -219,7 +221,7 @@ def test_render_meshes_are_simplified_for_the_cameras_only(sim):
     assert light.nmesh == sim.model.nmesh
     assert light.mesh_facenum.sum() < 0.5 * sim.model.mesh_facenum.sum()
     for mesh in range(light.nmesh):
-        faces = light.mesh_face[light.mesh_faceadr[mesh]:light.mesh_faceadr[mesh] + light.mesh_facenum[mesh]]
+        faces = light.mesh_face[light.mesh_faceadr[mesh] : light.mesh_faceadr[mesh] + light.mesh_facenum[mesh]]
         assert faces.min() >= 0 and faces.max() < light.mesh_vertnum[mesh]
         assert (faces[:, 0] != faces[:, 1]).all() and (faces[:, 1] != faces[:, 2]).all()
     # the physics model is untouched: same triangles, same vertices

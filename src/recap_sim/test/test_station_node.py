@@ -1,4 +1,5 @@
 """The sim station as a real process on real topics."""
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,8 @@ def test_joint_command_moves_the_joints(station, probe):
     assert joints.wait_for(5, timeout=20)
     start = joint_positions(joints.last())
     target = start.copy()
-    target[0] += 0.3   # left waist
-    target[8] -= 0.2   # right shoulder
+    target[0] += 0.3  # left waist
+    target[8] -= 0.2  # right shoulder
     assert probe.wait_for_subscribers(pub)
     deadline = time.monotonic() + 8.0
     while time.monotonic() < deadline:
@@ -84,8 +85,11 @@ def test_same_reset_seed_reproduces_object_pose(station, probe):
         reply = probe.call(Trigger, "sim/reset")
         assert reply.success and reply.message == f"reset with seed {seed}", reply.message
         # the cube drops onto the table after a reset: compare where it rests
-        assert status.wait_for(1, timeout=10, predicate=lambda m: diagnostic_values(m)["seed"] == str(seed)
-                               and int(diagnostic_values(m)["step"]) >= 40)
+        assert status.wait_for(
+            1,
+            timeout=10,
+            predicate=lambda m: diagnostic_values(m)["seed"] == str(seed) and int(diagnostic_values(m)["step"]) >= 40,
+        )
         poses.clear()
         assert poses.wait_for(1, timeout=5)
         p = poses.last().pose.position
@@ -108,12 +112,13 @@ def test_after_a_reset_commands_for_the_old_episode_do_not_move_the_arm(station,
     assert joints.wait_for(3, timeout=10)
     home = joint_positions(joints.last())
     old_episode = home.copy()
-    old_episode[1] += 0.6   # where the previous episode's last command pointed
+    old_episode[1] += 0.6  # where the previous episode's last command pointed
     for _ in range(10):
         pub.publish(joint_state(old_episode))
         time.sleep(0.02)
-    assert status.wait_for(1, timeout=5, predicate=lambda m: int(
-        diagnostic_values(m)["commands_ignored_after_reset"]) >= 5), _status(status)
+    assert status.wait_for(
+        1, timeout=5, predicate=lambda m: int(diagnostic_values(m)["commands_ignored_after_reset"]) >= 5
+    ), _status(status)
     time.sleep(0.3)
     assert np.max(np.abs(joint_positions(joints.last())[:6] - home[:6])) < 0.02, "a stale command moved the arm"
     # a command stream that starts where the arm is takes over, and may then go anywhere within the limits
@@ -151,8 +156,9 @@ def test_bad_commands_are_rejected_counted_and_the_station_holds(station, probe,
     for _ in range(5):
         pub.publish(msg)
         time.sleep(0.02)
-    assert status.wait_for(1, timeout=5, predicate=lambda m: int(diagnostic_values(m)["commands_rejected"]) >= 5), \
+    assert status.wait_for(1, timeout=5, predicate=lambda m: int(diagnostic_values(m)["commands_rejected"]) >= 5), (
         _status(status)
+    )
     time.sleep(0.5)
     now = joint_positions(joints.last())
     assert np.max(np.abs(now[:6] - held[:6])) < 0.02, "station moved on a rejected command"

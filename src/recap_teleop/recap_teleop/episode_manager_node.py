@@ -3,6 +3,7 @@
 A thin shell around :class:`recap_teleop.episodes.EpisodeStateMachine`; the services, counting and
 auto-labelling are in :class:`EpisodeManagerNode` and docs/teleop.md, "The episode manager".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,19 @@ from recap_ros import qos
 from recap_ros.conversions import diagnostic, diagnostic_values
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
-from recap_teleop.episodes import (ABORTED, EPISODE_SOURCES, FAILURE, RUNNING, SUCCESS, TERMINAL, EpisodeError,
-                                   EpisodeSettings, EpisodeStateMachine, auto_label)
+from recap_teleop.episodes import (
+    ABORTED,
+    EPISODE_SOURCES,
+    FAILURE,
+    RUNNING,
+    SUCCESS,
+    TERMINAL,
+    EpisodeError,
+    EpisodeSettings,
+    EpisodeStateMachine,
+    auto_label,
+)
+
 
 class EpisodeManagerNode(Node):
     """The episode settings (task, source, operator, ...) may change at runtime and apply from the next episode
@@ -39,29 +51,75 @@ class EpisodeManagerNode(Node):
         super().__init__("episode_manager", **kwargs)
         self.station = declare_station(self)
         declare(self, "task", "", "task prompt of the next episode (may change between episodes)", mutable=True)
-        declare(self, "source", "rollout", "what produced the episode: demo | rollout | eval",
-                choices=EPISODE_SOURCES, mutable=True)
+        declare(
+            self,
+            "source",
+            "rollout",
+            "what produced the episode: demo | rollout | eval",
+            choices=EPISODE_SOURCES,
+            mutable=True,
+        )
         declare(self, "operator", "", "operator name, goes into the episode metadata", mutable=True)
-        declare(self, "policy_checkpoint", "", "checkpoint id for the metadata; empty = from policy/status",
-                mutable=True)
-        declare(self, "beta", -1.0, "CFG beta for the metadata; < 0 = from policy/status",
-                min_value=-1.0, max_value=100.0, mutable=True)
-        declare(self, "auto_label", False, "label from sim/status: success, or failure at the time limit",
-                mutable=True)
-        declare(self, "max_episode_steps", 400, "time limit of auto_label in steps (0 = none)",
-                min_value=0, max_value=10_000_000, mutable=True)
-        declare(self, "reset_service", "", "std_srvs/Trigger called by episode/start before the episode "
-                "begins (sim: sim/reset); empty = no reset", mutable=True)
-        declare(self, "reset_timeout_s", 15.0, "how long episode/start waits for the reset (s)",
-                min_value=0.1, max_value=120.0, mutable=True)
+        declare(
+            self, "policy_checkpoint", "", "checkpoint id for the metadata; empty = from policy/status", mutable=True
+        )
+        declare(
+            self,
+            "beta",
+            -1.0,
+            "CFG beta for the metadata; < 0 = from policy/status",
+            min_value=-1.0,
+            max_value=100.0,
+            mutable=True,
+        )
+        declare(self, "auto_label", False, "label from sim/status: success, or failure at the time limit", mutable=True)
+        declare(
+            self,
+            "max_episode_steps",
+            400,
+            "time limit of auto_label in steps (0 = none)",
+            min_value=0,
+            max_value=10_000_000,
+            mutable=True,
+        )
+        declare(
+            self,
+            "reset_service",
+            "",
+            "std_srvs/Trigger called by episode/start before the episode begins (sim: sim/reset); empty = no reset",
+            mutable=True,
+        )
+        declare(
+            self,
+            "reset_timeout_s",
+            15.0,
+            "how long episode/start waits for the reset (s)",
+            min_value=0.1,
+            max_value=120.0,
+            mutable=True,
+        )
         step_topic = declare(self, "step_topic", "joint_command", "JointState topic whose messages are steps")
-        status_rate = declare(self, "status_rate_hz", 2.0, "episode/status rate while running (Hz; the "
-                              "recorder relies on >= 2)", min_value=2.0, max_value=20.0)
-        self.terminal_hold_s = declare(self, "terminal_hold_s", 0.5, "how long a terminal state stays "
-                                       "published before idle (s)", min_value=0.0, max_value=10.0)
+        status_rate = declare(
+            self,
+            "status_rate_hz",
+            2.0,
+            "episode/status rate while running (Hz; the recorder relies on >= 2)",
+            min_value=2.0,
+            max_value=20.0,
+        )
+        self.terminal_hold_s = declare(
+            self,
+            "terminal_hold_s",
+            0.5,
+            "how long a terminal state stays published before idle (s)",
+            min_value=0.0,
+            max_value=10.0,
+        )
         if not step_topic:
-            raise ParameterError("parameter 'step_topic' is empty: name the JointState topic to count "
-                                 "steps from (the gate's joint_command)")
+            raise ParameterError(
+                "parameter 'step_topic' is empty: name the JointState topic to count "
+                "steps from (the gate's joint_command)"
+            )
         self.machine = EpisodeStateMachine(self.station.station_name)
         self._status_period = 1.0 / status_rate
         self._last_publish = -1.0
@@ -87,7 +145,8 @@ class EpisodeManagerNode(Node):
         self.get_logger().info(
             f"episode manager up: station {self.station.station_name}, auto_label "
             f"{self.get_parameter('auto_label').value}, reset_service "
-            f"'{self.get_parameter('reset_service').value}', steps from {step_topic}")
+            f"'{self.get_parameter('reset_service').value}', steps from {step_topic}"
+        )
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -117,8 +176,10 @@ class EpisodeManagerNode(Node):
         except EpisodeError as exc:
             return _answer(response, False, str(exc))
         self._publish_status()
-        self.get_logger().info(f"episode {episode.episode_id} started: task '{settings.task}', "
-                               f"source {settings.source}" + (f", seed {settings.seed}" if settings.seed else ""))
+        self.get_logger().info(
+            f"episode {episode.episode_id} started: task '{settings.task}', "
+            f"source {settings.source}" + (f", seed {settings.seed}" if settings.seed else "")
+        )
         return _answer(response, True, f"started episode {episode.episode_id}")
 
     def _on_label(self, outcome: str, response):
@@ -127,15 +188,24 @@ class EpisodeManagerNode(Node):
         except EpisodeError as exc:
             return _answer(response, False, str(exc))
         self._ended()
-        return _answer(response, True, f"episode {episode.episode_id} ended: {outcome} after {episode.steps} "
-                                       f"steps, {episode.interventions} intervention(s)")
+        return _answer(
+            response,
+            True,
+            f"episode {episode.episode_id} ended: {outcome} after {episode.steps} "
+            f"steps, {episode.interventions} intervention(s)",
+        )
 
     def _settings(self) -> EpisodeSettings:
         checkpoint = self._param("policy_checkpoint") or self._policy_status.get("checkpoint_id", "")
         beta = self._param("beta")
         beta = str(beta) if beta >= 0 else self._policy_status.get("beta", "")
-        return EpisodeSettings(task=self._param("task"), source=self._param("source"),
-                               operator=self._param("operator"), policy_checkpoint=checkpoint, beta=beta)
+        return EpisodeSettings(
+            task=self._param("task"),
+            source=self._param("source"),
+            operator=self._param("operator"),
+            policy_checkpoint=checkpoint,
+            beta=beta,
+        )
 
     # -- the world reset (sim/reset) ----------------------------------------------------------------
     def _reset_client(self, name: str):
@@ -149,8 +219,10 @@ class EpisodeManagerNode(Node):
         deadline = time.monotonic() + timeout
         while not client.service_is_ready():  # a freshly created client needs a moment of discovery
             if time.monotonic() > deadline:
-                return False, (f"reset service '{name}' is not available: start the sim station, or set "
-                               "reset_service to '' to start without a reset")
+                return False, (
+                    f"reset service '{name}' is not available: start the sim station, or set "
+                    "reset_service to '' to start without a reset"
+                )
             await self._sleep(0.05)
         reply = await self._with_timeout(client.call_async(Trigger.Request()), deadline - time.monotonic())
         if reply is None:
@@ -231,8 +303,9 @@ class EpisodeManagerNode(Node):
         values = self.machine.status()
         self._last_publish = time.monotonic()
         message = values["state"] + (f" ({values['label']}: {values['reason']})" if values["label"] else "")
-        self._status_pub.publish(diagnostic("episode_manager", values, message=message,
-                                            hardware_id=self.station.station_name))
+        self._status_pub.publish(
+            diagnostic("episode_manager", values, message=message, hardware_id=self.station.station_name)
+        )
 
 
 def _answer(response, success: bool, message: str):

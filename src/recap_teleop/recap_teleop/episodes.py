@@ -5,6 +5,7 @@ in sim, :func:`auto_label`) ends a running episode; the node publishes the
 terminal state so the recorder can close the bag, then returns to idle. No ROS
 here: the node (``episode_manager_node.py``) passes time and messages in.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,26 @@ TERMINAL = (SUCCESS, FAILURE, ABORTED)
 EPISODE_SOURCES = ("demo", "rollout", "eval")
 
 #: Keys of the ``episode/status`` diagnostic, in publishing order.
-STATUS_KEYS = ("episode_id", "task", "state", "label", "steps", "interventions", "intervention_steps", "source",
-               "policy_checkpoint", "beta", "station", "operator", "seed", "start_time", "stop_time", "reason",
-               "last_episode_id", "last_label")
+STATUS_KEYS = (
+    "episode_id",
+    "task",
+    "state",
+    "label",
+    "steps",
+    "interventions",
+    "intervention_steps",
+    "source",
+    "policy_checkpoint",
+    "beta",
+    "station",
+    "operator",
+    "seed",
+    "start_time",
+    "stop_time",
+    "reason",
+    "last_episode_id",
+    "last_label",
+)
 
 
 class EpisodeError(ValueError):
@@ -39,8 +57,9 @@ class EpisodeSettings:
 
     def __post_init__(self):
         if not self.task.strip():
-            raise EpisodeError("no task set: set the episode manager's `task` parameter (the task prompt) "
-                               "before starting an episode")
+            raise EpisodeError(
+                "no task set: set the episode manager's `task` parameter (the task prompt) before starting an episode"
+            )
         if self.source not in EPISODE_SOURCES:
             raise EpisodeError(f"episode source '{self.source}' is not one of {list(EPISODE_SOURCES)}")
 
@@ -69,10 +88,10 @@ class EpisodeStateMachine:
         if not station_name:
             raise ValueError("station_name must not be empty: it goes into every episode id")
         self.station_name = station_name
-        self.episode: Episode | None = None   # the running or just-finished episode
-        self.last: Episode | None = None       # the previous finished episode (shown while idle)
+        self.episode: Episode | None = None  # the running or just-finished episode
+        self.last: Episode | None = None  # the previous finished episode (shown while idle)
         self._count = 0
-        self._intervention = False             # the newest `intervention` flag, across episodes
+        self._intervention = False  # the newest `intervention` flag, across episodes
 
     @property
     def state(self) -> str:
@@ -89,11 +108,15 @@ class EpisodeStateMachine:
     # -- transitions ------------------------------------------------------------------------------
     def check_can_start(self) -> None:
         if self.state == RUNNING:
-            raise EpisodeError(f"episode {self.episode.episode_id} is still running: label it "
-                               "(episode/success, episode/failure) or abort it first")
+            raise EpisodeError(
+                f"episode {self.episode.episode_id} is still running: label it "
+                "(episode/success, episode/failure) or abort it first"
+            )
         if self.state in TERMINAL:
-            raise EpisodeError(f"episode {self.episode.episode_id} just ended ({self.state}); wait until "
-                               "episode/status says idle, then start again")
+            raise EpisodeError(
+                f"episode {self.episode.episode_id} just ended ({self.state}); wait until "
+                "episode/status says idle, then start again"
+            )
 
     def start(self, settings: EpisodeSettings, now: dt.datetime) -> Episode:
         self.check_can_start()
@@ -146,11 +169,21 @@ class EpisodeStateMachine:
         if e is not None:
             s = e.settings
             values.update(
-                episode_id=e.episode_id, task=s.task, label=e.label, steps=str(e.steps),
-                interventions=str(e.interventions), intervention_steps=str(e.intervention_steps),
-                source=s.source, policy_checkpoint=s.policy_checkpoint, beta=s.beta, operator=s.operator,
-                seed=s.seed, start_time=_iso(e.start_time), stop_time=_iso(e.stop_time) if e.stop_time else "",
-                reason=e.reason)
+                episode_id=e.episode_id,
+                task=s.task,
+                label=e.label,
+                steps=str(e.steps),
+                interventions=str(e.interventions),
+                intervention_steps=str(e.intervention_steps),
+                source=s.source,
+                policy_checkpoint=s.policy_checkpoint,
+                beta=s.beta,
+                operator=s.operator,
+                seed=s.seed,
+                start_time=_iso(e.start_time),
+                stop_time=_iso(e.stop_time) if e.stop_time else "",
+                reason=e.reason,
+            )
         return values
 
 
@@ -162,8 +195,7 @@ def _true(value: str | None) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-def auto_label(episode: Episode, max_steps: int, sim_status: Mapping[str, str] | None = None
-               ) -> tuple[str, str] | None:
+def auto_label(episode: Episode, max_steps: int, sim_status: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     """The sim's verdict on a running episode: ``(outcome, reason)`` or None to keep going.
 
     Success when the sim reports it; failure when the sim reports truncation or

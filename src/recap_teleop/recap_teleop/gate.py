@@ -4,6 +4,7 @@ No ROS here: time is passed in explicitly (seconds, any clock that does not run 
 operation), so every rule of :class:`Gate` is tested without a middleware (``test/test_gate.py``);
 ``gate_node.py`` only converts messages. The rules are also in docs/teleop.md, "The gate".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,17 +48,24 @@ class GateConfig:
         if not self.control_period_s > 0:
             raise ValueError(f"GateConfig.control_period_s must be > 0, got {self.control_period_s}")
         if not self.stale_timeout_s > 0:
-            raise ValueError(f"GateConfig.stale_timeout_s must be > 0, got {self.stale_timeout_s}; "
-                             "use e.g. 0.2 (10 control periods)")
+            raise ValueError(
+                f"GateConfig.stale_timeout_s must be > 0, got {self.stale_timeout_s}; use e.g. 0.2 (10 control periods)"
+            )
         if not 0 < self.velocity_scale <= 1:
             raise ValueError(f"GateConfig.velocity_scale must be in (0, 1], got {self.velocity_scale}")
 
     @classmethod
-    def from_station(cls, station: StationConfig, stale_timeout_s: float = 0.2,
-                     velocity_scale: float = 1.0) -> "GateConfig":
-        return cls(lower=station.lower, upper=station.upper, max_velocity=station.max_velocity,
-                   control_period_s=1.0 / station.control_rate_hz, stale_timeout_s=stale_timeout_s,
-                   velocity_scale=velocity_scale)
+    def from_station(
+        cls, station: StationConfig, stale_timeout_s: float = 0.2, velocity_scale: float = 1.0
+    ) -> "GateConfig":
+        return cls(
+            lower=station.lower,
+            upper=station.upper,
+            max_velocity=station.max_velocity,
+            control_period_s=1.0 / station.control_rate_hz,
+            stale_timeout_s=stale_timeout_s,
+            velocity_scale=velocity_scale,
+        )
 
     @property
     def max_step(self) -> np.ndarray:
@@ -66,9 +74,9 @@ class GateConfig:
 
 
 class GateOutput(NamedTuple):
-    command: np.ndarray      # [14] joint position targets, within limits
-    source: str              # policy | teleop | hold
-    intervention: bool       # the deadman is held: a human owns this step
+    command: np.ndarray  # [14] joint position targets, within limits
+    source: str  # policy | teleop | hold
+    intervention: bool  # the deadman is held: a human owns this step
 
 
 class Gate:
@@ -117,15 +125,31 @@ class Gate:
         self._last_output_time: float | None = None
         self._was_stale = False
         self.hold_reason = "no_command_yet"
-        self.counters: dict[str, int] = {k: 0 for k in (
-            "outputs", "outputs_policy", "outputs_teleop", "outputs_hold",
-            "rejected_policy", "rejected_teleop", "rejected_joint_states",
-            "position_clamps", "velocity_clamps", "stale_events", "engages", "releases", "restarts",
-            "joint_states_before_restart", "limit_changes")}
+        self.counters: dict[str, int] = {
+            k: 0
+            for k in (
+                "outputs",
+                "outputs_policy",
+                "outputs_teleop",
+                "outputs_hold",
+                "rejected_policy",
+                "rejected_teleop",
+                "rejected_joint_states",
+                "position_clamps",
+                "velocity_clamps",
+                "stale_events",
+                "engages",
+                "releases",
+                "restarts",
+                "joint_states_before_restart",
+                "limit_changes",
+            )
+        }
 
     # -- runtime limits ---------------------------------------------------------------------
-    def set_velocity_limits(self, now: float, *, max_velocity: Sequence[float] | None = None,
-                            velocity_scale: float | None = None) -> None:
+    def set_velocity_limits(
+        self, now: float, *, max_velocity: Sequence[float] | None = None, velocity_scale: float | None = None
+    ) -> None:
         """New velocity limits (validated as a whole; ValueError leaves the old ones).
 
         Per joint, a tighter limit applies from the next output on; a wider one
@@ -227,8 +251,9 @@ class Gate:
 
     def reject(self, source: str) -> None:
         """Count a message the caller could not even convert (wrong names, wrong length)."""
-        key = {"policy": "rejected_policy", "teleop": "rejected_teleop",
-               "joint_states": "rejected_joint_states"}[source]
+        key = {"policy": "rejected_policy", "teleop": "rejected_teleop", "joint_states": "rejected_joint_states"}[
+            source
+        ]
         self.counters[key] += 1
 
     # -- state ------------------------------------------------------------------------------
@@ -325,8 +350,10 @@ class OutputClock:
         if not period_s > 0:
             raise ValueError(f"OutputClock period must be > 0, got {period_s}")
         if not 0 < min_interval_ratio <= 1 <= fill_delay_ratio:
-            raise ValueError("OutputClock needs 0 < min_interval_ratio <= 1 <= fill_delay_ratio, got "
-                             f"{min_interval_ratio}, {fill_delay_ratio}")
+            raise ValueError(
+                "OutputClock needs 0 < min_interval_ratio <= 1 <= fill_delay_ratio, got "
+                f"{min_interval_ratio}, {fill_delay_ratio}"
+            )
         self.period = period_s
         self.min_interval = period_s * min_interval_ratio
         self.fill_delay = period_s * fill_delay_ratio

@@ -3,6 +3,7 @@
 A thin shell around :class:`recap_teleop.gate.Gate` (the rules) and :class:`recap_teleop.gate.OutputClock`
 (when to publish); what the node adds is in :class:`GateNode` and docs/teleop.md.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,14 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from recap_ros import qos
-from recap_ros.conversions import (MessageError, diagnostic, diagnostic_values, joint_positions, joint_state,
-                                    stamp_to_seconds)
+from recap_ros.conversions import (
+    MessageError,
+    diagnostic,
+    diagnostic_values,
+    joint_positions,
+    joint_state,
+    stamp_to_seconds,
+)
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
@@ -44,24 +51,45 @@ class GateNode(Node):
     def __init__(self, **kwargs):
         super().__init__("gate", **kwargs)
         self.station = declare_station(self, on_change={"joint_max_velocity": self._set_max_velocity})
-        stale_ms = declare(self, "stale_timeout_ms", 200.0,
-                           "hold when the active source's newest command is older than this (ms)",
-                           min_value=1.0, max_value=10000.0, on_change=self._set_stale_timeout)
-        velocity_scale = declare(self, "velocity_scale", 1.0,
-                                 "fraction of the station's joint_max_velocity the gate allows (tighter at "
-                                 "once, wider ramped in)", min_value=0.01, max_value=1.0,
-                                 on_change=self._set_velocity_scale)
-        status_rate = declare(self, "status_rate_hz", 1.0, "rate of gate/status (Hz)",
-                              min_value=0.1, max_value=50.0)
-        self._future_tolerance_s = declare(
-            self, "future_stamp_tolerance_ms", 50.0, "refuse joint_states stamped further ahead of the node "
-            "clock than this (ms)", min_value=0.0, max_value=10000.0) / 1000.0
+        stale_ms = declare(
+            self,
+            "stale_timeout_ms",
+            200.0,
+            "hold when the active source's newest command is older than this (ms)",
+            min_value=1.0,
+            max_value=10000.0,
+            on_change=self._set_stale_timeout,
+        )
+        velocity_scale = declare(
+            self,
+            "velocity_scale",
+            1.0,
+            "fraction of the station's joint_max_velocity the gate allows (tighter at once, wider ramped in)",
+            min_value=0.01,
+            max_value=1.0,
+            on_change=self._set_velocity_scale,
+        )
+        status_rate = declare(self, "status_rate_hz", 1.0, "rate of gate/status (Hz)", min_value=0.1, max_value=50.0)
+        self._future_tolerance_s = (
+            declare(
+                self,
+                "future_stamp_tolerance_ms",
+                50.0,
+                "refuse joint_states stamped further ahead of the node clock than this (ms)",
+                min_value=0.0,
+                max_value=10000.0,
+            )
+            / 1000.0
+        )
         if self.get_parameter("use_sim_time").value:
-            raise ParameterError("the gate limits velocity per elapsed wall time: run it with "
-                                 "use_sim_time:=false (simulated time advances in jumps)")
+            raise ParameterError(
+                "the gate limits velocity per elapsed wall time: run it with "
+                "use_sim_time:=false (simulated time advances in jumps)"
+            )
         try:
-            config = GateConfig.from_station(self.station, stale_timeout_s=stale_ms / 1000.0,
-                                             velocity_scale=velocity_scale)
+            config = GateConfig.from_station(
+                self.station, stale_timeout_s=stale_ms / 1000.0, velocity_scale=velocity_scale
+            )
         except ValueError as exc:
             raise ParameterError(f"gate parameters: {exc}") from exc
         self.gate = Gate(config)
@@ -70,8 +98,12 @@ class GateNode(Node):
         self._cond = threading.Condition()
         self._t0_ns = time.monotonic_ns()
         self._clock_offset_ns = self.get_clock().now().nanoseconds - self._t0_ns
-        self.node_counters = {"policy_resets_sent": 0, "policy_resets_failed": 0, "publish_errors": 0,
-                              "future_joint_states": 0}
+        self.node_counters = {
+            "policy_resets_sent": 0,
+            "policy_resets_failed": 0,
+            "publish_errors": 0,
+            "future_joint_states": 0,
+        }
 
         # Publishers, subscriptions and the clock thread only after every parameter is valid.
         self._command_pub = self.create_publisher(JointState, "joint_command", qos.COMMAND)
@@ -91,7 +123,8 @@ class GateNode(Node):
         self._thread.start()
         self.get_logger().info(
             f"gate up: {self.station.control_rate_hz:.0f} Hz, stale timeout {stale_ms:.0f} ms, "
-            f"velocity scale {velocity_scale}")
+            f"velocity scale {velocity_scale}"
+        )
 
     # -- time ---------------------------------------------------------------------------------
     def _now(self):
@@ -171,9 +204,11 @@ class GateNode(Node):
         if lead > self._future_tolerance_s:
             with self._cond:
                 self.node_counters["future_joint_states"] += 1
-            self.get_logger().warning(f"ignoring joint_states stamped {lead * 1e3:.0f} ms in the future (tolerance "
-                                      f"{self._future_tolerance_s * 1e3:.0f} ms): check the station's clocks",
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                f"ignoring joint_states stamped {lead * 1e3:.0f} ms in the future (tolerance "
+                f"{self._future_tolerance_s * 1e3:.0f} ms): check the station's clocks",
+                throttle_duration_sec=2.0,
+            )
             return
         with self._cond:
             now, stamp = self._now()
@@ -208,8 +243,7 @@ class GateNode(Node):
         out = self.gate.tick(now)
         if out is None:
             self._output_clock.on_nothing_to_publish(now)
-            self.get_logger().info("waiting for joint_states before commanding the robot",
-                                   throttle_duration_sec=5.0)
+            self.get_logger().info("waiting for joint_states before commanding the robot", throttle_duration_sec=5.0)
             return
         self._output_clock.on_output(now, on_arrival)
         try:
@@ -236,8 +270,9 @@ class GateNode(Node):
     def _request_policy_reset(self) -> None:
         if not self._reset_client.service_is_ready():
             self.node_counters["policy_resets_failed"] += 1
-            self.get_logger().warning("deadman released but policy/reset is not available: holding until the "
-                                      "policy sends a new command")
+            self.get_logger().warning(
+                "deadman released but policy/reset is not available: holding until the policy sends a new command"
+            )
             return
         self.node_counters["policy_resets_sent"] += 1
         future = self._reset_client.call_async(Trigger.Request())
@@ -259,13 +294,20 @@ class GateNode(Node):
     def _publish_status(self) -> None:
         with self._cond:
             now, _ = self._now()
-            values = {"source": self.gate.active_source(now), "engaged": self.gate.engaged,
-                      "hold_reason": self.gate.hold_reason, **self.gate.counters, **self.node_counters}
+            values = {
+                "source": self.gate.active_source(now),
+                "engaged": self.gate.engaged,
+                "hold_reason": self.gate.hold_reason,
+                **self.gate.counters,
+                **self.node_counters,
+            }
         level = 1 if values["hold_reason"] == "stale" else 0  # WARN while the watchdog holds
-        message = f"source {values['source']}" + (f", holding ({values['hold_reason']})"
-                                                  if values["source"] == "hold" else "")
-        self._status_pub.publish(diagnostic("gate", values, level=level, message=message,
-                                            hardware_id=self.station.station_name))
+        message = f"source {values['source']}" + (
+            f", holding ({values['hold_reason']})" if values["source"] == "hold" else ""
+        )
+        self._status_pub.publish(
+            diagnostic("gate", values, level=level, message=message, hardware_id=self.station.station_name)
+        )
 
     def close(self) -> None:
         with self._cond:

@@ -5,6 +5,7 @@ as the ROS ``joy`` driver reports them). :class:`JoyMapping` reads a Joy
 message's ``axes``/``buttons`` lists; :class:`JointJogger` integrates the jog
 velocities from the measured joint position at engage time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,16 +40,17 @@ class JogBinding:
         if not isinstance(index, int) or index < 0:
             raise ValueError(f"jog binding for '{self.joint}': index must be an integer >= 0, got {index!r}")
         if not -10.0 <= float(self.speed) <= 10.0 or self.speed == 0:
-            raise ValueError(f"jog binding for '{self.joint}': speed {self.speed} must be non-zero and within "
-                             "[-10, 10] units/s")
+            raise ValueError(
+                f"jog binding for '{self.joint}': speed {self.speed} must be non-zero and within [-10, 10] units/s"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class JoyMapping:
     deadman_button: int
-    actions: tuple[tuple[str, int], ...] = ()          # (action, button)
+    actions: tuple[tuple[str, int], ...] = ()  # (action, button)
     jog: tuple[JogBinding, ...] = ()
-    shift_button: int | None = None                    # while held, `shifted_jog` replaces `jog`
+    shift_button: int | None = None  # while held, `shifted_jog` replaces `jog`
     shifted_jog: tuple[JogBinding, ...] = ()
     deadzone: float = 0.1
     joint_names: tuple[str, ...] = JOINT_NAMES
@@ -70,8 +72,9 @@ class JoyMapping:
             raise ValueError(f"joy mapping: unknown actions {unknown}; known: {list(ACTIONS)}")
         for binding in self.jog + self.shifted_jog:
             if binding.joint not in self.joint_names:
-                raise ValueError(f"joy mapping: joint '{binding.joint}' is not a station joint "
-                                 f"{list(self.joint_names)}")
+                raise ValueError(
+                    f"joy mapping: joint '{binding.joint}' is not a station joint {list(self.joint_names)}"
+                )
             if binding.button is not None and binding.button in used:
                 raise ValueError(f"joy mapping: jog button {binding.button} is already '{used[binding.button]}'")
         if self.shifted_jog and self.shift_button is None:
@@ -95,10 +98,15 @@ class JoyMapping:
             except TypeError as exc:
                 raise ValueError(f"joy mapping: bad entry in `{key}`: {exc}") from exc
 
-        return cls(deadman_button=doc["deadman_button"],
-                   actions=tuple((str(a), b) for a, b in (doc.get("actions") or {}).items()),
-                   jog=bindings("jog"), shift_button=doc.get("shift_button"), shifted_jog=bindings("shifted_jog"),
-                   deadzone=float(doc.get("deadzone", 0.1)), joint_names=tuple(joint_names))
+        return cls(
+            deadman_button=doc["deadman_button"],
+            actions=tuple((str(a), b) for a, b in (doc.get("actions") or {}).items()),
+            jog=bindings("jog"),
+            shift_button=doc.get("shift_button"),
+            shifted_jog=bindings("shifted_jog"),
+            deadzone=float(doc.get("deadzone", 0.1)),
+            joint_names=tuple(joint_names),
+        )
 
     @classmethod
     def from_yaml(cls, path: str | pathlib.Path, joint_names: Sequence[str] = JOINT_NAMES) -> "JoyMapping":
@@ -115,8 +123,14 @@ class JoyMapping:
     # -- reading a Joy message ------------------------------------------------------------------
     @property
     def max_button(self) -> int:
-        return max([self.deadman_button, *(b for _, b in self.actions), self.shift_button or 0,
-                    *(j.button for j in self.jog + self.shifted_jog if j.button is not None)])
+        return max(
+            [
+                self.deadman_button,
+                *(b for _, b in self.actions),
+                self.shift_button or 0,
+                *(j.button for j in self.jog + self.shifted_jog if j.button is not None),
+            ]
+        )
 
     @property
     def max_axis(self) -> int:

@@ -3,6 +3,7 @@
 What each control does and when the node releases: :class:`JoyTeleopNode` and docs/teleop.md, "Gamepad". The
 mapping is read from ``mapping_file`` (default ``joy_default.yaml`` next to this module).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,10 +32,17 @@ class JoyTeleopNode(Node):
     def __init__(self, **kwargs):
         super().__init__("joy_teleop", **kwargs)
         self.station = declare_station(self)
-        mapping_file = declare(self, "mapping_file", "", "gamepad mapping YAML; empty = the joy_default.yaml "
-                               "shipped with recap_teleop")
-        self.joy_timeout_s = declare(self, "joy_timeout_s", 1.0, "release when no Joy message arrives for this "
-                                     "long while engaged (s; 0 = never)", min_value=0.0, max_value=60.0)
+        mapping_file = declare(
+            self, "mapping_file", "", "gamepad mapping YAML; empty = the joy_default.yaml shipped with recap_teleop"
+        )
+        self.joy_timeout_s = declare(
+            self,
+            "joy_timeout_s",
+            1.0,
+            "release when no Joy message arrives for this long while engaged (s; 0 = never)",
+            min_value=0.0,
+            max_value=60.0,
+        )
         joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy input topic")
         path = mapping_file or str(DEFAULT_MAPPING_FILE)
         try:
@@ -57,8 +65,10 @@ class JoyTeleopNode(Node):
         self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
         self.create_timer(1.0 / self.station.control_rate_hz, self._tick)
         self.create_timer(0.5, self._reassert_engage)
-        self.get_logger().info(f"joy teleop up: mapping {path}, deadman button {self.mapping.deadman_button}, "
-                               f"actions {dict(self.mapping.actions)}")
+        self.get_logger().info(
+            f"joy teleop up: mapping {path}, deadman button {self.mapping.deadman_button}, "
+            f"actions {dict(self.mapping.actions)}"
+        )
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:
@@ -70,9 +80,11 @@ class JoyTeleopNode(Node):
         buttons, axes = list(msg.buttons), list(msg.axes)
         if not self._warned_short and (len(buttons) <= self.mapping.max_button or len(axes) <= self.mapping.max_axis):
             self._warned_short = True
-            self.get_logger().warning(f"the pad reports {len(buttons)} buttons and {len(axes)} axes but the mapping "
-                                      f"uses button {self.mapping.max_button} and axis {self.mapping.max_axis}: "
-                                      "missing ones read as released / centred")
+            self.get_logger().warning(
+                f"the pad reports {len(buttons)} buttons and {len(axes)} axes but the mapping "
+                f"uses button {self.mapping.max_button} and axis {self.mapping.max_axis}: "
+                "missing ones read as released / centred"
+            )
         previous, self._buttons, self._axes = self._buttons, buttons, axes
         self._last_joy = time.monotonic()
         held = self.mapping.deadman_held(buttons)
@@ -87,8 +99,9 @@ class JoyTeleopNode(Node):
 
     def _engage(self) -> None:
         if self._measured is None:
-            self.get_logger().warning("deadman pressed but no joint_states yet: not engaging",
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                "deadman pressed but no joint_states yet: not engaging", throttle_duration_sec=2.0
+            )
             return
         # The first command is where the robot is, and it goes out before the engage.
         self._command_pub.publish(joint_state(self.jogger.engage(self._measured), names=self._names))
@@ -124,8 +137,9 @@ class JoyTeleopNode(Node):
     def _call(self, action: str) -> None:
         client = self._episode_clients[action]
         if not client.service_is_ready():
-            self.get_logger().warning(f"button '{action}': episode/{action} is not available (is the episode "
-                                      "manager running?)")
+            self.get_logger().warning(
+                f"button '{action}': episode/{action} is not available (is the episode manager running?)"
+            )
             return
         future = client.call_async(Trigger.Request())
         future.add_done_callback(lambda f, a=action: self._on_reply(a, f))

@@ -3,6 +3,7 @@
 The mapping to the station's joints is :class:`LeaderMapping`; engaging is in :class:`LeaderArmsNode` and
 docs/teleop.md, "Leader arms".
 """
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,25 @@ class LeaderMapping:
     closed/open readings to the station's 0 (closed) .. 1 (open).
     """
 
-    def __init__(self, leader_names: Sequence[str], gripper_closed: float, gripper_open: float,
-                 gripper_indices: Sequence[int] = GRIPPER_INDICES):
+    def __init__(
+        self,
+        leader_names: Sequence[str],
+        gripper_closed: float,
+        gripper_open: float,
+        gripper_indices: Sequence[int] = GRIPPER_INDICES,
+    ):
         if len(leader_names) != NUM_JOINTS:
-            raise ValueError(f"leader_joint_names has {len(leader_names)} names, expected {NUM_JOINTS}: the "
-                             "leader's name for each station joint, in station order")
+            raise ValueError(
+                f"leader_joint_names has {len(leader_names)} names, expected {NUM_JOINTS}: the "
+                "leader's name for each station joint, in station order"
+            )
         if len(set(leader_names)) != NUM_JOINTS:
             raise ValueError(f"leader_joint_names has duplicates: {list(leader_names)}")
         if not (math.isfinite(gripper_closed) and math.isfinite(gripper_open)) or gripper_closed == gripper_open:
-            raise ValueError(f"leader gripper closed ({gripper_closed}) and open ({gripper_open}) readings must be "
-                             "finite and different: read them off the leader with the gripper closed and open")
+            raise ValueError(
+                f"leader gripper closed ({gripper_closed}) and open ({gripper_open}) readings must be "
+                "finite and different: read them off the leader with the gripper closed and open"
+            )
         self.leader_names = list(leader_names)
         self.gripper_closed, self.gripper_open = float(gripper_closed), float(gripper_open)
         self.gripper_indices = list(gripper_indices)
@@ -60,8 +70,10 @@ class LeaderMapping:
                 raise ValueError(f"leader message lacks joints {missing}")
             command = pos[[index[n] for n in self.leader_names]]
         if not np.all(np.isfinite(command)):
-            raise ValueError(f"leader message has non-finite values at station joints "
-                             f"{[int(i) for i in np.flatnonzero(~np.isfinite(command))]}")
+            raise ValueError(
+                f"leader message has non-finite values at station joints "
+                f"{[int(i) for i in np.flatnonzero(~np.isfinite(command))]}"
+            )
         g = self.gripper_indices
         command[g] = np.clip((command[g] - self.gripper_closed) / (self.gripper_open - self.gripper_closed), 0.0, 1.0)
         return command
@@ -78,17 +90,29 @@ class LeaderArmsNode(Node):
         super().__init__("leader_arms", **kwargs)
         self.station = declare_station(self)
         leader_topic = declare(self, "leader_topic", "leader/joint_states", "the leader arms' JointState")
-        leader_names = declare(self, "leader_joint_names", list(self.station.joint_names),
-                               "the leader's name for each station joint, in station order")
+        leader_names = declare(
+            self,
+            "leader_joint_names",
+            list(self.station.joint_names),
+            "the leader's name for each station joint, in station order",
+        )
         closed = declare(self, "gripper_closed", 0.0, "leader gripper reading when closed (maps to 0)")
         opened = declare(self, "gripper_open", 1.0, "leader gripper reading when open (maps to 1)")
-        self.engage_source = declare(self, "engage_source", "parameter", "where engage comes from",
-                                     choices=ENGAGE_SOURCES)
-        self.engaged = declare(self, "engaged", False, "engage (engage_source: parameter); settable at runtime",
-                               on_change=self._set_engaged, validate=self._check_engage_by_parameter)
+        self.engage_source = declare(
+            self, "engage_source", "parameter", "where engage comes from", choices=ENGAGE_SOURCES
+        )
+        self.engaged = declare(
+            self,
+            "engaged",
+            False,
+            "engage (engage_source: parameter); settable at runtime",
+            on_change=self._set_engaged,
+            validate=self._check_engage_by_parameter,
+        )
         joy_topic = declare(self, "joy_topic", "joy", "sensor_msgs/Joy for engage_source: joy")
-        self.deadman_button = declare(self, "joy_deadman_button", 4, "Joy button held to engage",
-                                      min_value=0, max_value=63)
+        self.deadman_button = declare(
+            self, "joy_deadman_button", 4, "Joy button held to engage", min_value=0, max_value=63
+        )
         try:
             self.mapping = LeaderMapping(leader_names, closed, opened)
         except ValueError as exc:
@@ -104,8 +128,9 @@ class LeaderArmsNode(Node):
         if self.engage_source == "joy":
             self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
         self.create_timer(0.5, self._reassert_engage)
-        self.get_logger().info(f"leader arms up: {leader_topic} -> teleop/joint_command, engage from "
-                               f"{self.engage_source}")
+        self.get_logger().info(
+            f"leader arms up: {leader_topic} -> teleop/joint_command, engage from {self.engage_source}"
+        )
 
     def _check_engage_by_parameter(self, engaged) -> None:
         if self.engage_source != "parameter":
@@ -131,8 +156,9 @@ class LeaderArmsNode(Node):
             command = self.mapping(list(msg.name), msg.position)
         except ValueError as exc:
             self.rejected += 1
-            self.get_logger().warning(f"rejected leader message ({self.rejected} of {self.received}): {exc}",
-                                      throttle_duration_sec=1.0)
+            self.get_logger().warning(
+                f"rejected leader message ({self.rejected} of {self.received}): {exc}", throttle_duration_sec=1.0
+            )
             return
         self._command_pub.publish(joint_state(command, stamp=msg.header.stamp, names=self.station.joint_names))
 

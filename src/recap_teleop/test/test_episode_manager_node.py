@@ -1,4 +1,5 @@
 """The episode manager as a real process: services, counters, sim auto-labels."""
+
 from __future__ import annotations
 
 import threading
@@ -26,6 +27,7 @@ def start_manager(node_process, **params):
 
 def status_where(collector, timeout=5.0, since=0, **expected):
     """The first episode/status (from message ``since`` on) whose values include ``expected``."""
+
     def find():
         for m in collector.snapshot()[0][since:]:
             v = diagnostic_values(m)
@@ -38,8 +40,7 @@ def status_where(collector, timeout=5.0, since=0, **expected):
         time.sleep(0.01)
     if found is None:
         last = collector.last()
-        raise AssertionError(f"no episode/status with {expected}; last: "
-                             f"{diagnostic_values(last) if last else None}")
+        raise AssertionError(f"no episode/status with {expected}; last: {diagnostic_values(last) if last else None}")
     return found
 
 
@@ -124,8 +125,14 @@ class FakeSim:
             with self._lock:
                 self.step += 1
                 success = self.success_at is not None and self.step >= self.success_at
-                values = {"task": "transfer_cube", "seed": self.seed, "step": self.step, "reward": "0.0",
-                          "success": success, "truncated": False}
+                values = {
+                    "task": "transfer_cube",
+                    "seed": self.seed,
+                    "step": self.step,
+                    "reward": "0.0",
+                    "success": success,
+                    "truncated": False,
+                }
             self.pub.publish(diagnostic("sim_station", values))
             time.sleep(0.01)
 

@@ -1,4 +1,5 @@
 """The pure episode state machine: transitions, counters, ids, auto-labels."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,8 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recap_teleop.episodes import (ABORTED, FAILURE, IDLE, RUNNING, STATUS_KEYS, SUCCESS, TERMINAL, EpisodeError,
-                                   EpisodeSettings, EpisodeStateMachine, auto_label)
+from recap_teleop.episodes import (
+    ABORTED,
+    FAILURE,
+    IDLE,
+    RUNNING,
+    STATUS_KEYS,
+    SUCCESS,
+    TERMINAL,
+    EpisodeError,
+    EpisodeSettings,
+    EpisodeStateMachine,
+    auto_label,
+)
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 TASK = EpisodeSettings(task="transfer the cube", seed="7")
@@ -25,8 +37,13 @@ def test_full_cycle_with_counts_and_status():
     sm.finish(SUCCESS, T0 + dt.timedelta(seconds=3), reason="operator")
     s = sm.status()
     assert set(s) == set(STATUS_KEYS)
-    assert (s["state"], s["label"], s["steps"], s["interventions"], s["intervention_steps"]) == \
-        ("success", "success", "6", "2", "3")
+    assert (s["state"], s["label"], s["steps"], s["interventions"], s["intervention_steps"]) == (
+        "success",
+        "success",
+        "6",
+        "2",
+        "3",
+    )
     assert s["task"] == "transfer the cube" and s["seed"] == "7" and s["station"] == "sim_aloha"
     assert s["start_time"].startswith("2026-03-01T12:00:00") and s["stop_time"].startswith("2026-03-01T12:00:03")
     sm.to_idle()

@@ -1,4 +1,5 @@
 """The pure gate: source selection, handover, watchdog, limits (no ROS)."""
+
 from __future__ import annotations
 
 import math
@@ -159,13 +160,16 @@ def test_watchdog_holds_when_the_active_source_goes_stale(engaged):
     assert gate.tick(t + PERIOD).source == (TELEOP if engaged else POLICY)
 
 
-@pytest.mark.parametrize("bad", [
-    [math.nan] + [0.0] * (NUM_JOINTS - 1),
-    [0.0] * (NUM_JOINTS - 1),
-    [0.0] * (NUM_JOINTS + 1),
-    [math.inf] * NUM_JOINTS,
-    "not numbers",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [math.nan] + [0.0] * (NUM_JOINTS - 1),
+        [0.0] * (NUM_JOINTS - 1),
+        [0.0] * (NUM_JOINTS + 1),
+        [math.inf] * NUM_JOINTS,
+        "not numbers",
+    ],
+)
 def test_malformed_commands_are_rejected_and_counted(bad):
     gate = started_gate()
     gate.on_policy(HOME, 0.0)
@@ -278,6 +282,7 @@ def test_property_outputs_respect_limits_and_attribution(events, scale):
 
 # -- the output clock --------------------------------------------------------------------------------
 
+
 def test_clock_forwards_arrivals_at_once_and_fills_when_the_source_is_silent():
     clock = OutputClock(0.02)
     assert clock.on_arrival(0.0) is True
@@ -292,9 +297,9 @@ def test_clock_forwards_arrivals_at_once_and_fills_when_the_source_is_silent():
 
 def test_clock_caps_a_fast_device_and_recovers_its_phase():
     clock = OutputClock(0.02)
-    clock.on_output(0.100, on_arrival=False)        # a fill
-    assert clock.on_arrival(0.105) is False         # too soon after it: deferred ...
-    assert clock.due == pytest.approx(0.115)        # ... by at most 0.75 periods
+    clock.on_output(0.100, on_arrival=False)  # a fill
+    assert clock.on_arrival(0.105) is False  # too soon after it: deferred ...
+    assert clock.due == pytest.approx(0.115)  # ... by at most 0.75 periods
     clock.on_output(0.115, on_arrival=False)
     # the next arrival, one source period later, goes straight out again
     assert clock.on_arrival(0.125 + 0.005) is True
@@ -311,7 +316,9 @@ def test_pure_modules_import_without_ros_or_torch():
     import subprocess
     import sys
 
-    code = ("import sys, recap_teleop.gate, recap_teleop.episodes, recap_teleop.joy_mapping; "
-            "bad = [m for m in ('rclpy', 'torch') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, recap_teleop.gate, recap_teleop.episodes, recap_teleop.joy_mapping; "
+        "bad = [m for m in ('rclpy', 'torch') if m in sys.modules]; assert not bad, bad"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 stale and future joint states, hostile commands. The invariants: no output outside the joint
 limits, no output faster than the velocity limit in wall time, no anchor on a pose measured
 before the episode began."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -176,13 +177,16 @@ def test_velocity_limits_change_at_runtime_tighter_at_once_wider_through_a_ramp(
         driver.stop()
 
 
-@pytest.mark.parametrize("name, value", [
-    ("joint_lower_limits", (LOWER - 0.5).tolist()),
-    ("joint_upper_limits", (UPPER + 0.5).tolist()),
-    ("control_rate_hz", 500.0),
-    ("status_rate_hz", 5.0),
-    ("joint_names", list(reversed(JOINT_NAMES))),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("joint_lower_limits", (LOWER - 0.5).tolist()),
+        ("joint_upper_limits", (UPPER + 0.5).tolist()),
+        ("control_rate_hz", 500.0),
+        ("status_rate_hz", 5.0),
+        ("joint_names", list(reversed(JOINT_NAMES))),
+    ],
+)
 def test_parameters_the_gate_cannot_apply_safely_are_refused(node_process, probe, name, value):
     start_gate(node_process)
     before = probe.get_parameter("/gate", name)
@@ -193,8 +197,13 @@ def test_parameters_the_gate_cannot_apply_safely_are_refused(node_process, probe
 
 def test_invalid_runtime_values_are_refused_and_the_old_limit_stays(node_process, probe):
     start_gate(node_process)
-    for params in ({"velocity_scale": 0.0}, {"velocity_scale": 2.0}, {"stale_timeout_ms": -5.0},
-                   {"joint_max_velocity": [1.0] * 13}, {"joint_max_velocity": [0.0] * 14}):
+    for params in (
+        {"velocity_scale": 0.0},
+        {"velocity_scale": 2.0},
+        {"stale_timeout_ms": -5.0},
+        {"joint_max_velocity": [1.0] * 13},
+        {"joint_max_velocity": [0.0] * 14},
+    ):
         result = probe.set_parameters("/gate", params)[0]
         assert not result.successful and result.reason, params
     assert probe.get_parameter("/gate", "velocity_scale") == 1.0
@@ -318,8 +327,13 @@ def shared_gate(tmp_path_factory):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(stream=st.lists(st.tuples(st.sampled_from(["policy", "teleop", "engage", "release", "state"]),
-                                 hostile_message()), min_size=10, max_size=60))
+@given(
+    stream=st.lists(
+        st.tuples(st.sampled_from(["policy", "teleop", "engage", "release", "state"]), hostile_message()),
+        min_size=10,
+        max_size=60,
+    )
+)
 def test_hostile_command_streams_never_break_the_limits(shared_gate, probe, stream):
     outputs = getattr(probe, "_gate_outputs", None)
     if outputs is None:

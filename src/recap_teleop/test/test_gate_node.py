@@ -1,4 +1,5 @@
 """The gate node as a real process: attribution of every step, handover, watchdog, bad input."""
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,11 @@ class Feeder:
 
 @pytest.fixture
 def gate_outputs(probe):
-    return (probe.subscribe(JointState, "joint_command"), probe.subscribe(String, "command_source"),
-            probe.subscribe(Bool, "intervention"))
+    return (
+        probe.subscribe(JointState, "joint_command"),
+        probe.subscribe(String, "command_source"),
+        probe.subscribe(Bool, "intervention"),
+    )
 
 
 def start_gate(node_process, **params):
@@ -115,8 +119,9 @@ def test_engage_and_release_attribute_every_step_and_reset_the_policy(node_proce
         assert probe.wait_for_subscribers(engage) and probe.wait_for_subscribers(feeder.policy)
         feeder.policy_on.set()
         feeder.teleop_on.set()  # the teleop device streams all the time, like the scripted operator
-        assert commands.wait_for(1, timeout=10, predicate=lambda m: abs(m.position[0] - POLICY_TARGET[0]) < 1e-9), \
+        assert commands.wait_for(1, timeout=10, predicate=lambda m: abs(m.position[0] - POLICY_TARGET[0]) < 1e-9), (
             gate.output()
+        )
         time.sleep(0.3)
         publish_a_few(engage, Bool(data=True))
         assert commands.wait_for(1, timeout=5, predicate=lambda m: abs(m.position[0] - TELEOP_TARGET[0]) < 1e-9)
@@ -139,11 +144,15 @@ def test_engage_and_release_attribute_every_step_and_reset_the_policy(node_proce
     src = [m.data for m in sources.snapshot()[0]]
     flags = [m.data for m in interventions.snapshot()[0]]
     # Every step carries its attribution (allow the very last messages to be in flight).
-    assert abs(len(src) - len(cmd_msgs)) <= 2 and abs(len(flags) - len(cmd_msgs)) <= 2, \
-        (len(cmd_msgs), len(src), len(flags))
+    assert abs(len(src) - len(cmd_msgs)) <= 2 and abs(len(flags) - len(cmd_msgs)) <= 2, (
+        len(cmd_msgs),
+        len(src),
+        len(flags),
+    )
     n = min(len(src), len(flags))
-    assert all(flag == (s == "teleop") for s, flag in zip(src[:n], flags[:n]) if s != "hold"), \
+    assert all(flag == (s == "teleop") for s, flag in zip(src[:n], flags[:n]) if s != "hold"), (
         "teleop steps and only they are interventions"
+    )
     # The phases in order: policy, teleop (ramp through the same stream), hold after release, policy.
     phases = [s for i, s in enumerate(src) if i == 0 or src[i - 1] != s]
     while phases and phases[0] == "hold":  # before the first policy command
@@ -194,8 +203,9 @@ def test_malformed_commands_are_rejected_counted_and_the_node_lives(node_process
     try:
         # A good command first: proves the policy stream is connected before the bad ones go out.
         feeder.policy_on.set()
-        assert commands.wait_for(1, timeout=10, predicate=lambda m: abs(m.position[0] - POLICY_TARGET[0]) < 1e-9), \
+        assert commands.wait_for(1, timeout=10, predicate=lambda m: abs(m.position[0] - POLICY_TARGET[0]) < 1e-9), (
             gate.output()
+        )
         feeder.policy_on.clear()
         nan_cmd = joint_state(HOME)
         nan_cmd.position = [math.nan] + list(nan_cmd.position[1:])
@@ -203,8 +213,9 @@ def test_malformed_commands_are_rejected_counted_and_the_node_lives(node_process
         for msg in (nan_cmd, short, nan_cmd):
             feeder.policy.publish(msg)
             time.sleep(0.05)
-        assert status.wait_for(1, timeout=5, predicate=lambda m: diagnostic_values(m)["rejected_policy"] == "3"), \
+        assert status.wait_for(1, timeout=5, predicate=lambda m: diagnostic_values(m)["rejected_policy"] == "3"), (
             str(diagnostic_values(status.last())) if status.last() else gate.output()
+        )
         assert gate.alive()
         n = len(commands)
         assert commands.wait_for(n + 5, timeout=2)

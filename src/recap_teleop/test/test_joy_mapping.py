@@ -1,4 +1,5 @@
 """The gamepad mapping and the jog integrator (no ROS)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,12 +35,18 @@ def test_actions_fire_on_the_press_only():
 
 
 def test_sticks_jog_the_right_arm_and_shift_moves_the_left():
-    mapping = JoyMapping.from_dict({
-        "deadman_button": 4, "shift_button": 5, "deadzone": 0.2,
-        "jog": [{"joint": "right_waist", "axis": 0, "speed": 1.0},
-                {"joint": "right_gripper", "button": 3, "speed": 0.5}],
-        "shifted_jog": [{"joint": "left_waist", "axis": 0, "speed": -2.0}],
-    })
+    mapping = JoyMapping.from_dict(
+        {
+            "deadman_button": 4,
+            "shift_button": 5,
+            "deadzone": 0.2,
+            "jog": [
+                {"joint": "right_waist", "axis": 0, "speed": 1.0},
+                {"joint": "right_gripper", "button": 3, "speed": 0.5},
+            ],
+            "shifted_jog": [{"joint": "left_waist", "axis": 0, "speed": -2.0}],
+        }
+    )
     axes = [0.6, 0.0]
     v = mapping.joint_velocity(axes, buttons(3))
     i_rw, i_rg, i_lw = (JOINT_NAMES.index(j) for j in ("right_waist", "right_gripper", "left_waist"))
@@ -50,17 +57,20 @@ def test_sticks_jog_the_right_arm_and_shift_moves_the_left():
     assert not mapping.joint_velocity([], []).any(), "a pad with fewer axes reads as centred"
 
 
-@pytest.mark.parametrize("doc, match", [
-    ({}, "deadman_button"),
-    ({"deadman_button": 4, "actions": {"success": 4}}, "both"),
-    ({"deadman_button": 4, "actions": {"celebrate": 1}}, "unknown actions"),
-    ({"deadman_button": 4, "jog": [{"joint": "tail", "axis": 0, "speed": 1.0}]}, "not a station joint"),
-    ({"deadman_button": 4, "jog": [{"joint": "left_waist", "axis": 0, "button": 1, "speed": 1.0}]}, "exactly one"),
-    ({"deadman_button": 4, "jog": [{"joint": "left_waist", "axis": 0, "speed": 0.0}]}, "non-zero"),
-    ({"deadman_button": 4, "shifted_jog": [{"joint": "left_waist", "axis": 0, "speed": 1.0}]}, "shift_button"),
-    ({"deadman_button": 4, "deadzone": 1.0}, "deadzone"),
-    ({"deadman_button": 4, "dead_man": 3}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ({}, "deadman_button"),
+        ({"deadman_button": 4, "actions": {"success": 4}}, "both"),
+        ({"deadman_button": 4, "actions": {"celebrate": 1}}, "unknown actions"),
+        ({"deadman_button": 4, "jog": [{"joint": "tail", "axis": 0, "speed": 1.0}]}, "not a station joint"),
+        ({"deadman_button": 4, "jog": [{"joint": "left_waist", "axis": 0, "button": 1, "speed": 1.0}]}, "exactly one"),
+        ({"deadman_button": 4, "jog": [{"joint": "left_waist", "axis": 0, "speed": 0.0}]}, "non-zero"),
+        ({"deadman_button": 4, "shifted_jog": [{"joint": "left_waist", "axis": 0, "speed": 1.0}]}, "shift_button"),
+        ({"deadman_button": 4, "deadzone": 1.0}, "deadzone"),
+        ({"deadman_button": 4, "dead_man": 3}, "unknown keys"),
+    ],
+)
 def test_bad_mappings_are_refused_with_the_reason(doc, match):
     with pytest.raises(ValueError, match=match):
         JoyMapping.from_dict(doc)
@@ -87,8 +97,10 @@ def test_jogger_starts_at_the_measured_position_and_integrates():
 
 
 @settings(max_examples=100, deadline=None)
-@given(velocities=st.lists(st.lists(st.floats(-10, 10), min_size=14, max_size=14), min_size=1, max_size=50),
-       dt=st.floats(0.0, 0.5))
+@given(
+    velocities=st.lists(st.lists(st.floats(-10, 10), min_size=14, max_size=14), min_size=1, max_size=50),
+    dt=st.floats(0.0, 0.5),
+)
 def test_property_jog_targets_stay_within_the_joint_limits(velocities, dt):
     jogger = JointJogger(STATION.lower, STATION.upper)
     jogger.engage((STATION.lower_array + STATION.upper_array) / 2)

@@ -1,4 +1,5 @@
 """The joy node as a process: buttons label episodes (with the real episode manager), deadman jogs."""
+
 from __future__ import annotations
 
 import threading
@@ -58,8 +59,9 @@ class Pad:
 
 
 def wait_status(collector, timeout=8.0, **expected):
-    ok = collector.wait_for(1, timeout=timeout, predicate=lambda m: all(
-        diagnostic_values(m).get(k) == v for k, v in expected.items()))
+    ok = collector.wait_for(
+        1, timeout=timeout, predicate=lambda m: all(diagnostic_values(m).get(k) == v for k, v in expected.items())
+    )
     last = collector.last()
     assert ok, f"no episode/status with {expected}; last {diagnostic_values(last) if last else None}"
 

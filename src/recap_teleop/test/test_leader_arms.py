@@ -1,4 +1,5 @@
 """Leader arms: the pure joint mapping, and the node as a process."""
+
 from __future__ import annotations
 
 import math
@@ -37,12 +38,15 @@ def test_gripper_map_clips_to_the_normalised_range():
     assert command[6] == 0.0 and command[13] == 1.0
 
 
-@pytest.mark.parametrize("names, positions, match", [
-    (LEADER_NAMES[:13], [0.0] * 13, "lacks joints"),
-    ([], [0.0] * 13, "13 positions"),
-    (LEADER_NAMES, [math.nan] + [0.0] * 13, "non-finite"),
-    (LEADER_NAMES, [0.0] * 12, "names but"),
-])
+@pytest.mark.parametrize(
+    "names, positions, match",
+    [
+        (LEADER_NAMES[:13], [0.0] * 13, "lacks joints"),
+        ([], [0.0] * 13, "13 positions"),
+        (LEADER_NAMES, [math.nan] + [0.0] * 13, "non-finite"),
+        (LEADER_NAMES, [0.0] * 12, "names but"),
+    ],
+)
 def test_bad_leader_messages_say_what_is_wrong(names, positions, match):
     with pytest.raises(ValueError, match=match):
         LeaderMapping(LEADER_NAMES, 0.0, 1.0)(names, positions)
@@ -60,8 +64,10 @@ def test_node_passes_leader_through_and_engages_from_the_parameter(node_process,
     engage = probe.subscribe(Bool, "teleop/engage")
     commands = probe.subscribe(JointState, "teleop/joint_command")
     leader = probe.publisher(JointState, "leader/joint_states")
-    node = node_process("recap_teleop.leader_arms_node", params={
-        "leader_joint_names": LEADER_NAMES, "gripper_closed": -1.6, "gripper_open": -0.8})
+    node = node_process(
+        "recap_teleop.leader_arms_node",
+        params={"leader_joint_names": LEADER_NAMES, "gripper_closed": -1.6, "gripper_open": -0.8},
+    )
     assert node.wait_for_output("leader arms up", 30), node.output()
     assert probe.wait_for_subscribers(leader)
     q = np.linspace(-0.5, 0.5, 14)

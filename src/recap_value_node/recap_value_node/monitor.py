@@ -3,6 +3,7 @@
 Pure numpy + Pillow (no ROS, no torch); the value node feeds it estimates and
 publishes what it renders.
 """
+
 from __future__ import annotations
 
 import collections
@@ -88,8 +89,16 @@ class ValueHistory:
         return np.asarray(t), np.asarray(v)
 
 
-def render_plot(times: np.ndarray, values: np.ndarray, *, width: int = 480, height: int = 240,
-                horizon_s: float = 20.0, alerting: bool = False, title: str = "value") -> np.ndarray:
+def render_plot(
+    times: np.ndarray,
+    values: np.ndarray,
+    *,
+    width: int = 480,
+    height: int = 240,
+    horizon_s: float = 20.0,
+    alerting: bool = False,
+    title: str = "value",
+) -> np.ndarray:
     """Value over the last ``horizon_s`` seconds as an RGB image [height, width, 3] uint8.
 
     The y axis is the normalised value in [-1, 0] (0 = success now, -1 = the

@@ -2,6 +2,7 @@
 
 What it publishes, and when it publishes nothing: :class:`ValueNode` and docs/nodes.md, "Value node".
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,24 +41,50 @@ class ValueNode(ModelServingNode):
 
     def __init__(self, **kwargs):
         super().__init__("value_node", max_age_ms=500.0, threads=1, **kwargs)
-        self.rate_hz = declare(self, "rate_hz", 10.0, "value evaluations per second (a change applies from the "
-                               "next evaluation)", min_value=0.1, max_value=50.0,
-                               on_change=lambda v: setattr(self, "rate_hz", float(v)))
-        self.plot_rate_hz = declare(self, "plot_rate_hz", 5.0, "value/plot images per second",
-                                    min_value=0.1, max_value=30.0)
-        history_s = declare(self, "history_s", 20.0, "seconds of history in markers and plot",
-                            min_value=1.0, max_value=600.0)
+        self.rate_hz = declare(
+            self,
+            "rate_hz",
+            10.0,
+            "value evaluations per second (a change applies from the next evaluation)",
+            min_value=0.1,
+            max_value=50.0,
+            on_change=lambda v: setattr(self, "rate_hz", float(v)),
+        )
+        self.plot_rate_hz = declare(
+            self, "plot_rate_hz", 5.0, "value/plot images per second", min_value=0.1, max_value=30.0
+        )
+        history_s = declare(
+            self, "history_s", 20.0, "seconds of history in markers and plot", min_value=1.0, max_value=600.0
+        )
         alert = AlertConfig(
-            drop=declare(self, "alert_drop", 0.15, "alert when the value falls by more than this",
-                         min_value=0.001, max_value=1.0),
-            window_s=declare(self, "alert_window_s", 2.0, "...within this many seconds", min_value=0.05,
-                             max_value=60.0))
-        self.plot_width = declare(self, "plot_width", 480, "value/plot width (px)", min_value=64, max_value=1920,
-                                  on_change=lambda v: setattr(self, "plot_width", int(v)))
-        self.plot_height = declare(self, "plot_height", 240, "value/plot height (px)", min_value=48,
-                                   max_value=1080, on_change=lambda v: setattr(self, "plot_height", int(v)))
-        self.frame_id = declare(self, "marker_frame", "world", "frame of value/markers",
-                                on_change=lambda v: setattr(self, "frame_id", v))
+            drop=declare(
+                self, "alert_drop", 0.15, "alert when the value falls by more than this", min_value=0.001, max_value=1.0
+            ),
+            window_s=declare(
+                self, "alert_window_s", 2.0, "...within this many seconds", min_value=0.05, max_value=60.0
+            ),
+        )
+        self.plot_width = declare(
+            self,
+            "plot_width",
+            480,
+            "value/plot width (px)",
+            min_value=64,
+            max_value=1920,
+            on_change=lambda v: setattr(self, "plot_width", int(v)),
+        )
+        self.plot_height = declare(
+            self,
+            "plot_height",
+            240,
+            "value/plot height (px)",
+            min_value=48,
+            max_value=1080,
+            on_change=lambda v: setattr(self, "plot_height", int(v)),
+        )
+        self.frame_id = declare(
+            self, "marker_frame", "world", "frame of value/markers", on_change=lambda v: setattr(self, "frame_id", v)
+        )
 
         self.history = ValueHistory(history_s, alert)
         self._latest: tuple[float, np.ndarray] | None = None
@@ -131,7 +158,8 @@ class ValueNode(ModelServingNode):
         if alert:
             self.get_logger().warning(
                 f"value dropped by {self.history.drop_within_window():.2f} within "
-                f"{self.history.alert_config.window_s:.1f} s (now {value:+.3f})")
+                f"{self.history.alert_config.window_s:.1f} s (now {value:+.3f})"
+            )
             self._publish_status()
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="bins", size=int(dist.size), stride=int(dist.size))]
@@ -168,15 +196,23 @@ class ValueNode(ModelServingNode):
         times, values = self.history.arrays()
         if len(times):
             span = self.history.horizon_s
-            line.points = [Point(x=0.0, y=float(-0.6 - 0.5 * (times[-1] - t) / span), z=float(1.0 + v))
-                           for t, v in zip(times, values)]
+            line.points = [
+                Point(x=0.0, y=float(-0.6 - 0.5 * (times[-1] - t) / span), z=float(1.0 + v))
+                for t, v in zip(times, values)
+            ]
         return MarkerArray(markers=[bar, text, line])
 
     def _publish_plot(self) -> None:
         times, values = self.history.arrays()
-        rgb = render_plot(times, values, width=self.plot_width, height=self.plot_height,
-                          horizon_s=self.history.horizon_s, alerting=self.history.alerting,
-                          title=f"value  {self._task[:40]}")
+        rgb = render_plot(
+            times,
+            values,
+            width=self.plot_width,
+            height=self.plot_height,
+            horizon_s=self.history.horizon_s,
+            alerting=self.history.alerting,
+            title=f"value  {self._task[:40]}",
+        )
         self._plot_pub.publish(numpy_to_image(rgb, self.get_clock().now().to_msg(), frame_id="value_plot"))
 
     def _publish_status(self) -> None:
@@ -185,13 +221,27 @@ class ValueNode(ModelServingNode):
         latest = self._latest[0] if self._latest else float("nan")
         alert = self.history.alerting
         error = self.load_error or ("" if self.runner is not None else self.model_error)
-        self._status_pub.publish(diagnostic("value_node", {
-            "checkpoint_id": self._checkpoint_id, "value": f"{latest:.4f}", "alert": alert,
-            "alerts": self.history.alerts, "drop": f"{self.history.drop_within_window():.3f}",
-            "latency_ms": f"{self.latency_ms:.1f}", "task": self._task, "error": error,
-            "rate_hz": self.rate_hz, "max_observation_age_ms": self.max_age * 1e3,
-            **self.counters}, level=2 if self.load_error else 1 if alert or error else 0,
-            message="value drop" if alert else error))
+        self._status_pub.publish(
+            diagnostic(
+                "value_node",
+                {
+                    "checkpoint_id": self._checkpoint_id,
+                    "value": f"{latest:.4f}",
+                    "alert": alert,
+                    "alerts": self.history.alerts,
+                    "drop": f"{self.history.drop_within_window():.3f}",
+                    "latency_ms": f"{self.latency_ms:.1f}",
+                    "task": self._task,
+                    "error": error,
+                    "rate_hz": self.rate_hz,
+                    "max_observation_age_ms": self.max_age * 1e3,
+                    **self.counters,
+                },
+                level=2 if self.load_error else 1 if alert or error else 0,
+                message="value drop" if alert else error,
+            )
+        )
+
 
 def main(args=None) -> int:
     return run_node(ValueNode, args)

@@ -1,4 +1,5 @@
 """Value history, drop alert and plot rendering, without ROS."""
+
 from __future__ import annotations
 
 import numpy as np

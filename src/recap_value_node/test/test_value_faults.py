@@ -1,5 +1,6 @@
 """Fault injection against the value node as a real process: future stamps, runtime parameters,
 checkpoints that do not fit the station, stopping."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ MAX_AGE_S = 0.5  # the node's default max_observation_age_ms
 
 
 def start_value(node_process, checkpoint, **params):
-    proc = node_process("recap_value_node.value_node",
-                        params={"checkpoint": str(checkpoint), "task": "reach", **params})
+    proc = node_process(
+        "recap_value_node.value_node", params={"checkpoint": str(checkpoint), "task": "reach", **params}
+    )
     assert proc.wait_for_output("loaded value checkpoint", timeout=60), proc.output()
     return proc
 
@@ -41,8 +43,7 @@ def feeder(probe):
 
 
 @pytest.mark.parametrize("lead_s", [1.0, 3600.0])
-def test_a_future_stamp_does_not_keep_a_stopped_station_fresh(node_process, probe, feeder, tiny_checkpoints,
-                                                              lead_s):
+def test_a_future_stamp_does_not_keep_a_stopped_station_fresh(node_process, probe, feeder, tiny_checkpoints, lead_s):
     node = start_value(node_process, tiny_checkpoints["value"])
     estimates = probe.subscribe(Float32, "value/estimate", SENSOR)
     status = probe.subscribe(DiagnosticStatus, "value/status", probe.LATCHED)
@@ -77,8 +78,9 @@ def test_rate_changes_at_runtime(node_process, probe, feeder, tiny_checkpoints):
     assert probe.get_parameter("/value_node", "rate_hz") == 2.0
 
 
-def test_a_checkpoint_for_other_cameras_is_refused_and_the_old_one_keeps_running(node_process, probe, feeder,
-                                                                                 tiny_checkpoints, tmp_path):
+def test_a_checkpoint_for_other_cameras_is_refused_and_the_old_one_keeps_running(
+    node_process, probe, feeder, tiny_checkpoints, tmp_path
+):
     node = start_value(node_process, tiny_checkpoints["value"])
     estimates = probe.subscribe(Float32, "value/estimate", SENSOR)
     status = probe.subscribe(DiagnosticStatus, "value/status", probe.LATCHED)

@@ -1,4 +1,5 @@
 """The value node as a real process on real topics."""
+
 from __future__ import annotations
 
 import threading
@@ -49,9 +50,16 @@ def observations(probe):
 
 
 def test_publishes_estimate_distribution_markers_and_plot(node_process, probe, tiny_checkpoints, observations):
-    proc = node_process("recap_value_node.value_node",
-                        params={"checkpoint": str(tiny_checkpoints["value"]), "task": "reach", "rate_hz": 10.0,
-                                "plot_width": 320, "plot_height": 160})
+    proc = node_process(
+        "recap_value_node.value_node",
+        params={
+            "checkpoint": str(tiny_checkpoints["value"]),
+            "task": "reach",
+            "rate_hz": 10.0,
+            "plot_width": 320,
+            "plot_height": 160,
+        },
+    )
     estimate = probe.subscribe(Float32, "value/estimate")
     dist = probe.subscribe(Float32MultiArray, "value/distribution")
     markers = probe.subscribe(MarkerArray, "value/markers")
@@ -84,20 +92,24 @@ def test_bad_checkpoint_keeps_the_node_up_and_says_why(node_process, probe, tmp_
     assert len(estimate) == 0 and proc.alive()
 
 
-def test_a_new_episode_is_valued_only_from_its_own_observations(node_process, probe, tiny_checkpoints,
-                                                                 observations):
+def test_a_new_episode_is_valued_only_from_its_own_observations(node_process, probe, tiny_checkpoints, observations):
     """The operator's curve and the human's take-over cue start from the reset world, not the last one."""
-    proc = node_process("recap_value_node.value_node",
-                        params={"checkpoint": str(tiny_checkpoints["value"]), "task": "reach", "rate_hz": 20.0,
-                                "max_observation_age_ms": 5000.0})
+    proc = node_process(
+        "recap_value_node.value_node",
+        params={
+            "checkpoint": str(tiny_checkpoints["value"]),
+            "task": "reach",
+            "rate_hz": 20.0,
+            "max_observation_age_ms": 5000.0,
+        },
+    )
     episode = probe.publisher(DiagnosticStatus, "episode/status", probe.LATCHED)
     estimate = probe.subscribe(Float32, "value/estimate")
     assert estimate.wait_for(5, timeout=60), proc.output()
     for k in range(2):
         observations.cameras_on = False  # a reset in progress: the joints go on, the cameras not
         time.sleep(0.1)
-        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running",
-                                                        "task": "reach"}))
+        episode.publish(diagnostic("episode_manager", {"episode_id": f"ep-{k}", "state": "running", "task": "reach"}))
         time.sleep(0.2)  # delivery of the status and of an estimate already under way
         estimate.clear()
         time.sleep(0.5)  # the last images are still within max_observation_age_ms

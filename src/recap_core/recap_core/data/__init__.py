@@ -4,6 +4,7 @@ The writer and the metadata readers need only numpy, pyarrow and Pillow, so the 
 without torch; the reader's torch Dataset needs torch. Names are re-exported lazily so that importing this
 package pulls in neither. A damaged dataset raises ``DatasetError``.
 """
+
 from __future__ import annotations
 
 import importlib

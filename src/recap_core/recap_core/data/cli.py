@@ -1,8 +1,9 @@
 """``recap dataset``: inspect or synthesise RECAP datasets.
 
-    recap dataset info ROOT                       episodes, frames, tasks, success, interventions, labels
-    recap dataset synth ROOT --kind reach|bimodal --episodes N [--seed S] [--image-size PX]
+recap dataset info ROOT                       episodes, frames, tasks, success, interventions, labels
+recap dataset synth ROOT --kind reach|bimodal --episodes N [--seed S] [--image-size PX]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("root", type=Path, help="dataset directory (contains meta/info.json)")
     synth = sub.add_parser("synth", help="write a small synthetic dataset (appends if ROOT exists)")
     synth.add_argument("root", type=Path, help="dataset directory to create or append to")
-    synth.add_argument("--kind", choices=("reach", "bimodal"), default="reach",
-                       help="reach: 2-D point to a goal with failures and interventions; "
-                            "bimodal: two action modes, one leads to success (default: reach)")
+    synth.add_argument(
+        "--kind",
+        choices=("reach", "bimodal"),
+        default="reach",
+        help="reach: 2-D point to a goal with failures and interventions; "
+        "bimodal: two action modes, one leads to success (default: reach)",
+    )
     synth.add_argument("--episodes", type=int, default=20, help="number of episodes to write (default: 20)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--image-size", type=int, default=32, help="square image side in pixels (default: 32)")
-    synth.add_argument("--max-episode-length", type=int, default=None,
-                       help="step limit of an episode (default: 80 for reach, 60 for bimodal)")
+    synth.add_argument(
+        "--max-episode-length",
+        type=int,
+        default=None,
+        help="step limit of an episode (default: 80 for reach, 60 for bimodal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +48,11 @@ def _synth(args: argparse.Namespace) -> int:
     from recap_core.data import synthetic
 
     if args.episodes < 1 or args.image_size < 4:
-        print(f"recap dataset synth: --episodes must be >= 1 and --image-size >= 4, "
-              f"got {args.episodes} and {args.image_size}", file=sys.stderr)
+        print(
+            f"recap dataset synth: --episodes must be >= 1 and --image-size >= 4, "
+            f"got {args.episodes} and {args.image_size}",
+            file=sys.stderr,
+        )
         return 2
     make = synthetic.make_synthetic_dataset if args.kind == "reach" else synthetic.make_bimodal_dataset
     extra = {} if args.max_episode_length is None else {"max_episode_length": args.max_episode_length}
@@ -66,9 +78,11 @@ def _info(root: Path) -> int:
         print(f"recap dataset info: {exc}", file=sys.stderr)
         return 2
     print(f"dataset   {root}")
-    print(f"format    LeRobot {info['codebase_version']}, robot {info['robot_type']}, {info['fps']} fps, "
-          f"images {info['recap']['image_format']} {list(schema.info_image_shape(info))} "
-          f"from {', '.join(schema.info_cameras(info))}")
+    print(
+        f"format    LeRobot {info['codebase_version']}, robot {info['robot_type']}, {info['fps']} fps, "
+        f"images {info['recap']['image_format']} {list(schema.info_image_shape(info))} "
+        f"from {', '.join(schema.info_cameras(info))}"
+    )
     print(f"episodes  {len(episodes)}  frames {table.num_rows}  tasks {len(tasks)}  c_fail {recap.c_fail:g}")
     if episodes:
         successes = sum(e["success"] for e in episodes)
@@ -77,26 +91,29 @@ def _info(root: Path) -> int:
         print("sources   " + ", ".join(f"{name} {count}" for name, count in sorted(sources.items())))
         flags = table[schema.IS_INTERVENTION].to_numpy(zero_copy_only=False)
         corrected = sum(e["intervention_count"] > 0 for e in episodes)
-        print(f"interventions  {corrected} episodes corrected, {int(flags.sum())} frames "
-              f"({flags.mean():.1%} of all)")
+        print(f"interventions  {corrected} episodes corrected, {int(flags.sum())} frames ({flags.mean():.1%} of all)")
     for index, task in enumerate(tasks):
         mine = [e for e in episodes if e["task_index"] == index]
         if not mine:
             continue
         lengths = np.array([e["length"] for e in mine])
         success = np.mean([e["success"] for e in mine])
-        print(f"task {index}  {task!r}: {len(mine)} episodes, success {success:.0%}, length "
-              f"{lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}), "
-              f"max_episode_length {recap.max_length_for(task)}")
+        print(
+            f"task {index}  {task!r}: {len(mine)} episodes, success {success:.0%}, length "
+            f"{lengths.min()}-{lengths.max()} (mean {lengths.mean():.0f}), "
+            f"max_episode_length {recap.max_length_for(task)}"
+        )
     labels = info["recap"].get("labels")
     if labels is not None:
         value = table[schema.VALUE].to_numpy()
         advantage = table[schema.ADVANTAGE].to_numpy()
         indicator = table[schema.INDICATOR].to_numpy(zero_copy_only=False)
         print(f"labels    from {labels['value_checkpoint']} at {labels['labelled_at']}")
-        print(f"          value mean {value.mean():.3f} [{value.min():.3f}, {value.max():.3f}]  advantage mean "
-              f"{advantage.mean():.4f} [{advantage.min():.3f}, {advantage.max():.3f}]  "
-              f"indicator positive {indicator.mean():.1%}")
+        print(
+            f"          value mean {value.mean():.3f} [{value.min():.3f}, {value.max():.3f}]  advantage mean "
+            f"{advantage.mean():.4f} [{advantage.min():.3f}, {advantage.max():.3f}]  "
+            f"indicator positive {indicator.mean():.1%}"
+        )
         for task, epsilon in sorted(labels["thresholds"].items()):
             print(f"          threshold {task!r}: {epsilon:.4f}")
     elif "stale_labels" in info["recap"]:

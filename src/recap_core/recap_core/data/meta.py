@@ -3,6 +3,7 @@
 Every defect (a metadata file missing, unreadable or disagreeing with ``meta/info.json``) raises
 :class:`DatasetError` naming the file and what to do, never a pyarrow traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,15 @@ from recap_core.data import schema
 from recap_core.data.schema import DAMAGED, DatasetError
 
 # columns an episodes file must have for anything here to read it
-EPISODE_COLUMNS = ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
-                   "dataset_to_index", "task_index")
+EPISODE_COLUMNS = (
+    "episode_index",
+    "length",
+    "data/chunk_index",
+    "data/file_index",
+    "dataset_from_index",
+    "dataset_to_index",
+    "task_index",
+)
 
 
 def first_line(exc: BaseException) -> str:
@@ -50,8 +58,10 @@ def load_tasks(root: str | Path, info: Mapping | None = None) -> list[str]:
     path = root / schema.TASKS_PATH
     if not path.is_file():
         if int(info.get("total_tasks") or 0) or int(info.get("total_episodes") or 0):
-            raise DatasetError(f"{path}: missing, but info.json lists {info.get('total_tasks')} task(s) and "
-                               f"{info.get('total_episodes')} episode(s); {DAMAGED}")
+            raise DatasetError(
+                f"{path}: missing, but info.json lists {info.get('total_tasks')} task(s) and "
+                f"{info.get('total_episodes')} episode(s); {DAMAGED}"
+            )
         return []
     table = read_parquet(path, columns=["task_index", "task"]).sort_by("task_index")
     indices, tasks = table["task_index"].to_pylist(), table["task"].to_pylist()
@@ -67,8 +77,9 @@ def load_episodes(root: str | Path, info: Mapping | None = None) -> list[dict]:
     expected = int(info.get("total_episodes") or 0)
     files = sorted((root / schema.EPISODES_DIR).glob("chunk-*/file-*.parquet"))
     if not files and expected:
-        raise DatasetError(f"{root / schema.EPISODES_DIR}: no episodes metadata, but info.json lists {expected} "
-                           f"episode(s); {DAMAGED}")
+        raise DatasetError(
+            f"{root / schema.EPISODES_DIR}: no episodes metadata, but info.json lists {expected} episode(s); {DAMAGED}"
+        )
     rows: list[dict] = []
     for path in files:
         table = read_parquet(path)
@@ -82,13 +93,15 @@ def load_episodes(root: str | Path, info: Mapping | None = None) -> list[dict]:
         try:
             row["extra"] = json.loads(row["extra"]) if row.get("extra") else {}
         except ValueError:
-            raise DatasetError(f"{root / schema.EPISODES_DIR}: episode {row['episode_index']}'s extra metadata is "
-                               f"not JSON; {DAMAGED}") from None
+            raise DatasetError(
+                f"{root / schema.EPISODES_DIR}: episode {row['episode_index']}'s extra metadata is not JSON; {DAMAGED}"
+            ) from None
     if [row["episode_index"] for row in rows] != list(range(len(rows))):
         raise DatasetError(f"{root / schema.EPISODES_DIR}: episode indices are not 0..{len(rows) - 1}; {DAMAGED}")
     if len(rows) != expected:
-        raise DatasetError(f"{root / schema.EPISODES_DIR}: lists {len(rows)} episode(s), info.json "
-                           f"{expected}; {DAMAGED}")
+        raise DatasetError(
+            f"{root / schema.EPISODES_DIR}: lists {len(rows)} episode(s), info.json {expected}; {DAMAGED}"
+        )
     return rows
 
 
@@ -99,8 +112,10 @@ def load_stats(root: str | Path) -> dict[str, dict[str, np.ndarray]]:
         return {}
     try:
         raw = json.loads(path.read_text())
-        return {feature: {name: np.asarray(value, dtype=np.float64) for name, value in stats.items()}
-                for feature, stats in raw.items()}
+        return {
+            feature: {name: np.asarray(value, dtype=np.float64) for name, value in stats.items()}
+            for feature, stats in raw.items()
+        }
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: not valid dataset statistics ({first_line(exc)}); {DAMAGED}") from None
 
@@ -110,8 +125,7 @@ def data_files(root: Path, episodes: Sequence[Mapping]) -> list[tuple[Path, list
     by_file: dict[tuple[int, int], list[Mapping]] = {}
     for episode in episodes:
         by_file.setdefault((episode["data/chunk_index"], episode["data/file_index"]), []).append(episode)
-    return [(root / schema.DATA_PATH.format(chunk_index=c, file_index=f), by_file[(c, f)])
-            for c, f in sorted(by_file)]
+    return [(root / schema.DATA_PATH.format(chunk_index=c, file_index=f), by_file[(c, f)]) for c, f in sorted(by_file)]
 
 
 def check_dataset(root: str | Path) -> dict:
@@ -135,18 +149,27 @@ def check_dataset(root: str | Path) -> dict:
     load_stats(root)
     start = 0
     for episode in episodes:
-        if (episode["dataset_from_index"] != start or episode["length"] is None or episode["length"] < 1
-                or episode["dataset_to_index"] != start + episode["length"]):
-            raise DatasetError(f"{root / schema.EPISODES_DIR}: episode {episode['episode_index']} covers frames "
-                               f"{episode['dataset_from_index']}..{episode['dataset_to_index']}, expected to start "
-                               f"at {start} and hold {episode['length']}; {DAMAGED}")
+        if (
+            episode["dataset_from_index"] != start
+            or episode["length"] is None
+            or episode["length"] < 1
+            or episode["dataset_to_index"] != start + episode["length"]
+        ):
+            raise DatasetError(
+                f"{root / schema.EPISODES_DIR}: episode {episode['episode_index']} covers frames "
+                f"{episode['dataset_from_index']}..{episode['dataset_to_index']}, expected to start "
+                f"at {start} and hold {episode['length']}; {DAMAGED}"
+            )
         if not 0 <= (episode["task_index"] if episode["task_index"] is not None else -1) < len(tasks):
-            raise DatasetError(f"{root / schema.EPISODES_DIR}: episode {episode['episode_index']} has task_index "
-                               f"{episode['task_index']}, the dataset {len(tasks)} task(s); {DAMAGED}")
+            raise DatasetError(
+                f"{root / schema.EPISODES_DIR}: episode {episode['episode_index']} has task_index "
+                f"{episode['task_index']}, the dataset {len(tasks)} task(s); {DAMAGED}"
+            )
         start += episode["length"]
     if start != total_frames:
-        raise DatasetError(f"{root / schema.EPISODES_DIR}: episodes hold {start} frames, info.json lists "
-                           f"{total_frames}; {DAMAGED}")
+        raise DatasetError(
+            f"{root / schema.EPISODES_DIR}: episodes hold {start} frames, info.json lists {total_frames}; {DAMAGED}"
+        )
     for path, file_episodes in data_files(root, episodes):
         if not path.is_file():
             raise DatasetError(f"{path}: missing; {DAMAGED}")

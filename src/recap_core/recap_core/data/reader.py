@@ -4,6 +4,7 @@
 training view (tensors, action chunks, images decoded and resized on the fly, optionally cached). A damaged
 dataset raises :class:`DatasetError` naming the file (docs/dataset.md, "Reading").
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -23,8 +24,17 @@ from recap_core.data.meta import first_line as _first_line, read_parquet as _rea
 from recap_core.data.schema import DAMAGED, DatasetError
 from recap_core.data.writer import DatasetLock
 
-__all__ = ["DatasetError", "RecapDataset", "check_dataset", "load_episodes", "load_frames_table", "load_stats",
-           "load_tasks", "normalised_rewards", "write_labels"]
+__all__ = [
+    "DatasetError",
+    "RecapDataset",
+    "check_dataset",
+    "load_episodes",
+    "load_frames_table",
+    "load_stats",
+    "load_tasks",
+    "normalised_rewards",
+    "write_labels",
+]
 
 
 def _labels_state(root: Path, info: Mapping, files: Sequence[Path]) -> bool:
@@ -38,8 +48,10 @@ def _labels_state(root: Path, info: Mapping, files: Sequence[Path]) -> bool:
         except (pa.ArrowException, OSError) as exc:
             raise DatasetError(f"{path}: not a readable parquet file ({_first_line(exc)}); {DAMAGED}") from None
         if stored != labels.get("labels_id"):
-            raise DatasetError(f"{path} does not carry the labels recorded in info.json (labelling was "
-                               f"interrupted?); run `recap label` on {root} again")
+            raise DatasetError(
+                f"{path} does not carry the labels recorded in info.json (labelling was "
+                f"interrupted?); run `recap label` on {root} again"
+            )
     return True
 
 
@@ -63,8 +75,9 @@ def load_frames_table(root: str | Path) -> pa.Table:
         table = _read_parquet(path, columns=columns)
         expected = sum(e["length"] for e in file_episodes)
         if table.num_rows != expected:
-            raise DatasetError(f"{path} has {table.num_rows} frames but the episodes metadata lists {expected}; "
-                               f"{DAMAGED}")
+            raise DatasetError(
+                f"{path} has {table.num_rows} frames but the episodes metadata lists {expected}; {DAMAGED}"
+            )
         tables.append(table)
     if not tables:
         empty = schema.frame_schema(schema.info_cameras(info))
@@ -83,8 +96,15 @@ def normalised_rewards(table: pa.Table, recap: schema.RecapConfig, tasks: Sequen
     return reward / scales[table[schema.TASK_INDEX].to_numpy()] if len(reward) else reward
 
 
-def write_labels(root: str | Path, *, value: np.ndarray, advantage: np.ndarray, indicator: np.ndarray,
-                 thresholds: Mapping[str, float], value_checkpoint: str) -> None:
+def write_labels(
+    root: str | Path,
+    *,
+    value: np.ndarray,
+    advantage: np.ndarray,
+    indicator: np.ndarray,
+    thresholds: Mapping[str, float],
+    value_checkpoint: str,
+) -> None:
     """Add or replace the ``value``, ``advantage`` and ``indicator`` columns: ``[N]`` each, by ``index``.
 
     Every data file is rewritten with the new columns under a temporary name;
@@ -102,8 +122,9 @@ def write_labels(root: str | Path, *, value: np.ndarray, advantage: np.ndarray, 
         advantage = _label_array("advantage", advantage, total, np.float32)
         indicator = np.asarray(indicator)
         if indicator.shape != (total,) or indicator.dtype != bool:
-            raise ValueError(f"indicator must be [N]={total} booleans, got shape {indicator.shape} "
-                             f"dtype {indicator.dtype}")
+            raise ValueError(
+                f"indicator must be [N]={total} booleans, got shape {indicator.shape} dtype {indicator.dtype}"
+            )
         tasks = load_tasks(root)
         unknown = sorted(set(thresholds) - set(tasks))
         if unknown:
@@ -115,9 +136,11 @@ def write_labels(root: str | Path, *, value: np.ndarray, advantage: np.ndarray, 
                 table = _read_parquet(path)
                 table = table.drop_columns([n for n in schema.LABEL_COLUMNS if n in table.column_names])
                 rows = table[schema.INDEX].to_numpy()
-                table = (table.append_column(schema.VALUE, pa.array(value[rows]))
-                         .append_column(schema.ADVANTAGE, pa.array(advantage[rows]))
-                         .append_column(schema.INDICATOR, pa.array(indicator[rows])))
+                table = (
+                    table.append_column(schema.VALUE, pa.array(value[rows]))
+                    .append_column(schema.ADVANTAGE, pa.array(advantage[rows]))
+                    .append_column(schema.INDICATOR, pa.array(indicator[rows]))
+                )
                 metadata = dict(table.schema.metadata or {})
                 metadata[schema.LABELS_ID_KEY] = labels_id.encode()
                 temporary = path.with_name(f".{path.name}.labels.tmp")
@@ -132,7 +155,8 @@ def write_labels(root: str | Path, *, value: np.ndarray, advantage: np.ndarray, 
         info["features"].update(schema.LABEL_FEATURES)
         info["recap"].pop("stale_labels", None)
         info["recap"]["labels"] = {
-            "labels_id": labels_id, "value_checkpoint": str(value_checkpoint),
+            "labels_id": labels_id,
+            "value_checkpoint": str(value_checkpoint),
             "thresholds": {str(k): float(v) for k, v in thresholds.items()},
             "positive_fraction": float(indicator.mean()) if total else 0.0,
             "labelled_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -174,9 +198,17 @@ class RecapDataset(torch.utils.data.Dataset):
     before starting DataLoader workers so they share one filled cache.
     """
 
-    def __init__(self, root: str | Path, *, chunk_size: int = 50, image_size: int | None = None,
-                 cameras: Sequence[str] | None = None, episodes: Sequence[int] | None = None,
-                 load_images: bool = True, cache_images: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        chunk_size: int = 50,
+        image_size: int | None = None,
+        cameras: Sequence[str] | None = None,
+        episodes: Sequence[int] | None = None,
+        load_images: bool = True,
+        cache_images: bool = False,
+    ):
         self.root = Path(root)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -208,14 +240,20 @@ class RecapDataset(torch.utils.data.Dataset):
         table = load_frames_table(self.root)
         self.labelled = schema.VALUE in table.column_names
         self.thresholds = dict(self.info["recap"]["labels"]["thresholds"]) if self.labelled else {}
-        rows = (np.concatenate([np.arange(e["dataset_from_index"], e["dataset_to_index"]) for e in chosen])
-                if chosen else np.zeros(0, np.int64))
+        rows = (
+            np.concatenate([np.arange(e["dataset_from_index"], e["dataset_to_index"]) for e in chosen])
+            if chosen
+            else np.zeros(0, np.int64)
+        )
         self._rows = rows  # dataset item -> global frame index
         table = table.take(pa.array(rows))
         self._state = _vectors(table, schema.STATE)
         self._action = _vectors(table, schema.ACTION)
-        self._scalars = {name: table[name].to_numpy(zero_copy_only=False)
-                         for name in table.column_names if name not in (schema.STATE, schema.ACTION)}
+        self._scalars = {
+            name: table[name].to_numpy(zero_copy_only=False)
+            for name in table.column_names
+            if name not in (schema.STATE, schema.ACTION)
+        }
         self.episode_ranges: dict[int, tuple[int, int]] = {}
         start = 0
         for episode in chosen:
@@ -239,14 +277,14 @@ class RecapDataset(torch.utils.data.Dataset):
         for path, file_episodes in _data_files(self.root, chosen):
             table = _read_parquet(path, columns=keys + [schema.INDEX])
             index = table[schema.INDEX].to_numpy()
-            wanted = np.concatenate([np.arange(e["dataset_from_index"], e["dataset_to_index"])
-                                     for e in file_episodes])
+            wanted = np.concatenate([np.arange(e["dataset_from_index"], e["dataset_to_index"]) for e in file_episodes])
             positions = np.searchsorted(index, wanted)
             for key in keys:
                 cells = table[key].combine_chunks().field("bytes")
                 parts[key].append(cells.take(pa.array(positions)))
-        self._encoded = {key: pa.concat_arrays(chunks) if chunks else pa.array([], pa.binary())
-                         for key, chunks in parts.items()}
+        self._encoded = {
+            key: pa.concat_arrays(chunks) if chunks else pa.array([], pa.binary()) for key, chunks in parts.items()
+        }
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -262,8 +300,9 @@ class RecapDataset(torch.utils.data.Dataset):
         if self.cache_images and self._cached[item]:
             return self._cache[camera][item]
         key = schema.camera_key(camera)
-        frame = schema.decode_image(self._encoded[key][item].as_py(), self.image_format,
-                                    self.stored_image_shape, self.image_size)
+        frame = schema.decode_image(
+            self._encoded[key][item].as_py(), self.image_format, self.stored_image_shape, self.image_size
+        )
         if self.cache_images:
             self._store_in_cache(item, camera, frame)
         return frame

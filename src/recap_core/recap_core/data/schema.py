@@ -3,6 +3,7 @@
 The constants, the feature table, the validated configs (``RecapConfig``, ``EpisodeMetadata``) and how one
 image cell is encoded and decoded; the layout they describe is in docs/dataset.md. No torch, no rclpy.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,17 +108,19 @@ def build_features(cameras: Sequence[str], image_shape: tuple[int, int], image_f
             "names": ["height", "width", "channel"],
             "info": {"image.format": image_format},
         }
-    features.update({
-        TIMESTAMP: _scalar("float32"),
-        FRAME_INDEX: _scalar("int64"),
-        EPISODE_INDEX: _scalar("int64"),
-        INDEX: _scalar("int64"),
-        TASK_INDEX: _scalar("int64"),
-        IS_INTERVENTION: _scalar("bool"),
-        EPISODE_SUCCESS: _scalar("bool"),
-        REWARD: _scalar("float32"),
-        RETURN_NORMALISED: _scalar("float32"),
-    })
+    features.update(
+        {
+            TIMESTAMP: _scalar("float32"),
+            FRAME_INDEX: _scalar("int64"),
+            EPISODE_INDEX: _scalar("int64"),
+            INDEX: _scalar("int64"),
+            TASK_INDEX: _scalar("int64"),
+            IS_INTERVENTION: _scalar("bool"),
+            EPISODE_SUCCESS: _scalar("bool"),
+            REWARD: _scalar("float32"),
+            RETURN_NORMALISED: _scalar("float32"),
+        }
+    )
     return features
 
 
@@ -131,15 +134,22 @@ def frame_schema(cameras: Sequence[str]) -> pa.Schema:
     vector = pa.list_(pa.float32(), STATE_DIM)
     fields = [pa.field(STATE, vector), pa.field(ACTION, vector)]
     fields += [pa.field(camera_key(c), IMAGE_STORAGE) for c in cameras]
-    fields += [pa.field(TIMESTAMP, pa.float32()), pa.field(FRAME_INDEX, pa.int64()),
-               pa.field(EPISODE_INDEX, pa.int64()), pa.field(INDEX, pa.int64()),
-               pa.field(TASK_INDEX, pa.int64()), pa.field(IS_INTERVENTION, pa.bool_()),
-               pa.field(EPISODE_SUCCESS, pa.bool_()), pa.field(REWARD, pa.float32()),
-               pa.field(RETURN_NORMALISED, pa.float32())]
+    fields += [
+        pa.field(TIMESTAMP, pa.float32()),
+        pa.field(FRAME_INDEX, pa.int64()),
+        pa.field(EPISODE_INDEX, pa.int64()),
+        pa.field(INDEX, pa.int64()),
+        pa.field(TASK_INDEX, pa.int64()),
+        pa.field(IS_INTERVENTION, pa.bool_()),
+        pa.field(EPISODE_SUCCESS, pa.bool_()),
+        pa.field(REWARD, pa.float32()),
+        pa.field(RETURN_NORMALISED, pa.float32()),
+    ]
     return pa.schema(fields)
 
 
 # --------------------------------------------------------------------------- configs
+
 
 @dataclasses.dataclass(frozen=True)
 class RecapConfig:
@@ -159,8 +169,9 @@ class RecapConfig:
         if not (isinstance(self.c_fail, (int, float)) and math.isfinite(self.c_fail) and self.c_fail >= 0):
             raise ValueError(f"c_fail must be a finite number of steps >= 0, got {self.c_fail!r}")
         if not (isinstance(self.default_max_episode_length, int) and self.default_max_episode_length >= 1):
-            raise ValueError(f"default_max_episode_length must be an integer >= 1, "
-                             f"got {self.default_max_episode_length!r}")
+            raise ValueError(
+                f"default_max_episode_length must be an integer >= 1, got {self.default_max_episode_length!r}"
+            )
         for task, length in self.max_episode_length.items():
             if not isinstance(task, str) or not task:
                 raise ValueError(f"max_episode_length keys must be task prompts, got {task!r}")
@@ -185,15 +196,19 @@ class RecapConfig:
         return dataclasses.replace(self, max_episode_length=lengths)
 
     def to_json(self) -> dict:
-        return {"c_fail": self.c_fail, "max_episode_length": dict(self.max_episode_length),
-                "default_max_episode_length": self.default_max_episode_length}
+        return {
+            "c_fail": self.c_fail,
+            "max_episode_length": dict(self.max_episode_length),
+            "default_max_episode_length": self.default_max_episode_length,
+        }
 
     @classmethod
     def from_json(cls, block: Mapping[str, Any]) -> RecapConfig:
-        return cls(c_fail=block.get("c_fail", float(DEFAULT_MAX_EPISODE_LENGTH)),
-                   max_episode_length=dict(block.get("max_episode_length", {})),
-                   default_max_episode_length=int(block.get("default_max_episode_length",
-                                                            DEFAULT_MAX_EPISODE_LENGTH)))
+        return cls(
+            c_fail=block.get("c_fail", float(DEFAULT_MAX_EPISODE_LENGTH)),
+            max_episode_length=dict(block.get("max_episode_length", {})),
+            default_max_episode_length=int(block.get("default_max_episode_length", DEFAULT_MAX_EPISODE_LENGTH)),
+        )
 
 
 def _to_unix_seconds(value: Any) -> float | None:
@@ -256,26 +271,46 @@ class EpisodeMetadata:
         return cls(**kwargs, extra=given)
 
 
-EPISODE_METADATA_SCHEMA = pa.schema([
-    pa.field("episode_index", pa.int64()), pa.field("tasks", pa.list_(pa.string())),
-    pa.field("length", pa.int64()),
-    pa.field("data/chunk_index", pa.int64()), pa.field("data/file_index", pa.int64()),
-    pa.field("dataset_from_index", pa.int64()), pa.field("dataset_to_index", pa.int64()),
-    pa.field("meta/episodes/chunk_index", pa.int64()), pa.field("meta/episodes/file_index", pa.int64()),
-    pa.field("task_index", pa.int64()), pa.field("success", pa.bool_()),
-    pa.field("source", pa.string()), pa.field("policy_checkpoint", pa.string()),
-    pa.field("beta", pa.float64()), pa.field("station", pa.string()), pa.field("operator", pa.string()),
-    pa.field("intervention_count", pa.int64()), pa.field("intervention_frames", pa.int64()),
-    pa.field("bag_path", pa.string()), pa.field("start_time", pa.float64()),
-    pa.field("extra", pa.string()),
-])
+EPISODE_METADATA_SCHEMA = pa.schema(
+    [
+        pa.field("episode_index", pa.int64()),
+        pa.field("tasks", pa.list_(pa.string())),
+        pa.field("length", pa.int64()),
+        pa.field("data/chunk_index", pa.int64()),
+        pa.field("data/file_index", pa.int64()),
+        pa.field("dataset_from_index", pa.int64()),
+        pa.field("dataset_to_index", pa.int64()),
+        pa.field("meta/episodes/chunk_index", pa.int64()),
+        pa.field("meta/episodes/file_index", pa.int64()),
+        pa.field("task_index", pa.int64()),
+        pa.field("success", pa.bool_()),
+        pa.field("source", pa.string()),
+        pa.field("policy_checkpoint", pa.string()),
+        pa.field("beta", pa.float64()),
+        pa.field("station", pa.string()),
+        pa.field("operator", pa.string()),
+        pa.field("intervention_count", pa.int64()),
+        pa.field("intervention_frames", pa.int64()),
+        pa.field("bag_path", pa.string()),
+        pa.field("start_time", pa.float64()),
+        pa.field("extra", pa.string()),
+    ]
+)
 
 
 # --------------------------------------------------------------------------- info.json
 
-def new_info(*, fps: int, cameras: Sequence[str], image_shape: tuple[int, int], robot: str,
-             image_format: str, recap: RecapConfig,
-             data_files_size_in_mb: int = DEFAULT_DATA_FILES_SIZE_IN_MB) -> dict:
+
+def new_info(
+    *,
+    fps: int,
+    cameras: Sequence[str],
+    image_shape: tuple[int, int],
+    robot: str,
+    image_format: str,
+    recap: RecapConfig,
+    data_files_size_in_mb: int = DEFAULT_DATA_FILES_SIZE_IN_MB,
+) -> dict:
     return {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": robot,
@@ -290,8 +325,12 @@ def new_info(*, fps: int, cameras: Sequence[str], image_shape: tuple[int, int], 
         "data_path": DATA_PATH,
         "video_path": None,  # images are embedded in the data files, no videos
         "features": build_features(cameras, image_shape, image_format),
-        "recap": {"format_version": RECAP_FORMAT_VERSION, "cameras": list(cameras),
-                  "image_format": image_format, **recap.to_json()},
+        "recap": {
+            "format_version": RECAP_FORMAT_VERSION,
+            "cameras": list(cameras),
+            "image_format": image_format,
+            **recap.to_json(),
+        },
     }
 
 
@@ -307,15 +346,35 @@ def info_image_shape(info: Mapping[str, Any]) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def describe_mismatch(info: Mapping[str, Any], *, fps: int, cameras: Sequence[str],
-                      image_shape: tuple[int, int], robot: str, image_format: str) -> list[str]:
+def describe_mismatch(
+    info: Mapping[str, Any],
+    *,
+    fps: int,
+    cameras: Sequence[str],
+    image_shape: tuple[int, int],
+    robot: str,
+    image_format: str,
+) -> list[str]:
     """What differs between an existing dataset and the settings a writer was opened with."""
-    existing = {"fps": info["fps"], "cameras": info_cameras(info), "image_shape": list(info_image_shape(info)),
-                "robot": info["robot_type"], "image_format": info["recap"]["image_format"]}
-    wanted = {"fps": fps, "cameras": list(cameras), "image_shape": list(image_shape), "robot": robot,
-              "image_format": image_format}
-    return [f"{name}: dataset has {existing[name]!r}, writer was given {wanted[name]!r}"
-            for name in existing if existing[name] != wanted[name]]
+    existing = {
+        "fps": info["fps"],
+        "cameras": info_cameras(info),
+        "image_shape": list(info_image_shape(info)),
+        "robot": info["robot_type"],
+        "image_format": info["recap"]["image_format"],
+    }
+    wanted = {
+        "fps": fps,
+        "cameras": list(cameras),
+        "image_shape": list(image_shape),
+        "robot": robot,
+        "image_format": image_format,
+    }
+    return [
+        f"{name}: dataset has {existing[name]!r}, writer was given {wanted[name]!r}"
+        for name in existing
+        if existing[name] != wanted[name]
+    ]
 
 
 def load_info(root: str | Path) -> dict:
@@ -323,8 +382,10 @@ def load_info(root: str | Path) -> dict:
     is not a RECAP dataset's."""
     path = Path(root) / INFO_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"{root} is not a RECAP dataset: {INFO_PATH} is missing "
-                                f"(create one with recap convert or `recap dataset synth`)")
+        raise FileNotFoundError(
+            f"{root} is not a RECAP dataset: {INFO_PATH} is missing "
+            f"(create one with recap convert or `recap dataset synth`)"
+        )
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -333,8 +394,10 @@ def load_info(root: str | Path) -> dict:
         raise DatasetError(f"{path}: not a JSON object; {DAMAGED}")
     version = info.get("codebase_version")
     if version != CODEBASE_VERSION or not isinstance(info.get("recap"), dict):
-        raise DatasetError(f"{path}: expected a LeRobot {CODEBASE_VERSION} dataset with a 'recap' block, "
-                           f"got codebase_version={version!r}, recap block present: {'recap' in info}")
+        raise DatasetError(
+            f"{path}: expected a LeRobot {CODEBASE_VERSION} dataset with a 'recap' block, "
+            f"got codebase_version={version!r}, recap block present: {'recap' in info}"
+        )
     return info
 
 
@@ -347,6 +410,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 # --------------------------------------------------------------------------- one image cell
 
+
 @dataclasses.dataclass(frozen=True)
 class EncodedImage:
     """A frame that arrives compressed already (a recorded ``CompressedImage``).
@@ -356,8 +420,8 @@ class EncodedImage:
     """
 
     data: bytes
-    image_format: str            # "jpeg" | "png"
-    shape: tuple[int, int]       # (height, width)
+    image_format: str  # "jpeg" | "png"
+    shape: tuple[int, int]  # (height, width)
 
     def decode(self) -> np.ndarray:
         """``[H, W, 3]`` uint8."""
@@ -372,8 +436,9 @@ def encode_image(frame: np.ndarray, image_format: str) -> bytes:
         # libjpeg-turbo straight from the array: ~35 % faster than PIL's encoder, same 4:2:0 quality-95 file
         import simplejpeg
 
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=JPEG_QUALITY, colorspace="RGB",
-                                      colorsubsampling=JPEG_SUBSAMPLING)
+        return simplejpeg.encode_jpeg(
+            np.ascontiguousarray(frame), quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING
+        )
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -384,8 +449,7 @@ def encode_image(frame: np.ndarray, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, image_format: str, stored_shape: tuple[int, int],
-                 size: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, image_format: str, stored_shape: tuple[int, int], size: int | None = None) -> np.ndarray:
     """Stored bytes -> ``[S, S, 3] uint8`` (``size`` given) or ``[H, W, 3]`` at the stored size.
 
     JPEG is decoded straight at a reduced scale (libjpeg DCT scaling) when the

@@ -3,6 +3,7 @@
 Two generators, described in their docstrings and in docs/dataset.md ("Synthetic datasets"):
 :func:`make_synthetic_dataset` ("reach") and :func:`make_bimodal_dataset` (two action modes).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,9 +36,9 @@ def render_reach(points: np.ndarray, goal: np.ndarray, size: int, tint: np.ndarr
     frames[:] = tint
     radius = max(1, size // 16)
     gx, gy = _pixel(goal[0], size), _pixel(-goal[1], size)
-    frames[:, max(0, gy - radius):gy + radius + 1, max(0, gx - radius):gx + radius + 1] = (220, 30, 30)
+    frames[:, max(0, gy - radius) : gy + radius + 1, max(0, gx - radius) : gx + radius + 1] = (220, 30, 30)
     for t, (px, py) in enumerate(zip(_pixel(points[:, 0], size), _pixel(-points[:, 1], size))):
-        frames[t, max(0, py - radius):py + radius + 1, max(0, px - radius):px + radius + 1] = (240, 240, 240)
+        frames[t, max(0, py - radius) : py + radius + 1, max(0, px - radius) : px + radius + 1] = (240, 240, 240)
     return frames
 
 
@@ -45,10 +46,10 @@ def render_line(positions: np.ndarray, size: int, tint: np.ndarray) -> np.ndarra
     """Frames ``[T, S, S, 3]`` of a position on [-1, 1] as a white bar; the goal zone is green."""
     frames = np.empty((len(positions), size, size, 3), dtype=np.uint8)
     frames[:] = tint
-    frames[:, :, _pixel(np.array(GOAL_X), size):] = (30, 160, 30)
+    frames[:, :, _pixel(np.array(GOAL_X), size) :] = (30, 160, 30)
     half = max(1, size // 32)
     for t, column in enumerate(_pixel(positions, size)):
-        frames[t, :, max(0, column - half):column + half + 1] = (240, 240, 240)
+        frames[t, :, max(0, column - half) : column + half + 1] = (240, 240, 240)
     return frames
 
 
@@ -84,10 +85,19 @@ def _reach_episode(rng: np.random.Generator, kind: str, max_length: int):
     return np.array(points), goal, np.array(flags, dtype=bool), False
 
 
-def make_synthetic_dataset(root: str | Path, *, num_episodes: int, task: str = "reach", image_size: int = 32,
-                           seed: int = 0, max_episode_length: int = 80,
-                           cameras: Sequence[str] = DEFAULT_CAMERAS, fps: int = 50,
-                           demo_fraction: float = 0.4, corrected_fraction: float = 0.2) -> Path:
+def make_synthetic_dataset(
+    root: str | Path,
+    *,
+    num_episodes: int,
+    task: str = "reach",
+    image_size: int = 32,
+    seed: int = 0,
+    max_episode_length: int = 80,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
+    fps: int = 50,
+    demo_fraction: float = 0.4,
+    corrected_fraction: float = 0.2,
+) -> Path:
     """Write (or append) ``num_episodes`` "reach" episodes to ``root``; returns ``root``.
 
     A point moves in the plane towards a goal. ``observation.state`` dims 0-1 are the point, dims 2-3 the goal,
@@ -102,16 +112,28 @@ def make_synthetic_dataset(root: str | Path, *, num_episodes: int, task: str = "
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     if not (0 <= demo_fraction and 0 <= corrected_fraction and demo_fraction + corrected_fraction <= 1):
-        raise ValueError(f"demo_fraction {demo_fraction} and corrected_fraction {corrected_fraction} must be "
-                         f">= 0 and sum to at most 1")
+        raise ValueError(
+            f"demo_fraction {demo_fraction} and corrected_fraction {corrected_fraction} must be "
+            f">= 0 and sum to at most 1"
+        )
     rng = np.random.default_rng(seed)
     tints = _tints(cameras)
-    with DatasetWriter(root, fps=fps, cameras=cameras, image_shape=(image_size, image_size), robot="synthetic",
-                       c_fail=float(max_episode_length), max_episode_length={task: max_episode_length}) as writer:
+    with DatasetWriter(
+        root,
+        fps=fps,
+        cameras=cameras,
+        image_shape=(image_size, image_size),
+        robot="synthetic",
+        c_fail=float(max_episode_length),
+        max_episode_length={task: max_episode_length},
+    ) as writer:
         for number in range(num_episodes):
             draw = rng.random()
-            kind = "demo" if draw < demo_fraction else (
-                "corrected" if draw < demo_fraction + corrected_fraction else "rollout")
+            kind = (
+                "demo"
+                if draw < demo_fraction
+                else ("corrected" if draw < demo_fraction + corrected_fraction else "rollout")
+            )
             points, goal, flags, success = _reach_episode(rng, kind, max_episode_length)
             length = len(points) - 1  # >= 1: the goal starts at least 0.8 away
             states = np.zeros((length, NUM_JOINTS), dtype=np.float32)
@@ -119,10 +141,21 @@ def make_synthetic_dataset(root: str | Path, *, num_episodes: int, task: str = "
             actions = states.copy()
             actions[:, 0:2] = points[1:]
             writer.add_episode(
-                states=states, actions=actions, is_intervention=flags, success=success, task=task,
+                states=states,
+                actions=actions,
+                is_intervention=flags,
+                success=success,
+                task=task,
                 images={cam: render_reach(points[:-1], goal, image_size, tints[i]) for i, cam in enumerate(cameras)},
-                metadata={"source": "demo" if kind == "demo" else "rollout", "station": "synthetic",
-                          "generator": "reach", "kind": kind, "seed": seed, "number": number})
+                metadata={
+                    "source": "demo" if kind == "demo" else "rollout",
+                    "station": "synthetic",
+                    "generator": "reach",
+                    "kind": kind,
+                    "seed": seed,
+                    "number": number,
+                },
+            )
     return Path(root)
 
 
@@ -140,10 +173,19 @@ def _bimodal_episode(rng: np.random.Generator, good_probability: float, segment_
     return np.array(positions), np.array(modes, dtype=bool), False
 
 
-def make_bimodal_dataset(root: str | Path, *, num_episodes: int, task: str = "move to the right end",
-                         image_size: int = 32, seed: int = 0, max_episode_length: int = 60,
-                         good_probabilities: Sequence[float] = (1.0, 0.0), segment_length: int = 10,
-                         cameras: Sequence[str] = DEFAULT_CAMERAS, fps: int = 50) -> Path:
+def make_bimodal_dataset(
+    root: str | Path,
+    *,
+    num_episodes: int,
+    task: str = "move to the right end",
+    image_size: int = 32,
+    seed: int = 0,
+    max_episode_length: int = 60,
+    good_probabilities: Sequence[float] = (1.0, 0.0),
+    segment_length: int = 10,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
+    fps: int = 50,
+) -> Path:
     """Write (or append) ``num_episodes`` two-mode episodes to ``root``; returns ``root``.
 
     A point on a line, ``x`` in [-1, 1], every state dim equal to ``x``. At every state there are two action
@@ -162,8 +204,15 @@ def make_bimodal_dataset(root: str | Path, *, num_episodes: int, task: str = "mo
         raise ValueError(f"segment_length must be >= 1, got {segment_length}")
     rng = np.random.default_rng(seed)
     tints = _tints(cameras)
-    with DatasetWriter(root, fps=fps, cameras=cameras, image_shape=(image_size, image_size), robot="synthetic",
-                       c_fail=float(max_episode_length), max_episode_length={task: max_episode_length}) as writer:
+    with DatasetWriter(
+        root,
+        fps=fps,
+        cameras=cameras,
+        image_shape=(image_size, image_size),
+        robot="synthetic",
+        c_fail=float(max_episode_length),
+        max_episode_length={task: max_episode_length},
+    ) as writer:
         for number in range(num_episodes):
             probability = float(rng.choice(np.asarray(good_probabilities, dtype=float)))
             positions, modes, success = _bimodal_episode(rng, probability, segment_length, max_episode_length)
@@ -172,12 +221,22 @@ def make_bimodal_dataset(root: str | Path, *, num_episodes: int, task: str = "mo
             # Noise keeps the two modes distributions rather than two points, but far apart (STEP >> noise).
             actions = (actions + rng.normal(0.0, ACTION_NOISE, size=actions.shape)).astype(np.float32)
             writer.add_episode(
-                states=states, actions=actions, is_intervention=np.zeros(len(states), dtype=bool),
-                success=success, task=task,
+                states=states,
+                actions=actions,
+                is_intervention=np.zeros(len(states), dtype=bool),
+                success=success,
+                task=task,
                 images={cam: render_line(positions[:-1], image_size, tints[i]) for i, cam in enumerate(cameras)},
-                metadata={"source": "rollout", "station": "synthetic", "generator": "bimodal",
-                          "good_probability": probability, "good_steps": int(modes.sum()), "seed": seed,
-                          "number": number})
+                metadata={
+                    "source": "rollout",
+                    "station": "synthetic",
+                    "generator": "bimodal",
+                    "good_probability": probability,
+                    "good_steps": int(modes.sum()),
+                    "seed": seed,
+                    "number": number,
+                },
+            )
     return Path(root)
 
 

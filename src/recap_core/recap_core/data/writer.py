@@ -3,6 +3,7 @@
 A writer session is one transaction (see :class:`DatasetWriter` and docs/dataset.md, "Writing"). Imports
 neither torch nor rclpy, so the bag converter can use it.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -45,9 +46,11 @@ class DatasetLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and _pid_alive(holder):
-                    raise DatasetBusy(f"{root} is being written by process {holder} ({self.path}); "
-                                      f"wait for it to finish, or delete the lock file if that process "
-                                      f"is not a RECAP writer") from None
+                    raise DatasetBusy(
+                        f"{root} is being written by process {holder} ({self.path}); "
+                        f"wait for it to finish, or delete the lock file if that process "
+                        f"is not a RECAP writer"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its writer died
                 continue
             with os.fdopen(fd, "w") as handle:
@@ -126,12 +129,20 @@ class DatasetWriter:
     not share unsynchronised state.
     """
 
-    def __init__(self, root: str | Path, *, fps: int = schema.DEFAULT_FPS,
-                 cameras: Sequence[str] = DEFAULT_CAMERAS,
-                 image_shape: tuple[int, int] = schema.DEFAULT_IMAGE_SHAPE,
-                 robot: str = schema.DEFAULT_ROBOT, image_format: str = schema.DEFAULT_IMAGE_FORMAT,
-                 c_fail: float | None = None, max_episode_length: int | Mapping[str, int] | None = None,
-                 data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB, encode_threads: int = 1):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        fps: int = schema.DEFAULT_FPS,
+        cameras: Sequence[str] = DEFAULT_CAMERAS,
+        image_shape: tuple[int, int] = schema.DEFAULT_IMAGE_SHAPE,
+        robot: str = schema.DEFAULT_ROBOT,
+        image_format: str = schema.DEFAULT_IMAGE_FORMAT,
+        c_fail: float | None = None,
+        max_episode_length: int | Mapping[str, int] | None = None,
+        data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB,
+        encode_threads: int = 1,
+    ):
         self.root = Path(root)
         if not isinstance(encode_threads, int) or encode_threads < 1:
             raise ValueError(f"encode_threads must be an int >= 1, got {encode_threads!r}")
@@ -141,18 +152,22 @@ class DatasetWriter:
         self._check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb)
         info_path = self.root / schema.INFO_PATH
         if not info_path.is_file() and self.root.exists() and any(self.root.iterdir()):
-            raise schema.DatasetError(f"{self.root} exists, is not empty and is not a RECAP dataset "
-                                      f"({schema.INFO_PATH} missing); choose an empty or new directory")
+            raise schema.DatasetError(
+                f"{self.root} exists, is not empty and is not a RECAP dataset "
+                f"({schema.INFO_PATH} missing); choose an empty or new directory"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = DatasetLock(self.root)
         try:
             _remove_leftovers(self.root)
             if info_path.is_file():
-                self.info = self._open_existing(fps, cameras, image_shape, robot, image_format,
-                                                c_fail, max_episode_length)
+                self.info = self._open_existing(
+                    fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length
+                )
             else:
-                self.info = self._create(fps, cameras, image_shape, robot, image_format, c_fail,
-                                         max_episode_length, data_files_size_in_mb)
+                self.info = self._create(
+                    fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
+                )
         except BaseException:
             self._lock.release()
             raise
@@ -161,8 +176,9 @@ class DatasetWriter:
         self._tasks = self._load_tasks()
         self._next_episode = int(self.info["total_episodes"])
         self._next_index = int(self.info["total_frames"])
-        self._data_file = _next_chunk_file((self.root / schema.DATA_DIR).glob("chunk-*/*file-*"),
-                                           int(self.info["chunks_size"]))
+        self._data_file = _next_chunk_file(
+            (self.root / schema.DATA_DIR).glob("chunk-*/*file-*"), int(self.info["chunks_size"])
+        )
         self._parquet: pq.ParquetWriter | None = None
         self._partial_files: list[tuple[Path, Path]] = []  # (partial, final)
         self._episode_rows: list[dict] = []
@@ -185,42 +201,59 @@ class DatasetWriter:
         if data_files_size_in_mb <= 0:
             raise ValueError(f"data_files_size_in_mb must be > 0, got {data_files_size_in_mb!r}")
 
-    def _create(self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length,
-                data_files_size_in_mb) -> dict:
+    def _create(
+        self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
+    ) -> dict:
         default_length = schema.DEFAULT_MAX_EPISODE_LENGTH
         lengths: dict[str, int] = {}
         if isinstance(max_episode_length, Mapping):
             lengths = dict(max_episode_length)
         elif max_episode_length is not None:
             default_length = int(max_episode_length)
-        recap = schema.RecapConfig(c_fail=float(default_length if c_fail is None else c_fail),
-                                   max_episode_length=lengths, default_max_episode_length=default_length)
-        info = schema.new_info(fps=fps, cameras=cameras, image_shape=image_shape, robot=robot,
-                               image_format=image_format, recap=recap,
-                               data_files_size_in_mb=data_files_size_in_mb)
+        recap = schema.RecapConfig(
+            c_fail=float(default_length if c_fail is None else c_fail),
+            max_episode_length=lengths,
+            default_max_episode_length=default_length,
+        )
+        info = schema.new_info(
+            fps=fps,
+            cameras=cameras,
+            image_shape=image_shape,
+            robot=robot,
+            image_format=image_format,
+            recap=recap,
+            data_files_size_in_mb=data_files_size_in_mb,
+        )
         schema.write_json_atomic(self.root / schema.INFO_PATH, info)
         return info
 
-    def _open_existing(self, fps, cameras, image_shape, robot, image_format, c_fail,
-                       max_episode_length) -> dict:
+    def _open_existing(self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length) -> dict:
         info = check_dataset(self.root)  # a damaged dataset is refused, not appended to
-        problems = schema.describe_mismatch(info, fps=fps, cameras=cameras, image_shape=image_shape,
-                                            robot=robot, image_format=image_format)
+        problems = schema.describe_mismatch(
+            info, fps=fps, cameras=cameras, image_shape=image_shape, robot=robot, image_format=image_format
+        )
         recap = schema.RecapConfig.from_json(info["recap"])
         if c_fail is not None and float(c_fail) != recap.c_fail:
             problems.append(f"c_fail: dataset has {recap.c_fail!r}, writer was given {c_fail!r}")
         if isinstance(max_episode_length, Mapping):
             for task, length in max_episode_length.items():
                 if task in recap.max_episode_length and recap.max_episode_length[task] != length:
-                    problems.append(f"max_episode_length[{task!r}]: dataset has "
-                                    f"{recap.max_episode_length[task]}, writer was given {length}")
+                    problems.append(
+                        f"max_episode_length[{task!r}]: dataset has "
+                        f"{recap.max_episode_length[task]}, writer was given {length}"
+                    )
                 recap = recap.with_task(task, length)
         elif max_episode_length is not None and int(max_episode_length) != recap.default_max_episode_length:
-            problems.append(f"default max_episode_length: dataset has {recap.default_max_episode_length}, "
-                            f"writer was given {max_episode_length}")
+            problems.append(
+                f"default max_episode_length: dataset has {recap.default_max_episode_length}, "
+                f"writer was given {max_episode_length}"
+            )
         if problems:
-            raise ValueError(f"cannot append to {self.root}: " + "; ".join(problems)
-                             + ". Open it with the dataset's settings or write a new dataset.")
+            raise ValueError(
+                f"cannot append to {self.root}: "
+                + "; ".join(problems)
+                + ". Open it with the dataset's settings or write a new dataset."
+            )
         info["recap"].update(recap.to_json())
         return info
 
@@ -229,10 +262,18 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------ writing
 
-    def add_episode(self, *, states: np.ndarray, actions: np.ndarray,
-                    images: Mapping[str, np.ndarray | Iterable[np.ndarray]],
-                    is_intervention: np.ndarray, success: bool, task: str,
-                    timestamps: np.ndarray | None = None, metadata: Mapping[str, Any] | None = None) -> int:
+    def add_episode(
+        self,
+        *,
+        states: np.ndarray,
+        actions: np.ndarray,
+        images: Mapping[str, np.ndarray | Iterable[np.ndarray]],
+        is_intervention: np.ndarray,
+        success: bool,
+        task: str,
+        timestamps: np.ndarray | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> int:
         """Append one episode; returns its ``episode_index``.
 
         ``states``, ``actions``: ``[T, 14]``; ``images``: camera -> ``[T, H, W, 3]``
@@ -249,22 +290,30 @@ class DatasetWriter:
         actions = self._vectors("actions", actions, length)
         flags = np.asarray(is_intervention)
         if flags.shape != (length,) or not (flags.dtype == bool or np.isin(flags, (0, 1)).all()):
-            raise ValueError(f"is_intervention must be [T]={length} booleans, got shape {flags.shape} "
-                             f"dtype {flags.dtype}")
+            raise ValueError(
+                f"is_intervention must be [T]={length} booleans, got shape {flags.shape} dtype {flags.dtype}"
+            )
         flags = flags.astype(bool)
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be a non-empty prompt string, got {task!r}")
         times = self._timestamps(timestamps, length)
         episode_meta = schema.EpisodeMetadata.from_mapping(metadata or {})
         if set(images) != set(self.cameras):
-            raise ValueError(f"images must have exactly the dataset's cameras {list(self.cameras)}; "
-                             f"missing {sorted(set(self.cameras) - set(images))}, "
-                             f"unexpected {sorted(set(images) - set(self.cameras))}")
+            raise ValueError(
+                f"images must have exactly the dataset's cameras {list(self.cameras)}; "
+                f"missing {sorted(set(self.cameras) - set(images))}, "
+                f"unexpected {sorted(set(images) - set(self.cameras))}"
+            )
         recap = self.recap.with_task(task)
         max_length = recap.max_length_for(task)
         if length > max_length:
-            log.warning("episode of %d frames exceeds task %r max_episode_length %d; its earliest "
-                        "normalised returns clip at -1", length, task, max_length)
+            log.warning(
+                "episode of %d frames exceeds task %r max_episode_length %d; its earliest "
+                "normalised returns clip at -1",
+                length,
+                task,
+                max_length,
+            )
         rewards = rl.episode_rewards(length, bool(success), recap.c_fail)
         returns_norm = rl.normalise_returns(rl.returns_to_go(rewards), max_length, recap.c_fail)
 
@@ -273,48 +322,70 @@ class DatasetWriter:
         episode_stats: dict[str, dict] = {}
         for camera, (encoded, sampled) in zip(self.cameras, self._encode_cameras(images, length, stats_sample)):
             columns[schema.camera_key(camera)] = pa.StructArray.from_arrays(
-                [pa.array(encoded, pa.binary()), pa.nulls(length, pa.string())], fields=list(schema.IMAGE_STORAGE))
+                [pa.array(encoded, pa.binary()), pa.nulls(length, pa.string())], fields=list(schema.IMAGE_STORAGE)
+            )
             episode_stats[schema.camera_key(camera)] = image_stats(sampled)
 
         episode_index = self._next_episode
         task_index = self._tasks.get(task, len(self._tasks))
         frame_index = np.arange(length, dtype=np.int64)
         vector_type = pa.list_(pa.float32(), schema.STATE_DIM)
-        columns.update({
-            schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), schema.STATE_DIM),
-            schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), schema.STATE_DIM),
-            schema.TIMESTAMP: pa.array(times, pa.float32()),
-            schema.FRAME_INDEX: pa.array(frame_index),
-            schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
-            schema.INDEX: pa.array(self._next_index + frame_index),
-            schema.TASK_INDEX: pa.array(np.full(length, task_index, np.int64)),
-            schema.IS_INTERVENTION: pa.array(flags),
-            schema.EPISODE_SUCCESS: pa.array(np.full(length, bool(success))),
-            schema.REWARD: pa.array(rewards.astype(np.float32)),
-            schema.RETURN_NORMALISED: pa.array(returns_norm.astype(np.float32)),
-        })
+        columns.update(
+            {
+                schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), schema.STATE_DIM),
+                schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), schema.STATE_DIM),
+                schema.TIMESTAMP: pa.array(times, pa.float32()),
+                schema.FRAME_INDEX: pa.array(frame_index),
+                schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
+                schema.INDEX: pa.array(self._next_index + frame_index),
+                schema.TASK_INDEX: pa.array(np.full(length, task_index, np.int64)),
+                schema.IS_INTERVENTION: pa.array(flags),
+                schema.EPISODE_SUCCESS: pa.array(np.full(length, bool(success))),
+                schema.REWARD: pa.array(rewards.astype(np.float32)),
+                schema.RETURN_NORMALISED: pa.array(returns_norm.astype(np.float32)),
+            }
+        )
         assert columns[schema.STATE].type == vector_type
-        table = pa.table({f.name: columns[f.name] for f in schema.frame_schema(self.cameras)},
-                         schema=schema.frame_schema(self.cameras))
-        for name, values in ((schema.STATE, states), (schema.ACTION, actions), (schema.TIMESTAMP, times),
-                             (schema.REWARD, rewards), (schema.RETURN_NORMALISED, returns_norm)):
+        table = pa.table(
+            {f.name: columns[f.name] for f in schema.frame_schema(self.cameras)},
+            schema=schema.frame_schema(self.cameras),
+        )
+        for name, values in (
+            (schema.STATE, states),
+            (schema.ACTION, actions),
+            (schema.TIMESTAMP, times),
+            (schema.REWARD, rewards),
+            (schema.RETURN_NORMALISED, returns_norm),
+        ):
             episode_stats[name] = feature_stats(values)
 
         chunk, file = self._write_frames(table)
         # Only now, with the frames on disk, does the episode count.
         self.recap = recap
         self._tasks.setdefault(task, task_index)
-        self._episode_rows.append({
-            "episode_index": episode_index, "tasks": [task], "length": length,
-            "data/chunk_index": chunk, "data/file_index": file,
-            "dataset_from_index": self._next_index, "dataset_to_index": self._next_index + length,
-            "task_index": task_index, "success": bool(success), "source": episode_meta.source,
-            "policy_checkpoint": episode_meta.policy_checkpoint, "beta": episode_meta.beta,
-            "station": episode_meta.station, "operator": episode_meta.operator,
-            "intervention_count": _intervention_segments(flags), "intervention_frames": int(flags.sum()),
-            "bag_path": episode_meta.bag_path, "start_time": episode_meta.start_time,
-            "extra": strict_dumps(dict(episode_meta.extra), indent=None, sort_keys=True),
-        })
+        self._episode_rows.append(
+            {
+                "episode_index": episode_index,
+                "tasks": [task],
+                "length": length,
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": self._next_index,
+                "dataset_to_index": self._next_index + length,
+                "task_index": task_index,
+                "success": bool(success),
+                "source": episode_meta.source,
+                "policy_checkpoint": episode_meta.policy_checkpoint,
+                "beta": episode_meta.beta,
+                "station": episode_meta.station,
+                "operator": episode_meta.operator,
+                "intervention_count": _intervention_segments(flags),
+                "intervention_frames": int(flags.sum()),
+                "bag_path": episode_meta.bag_path,
+                "start_time": episode_meta.start_time,
+                "extra": strict_dumps(dict(episode_meta.extra), indent=None, sort_keys=True),
+            }
+        )
         self._episode_stats.append(episode_stats)
         self._next_episode += 1
         self._next_index += length
@@ -324,8 +395,9 @@ class DatasetWriter:
         if self._closed:
             raise RuntimeError(f"the writer for {self.root} is closed; open a new DatasetWriter to append")
         if self._broken:
-            raise RuntimeError(f"the writer for {self.root} failed earlier ({self._broken}); nothing from "
-                               f"this session will be kept")
+            raise RuntimeError(
+                f"the writer for {self.root} failed earlier ({self._broken}); nothing from this session will be kept"
+            )
 
     @staticmethod
     def _vectors(name: str, values, length: int | None = None) -> np.ndarray:
@@ -349,16 +421,18 @@ class DatasetWriter:
             raise ValueError("timestamps must be finite")
         if length > 1 and not np.all(np.diff(times) > 0):
             bad = int(np.flatnonzero(np.diff(times) <= 0)[0])
-            raise ValueError(f"timestamps must increase; frame {bad + 1} ({times[bad + 1]}) is not after "
-                             f"frame {bad} ({times[bad]})")
+            raise ValueError(
+                f"timestamps must increase; frame {bad + 1} ({times[bad + 1]}) is not after frame {bad} ({times[bad]})"
+            )
         return times
 
     def _encode_cameras(self, images, length: int, stats_sample: np.ndarray) -> list[tuple[list[bytes], np.ndarray]]:
         """(encoded frames, stats sample) per camera, in ``self.cameras`` order."""
         if self.encode_threads == 1 or len(self.cameras) == 1:
             return [self._encode_camera(c, images[c], length, stats_sample) for c in self.cameras]
-        with concurrent.futures.ThreadPoolExecutor(min(self.encode_threads, len(self.cameras)),
-                                                   thread_name_prefix="recap-encode") as pool:
+        with concurrent.futures.ThreadPoolExecutor(
+            min(self.encode_threads, len(self.cameras)), thread_name_prefix="recap-encode"
+        ) as pool:
             futures = [pool.submit(self._encode_camera, c, images[c], length, stats_sample) for c in self.cameras]
             return [future.result() for future in futures]  # the first camera's error, if any, is raised
 
@@ -374,8 +448,10 @@ class DatasetWriter:
                 raise ValueError(f"images[{camera!r}] has more frames than states ({length})")
             if isinstance(frame, schema.EncodedImage):
                 if tuple(frame.shape) != expected[:2]:
-                    raise ValueError(f"images[{camera!r}] frame {number} is {tuple(frame.shape)}, not the "
-                                     f"dataset's image_shape {expected[:2]}; resize before writing")
+                    raise ValueError(
+                        f"images[{camera!r}] frame {number} is {tuple(frame.shape)}, not the "
+                        f"dataset's image_shape {expected[:2]}; resize before writing"
+                    )
                 if frame.image_format == self.image_format:  # stored as it came: no decode, no re-encode
                     encoded.append(bytes(frame.data))
                     if number in wanted:
@@ -384,8 +460,10 @@ class DatasetWriter:
                 frame = frame.decode()
             frame = np.asarray(frame)
             if frame.shape != expected or frame.dtype != np.uint8:
-                raise ValueError(f"images[{camera!r}] frame {number} must be {expected} uint8 (the dataset's "
-                                 f"image_shape), got {frame.shape} {frame.dtype}; resize before writing")
+                raise ValueError(
+                    f"images[{camera!r}] frame {number} must be {expected} uint8 (the dataset's "
+                    f"image_shape), got {frame.shape} {frame.dtype}; resize before writing"
+                )
             encoded.append(schema.encode_image(frame, self.image_format))
             if number in wanted:
                 sampled.append(frame)
@@ -402,8 +480,11 @@ class DatasetWriter:
         images = [f"{schema.camera_key(c)}.{part}" for c in self.cameras for part in ("bytes", "path")]
         others = [name for name in _leaf_columns(table_schema) if name not in images]
         image_codec = "snappy" if self.image_format == "raw" else "none"
-        return {"compression": {**{name: "snappy" for name in others}, **{name: image_codec for name in images}},
-                "use_dictionary": others, "write_statistics": others}
+        return {
+            "compression": {**{name: "snappy" for name in others}, **{name: image_codec for name in images}},
+            "use_dictionary": others,
+            "write_statistics": others,
+        }
 
     def _write_frames(self, table: pa.Table) -> tuple[int, int]:
         try:
@@ -453,10 +534,13 @@ class DatasetWriter:
     def _commit(self) -> None:
         for partial, final in self._partial_files:
             os.replace(partial, final)
-        chunk, file = _next_chunk_file((self.root / schema.EPISODES_DIR).glob("chunk-*/*file-*"),
-                                       int(self.info["chunks_size"]))
-        rows = [dict(row, **{"meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file})
-                for row in self._episode_rows]
+        chunk, file = _next_chunk_file(
+            (self.root / schema.EPISODES_DIR).glob("chunk-*/*file-*"), int(self.info["chunks_size"])
+        )
+        rows = [
+            dict(row, **{"meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file})
+            for row in self._episode_rows
+        ]
         table = pa.Table.from_pylist(rows, schema=schema.EPISODE_METADATA_SCHEMA)
         for name, column in _flatten_stats(self._episode_stats).items():
             table = table.append_column(name, column)
@@ -464,10 +548,15 @@ class DatasetWriter:
         _write_parquet_atomic(table, episodes_path)
 
         ordered = sorted(self._tasks.items(), key=lambda item: item[1])
-        tasks = pa.table({"task_index": pa.array([i for _, i in ordered], pa.int64()),
-                          "task": pa.array([t for t, _ in ordered], pa.string())})
-        _write_parquet_atomic(tasks.replace_schema_metadata(_pandas_task_index_metadata()),
-                              self.root / schema.TASKS_PATH)
+        tasks = pa.table(
+            {
+                "task_index": pa.array([i for _, i in ordered], pa.int64()),
+                "task": pa.array([t for t, _ in ordered], pa.string()),
+            }
+        )
+        _write_parquet_atomic(
+            tasks.replace_schema_metadata(_pandas_task_index_metadata()), self.root / schema.TASKS_PATH
+        )
 
         stats_path = self.root / schema.STATS_PATH
         previous = [json.loads(stats_path.read_text())] if stats_path.is_file() else []
@@ -496,37 +585,48 @@ class DatasetWriter:
 
 # --------------------------------------------------------------------------- statistics (stats.json)
 
+
 def feature_stats(values) -> dict[str, np.ndarray]:
     """min/max/mean/std over frames of ``[T]`` or ``[T, D]`` values; count is ``[1]``."""
     values = np.asarray(values, dtype=np.float64)
     values = values.reshape(len(values), -1)
-    return {"min": values.min(0), "max": values.max(0), "mean": values.mean(0), "std": values.std(0),
-            "count": np.array([len(values)])}
+    return {
+        "min": values.min(0),
+        "max": values.max(0),
+        "mean": values.mean(0),
+        "std": values.std(0),
+        "count": np.array([len(values)]),
+    }
 
 
 def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel stats ``[3, 1, 1]`` of sampled ``[K, H, W, 3]`` uint8 frames, scaled to [0, 1] as LeRobot."""
     pixels = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0  # every 4th pixel is plenty
     stats = feature_stats(pixels)
-    return {name: (value.reshape(3, 1, 1) if name != "count" else np.array([len(frames)]))
-            for name, value in stats.items()}
+    return {
+        name: (value.reshape(3, 1, 1) if name != "count" else np.array([len(frames)])) for name, value in stats.items()
+    }
 
 
 def aggregate_stats(parts: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, list]]:
     """Pool per-part stats (count-weighted mean, pooled variance) into stats.json form."""
     pooled: dict[str, dict[str, list]] = {}
     for feature in dict.fromkeys(name for part in parts for name in part):
-        pieces = [{k: np.asarray(v, dtype=np.float64) for k, v in part[feature].items()}
-                  for part in parts if feature in part]
+        pieces = [
+            {k: np.asarray(v, dtype=np.float64) for k, v in part[feature].items()} for part in parts if feature in part
+        ]
         counts = np.array([float(p["count"].reshape(-1)[0]) for p in pieces])
         weights = (counts / counts.sum()).reshape((-1,) + (1,) * pieces[0]["mean"].ndim)
         means = np.stack([p["mean"] for p in pieces])
         mean = (weights * means).sum(0)
         variance = (weights * (np.stack([p["std"] for p in pieces]) ** 2 + (means - mean) ** 2)).sum(0)
-        pooled[feature] = {"min": np.min([p["min"] for p in pieces], axis=0).tolist(),
-                           "max": np.max([p["max"] for p in pieces], axis=0).tolist(),
-                           "mean": mean.tolist(), "std": np.sqrt(variance).tolist(),
-                           "count": [int(counts.sum())]}
+        pooled[feature] = {
+            "min": np.min([p["min"] for p in pieces], axis=0).tolist(),
+            "max": np.max([p["max"] for p in pieces], axis=0).tolist(),
+            "mean": mean.tolist(),
+            "std": np.sqrt(variance).tolist(),
+            "count": [int(counts.sum())],
+        }
     return pooled
 
 
@@ -537,12 +637,15 @@ def _flatten_stats(per_episode: list[dict]) -> dict[str, pa.Array]:
         for feature, values in stats.items():
             for stat, value in values.items():
                 columns.setdefault(f"stats/{feature}/{stat}", []).append(np.ravel(value).tolist())
-    return {name: pa.array(values, pa.list_(pa.int64() if name.endswith("/count") else pa.float64()))
-            for name, values in columns.items()}
+    return {
+        name: pa.array(values, pa.list_(pa.int64() if name.endswith("/count") else pa.float64()))
+        for name, values in columns.items()
+    }
 
 
 def _leaf_columns(table_schema: pa.Schema) -> list[str]:
     """Parquet column paths ("a.b" for a struct field) of ``table_schema``."""
+
     def walk(field: pa.Field, prefix: str):
         name = f"{prefix}{field.name}"
         if pa.types.is_struct(field.type):
@@ -552,6 +655,7 @@ def _leaf_columns(table_schema: pa.Schema) -> list[str]:
             yield from walk(field.type.value_field.with_name("element"), f"{name}.list.")
         else:
             yield name
+
     return [name for field in table_schema for name in walk(field, "")]
 
 
@@ -564,10 +668,21 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
 
 def _pandas_task_index_metadata() -> dict[bytes, bytes]:
     """Schema metadata so ``pandas.read_parquet`` indexes tasks by the task string, as LeRobot expects."""
-    columns = [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
-                "numpy_type": "int64", "metadata": None},
-               {"name": "task", "field_name": "task", "pandas_type": "unicode",
-                "numpy_type": "object", "metadata": None}]
-    meta = {"index_columns": ["task"], "column_indexes": [], "columns": columns,
-            "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.0"}
+    columns = [
+        {
+            "name": "task_index",
+            "field_name": "task_index",
+            "pandas_type": "int64",
+            "numpy_type": "int64",
+            "metadata": None,
+        },
+        {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+    ]
+    meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": columns,
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
     return {b"pandas": json.dumps(meta).encode()}

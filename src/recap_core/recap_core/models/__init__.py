@@ -4,6 +4,7 @@
 ``RecapValue``, and ``PolicyRunner`` / ``ValueRunner`` (``from_checkpoint``, ``infer``, ``reset``); see
 docs/learning.md. Names are re-exported lazily so that reading a config does not import transformers.
 """
+
 from __future__ import annotations
 
 import importlib

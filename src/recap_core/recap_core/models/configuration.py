@@ -5,6 +5,7 @@ Sizes live here; :mod:`recap_core.models.registry` names useful combinations
 JSON (``to_dict`` / ``from_dict``) so a checkpoint's ``config.json`` rebuilds the
 architecture without executing anything from the checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,30 +70,53 @@ class BackboneConfig:
             raise ConfigError(f"{owner}.vision_stem must be one of {VISION_STEMS}, got {self.vision_stem!r}")
         if self.vision_stem == "conv":
             if self.hf_config is not None:
-                raise ConfigError(f"{owner}.vision_stem 'conv' has no pretrained weights; pretrained backbones "
-                                  f"keep SigLIP's 'patch' stem")
+                raise ConfigError(
+                    f"{owner}.vision_stem 'conv' has no pretrained weights; pretrained backbones "
+                    f"keep SigLIP's 'patch' stem"
+                )
             if self.patch_size < 2 or self.patch_size & (self.patch_size - 1):
-                raise ConfigError(f"{owner}.vision_stem 'conv' halves the image per layer down to the patch grid, "
-                                  f"so patch_size must be a power of two >= 2, got {self.patch_size}")
-        for name in ("image_size", "patch_size", "vision_hidden_size", "vision_intermediate_size",
-                     "vision_num_layers", "vision_num_heads", "tokens_per_image", "vocab_size", "hidden_size",
-                     "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+                raise ConfigError(
+                    f"{owner}.vision_stem 'conv' halves the image per layer down to the patch grid, "
+                    f"so patch_size must be a power of two >= 2, got {self.patch_size}"
+                )
+        for name in (
+            "image_size",
+            "patch_size",
+            "vision_hidden_size",
+            "vision_intermediate_size",
+            "vision_num_layers",
+            "vision_num_heads",
+            "tokens_per_image",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+        ):
             _positive_int(owner, name, getattr(self, name))
         if self.image_size % self.patch_size:
-            raise ConfigError(f"{owner}.image_size ({self.image_size}) must be a multiple of patch_size "
-                              f"({self.patch_size}); pick e.g. image_size={self.patch_size * 4}")
+            raise ConfigError(
+                f"{owner}.image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size}); pick e.g. image_size={self.patch_size * 4}"
+            )
         patches_per_side = self.image_size // self.patch_size
-        tokens_per_side = round(self.tokens_per_image ** 0.5)
-        if tokens_per_side ** 2 != self.tokens_per_image or patches_per_side % tokens_per_side:
+        tokens_per_side = round(self.tokens_per_image**0.5)
+        if tokens_per_side**2 != self.tokens_per_image or patches_per_side % tokens_per_side:
             raise ConfigError(
                 f"{owner}.tokens_per_image ({self.tokens_per_image}) must be a square whose side divides the "
-                f"{patches_per_side} patches per image side; e.g. {(patches_per_side // 2) ** 2 or 1}")
+                f"{patches_per_side} patches per image side; e.g. {(patches_per_side // 2) ** 2 or 1}"
+            )
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"{owner}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                              f"({self.num_kv_heads})")
+            raise ConfigError(
+                f"{owner}.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
         if self.vision_hidden_size % self.vision_num_heads:
-            raise ConfigError(f"{owner}.vision_hidden_size ({self.vision_hidden_size}) must be divisible by "
-                              f"vision_num_heads ({self.vision_num_heads})")
+            raise ConfigError(
+                f"{owner}.vision_hidden_size ({self.vision_hidden_size}) must be divisible by "
+                f"vision_num_heads ({self.vision_num_heads})"
+            )
         if not self.rope_theta > 0:
             raise ConfigError(f"{owner}.rope_theta must be > 0, got {self.rope_theta!r}")
 
@@ -170,8 +194,10 @@ class PolicyConfig:
             raise ConfigError(f"{owner}.indicator_dropout must be in [0, 1], got {self.indicator_dropout!r}")
         head_dim = self.backbone.head_dim
         if self.expert.num_heads % self.backbone.num_kv_heads:
-            raise ConfigError(f"ExpertConfig.num_heads ({self.expert.num_heads}) must be a multiple of the "
-                              f"backbone's num_kv_heads ({self.backbone.num_kv_heads}) to share its K/V")
+            raise ConfigError(
+                f"ExpertConfig.num_heads ({self.expert.num_heads}) must be a multiple of the "
+                f"backbone's num_kv_heads ({self.backbone.num_kv_heads}) to share its K/V"
+            )
         if head_dim % 2:
             raise ConfigError(f"BackboneConfig.head_dim must be even for rotary embeddings, got {head_dim}")
 

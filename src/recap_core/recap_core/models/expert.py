@@ -1,6 +1,7 @@
 """The flow-matching action expert (pi0 style): a narrow transformer over the noisy action chunk that
 reads the backbone's prefix keys/values layer by layer (:class:`ActionExpert`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,15 @@ class ExpertLayer(nn.Module):
         self.up_proj = nn.Linear(width, mlp_dim, bias=False)
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
-    def forward(self, x: torch.Tensor, prefix_keys: torch.Tensor, prefix_values: torch.Tensor,
-                key_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        prefix_keys: torch.Tensor,
+        prefix_values: torch.Tensor,
+        key_mask: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
         """``x`` ``[B, H, W]``; prefix K/V ``[B, KV, P, hd]``; ``key_mask`` ``[B, 1, 1, P + H]``."""
         batch, horizon, _ = x.shape
         h = self.attention_norm(x)
@@ -54,8 +62,9 @@ class ExpertLayer(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         keys = torch.cat([prefix_keys, k], dim=2)
         values = torch.cat([prefix_values, v], dim=2)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask,
-                                                  enable_gqa=self.num_heads != self.num_kv_heads)
+        attended = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=key_mask, enable_gqa=self.num_heads != self.num_kv_heads
+        )
         x = x + self.o_proj(attended.transpose(1, 2).reshape(batch, horizon, -1))
         h = self.mlp_norm(x)
         return x + self.down_proj(F.gelu(self.gate_proj(h), approximate="tanh") * self.up_proj(h))
@@ -70,9 +79,15 @@ class ExpertContext:
     ``advantage_embedding``, the advantage condition ``long [B]`` (0 none, 1 positive, 2 negative).
     """
 
-    def __init__(self, prefix: PrefixEncoding, rotary: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 layer_types: list[str], horizon: int, image_features: torch.Tensor | None = None,
-                 advantage_code: torch.Tensor | None = None):
+    def __init__(
+        self,
+        prefix: PrefixEncoding,
+        rotary: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        layer_types: list[str],
+        horizon: int,
+        image_features: torch.Tensor | None = None,
+        advantage_code: torch.Tensor | None = None,
+    ):
         self.prefix = prefix
         self.image_features = image_features
         self.advantage_code = advantage_code
@@ -95,8 +110,9 @@ class ActionExpert(nn.Module):
     chunk (:class:`ExpertContext`) and reused by every Euler step.
     """
 
-    def __init__(self, expert: ExpertConfig, backbone: BackboneConfig, action_dim: int, horizon: int,
-                 num_cameras: int = 1):
+    def __init__(
+        self, expert: ExpertConfig, backbone: BackboneConfig, action_dim: int, horizon: int, num_cameras: int = 1
+    ):
         super().__init__()
         width = expert.width
         self.horizon = horizon
@@ -118,7 +134,8 @@ class ActionExpert(nn.Module):
         self.action_time_out = nn.Linear(width, width)
         self.layers = nn.ModuleList(
             ExpertLayer(width, expert.mlp_dim, expert.num_heads, backbone.num_kv_heads, backbone.head_dim)
-            for _ in range(backbone.num_layers))
+            for _ in range(backbone.num_layers)
+        )
         self.final_norm = RMSNorm(width)
         self.action_out = nn.Linear(width, action_dim)
 
@@ -137,8 +154,10 @@ class ActionExpert(nn.Module):
             x = x + self.image_condition(features)[:, None, :]
         if self.advantage_embedding is not None:
             if context.advantage_code is None:
-                raise ValueError("this expert embeds the advantage condition (advantage_embedding); the context "
-                                 "has no advantage_code")
+                raise ValueError(
+                    "this expert embeds the advantage condition (advantage_embedding); the context "
+                    "has no advantage_code"
+                )
             x = x + self.advantage_embedding(context.advantage_code)[:, None, :]
         prefix = context.prefix
         for i, layer in enumerate(self.layers):

@@ -4,6 +4,7 @@ The paper's sign convention, not openpi's: flow time ``eta`` runs from 0 (noise 
 ``a_eta = eta * a + (1 - eta) * w``, target velocity ``u = a - w`` (docs/learning.md §3). Chunks are
 ``[B, H, A]`` (batch, horizon, action dims), times ``[B]``.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -15,8 +16,9 @@ FLOW_TIME_ALPHA = 1.5
 FLOW_TIME_MIN = 0.001
 
 
-def sample_flow_time(batch_size: int, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_flow_time(
+    batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Training flow times ``eta`` ``[B]`` in ``(0, 1)``, denser near the noise end.
 
     openpi draws ``t ~ Beta(1.5, 1)``; its CDF is ``t**1.5`` so ``t = u**(1/1.5)``
@@ -42,8 +44,9 @@ def target_velocity(actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return actions - noise
 
 
-def flow_matching_loss(predicted_velocity: torch.Tensor, velocity_target: torch.Tensor,
-                       action_is_pad: torch.Tensor | None = None) -> torch.Tensor:
+def flow_matching_loss(
+    predicted_velocity: torch.Tensor, velocity_target: torch.Tensor, action_is_pad: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-sample masked MSE ``[B]``: mean over the valid (not padded) steps and all action dims.
 
     ``action_is_pad`` ``[B, H]`` marks steps past the episode end (their targets
@@ -51,8 +54,10 @@ def flow_matching_loss(predicted_velocity: torch.Tensor, velocity_target: torch.
     steps are all padding contributes 0.
     """
     if predicted_velocity.shape != velocity_target.shape:
-        raise ValueError(f"prediction {tuple(predicted_velocity.shape)} and target "
-                         f"{tuple(velocity_target.shape)} must have the same shape [B, H, A]")
+        raise ValueError(
+            f"prediction {tuple(predicted_velocity.shape)} and target "
+            f"{tuple(velocity_target.shape)} must have the same shape [B, H, A]"
+        )
     squared = (predicted_velocity - velocity_target).pow(2).mean(dim=-1)  # [B, H]
     if action_is_pad is None:
         return squared.mean(dim=-1)
@@ -60,8 +65,9 @@ def flow_matching_loss(predicted_velocity: torch.Tensor, velocity_target: torch.
     return (squared * valid).sum(dim=-1) / valid.sum(dim=-1).clamp(min=1.0)
 
 
-def euler_integrate(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor,
-                    num_steps: int) -> torch.Tensor:
+def euler_integrate(
+    velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, num_steps: int
+) -> torch.Tensor:
     """Integrate ``dx/d eta = velocity(x, eta)`` from ``eta = 0`` (``x = noise``) to ``eta = 1``.
 
     ``num_steps`` equal steps of ``1 / num_steps``; the velocity is evaluated at
@@ -86,8 +92,9 @@ def guided_velocity(conditional: torch.Tensor, unconditional: torch.Tensor, beta
     return unconditional + beta * (conditional - unconditional)
 
 
-def sinusoidal_time_embedding(flow_time: torch.Tensor, dim: int, min_period: float = 4e-3,
-                              max_period: float = 4.0) -> torch.Tensor:
+def sinusoidal_time_embedding(
+    flow_time: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0
+) -> torch.Tensor:
     """Sine/cosine features of ``eta`` ``[B] -> [B, dim]``, periods spread geometrically.
 
     Periods from ``min_period`` to ``max_period`` resolve differences of a few

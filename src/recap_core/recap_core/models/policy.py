@@ -3,6 +3,7 @@
 Its inputs are :class:`PolicyInputs`, already pre-processed (``processor.py``); the architecture is in
 docs/learning.md §2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,14 @@ from torch import nn
 from recap_core.models.backbone import VisionLanguageBackbone
 from recap_core.models.configuration import PolicyConfig
 from recap_core.models.expert import ActionExpert, ExpertContext
-from recap_core.models.flow import (euler_integrate, flow_matching_loss, guided_velocity, interpolate,
-                                    sample_flow_time, target_velocity)
+from recap_core.models.flow import (
+    euler_integrate,
+    flow_matching_loss,
+    guided_velocity,
+    interpolate,
+    sample_flow_time,
+    target_velocity,
+)
 
 
 @dataclasses.dataclass
@@ -42,8 +49,12 @@ class PolicyInputs:
     advantage_code: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "PolicyInputs":
-        return PolicyInputs(**{f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
-                               for f in dataclasses.fields(self)})
+        return PolicyInputs(
+            **{
+                f.name: (None if (v := getattr(self, f.name)) is None else v.to(device))
+                for f in dataclasses.fields(self)
+            }
+        )
 
 
 class RecapPolicy(nn.Module):
@@ -55,21 +66,35 @@ class RecapPolicy(nn.Module):
         self.config = config
         self.backbone = VisionLanguageBackbone(config.backbone, load_pretrained_weights=load_pretrained_weights)
         self.state_proj = nn.Linear(config.state_dim, self.backbone.hidden_size)
-        self.expert = ActionExpert(config.expert, config.backbone, config.action_dim, config.action_horizon,
-                                   num_cameras=len(config.cameras))
+        self.expert = ActionExpert(
+            config.expert, config.backbone, config.action_dim, config.action_horizon, num_cameras=len(config.cameras)
+        )
         # The expert reads the backbone's per-layer keys/values only: the last layer's query/output/MLP and the
         # final norm never reach the loss. Freezing them keeps DistributedDataParallel from waiting for their
         # gradients (pi0 has the same dead end when no text loss is trained).
         last = self.backbone.language_model.layers[-1]
-        for unreachable in (last.self_attn.q_proj, last.self_attn.o_proj, last.self_attn.q_norm, last.mlp,
-                            last.post_attention_layernorm, last.pre_feedforward_layernorm,
-                            last.post_feedforward_layernorm, self.backbone.language_model.norm):
+        for unreachable in (
+            last.self_attn.q_proj,
+            last.self_attn.o_proj,
+            last.self_attn.q_norm,
+            last.mlp,
+            last.post_attention_layernorm,
+            last.pre_feedforward_layernorm,
+            last.post_feedforward_layernorm,
+            self.backbone.language_model.norm,
+        ):
             unreachable.requires_grad_(False)
 
     # ------------------------------------------------------------------ prefix
-    def encode_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
-                      prompt_mask: torch.Tensor, state_keep: torch.Tensor | None = None,
-                      advantage_code: torch.Tensor | None = None) -> ExpertContext:
+    def encode_prefix(
+        self,
+        image_tokens: torch.Tensor,
+        state: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        state_keep: torch.Tensor | None = None,
+        advantage_code: torch.Tensor | None = None,
+    ) -> ExpertContext:
         """Backbone pass over the prefix -> the expert's per-layer K/V context (once per chunk).
 
         ``state_keep`` (training): samples where it is False get an all-zero state token, a value no
@@ -115,8 +140,9 @@ class RecapPolicy(nn.Module):
         noise = torch.randn(actions.shape, generator=generator, dtype=actions.dtype).to(actions.device)
         flow_time = sample_flow_time(actions.shape[0], generator, actions.device).to(actions.dtype)
         image_tokens = self.backbone.embed_images(inputs.images)
-        context = self.encode_prefix(image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask,
-                                     inputs.state_keep, inputs.advantage_code)
+        context = self.encode_prefix(
+            image_tokens, inputs.state, inputs.prompt_ids, inputs.prompt_mask, inputs.state_keep, inputs.advantage_code
+        )
         velocity = self.expert(interpolate(actions, noise, flow_time), flow_time, context)
         loss = flow_matching_loss(velocity, target_velocity(actions, noise), inputs.action_is_pad)
         if inputs.sample_weight is not None:
@@ -125,9 +151,18 @@ class RecapPolicy(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample_actions(self, images: torch.Tensor, state: torch.Tensor, conditional: tuple[torch.Tensor, ...],
-                       noise: torch.Tensor, *, unconditional: tuple[torch.Tensor, ...] | None = None,
-                       beta: float = 1.0, batch_guidance: bool = True, num_steps: int | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        images: torch.Tensor,
+        state: torch.Tensor,
+        conditional: tuple[torch.Tensor, ...],
+        noise: torch.Tensor,
+        *,
+        unconditional: tuple[torch.Tensor, ...] | None = None,
+        beta: float = 1.0,
+        batch_guidance: bool = True,
+        num_steps: int | None = None,
+    ) -> torch.Tensor:
         """Euler-integrate the velocity field from ``noise`` ``[B, H, A]`` to a chunk ``[B, H, A]`` (normalised).
 
         ``conditional`` / ``unconditional`` are ``(prompt_ids, prompt_mask)`` or
@@ -163,19 +198,22 @@ class RecapPolicy(nn.Module):
 
         return euler_integrate(batched, noise, num_steps)
 
-    def _prompt_prefix(self, image_tokens: torch.Tensor, state: torch.Tensor,
-                       prompt: tuple[torch.Tensor, ...]) -> ExpertContext:
+    def _prompt_prefix(
+        self, image_tokens: torch.Tensor, state: torch.Tensor, prompt: tuple[torch.Tensor, ...]
+    ) -> ExpertContext:
         """``encode_prefix`` of a ``(prompt_ids, prompt_mask[, advantage_code])`` prompt."""
-        return self.encode_prefix(image_tokens, state, prompt[0], prompt[1], None,
-                                  prompt[2] if len(prompt) > 2 else None)
+        return self.encode_prefix(
+            image_tokens, state, prompt[0], prompt[1], None, prompt[2] if len(prompt) > 2 else None
+        )
 
     def _velocity(self, context: ExpertContext, x: torch.Tensor, eta: float) -> torch.Tensor:
         flow_time = torch.full((x.shape[0],), eta, dtype=x.dtype, device=x.device)
         return self.expert(x, flow_time, context)
 
 
-def _stack_prompts(first: tuple[torch.Tensor, ...],
-                   second: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _stack_prompts(
+    first: tuple[torch.Tensor, ...], second: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Concatenate two right-padded prompt batches along the batch, padding to the longer one.
 
     Their advantage codes (third entries) are concatenated too when both have one.
@@ -186,10 +224,15 @@ def _stack_prompts(first: tuple[torch.Tensor, ...],
         extra = length - ids.shape[1]
         if extra == 0:
             return ids, mask
-        return (torch.nn.functional.pad(ids, (0, extra), value=0),
-                torch.nn.functional.pad(mask, (0, extra), value=False))
+        return (
+            torch.nn.functional.pad(ids, (0, extra), value=0),
+            torch.nn.functional.pad(mask, (0, extra), value=False),
+        )
 
     (ids_a, mask_a), (ids_b, mask_b) = pad(*first[:2]), pad(*second[:2])
-    codes = (torch.cat([first[2], second[2]], dim=0) if len(first) > 2 and len(second) > 2
-             and first[2] is not None and second[2] is not None else None)
+    codes = (
+        torch.cat([first[2], second[2]], dim=0)
+        if len(first) > 2 and len(second) > 2 and first[2] is not None and second[2] is not None
+        else None
+    )
     return torch.cat([ids_a, ids_b], dim=0), torch.cat([mask_a, mask_b], dim=0), codes

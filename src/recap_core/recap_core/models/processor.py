@@ -3,6 +3,7 @@
 The step list is stored in ``processor.json``, statistics in ``normalization.json``; nothing in either is
 executed. What each step does: :class:`Processor` and docs/learning.md §2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,10 @@ def check_action_masks(steps: Sequence[Mapping]) -> None:
     agree (a chunk made absolute on other joints than it was made relative on sends wrong targets)."""
     masks = {step.get("step"): _step_mask(step) for step in steps if step.get("step") in _MASK_STEPS}
     if len(masks) == 2 and masks["relative_actions"] != masks["absolute_actions"]:
-        raise ValueError(f"the relative_actions mask {masks['relative_actions']} differs from the "
-                         f"absolute_actions mask {masks['absolute_actions']}")
+        raise ValueError(
+            f"the relative_actions mask {masks['relative_actions']} differs from the "
+            f"absolute_actions mask {masks['absolute_actions']}"
+        )
 
 
 _MASK_STEPS = ("relative_actions", "absolute_actions")
@@ -79,8 +82,9 @@ _MASK_STEPS = ("relative_actions", "absolute_actions")
 def _step_mask(step: Mapping) -> list[bool]:
     mask = step.get("mask")
     if not isinstance(mask, list) or not mask or not all(isinstance(m, bool) for m in mask):
-        raise ValueError(f"processor step {step.get('step')!r}: mask must be a non-empty list of booleans, "
-                         f"got {mask!r}")
+        raise ValueError(
+            f"processor step {step.get('step')!r}: mask must be a non-empty list of booleans, got {mask!r}"
+        )
     return list(mask)
 
 
@@ -99,10 +103,11 @@ class Normaliser:
         except KeyError as exc:
             raise ValueError(f"statistics for {name!r} lack {exc.args[0]!r}; need mean and std") from exc
         if mean.shape != std.shape or mean.ndim != 1 or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)):
-            raise ValueError(f"statistics for {name!r} must be finite 1-D mean/std of equal length; "
-                             f"got shapes {mean.shape} and {std.shape}")
-        return cls(torch.tensor(mean, dtype=torch.float32),
-                   torch.tensor(np.maximum(std, floor), dtype=torch.float32))
+            raise ValueError(
+                f"statistics for {name!r} must be finite 1-D mean/std of equal length; "
+                f"got shapes {mean.shape} and {std.shape}"
+            )
+        return cls(torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, floor), dtype=torch.float32))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
@@ -126,8 +131,12 @@ class Processor:
     (``unnormalise_actions`` then ``absolute_actions``).
     """
 
-    def __init__(self, steps: Sequence[Mapping[str, Any]], stats: Mapping[str, Mapping[str, Any]],
-                 prompt_tokenizer: PromptTokenizer | None):
+    def __init__(
+        self,
+        steps: Sequence[Mapping[str, Any]],
+        stats: Mapping[str, Mapping[str, Any]],
+        prompt_tokenizer: PromptTokenizer | None,
+    ):
         self.steps = [dict(step) for step in steps]
         self.stats = stats
         self.prompt_tokenizer = prompt_tokenizer
@@ -195,8 +204,7 @@ def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
                 raise ValueError(f"camera {camera!r}: expected uint8 [B, 3, h, w], got {tuple(image.shape)}")
             image = image.float() / 127.5 - 1.0
             if image.shape[-2:] != (size, size):
-                image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
-                                      antialias=True)
+                image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             stacked.append(image)
         return {**batch, "pixels": torch.stack(stacked, dim=1)}
 
@@ -243,8 +251,12 @@ def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict
         tasks = list(batch["task"])
         advantages = list(batch.get("advantage") or [None] * len(tasks))
         ids, mask = processor.prompt_tokenizer(tasks, advantages, device=batch["state"].device)
-        return {**batch, "prompt_ids": ids, "prompt_mask": mask,
-                "advantage_code": advantage_codes(advantages, device=batch["state"].device)}
+        return {
+            **batch,
+            "prompt_ids": ids,
+            "prompt_mask": mask,
+            "advantage_code": advantage_codes(advantages, device=batch["state"].device),
+        }
 
     return run
 
@@ -263,14 +275,19 @@ def _absolute_actions_step(processor: Processor, step: Mapping):
     return run
 
 
-_PRE_STEPS = {"images": _images_step, "normalise_state": _normalise_state_step,
-              "relative_actions": _relative_actions_step, "normalise_actions": _normalise_actions_step,
-              "tokenise_prompt": _tokenise_step}
+_PRE_STEPS = {
+    "images": _images_step,
+    "normalise_state": _normalise_state_step,
+    "relative_actions": _relative_actions_step,
+    "normalise_actions": _normalise_actions_step,
+    "tokenise_prompt": _tokenise_step,
+}
 _POST_STEPS = {"unnormalise_actions": _unnormalise_actions_step, "absolute_actions": _absolute_actions_step}
 
 
-def policy_steps(cameras: Sequence[str], image_size: int, relative_mask: Sequence[bool],
-                 std_floor: float = STD_FLOOR) -> list[dict]:
+def policy_steps(
+    cameras: Sequence[str], image_size: int, relative_mask: Sequence[bool], std_floor: float = STD_FLOOR
+) -> list[dict]:
     """The policy's step list (what ``processor.json`` holds)."""
     action_stats = RELATIVE_ACTION_KEY if any(relative_mask) else ACTION_KEY
     floor = float(std_floor)
@@ -294,8 +311,15 @@ def value_steps(cameras: Sequence[str], image_size: int, std_floor: float = STD_
     ]
 
 
-def relative_action_stats(states: np.ndarray, actions: np.ndarray, episode_index: np.ndarray, horizon: int,
-                          mask: Sequence[bool], max_frames: int = 4096, seed: int = 0) -> dict[str, list[float]]:
+def relative_action_stats(
+    states: np.ndarray,
+    actions: np.ndarray,
+    episode_index: np.ndarray,
+    horizon: int,
+    mask: Sequence[bool],
+    max_frames: int = 4096,
+    seed: int = 0,
+) -> dict[str, list[float]]:
     """mean/std/min/max of chunk actions relative to the state, ``a[t+k] - s[t]`` on masked dims.
 
     ``states``, ``actions`` ``[N, A]``, ``episode_index`` ``[N]`` (frames of an
@@ -317,5 +341,9 @@ def relative_action_stats(states: np.ndarray, actions: np.ndarray, episode_index
     steps = np.minimum(steps, episode_stop[starts][:, None] - 1)
     relative = actions[steps] - states[starts][:, None, :] * np.asarray(mask, dtype=np.float64)
     flat = relative.reshape(-1, actions.shape[1])
-    return {"mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist(),
-            "min": flat.min(axis=0).tolist(), "max": flat.max(axis=0).tolist()}
+    return {
+        "mean": flat.mean(axis=0).tolist(),
+        "std": flat.std(axis=0).tolist(),
+        "min": flat.min(axis=0).tolist(),
+        "max": flat.max(axis=0).tolist(),
+    }

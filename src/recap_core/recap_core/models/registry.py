@@ -4,6 +4,7 @@
 their sizes are in docs/learning.md §4. The value model of each name is a smaller backbone of the same family
 (paper Sec. V-C: 670M value vs the policy's larger VLM).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,37 +16,57 @@ from recap_core.models.configuration import BackboneConfig, ConfigError, ExpertC
 
 _TINY_BACKBONE = BackboneConfig()
 _SMALL_BACKBONE = BackboneConfig(
-    image_size=96, patch_size=16, vision_hidden_size=128, vision_intermediate_size=384, vision_num_layers=3,
-    vision_num_heads=4, tokens_per_image=9, vocab_size=768, hidden_size=192, intermediate_size=768,
-    num_layers=4, num_heads=4, num_kv_heads=1, head_dim=48)
+    image_size=96,
+    patch_size=16,
+    vision_hidden_size=128,
+    vision_intermediate_size=384,
+    vision_num_layers=3,
+    vision_num_heads=4,
+    tokens_per_image=9,
+    vocab_size=768,
+    hidden_size=192,
+    intermediate_size=768,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=1,
+    head_dim=48,
+)
 # From scratch the small policy reads the cube only through a conv stem and the expert's image conditioning
 # (with the patch stem alone it sampled the same targets wherever the cube was; see docs/lab/,
 # scene-conditioning); the value model keeps the plain backbone.
 _SMALL_POLICY_BACKBONE = dataclasses.replace(_SMALL_BACKBONE, vision_stem="conv")
 
 _POLICY_CONFIGS: dict[str, PolicyConfig] = {
-    "tiny": PolicyConfig(backbone=_TINY_BACKBONE, expert=ExpertConfig(width=32, mlp_dim=64, num_heads=2),
-                         name="tiny"),
-    "small": PolicyConfig(backbone=_SMALL_POLICY_BACKBONE,
-                          expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4, image_conditioning=True,
-                                              advantage_embedding=True),
-                          name="small"),
+    "tiny": PolicyConfig(backbone=_TINY_BACKBONE, expert=ExpertConfig(width=32, mlp_dim=64, num_heads=2), name="tiny"),
+    "small": PolicyConfig(
+        backbone=_SMALL_POLICY_BACKBONE,
+        expert=ExpertConfig(width=128, mlp_dim=384, num_heads=4, image_conditioning=True, advantage_embedding=True),
+        name="small",
+    ),
 }
 
 _VALUE_CONFIGS: dict[str, ValueConfig] = {
-    "tiny": ValueConfig(backbone=dataclasses.replace(_TINY_BACKBONE, hidden_size=32, intermediate_size=64),
-                        head_hidden_size=64, name="tiny"),
-    "small": ValueConfig(backbone=dataclasses.replace(_SMALL_BACKBONE, vision_num_layers=2, hidden_size=128,
-                                                      intermediate_size=512, num_layers=3, head_dim=32),
-                         head_hidden_size=128, name="small"),
+    "tiny": ValueConfig(
+        backbone=dataclasses.replace(_TINY_BACKBONE, hidden_size=32, intermediate_size=64),
+        head_hidden_size=64,
+        name="tiny",
+    ),
+    "small": ValueConfig(
+        backbone=dataclasses.replace(
+            _SMALL_BACKBONE, vision_num_layers=2, hidden_size=128, intermediate_size=512, num_layers=3, head_dim=32
+        ),
+        head_hidden_size=128,
+        name="small",
+    ),
 }
 
 CONFIG_NAMES = ("tiny", "small", "pretrained")
 MODEL_KINDS = ("policy", "value")
 
 
-def get_config(name: str, kind: str = "policy", *, pretrained_dir: str | pathlib.Path | None = None,
-               **overrides) -> PolicyConfig | ValueConfig:
+def get_config(
+    name: str, kind: str = "policy", *, pretrained_dir: str | pathlib.Path | None = None, **overrides
+) -> PolicyConfig | ValueConfig:
     """The named ``kind`` ("policy" | "value") config, with field ``overrides`` applied.
 
     ``pretrained`` reads the architecture from ``pretrained_dir/config.json``
@@ -76,13 +97,17 @@ def _pretrained_config(kind: str, pretrained_dir) -> PolicyConfig | ValueConfig:
     from recap_core.models.backbone import backbone_config_from_hf
 
     if pretrained_dir is None:
-        raise ConfigError("config 'pretrained' needs pretrained_dir: a local directory holding a Gemma 3 "
-                          "image-text model (config.json, model.safetensors, tokenizer.json)")
+        raise ConfigError(
+            "config 'pretrained' needs pretrained_dir: a local directory holding a Gemma 3 "
+            "image-text model (config.json, model.safetensors, tokenizer.json)"
+        )
     directory = pathlib.Path(pretrained_dir).expanduser().resolve()
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise ConfigError(f"pretrained_dir {directory} has no config.json; it must be a local "
-                          f"Gemma3ForConditionalGeneration directory (save_pretrained output)")
+        raise ConfigError(
+            f"pretrained_dir {directory} has no config.json; it must be a local "
+            f"Gemma3ForConditionalGeneration directory (save_pretrained output)"
+        )
     try:
         hf_config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
@@ -92,5 +117,6 @@ def _pretrained_config(kind: str, pretrained_dir) -> PolicyConfig | ValueConfig:
         return ValueConfig(backbone=backbone, head_hidden_size=max(64, backbone.hidden_size // 4), name="pretrained")
     width = max(backbone.hidden_size // 2, backbone.head_dim)
     heads = max(backbone.num_kv_heads, (backbone.num_heads // 2) // backbone.num_kv_heads * backbone.num_kv_heads)
-    return PolicyConfig(backbone=backbone, expert=ExpertConfig(width=width, mlp_dim=4 * width, num_heads=heads),
-                        name="pretrained")
+    return PolicyConfig(
+        backbone=backbone, expert=ExpertConfig(width=width, mlp_dim=4 * width, num_heads=heads), name="pretrained"
+    )

@@ -3,6 +3,7 @@
 The observation a ROS node builds from its messages and the runtime knobs are in docs/learning.md §1 and
 :func:`observation_to_frames`.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -36,13 +37,15 @@ def observation_to_frames(obs: Mapping[str, Any], cameras, state_dim: int) -> di
         raise ValueError(f"observation lacks {missing}; expected keys images, state, task")
     state = np.asarray(obs["state"], dtype=np.float32).reshape(-1)
     if state.shape != (state_dim,) or not np.all(np.isfinite(state)):
-        raise ValueError(f"observation state must be {state_dim} finite joint positions, got shape "
-                         f"{np.shape(obs['state'])}")
+        raise ValueError(
+            f"observation state must be {state_dim} finite joint positions, got shape {np.shape(obs['state'])}"
+        )
     images = {}
     for camera in cameras:
         if camera not in obs["images"]:
-            raise ValueError(f"observation lacks camera {camera!r}; the model needs {list(cameras)}, "
-                             f"got {sorted(obs['images'])}")
+            raise ValueError(
+                f"observation lacks camera {camera!r}; the model needs {list(cameras)}, got {sorted(obs['images'])}"
+            )
         image = np.asarray(obs["images"][camera])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"camera {camera!r}: expected uint8 [h, w, 3], got {image.dtype} {image.shape}")
@@ -64,8 +67,11 @@ class _CheckpointRunner:
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
         self.config = checkpoint.model_config
-        self.processor = Processor(checkpoint.processor_steps, checkpoint.normalization,
-                                   PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens))
+        self.processor = Processor(
+            checkpoint.processor_steps,
+            checkpoint.normalization,
+            PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens),
+        )
 
     @property
     def checkpoint_id(self) -> str:
@@ -90,16 +96,16 @@ class PolicyRunner(_CheckpointRunner):
         self.batch_guidance = True
 
     @classmethod
-    def from_checkpoint(cls, directory: str | pathlib.Path, *, seed: int = 0,
-                        device: str | torch.device = "cpu") -> "PolicyRunner":
+    def from_checkpoint(
+        cls, directory: str | pathlib.Path, *, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> "PolicyRunner":
         return cls(load_checkpoint(directory, kind="policy", device=device), seed=seed)
 
     def reset(self) -> None:
         """Start the noise sequence again from the runner's seed (new episode)."""
         self._generator = torch.Generator().manual_seed(self.seed)
 
-    def infer(self, obs: Mapping[str, Any], *, beta: Any = _UNSET, advantage: Any = _UNSET,
-              seed: Any = _UNSET) -> dict:
+    def infer(self, obs: Mapping[str, Any], *, beta: Any = _UNSET, advantage: Any = _UNSET, seed: Any = _UNSET) -> dict:
         """``{"actions": float32 [H, 14], "latency_ms", "beta", "advantage"}`` for one observation.
 
         ``advantage``: "positive", "negative" or None (no advantage text: the
@@ -120,28 +126,49 @@ class PolicyRunner(_CheckpointRunner):
         if not np.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         if beta != 1.0 and advantage is None:
-            raise ValueError(f"beta={beta} guides towards an advantage condition; give advantage='positive' "
-                             f"(or use beta=1 for the unconditional policy)")
+            raise ValueError(
+                f"beta={beta} guides towards an advantage condition; give advantage='positive' "
+                f"(or use beta=1 for the unconditional policy)"
+            )
         device = next(self.model.parameters()).device
         frames = observation_to_frames(obs, self.config.cameras, self.config.state_dim)
         frames["advantage"] = [advantage]
-        frames = {k: ({c: v.to(device) for c, v in val.items()} if k == "images" else
-                      val.to(device) if torch.is_tensor(val) else val) for k, val in frames.items()}
+        frames = {
+            k: (
+                {c: v.to(device) for c, v in val.items()}
+                if k == "images"
+                else val.to(device)
+                if torch.is_tensor(val)
+                else val
+            )
+            for k, val in frames.items()
+        }
         batch = self.processor.preprocess(frames)
         generator = self._generator if seed is None else torch.Generator().manual_seed(int(seed))
         shape = (1, self.config.action_horizon, self.config.action_dim)
         noise = torch.randn(shape, generator=generator).to(device)
         unconditional = None
         if beta != 1.0:
-            unconditional = (*self.processor.prompt_tokenizer(batch["task"], [None], device=device),
-                             advantage_codes([None], device=device))
-        chunk = self.model.sample_actions(batch["pixels"], batch["state_normalised"],
-                                          (batch["prompt_ids"], batch["prompt_mask"], batch["advantage_code"]), noise,
-                                          unconditional=unconditional, beta=beta,
-                                          batch_guidance=self.batch_guidance)
+            unconditional = (
+                *self.processor.prompt_tokenizer(batch["task"], [None], device=device),
+                advantage_codes([None], device=device),
+            )
+        chunk = self.model.sample_actions(
+            batch["pixels"],
+            batch["state_normalised"],
+            (batch["prompt_ids"], batch["prompt_mask"], batch["advantage_code"]),
+            noise,
+            unconditional=unconditional,
+            beta=beta,
+            batch_guidance=self.batch_guidance,
+        )
         actions = self.processor.postprocess(chunk, batch)[0].float().cpu().numpy().astype(np.float32)
-        return {"actions": actions, "latency_ms": (time.perf_counter() - start) * 1e3, "beta": beta,
-                "advantage": advantage}
+        return {
+            "actions": actions,
+            "latency_ms": (time.perf_counter() - start) * 1e3,
+            "beta": beta,
+            "advantage": advantage,
+        }
 
 
 class ValueRunner(_CheckpointRunner):
@@ -160,8 +187,16 @@ class ValueRunner(_CheckpointRunner):
     def predict_frames(self, frames: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """A frame batch (see processor.py) -> ``(values [B], probabilities [B, num_bins])``."""
         device = next(self.model.parameters()).device
-        frames = {k: ({c: v.to(device) for c, v in val.items()} if k == "images" else
-                      val.to(device) if torch.is_tensor(val) else val) for k, val in frames.items()}
+        frames = {
+            k: (
+                {c: v.to(device) for c, v in val.items()}
+                if k == "images"
+                else val.to(device)
+                if torch.is_tensor(val)
+                else val
+            )
+            for k, val in frames.items()
+        }
         batch = self.processor.preprocess({**frames, "advantage": None, "actions": None})
         logits = self.model(batch["pixels"], batch["state_normalised"], batch["prompt_ids"], batch["prompt_mask"])
         probabilities = torch.softmax(logits.float(), dim=-1)
@@ -172,8 +207,11 @@ class ValueRunner(_CheckpointRunner):
         start = time.perf_counter()
         frames = observation_to_frames(obs, self.config.cameras, self.config.state_dim)
         value, probabilities = self.predict_frames(frames)
-        return {"value": float(value[0]), "distribution": probabilities[0].cpu().numpy().astype(np.float32),
-                "latency_ms": (time.perf_counter() - start) * 1e3}
+        return {
+            "value": float(value[0]),
+            "distribution": probabilities[0].cpu().numpy().astype(np.float32),
+            "latency_ms": (time.perf_counter() - start) * 1e3,
+        }
 
 
 def _knob(obs: Mapping[str, Any], name: str, given: Any, default: Any) -> Any:

@@ -3,6 +3,7 @@
 The weights are random and the statistics are neutral (zero mean, unit std),
 so these checkpoints load and run exactly like trained ones but act at random.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -12,8 +13,14 @@ import torch
 
 from recap_core.checkpoint import build_model, make_provenance, save_checkpoint
 from recap_core.models.configuration import PolicyConfig, ValueConfig
-from recap_core.models.processor import (ACTION_KEY, RELATIVE_ACTION_KEY, STATE_KEY, default_relative_mask,
-                                         policy_steps, value_steps)
+from recap_core.models.processor import (
+    ACTION_KEY,
+    RELATIVE_ACTION_KEY,
+    STATE_KEY,
+    default_relative_mask,
+    policy_steps,
+    value_steps,
+)
 from recap_core.models.tokenizer import train_prompt_tokenizer
 
 
@@ -21,8 +28,13 @@ def neutral_stats(dim: int) -> dict[str, list[float]]:
     return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": [-1.0] * dim, "max": [1.0] * dim}
 
 
-def save_untrained_checkpoint(directory: str | pathlib.Path, config: PolicyConfig | ValueConfig, *,
-                              tasks: Sequence[str] = ("transfer the cube",), seed: int = 0) -> pathlib.Path:
+def save_untrained_checkpoint(
+    directory: str | pathlib.Path,
+    config: PolicyConfig | ValueConfig,
+    *,
+    tasks: Sequence[str] = ("transfer the cube",),
+    seed: int = 0,
+) -> pathlib.Path:
     """Write a checkpoint of a freshly initialised model (seeded) to ``directory``."""
     kind = "policy" if isinstance(config, PolicyConfig) else "value"
     torch.manual_seed(seed)
@@ -37,6 +49,14 @@ def save_untrained_checkpoint(directory: str | pathlib.Path, config: PolicyConfi
     else:
         steps = value_steps(config.cameras, config.backbone.image_size)
     provenance = make_provenance(kind=kind, datasets=[], extra={"untrained": True, "seed": seed})
-    return save_checkpoint(directory, kind=kind, model=model, model_config=config,
-                           training_config={"command": "untrained", "seed": seed}, normalization=normalization,
-                           processor_steps=steps, tokenizer=tokenizer, provenance=provenance)
+    return save_checkpoint(
+        directory,
+        kind=kind,
+        model=model,
+        model_config=config,
+        training_config={"command": "untrained", "seed": seed},
+        normalization=normalization,
+        processor_steps=steps,
+        tokenizer=tokenizer,
+        provenance=provenance,
+    )

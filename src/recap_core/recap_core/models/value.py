@@ -3,6 +3,7 @@
 Same backbone family as the policy (a smaller one), the task prompt without advantage text, and ``num_bins``
 logits over normalised returns in [-1, 0] (docs/learning.md §2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,14 +29,19 @@ class RecapValue(nn.Module):
         self.backbone = VisionLanguageBackbone(config.backbone, load_pretrained_weights=load_pretrained_weights)
         hidden = self.backbone.hidden_size
         self.state_proj = nn.Linear(config.state_dim, hidden)
-        self.readout = nn.Parameter(torch.randn(hidden) * hidden ** -0.5)
-        self.head = nn.Sequential(nn.Linear(hidden, config.head_hidden_size), nn.GELU(approximate="tanh"),
-                                  nn.Linear(config.head_hidden_size, config.num_bins))
-        self.register_buffer("bin_values", torch.tensor(rl.bin_centers(config.num_bins), dtype=torch.float32),
-                             persistent=False)
+        self.readout = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
+        self.head = nn.Sequential(
+            nn.Linear(hidden, config.head_hidden_size),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.head_hidden_size, config.num_bins),
+        )
+        self.register_buffer(
+            "bin_values", torch.tensor(rl.bin_centers(config.num_bins), dtype=torch.float32), persistent=False
+        )
 
-    def forward(self, images: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor,
-                prompt_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, state: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Value logits ``[B, num_bins]``."""
         batch = prompt_ids.shape[0]
         image_tokens = self.backbone.embed_images(images)
@@ -57,6 +63,7 @@ def value_loss(logits: torch.Tensor, target_distribution: torch.Tensor) -> torch
     (:func:`recap_core.rl.two_hot`), so the expected value is unbiased.
     """
     if logits.shape != target_distribution.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(target_distribution.shape)} "
-                         f"must both be [B, num_bins]")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and targets {tuple(target_distribution.shape)} must both be [B, num_bins]"
+        )
     return -(target_distribution * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)

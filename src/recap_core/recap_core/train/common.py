@@ -1,4 +1,5 @@
 """What value and policy training share: command-line flags, model set-up (new / --init / --resume), saving."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,30 +10,59 @@ from typing import Any
 import torch
 
 from recap_core import outputs
-from recap_core.checkpoint import (TRAINING_STATE_FILE, Checkpoint, CheckpointError, load_checkpoint,
-                                   load_training_state, make_provenance, save_checkpoint)
+from recap_core.checkpoint import (
+    TRAINING_STATE_FILE,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_training_state,
+    make_provenance,
+    save_checkpoint,
+)
 from recap_core.errors import UserError
 from recap_core.models.registry import CONFIG_NAMES, get_config
 from recap_core.train.ddp import DistributedContext
 from recap_core.train.loop import TrainConfig
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: int, default_batch_size: int,
-                           default_lr: float, datasets: bool = True) -> None:
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    default_steps: int,
+    default_batch_size: int,
+    default_lr: float,
+    datasets: bool = True,
+) -> None:
     """Flags every training command takes."""
     if datasets:
         parser.add_argument("datasets", nargs="+", metavar="DATASET", help="RECAP dataset directories")
-    parser.add_argument("--out", required=True, type=pathlib.Path,
-                        help="checkpoint directory to write: new or empty, or the run to continue with --resume")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete what --out holds (another checkpoint, files) and write the new checkpoint there")
-    parser.add_argument("--config", choices=CONFIG_NAMES, default=None,
-                        help="model size for a new model (default tiny; taken from --init/--resume otherwise)")
-    parser.add_argument("--pretrained", type=pathlib.Path, default=None,
-                        help="with --config pretrained: local Gemma 3 image-text model directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=pathlib.Path,
+        help="checkpoint directory to write: new or empty, or the run to continue with --resume",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete what --out holds (another checkpoint, files) and write the new checkpoint there",
+    )
+    parser.add_argument(
+        "--config",
+        choices=CONFIG_NAMES,
+        default=None,
+        help="model size for a new model (default tiny; taken from --init/--resume otherwise)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=pathlib.Path,
+        default=None,
+        help="with --config pretrained: local Gemma 3 image-text model directory",
+    )
     parser.add_argument("--init", type=pathlib.Path, default=None, help="start from this checkpoint's weights")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in --out (weights, optimizer, step) up to --steps")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run saved in --out (weights, optimizer, step) up to --steps"
+    )
     parser.add_argument("--iteration", type=int, default=None, help="RECAP iteration k recorded in provenance")
     parser.add_argument("--steps", type=int, default=default_steps, help="total optimiser steps")
     parser.add_argument("--batch-size", type=int, default=default_batch_size, help="samples per step per process")
@@ -41,13 +71,22 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: in
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--augment-shift", type=int, default=0, metavar="PX",
-                        help="random-shift image augmentation: pad by PX and crop back at a random offset "
-                             "(default 0: off; ~4 px at 96 px is the usual choice)")
+    parser.add_argument(
+        "--augment-shift",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="random-shift image augmentation: pad by PX and crop back at a random offset "
+        "(default 0: off; ~4 px at 96 px is the usual choice)",
+    )
     parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
     parser.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: only at the end)")
-    parser.add_argument("--stop-at", type=int, default=None,
-                        help="end this run at that step (saved; schedule of --steps kept); continue with --resume")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="end this run at that step (saved; schedule of --steps kept); continue with --resume",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")
@@ -56,9 +95,18 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_steps: in
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     warmup = args.warmup if args.warmup is not None else max(0, min(100, args.steps // 20))
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=warmup,
-                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
-                       log_every=args.log_every, save_every=args.save_every, num_workers=args.workers)
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        num_workers=args.workers,
+    )
 
 
 @dataclasses.dataclass
@@ -77,8 +125,9 @@ class ModelPlan:
     provenance: dict | None = None  # kept on resume
 
 
-def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: DistributedContext,
-               **config_overrides) -> ModelPlan:
+def plan_model(
+    args: argparse.Namespace, kind: str, tasks: list[str], context: DistributedContext, **config_overrides
+) -> ModelPlan:
     """A new model (``--config``), one initialised from ``--init``, or the run in ``--out`` (``--resume``)."""
     from recap_core.models.tokenizer import load_tokenizer, train_prompt_tokenizer
 
@@ -91,13 +140,22 @@ def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: D
         except CheckpointError as exc:
             raise CheckpointError(f"cannot {'resume' if args.resume else 'initialise'} from {source}: {exc}") from exc
         if args.config is not None and args.config != checkpoint.model_config.name:
-            raise UserError(f"--config {args.config} differs from the checkpoint's config "
-                            f"'{checkpoint.model_config.name}'; drop --config")
+            raise UserError(
+                f"--config {args.config} differs from the checkpoint's config "
+                f"'{checkpoint.model_config.name}'; drop --config"
+            )
         model_config = dataclasses.replace(checkpoint.model_config, **config_overrides)
         model = checkpoint.model
         model.config = model_config
-        plan = ModelPlan(kind, model_config, model, checkpoint.tokenizer, checkpoint.normalization,
-                         parent=checkpoint if args.init else None, processor_steps=checkpoint.processor_steps)
+        plan = ModelPlan(
+            kind,
+            model_config,
+            model,
+            checkpoint.tokenizer,
+            checkpoint.normalization,
+            parent=checkpoint if args.init else None,
+            processor_steps=checkpoint.processor_steps,
+        )
         if args.resume:
             tensors, state_json = load_training_state(args.out)
             plan.start_step = int(state_json["step"])
@@ -123,25 +181,44 @@ def plan_model(args: argparse.Namespace, kind: str, tasks: list[str], context: D
     return ModelPlan(kind, model_config, model, tokenizer, None, parent=None)
 
 
-def saver(*, args: argparse.Namespace, plan: ModelPlan, training_config: dict, normalization: dict,
-          processor_steps: list, extra_provenance: dict | None = None):
+def saver(
+    *,
+    args: argparse.Namespace,
+    plan: ModelPlan,
+    training_config: dict,
+    normalization: dict,
+    processor_steps: list,
+    extra_provenance: dict | None = None,
+):
     """The ``save_fn`` for :func:`recap_core.train.loop.run_training` (rank 0 calls it)."""
     if plan.provenance is not None:
-        provenance = {k: v for k, v in plan.provenance.items()
-                      if k not in ("checkpoint_id", "created", "model_sha256")}
+        provenance = {k: v for k, v in plan.provenance.items() if k not in ("checkpoint_id", "created", "model_sha256")}
     else:
-        provenance = make_provenance(kind=plan.kind, datasets=[str(d) for d in args.datasets],
-                                     iteration=args.iteration, parent=plan.parent, extra=extra_provenance)
+        provenance = make_provenance(
+            kind=plan.kind,
+            datasets=[str(d) for d in args.datasets],
+            iteration=args.iteration,
+            parent=plan.parent,
+            extra=extra_provenance,
+        )
 
     joints = dataset_joint_names(args.datasets)
     if joints:  # a node serves the checkpoint only on a station with these joints, in this order
         training_config = {**training_config, "joint_names": joints}
 
     def save(step: int, training_state: tuple[dict, dict]) -> None:
-        save_checkpoint(args.out, kind=plan.kind, model=plan.model, model_config=plan.model_config,
-                        training_config={**training_config, "steps_done": step}, normalization=normalization,
-                        processor_steps=processor_steps, tokenizer=plan.tokenizer,
-                        provenance={**provenance, "step": step}, training_state=training_state)
+        save_checkpoint(
+            args.out,
+            kind=plan.kind,
+            model=plan.model,
+            model_config=plan.model_config,
+            training_config={**training_config, "steps_done": step},
+            normalization=normalization,
+            processor_steps=processor_steps,
+            tokenizer=plan.tokenizer,
+            provenance={**provenance, "step": step},
+            training_state=training_state,
+        )
 
     return save
 
@@ -163,8 +240,10 @@ def dataset_joint_names(datasets) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         if names and found and names != found:
-            raise UserError(f"{root}: its joints {names} differ from another dataset's {found}; train on "
-                            "datasets of one station layout")
+            raise UserError(
+                f"{root}: its joints {names} differ from another dataset's {found}; train on "
+                "datasets of one station layout"
+            )
         found = found or names
     return found
 
@@ -173,8 +252,9 @@ def augment_shift(args: argparse.Namespace, image_size: int) -> int:
     """The run's random-shift pad in pixels (``--augment-shift``), checked against the image size."""
     shift = int(args.augment_shift)
     if not 0 <= shift < image_size // 2:
-        raise ValueError(f"--augment-shift must be in [0, {image_size // 2}) pixels for {image_size} px images, "
-                         f"got {shift}")
+        raise ValueError(
+            f"--augment-shift must be in [0, {image_size // 2}) pixels for {image_size} px images, got {shift}"
+        )
     return shift
 
 
@@ -190,8 +270,10 @@ def check_out(args: argparse.Namespace, kind: str) -> None:
             raise UserError("--resume continues the run in --out and --overwrite deletes it; give one of them")
         return  # plan_model loads it as a checkpoint of this kind with its training state
     if overwrite:
-        outputs.refuse_clearing_inputs(args.out, {"DATASET": list(getattr(args, "datasets", [])),
-                                                  "--init": args.init, "--pretrained": args.pretrained})
+        outputs.refuse_clearing_inputs(
+            args.out,
+            {"DATASET": list(getattr(args, "datasets", [])), "--init": args.init, "--pretrained": args.pretrained},
+        )
         return
     if not outputs.entries(args.out):
         return

@@ -4,6 +4,7 @@ A value model trained on a few dozen episodes learns each one's own return, and 
 shrink to fitting noise. Why, how episodes keep their folds, and the ``folds/`` directory of a value
 checkpoint: docs/learning.md §5 ("Cross-fitted values") and §6. Nothing here imports torch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ from recap_core.outputs import write_json
 
 FOLDS_DIR = "folds"
 MANIFEST = "folds.json"
-RULE = ("init's held-out folds kept; new episodes in sha256(key) order, each to the fold holding out the fewest "
-        "(lowest index on ties); key = bag directory name, else 'episode-<index>@<start_time>'")
+RULE = (
+    "init's held-out folds kept; new episodes in sha256(key) order, each to the fold holding out the fewest "
+    "(lowest index on ties); key = bag directory name, else 'episode-<index>@<start_time>'"
+)
 # manifests of earlier versions: they list the episodes each fold held out, which is all a reader needs
 EARLIER_RULES = ("sha256(episode key) mod K; key = bag directory name, else 'episode-<index>@<start_time>'",)
 MAX_FOLDS = 20
@@ -109,8 +112,10 @@ def read_assignment(checkpoint: str | pathlib.Path) -> tuple[int, dict[str, int]
     path = root / MANIFEST
     if not path.is_file():
         if root.is_dir() and any(root.iterdir()):
-            raise ValueError(f"{root} has fold models but no {MANIFEST}: the cross-fitting run did not finish; "
-                             f"train the value again (or delete {root} to use the model on all episodes alone)")
+            raise ValueError(
+                f"{root} has fold models but no {MANIFEST}: the cross-fitting run did not finish; "
+                f"train the value again (or delete {root} to use the model on all episodes alone)"
+            )
         return 0, {}
     try:
         record = json.loads(path.read_text())
@@ -129,8 +134,10 @@ def read_assignment(checkpoint: str | pathlib.Path) -> tuple[int, dict[str, int]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} is not a valid folds manifest: {exc}") from None
     if folds == 0 or (rule != RULE and rule not in EARLIER_RULES):
-        raise ValueError(f"{path} records {record.get('folds')!r} folds by rule {rule!r}; "
-                         f"this version assigns folds by {RULE!r}: train the value again")
+        raise ValueError(
+            f"{path} records {record.get('folds')!r} folds by rule {rule!r}; "
+            f"this version assigns folds by {RULE!r}: train the value again"
+        )
     missing = [i for i in range(folds) if not (fold_dir(checkpoint, i) / "provenance.json").is_file()]
     if missing:
         raise ValueError(f"{root}: fold model(s) {missing} of {folds} are missing; train the value again")

@@ -4,6 +4,7 @@ A collated :class:`recap_core.data.RecapDataset` batch becomes a processor
 *frame batch* (``recap_core.models.processor``) with
 :func:`frames_from_batch`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,16 @@ class TrainingData:
         return len(self.dataset)
 
 
-def open_datasets(roots: Sequence[str | pathlib.Path], *, cameras: Sequence[str], image_size: int,
-                  chunk_size: int, need_labels: bool = False, load_images: bool = True,
-                  episodes: Sequence[Sequence[int]] | None = None) -> TrainingData:
+def open_datasets(
+    roots: Sequence[str | pathlib.Path],
+    *,
+    cameras: Sequence[str],
+    image_size: int,
+    chunk_size: int,
+    need_labels: bool = False,
+    load_images: bool = True,
+    episodes: Sequence[Sequence[int]] | None = None,
+) -> TrainingData:
     """Open every dataset with the model's cameras, image size and chunk length.
 
     ``episodes``, one list per root, keeps only those episode indices (a cross-fitting fold's training set).
@@ -50,23 +58,32 @@ def open_datasets(roots: Sequence[str | pathlib.Path], *, cameras: Sequence[str]
     for number, root in enumerate(roots):
         root = pathlib.Path(root)
         if not (root / "meta" / "info.json").is_file():
-            raise FileNotFoundError(f"{root} is not a RECAP dataset (no meta/info.json); create one with "
-                                    f"`recap convert` or `recap dataset`")
-        dataset = RecapDataset(root, chunk_size=chunk_size, image_size=image_size, cameras=cameras,
-                               load_images=load_images, episodes=None if episodes is None else episodes[number])
+            raise FileNotFoundError(
+                f"{root} is not a RECAP dataset (no meta/info.json); create one with `recap convert` or `recap dataset`"
+            )
+        dataset = RecapDataset(
+            root,
+            chunk_size=chunk_size,
+            image_size=image_size,
+            cameras=cameras,
+            load_images=load_images,
+            episodes=None if episodes is None else episodes[number],
+        )
         if len(dataset) == 0:
             raise ValueError(f"{root} holds no frames" + ("" if episodes is None else " in the chosen episodes"))
         if need_labels and not dataset.labelled:
-            raise ValueError(f"{root} has no value/advantage/indicator labels; run `recap label {root} --value "
-                             f"VALUE_CKPT` first")
+            raise ValueError(
+                f"{root} has no value/advantage/indicator labels; run `recap label {root} --value VALUE_CKPT` first"
+            )
         frame_bytes = len(dataset) * len(cameras) * image_size * image_size * 3
         if load_images and frame_bytes < IMAGE_CACHE_LIMIT:
             dataset.cache_images = True
         datasets.append(dataset)
     tasks = sorted({task for dataset in datasets for task in dataset.tasks})
     concatenated = datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
-    return TrainingData([pathlib.Path(r) for r in roots], datasets, concatenated, tasks,
-                        all(d.labelled for d in datasets))
+    return TrainingData(
+        [pathlib.Path(r) for r in roots], datasets, concatenated, tasks, all(d.labelled for d in datasets)
+    )
 
 
 def pooled_stats(datasets: Sequence, feature: str) -> dict[str, list[float]]:
@@ -75,18 +92,23 @@ def pooled_stats(datasets: Sequence, feature: str) -> dict[str, list[float]]:
     for dataset in datasets:
         stats = dataset.stats.get(feature)
         if stats is None:
-            raise ValueError(f"{dataset.root} has no statistics for {feature!r} (meta/stats.json); "
-                             f"the dataset writer should have written them")
+            raise ValueError(
+                f"{dataset.root} has no statistics for {feature!r} (meta/stats.json); "
+                f"the dataset writer should have written them"
+            )
         entries.append(stats)
     counts = np.array([float(np.asarray(s.get("count", [1])).reshape(-1)[0]) for s in entries])
     means = np.stack([np.asarray(s["mean"], dtype=np.float64).reshape(-1) for s in entries])
     stds = np.stack([np.asarray(s["std"], dtype=np.float64).reshape(-1) for s in entries])
     weights = counts / counts.sum()
     mean = (weights[:, None] * means).sum(axis=0)
-    variance = (weights[:, None] * (stds ** 2 + (means - mean) ** 2)).sum(axis=0)
-    return {"mean": mean.tolist(), "std": np.sqrt(variance).tolist(),
-            "min": np.min([np.asarray(s["min"]).reshape(-1) for s in entries], axis=0).tolist(),
-            "max": np.max([np.asarray(s["max"]).reshape(-1) for s in entries], axis=0).tolist()}
+    variance = (weights[:, None] * (stds**2 + (means - mean) ** 2)).sum(axis=0)
+    return {
+        "mean": mean.tolist(),
+        "std": np.sqrt(variance).tolist(),
+        "min": np.min([np.asarray(s["min"]).reshape(-1) for s in entries], axis=0).tolist(),
+        "max": np.max([np.asarray(s["max"]).reshape(-1) for s in entries], axis=0).tolist(),
+    }
 
 
 def normalization_for(data: TrainingData, *, horizon: int, relative_mask: Sequence[bool] | None) -> dict:
@@ -102,8 +124,9 @@ def normalization_for(data: TrainingData, *, horizon: int, relative_mask: Sequen
             actions.append(_vectors(table, ACTION_KEY))
             # distinct ids across datasets so chunks never cross from one dataset into the next
             episodes.append(table["episode_index"].to_numpy() + number * 10_000_000)
-        stats[RELATIVE_ACTION_KEY] = relative_action_stats(np.concatenate(states), np.concatenate(actions),
-                                                           np.concatenate(episodes), horizon, relative_mask)
+        stats[RELATIVE_ACTION_KEY] = relative_action_stats(
+            np.concatenate(states), np.concatenate(actions), np.concatenate(episodes), horizon, relative_mask
+        )
     return stats
 
 
@@ -112,15 +135,19 @@ def _vectors(table, name: str) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float64)
 
 
-def frames_from_batch(batch: dict, cameras: Sequence[str], with_actions: bool, *, shift: int = 0,
-                      generator: torch.Generator | None = None) -> dict:
+def frames_from_batch(
+    batch: dict, cameras: Sequence[str], with_actions: bool, *, shift: int = 0, generator: torch.Generator | None = None
+) -> dict:
     """A collated dataset batch -> a processor frame batch (``images``, ``state``, ``task``, ``actions``).
 
     ``shift`` > 0 applies :func:`random_shift` to the images with ``generator`` (training augmentation).
     """
     images = {camera: batch[f"observation.images.{camera}"] for camera in cameras}
-    frames = {"images": random_shift(images, shift, generator),
-              "state": batch["observation.state"].float(), "task": list(batch["task"])}
+    frames = {
+        "images": random_shift(images, shift, generator),
+        "state": batch["observation.state"].float(),
+        "task": list(batch["task"]),
+    }
     if with_actions:
         frames["actions"] = batch["action"].float()
     return frames
@@ -138,8 +165,9 @@ def random_shift(images: dict[str, torch.Tensor], max_shift: int, generator: tor
         size, _, height, width = batch.shape
         padded = torch.nn.functional.pad(batch.float(), (max_shift,) * 4, mode="replicate").to(batch.dtype)
         offsets = torch.randint(0, 2 * max_shift + 1, (size, 2), generator=generator).tolist()
-        shifted[camera] = torch.stack([padded[i, :, dy:dy + height, dx:dx + width]
-                                       for i, (dy, dx) in enumerate(offsets)])
+        shifted[camera] = torch.stack(
+            [padded[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
+        )
     return shifted
 
 

@@ -5,6 +5,7 @@ group is initialised (gloo on CPU, nccl on GPU), the model is wrapped in
 ``DistributedDataParallel``, each rank reads its own share of every epoch
 (``DistributedSampler`` order) and only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,8 +83,9 @@ def wrap_model(model: nn.Module, context: DistributedContext, *, find_unused_par
     if not context.distributed:
         return model
     device_ids = [context.local_rank] if context.device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                               find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -123,8 +125,16 @@ class StepBatchSampler(Sampler[list[int]]):
     ``recap train-policy --mix``, as deterministic and resumable as the plain order.
     """
 
-    def __init__(self, dataset_size: int, batch_size: int, context: DistributedContext, *, seed: int,
-                 start_batch: int = 0, weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        context: DistributedContext,
+        *,
+        seed: int,
+        start_batch: int = 0,
+        weights: np.ndarray | None = None,
+    ):
         if dataset_size < 1:
             raise ValueError("cannot sample batches from an empty dataset")
         self.dataset_size, self.batch_size = int(dataset_size), int(batch_size)
@@ -144,9 +154,14 @@ class StepBatchSampler(Sampler[list[int]]):
             draws = -(-self.dataset_size // world) * world
             rng = np.random.default_rng([self.seed, epoch])
             chosen = rng.choice(self.dataset_size, size=draws, replace=True, p=self.probabilities)
-            return chosen[self.context.rank::world].tolist()
-        sampler = DistributedSampler(range(self.dataset_size), num_replicas=self.context.world_size,
-                                     rank=self.context.rank, shuffle=True, seed=self.seed)
+            return chosen[self.context.rank :: world].tolist()
+        sampler = DistributedSampler(
+            range(self.dataset_size),
+            num_replicas=self.context.world_size,
+            rank=self.context.rank,
+            shuffle=True,
+            seed=self.seed,
+        )
         sampler.set_epoch(epoch)
         return list(sampler)
 
@@ -160,5 +175,5 @@ class StepBatchSampler(Sampler[list[int]]):
             while len(pending) < self.batch_size:
                 epoch += 1
                 pending += self._epoch(epoch)
-            batch, pending = pending[:self.batch_size], pending[self.batch_size:]
+            batch, pending = pending[: self.batch_size], pending[self.batch_size :]
             yield batch

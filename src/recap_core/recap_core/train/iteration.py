@@ -2,6 +2,7 @@
 
 The steps are in :func:`run_iteration` and docs/learning.md §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ from recap_core.train.policy_training import LABELLED_MODES, train_policy
 from recap_core.train.value_training import train_value
 
 
-def run_iteration(args: argparse.Namespace, mode: str, value_args: argparse.Namespace,
-                  policy_args: argparse.Namespace) -> dict | None:
+def run_iteration(
+    args: argparse.Namespace, mode: str, value_args: argparse.Namespace, policy_args: argparse.Namespace
+) -> dict | None:
     """One pass of Algorithm 1's loop body, with its bookkeeping; returns the iteration record on the main
     process (written to ``OUT/iteration.json``), None on the others.
 
@@ -36,18 +38,28 @@ def run_iteration(args: argparse.Namespace, mode: str, value_args: argparse.Name
     """
     data = [str(d) for d in args.data]
     value_dir, policy_dir = value_args.out, policy_args.out
-    for option, path, kind in (("--value-pretrained", args.value_pretrained, "value"),
-                               ("--policy-pretrained", args.policy_pretrained, "policy")):
+    for option, path, kind in (
+        ("--value-pretrained", args.value_pretrained, "value"),
+        ("--policy-pretrained", args.policy_pretrained, "policy"),
+    ):
         found = read_config(check_directory(path))[0]  # CheckpointError naming the file when it is none
         if found != kind:
             raise CheckpointError(f"{option} {path} is a {found} checkpoint; give a {kind} checkpoint")
     if args.overwrite:
-        outputs.refuse_clearing_inputs(args.out, {"--data": list(args.data),
-                                                  "--value-pretrained": args.value_pretrained,
-                                                  "--policy-pretrained": args.policy_pretrained})
+        outputs.refuse_clearing_inputs(
+            args.out,
+            {
+                "--data": list(args.data),
+                "--value-pretrained": args.value_pretrained,
+                "--policy-pretrained": args.policy_pretrained,
+            },
+        )
     else:
-        outputs.refuse_non_empty(args.out, hint="choose another --out, or give --overwrite to delete what is "
-                                                "there and train this iteration in its place")
+        outputs.refuse_non_empty(
+            args.out,
+            hint="choose another --out, or give --overwrite to delete what is "
+            "there and train this iteration in its place",
+        )
     context = init_distributed(args.device)
     try:
         if context.is_main and args.overwrite:
@@ -57,21 +69,34 @@ def run_iteration(args: argparse.Namespace, mode: str, value_args: argparse.Name
         labels = None
         if context.is_main and mode in LABELLED_MODES:
             labels = label_datasets(
-                data, value_dir, lookahead=args.lookahead, positive_fraction=args.positive_fraction,
+                data,
+                value_dir,
+                lookahead=args.lookahead,
+                positive_fraction=args.positive_fraction,
                 task_fractions=parse_task_fractions(args.task_positive_fraction),
-                rollout_positives=args.rollout_positives, takeover_negative=args.takeover_negative,
-                device=args.device, progress=not args.no_progress)
+                rollout_positives=args.rollout_positives,
+                takeover_negative=args.takeover_negative,
+                device=args.device,
+                progress=not args.no_progress,
+            )
         barrier(context)
         policy_summary = train_policy(policy_args, context)
     finally:
         shutdown(context)
     if not context.is_main:
         return None
-    record = {"iteration": args.iteration, "policy_mode": mode, "datasets": data,
-              "value_pretrained": str(args.value_pretrained), "policy_pretrained": str(args.policy_pretrained),
-              "value_checkpoint": _checkpoint_id(value_dir), "policy_checkpoint": _checkpoint_id(policy_dir),
-              "value_final_loss": value_summary["final_loss"], "policy_final_loss": policy_summary["final_loss"],
-              "labels": labels}
+    record = {
+        "iteration": args.iteration,
+        "policy_mode": mode,
+        "datasets": data,
+        "value_pretrained": str(args.value_pretrained),
+        "policy_pretrained": str(args.policy_pretrained),
+        "value_checkpoint": _checkpoint_id(value_dir),
+        "policy_checkpoint": _checkpoint_id(policy_dir),
+        "value_final_loss": value_summary["final_loss"],
+        "policy_final_loss": policy_summary["final_loss"],
+        "labels": labels,
+    }
     outputs.write_json(args.out / "iteration.json", record)
     return record
 

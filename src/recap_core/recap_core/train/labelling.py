@@ -2,6 +2,7 @@
 
 The rules, and the options that are not the paper's, are in docs/learning.md §5 and :func:`label_datasets`.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -32,8 +33,15 @@ def parse_task_fractions(entries: Sequence[str]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: bool,
-                   fold_runners: Sequence | None = None, assignment: dict[str, int] | None = None) -> np.ndarray:
+def predict_values(
+    runner,
+    root: pathlib.Path,
+    *,
+    batch_size: int,
+    progress: bool,
+    fold_runners: Sequence | None = None,
+    assignment: dict[str, int] | None = None,
+) -> np.ndarray:
     """``V(o_t)`` of every frame of one dataset, by global frame ``index``: ``[N]`` float64.
 
     With ``fold_runners`` (a cross-fitted checkpoint's fold models, ``recap_core.train.crossfit``) and
@@ -50,13 +58,21 @@ def predict_values(runner, root: pathlib.Path, *, batch_size: int, progress: boo
         for fold, fold_runner in [(-1, runner), *enumerate(fold_runners)]:
             chosen = [int(e["episode_index"]) for e, f in zip(episodes, assigned) if f == fold]
             if chosen:
-                _predict_into(values, fold_runner, root, chosen, batch_size=batch_size, progress=progress,
-                              desc=f"value {root.name} " + (f"fold {fold}" if fold >= 0 else "unseen episodes"))
+                _predict_into(
+                    values,
+                    fold_runner,
+                    root,
+                    chosen,
+                    batch_size=batch_size,
+                    progress=progress,
+                    desc=f"value {root.name} " + (f"fold {fold}" if fold >= 0 else "unseen episodes"),
+                )
     else:
         _predict_into(values, runner, root, None, batch_size=batch_size, progress=progress, desc=f"value {root.name}")
     if np.isnan(values).any():
-        raise DatasetError(f"{root}: {int(np.isnan(values).sum())} frames got no value (its frame index has gaps); "
-                           f"{DAMAGED}")
+        raise DatasetError(
+            f"{root}: {int(np.isnan(values).sum())} frames got no value (its frame index has gaps); {DAMAGED}"
+        )
     return values
 
 
@@ -66,26 +82,41 @@ def _total_frames(root: pathlib.Path) -> int:
     return int(load_info(root)["total_frames"])
 
 
-def _predict_into(values: np.ndarray, runner, root: pathlib.Path, episodes, *, batch_size: int, progress: bool,
-                  desc: str) -> None:
+def _predict_into(
+    values: np.ndarray, runner, root: pathlib.Path, episodes, *, batch_size: int, progress: bool, desc: str
+) -> None:
     from tqdm import tqdm
 
     from recap_core.data import RecapDataset
     from recap_core.train.data import frames_from_batch
 
-    dataset = RecapDataset(root, chunk_size=1, image_size=runner.config.backbone.image_size,
-                           cameras=runner.config.cameras, episodes=episodes)
+    dataset = RecapDataset(
+        root,
+        chunk_size=1,
+        image_size=runner.config.backbone.image_size,
+        cameras=runner.config.cameras,
+        episodes=episodes,
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         predicted, _ = runner.predict_frames(frames_from_batch(batch, runner.config.cameras, with_actions=False))
         values[batch["index"].numpy()] = predicted.double().cpu().numpy()
 
 
-def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | pathlib.Path, *,
-                   lookahead: int = rl.DEFAULT_LOOKAHEAD, positive_fraction: float = 0.4,
-                   task_fractions: dict[str, float] | None = None, rollout_positives: str = "advantage",
-                   takeover_negative: int = 0, batch_size: int = 64, device: str | None = None,
-                   progress: bool = True, runner=None) -> dict:
+def label_datasets(
+    roots: Sequence[str | pathlib.Path],
+    value_checkpoint: str | pathlib.Path,
+    *,
+    lookahead: int = rl.DEFAULT_LOOKAHEAD,
+    positive_fraction: float = 0.4,
+    task_fractions: dict[str, float] | None = None,
+    rollout_positives: str = "advantage",
+    takeover_negative: int = 0,
+    batch_size: int = 64,
+    device: str | None = None,
+    progress: bool = True,
+    runner=None,
+) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions.
 
     For every frame: ``V(o_t)`` from the value checkpoint (one trained with ``--folds K`` values each episode
@@ -120,8 +151,10 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
     if runner is None:
         runner = ValueRunner.from_checkpoint(value_checkpoint, device=device or "cpu")
     folds, assignment = crossfit.read_assignment(runner.checkpoint.path)
-    fold_runners = [ValueRunner.from_checkpoint(crossfit.fold_dir(runner.checkpoint.path, fold),
-                                                device=device or "cpu") for fold in range(folds)]
+    fold_runners = [
+        ValueRunner.from_checkpoint(crossfit.fold_dir(runner.checkpoint.path, fold), device=device or "cpu")
+        for fold in range(folds)
+    ]
     roots = [pathlib.Path(r) for r in roots]
     per_dataset = []
     all_tasks = sorted({task for root in roots for task in load_tasks(root)})
@@ -132,15 +165,17 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         table = load_frames_table(root)
         tasks = load_tasks(root)
         recap = RecapConfig.from_json(load_info(root)["recap"])
-        values = predict_values(runner, root, batch_size=batch_size, progress=progress, fold_runners=fold_runners,
-                                assignment=assignment)
+        values = predict_values(
+            runner, root, batch_size=batch_size, progress=progress, fold_runners=fold_runners, assignment=assignment
+        )
         rewards = normalised_rewards(table, recap, tasks)
         episodes = table["episode_index"].to_numpy()
         advantage = rl.n_step_advantage_by_episode(rewards, values, episodes, lookahead)
         global_task = np.array([all_tasks.index(tasks[i]) for i in table["task_index"].to_numpy()], dtype=np.int64)
         in_demo = demo_frames(root, table)
-        per_dataset.append((root, tasks, values, advantage, global_task, corrections(root, table, in_demo),
-                            in_demo, episodes))
+        per_dataset.append(
+            (root, tasks, values, advantage, global_task, corrections(root, table, in_demo), in_demo, episodes)
+        )
     advantages = np.concatenate([entry[3] for entry in per_dataset])
     task_index = np.concatenate([entry[4] for entry in per_dataset])
     fractions = {i: task_fractions.get(task, positive_fraction) for i, task in enumerate(all_tasks)}
@@ -149,8 +184,7 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
         by_advantage = np.concatenate([entry[6] for entry in per_dataset])
         thresholds = {int(t): float(advantages[task_index == t].max()) for t in np.unique(task_index)}
         if by_advantage.any():
-            thresholds.update(rl.per_task_thresholds(advantages[by_advantage], task_index[by_advantage],
-                                                     fractions))
+            thresholds.update(rl.per_task_thresholds(advantages[by_advantage], task_index[by_advantage], fractions))
     else:
         thresholds = rl.per_task_thresholds(advantages, task_index, fractions)
     summary_tasks: dict[str, dict] = {}
@@ -161,28 +195,48 @@ def label_datasets(roots: Sequence[str | pathlib.Path], value_checkpoint: str | 
             indicator &= in_demo | intervention  # the policy's own frames: negative
         leading = rl.before_takeover(intervention, episodes, takeover_negative)
         indicator &= ~leading
-        write_labels(root, value=values, advantage=advantage, indicator=indicator,
-                     thresholds={task: thresholds[all_tasks.index(task)] for task in tasks
-                                 if all_tasks.index(task) in thresholds},
-                     value_checkpoint=f"{runner.checkpoint_id} {runner.checkpoint.path}"
-                     + (f" (cross-fitted, {folds} folds)" if folds else ""))
+        write_labels(
+            root,
+            value=values,
+            advantage=advantage,
+            indicator=indicator,
+            thresholds={
+                task: thresholds[all_tasks.index(task)] for task in tasks if all_tasks.index(task) in thresholds
+            },
+            value_checkpoint=f"{runner.checkpoint_id} {runner.checkpoint.path}"
+            + (f" (cross-fitted, {folds} folds)" if folds else ""),
+        )
         for task in tasks:
             rows = global_task == all_tasks.index(task)
-            entry = summary_tasks.setdefault(task, {"frames": 0, "positive": 0, "interventions": 0,
-                                                    "before_takeover": 0,
-                                                    "threshold": thresholds.get(all_tasks.index(task), 0.0)})
+            entry = summary_tasks.setdefault(
+                task,
+                {
+                    "frames": 0,
+                    "positive": 0,
+                    "interventions": 0,
+                    "before_takeover": 0,
+                    "threshold": thresholds.get(all_tasks.index(task), 0.0),
+                },
+            )
             entry["frames"] += int(rows.sum())
             entry["positive"] += int(indicator[rows].sum())
             entry["interventions"] += int(intervention[rows].sum())
             entry["before_takeover"] += int(leading[rows].sum())
     for entry in summary_tasks.values():
         entry["positive_fraction"] = entry["positive"] / max(1, entry["frames"])
-    return {"datasets": [str(r) for r in roots], "value_checkpoint": runner.checkpoint_id,
-            "value_folds": folds, "lookahead": lookahead, "rollout_positives": rollout_positives,
-            "takeover_negative": takeover_negative,
-            "frames": int(len(advantages)),
-            "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
-            if summary_tasks else 0.0, "tasks": summary_tasks}
+    return {
+        "datasets": [str(r) for r in roots],
+        "value_checkpoint": runner.checkpoint_id,
+        "value_folds": folds,
+        "lookahead": lookahead,
+        "rollout_positives": rollout_positives,
+        "takeover_negative": takeover_negative,
+        "frames": int(len(advantages)),
+        "mean_task_positive_fraction": float(np.mean([e["positive_fraction"] for e in summary_tasks.values()]))
+        if summary_tasks
+        else 0.0,
+        "tasks": summary_tasks,
+    }
 
 
 def corrections(root, table, in_demo: np.ndarray | None = None) -> np.ndarray:

@@ -5,6 +5,7 @@ the noise / dropout randomness of step ``k`` comes from generators seeded
 with ``(seed, rank, k)``. So a run resumed from a checkpoint saved at step
 ``k`` continues exactly as the uninterrupted run would have (tested).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,15 @@ from torch import nn
 from recap_core.checkpoint import optimizer_state_tensors, restore_optimizer
 from recap_core.errors import UserError
 from recap_core.outputs import dumps, write_json
-from recap_core.train.ddp import (DistributedContext, StepBatchSampler, barrier, gather_strings, parameter_checksum,
-                                  unwrap, wrap_model)
+from recap_core.train.ddp import (
+    DistributedContext,
+    StepBatchSampler,
+    barrier,
+    gather_strings,
+    parameter_checksum,
+    unwrap,
+    wrap_model,
+)
 from recap_core.train.plots import plot_loss_curve
 
 METRICS_FILE = "metrics.jsonl"
@@ -59,8 +67,12 @@ class TrainConfig:
             raise ValueError(f"log_every must be a positive integer, got {self.log_every!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0
-                and math.isfinite(self.grad_clip) and self.grad_clip > 0):
+        if not (
+            math.isfinite(self.weight_decay)
+            and self.weight_decay >= 0
+            and math.isfinite(self.grad_clip)
+            and self.grad_clip > 0
+        ):
             raise ValueError(f"weight_decay must be >= 0 and grad_clip > 0; got {self.weight_decay}, {self.grad_clip}")
 
     def learning_rate_at(self, step: int) -> float:
@@ -82,8 +94,10 @@ class StepRandomness:
     @classmethod
     def for_step(cls, seed: int, rank: int, step: int) -> "StepRandomness":
         entropy = np.random.SeedSequence([seed, rank, step])
-        return cls(torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0] >> 1)),
-                   np.random.default_rng(entropy))
+        return cls(
+            torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0] >> 1)),
+            np.random.default_rng(entropy),
+        )
 
 
 # step_fn(model, batch, randomness) -> (scalar loss, metrics of this batch)
@@ -92,11 +106,23 @@ StepFunction = Callable[[nn.Module, dict, StepRandomness], tuple[torch.Tensor, d
 SaveFunction = Callable[[int, tuple[dict, dict]], None]
 
 
-def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config: TrainConfig,
-                 context: DistributedContext, out_dir: pathlib.Path, step_fn: StepFunction, save_fn: SaveFunction,
-                 title: str, start_step: int = 0, resume_state: tuple[dict, dict] | None = None,
-                 find_unused_parameters: bool = False, progress: bool = True, stop_at: int | None = None,
-                 sample_weights: np.ndarray | None = None) -> dict:
+def run_training(
+    *,
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    config: TrainConfig,
+    context: DistributedContext,
+    out_dir: pathlib.Path,
+    step_fn: StepFunction,
+    save_fn: SaveFunction,
+    title: str,
+    start_step: int = 0,
+    resume_state: tuple[dict, dict] | None = None,
+    find_unused_parameters: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+    sample_weights: np.ndarray | None = None,
+) -> dict:
     """Train ``model`` for ``config.steps`` steps (from ``start_step``); returns the run summary.
 
     ``stop_at`` ends this process early at that step (saving it) while keeping
@@ -111,20 +137,28 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
     model.to(context.device)
     trained = wrap_model(model, context, find_unused_parameters=find_unused_parameters)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(0.9, 0.95),
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
+    )
     if resume_state is not None:
         restore_optimizer(optimizer, *resume_state)
-    sampler = StepBatchSampler(len(dataset), config.batch_size, context, seed=config.seed, start_batch=start_step,
-                               weights=sample_weights)
+    sampler = StepBatchSampler(
+        len(dataset), config.batch_size, context, seed=config.seed, start_batch=start_step, weights=sample_weights
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
     metrics_path = out_dir / METRICS_FILE
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if start_step == 0:
             metrics_path.write_text("")
-    bar = tqdm(total=config.steps, initial=start_step, desc=title, unit="step",
-               disable=not (progress and context.is_main), dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        desc=title,
+        unit="step",
+        disable=not (progress and context.is_main),
+        dynamic_ncols=True,
+    )
     started = time.perf_counter()
     window_start, window_samples = started, 0
     last_loss = float("nan")
@@ -152,9 +186,15 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
         done = step + 1
         if context.is_main and (done % config.log_every == 0 or done == end):
             now = time.perf_counter()
-            row = {"step": done, "loss": last_loss, "lr": learning_rate, "grad_norm": grad_norm,
-                   "samples_per_s": window_samples / max(now - window_start, 1e-9), "time_s": now - started,
-                   **{k: float(v) for k, v in metrics.items()}}
+            row = {
+                "step": done,
+                "loss": last_loss,
+                "lr": learning_rate,
+                "grad_norm": grad_norm,
+                "samples_per_s": window_samples / max(now - window_start, 1e-9),
+                "time_s": now - started,
+                **{k: float(v) for k, v in metrics.items()},
+            }
             with open(metrics_path, "a") as handle:
                 handle.write(dumps(row, indent=None) + "\n")
             window_start, window_samples = now, 0
@@ -163,19 +203,27 @@ def run_training(*, model: nn.Module, dataset: torch.utils.data.Dataset, config:
     bar.close()
     elapsed = time.perf_counter() - started
     checksums = _save(save_fn, model, optimizer, end, context)
-    summary = {"title": title, "steps": end, "planned_steps": config.steps, "start_step": start_step,
-               "final_loss": last_loss,
-               "seconds": elapsed, "samples_per_s": samples_seen / max(elapsed, 1e-9),
-               "world_size": context.world_size, "rank_parameter_checksums": checksums,
-               "ranks_identical": len(set(checksums)) == 1}
+    summary = {
+        "title": title,
+        "steps": end,
+        "planned_steps": config.steps,
+        "start_step": start_step,
+        "final_loss": last_loss,
+        "seconds": elapsed,
+        "samples_per_s": samples_seen / max(elapsed, 1e-9),
+        "world_size": context.world_size,
+        "rank_parameter_checksums": checksums,
+        "ranks_identical": len(set(checksums)) == 1,
+    }
     if context.is_main:
         write_json(out_dir / SUMMARY_FILE, summary)
         plot_loss_curve(metrics_path, out_dir / LOSS_PLOT_FILE, title=title)
     return summary
 
 
-def _save(save_fn: SaveFunction, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-          context: DistributedContext) -> list[str]:
+def _save(
+    save_fn: SaveFunction, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, context: DistributedContext
+) -> list[str]:
     """Every rank agrees on its weights' checksum; rank 0 writes the checkpoint; all wait for it."""
     checksums = gather_strings(parameter_checksum(model), context)
     if context.is_main:

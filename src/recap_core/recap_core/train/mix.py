@@ -4,6 +4,7 @@ A frame is a ``demo`` (a demonstration episode), a ``correction`` (a rollout
 frame the human drove) or ``autonomous`` (a rollout frame the policy drove);
 :func:`recap_core.train.data.frame_kinds` types the frames of a training set.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

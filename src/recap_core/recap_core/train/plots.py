@@ -1,4 +1,5 @@
 """Loss curves from a run's ``metrics.jsonl`` (matplotlib, Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
     return rows
 
 
-def plot_loss_curve(metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, *, title: str,
-                    keys: Sequence[str] = ("loss",)) -> pathlib.Path | None:
+def plot_loss_curve(
+    metrics_path: str | pathlib.Path, png_path: str | pathlib.Path, *, title: str, keys: Sequence[str] = ("loss",)
+) -> pathlib.Path | None:
     """Plot ``keys`` against ``step``; returns the PNG path, or None when there is nothing to plot."""
     import matplotlib
 

@@ -2,6 +2,7 @@
 
 What each mode trains on is in :func:`train_policy` and docs/learning.md §3.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,27 @@ import torch
 
 from recap_core import rl
 from recap_core.models.policy import PolicyInputs
-from recap_core.models.processor import (STATE_KEY, Processor, absolute_still_joints, default_relative_mask,
-                                        policy_steps, relative_mask_of, std_floor_of)
+from recap_core.models.processor import (
+    STATE_KEY,
+    Processor,
+    absolute_still_joints,
+    default_relative_mask,
+    policy_steps,
+    relative_mask_of,
+    std_floor_of,
+)
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.errors import UserError
 from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args
-from recap_core.train.data import (dataset_tasks, frame_kinds, frames_from_batch, frames_to_device, normalization_for,
-                                   open_datasets, pooled_stats)
+from recap_core.train.data import (
+    dataset_tasks,
+    frame_kinds,
+    frames_from_batch,
+    frames_to_device,
+    normalization_for,
+    open_datasets,
+    pooled_stats,
+)
 from recap_core.train.mix import mixture_weights, parse_mix
 from recap_core.train.loop import run_training
 
@@ -47,11 +62,13 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
     inherited = relative_mask_of(plan.processor_steps)
     if inherited is not None:
         if len(inherited) != dim:
-            raise UserError(f"the checkpoint's relative-action mask has {len(inherited)} entries, "
-                            f"its model {dim} action dims")
+            raise UserError(
+                f"the checkpoint's relative-action mask has {len(inherited)} entries, its model {dim} action dims"
+            )
         if threshold > 0 and verbose:
-            print("train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's "
-                  "relative-action mask")
+            print(
+                "train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's relative-action mask"
+            )
         return inherited
     base = default_relative_mask(dim)
     if threshold == 0:
@@ -60,8 +77,10 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
     mask = absolute_still_joints(base, state_std, threshold)
     still = [i for i, (before, after) in enumerate(zip(base, mask)) if before != after]
     if verbose:
-        print(f"train-policy: absolute targets for the still joints {still} "
-              f"(state std {[round(state_std[i], 4) for i in still]} < {threshold:g} rad)")
+        print(
+            f"train-policy: absolute targets for the still joints {still} "
+            f"(state std {[round(state_std[i], 4) for i in still]} < {threshold:g} rad)"
+        )
     return mask
 
 
@@ -88,26 +107,44 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         raise UserError(f"--indicator-dropout must be in [0, 1], got {args.indicator_dropout}")
     if not 0.0 <= args.state_dropout < 1.0:
         raise UserError(f"--state-dropout must be in [0, 1), got {args.state_dropout}")
-    if not (np.isfinite(args.awr_temperature) and args.awr_temperature > 0
-            and np.isfinite(args.awr_max_weight) and args.awr_max_weight > 0):
-        raise UserError(f"--awr-temperature and --awr-max-weight must be numbers > 0, got {args.awr_temperature} "
-                        f"and {args.awr_max_weight}")
+    if not (
+        np.isfinite(args.awr_temperature)
+        and args.awr_temperature > 0
+        and np.isfinite(args.awr_max_weight)
+        and args.awr_max_weight > 0
+    ):
+        raise UserError(
+            f"--awr-temperature and --awr-max-weight must be numbers > 0, got {args.awr_temperature} "
+            f"and {args.awr_max_weight}"
+        )
     try:
         mix = parse_mix(args.mix)
     except ValueError as error:
         raise UserError(str(error)) from None
     roots = [pathlib.Path(d) for d in args.datasets]
-    plan = plan_model(args, "policy", dataset_tasks(roots), context,
-                      knowledge_insulation=bool(args.knowledge_insulation),
-                      indicator_dropout=float(args.indicator_dropout))
+    plan = plan_model(
+        args,
+        "policy",
+        dataset_tasks(roots),
+        context,
+        knowledge_insulation=bool(args.knowledge_insulation),
+        indicator_dropout=float(args.indicator_dropout),
+    )
     config = plan.model_config
-    data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size,
-                         chunk_size=config.action_horizon, need_labels=args.mode in LABELLED_MODES)
+    data = open_datasets(
+        roots,
+        cameras=config.cameras,
+        image_size=config.backbone.image_size,
+        chunk_size=config.action_horizon,
+        need_labels=args.mode in LABELLED_MODES,
+    )
     relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main)
-    normalization = plan.normalization or normalization_for(data, horizon=config.action_horizon,
-                                                            relative_mask=relative_mask)
-    steps = policy_steps(config.cameras, config.backbone.image_size, relative_mask,
-                         std_floor=std_floor_of(plan.processor_steps))
+    normalization = plan.normalization or normalization_for(
+        data, horizon=config.action_horizon, relative_mask=relative_mask
+    )
+    steps = policy_steps(
+        config.cameras, config.backbone.image_size, relative_mask, std_floor=std_floor_of(plan.processor_steps)
+    )
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
     shift = augment_shift(args, config.backbone.image_size)
@@ -118,46 +155,91 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         except ValueError as error:
             raise UserError(str(error)) from None
         if context.is_main:
-            print("train-policy: samples by frame kind " + ", ".join(f"{kind} {share:.0%}"
-                                                                     for kind, share in sample_shares.items()))
+            print(
+                "train-policy: samples by frame kind "
+                + ", ".join(f"{kind} {share:.0%}" for kind, share in sample_shares.items())
+            )
 
     def step(model, batch, randomness):
         advantages = advantage_texts(args.mode, batch, args.indicator_dropout, randomness.numpy)
-        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=True, shift=shift,
-                                                    generator=randomness.torch), context.device)
+        frames = frames_to_device(
+            frames_from_batch(batch, config.cameras, with_actions=True, shift=shift, generator=randomness.torch),
+            context.device,
+        )
         prepared = processor.preprocess({**frames, "advantage": advantages})
         weights = None
         if args.mode == "awr":
-            weights = torch.from_numpy(rl.awr_weights(batch["advantage"].double().numpy(), args.awr_temperature,
-                                                      args.awr_max_weight)).float().to(context.device)
+            weights = (
+                torch.from_numpy(
+                    rl.awr_weights(batch["advantage"].double().numpy(), args.awr_temperature, args.awr_max_weight)
+                )
+                .float()
+                .to(context.device)
+            )
         keep = None
         if args.state_dropout > 0:
             keep = torch.from_numpy(randomness.numpy.random(len(advantages)) >= args.state_dropout)
             keep = keep.to(context.device)
-        inputs = PolicyInputs(prepared["pixels"], prepared["state_normalised"], prepared["prompt_ids"],
-                              prepared["prompt_mask"], prepared["actions"],
-                              batch["action_is_pad"].to(context.device), weights, keep, prepared["advantage_code"])
+        inputs = PolicyInputs(
+            prepared["pixels"],
+            prepared["state_normalised"],
+            prepared["prompt_ids"],
+            prepared["prompt_mask"],
+            prepared["actions"],
+            batch["action_is_pad"].to(context.device),
+            weights,
+            keep,
+            prepared["advantage_code"],
+        )
         loss = model(inputs, randomness.torch).mean()
-        metrics = {"fraction_positive": float(np.mean([a == "positive" for a in advantages])),
-                   "fraction_no_advantage_text": float(np.mean([a is None for a in advantages]))}
+        metrics = {
+            "fraction_positive": float(np.mean([a == "positive" for a in advantages])),
+            "fraction_no_advantage_text": float(np.mean([a is None for a in advantages])),
+        }
         if weights is not None:
             metrics["awr_weight_mean"] = float(weights.mean())
         return loss, metrics
 
-    training = {"command": "train-policy", "mode": args.mode, **train_config.__dict__, "augment_shift": shift,
-                "state_dropout": args.state_dropout, "indicator_dropout": args.indicator_dropout,
-                "knowledge_insulation": bool(args.knowledge_insulation),
-                "awr_temperature": args.awr_temperature, "awr_max_weight": args.awr_max_weight,
-                "mix": mix, "sample_shares": sample_shares, "datasets": [str(r) for r in roots]}
+    training = {
+        "command": "train-policy",
+        "mode": args.mode,
+        **train_config.__dict__,
+        "augment_shift": shift,
+        "state_dropout": args.state_dropout,
+        "indicator_dropout": args.indicator_dropout,
+        "knowledge_insulation": bool(args.knowledge_insulation),
+        "awr_temperature": args.awr_temperature,
+        "awr_max_weight": args.awr_max_weight,
+        "mix": mix,
+        "sample_shares": sample_shares,
+        "datasets": [str(r) for r in roots],
+    }
     extra = {"mode": args.mode, "value_checkpoints": _value_checkpoints(data)}
-    save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
-                 processor_steps=steps, extra_provenance=extra)
+    save = saver(
+        args=args,
+        plan=plan,
+        training_config=training,
+        normalization=normalization,
+        processor_steps=steps,
+        extra_provenance=extra,
+    )
     # With knowledge insulation nothing reaches the backbone: DDP must not wait for its gradients.
-    return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
-                        out_dir=args.out, step_fn=step, save_fn=save, title=f"train-policy ({args.mode})",
-                        start_step=plan.start_step, resume_state=plan.resume_state,
-                        find_unused_parameters=bool(args.knowledge_insulation), progress=not args.no_progress,
-                        stop_at=args.stop_at, sample_weights=sample_weights)
+    return run_training(
+        model=plan.model,
+        dataset=data.dataset,
+        config=train_config,
+        context=context,
+        out_dir=args.out,
+        step_fn=step,
+        save_fn=save,
+        title=f"train-policy ({args.mode})",
+        start_step=plan.start_step,
+        resume_state=plan.resume_state,
+        find_unused_parameters=bool(args.knowledge_insulation),
+        progress=not args.no_progress,
+        stop_at=args.stop_at,
+        sample_weights=sample_weights,
+    )
 
 
 def _value_checkpoints(data) -> list[str]:

@@ -2,6 +2,7 @@
 
 The loss is in :func:`train_value` and docs/learning.md §3; the folds in :mod:`recap_core.train.crossfit`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,23 +45,33 @@ def train_value(args: argparse.Namespace, context) -> dict:
     if folds and init is not None:
         init_folds, init_assignment = crossfit.read_assignment(init)
         if init_folds != folds:
-            raise ValueError(f"--folds {folds} with --init {init}, which has "
-                             + (f"{init_folds} folds" if init_folds else "no fold models")
-                             + f": its fold models would have trained on the episodes each new fold holds out; "
-                             f"train {init} with --folds {folds} too")
+            raise ValueError(
+                f"--folds {folds} with --init {init}, which has "
+                + (f"{init_folds} folds" if init_folds else "no fold models")
+                + f": its fold models would have trained on the episodes each new fold holds out; "
+                f"train {init} with --folds {folds} too"
+            )
     if not args.resume and context.is_main:
         # a new model: fold models of an earlier run in OUT would label with values of another model
         shutil.rmtree(args.out / crossfit.FOLDS_DIR, ignore_errors=True)
     summary = _train_one(args, context, init=init)
     stopped_early = args.stop_at is not None and args.stop_at < args.steps
     if folds and not stopped_early:
-        summary["folds"] = _train_folds(args, context, folds, init=init, init_assignment=init_assignment,
-                                        config_name=config_name)
+        summary["folds"] = _train_folds(
+            args, context, folds, init=init, init_assignment=init_assignment, config_name=config_name
+        )
     return summary
 
 
-def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib.Path | None,
-                 init_assignment: dict[str, int], config_name: str | None) -> list[dict]:
+def _train_folds(
+    args: argparse.Namespace,
+    context,
+    folds: int,
+    *,
+    init: pathlib.Path | None,
+    init_assignment: dict[str, int],
+    config_name: str | None,
+) -> list[dict]:
     """One model per fold, each on the episodes outside it (from ``init``'s model of that fold, whose
     manifest ``init_assignment`` is); the manifest is written last, so a label run never meets half a set."""
     from recap_core.data import load_episodes
@@ -68,8 +79,7 @@ def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib
     roots = [pathlib.Path(d) for d in args.datasets]
     episodes = [load_episodes(root) for root in roots]
     # the init's episodes stay in the fold whose init model never saw them; new ones balance the folds
-    assignment = crossfit.assign_folds((crossfit.episode_key(e) for es in episodes for e in es), folds,
-                                       init_assignment)
+    assignment = crossfit.assign_folds((crossfit.episode_key(e) for es in episodes for e in es), folds, init_assignment)
     held_out = {fold: sum(1 for f in assignment.values() if f == fold) for fold in range(folds)}
     summaries = []
     for fold in range(folds):
@@ -91,11 +101,18 @@ def _train_folds(args: argparse.Namespace, context, folds: int, *, init: pathlib
                 continue
             fold_args.resume, fold_args.init, fold_args.config = True, None, None
         if context.is_main:
-            print(f"value fold {fold}/{folds}: {sum(map(len, chosen))} training episodes, "
-                  f"{held_out[fold]} held out", flush=True)
-        summaries.append(_train_one(fold_args, context, episodes=[chosen[i] for i in kept],
-                                    cross_fit={"fold": fold, "folds": folds,
-                                               "held_out_episodes": held_out[fold]}))
+            print(
+                f"value fold {fold}/{folds}: {sum(map(len, chosen))} training episodes, {held_out[fold]} held out",
+                flush=True,
+            )
+        summaries.append(
+            _train_one(
+                fold_args,
+                context,
+                episodes=[chosen[i] for i in kept],
+                cross_fit={"fold": fold, "folds": folds, "held_out_episodes": held_out[fold]},
+            )
+        )
     if context.is_main:
         crossfit.write_manifest(args.out, folds, assignment)
     return summaries
@@ -108,14 +125,16 @@ def _steps_done(checkpoint: pathlib.Path) -> int:
         return 0
 
 
-def _train_one(args: argparse.Namespace, context, episodes=None, cross_fit: dict | None = None,
-               init: pathlib.Path | None = None) -> dict:
+def _train_one(
+    args: argparse.Namespace, context, episodes=None, cross_fit: dict | None = None, init: pathlib.Path | None = None
+) -> dict:
     """One value model; ``init`` is recorded as where the run started (a resumed run passes its original)."""
     roots = [pathlib.Path(d) for d in args.datasets]
     plan = plan_model(args, "value", dataset_tasks(roots), context)
     config = plan.model_config
-    data = open_datasets(roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1,
-                         episodes=episodes)
+    data = open_datasets(
+        roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1, episodes=episodes
+    )
     normalization = plan.normalization or normalization_for(data, horizon=1, relative_mask=None)
     steps = value_steps(config.cameras, config.backbone.image_size, std_floor=std_floor_of(plan.processor_steps))
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
@@ -124,8 +143,10 @@ def _train_one(args: argparse.Namespace, context, episodes=None, cross_fit: dict
     num_bins = config.num_bins
 
     def step(model, batch, randomness):
-        frames = frames_to_device(frames_from_batch(batch, config.cameras, with_actions=False, shift=shift,
-                                                    generator=randomness.torch), context.device)
+        frames = frames_to_device(
+            frames_from_batch(batch, config.cameras, with_actions=False, shift=shift, generator=randomness.torch),
+            context.device,
+        )
         inputs = processor.preprocess({**frames, "advantage": None})
         logits = model(inputs["pixels"], inputs["state_normalised"], inputs["prompt_ids"], inputs["prompt_mask"])
         returns = batch["return_normalised"].double().numpy()
@@ -136,14 +157,28 @@ def _train_one(args: argparse.Namespace, context, episodes=None, cross_fit: dict
             error = (predicted.cpu().double() - torch.from_numpy(returns)).abs().mean()
         return loss, {"value_mae": float(error)}
 
-    training = {"command": "train-value", **train_config.__dict__, "augment_shift": shift,
-                "datasets": [str(r) for r in roots], "init": str(init or args.init) if (init or args.init) else None,
-                "folds": getattr(args, "folds", 0) if cross_fit is None else 0}
+    training = {
+        "command": "train-value",
+        **train_config.__dict__,
+        "augment_shift": shift,
+        "datasets": [str(r) for r in roots],
+        "init": str(init or args.init) if (init or args.init) else None,
+        "folds": getattr(args, "folds", 0) if cross_fit is None else 0,
+    }
     if cross_fit is not None:
         training["cross_fit"] = {**cross_fit, "training_frames": len(data)}
-    save = saver(args=args, plan=plan, training_config=training, normalization=normalization,
-                 processor_steps=steps)
-    return run_training(model=plan.model, dataset=data.dataset, config=train_config, context=context,
-                        out_dir=args.out, step_fn=step, save_fn=save, title="train-value",
-                        start_step=plan.start_step, resume_state=plan.resume_state, progress=not args.no_progress,
-                        stop_at=args.stop_at)
+    save = saver(args=args, plan=plan, training_config=training, normalization=normalization, processor_steps=steps)
+    return run_training(
+        model=plan.model,
+        dataset=data.dataset,
+        config=train_config,
+        context=context,
+        out_dir=args.out,
+        step_fn=step,
+        save_fn=save,
+        title="train-value",
+        start_step=plan.start_step,
+        resume_state=plan.resume_state,
+        progress=not args.no_progress,
+        stop_at=args.stop_at,
+    )

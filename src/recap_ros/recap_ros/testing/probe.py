@@ -3,6 +3,7 @@
 Used by tests and benchmarks to subscribe, publish, call services and set
 parameters of nodes running as separate processes.
 """
+
 from __future__ import annotations
 
 import threading
@@ -48,8 +49,7 @@ class Collector:
         with self._lock:
             return self.messages[-1] if self.messages else None
 
-    def wait_for(self, count: int = 1, timeout: float = 10.0,
-                 predicate: Callable[[Any], bool] | None = None) -> bool:
+    def wait_for(self, count: int = 1, timeout: float = 10.0, predicate: Callable[[Any], bool] | None = None) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -128,18 +128,21 @@ class Probe:
         from rclpy.parameter import parameter_value_to_python
 
         names = list(self.call(ListParameters, f"{node_fqn}/list_parameters", timeout=timeout).result.names)
-        values = self.call(GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=names),
-                           timeout).values
-        descriptors = self.call(DescribeParameters, f"{node_fqn}/describe_parameters",
-                                DescribeParameters.Request(names=names), timeout).descriptors
+        values = self.call(
+            GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=names), timeout
+        ).values
+        descriptors = self.call(
+            DescribeParameters, f"{node_fqn}/describe_parameters", DescribeParameters.Request(names=names), timeout
+        ).descriptors
         return {n: (parameter_value_to_python(v), d) for n, v, d in zip(names, values, descriptors)}
 
     def get_parameter(self, node_fqn: str, name: str, timeout: float = 10.0):
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
 
-        values = self.call(GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=[name]),
-                           timeout).values
+        values = self.call(
+            GetParameters, f"{node_fqn}/get_parameters", GetParameters.Request(names=[name]), timeout
+        ).values
         return parameter_value_to_python(values[0])
 
     def close(self) -> None:
@@ -162,8 +165,14 @@ class StationFeeder:
     pauses every stream; :meth:`publish_once` sends one round with any offset.
     """
 
-    def __init__(self, probe: Probe, cameras=("base", "left_wrist", "right_wrist"), size: int = 64,
-                 rate_hz: float = 50.0, joints=None):
+    def __init__(
+        self,
+        probe: Probe,
+        cameras=("base", "left_wrist", "right_wrist"),
+        size: int = 64,
+        rate_hz: float = 50.0,
+        joints=None,
+    ):
         import numpy as np
         from sensor_msgs.msg import Image, JointState
 

@@ -5,6 +5,7 @@ DDS profile) and a private ``ROS_DOMAIN_ID``, writes its output to a log file,
 and is stopped by PID: SIGINT first (a clean rclpy shutdown), SIGKILL if it
 does not exit in time.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,11 +42,20 @@ test_environment.__test__ = False  # a helper, not a test, when a test module im
 class NodeProcess:
     """One node running as a child process; use as a context manager."""
 
-    def __init__(self, module: str, *, node_name: str | None = None,
-                 params: Mapping[str, Any] | None = None, params_files: Sequence[str] = (),
-                 namespace: str | None = None, remaps: Mapping[str, str] | None = None,
-                 extra_args: Sequence[str] = (), log_dir: str | os.PathLike = ".",
-                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()):
+    def __init__(
+        self,
+        module: str,
+        *,
+        node_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        params_files: Sequence[str] = (),
+        namespace: str | None = None,
+        remaps: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        log_dir: str | os.PathLike = ".",
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ):
         self.module = module
         self.name = node_name or module.rsplit(".", 1)[-1]
         log_dir = pathlib.Path(log_dir)
@@ -66,8 +76,13 @@ class NodeProcess:
         cmd += list(extra_args)
         self.cmd = cmd
         self._log = open(self.log_path, "w", encoding="utf-8")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(env or test_environment()), start_new_session=False)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env or test_environment()),
+            start_new_session=False,
+        )
 
     @property
     def pid(self) -> int:
