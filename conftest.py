@@ -45,6 +45,16 @@ def probe():
     p.close()
 
 
+@pytest.fixture
+def feeder(probe):
+    """A fake station on the probe: the three cameras and joint_states at 50 Hz (``StationFeeder``)."""
+    from recap_ros.testing.probe import StationFeeder
+
+    station = StationFeeder(probe)
+    yield station
+    station.stop()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("CI") and not os.environ.get("RECAP_RUN_GPU_TESTS"):
         skip_gpu = pytest.mark.skip(reason="needs a CUDA device; CI has none")

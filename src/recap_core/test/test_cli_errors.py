@@ -4,7 +4,6 @@ never silently replaces what it holds; damaged datasets are named; every JSON fi
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 import subprocess
@@ -20,32 +19,10 @@ from recap_core import cli, outputs
 from recap_core.checkpoint import load_checkpoint
 from recap_core.data import DatasetError, DatasetWriter, check_dataset, load_episodes, make_synthetic_dataset
 from recap_core.errors import UserError
+from recap_core.testing import recap, refused, strict_json
 
 torch.set_num_threads(1)
 QUIET = ["--no-progress", "--batch-size", "4"]
-
-
-def recap(*argv) -> int:
-    return cli.main([str(a) for a in argv])
-
-
-def refused(capsys, *argv) -> str:
-    """Run a recap command in this process that must fail as a user error; returns its one stderr line."""
-    capsys.readouterr()
-    code = recap(*argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def strict_json(text: str):
-    """Parse JSON as any strict parser would: NaN and infinities are not JSON."""
-
-    def refuse(name):
-        raise ValueError(f"{name} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def digest(directory) -> dict[str, str]:

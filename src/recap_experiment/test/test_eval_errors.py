@@ -14,35 +14,13 @@ from hypothesis import strategies as st
 from recap_core import cli
 from recap_experiment import experiment
 from recap_experiment.evaluate import MAX_SEED, EpisodeOutcome, parse_arm, parse_seeds, summarise
+from recap_core.testing import recap, refused, strict_json
 
 NOT_A_CHECKPOINT = "/nonexistent/recap-policy"
 # what a shell can pass: no NUL; -h / --help (or an abbreviation of it) asks for the help text, no error
 ARGUMENT = st.text(
     alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=24
 ).filter(lambda a: not a.startswith(("-h", "--h")))
-
-
-def recap(*argv) -> int:
-    return cli.main([str(a) for a in argv])
-
-
-def refused(capsys, *argv) -> str:
-    """Run a recap command in this process that must fail as a user error; returns its one stderr line."""
-    capsys.readouterr()
-    code = recap(*argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def strict_json(text: str):
-    """Parse JSON as any strict parser would: NaN and infinities are not JSON."""
-
-    def refuse(name):
-        raise ValueError(f"{name} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 # ----------------------------------------------------------------------------- recap eval

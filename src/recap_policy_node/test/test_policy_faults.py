@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 
 from recap_ros.conversions import diagnostic_values
-from recap_ros.testing.probe import StationFeeder
+from recap_ros.testing.probe import latest_diagnostic as latest_status
 
 pytestmark = pytest.mark.ros
 
@@ -33,19 +33,6 @@ def start_policy(node_process, checkpoint, **params):
     )
     assert proc.wait_for_output("loaded policy checkpoint", timeout=60), proc.output()
     return proc
-
-
-def latest_status(collector, timeout: float = 5.0, predicate=None) -> dict:
-    assert collector.wait_for(1, timeout=timeout, predicate=predicate)
-    msgs = [m for m in collector.snapshot()[0] if predicate is None or predicate(m)]
-    return {**diagnostic_values(msgs[-1]), "level": int.from_bytes(msgs[-1].level, "little")}
-
-
-@pytest.fixture
-def feeder(probe):
-    station = StationFeeder(probe)
-    yield station
-    station.stop()
 
 
 @pytest.mark.parametrize("lead_s", [1.0, 3600.0])

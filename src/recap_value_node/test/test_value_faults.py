@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Float32
 
 from recap_ros.conversions import diagnostic_values
-from recap_ros.testing.probe import StationFeeder
+from recap_ros.testing.probe import latest_diagnostic as latest_status
 from recap_ros.qos import SENSOR
 
 pytestmark = pytest.mark.ros
@@ -27,19 +27,6 @@ def start_value(node_process, checkpoint, **params):
     )
     assert proc.wait_for_output("loaded value checkpoint", timeout=60), proc.output()
     return proc
-
-
-def latest_status(collector, timeout: float = 5.0, predicate=None) -> dict:
-    assert collector.wait_for(1, timeout=timeout, predicate=predicate)
-    msgs = [m for m in collector.snapshot()[0] if predicate is None or predicate(m)]
-    return {**diagnostic_values(msgs[-1]), "level": int.from_bytes(msgs[-1].level, "little")}
-
-
-@pytest.fixture
-def feeder(probe):
-    station = StationFeeder(probe)
-    yield station
-    station.stop()
 
 
 @pytest.mark.parametrize("lead_s", [1.0, 3600.0])

@@ -213,3 +213,13 @@ class StationFeeder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def latest_diagnostic(collector: Collector, timeout: float = 5.0, predicate=None) -> dict:
+    """The key-values of the newest DiagnosticStatus in ``collector`` (matching ``predicate``), with its
+    ``level`` as an int; waits up to ``timeout`` for one."""
+    from recap_ros.conversions import diagnostic_values
+
+    assert collector.wait_for(1, timeout=timeout, predicate=predicate), "no matching status message"
+    msgs = [m for m in collector.snapshot()[0] if predicate is None or predicate(m)]
+    return {**diagnostic_values(msgs[-1]), "level": int.from_bytes(msgs[-1].level, "little")}
