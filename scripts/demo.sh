@@ -12,6 +12,7 @@ scripts/netns.sh .venv/bin/recap station --sim "$@"
 out="${RECAP_DEMO_OUT:-runs/demo-quick}"
 echo
 echo "== the RECAP loop at quick size (a few minutes): $out =="
-scripts/netns.sh .venv/bin/recap experiment --quick --out "$out"
+# The demo's own output folder: a second demo replaces the first one's run.
+scripts/netns.sh .venv/bin/recap experiment --quick --out "$out" --overwrite
 echo
 echo "report: $ROOT/$out/report.md (plots and summary.json next to it)"
