@@ -156,10 +156,9 @@ def run(args) -> int:
     from recap_ros.localhost import apply_ros_environment
 
     apply_ros_environment()
-    import rclpy
     from rclpy.experimental import EventsExecutor
 
-    from recap_ros.node_main import StopSignals, close_nodes, init_ros, spin_forever
+    from recap_ros.node_main import RosSession, spin_forever
     from recap_bringup.episode_driver import EpisodeDriver, StopRequested, TopicRateMonitor
     from recap_sim.operator_node import ScriptedOperatorNode
     from recap_sim.station_node import SimStationNode
@@ -188,70 +187,63 @@ def run(args) -> int:
         *ros_arguments(args, operator_mode, source),
     ]
     results = []
-    stop = StopSignals().install()
-    init_ros(ros_args)
-    nodes = []
-    executor = None
-    spin = None
-    try:
+    with RosSession(ros_args) as session:
+        stop, nodes = session.stop, session.nodes
+        spin = None
         try:
-            for factory in factories:
-                nodes.append(factory())
-        except ValueError as exc:
-            return _fail(str(exc))
-        unloaded = [
-            f"{flag}: {node.model_error}"
-            for node in nodes
-            for flag, name in (("--policy", "policy_node"), ("--value", "value_node"))
-            if node.get_name() == name and node.model_error
-        ]
-        if unloaded:  # e.g. weights that do not load: never run the episodes without the model asked for
-            return _fail("; ".join(unloaded))
-        station, operator = nodes[0], nodes[1]
-        monitor = TopicRateMonitor(list(station.station.cameras))
-        driver = EpisodeDriver(stop.event)
-        nodes += [monitor, driver]
-        executor = EventsExecutor()
-        for node in nodes:
-            executor.add_node(node)
-        spin = threading.Thread(target=spin_forever, args=(executor, stop.is_set), daemon=True)
-        spin.start()
-        print(
-            f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
-            f"{', '.join(n.get_name() for n in nodes[:-2])}; operator {operator_mode} (quality {operator.quality}); "
-            f"{args.episodes} episode(s)",
-            flush=True,
-        )
-        try:
-            for i in range(args.episodes):
-                monitor.reset()
-                r = driver.run_episode(i)
-                results.append(r)
-                rates = ", ".join(f"{t} {hz:.1f} Hz" for t, hz in monitor.rates().items())
-                print(
-                    f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
-                    f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
-                    f"[{r.intervention_steps} steps] | {rates}",
-                    flush=True,
-                )
-        except StopRequested:
+            try:
+                for factory in factories:
+                    nodes.append(factory())
+            except ValueError as exc:
+                return _fail(str(exc))
+            unloaded = [
+                f"{flag}: {node.model_error}"
+                for node in nodes
+                for flag, name in (("--policy", "policy_node"), ("--value", "value_node"))
+                if node.get_name() == name and node.model_error
+            ]
+            if unloaded:  # e.g. weights that do not load: never run the episodes without the model asked for
+                return _fail("; ".join(unloaded))
+            station, operator = nodes[0], nodes[1]
+            monitor = TopicRateMonitor(list(station.station.cameras))
+            driver = EpisodeDriver(stop.event)
+            nodes += [monitor, driver]
+            session.executor = EventsExecutor()
+            for node in nodes:
+                session.executor.add_node(node)
+            spin = threading.Thread(target=spin_forever, args=(session.executor, stop.is_set), daemon=True)
+            spin.start()
             print(
-                f"recap station: stopped by {stop.name} after {len(results)} of {args.episodes} episode(s)"
-                + ("; the open episode's bag is closed as aborted" if args.record else ""),
-                file=sys.stderr,
+                f"station: task {station.task_name}, cameras {list(station.station.cameras)}; nodes "
+                f"{', '.join(n.get_name() for n in nodes[:-2])}; operator {operator_mode} "
+                f"(quality {operator.quality}); {args.episodes} episode(s)",
                 flush=True,
             )
-        except RuntimeError as exc:
-            print(f"recap station: {exc}", file=sys.stderr)
-    finally:
-        stop.event.set()  # the spin thread leaves its loop
-        if spin is not None:
-            spin.join(timeout=2.0)
-        close_nodes(nodes)
-        if executor is not None:
-            executor.shutdown()
-        rclpy.try_shutdown()
-        stop.restore()
+            try:
+                for i in range(args.episodes):
+                    monitor.reset()
+                    r = driver.run_episode(i)
+                    results.append(r)
+                    rates = ", ".join(f"{t} {hz:.1f} Hz" for t, hz in monitor.rates().items())
+                    print(
+                        f"episode {i}: {r.episode_id} seed {r.seed} {r.label.upper()} after {r.steps} steps "
+                        f"({r.wall_seconds:.1f} s), {r.interventions} intervention(s) "
+                        f"[{r.intervention_steps} steps] | {rates}",
+                        flush=True,
+                    )
+            except StopRequested:
+                print(
+                    f"recap station: stopped by {stop.name} after {len(results)} of {args.episodes} episode(s)"
+                    + ("; the open episode's bag is closed as aborted" if args.record else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            except RuntimeError as exc:
+                print(f"recap station: {exc}", file=sys.stderr)
+        finally:
+            stop.event.set()  # the spin thread leaves its loop before the session closes the nodes
+            if spin is not None:
+                spin.join(timeout=2.0)
     n_ok = sum(r.success for r in results)
     print(
         f"summary: {n_ok}/{len(results)} successful, {sum(r.interventions for r in results)} intervention(s); "

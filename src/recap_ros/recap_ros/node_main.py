@@ -59,6 +59,34 @@ def init_ros(args: list[str] | None) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
+class RosSession:
+    """rclpy for the length of a ``with`` block, stopped by SIGINT or SIGTERM (``stop``).
+
+    Whatever ends the block, the nodes added to ``nodes`` are closed and destroyed, ``executor`` (if set) is
+    shut down, rclpy is shut down and the previous signal handlers come back.
+    """
+
+    def __init__(self, args: list[str] | None):
+        self.args = args
+        self.stop = StopSignals()
+        self.nodes: list = []
+        self.executor = None
+
+    def __enter__(self) -> "RosSession":
+        self.stop.install()
+        init_ros(self.args)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import rclpy
+
+        close_nodes(self.nodes)
+        if self.executor is not None:
+            self.executor.shutdown()
+        rclpy.try_shutdown()
+        self.stop.restore()
+
+
 def run_node(factory: Callable[..., object], args: list[str] | None = None) -> int:
     """Create the node(s) with ``factory`` and spin until SIGINT, SIGTERM or shutdown.
 
@@ -70,35 +98,24 @@ def run_node(factory: Callable[..., object], args: list[str] | None = None) -> i
 
     if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ:
         apply_ros_environment()
-    import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.experimental import EventsExecutor
 
-    stop = StopSignals().install()
-    init_ros(sys.argv if args is None else args)
-    nodes: list = []
-    executor = None
-    try:
+    with RosSession(sys.argv if args is None else args) as session:
         try:
             created = factory()
         except ValueError as exc:
             print(f"[FATAL] {exc}", file=sys.stderr, flush=True)
             return 2
-        nodes = list(created) if isinstance(created, (list, tuple)) else [created]
-        executor = EventsExecutor()
-        for node in nodes:
-            executor.add_node(node)
+        session.nodes = list(created) if isinstance(created, (list, tuple)) else [created]
+        session.executor = EventsExecutor()
+        for node in session.nodes:
+            session.executor.add_node(node)
         try:
-            spin_forever(executor, until=stop.is_set)
+            spin_forever(session.executor, until=session.stop.is_set)
         except ExternalShutdownException:
             pass
         return 0
-    finally:
-        close_nodes(nodes)
-        if executor is not None:
-            executor.shutdown()
-        rclpy.try_shutdown()
-        stop.restore()
 
 
 def close_nodes(nodes) -> None:

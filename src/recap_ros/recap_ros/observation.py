@@ -20,6 +20,16 @@ class FutureStampError(MessageError):
     """A message stamped further in the future than the tolerance (a wrong or foreign clock)."""
 
 
+def refuse_future_stamp(stamp: float, now: float, tolerance_s: float, what: str) -> None:
+    """Raise FutureStampError when ``stamp`` lies more than ``tolerance_s`` ahead of ``now`` (seconds)."""
+    lead = stamp - now
+    if lead > tolerance_s:
+        raise FutureStampError(
+            f"{what} is stamped {lead * 1e3:.0f} ms in the future (tolerance "
+            f"{tolerance_s * 1e3:.0f} ms): check the clocks of the station"
+        )
+
+
 class ObservationBuffer:
     """Latest camera images and joint state; ``on_*`` raise MessageError for bad messages.
 
@@ -68,20 +78,11 @@ class ObservationBuffer:
             self._not_before = float(not_before)
             self._waiting_for = why
 
-    def _check_stamp(self, stamp: float, what: str) -> float:
-        received = self._monotonic()
-        lead = stamp - self._clock()
-        if lead > self.future_tolerance_s:
-            raise FutureStampError(
-                f"{what} is stamped {lead * 1e3:.0f} ms in the future (tolerance "
-                f"{self.future_tolerance_s * 1e3:.0f} ms): check the clocks of the station"
-            )
-        return received
-
     def on_image(self, camera: str, msg: Image) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
         image = image_to_numpy(msg)  # validate first: a bad message is rejected whatever its stamp
-        received = self._check_stamp(stamp, f"camera/{camera}")
+        received = self._monotonic()
+        refuse_future_stamp(stamp, self._clock(), self.future_tolerance_s, f"camera/{camera}")
         with self._lock:
             if stamp >= self._not_before:
                 self._images[camera] = (stamp, received, image)
@@ -89,7 +90,8 @@ class ObservationBuffer:
     def on_joints(self, msg: JointState) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
         positions = joint_positions(msg, self.joint_names)
-        received = self._check_stamp(stamp, "joint_states")
+        received = self._monotonic()
+        refuse_future_stamp(stamp, self._clock(), self.future_tolerance_s, "joint_states")
         with self._lock:
             if stamp >= self._not_before:
                 self._state = (stamp, received, positions)

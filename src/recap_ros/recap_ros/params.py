@@ -141,11 +141,6 @@ def declare(
     return value
 
 
-def runtime_parameters(node: Node) -> tuple[str, ...]:
-    """The names of the parameters ``node`` accepts at runtime (everything else is refused)."""
-    return tuple(sorted(_guard(node).runtime))
-
-
 def check(name: str, value: Any, *, min_value=None, max_value=None, choices=None) -> None:
     if choices is not None and value not in choices:
         raise ParameterError(f"parameter '{name}' is {value!r}; expected one of {list(choices)}")

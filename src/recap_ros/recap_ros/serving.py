@@ -130,6 +130,7 @@ class ModelServingNode(Node):
         self.threads = declare(
             self, "inference_threads", threads, "torch threads for inference", min_value=1, max_value=64
         )
+        self.seed = 0  # the sampling seed a runner starts from (the policy node declares it as a parameter)
         self._runner = None
         self._checkpoint_id = ""
         self._load_error = ""
@@ -198,9 +199,6 @@ class ModelServingNode(Node):
     def on_joints(self) -> None:
         """A valid joint state arrived."""
 
-    def publish_status(self) -> None:
-        """Publish the node's status diagnostic."""
-
     # -- checkpoint -------------------------------------------------------------------------------
     def _check_checkpoint(self, path: str) -> None:
         problem = checkpoint_problem(path, self.KIND, self.station) if path else ""
@@ -226,7 +224,7 @@ class ModelServingNode(Node):
             self.on_model_error(f"parameter `checkpoint` is empty: no {self.KIND} runs")
             return False
         try:
-            runner = load_runner(self.KIND, path, threads=self.threads, seed=getattr(self, "seed", 0))
+            runner = load_runner(self.KIND, path, threads=self.threads, seed=self.seed)
             problem = model_problem(self.KIND, runner.config, runner.checkpoint.training_config, self.station)
             if problem:
                 raise ValueError(problem)

@@ -27,6 +27,7 @@ from recap_ros.conversions import (
     stamp_to_seconds,
 )
 from recap_ros.node_main import run_node
+from recap_ros.observation import FutureStampError, refuse_future_stamp
 from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.gate import POLICY, TELEOP, Gate, GateConfig, OutputClock
 
@@ -200,15 +201,14 @@ class GateNode(Node):
             self.get_logger().warning(f"ignoring joint_states: {exc}", throttle_duration_sec=2.0)
             return
         measured = stamp_to_seconds(msg.header.stamp)
-        lead = measured - self.get_clock().now().nanoseconds * 1e-9
-        if lead > self._future_tolerance_s:
+        try:
+            refuse_future_stamp(
+                measured, self.get_clock().now().nanoseconds * 1e-9, self._future_tolerance_s, "joint_states"
+            )
+        except FutureStampError as exc:
             with self._cond:
                 self.node_counters["future_joint_states"] += 1
-            self.get_logger().warning(
-                f"ignoring joint_states stamped {lead * 1e3:.0f} ms in the future (tolerance "
-                f"{self._future_tolerance_s * 1e3:.0f} ms): check the station's clocks",
-                throttle_duration_sec=2.0,
-            )
+            self.get_logger().warning(f"ignoring {exc}", throttle_duration_sec=2.0)
             return
         with self._cond:
             now, stamp = self._now()
