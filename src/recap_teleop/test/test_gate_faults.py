@@ -99,6 +99,13 @@ def gate_status(probe, collector, timeout=5.0) -> dict:
     return diagnostic_values(collector.last())
 
 
+def wait_count(collector, key: str, at_least: int, timeout=5.0) -> int:
+    """The gate's counter `key` once it reaches `at_least` (or its last value after `timeout`):
+    the status is periodic, so a count read too early says nothing about messages still in flight."""
+    collector.wait_for(1, timeout=timeout, predicate=lambda m: int(diagnostic_values(m)[key]) >= at_least)
+    return int(diagnostic_values(collector.last())[key])
+
+
 def test_use_sim_time_is_refused_at_runtime_and_a_fast_clock_cannot_speed_up_the_arm(node_process, probe):
     gate = start_gate(node_process, status_rate_hz=10.0)
     outputs = probe.subscribe(JointState, "joint_command")
@@ -272,7 +279,7 @@ def test_after_a_restart_the_gate_anchors_only_on_a_pose_measured_after_it(node_
     assert outputs.wait_for(3, timeout=3)
     first = joint_positions(outputs.snapshot()[0][0])
     np.testing.assert_allclose(first, after_reset, atol=1e-9)
-    assert int(gate_status(probe, status)["joint_states_before_restart"]) >= 20
+    assert wait_count(status, "joint_states_before_restart", 20) >= 20
 
 
 @pytest.mark.parametrize("lead_s", [1.0, 3600.0])
@@ -281,11 +288,12 @@ def test_joint_states_from_the_future_are_refused_and_counted(node_process, prob
     outputs = probe.subscribe(JointState, "joint_command")
     status = probe.subscribe(DiagnosticStatus, "gate/status")
     states = probe.publisher(JointState, "joint_states")
+    assert probe.wait_for_subscribers(states)
     for _ in range(25):
         states.publish(joint_state(HOME, stamp=now_stamp(probe, lead_s)))
         time.sleep(0.02)
+    assert wait_count(status, "future_joint_states", 20) >= 20
     assert len(outputs) == 0, "a joint state stamped in the future became the hold reference"
-    assert int(gate_status(probe, status)["future_joint_states"]) >= 20
 
 
 # -- hostile command streams -------------------------------------------------------------------------
