@@ -28,6 +28,7 @@ from recap_core.models.processor import (
     relative_action_stats,
 )
 from recap_core.models.tokenizer import PromptTokenizer, train_prompt_tokenizer
+from recap_core.station import GRIPPER_INDICES  # the simulated station's, the one this probe drives
 from recap_sim.operator import ScriptedOperator
 from recap_sim.sim import AlohaSim
 
@@ -69,7 +70,7 @@ def normalisation(data: dict, horizon: int) -> dict:
     def stats(x):  # the dataset writer's statistics; the Normaliser floors the std itself
         return {name: value.tolist() for name, value in feature_stats(x).items()}
 
-    mask = default_relative_mask(actions.shape[-1])
+    mask = default_relative_mask(actions.shape[-1], GRIPPER_INDICES)
     return {
         STATE_KEY: stats(flat_states),
         ACTION_KEY: stats(flat_actions),
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()  # the GL context is a process resource
     tokenizer = train_prompt_tokenizer([TASK], config.backbone.vocab_size)
     processor = Processor(
-        policy_steps(config.cameras, size, default_relative_mask(config.action_dim)),
+        policy_steps(config.cameras, size, default_relative_mask(config.action_dim, GRIPPER_INDICES)),
         normalisation(train, horizon),
         PromptTokenizer(tokenizer, config.max_prompt_tokens),
     )

@@ -409,7 +409,7 @@ def test_data_files_roll_over_at_the_size_limit(tmp_path):
         (dict(actions=np.zeros((5, 7), np.float32)), r"actions must be \[T, 14\]"),
         (dict(is_intervention=np.zeros(3, bool)), "is_intervention must be"),
         (dict(task=""), "task must be a non-empty"),
-        (dict(timestamps=np.array([0.0, 0.1, 0.1, 0.2, 0.3])), "timestamps must increase"),
+        (dict(receive_times=np.array([0.0, 0.1, 0.05, 0.2, 0.3])), "receive_times must not decrease"),
         (dict(metadata={"source": "teleop"}), "episode source must be one of"),
         (dict(metadata={"start_time": "yesterday"}), "start_time"),
     ],

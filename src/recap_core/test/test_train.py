@@ -15,6 +15,7 @@ from recap_core import cli, rl
 from recap_core.checkpoint import load_checkpoint
 from recap_core.data import RecapDataset, load_frames_table, make_synthetic_dataset
 from recap_core.models import PolicyRunner, ValueRunner
+from recap_core.station import GRIPPER_INDICES
 from recap_core.train.data import frames_from_batch, random_shift
 
 torch.set_num_threads(1)
@@ -663,7 +664,7 @@ def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(da
 
     reach, _ = datasets
     state_std = np.asarray(RecapDataset(reach).stats["observation.state"]["std"], dtype=np.float64).reshape(-1)
-    arm = [i for i, relative in enumerate(default_relative_mask()) if relative]
+    arm = [i for i, relative in enumerate(default_relative_mask(14, GRIPPER_INDICES)) if relative]
     spreads = sorted({float(state_std[i]) for i in arm})
     assert len(spreads) >= 2
     threshold = (spreads[0] + spreads[1]) / 2
@@ -686,8 +687,8 @@ def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(da
         == 0
     )
     new = load_checkpoint(tmp_path / "new")
-    expected = [relative and i not in still for i, relative in enumerate(default_relative_mask())]
-    assert expected != default_relative_mask() and any(expected)
+    expected = [relative and i not in still for i, relative in enumerate(default_relative_mask(14, GRIPPER_INDICES))]
+    assert expected != default_relative_mask(14, GRIPPER_INDICES) and any(expected)
     assert relative_mask_of(new.processor_steps) == expected
     post = [s for s in new.processor_steps if s["step"] == "absolute_actions"]
     assert post and post[0]["mask"] == expected
@@ -723,7 +724,9 @@ def test_joints_the_data_holds_still_get_absolute_targets_kept_by_a_fine_tune(da
     )
     assert relative_mask_of(load_checkpoint(tmp_path / "ft").processor_steps) == expected
     assert recap("train-policy", reach, "--mode", "sft", "--out", tmp_path / "plain", "--steps", "1", *QUIET) == 0
-    assert relative_mask_of(load_checkpoint(tmp_path / "plain").processor_steps) == default_relative_mask()
+    assert relative_mask_of(load_checkpoint(tmp_path / "plain").processor_steps) == default_relative_mask(
+        14, GRIPPER_INDICES
+    )
     # a wrong threshold is a clear error; a corrupt mask is one at load, naming the file
     err = refused(
         capsys,

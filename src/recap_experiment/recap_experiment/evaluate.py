@@ -68,7 +68,9 @@ def summarise(outcomes: Sequence[EpisodeOutcome], dt: float = DT) -> dict:
     }
 
 
-def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10) -> dict:
+def scene_conditioning(
+    sim, runner, arm: EvalArm, seeds: Sequence[int], *, task: str, noise_draws: int = 10, station=None
+) -> dict:
     """How much the first chunk's last target depends on the scene versus the sampling noise.
 
     A flow policy that ignores its cameras samples the demonstrations' spread of targets at random (ratio
@@ -77,9 +79,11 @@ def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task:
     ``scene_spread``: std over ``seeds`` (each a freshly reset scene, same noise seed), averaged over the arm
     joints (rad). ``noise_spread``: std over ``noise_draws`` noise seeds on the first seed's scene. Both at
     the reset pose, where the joint state is the same for every seed, so only the images can tell the
-    scenes apart.
+    scenes apart. ``station`` (the simulated one by default) names the grippers, which are left out.
     """
-    from recap_core.station import GRIPPER_INDICES
+    from recap_core.station import StationConfig
+
+    grippers = (station or StationConfig.sim_aloha()).gripper_indices
 
     def first_chunk_end(seed: int, noise_seed: int) -> np.ndarray:
         sim.reset(seed)
@@ -92,7 +96,7 @@ def scene_conditioning(sim, runner, arm: EvalArm, seeds: Sequence[int], *, task:
     by_scene = np.array([first_chunk_end(int(seed), 0) for seed in seeds])
     # noise seed 0 on the first scene is by_scene[0]: draw only the others
     by_noise = np.array([by_scene[0], *(first_chunk_end(int(seeds[0]), k) for k in range(1, noise_draws))])
-    joints = [i for i in range(by_scene.shape[1]) if i not in GRIPPER_INDICES]
+    joints = [i for i in range(by_scene.shape[1]) if i not in grippers]
     scene = float(by_scene[:, joints].std(axis=0).mean())
     noise = float(by_noise[:, joints].std(axis=0).mean())
     return {
@@ -152,18 +156,29 @@ def _episodes(
     progress: bool,
     sim_task: str,
     conditioning_seeds: int,
+    cameras: Sequence[str] | None = None,
 ) -> dict[str, dict]:
     """Every arm on ``seeds`` in this process: outcomes, checkpoint id, seconds, and the conditioning
-    diagnostic on the first ``conditioning_seeds`` seeds (0: none)."""
+    diagnostic on the first ``conditioning_seeds`` seeds (0: none). The sim renders ``cameras``
+    (:func:`sim_station`)."""
     import torch
 
+    from recap_core.errors import UserError
     from recap_core.models import PolicyRunner
-    from recap_core.station import StationConfig
-    from recap_sim.sim import AlohaSim
+    from recap_sim.sim import DEFAULT_CAMERAS, AlohaSim
 
     torch.set_num_threads(threads)
-    limits = StationConfig.sim_aloha()
-    sim = AlohaSim(sim_task, width=image_size, height=image_size, max_episode_steps=max_steps)
+    limits = sim_station(cameras)
+    try:
+        sim = AlohaSim(
+            sim_task,
+            cameras={c: DEFAULT_CAMERAS.get(c, c) for c in limits.cameras},
+            width=image_size,
+            height=image_size,
+            max_episode_steps=max_steps,
+        )
+    except ValueError as exc:
+        raise UserError(f"--cameras {','.join(limits.cameras)}: {exc}") from None
     found = {}
     try:
         for arm in arms:
@@ -197,7 +212,9 @@ def _episodes(
                 "advantage": arm.advantage,
                 "outcomes": [dataclasses.asdict(o) for o in outcomes],
                 "scene_conditioning": (
-                    scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task) if count >= 2 else None
+                    scene_conditioning(sim, runner, arm, list(seeds)[:count], task=task, station=limits)
+                    if count >= 2
+                    else None
                 ),
                 "seconds": time.perf_counter() - t0,
             }
@@ -220,8 +237,9 @@ def evaluate(
     sim_task: str = "transfer_cube",
     conditioning_seeds: int = 20,
     workers: int = 1,
+    cameras: Sequence[str] | None = None,
 ) -> dict:
-    """Evaluate every arm on the same ``seeds``.
+    """Evaluate every arm on the same ``seeds``, the sim rendering ``cameras`` (:func:`sim_station`).
 
     ``workers`` > 1 shares the seeds out among that many processes, each with ``threads // workers``
     (at least 1) torch threads: batch-1 inference of a small model does not keep two threads busy, two
@@ -238,6 +256,7 @@ def evaluate(
         blend_steps=blend_steps,
         image_size=image_size,
         sim_task=sim_task,
+        cameras=None if cameras is None else tuple(cameras),
     )
     t0 = time.perf_counter()
     if workers == 1:
@@ -292,6 +311,28 @@ def evaluate(
         }  # shards run side by side
     report["wall_seconds"] = time.perf_counter() - t0
     return report
+
+
+def sim_station(cameras: Sequence[str] | None = None):
+    """The simulated station evaluated on, rendering ``cameras`` (default its own): each a station camera
+    of the sim (``base`` is the overhead ``top``) or a MuJoCo camera of the model (``angle``,
+    ``front_close``...)."""
+    from recap_core.station import StationConfig
+
+    station = StationConfig.sim_aloha()
+    return station if cameras is None else dataclasses.replace(station, cameras=tuple(cameras))
+
+
+def parse_cameras(text: str) -> tuple[str, ...]:
+    """``--cameras a,b,c``; ``argparse.ArgumentTypeError`` for a bad list."""
+    from recap_core.layout import check_cameras
+
+    cameras = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        check_cameras(cameras)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cameras {text!r}: {exc}") from None
+    return cameras
 
 
 def parse_arm(text: str) -> EvalArm:
@@ -391,6 +432,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
     parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
     parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
+    parser.add_argument(
+        "--cameras",
+        type=parse_cameras,
+        default=None,
+        metavar="CAM,CAM",
+        help="the cameras the sim renders, by the names the policies read: the sim station's (base, "
+        "left_wrist, right_wrist: the default) or MuJoCo cameras (top, angle, front_close, ...); every "
+        "checkpoint's cameras must be among them",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (shared among the workers)")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes that share the seeds (2 on a 2-core machine: ~1.5x faster)"
@@ -413,11 +463,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def check_arms(arms: Sequence[EvalArm]) -> None:
-    """Load every arm's checkpoint once before any episode runs: a missing, damaged or value checkpoint, or
-    guidance without an advantage to guide towards, is a UserError naming the arm (not a traceback minutes in)."""
+def check_arms(arms: Sequence[EvalArm], cameras: Sequence[str] | None = None) -> None:
+    """Load every arm's checkpoint once before any episode runs: a missing, damaged or value checkpoint, one
+    made for another station layout than the sim's (joints, grippers, the ``cameras`` rendered), or guidance
+    without an advantage to guide towards, is a UserError naming the arm (not a traceback minutes in)."""
     from recap_core.checkpoint import CheckpointError, load_checkpoint
     from recap_core.errors import UserError
+    from recap_core.layout import model_problem
+
+    station = sim_station(cameras)
 
     names = [arm.name for arm in arms]
     twice = sorted({name for name in names if names.count(name) > 1})
@@ -428,6 +482,9 @@ def check_arms(arms: Sequence[EvalArm]) -> None:
             checkpoint = load_checkpoint(arm.checkpoint, kind="policy")
         except CheckpointError as exc:
             raise UserError(f"arm {arm.name}: {exc}") from exc
+        problem = model_problem("policy", checkpoint.model_config, checkpoint.training_config, station.layout)
+        if problem:
+            raise UserError(f"arm {arm.name}: {arm.checkpoint} cannot run on the simulated station: {problem}")
         advantage = checkpoint.trained_advantage if arm.advantage == AS_TRAINED else arm.advantage
         if arm.beta != 1.0 and advantage is None:
             raise UserError(
@@ -460,7 +517,7 @@ def run(args) -> int:
             raise UserError(f"{option} must be >= {least}, got {value}")
     if args.out:
         check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
-    check_arms(args.arms)
+    check_arms(args.arms, args.cameras)
     report = evaluate(
         args.arms,
         args.seeds,
@@ -473,6 +530,7 @@ def run(args) -> int:
         progress=not args.no_progress,
         conditioning_seeds=args.conditioning_seeds,
         workers=args.workers,
+        cameras=args.cameras,
     )
     print(format_table(report))
     if args.out:

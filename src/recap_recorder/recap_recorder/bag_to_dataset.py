@@ -1,7 +1,8 @@
 """Episode bags -> RECAP dataset (DESIGN.md §7), without ROS or torch: what ``recap convert`` runs.
 
-The resampling onto the 50 Hz control clock is :func:`resample`, reading one bag :func:`load_episode`, the
-conversion :func:`convert_bags`; the rules are in docs/recording.md, "Converter".
+The resampling onto the control clock is :func:`resample`, reading one bag :func:`load_episode` (with the
+station layout it was recorded with: :func:`episode_layout`), the conversion :func:`convert_bags`; the rules
+are in docs/recording.md, "Converter".
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from recap_core.data.schema import EncodedImage
-from recap_core.station import JOINT_NAMES, NUM_JOINTS
+from recap_core.layout import StationLayout
+from recap_core.station import GRIPPER_JOINTS, JOINT_NAMES
 from recap_recorder.bag_files import BagError, bag_directory
 from recap_recorder.bag_info import BagInfo, bag_info, open_bag
 from recap_recorder.bag_metadata import bag_cameras, relative_topic_name
@@ -25,6 +27,7 @@ from recap_recorder.bag_repair import REPAIRED_SUFFIX
 from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap, MessageIndex
 from recap_recorder.images import (
     COMPRESSED_SUFFIX,
+    colours_swapped,
     compressed_payload,
     compressed_shape,
     compression_of,
@@ -50,8 +53,8 @@ class Timeline:
     """One episode on the control clock; ``T`` frames after dropping leading incomplete ticks."""
 
     tick_ns: np.ndarray  # [T] int64 receive times of the commands
-    actions: np.ndarray  # [T, 14]
-    states: np.ndarray  # [T, 14]
+    actions: np.ndarray  # [T, J]
+    states: np.ndarray  # [T, J]
     is_intervention: np.ndarray  # [T] bool
     image_index: dict[str, np.ndarray]  # camera -> [T] index into that camera's images (time order)
     dropped_leading_ticks: int
@@ -114,7 +117,7 @@ def resample(
     return Timeline(
         tick_ns=ticks[keep],
         actions=actions[keep],
-        states=np.asarray(states)[state_at[keep]] if len(states) else np.zeros((0, NUM_JOINTS)),
+        states=np.asarray(states)[state_at[keep]] if len(states) else np.zeros((0, np.shape(actions)[-1])),
         is_intervention=flags.astype(bool),
         image_index={cam: index[keep] for cam, index in image_at.items()},
         dropped_leading_ticks=first,
@@ -124,17 +127,69 @@ def resample(
 # --------------------------------------------------------------------------- messages
 
 
-def station_order(names: Sequence[str], positions: np.ndarray) -> np.ndarray:
-    """JointState positions in DESIGN.md §4 order (names may be empty = already in order)."""
+def station_order(names: Sequence[str], positions: np.ndarray, joint_names: Sequence[str]) -> np.ndarray:
+    """JointState positions in the station's order ``joint_names`` (names may be empty = already in order)."""
     positions = np.asarray(positions, np.float64)
-    if positions.shape != (NUM_JOINTS,):
-        raise BagError(f"joint message has {positions.size} positions, expected {NUM_JOINTS}")
-    if len(names) and list(names) != list(JOINT_NAMES):
-        if sorted(names) != sorted(JOINT_NAMES):
-            raise BagError(f"joint names {list(names)} are not the station's {list(JOINT_NAMES)}")
+    if positions.shape != (len(joint_names),):
+        raise BagError(f"joint message has {positions.size} positions, expected {len(joint_names)}")
+    if len(names) and list(names) != list(joint_names):
+        if sorted(names) != sorted(joint_names):
+            raise BagError(f"joint names {list(names)} are not the station's {list(joint_names)}")
         index = {name: i for i, name in enumerate(names)}
-        positions = positions[[index[name] for name in JOINT_NAMES]]
+        positions = positions[[index[name] for name in joint_names]]
     return positions
+
+
+def _recorded_names(meta: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    """A comma-separated list of names the bag's custom_data records under ``key`` (None if it does not)."""
+    if key not in meta:
+        return None
+    return tuple(name.strip() for name in str(meta[key]).split(",") if name.strip())
+
+
+def episode_layout(
+    path: Path,
+    meta: Mapping[str, str],
+    cameras: Sequence[str],
+    message_names: Sequence[str],
+    *,
+    station: StationLayout | None = None,
+    fallback: StationLayout | None = None,
+) -> StationLayout:
+    """The station layout one bag was recorded with; BagError (one line) when it cannot be known.
+
+    Joint order and gripper joints come from ``station`` (``recap convert --station``), else the bag's
+    custom_data (``joint_names``, ``gripper_joints``), else ``fallback`` (the dataset appended to) where the
+    recorded joint messages name the same joints, else the names in those messages (``message_names``) with
+    the gripper joints of the simulated station when those are its joints: the one station whose bags
+    recorded no layout.
+    """
+    if station is not None:
+        return StationLayout(station.joint_names, station.gripper_joints, cameras)
+    names = _recorded_names(meta, "joint_names")
+    grippers = _recorded_names(meta, "gripper_joints")
+    if (
+        names is None
+        and fallback is not None
+        and sorted(message_names or fallback.joint_names) == sorted(fallback.joint_names)
+    ):
+        names = fallback.joint_names
+        grippers = fallback.gripper_joints if grippers is None else grippers
+    if names is None and message_names:
+        names = tuple(message_names)
+    if names is None:
+        raise BagError(
+            f"{path}: its joint messages carry no names and it records no joint_names; give the station's "
+            "parameter file with --station"
+        )
+    if grippers is None:
+        if tuple(names) != JOINT_NAMES:
+            raise BagError(f"{path}: it records no gripper_joints; give the station's parameter file with --station")
+        grippers = GRIPPER_JOINTS
+    try:
+        return StationLayout(names, grippers, cameras)
+    except ValueError as exc:
+        raise BagError(f"{path}: station layout: {exc}") from None
 
 
 # --------------------------------------------------------------------------- one bag
@@ -171,12 +226,16 @@ class BagEpisode:
     info: BagInfo
     mcap: IndexedMcap  # open until close()
     timeline: Timeline
-    cameras: tuple[str, ...]
+    layout: StationLayout  # joint order of the timeline's states and actions, gripper joints, cameras
     image_shape: tuple[int, int]
     task: str
     success: bool
     metadata: dict
     streams: dict[str, CameraStream] = dataclasses.field(default_factory=dict)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return self.layout.cameras
 
     def frames(self, camera: str, shape: tuple[int, int] | None = None) -> Iterator[np.ndarray | EncodedImage]:
         """One frame per tick (an image repeats while no newer one arrived), read one by one.
@@ -206,8 +265,8 @@ class BagEpisode:
                         )
                     frame = (
                         EncodedImage(bytes(data), kind, size)
-                        if size == want
-                        else _fit(decode_compressed(data, kind), shape)
+                        if size == want and not colours_swapped(fmt)  # else decoded in true colours
+                        else _fit(decode_compressed(data, kind, fmt), shape)
                     )
             yield frame
 
@@ -238,22 +297,36 @@ class SkipBag(Exception):
     """A bag that is readable but not converted (aborted, no label, no task); the text says why."""
 
 
-def load_episode(path: Path, *, include_aborted: bool = False) -> BagEpisode:
+def load_episode(
+    path: Path,
+    *,
+    include_aborted: bool = False,
+    station: StationLayout | None = None,
+    fallback: StationLayout | None = None,
+) -> BagEpisode:
     """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used.
 
     The bag's CRCs are checked first (:class:`~recap_recorder.indexed_mcap.CorruptBag` when they fail); the
-    returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``).
+    returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``). ``station`` and
+    ``fallback``: see :func:`episode_layout`; with ``station`` its cameras are the ones read.
     """
     path = bag_directory(path)
     meta, mcap = open_bag(path)
     try:
-        return _load_episode(path, meta, mcap, include_aborted)
+        return _load_episode(path, meta, mcap, include_aborted, station, fallback)
     except BaseException:
         mcap.close()
         raise
 
 
-def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool) -> BagEpisode:
+def _load_episode(
+    path: Path,
+    bag_meta,
+    mcap: IndexedMcap,
+    include_aborted: bool,
+    station: StationLayout | None,
+    fallback: StationLayout | None,
+) -> BagEpisode:
     info = bag_info(path, bag_meta, mcap)
     meta = dict(info.custom_data)
     label = info.label
@@ -263,7 +336,10 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         raise SkipBag(f"label '{label}': the episode did not end while recorded, so there is no outcome")
     namespace = info.namespace
     names = {t.name: t for t in info.topics}
-    cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or bag_cameras(t.name for t in info.topics)
+    if station is not None:
+        cameras = station.cameras
+    else:
+        cameras = tuple(c for c in meta.get("cameras", "").split(",") if c) or bag_cameras(t.name for t in info.topics)
     topic = {
         key: relative_topic_name(key, namespace)
         for key in ("joint_command", "joint_states", "intervention", "command_source", "episode/status")
@@ -292,6 +368,10 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
             raise BagError(f"{path} is damaged ({exc}); run `recap bag repair {path}`") from exc
         raise
     image_shape = streams[cameras[0]].shape if cameras else None
+    if not cameras:
+        raise BagError(f"{path}: no camera topics (camera/<name>/image_raw) and no cameras in its metadata")
+    message_names = next((names for names, _ in series["joint_command"][1] + series["joint_states"][1] if names), ())
+    layout = episode_layout(path, meta, cameras, message_names, station=station, fallback=fallback)
 
     def times(key):
         return series[key][0]
@@ -299,12 +379,16 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
     def values(key, dtype=None):
         return np.array(series[key][1], dtype)
 
+    def joints(key) -> np.ndarray:
+        ordered = [station_order(names, positions, layout.joint_names) for names, positions in series[key][1]]
+        return np.array(ordered, np.float64).reshape(-1, layout.num_joints)
+
     status_ns = times("episode/status")  # the first is the start, where the recorder stamps its snapshot
     timeline = resample(
         command_ns=times("joint_command"),
-        commands=values("joint_command", np.float64).reshape(-1, NUM_JOINTS),
+        commands=joints("joint_command"),
         state_ns=times("joint_states"),
-        states=values("joint_states", np.float64).reshape(-1, NUM_JOINTS),
+        states=joints("joint_states"),
         image_ns={cam: streams[cam].log_ns for cam in cameras},
         intervention_ns=times("intervention"),
         intervention=values("intervention", bool),
@@ -327,7 +411,7 @@ def _load_episode(path: Path, bag_meta, mcap: IndexedMcap, include_aborted: bool
         info=info,
         mcap=mcap,
         timeline=timeline,
-        cameras=cameras,
+        layout=layout,
         image_shape=image_shape,
         task=task,
         success=label == "success",
@@ -346,8 +430,8 @@ def _read_series(mcap: IndexedMcap, typestore, key: str, name: str) -> tuple[np.
 
 
 def _decode(key: str, msg):
-    if key in ("joint_command", "joint_states"):
-        return station_order(msg.name, msg.position)
+    if key in ("joint_command", "joint_states"):  # put in the station's order once the layout is known
+        return tuple(msg.name), np.asarray(msg.position, np.float64)
     if key == "intervention":
         return bool(msg.data)
     if key == "command_source":
@@ -458,8 +542,13 @@ def convert_bags(
     robot: str | None = None,
     fps: int = 50,
     progress: bool = True,
+    station: StationLayout | None = None,
 ) -> list[BagOutcome]:
     """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order.
+
+    Each bag's station layout (joint order, gripper joints, cameras) is ``station`` where given (``recap
+    convert --station``), else what the bag records (:func:`episode_layout`); a new dataset takes the first
+    converted bag's, and a bag whose layout differs from the dataset's is not converted (outcome ``failed``).
 
     Refuses (ValueError, one line) an output that is not a directory, or an existing dataset that
     does not pass :func:`recap_core.data.meta.check_dataset`, before reading any bag. A bag that
@@ -477,6 +566,7 @@ def convert_bags(
     dataset = Path(dataset)
     appending = check_output(dataset)
     known_ids, known_paths = converted_bags(dataset) if appending else (set(), set())
+    fallback = schema.info_layout(schema.load_info(dataset)) if appending else None
     outcomes: list[BagOutcome] = []
     writer = None
     bar = _progress(bags, progress)
@@ -484,7 +574,12 @@ def convert_bags(
         for path in bar:
             path = bag_directory(path)
             try:
-                episode = load_episode(path, include_aborted=include_aborted)
+                episode = load_episode(
+                    path,
+                    include_aborted=include_aborted,
+                    station=station,
+                    fallback=writer.layout if writer is not None else fallback,
+                )
             except SkipBag as exc:
                 outcomes.append(BagOutcome(path, "skipped", str(exc)))
                 continue
@@ -502,6 +597,10 @@ def convert_bags(
                     continue
                 if writer is None:
                     writer = _open_writer(DatasetWriter, schema, dataset, episode, image_format, robot, fps)
+                differs = _layout_difference(episode.layout, writer.layout, dataset)
+                if differs:
+                    outcomes.append(BagOutcome(path, "failed", differs))
+                    continue
                 missing = sorted(set(writer.cameras) - set(episode.cameras))
                 if missing:
                     outcomes.append(BagOutcome(path, "failed", f"bag has no camera(s) {missing} that {dataset} has"))
@@ -516,7 +615,7 @@ def convert_bags(
                         images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
                         success=episode.success,
                         task=episode.task,
-                        timestamps=seconds if len(seconds) < 2 or np.all(np.diff(seconds) > 0) else None,
+                        receive_times=seconds,
                         metadata=episode.metadata,
                     )
                 except (BagError, OSError) as exc:
@@ -577,6 +676,15 @@ def _converted_note(info: BagInfo) -> str:
     return "; ".join(notes)
 
 
+def _layout_difference(bag: StationLayout, layout: StationLayout, dataset: Path) -> str:
+    """How a bag's joints differ from the dataset's ('' if they do not)."""
+    if bag.joint_names != layout.joint_names:
+        return f"its joints {list(bag.joint_names)} differ from {dataset}'s {list(layout.joint_names)}"
+    if sorted(bag.gripper_joints) != sorted(layout.gripper_joints):
+        return f"its gripper joints {list(bag.gripper_joints)} differ from {dataset}'s {list(layout.gripper_joints)}"
+    return ""
+
+
 def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, image_format, robot, fps):
     """Append with the dataset's own settings, or create one shaped like the first bag.
 
@@ -601,6 +709,8 @@ def _open_writer(DatasetWriter, schema, dataset: Path, episode: BagEpisode, imag
         dataset,
         fps=fps,
         cameras=episode.cameras,
+        joint_names=episode.layout.joint_names,
+        gripper_joints=episode.layout.gripper_joints,
         image_shape=episode.image_shape,
         robot=robot or schema.DEFAULT_ROBOT,
         image_format=image_format or schema.DEFAULT_IMAGE_FORMAT,

@@ -36,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image encoding of a new dataset (default: the dataset format's default, jpeg)",
     )
     parser.add_argument("--robot", default=None, help="robot_type of a new dataset (default aloha_sim)")
+    parser.add_argument(
+        "--station",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the station the bags were recorded on: its parameter file (the /** section) or robot contract. "
+        "Gives the joint order, the gripper joints, the cameras and the control rate (a new dataset's fps); "
+        "default: what each bag records",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -45,6 +54,8 @@ def run(args) -> int:
 
     bags = expand_bag_paths(args.bags)
     try:
+        station = station_from_file(args.station) if args.station is not None else None
+        fps = {} if station is None else {"fps": _fps(station.control_rate_hz, args.station)}
         outcomes = convert_bags(
             bags,
             args.out,
@@ -52,6 +63,8 @@ def run(args) -> int:
             image_format=args.image_format,
             robot=args.robot,
             progress=not args.no_progress and sys.stderr.isatty(),
+            station=None if station is None else station.layout,
+            **fps,
         )
     except (ValueError, RuntimeError) as exc:  # --out no dataset directory or damaged, settings mismatch, locked
         print(f"recap convert: {exc}", file=sys.stderr)
@@ -71,3 +84,38 @@ def run(args) -> int:
         f"{skipped} skipped, {corrupt} corrupt (not converted), {failed} unreadable"
     )
     return 1 if failed or corrupt else 0
+
+
+def station_from_file(path: Path):
+    """The StationConfig of a station parameter file (its ``/**`` section) or a robot contract; ValueError
+    (one line) naming the file when it is neither."""
+    import yaml
+
+    from recap_core.station import StationConfig
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"--station {path}: cannot read it ({type(exc).__name__}: {exc})") from None
+    if isinstance(doc, dict) and "robot_contract" in doc:
+        from recap_core.errors import UserError
+        from recap_core.robot_contract import load_contract
+
+        try:
+            return load_contract(path).station_config()
+        except (UserError, ValueError) as exc:  # ContractError, or limits the station refuses
+            raise ValueError(f"--station {path}: {exc}") from None
+    if not isinstance(doc, dict) or "/**" not in doc:
+        raise ValueError(f"--station {path}: neither a station parameter file (no '/**' section) nor a robot contract")
+    try:
+        return StationConfig.from_yaml(path)
+    except ValueError as exc:
+        raise ValueError(f"--station {path}: {exc}") from None
+
+
+def _fps(control_rate_hz: float, path: Path) -> int:
+    if control_rate_hz != int(control_rate_hz):
+        raise ValueError(
+            f"--station {path}: control_rate_hz {control_rate_hz} is not a whole number, which a dataset's fps must be"
+        )
+    return int(control_rate_hz)

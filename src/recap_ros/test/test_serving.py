@@ -23,7 +23,7 @@ def test_each_mismatch_is_named():
     assert "commands 16" in model_problem("policy", PolicyConfig(action_dim=16), {}, STATION)
     swapped = list(JOINT_NAMES[7:]) + list(JOINT_NAMES[:7])
     assert "order differ" in model_problem("policy", PolicyConfig(), {"joint_names": swapped}, STATION)
-    renamed = dataclasses.replace(STATION, joint_names=tuple(f"j{i}" for i in range(14)))
+    renamed = dataclasses.replace(STATION, joint_names=tuple(f"j{i}" for i in range(14)), gripper_joints=("j6", "j13"))
     assert "order differ" in model_problem("value", ValueConfig(), {"joint_names": list(JOINT_NAMES)}, renamed)
 
 

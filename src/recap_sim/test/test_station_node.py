@@ -12,7 +12,8 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from recap_ros.conversions import diagnostic_values, image_to_numpy, joint_positions, joint_state
+from recap_ros.conversions import diagnostic_values, joint_positions, joint_state
+from recap_ros.images import image_to_rgb
 from recap_core.station import JOINT_NAMES, StationConfig
 
 pytestmark = pytest.mark.ros
@@ -45,7 +46,7 @@ def test_publishes_cameras_and_joints_at_50hz(station, probe):
         msgs, stamps = col.snapshot()
         rate = len(msgs) / window
         assert rate >= 45.0, f"camera {cam}: {rate:.1f} Hz"
-        img = image_to_numpy(msgs[-1], expect_shape=(224, 224))
+        img = image_to_rgb(msgs[-1], expect_shape=(224, 224))
         assert msgs[-1].encoding == "rgb8" and img.shape == (224, 224, 3)
         assert img.std() > 1.0, f"camera {cam} image is blank"
     msgs, _ = joints.snapshot()
@@ -143,7 +144,7 @@ def test_bad_commands_are_rejected_counted_and_the_station_holds(station, probe,
     assert joints.wait_for(5, timeout=20) and probe.wait_for_subscribers(pub)
     held = joint_positions(joints.last())
     upper = StationConfig.sim_aloha().upper_array
-    msg = joint_state(held)
+    msg = joint_state(held, names=JOINT_NAMES)
     if bad == "wrong_count":
         msg.position = msg.position[:13]
         msg.name = msg.name[:13]

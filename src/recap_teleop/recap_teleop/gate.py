@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from recap_core.station import NUM_JOINTS, StationConfig
+from recap_core.station import StationConfig
 
 POLICY, TELEOP, HOLD = "policy", "teleop", "hold"
 SOURCES = (POLICY, TELEOP, HOLD)
@@ -27,7 +27,7 @@ WIDEN_RAMP_S = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
-    """Joint limits and timing of one gate. Arrays are ``[14]`` in station joint order."""
+    """Joint limits and timing of one gate. Arrays are ``[J]`` in station joint order, any J >= 1."""
 
     lower: tuple[float, ...]
     upper: tuple[float, ...]
@@ -37,10 +37,15 @@ class GateConfig:
     velocity_scale: float = 1.0
 
     def __post_init__(self):
+        joints = len(self.lower)
+        if joints < 1:
+            raise ValueError("GateConfig needs the limits of at least one joint")
         for name in ("lower", "upper", "max_velocity"):
             values = getattr(self, name)
-            if len(values) != NUM_JOINTS or not all(math.isfinite(v) for v in values):
-                raise ValueError(f"GateConfig.{name} must be {NUM_JOINTS} finite values, got {list(values)}")
+            if len(values) != joints or not all(math.isfinite(v) for v in values):
+                raise ValueError(
+                    f"GateConfig.{name} must be {joints} finite values (one per joint), got {list(values)}"
+                )
         if not all(lo < hi for lo, hi in zip(self.lower, self.upper)):
             raise ValueError("GateConfig: every lower limit must be below its upper limit")
         if not all(v > 0 for v in self.max_velocity):
@@ -68,13 +73,17 @@ class GateConfig:
         )
 
     @property
+    def num_joints(self) -> int:
+        return len(self.lower)
+
+    @property
     def max_step(self) -> np.ndarray:
-        """``[14]`` largest change of one output per control period (velocity scale applied)."""
+        """``[J]`` largest change of one output per control period (velocity scale applied)."""
         return np.asarray(self.max_velocity) * self.control_period_s * self.velocity_scale
 
 
 class GateOutput(NamedTuple):
-    command: np.ndarray  # [14] joint position targets, within limits
+    command: np.ndarray  # [J] joint position targets, within limits
     source: str  # policy | teleop | hold
     intervention: bool  # the deadman is held: a human owns this step
 
@@ -174,7 +183,7 @@ class Gate:
         self.counters["limit_changes"] += 1
 
     def step_limit(self, now: float) -> np.ndarray:
-        """``[14]`` largest change of one output per control period at time ``now``."""
+        """``[J]`` largest change of one output per control period at time ``now``."""
         if self._ramp is None:
             return self._max_step
         start, t0 = self._ramp
@@ -186,7 +195,7 @@ class Gate:
 
     # -- inputs -----------------------------------------------------------------------------
     def on_policy(self, command: Sequence[float], now: float) -> bool:
-        """A policy command ``[14]``; False (and counted) if it is malformed."""
+        """A policy command ``[J]``; False (and counted) if it is malformed."""
         cmd = self._valid(command, "rejected_policy")
         if cmd is None:
             return False
@@ -195,7 +204,7 @@ class Gate:
         return True
 
     def on_teleop(self, command: Sequence[float], now: float) -> bool:
-        """A teleop command ``[14]``; False (and counted) if it is malformed."""
+        """A teleop command ``[J]``; False (and counted) if it is malformed."""
         cmd = self._valid(command, "rejected_teleop")
         if cmd is None:
             return False
@@ -203,7 +212,7 @@ class Gate:
         return True
 
     def on_joint_state(self, positions: Sequence[float], now: float, stamp: float | None = None) -> bool:
-        """The measured joint positions ``[14]`` (the hold reference before any output).
+        """The measured joint positions ``[J]`` (the hold reference before any output).
 
         ``stamp``: when they were measured, in the time base of the restart's
         ``not_before``. After a restart a state measured before it (or without
@@ -328,7 +337,7 @@ class Gate:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
             arr = None
-        if arr is None or arr.shape != (NUM_JOINTS,) or not np.all(np.isfinite(arr)):
+        if arr is None or arr.shape != (self.config.num_joints,) or not np.all(np.isfinite(arr)):
             self.counters[counter] += 1
             return None
         return arr

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from recap_core.station import JOINT_NAMES
+from recap_core.station import StationConfig
 
 #: The gamepad mapping the joy node uses unless given another (shipped with this package).
 DEFAULT_MAPPING_FILE = pathlib.Path(__file__).resolve().parent / "joy_default.yaml"
@@ -45,15 +45,22 @@ class JogBinding:
             )
 
 
+def _sim_joint_names() -> tuple[str, ...]:
+    """The simulated station's joints, which ``joy_default.yaml`` jogs (the joy node passes its own)."""
+    return StationConfig.sim_aloha().joint_names
+
+
 @dataclasses.dataclass(frozen=True)
 class JoyMapping:
+    """Buttons and jog bindings of one gamepad for a station with ``joint_names``."""
+
     deadman_button: int
     actions: tuple[tuple[str, int], ...] = ()  # (action, button)
     jog: tuple[JogBinding, ...] = ()
     shift_button: int | None = None  # while held, `shifted_jog` replaces `jog`
     shifted_jog: tuple[JogBinding, ...] = ()
     deadzone: float = 0.1
-    joint_names: tuple[str, ...] = JOINT_NAMES
+    joint_names: tuple[str, ...] = dataclasses.field(default_factory=_sim_joint_names)
 
     def __post_init__(self):
         buttons = {"deadman": self.deadman_button, **dict(self.actions)}
@@ -73,7 +80,8 @@ class JoyMapping:
         for binding in self.jog + self.shifted_jog:
             if binding.joint not in self.joint_names:
                 raise ValueError(
-                    f"joy mapping: joint '{binding.joint}' is not a station joint {list(self.joint_names)}"
+                    f"joy mapping: joint '{binding.joint}' is not a station joint {list(self.joint_names)}; "
+                    "give a mapping_file that jogs this station's joints"
                 )
             if binding.button is not None and binding.button in used:
                 raise ValueError(f"joy mapping: jog button {binding.button} is already '{used[binding.button]}'")
@@ -84,7 +92,8 @@ class JoyMapping:
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, doc: Mapping, joint_names: Sequence[str] = JOINT_NAMES) -> "JoyMapping":
+    def from_dict(cls, doc: Mapping, joint_names: Sequence[str] | None = None) -> "JoyMapping":
+        """From a mapping document, for the station's ``joint_names`` (the simulated station's if None)."""
         known = {"deadman_button", "actions", "jog", "shift_button", "shifted_jog", "deadzone"}
         extra = sorted(set(doc) - known)
         if extra:
@@ -105,11 +114,11 @@ class JoyMapping:
             shift_button=doc.get("shift_button"),
             shifted_jog=bindings("shifted_jog"),
             deadzone=float(doc.get("deadzone", 0.1)),
-            joint_names=tuple(joint_names),
+            joint_names=tuple(_sim_joint_names() if joint_names is None else joint_names),
         )
 
     @classmethod
-    def from_yaml(cls, path: str | pathlib.Path, joint_names: Sequence[str] = JOINT_NAMES) -> "JoyMapping":
+    def from_yaml(cls, path: str | pathlib.Path, joint_names: Sequence[str] | None = None) -> "JoyMapping":
         path = pathlib.Path(path)
         if not path.is_file():
             raise ValueError(f"joy mapping file {path} does not exist (see {DEFAULT_MAPPING_FILE})")
@@ -144,7 +153,7 @@ class JoyMapping:
         return [a for a, b in self.actions if _pressed(buttons, b) and not _pressed(previous, b)]
 
     def joint_velocity(self, axes: Sequence[float], buttons: Sequence[int]) -> np.ndarray:
-        """``[14]`` jog velocity in station joint order (units/s)."""
+        """``[J]`` jog velocity in station joint order (units/s)."""
         shifted = self.shift_button is not None and _pressed(buttons, self.shift_button)
         velocity = np.zeros(len(self.joint_names))
         for binding in self.shifted_jog if shifted else self.jog:
@@ -169,7 +178,7 @@ def _pressed(buttons: Sequence[int], index: int) -> bool:
 
 
 class JointJogger:
-    """Integrates jog velocities into a joint target ``[14]`` that starts at the measured position."""
+    """Integrates jog velocities into a joint target ``[J]`` that starts at the measured position."""
 
     def __init__(self, lower: Sequence[float], upper: Sequence[float]):
         self._lower = np.asarray(lower, dtype=np.float64)

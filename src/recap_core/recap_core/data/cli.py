@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--image-size", type=int, default=32, help="square image side in pixels (default: 32)")
     synth.add_argument(
+        "--cameras",
+        default=None,
+        help="comma-separated camera names (default: the simulated station's base,left_wrist,right_wrist)",
+    )
+    synth.add_argument(
         "--max-episode-length",
         type=int,
         default=None,
@@ -56,6 +61,15 @@ def _synth(args: argparse.Namespace) -> int:
         return 2
     make = synthetic.make_synthetic_dataset if args.kind == "reach" else synthetic.make_bimodal_dataset
     extra = {} if args.max_episode_length is None else {"max_episode_length": args.max_episode_length}
+    if args.cameras is not None:
+        cameras = [c.strip() for c in args.cameras.split(",")]
+        if not all(c.isidentifier() for c in cameras) or len(set(cameras)) != len(cameras):
+            print(
+                f"recap dataset synth: --cameras {args.cameras!r} must be distinct names like base,wrist",
+                file=sys.stderr,
+            )
+            return 2
+        extra["cameras"] = tuple(cameras)
     try:
         make(args.root, num_episodes=args.episodes, image_size=args.image_size, seed=args.seed, **extra)
     except ValueError as exc:
@@ -82,6 +96,11 @@ def _info(root: Path) -> int:
         f"format    LeRobot {info['codebase_version']}, robot {info['robot_type']}, {info['fps']} fps, "
         f"images {info['recap']['image_format']} {list(schema.info_image_shape(info))} "
         f"from {', '.join(schema.info_cameras(info))}"
+    )
+    layout = schema.info_layout(info)
+    print(
+        f"joints    {layout.num_joints}: {', '.join(layout.joint_names)}; grippers "
+        f"{', '.join(layout.gripper_joints) or 'none'}"
     )
     print(f"episodes  {len(episodes)}  frames {table.num_rows}  tasks {len(tasks)}  c_fail {recap.c_fail:g}")
     if episodes:

@@ -141,7 +141,7 @@ def check_dataset(root: str | Path) -> dict:
     info = schema.load_info(root)
     try:
         total_frames = int(info["total_frames"])
-        schema.info_cameras(info)
+        schema.info_layout(info)
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{root / schema.INFO_PATH}: lacks or garbles {first_line(exc)}; {DAMAGED}") from None
     tasks = load_tasks(root, info)

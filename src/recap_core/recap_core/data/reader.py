@@ -67,7 +67,7 @@ def load_frames_table(root: str | Path) -> pa.Table:
     files = _data_files(root, episodes)
     labelled = _labels_state(root, info, [path for path, _ in files])
     image_columns = {schema.camera_key(c) for c in schema.info_cameras(info)}
-    columns = [name for name in schema.frame_schema(schema.info_cameras(info)).names if name not in image_columns]
+    columns = [name for name in schema.info_frame_schema(info).names if name not in image_columns]
     if labelled:
         columns += list(schema.LABEL_COLUMNS)
     tables = []
@@ -80,7 +80,7 @@ def load_frames_table(root: str | Path) -> pa.Table:
             )
         tables.append(table)
     if not tables:
-        empty = schema.frame_schema(schema.info_cameras(info))
+        empty = schema.info_frame_schema(info)
         return pa.table({name: pa.array([], empty.field(name).type) for name in columns if name in empty.names})
     table = pa.concat_tables(tables)
     index = table[schema.INDEX].to_numpy()
@@ -175,9 +175,9 @@ def _label_array(name: str, values, total: int, dtype) -> np.ndarray:
     return array.astype(dtype)
 
 
-def _vectors(table: pa.Table, name: str) -> np.ndarray:
+def _vectors(table: pa.Table, name: str, dim: int) -> np.ndarray:
     column = table[name].combine_chunks()
-    return column.flatten().to_numpy().reshape(len(column), schema.STATE_DIM).astype(np.float32)
+    return column.flatten().to_numpy().reshape(len(column), dim).astype(np.float32)
 
 
 class RecapDataset(torch.utils.data.Dataset):
@@ -185,10 +185,10 @@ class RecapDataset(torch.utils.data.Dataset):
 
     Item (after default collation add a leading batch dim ``B``):
     ``observation.images.<cam>`` uint8 ``[3, S, S]``; ``observation.state``
-    float32 ``[14]``; ``action`` float32 ``[H, 14]`` (frames t..t+H-1, padded
-    with the episode's last action); ``action_is_pad`` bool ``[H]``; scalars
+    float32 ``[J]`` (the dataset's J joints, ``layout.joint_names``); ``action`` float32 ``[H, J]`` (frames
+    t..t+H-1, padded with the episode's last action); ``action_is_pad`` bool ``[H]``; scalars
     ``is_intervention``, ``task``, ``task_index``, ``episode_index``,
-    ``frame_index``, ``index``, ``timestamp``, ``episode_length``,
+    ``frame_index``, ``index``, ``timestamp``, ``receive_time``, ``episode_length``,
     ``episode_success``, ``reward``, ``return_normalised``; and, on a labelled
     dataset, ``value``, ``advantage``, ``indicator``.
 
@@ -219,9 +219,10 @@ class RecapDataset(torch.utils.data.Dataset):
         self.chunk_size, self.image_size = int(chunk_size), image_size
         self.image_format = self.info["recap"]["image_format"]
         self.stored_image_shape = schema.info_image_shape(self.info)
-        stored_cameras = schema.info_cameras(self.info)
+        self.layout = schema.info_layout(self.info)
+        stored_cameras = list(self.layout.cameras)
         self.cameras = tuple(stored_cameras if cameras is None else cameras)
-        missing = sorted(set(self.cameras) - set(stored_cameras))
+        missing = [c for c in self.cameras if c not in stored_cameras]
         if missing:
             raise ValueError(f"cameras {missing} are not in {self.root}; it has {stored_cameras}")
         self.tasks = load_tasks(self.root)
@@ -247,13 +248,15 @@ class RecapDataset(torch.utils.data.Dataset):
         )
         self._rows = rows  # dataset item -> global frame index
         table = table.take(pa.array(rows))
-        self._state = _vectors(table, schema.STATE)
-        self._action = _vectors(table, schema.ACTION)
+        self._state = _vectors(table, schema.STATE, self.layout.num_joints)
+        self._action = _vectors(table, schema.ACTION, self.layout.num_joints)
         self._scalars = {
             name: table[name].to_numpy(zero_copy_only=False)
             for name in table.column_names
             if name not in (schema.STATE, schema.ACTION)
         }
+        # Datasets written before receive_time have the receive times in ``timestamp`` (then not evenly spaced).
+        self._receive_time = self._scalars.get(schema.RECEIVE_TIME, self._scalars[schema.TIMESTAMP])
         self.episode_ranges: dict[int, tuple[int, int]] = {}
         start = 0
         for episode in chosen:
@@ -348,6 +351,7 @@ class RecapDataset(torch.utils.data.Dataset):
             schema.FRAME_INDEX: int(scalars[schema.FRAME_INDEX][item]),
             schema.INDEX: int(scalars[schema.INDEX][item]),
             schema.TIMESTAMP: float(scalars[schema.TIMESTAMP][item]),
+            schema.RECEIVE_TIME: float(self._receive_time[item]),
             "episode_length": int(self._episode_length[item]),
             schema.EPISODE_SUCCESS: bool(scalars[schema.EPISODE_SUCCESS][item]),
             schema.REWARD: float(scalars[schema.REWARD][item]),

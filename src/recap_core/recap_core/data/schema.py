@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from recap_core.errors import UserError
-from recap_core.station import JOINT_NAMES, NUM_JOINTS
+from recap_core.layout import StationLayout
+from recap_core.station import GRIPPER_JOINTS
 
 CODEBASE_VERSION = "v3.0"
 RECAP_FORMAT_VERSION = 1
@@ -53,11 +54,11 @@ JPEG_SUBSAMPLING = "420"  # chroma at half resolution, as libjpeg's and video co
 PNG_COMPRESS_LEVEL = 1  # level 6 is ~1.6x slower to write for ~15 % smaller files
 DEFAULT_MAX_EPISODE_LENGTH = 400  # the sim station's time limit (its station parameter file)
 
-STATE_DIM = NUM_JOINTS
 STATE = "observation.state"
 ACTION = "action"
 IMAGE_PREFIX = "observation.images."
-TIMESTAMP = "timestamp"
+TIMESTAMP = "timestamp"  # frame_index / fps, as LeRobot: evenly spaced
+RECEIVE_TIME = "receive_time"  # when the frame's tick was received, seconds after the episode's first
 FRAME_INDEX = "frame_index"
 EPISODE_INDEX = "episode_index"
 INDEX = "index"
@@ -92,12 +93,14 @@ def _scalar(dtype: str) -> dict:
     return {"dtype": dtype, "shape": [1], "names": None}
 
 
-def build_features(cameras: Sequence[str], image_shape: tuple[int, int], image_format: str) -> dict[str, dict]:
-    """The ``features`` table of info.json for an unlabelled dataset."""
+def build_features(
+    cameras: Sequence[str], image_shape: tuple[int, int], image_format: str, joint_names: Sequence[str]
+) -> dict[str, dict]:
+    """The ``features`` table of info.json for an unlabelled dataset: state and action name the joints."""
     height, width = image_shape
     features: dict[str, dict] = {
-        STATE: {"dtype": "float32", "shape": [STATE_DIM], "names": list(JOINT_NAMES)},
-        ACTION: {"dtype": "float32", "shape": [STATE_DIM], "names": list(JOINT_NAMES)},
+        STATE: {"dtype": "float32", "shape": [len(joint_names)], "names": list(joint_names)},
+        ACTION: {"dtype": "float32", "shape": [len(joint_names)], "names": list(joint_names)},
     }
     for camera in cameras:
         features[camera_key(camera)] = {
@@ -111,6 +114,7 @@ def build_features(cameras: Sequence[str], image_shape: tuple[int, int], image_f
     features.update(
         {
             TIMESTAMP: _scalar("float32"),
+            RECEIVE_TIME: _scalar("float64"),
             FRAME_INDEX: _scalar("int64"),
             EPISODE_INDEX: _scalar("int64"),
             INDEX: _scalar("int64"),
@@ -129,13 +133,14 @@ LABEL_FEATURES = {VALUE: _scalar("float32"), ADVANTAGE: _scalar("float32"), INDI
 IMAGE_STORAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
-def frame_schema(cameras: Sequence[str]) -> pa.Schema:
-    """Arrow schema of an unlabelled data file."""
-    vector = pa.list_(pa.float32(), STATE_DIM)
+def frame_schema(cameras: Sequence[str], state_dim: int, receive_time: bool = True) -> pa.Schema:
+    """Arrow schema of an unlabelled data file (datasets written before ``receive_time`` lack that column)."""
+    vector = pa.list_(pa.float32(), state_dim)
     fields = [pa.field(STATE, vector), pa.field(ACTION, vector)]
     fields += [pa.field(camera_key(c), IMAGE_STORAGE) for c in cameras]
+    fields += [pa.field(TIMESTAMP, pa.float32())]
+    fields += [pa.field(RECEIVE_TIME, pa.float64())] if receive_time else []
     fields += [
-        pa.field(TIMESTAMP, pa.float32()),
         pa.field(FRAME_INDEX, pa.int64()),
         pa.field(EPISODE_INDEX, pa.int64()),
         pa.field(INDEX, pa.int64()),
@@ -304,7 +309,7 @@ EPISODE_METADATA_SCHEMA = pa.schema(
 def new_info(
     *,
     fps: int,
-    cameras: Sequence[str],
+    layout: StationLayout,
     image_shape: tuple[int, int],
     robot: str,
     image_format: str,
@@ -324,10 +329,11 @@ def new_info(
         "splits": {},
         "data_path": DATA_PATH,
         "video_path": None,  # images are embedded in the data files, no videos
-        "features": build_features(cameras, image_shape, image_format),
+        "features": build_features(layout.cameras, image_shape, image_format, layout.joint_names),
         "recap": {
             "format_version": RECAP_FORMAT_VERSION,
-            "cameras": list(cameras),
+            "cameras": list(layout.cameras),
+            "gripper_joints": list(layout.gripper_joints),
             "image_format": image_format,
             **recap.to_json(),
         },
@@ -336,6 +342,34 @@ def new_info(
 
 def info_cameras(info: Mapping[str, Any]) -> list[str]:
     return list(info["recap"]["cameras"])
+
+
+def info_joint_names(info: Mapping[str, Any]) -> list[str]:
+    """The joints of ``observation.state`` and ``action``, in order."""
+    return list(info["features"][STATE]["names"])
+
+
+def info_gripper_joints(info: Mapping[str, Any]) -> list[str]:
+    """The gripper joints; a dataset written before they were recorded is the simulated station's, the one
+    station there was then."""
+    recorded = info["recap"].get("gripper_joints")
+    if recorded is not None:
+        return list(recorded)
+    return [g for g in GRIPPER_JOINTS if g in info_joint_names(info)]
+
+
+def info_layout(info: Mapping[str, Any]) -> StationLayout:
+    """The station layout a dataset was recorded with (joint order, gripper joints, cameras)."""
+    return StationLayout(info_joint_names(info), info_gripper_joints(info), info_cameras(info))
+
+
+def info_has_receive_time(info: Mapping[str, Any]) -> bool:
+    return RECEIVE_TIME in info["features"]
+
+
+def info_frame_schema(info: Mapping[str, Any]) -> pa.Schema:
+    """Arrow schema of the dataset's unlabelled data files."""
+    return frame_schema(info_cameras(info), len(info_joint_names(info)), info_has_receive_time(info))
 
 
 def info_image_shape(info: Mapping[str, Any]) -> tuple[int, int]:
@@ -350,7 +384,7 @@ def describe_mismatch(
     info: Mapping[str, Any],
     *,
     fps: int,
-    cameras: Sequence[str],
+    layout: StationLayout,
     image_shape: tuple[int, int],
     robot: str,
     image_format: str,
@@ -358,6 +392,8 @@ def describe_mismatch(
     """What differs between an existing dataset and the settings a writer was opened with."""
     existing = {
         "fps": info["fps"],
+        "joint_names": info_joint_names(info),
+        "gripper_joints": info_gripper_joints(info),
         "cameras": info_cameras(info),
         "image_shape": list(info_image_shape(info)),
         "robot": info["robot_type"],
@@ -365,7 +401,9 @@ def describe_mismatch(
     }
     wanted = {
         "fps": fps,
-        "cameras": list(cameras),
+        "joint_names": list(layout.joint_names),
+        "gripper_joints": list(layout.gripper_joints),
+        "cameras": list(layout.cameras),
         "image_shape": list(image_shape),
         "robot": robot,
         "image_format": image_format,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from recap_core.data.writer import DatasetWriter
-from recap_core.station import DEFAULT_CAMERAS, NUM_JOINTS
+from recap_core.station import DEFAULT_CAMERAS, GRIPPER_JOINTS, JOINT_NAMES
 
 SUCCESS_RADIUS = 0.08
 DEMONSTRATOR_SPEED = 0.06
@@ -97,6 +97,8 @@ def make_synthetic_dataset(
     fps: int = 50,
     demo_fraction: float = 0.4,
     corrected_fraction: float = 0.2,
+    joint_names: Sequence[str] = JOINT_NAMES,
+    gripper_joints: Sequence[str] = GRIPPER_JOINTS,
 ) -> Path:
     """Write (or append) ``num_episodes`` "reach" episodes to ``root``; returns ``root``.
 
@@ -107,10 +109,13 @@ def make_synthetic_dataset(
     episode: ``demo`` (an expert heads straight at the goal, always succeeds), ``rollout`` (a noisy policy;
     some time out) and corrected ``rollout`` (the noisy policy, then an ``is_intervention`` segment in which
     the expert steers). Steps-to-go of expert behaviour is distance / speed, so a value model can learn it
-    from the observation.
+    from the observation. The layout (``joint_names``, ``gripper_joints``, ``cameras``) is the simulated
+    station's unless given; the reach needs at least 4 joints.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if len(joint_names) < 4:
+        raise ValueError(f"the reach puts the point and the goal in 4 state dims; give >= 4 joints, got {joint_names}")
     if not (0 <= demo_fraction and 0 <= corrected_fraction and demo_fraction + corrected_fraction <= 1):
         raise ValueError(
             f"demo_fraction {demo_fraction} and corrected_fraction {corrected_fraction} must be "
@@ -122,6 +127,8 @@ def make_synthetic_dataset(
         root,
         fps=fps,
         cameras=cameras,
+        joint_names=joint_names,
+        gripper_joints=gripper_joints,
         image_shape=(image_size, image_size),
         robot="synthetic",
         c_fail=float(max_episode_length),
@@ -136,7 +143,7 @@ def make_synthetic_dataset(
             )
             points, goal, flags, success = _reach_episode(rng, kind, max_episode_length)
             length = len(points) - 1  # >= 1: the goal starts at least 0.8 away
-            states = np.zeros((length, NUM_JOINTS), dtype=np.float32)
+            states = np.zeros((length, len(joint_names)), dtype=np.float32)
             states[:, 0:2], states[:, 2:4] = points[:-1], goal
             actions = states.copy()
             actions[:, 0:2] = points[1:]
@@ -185,11 +192,13 @@ def make_bimodal_dataset(
     segment_length: int = 10,
     cameras: Sequence[str] = DEFAULT_CAMERAS,
     fps: int = 50,
+    joint_names: Sequence[str] = JOINT_NAMES,
+    gripper_joints: Sequence[str] = GRIPPER_JOINTS,
 ) -> Path:
     """Write (or append) ``num_episodes`` two-mode episodes to ``root``; returns ``root``.
 
     A point on a line, ``x`` in [-1, 1], every state dim equal to ``x``. At every state there are two action
-    modes: ``+STEP`` in all 14 dims (towards the goal at ``x = GOAL_X``: "good") or ``-STEP`` (towards a wall
+    modes: ``+STEP`` in every dim (towards the goal at ``x = GOAL_X``: "good") or ``-STEP`` (towards a wall
     at -1: "bad"). Each episode's chance of choosing the good mode is drawn uniformly from
     ``good_probabilities``; the mode is redrawn every ``segment_length`` steps. By default episodes are
     all-good (succeed in ~20 steps) or all-bad (pressed against the wall until they fail). A policy
@@ -208,6 +217,8 @@ def make_bimodal_dataset(
         root,
         fps=fps,
         cameras=cameras,
+        joint_names=joint_names,
+        gripper_joints=gripper_joints,
         image_shape=(image_size, image_size),
         robot="synthetic",
         c_fail=float(max_episode_length),
@@ -216,8 +227,8 @@ def make_bimodal_dataset(
         for number in range(num_episodes):
             probability = float(rng.choice(np.asarray(good_probabilities, dtype=float)))
             positions, modes, success = _bimodal_episode(rng, probability, segment_length, max_episode_length)
-            states = np.repeat(positions[:-1, None], NUM_JOINTS, axis=1).astype(np.float32)
-            actions = np.repeat(positions[1:, None], NUM_JOINTS, axis=1)
+            states = np.repeat(positions[:-1, None], len(joint_names), axis=1).astype(np.float32)
+            actions = np.repeat(positions[1:, None], len(joint_names), axis=1)
             # Noise keeps the two modes distributions rather than two points, but far apart (STEP >> noise).
             actions = (actions + rng.normal(0.0, ACTION_NOISE, size=actions.shape)).astype(np.float32)
             writer.add_episode(
@@ -241,9 +252,9 @@ def make_bimodal_dataset(
 
 
 def bimodal_good_mode(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """Whether actions follow the good mode (towards the goal): ``[..., 14], [..., 14] -> bool [...]``.
+    """Whether actions follow the good mode (towards the goal): ``[..., J], [..., J] -> bool [...]``.
 
-    ``actions`` may be a chunk ``[..., H, 14]`` against ``states`` ``[..., 14]``:
+    ``actions`` may be a chunk ``[..., H, J]`` against ``states`` ``[..., J]``:
     then the verdict is per chunk (mean over the chunk's steps).
     """
     states = np.asarray(states, dtype=np.float64)

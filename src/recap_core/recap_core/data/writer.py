@@ -22,8 +22,9 @@ from recap_core import rl
 from recap_core.data import schema
 from recap_core.data.meta import check_dataset, load_tasks
 from recap_core.errors import UserError
+from recap_core.layout import StationLayout
 from recap_core.outputs import dumps as strict_dumps
-from recap_core.station import DEFAULT_CAMERAS
+from recap_core.station import StationConfig
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ class DatasetWriter:
     ``close()`` leaves the dataset as it was; the next writer deletes the dead one's partial files. A lock file
     stops two writers working on one dataset at once.
 
+    ``joint_names``, ``gripper_joints`` and ``cameras`` are the station's layout (a new dataset: the simulated
+    station's where not given; an existing one: its own where not given, and given ones must be its own).
+
     ``c_fail`` and ``max_episode_length`` (one limit, or a mapping task -> limit)
     set the reward normalisation of a new dataset; on an existing one they must
     agree with what is stored (new tasks may be added).
@@ -134,7 +138,9 @@ class DatasetWriter:
         root: str | Path,
         *,
         fps: int = schema.DEFAULT_FPS,
-        cameras: Sequence[str] = DEFAULT_CAMERAS,
+        cameras: Sequence[str] | None = None,
+        joint_names: Sequence[str] | None = None,
+        gripper_joints: Sequence[str] | None = None,
         image_shape: tuple[int, int] = schema.DEFAULT_IMAGE_SHAPE,
         robot: str = schema.DEFAULT_ROBOT,
         image_format: str = schema.DEFAULT_IMAGE_FORMAT,
@@ -147,10 +153,10 @@ class DatasetWriter:
         if not isinstance(encode_threads, int) or encode_threads < 1:
             raise ValueError(f"encode_threads must be an int >= 1, got {encode_threads!r}")
         self.encode_threads = encode_threads
-        cameras = tuple(cameras)
         image_shape = (int(image_shape[0]), int(image_shape[1]))
-        self._check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb)
         info_path = self.root / schema.INFO_PATH
+        layout = self._layout(joint_names, gripper_joints, cameras)
+        self._check_settings(fps, image_shape, image_format, data_files_size_in_mb)
         if not info_path.is_file() and self.root.exists() and any(self.root.iterdir()):
             raise schema.DatasetError(
                 f"{self.root} exists, is not empty and is not a RECAP dataset "
@@ -162,16 +168,19 @@ class DatasetWriter:
             _remove_leftovers(self.root)
             if info_path.is_file():
                 self.info = self._open_existing(
-                    fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length
+                    fps, layout, image_shape, robot, image_format, c_fail, max_episode_length
                 )
             else:
                 self.info = self._create(
-                    fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
+                    fps, layout, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
                 )
         except BaseException:
             self._lock.release()
             raise
-        self.fps, self.cameras, self.image_shape, self.image_format = fps, cameras, image_shape, image_format
+        self.fps, self.layout, self.image_shape, self.image_format = fps, layout, image_shape, image_format
+        self.cameras = layout.cameras
+        self.state_dim = layout.num_joints
+        self.receive_time = schema.info_has_receive_time(self.info)  # datasets written before it lack it
         self.recap = schema.RecapConfig.from_json(self.info["recap"])
         self._tasks = self._load_tasks()
         self._next_episode = int(self.info["total_episodes"])
@@ -188,12 +197,24 @@ class DatasetWriter:
 
     # ------------------------------------------------------------------ opening
 
+    def _layout(self, joint_names, gripper_joints, cameras) -> StationLayout:
+        """The layout given, completed from the existing dataset's (or, new, the simulated station's)."""
+        known = StationConfig.sim_aloha().layout
+        if (self.root / schema.INFO_PATH).is_file():
+            try:
+                known = schema.info_layout(schema.load_info(self.root))
+            except (KeyError, TypeError, ValueError):
+                pass  # a damaged info.json: check_dataset says what is wrong once the lock is held
+        return StationLayout(
+            tuple(known.joint_names if joint_names is None else joint_names),
+            tuple(known.gripper_joints if gripper_joints is None else gripper_joints),
+            tuple(known.cameras if cameras is None else cameras),
+        )
+
     @staticmethod
-    def _check_settings(fps, cameras, image_shape, image_format, data_files_size_in_mb) -> None:
+    def _check_settings(fps, image_shape, image_format, data_files_size_in_mb) -> None:
         if not (isinstance(fps, int) and fps > 0):
             raise ValueError(f"fps must be a positive integer, got {fps!r}")
-        if not cameras or len(set(cameras)) != len(cameras) or not all(c and "/" not in c for c in cameras):
-            raise ValueError(f"cameras must be distinct non-empty names without '/', got {cameras!r}")
         if min(image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width) > 0, got {image_shape!r}")
         if image_format not in schema.IMAGE_FORMATS:
@@ -202,7 +223,7 @@ class DatasetWriter:
             raise ValueError(f"data_files_size_in_mb must be > 0, got {data_files_size_in_mb!r}")
 
     def _create(
-        self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
+        self, fps, layout, image_shape, robot, image_format, c_fail, max_episode_length, data_files_size_in_mb
     ) -> dict:
         default_length = schema.DEFAULT_MAX_EPISODE_LENGTH
         lengths: dict[str, int] = {}
@@ -217,7 +238,7 @@ class DatasetWriter:
         )
         info = schema.new_info(
             fps=fps,
-            cameras=cameras,
+            layout=layout,
             image_shape=image_shape,
             robot=robot,
             image_format=image_format,
@@ -227,10 +248,10 @@ class DatasetWriter:
         schema.write_json_atomic(self.root / schema.INFO_PATH, info)
         return info
 
-    def _open_existing(self, fps, cameras, image_shape, robot, image_format, c_fail, max_episode_length) -> dict:
+    def _open_existing(self, fps, layout, image_shape, robot, image_format, c_fail, max_episode_length) -> dict:
         info = check_dataset(self.root)  # a damaged dataset is refused, not appended to
         problems = schema.describe_mismatch(
-            info, fps=fps, cameras=cameras, image_shape=image_shape, robot=robot, image_format=image_format
+            info, fps=fps, layout=layout, image_shape=image_shape, robot=robot, image_format=image_format
         )
         recap = schema.RecapConfig.from_json(info["recap"])
         if c_fail is not None and float(c_fail) != recap.c_fail:
@@ -271,17 +292,18 @@ class DatasetWriter:
         is_intervention: np.ndarray,
         success: bool,
         task: str,
-        timestamps: np.ndarray | None = None,
+        receive_times: np.ndarray | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one episode; returns its ``episode_index``.
 
-        ``states``, ``actions``: ``[T, 14]``; ``images``: camera -> ``[T, H, W, 3]``
+        ``states``, ``actions``: ``[T, J]`` (J joints, the dataset's order); ``images``: camera -> ``[T, H, W, 3]``
         uint8 array or an iterable of ``[H, W, 3]`` frames (encoded as they
         come, so memory stays bounded) or :class:`schema.EncodedImage` (stored
         as they are when already in the dataset's format); ``is_intervention``: ``[T]`` bool;
-        ``timestamps``: ``[T]`` seconds from the episode start (default
-        ``frame_index / fps``). Rewards and normalised returns are computed
+        ``receive_times``: ``[T]`` seconds after the first frame when each frame's tick was received
+        (non-decreasing; default ``frame_index / fps``, for data without a clock). The ``timestamp``
+        column is always ``frame_index / fps``. Rewards and normalised returns are computed
         with :mod:`recap_core.rl` from the dataset's ``RecapConfig``.
         """
         self._check_open()
@@ -296,7 +318,8 @@ class DatasetWriter:
         flags = flags.astype(bool)
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be a non-empty prompt string, got {task!r}")
-        times = self._timestamps(timestamps, length)
+        received = self._receive_times(receive_times, length)
+        times = np.arange(length, dtype=np.float64) / self.fps
         episode_meta = schema.EpisodeMetadata.from_mapping(metadata or {})
         if set(images) != set(self.cameras):
             raise ValueError(
@@ -329,12 +352,13 @@ class DatasetWriter:
         episode_index = self._next_episode
         task_index = self._tasks.get(task, len(self._tasks))
         frame_index = np.arange(length, dtype=np.int64)
-        vector_type = pa.list_(pa.float32(), schema.STATE_DIM)
+        vector_type = pa.list_(pa.float32(), self.state_dim)
         columns.update(
             {
-                schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), schema.STATE_DIM),
-                schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), schema.STATE_DIM),
+                schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim),
+                schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.state_dim),
                 schema.TIMESTAMP: pa.array(times, pa.float32()),
+                schema.RECEIVE_TIME: pa.array(received, pa.float64()),
                 schema.FRAME_INDEX: pa.array(frame_index),
                 schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
                 schema.INDEX: pa.array(self._next_index + frame_index),
@@ -346,14 +370,13 @@ class DatasetWriter:
             }
         )
         assert columns[schema.STATE].type == vector_type
-        table = pa.table(
-            {f.name: columns[f.name] for f in schema.frame_schema(self.cameras)},
-            schema=schema.frame_schema(self.cameras),
-        )
+        table_schema = schema.frame_schema(self.cameras, self.state_dim, self.receive_time)
+        table = pa.table({f.name: columns[f.name] for f in table_schema}, schema=table_schema)
         for name, values in (
             (schema.STATE, states),
             (schema.ACTION, actions),
             (schema.TIMESTAMP, times),
+            *([(schema.RECEIVE_TIME, received)] if self.receive_time else []),
             (schema.REWARD, rewards),
             (schema.RETURN_NORMALISED, returns_norm),
         ):
@@ -399,11 +422,13 @@ class DatasetWriter:
                 f"the writer for {self.root} failed earlier ({self._broken}); nothing from this session will be kept"
             )
 
-    @staticmethod
-    def _vectors(name: str, values, length: int | None = None) -> np.ndarray:
+    def _vectors(self, name: str, values, length: int | None = None) -> np.ndarray:
         array = np.asarray(values, dtype=np.float32)
-        if array.ndim != 2 or array.shape[1] != schema.STATE_DIM or len(array) == 0:
-            raise ValueError(f"{name} must be [T, {schema.STATE_DIM}] with T >= 1, got shape {array.shape}")
+        if array.ndim != 2 or array.shape[1] != self.state_dim or len(array) == 0:
+            raise ValueError(
+                f"{name} must be [T, {self.state_dim}] (one value per joint of {list(self.layout.joint_names)}) "
+                f"with T >= 1, got shape {array.shape}"
+            )
         if length is not None and len(array) != length:
             raise ValueError(f"{name} has {len(array)} frames but states has {length}; one per frame")
         if not np.all(np.isfinite(array)):
@@ -411,18 +436,19 @@ class DatasetWriter:
             raise ValueError(f"{name} must be finite; frame {row} joint {col} is {array[row, col]}")
         return np.ascontiguousarray(array)
 
-    def _timestamps(self, timestamps, length: int) -> np.ndarray:
-        if timestamps is None:
+    def _receive_times(self, receive_times, length: int) -> np.ndarray:
+        if receive_times is None:
             return np.arange(length, dtype=np.float64) / self.fps
-        times = np.asarray(timestamps, dtype=np.float64)
+        times = np.asarray(receive_times, dtype=np.float64)
         if times.shape != (length,):
-            raise ValueError(f"timestamps must be [T]={length} seconds, got shape {times.shape}")
+            raise ValueError(f"receive_times must be [T]={length} seconds, got shape {times.shape}")
         if not np.all(np.isfinite(times)):
-            raise ValueError("timestamps must be finite")
-        if length > 1 and not np.all(np.diff(times) > 0):
-            bad = int(np.flatnonzero(np.diff(times) <= 0)[0])
+            raise ValueError("receive_times must be finite")
+        if length > 1 and not np.all(np.diff(times) >= 0):
+            bad = int(np.flatnonzero(np.diff(times) < 0)[0])
             raise ValueError(
-                f"timestamps must increase; frame {bad + 1} ({times[bad + 1]}) is not after frame {bad} ({times[bad]})"
+                f"receive_times must not decrease; frame {bad + 1} ({times[bad + 1]}) is before frame {bad} "
+                f"({times[bad]})"
             )
         return times
 

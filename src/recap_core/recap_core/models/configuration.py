@@ -1,7 +1,9 @@
 """Frozen, validated configurations of the RECAP policy and value models.
 
 Sizes live here; :mod:`recap_core.models.registry` names useful combinations
-(``tiny``, ``small``, ``pretrained``). Every config round-trips through plain
+(``tiny``, ``small``, ``pretrained``). The layout fields (``cameras``, ``state_dim``, ``action_dim``) default
+to the simulated station's; training sets them from its datasets (``recap_core.train.common.plan_model``),
+so a preset fixes sizes and the data fixes names. Every config round-trips through plain
 JSON (``to_dict`` / ``from_dict``) so a checkpoint's ``config.json`` rebuilds the
 architecture without executing anything from the checkpoint.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from recap_core.station import DEFAULT_CAMERAS, NUM_JOINTS
+from recap_core.station import DEFAULT_CAMERAS, NUM_JOINTS  # the simulated station's: tests, benchmarks
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from recap_core.models.tokenizer import PromptTokenizer, advantage_codes
-from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
 
 #: The smallest spread a state or action dimension is normalised by (rad for the arm joints; the grippers'
 #: spread is ~0.2-0.4). A joint the demonstrations barely move (std 0.005 rad: a forearm roll held still)
@@ -30,13 +29,17 @@ ACTION_KEY = "action"
 RELATIVE_ACTION_KEY = "action.relative"
 
 
-def default_relative_mask(dim: int = NUM_JOINTS) -> list[bool]:
-    """Which action dims are learned relative to the state: all but the grippers.
+def default_relative_mask(dim: int, gripper_indices: Sequence[int]) -> list[bool]:
+    """Which of ``dim`` action dims are learned relative to the state: all but the grippers (the station's
+    ``gripper_indices``).
 
     openpi's Aloha convention: at 50 Hz a chunk moves the arms a little around where they are, so deltas
     normalise to a useful scale; the grippers stay absolute.
     """
-    return [i not in GRIPPER_INDICES for i in range(dim)]
+    outside = [i for i in gripper_indices if not 0 <= i < dim]
+    if outside:
+        raise ValueError(f"gripper indices {outside} are outside the {dim} action dims")
+    return [i not in set(gripper_indices) for i in range(dim)]
 
 
 def absolute_still_joints(mask: Sequence[bool], state_std: Sequence[float], still_std: float) -> list[bool]:
@@ -122,12 +125,12 @@ class Processor:
     A *frame batch* is a dict flowing through the steps::
 
         "images":  {cam: uint8 [B, 3, h, w]}   -> after ``images``: "pixels" float [B, N, 3, S, S] in [-1, 1]
-        "state":   float [B, 14] raw joints    -> after ``normalise_state``: "state_normalised"
-        "actions": float [B, H, 14] (training) -> after ``relative_actions`` + ``normalise_actions``: normalised
+        "state":   float [B, J] raw joints     -> after ``normalise_state``: "state_normalised"
+        "actions": float [B, H, J] (training)  -> after ``relative_actions`` + ``normalise_actions``: normalised
         "task", "advantage": lists of B        -> after ``tokenise_prompt``: "prompt_ids", "prompt_mask" [B, L],
                                                   "advantage_code" long [B] (0 none, 1 positive, 2 negative)
 
-    Post-processing turns the model's normalised chunk ``[B, H, 14]`` back into absolute joint targets
+    Post-processing turns the model's normalised chunk ``[B, H, J]`` back into absolute joint targets
     (``unnormalise_actions`` then ``absolute_actions``).
     """
 

@@ -1,8 +1,10 @@
 """Named model configs behind one :func:`get_config` (openpi ``training/config.py`` style).
 
 ``tiny`` (tests), ``small`` (CPU demos) and ``pretrained`` (real Gemma 3 weights from a local directory; GPU);
-their sizes are in docs/learning.md §4. The value model of each name is a smaller backbone of the same family
-(paper Sec. V-C: 670M value vs the policy's larger VLM).
+their sizes are in docs/learning.md §4. A preset fixes sizes only: the cameras and the state/action sizes
+come from the training data (``recap_core.train.common.plan_model`` passes them as overrides). The value
+model of each name is a smaller backbone of the same family (paper Sec. V-C: 670M value vs the policy's
+larger VLM).
 """
 
 from __future__ import annotations

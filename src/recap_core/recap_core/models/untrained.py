@@ -22,6 +22,7 @@ from recap_core.models.processor import (
     value_steps,
 )
 from recap_core.models.tokenizer import train_prompt_tokenizer
+from recap_core.station import StationConfig
 
 
 def neutral_stats(dim: int) -> dict[str, list[float]]:
@@ -34,15 +35,28 @@ def save_untrained_checkpoint(
     *,
     tasks: Sequence[str] = ("transfer the cube",),
     seed: int = 0,
+    joint_names: Sequence[str] | None = None,
+    gripper_joints: Sequence[str] = (),
 ) -> pathlib.Path:
-    """Write a checkpoint of a freshly initialised model (seeded) to ``directory``."""
+    """Write a checkpoint of a freshly initialised model (seeded) to ``directory``.
+
+    ``joint_names`` and ``gripper_joints`` record the station layout it was made for (a node then checks them);
+    without them the grippers kept absolute are the simulated station's when the sizes are its own.
+    """
     kind = "policy" if isinstance(config, PolicyConfig) else "value"
+    training = {"command": "untrained", "seed": seed}
+    if joint_names is not None:
+        training.update(joint_names=list(joint_names), gripper_joints=list(gripper_joints))
+        grippers = [list(joint_names).index(g) for g in gripper_joints]
+    else:
+        layout = StationConfig.sim_aloha().layout
+        grippers = list(layout.gripper_indices) if config.state_dim == layout.num_joints else []
     torch.manual_seed(seed)
     model = build_model(kind, config)
     tokenizer = train_prompt_tokenizer(tasks, config.backbone.vocab_size)
     normalization = {STATE_KEY: neutral_stats(config.state_dim)}
     if kind == "policy":
-        mask = default_relative_mask(config.action_dim)
+        mask = default_relative_mask(config.action_dim, grippers)
         normalization[ACTION_KEY] = neutral_stats(config.action_dim)
         normalization[RELATIVE_ACTION_KEY] = neutral_stats(config.action_dim)
         steps = policy_steps(config.cameras, config.backbone.image_size, mask)
@@ -54,7 +68,7 @@ def save_untrained_checkpoint(
         kind=kind,
         model=model,
         model_config=config,
-        training_config={"command": "untrained", "seed": seed},
+        training_config=training,
         normalization=normalization,
         processor_steps=steps,
         tokenizer=tokenizer,

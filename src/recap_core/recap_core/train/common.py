@@ -20,6 +20,7 @@ from recap_core.checkpoint import (
     save_checkpoint,
 )
 from recap_core.errors import UserError
+from recap_core.layout import StationLayout, check_cameras, model_problem
 from recap_core.models.registry import CONFIG_NAMES, get_config
 from recap_core.train.ddp import DistributedContext
 from recap_core.train.loop import TrainConfig
@@ -58,6 +59,13 @@ def add_training_arguments(
         type=pathlib.Path,
         default=None,
         help="with --config pretrained: local Gemma 3 image-text model directory",
+    )
+    parser.add_argument(
+        "--cameras",
+        default=None,
+        metavar="CAM,CAM",
+        help="the cameras a new model reads, in this order (default: the first dataset's cameras); every "
+        "dataset must have them. A model from --init/--resume keeps its own",
     )
     parser.add_argument("--init", type=pathlib.Path, default=None, help="start from this checkpoint's weights")
     parser.add_argument(
@@ -126,9 +134,18 @@ class ModelPlan:
 
 
 def plan_model(
-    args: argparse.Namespace, kind: str, tasks: list[str], context: DistributedContext, **config_overrides
+    args: argparse.Namespace,
+    kind: str,
+    tasks: list[str],
+    context: DistributedContext,
+    layout: StationLayout,
+    **config_overrides,
 ) -> ModelPlan:
-    """A new model (``--config``), one initialised from ``--init``, or the run in ``--out`` (``--resume``)."""
+    """A new model (``--config``), one initialised from ``--init``, or the run in ``--out`` (``--resume``).
+
+    ``layout`` is the training data's (:func:`training_layout`): a new model reads its cameras and takes (and
+    commands) its joints; a checkpoint's model must fit it (one-line UserError saying how it does not).
+    """
     from recap_core.models.tokenizer import load_tokenizer, train_prompt_tokenizer
 
     if args.resume and args.init:
@@ -144,6 +161,15 @@ def plan_model(
                 f"--config {args.config} differs from the checkpoint's config "
                 f"'{checkpoint.model_config.name}'; drop --config"
             )
+        cameras = getattr(args, "cameras", None)
+        if cameras is not None and parse_cameras(cameras) != tuple(checkpoint.model_config.cameras):
+            raise UserError(
+                f"--cameras {cameras} differs from the cameras of {source}, "
+                f"{','.join(checkpoint.model_config.cameras)}; a model keeps its cameras: drop --cameras"
+            )
+        problem = model_problem(kind, checkpoint.model_config, checkpoint.training_config, layout, "dataset")
+        if problem:
+            raise UserError(f"{source} cannot train on these datasets: {problem}")
         model_config = dataclasses.replace(checkpoint.model_config, **config_overrides)
         model = checkpoint.model
         model.config = model_config
@@ -165,7 +191,10 @@ def plan_model(
                 raise UserError(f"{args.out} is already at step {plan.start_step}; ask for more --steps to resume")
         return plan
     name = args.config or "tiny"
-    model_config = get_config(name, kind, pretrained_dir=args.pretrained, **config_overrides)
+    sizes = {"cameras": layout.cameras, "state_dim": layout.num_joints}
+    if kind == "policy":
+        sizes["action_dim"] = layout.num_joints
+    model_config = get_config(name, kind, pretrained_dir=args.pretrained, **sizes, **config_overrides)
     torch.manual_seed(args.seed)
     from recap_core.checkpoint import build_model
 
@@ -188,9 +217,14 @@ def saver(
     training_config: dict,
     normalization: dict,
     processor_steps: list,
+    layout: StationLayout,
     extra_provenance: dict | None = None,
 ):
-    """The ``save_fn`` for :func:`recap_core.train.loop.run_training` (rank 0 calls it)."""
+    """The ``save_fn`` for :func:`recap_core.train.loop.run_training` (rank 0 calls it).
+
+    The checkpoint records the data's joint order and gripper joints (its model config holds the cameras): a
+    node serves it only on a station with that layout.
+    """
     if plan.provenance is not None:
         provenance = {k: v for k, v in plan.provenance.items() if k not in ("checkpoint_id", "created", "model_sha256")}
     else:
@@ -202,9 +236,11 @@ def saver(
             extra=extra_provenance,
         )
 
-    joints = dataset_joint_names(args.datasets)
-    if joints:  # a node serves the checkpoint only on a station with these joints, in this order
-        training_config = {**training_config, "joint_names": joints}
+    training_config = {
+        **training_config,
+        "joint_names": list(layout.joint_names),
+        "gripper_joints": list(layout.gripper_joints),
+    }
 
     def save(step: int, training_state: tuple[dict, dict]) -> None:
         save_checkpoint(
@@ -223,29 +259,57 @@ def saver(
     return save
 
 
-def dataset_joint_names(datasets) -> list[str]:
-    """The state's joint names of the training datasets (``meta/info.json``), [] if unrecorded.
+def parse_cameras(text: str) -> tuple[str, ...]:
+    """``--cameras a,b,c`` as a tuple of names; a one-line UserError for a bad list."""
+    cameras = tuple(part.strip() for part in str(text).split(",") if part.strip())
+    try:
+        check_cameras(cameras)
+    except ValueError as exc:
+        raise UserError(f"--cameras {text!r}: {exc}") from None
+    return cameras
 
-    Raises UserError when two datasets name their joints differently: one model cannot serve both.
+
+def training_layout(datasets, cameras: str | None = None) -> StationLayout:
+    """The station layout of the training datasets, with the cameras a new model reads.
+
+    Every dataset must have the same joints in the same order and the same gripper joints (one model cannot
+    serve two layouts). The cameras are those of ``cameras`` (``--cameras``), which every dataset must have,
+    else the first dataset's. A one-line UserError (or DatasetError) names the dataset and what differs or is
+    missing.
     """
-    import json
+    from recap_core.data import schema
 
-    from recap_core.data.schema import STATE
-
-    found: list[str] = []
+    if not datasets:
+        raise UserError("give at least one dataset directory")
+    found: list[tuple[str, StationLayout]] = []
     for root in datasets:
+        info = schema.load_info(root)  # FileNotFoundError / DatasetError naming the file
         try:
-            info = json.loads((pathlib.Path(root) / "meta" / "info.json").read_text(encoding="utf-8"))
-            names = list(info["features"][STATE].get("names") or [])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if names and found and names != found:
+            found.append((str(root), schema.info_layout(info)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise schema.DatasetError(
+                f"{pathlib.Path(root) / schema.INFO_PATH}: no usable station layout ({exc}); {schema.DAMAGED}"
+            ) from None
+    first_root, first = found[0]
+    for root, layout in found[1:]:
+        if layout.joint_names != first.joint_names:
             raise UserError(
-                f"{root}: its joints {names} differ from another dataset's {found}; train on "
-                "datasets of one station layout"
+                f"{root}: its joints {list(layout.joint_names)} differ from {first_root}'s "
+                f"{list(first.joint_names)}; train on datasets of one station layout"
             )
-        found = found or names
-    return found
+        if sorted(layout.gripper_joints) != sorted(first.gripper_joints):
+            raise UserError(
+                f"{root}: its gripper joints {list(layout.gripper_joints)} differ from {first_root}'s "
+                f"{list(first.gripper_joints)}; train on datasets of one station layout"
+            )
+    if cameras is None:  # the model's own cameras are checked against every dataset when they are opened
+        return first
+    chosen = parse_cameras(cameras)
+    for root, layout in found:
+        missing = [c for c in chosen if c not in layout.cameras]
+        if missing:
+            raise UserError(f"--cameras {cameras}: {root} has no camera {missing[0]!r}; it has {list(layout.cameras)}")
+    return StationLayout(first.joint_names, first.gripper_joints, chosen)
 
 
 def augment_shift(args: argparse.Namespace, image_size: int) -> int:

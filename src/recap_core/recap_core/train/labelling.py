@@ -119,7 +119,9 @@ def label_datasets(
 ) -> dict:
     """Label every dataset in ``roots``; returns per-task thresholds and positive fractions.
 
-    For every frame: ``V(o_t)`` from the value checkpoint (one trained with ``--folds K`` values each episode
+    The value model reads its own cameras, which every dataset must have, and the datasets' joints must be
+    the ones it was trained on (a one-line UserError before anything is written). For every frame: ``V(o_t)``
+    from the value checkpoint (one trained with ``--folds K`` values each episode
     with the fold model that never trained on it, :mod:`recap_core.train.crossfit`); ``A_t = sum_{t'<t+N} r_t'
     + V(o_{t+N}) - V(o_t)`` (paper Appendix F, N = ``lookahead``, cut at the episode end); a per-task threshold
     ``eps_l`` so that ``positive_fraction`` of that task's frames are positive (``task_fractions`` per task);
@@ -136,7 +138,8 @@ def label_datasets(
     """
     from recap_core.data import load_frames_table, normalised_rewards, write_labels
     from recap_core.data.reader import load_tasks
-    from recap_core.data.schema import RecapConfig, load_info
+    from recap_core.data.schema import RecapConfig, info_layout, load_info
+    from recap_core.layout import model_problem
     from recap_core.models.runner import ValueRunner
 
     if not 0.0 <= positive_fraction <= 1.0:
@@ -156,6 +159,12 @@ def label_datasets(
         for fold in range(folds)
     ]
     roots = [pathlib.Path(r) for r in roots]
+    for root in roots:  # every dataset before any is labelled: the value model must fit its layout
+        problem = model_problem(
+            "value", runner.config, runner.checkpoint.training_config, info_layout(load_info(root)), "dataset"
+        )
+        if problem:
+            raise UserError(f"{root}: cannot label it with {runner.checkpoint.path}: {problem}")
     per_dataset = []
     all_tasks = sorted({task for root in roots for task in load_tasks(root)})
     unknown = sorted(set(task_fractions) - set(all_tasks))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from recap_core.models.processor import (
 )
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.errors import UserError
-from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args
+from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args, training_layout
 from recap_core.train.data import (
     dataset_tasks,
     frame_kinds,
@@ -53,9 +54,11 @@ def advantage_texts(mode: str, batch: dict, dropout: float, rng: np.random.Gener
     return [None if drop else ("positive" if positive else "negative") for positive, drop in zip(indicator, dropped)]
 
 
-def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bool) -> list[bool]:
-    """The relative-action mask: the checkpoint's when training from one, else all arm joints relative but
-    those ``--absolute-still-joints`` finds held still in the training data."""
+def still_joint_mask(
+    args: argparse.Namespace, plan, data, dim: int, verbose: bool, gripper_indices: Sequence[int]
+) -> list[bool]:
+    """The relative-action mask: the checkpoint's when training from one, else every joint but the grippers
+    (``gripper_indices``) relative, but those ``--absolute-still-joints`` finds held still in the training data."""
     threshold = float(args.absolute_still_joints)
     if not np.isfinite(threshold) or threshold < 0:
         raise UserError(f"--absolute-still-joints must be a number >= 0 (rad), got {args.absolute_still_joints}")
@@ -70,7 +73,7 @@ def still_joint_mask(args: argparse.Namespace, plan, data, dim: int, verbose: bo
                 "train-policy: --absolute-still-joints ignored: a fine-tune keeps its checkpoint's relative-action mask"
             )
         return inherited
-    base = default_relative_mask(dim)
+    base = default_relative_mask(dim, gripper_indices)
     if threshold == 0:
         return base
     state_std = pooled_stats(data.datasets, STATE_KEY)["std"]
@@ -122,11 +125,13 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     except ValueError as error:
         raise UserError(str(error)) from None
     roots = [pathlib.Path(d) for d in args.datasets]
+    layout = training_layout(roots, getattr(args, "cameras", None))
     plan = plan_model(
         args,
         "policy",
         dataset_tasks(roots),
         context,
+        layout,
         knowledge_insulation=bool(args.knowledge_insulation),
         indicator_dropout=float(args.indicator_dropout),
     )
@@ -138,7 +143,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         chunk_size=config.action_horizon,
         need_labels=args.mode in LABELLED_MODES,
     )
-    relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main)
+    relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main, layout.gripper_indices)
     normalization = plan.normalization or normalization_for(
         data, horizon=config.action_horizon, relative_mask=relative_mask
     )
@@ -221,6 +226,7 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         training_config=training,
         normalization=normalization,
         processor_steps=steps,
+        layout=layout,
         extra_provenance=extra,
     )
     # With knowledge insulation nothing reaches the backbone: DDP must not wait for its gradients.

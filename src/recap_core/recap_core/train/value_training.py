@@ -19,7 +19,7 @@ from recap_core.models.processor import Processor, std_floor_of, value_steps
 from recap_core.models.tokenizer import PromptTokenizer
 from recap_core.models.value import value_loss
 from recap_core.train import crossfit
-from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args
+from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args, training_layout
 from recap_core.train.data import dataset_tasks, frames_from_batch, frames_to_device, normalization_for, open_datasets
 from recap_core.train.loop import run_training
 
@@ -130,7 +130,8 @@ def _train_one(
 ) -> dict:
     """One value model; ``init`` is recorded as where the run started (a resumed run passes its original)."""
     roots = [pathlib.Path(d) for d in args.datasets]
-    plan = plan_model(args, "value", dataset_tasks(roots), context)
+    layout = training_layout(roots, getattr(args, "cameras", None))
+    plan = plan_model(args, "value", dataset_tasks(roots), context, layout)
     config = plan.model_config
     data = open_datasets(
         roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1, episodes=episodes
@@ -167,7 +168,14 @@ def _train_one(
     }
     if cross_fit is not None:
         training["cross_fit"] = {**cross_fit, "training_frames": len(data)}
-    save = saver(args=args, plan=plan, training_config=training, normalization=normalization, processor_steps=steps)
+    save = saver(
+        args=args,
+        plan=plan,
+        training_config=training,
+        normalization=normalization,
+        processor_steps=steps,
+        layout=layout,
+    )
     return run_training(
         model=plan.model,
         dataset=data.dataset,
