@@ -42,7 +42,8 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from recap_ros.conversions import diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds  # noqa: E402
+from recap_ros.conversions import diagnostic_values, joint_state, stamp_to_seconds  # noqa: E402
+from recap_ros.images import numpy_to_image  # noqa: E402
 from recap_ros.testing.probe import Probe  # noqa: E402
 from recap_ros.testing.procs import NodeProcess, test_environment  # noqa: E402
 from recap_policy_node.chunking import jerk  # noqa: E402

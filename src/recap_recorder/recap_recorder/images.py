@@ -2,7 +2,7 @@
 transcoding the recorder applies (DESIGN.md §6; docs/recording.md, "Images are stored compressed").
 
 Parsing reads the few header fields straight from the CDR bytes (no deserialiser, no pixel copy): this runs
-for every image of every episode.
+for every image of every episode. Pixels are converted by :mod:`recap_ros.images`, as the nodes convert them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 
+from recap_ros.images import CHANNELS, MessageError, parse_compressed_format, pixels_to_rgb
 from recap_recorder.bag_files import BagError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -18,8 +19,12 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 COMPRESSED_SUFFIX = "/compressed"
 #: what the recorder does with image topics: ``jpeg`` (stored as CompressedImage) or ``none`` (as received)
 IMAGE_COMPRESSIONS = ("jpeg", "none")
-#: pixel encodings the recorder compresses, and the JPEG colour space of each
-_JPEG_COLORSPACE = {"rgb8": "RGB", "bgr8": "BGR", "mono8": "GRAY"}
+#: pixel encodings encoded straight from the message bytes, and the JPEG colour space of each (YUV 4:2:2 is
+#: converted to RGB first, see compress_image)
+_JPEG_COLORSPACE = {"rgb8": "RGB", "bgr8": "BGR", "rgba8": "RGBA", "bgra8": "BGRA", "mono8": "GRAY"}
+#: what bags recorded before the image_transport format hold: "compressed rgb8" claims a JPEG whose decoded
+#: BGR buffer is really RGB, but simplejpeg had encoded the rgb8 pixels as RGB, a standard JPEG
+LEGACY_FORMAT = "rgb8; jpeg compressed rgb8"
 _CDR_LE = b"\x00\x01\x00\x00"
 
 
@@ -54,15 +59,13 @@ def image_layout(raw, total: int | None = None) -> tuple[int, int, str, int, int
 
 
 def image_pixels(raw) -> np.ndarray:
-    """CDR sensor_msgs/Image (rgb8 or bgr8) -> ``[H, W, 3]`` uint8 RGB view of the message bytes."""
+    """CDR sensor_msgs/Image -> ``[H, W, 3]`` uint8 RGB (a view of the message bytes for rgb8 and bgr8);
+    BagError for an encoding :mod:`recap_ros.images` does not read."""
     height, width, encoding, step, offset = image_layout(raw)
-    if encoding not in ("rgb8", "bgr8"):
-        raise BagError(f"image encoding '{encoding}' is not supported (record rgb8)")
-    if step < width * 3:
-        raise BagError(f"image header inconsistent: {height}x{width} {encoding}, step {step}")
-    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * 3]
-    pixels = pixels.reshape(height, width, 3)
-    return pixels[:, :, ::-1] if encoding == "bgr8" else pixels
+    try:
+        return pixels_to_rgb(raw, height, width, step, encoding, offset)
+    except MessageError as exc:
+        raise BagError(str(exc)) from None
 
 
 def compressed_payload(raw) -> tuple[str, memoryview]:
@@ -106,29 +109,44 @@ def compressed_shape(data, kind: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def decode_compressed(data, kind: str) -> np.ndarray:
-    """A JPEG or PNG stream -> ``[H, W, 3]`` uint8 RGB."""
+def colours_swapped(fmt: str) -> bool:
+    """Whether a recorded CompressedImage decodes with red and blue exchanged, as image_transport reads
+    its format (:class:`recap_ros.images.CompressedFormat`); the recorder's own older format is not."""
+    if fmt.strip() == LEGACY_FORMAT:
+        return False
+    try:
+        return parse_compressed_format(fmt).swapped
+    except MessageError as exc:
+        raise BagError(str(exc)) from None
+
+
+def decode_compressed(data, kind: str, fmt: str = "") -> np.ndarray:
+    """A JPEG or PNG stream -> ``[H, W, 3]`` uint8 RGB in true colours (``fmt``: the message's format)."""
     try:
         if kind == "jpeg":
             import simplejpeg
 
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-        import io
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        else:
+            import io
 
-        from PIL import Image
+            from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+            rgb = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
     except (ValueError, OSError) as exc:
         raise BagError(f"compressed image cannot be decoded ({exc})") from exc
+    return rgb[:, :, ::-1] if fmt and colours_swapped(fmt) else rgb
 
 
 def compress_image(raw, quality: int, subsampling: str) -> bytes:
     """CDR sensor_msgs/Image -> CDR sensor_msgs/CompressedImage (JPEG), same header.
 
-    ``rgb8``, ``bgr8`` and ``mono8`` are encoded, with the dataset's JPEG settings and image_transport's
-    format string (e.g. ``rgb8; jpeg compressed rgb8``), so the converter copies the bytes into the dataset
-    instead of encoding them again; BagError for any other encoding or a malformed message (the recorder then
-    writes it unchanged on the raw topic: nothing received is lost).
+    Every encoding :mod:`recap_ros.images` reads is encoded, with the dataset's JPEG settings, into a standard
+    JPEG (the converter copies the bytes into the dataset instead of encoding them again), under the format
+    string compressed_publisher.cpp writes, so image_transport and rviz show true colours:
+    ``<encoding>; jpeg compressed bgr8`` for colour, ``mono8; jpeg compressed mono8``; YUV 4:2:2 is
+    converted to RGB and stored as an rgb8 image. BagError for any other encoding or a malformed message
+    (the recorder then writes it unchanged on the raw topic: nothing received is lost).
     """
     import simplejpeg
 
@@ -136,19 +154,22 @@ def compress_image(raw, quality: int, subsampling: str) -> bytes:
         height, width, encoding, step, offset = image_layout(raw)
     except struct.error as exc:
         raise BagError(f"image message is damaged ({exc})") from exc
+    if encoding not in CHANNELS:
+        raise BagError(f"image encoding '{encoding}' is not JPEG-compressed (only {sorted(CHANNELS)})")
     colorspace = _JPEG_COLORSPACE.get(encoding)
-    if colorspace is None:
-        raise BagError(f"image encoding '{encoding}' is not JPEG-compressed (only {sorted(_JPEG_COLORSPACE)})")
-    channels = 1 if colorspace == "GRAY" else 3
-    if step < width * channels:
-        raise BagError(f"image step {step} is shorter than {width} x {channels} bytes")
-    pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * channels]
-    pixels = np.ascontiguousarray(pixels).reshape(height, width, channels)
+    if colorspace is not None:
+        channels = {"GRAY": 1, "RGB": 3, "BGR": 3}.get(colorspace, 4)
+        if step < width * channels:
+            raise BagError(f"image step {step} is shorter than {width} x {channels} bytes")
+        pixels = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)[:, : width * channels]
+        pixels = np.ascontiguousarray(pixels).reshape(height, width, channels)
+    else:
+        pixels, colorspace, channels, encoding = image_pixels(raw), "RGB", 3, "rgb8"  # YUV 4:2:2
     jpeg = simplejpeg.encode_jpeg(
         pixels, quality=quality, colorspace=colorspace, colorsubsampling="Gray" if channels == 1 else subsampling
     )
     header = bytes(raw[4 : _header_end(raw)])
-    fmt = f"{encoding}; jpeg compressed {encoding}".encode() + b"\0"
+    fmt = f"{encoding}; jpeg compressed {'mono8' if channels == 1 else 'bgr8'}".encode() + b"\0"
     out = bytearray(_CDR_LE)
     out += header
     out += b"\0" * (_aligned(len(out), 4) - len(out))

@@ -1,84 +1,48 @@
-"""Message <-> numpy conversion without cv_bridge (figures in ENVIRONMENT.md).
-
-Images: read with a zero-copy ``np.frombuffer`` view; fill ``msg.data`` with an
-``array.array`` (microseconds) -- never assign a numpy array or list (milliseconds).
-"""
+"""Message <-> numpy conversion (joint states, diagnostics, stamps); images are in :mod:`recap_ros.images`."""
 
 from __future__ import annotations
 
-import array
 from typing import Mapping, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from sensor_msgs.msg import Image, JointState
-
-from recap_core.station import JOINT_NAMES, NUM_JOINTS
+from sensor_msgs.msg import JointState
 
 
 class MessageError(ValueError):
     """A message that cannot be used; the text says why (it is logged and counted)."""
 
 
-def numpy_to_image(rgb: np.ndarray, stamp: Time | None = None, frame_id: str = "") -> Image:
-    """[H, W, 3] uint8 -> sensor_msgs/Image rgb8."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected [H, W, 3] uint8, got {rgb.shape} {rgb.dtype}")
-    msg = Image()
-    if stamp is not None:
-        msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding = "rgb8"
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(rgb).tobytes())
-    msg.data = data
-    return msg
-
-
-def image_to_numpy(msg: Image, expect_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """sensor_msgs/Image (rgb8 or bgr8) -> [H, W, 3] uint8 view; MessageError if malformed."""
-    if msg.encoding not in ("rgb8", "bgr8"):
-        raise MessageError(f"image encoding '{msg.encoding}' is not supported (use rgb8)")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0 or step < w * 3:
-        raise MessageError(f"image header inconsistent: {h}x{w}, step {step}")
-    if len(msg.data) != h * step:
-        raise MessageError(f"image has {len(msg.data)} bytes, header says {h}*{step}={h * step}")
-    if expect_shape is not None and (h, w) != tuple(expect_shape):
-        raise MessageError(f"image is {h}x{w}, expected {expect_shape[0]}x{expect_shape[1]}")
-    arr = np.frombuffer(msg.data, np.uint8).reshape(h, step)[:, : w * 3].reshape(h, w, 3)
-    if msg.encoding == "bgr8":
-        arr = arr[:, :, ::-1]
-    return arr
-
-
 def joint_state(
     positions: Sequence[float],
     velocities: Sequence[float] | None = None,
     stamp: Time | None = None,
-    names: Sequence[str] = JOINT_NAMES,
+    names: Sequence[str] | None = None,
 ) -> JointState:
+    """A JointState naming ``names`` (the station's joints, in its order); without names the positions are
+    in station order, which ``joint_positions`` accepts when their count is the station's."""
     msg = JointState()
     if stamp is not None:
         msg.header.stamp = stamp
-    msg.name = list(names)
+    msg.name = list(names or [])
     msg.position = [float(v) for v in positions]
     if velocities is not None:
         msg.velocity = [float(v) for v in velocities]
     return msg
 
 
-def joint_positions(msg: JointState, names: Sequence[str] = JOINT_NAMES) -> np.ndarray:
-    """Positions of a JointState in the station's joint order, validated.
+def joint_positions(msg: JointState, names: Sequence[str] | None = None) -> np.ndarray:
+    """Positions of a JointState in the order of the station's joints ``names``, validated.
 
     ``msg.name`` may be empty (positions in station order) or hold exactly the
     station's joints in any order. Raises MessageError for a wrong count, unknown
-    or duplicate names, or non-finite values.
+    or duplicate names, or non-finite values. Without ``names`` the positions are
+    taken in the message's order (any count), only checked to be finite.
     """
+    if names is None:
+        count = len(msg.position)
+        names = list(msg.name) if len(msg.name) == count else [f"joint {i}" for i in range(count)]
     n = len(names)
     pos = np.asarray(msg.position, dtype=np.float64)
     if pos.shape != (n,):
@@ -98,9 +62,14 @@ def joint_positions(msg: JointState, names: Sequence[str] = JOINT_NAMES) -> np.n
 
 
 def check_limits(
-    pos: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: Sequence[str] = JOINT_NAMES, tolerance: float = 1e-6
+    pos: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    names: Sequence[str] | None = None,
+    tolerance: float = 1e-6,
 ) -> None:
-    """MessageError naming the joints outside [lower, upper]."""
+    """MessageError naming the joints (``names``, the station's; else by index) outside [lower, upper]."""
+    names = [f"joint {i}" for i in range(len(pos))] if names is None else names
     out = np.flatnonzero((pos < lower - tolerance) | (pos > upper + tolerance))
     if out.size:
         detail = ", ".join(f"{names[i]}={pos[i]:.3f} not in [{lower[i]:.3f}, {upper[i]:.3f}]" for i in out)
@@ -134,8 +103,6 @@ def seconds_to_stamp(t: float) -> Time:
 
 __all__ = [
     "MessageError",
-    "numpy_to_image",
-    "image_to_numpy",
     "joint_state",
     "joint_positions",
     "check_limits",
@@ -143,5 +110,4 @@ __all__ = [
     "diagnostic_values",
     "stamp_to_seconds",
     "seconds_to_stamp",
-    "NUM_JOINTS",
 ]

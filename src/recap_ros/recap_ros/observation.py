@@ -11,9 +11,10 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from recap_ros.conversions import MessageError, image_to_numpy, joint_positions, stamp_to_seconds
+from recap_ros.conversions import MessageError, joint_positions, stamp_to_seconds
+from recap_ros.images import image_to_rgb
 
 
 class FutureStampError(MessageError):
@@ -78,9 +79,9 @@ class ObservationBuffer:
             self._not_before = float(not_before)
             self._waiting_for = why
 
-    def on_image(self, camera: str, msg: Image) -> None:
+    def on_image(self, camera: str, msg: Image | CompressedImage) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
-        image = image_to_numpy(msg)  # validate first: a bad message is rejected whatever its stamp
+        image = image_to_rgb(msg)  # validate first: a bad message is rejected whatever its stamp
         received = self._monotonic()
         refuse_future_stamp(stamp, self._clock(), self.future_tolerance_s, f"camera/{camera}")
         with self._lock:

@@ -194,7 +194,8 @@ class StationFeeder:
         self._thread.start()
 
     def publish_once(self, stamp_offset_s: float | None = None) -> None:
-        from recap_ros.conversions import joint_state, numpy_to_image, seconds_to_stamp
+        from recap_ros.conversions import joint_state, seconds_to_stamp
+        from recap_ros.images import numpy_to_image
 
         offset = self.stamp_offset_s if stamp_offset_s is None else stamp_offset_s
         stamp = seconds_to_stamp(self.probe.node.get_clock().now().nanoseconds * 1e-9 + offset)
