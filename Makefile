@@ -1,7 +1,8 @@
 # The two commands a newcomer needs:
 #   make demo   set everything up and run the simulated station
-#   make test   set everything up and run the test suite
-.PHONY: setup demo test test-fast bench clean-venv
+#   make test   set everything up and run the test suite (kilted, then the node tests on jazzy)
+#   make test-jazzy   only the node tests on the ROS 2 jazzy wheels (.venv-jazzy)
+.PHONY: setup demo test test-jazzy bench
 
 ARGS ?=
 
@@ -13,6 +14,9 @@ demo:
 
 test:
 	bash scripts/test.sh $(ARGS)
+
+test-jazzy:
+	bash scripts/test.sh --jazzy $(ARGS)
 
 bench:
 	bash scripts/setup.sh && bash scripts/bench_smoke.sh

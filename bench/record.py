@@ -46,7 +46,7 @@ def count_subscriber(seconds: float) -> None:
     from sensor_msgs.msg import Image, JointState
 
     from recap_ros import qos
-    from recap_ros.node_main import spin_forever
+    from recap_ros.node_main import make_executor, spin_forever
 
     counts = {}
     last_message = [0.0]
@@ -58,15 +58,14 @@ def count_subscriber(seconds: float) -> None:
 
         return count
 
-    with rclpy.init():
+    rclpy.init()  # not `with rclpy.init()`, which Jazzy's rclpy lacks
+    try:
         node = rclpy.create_node("count_subscriber")
         topics = [(Image, f"camera/{c}/image_raw") for c in CAMERAS] + [(JointState, "joint_states")]
         for msg_type, topic in topics:
             counts[topic] = set()
             node.create_subscription(msg_type, topic, counter(topic), qos.SENSOR, raw=True)
-        from rclpy.experimental import EventsExecutor
-
-        executor = EventsExecutor()
+        executor = make_executor()
         executor.add_node(node)
         print("subscriber up", flush=True)
         deadline = time.monotonic() + seconds
@@ -79,6 +78,8 @@ def count_subscriber(seconds: float) -> None:
         print(json.dumps({t: sorted(v) for t, v in counts.items()}), flush=True)
         executor.shutdown()
         node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
 
 
 def stamp_of(cdr: bytes) -> tuple[int, int]:
@@ -92,7 +93,7 @@ class Publisher:
         from sensor_msgs.msg import Image, JointState
 
         from recap_ros import qos
-        from recap_ros.conversions import numpy_to_image
+        from recap_ros.images import numpy_to_image
 
         self.probe = probe
         self.images = {c: probe.publisher(Image, f"camera/{c}/image_raw", qos.SENSOR) for c in CAMERAS}

@@ -1,5 +1,7 @@
-# Source this (or let the Makefile do it): the DDS settings every ROS process here
-# uses, so that no traffic leaves the machine and large images are not dropped.
+# Source this (scripts/test.sh and scripts/demo.sh do): the localhost DDS settings of the tests and the
+# simulated station, so that no traffic leaves the machine and large images are not dropped. It serves
+# either venv (.venv on kilted, .venv-jazzy on jazzy): the ROS wheels find their libraries themselves.
+# A real station does not source it: the nodes keep the DDS settings they are started with.
 _RECAP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE="$_RECAP_ROOT/src/recap_ros/recap_ros/fastdds_localhost.xml"

@@ -42,8 +42,11 @@ def test_quick_experiment_produces_every_artefact(tmp_path):
     eps = load_episodes(out / "dataset")
     assert len(eps) == demos + rollouts
     assert sorted({e["source"] for e in eps}) == ["demo", "rollout"]
-    # the time limit fits the scripted operator, so the values have successes and failures to tell apart
-    assert all(e["success"] for e in eps if e["source"] == "demo"), [e["length"] for e in eps]
+    # the time limit fits the clean operator, so the values have successes to tell apart from failures; the
+    # sloppy one (quality 0.4) takes 220-400 steps on the same seed, depending on timing, and may time out
+    clean = sum(n for quality, n in profile["demos"] if quality == 1.0)
+    demo_eps = [e for e in eps if e["source"] == "demo"]
+    assert all(e["success"] for e in demo_eps[:clean]), [e["length"] for e in eps]
     table = load_frames_table(out / "dataset")
     assert {"value", "advantage", "indicator"} <= set(table.column_names)
     values = table["value"].to_numpy()

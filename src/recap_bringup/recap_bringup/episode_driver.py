@@ -49,7 +49,7 @@ class TopicRateMonitor(Node):
         topics += [(JointState, "joint_states"), (JointState, "joint_command")]
         for msg_type, topic in topics:
             self._counts[topic] = 0
-            self.create_subscription(msg_type, topic, lambda _m, t=topic: self._count(t), qos.SENSOR)
+            self.create_subscription(msg_type, topic, lambda _m, t=topic: self._count(t), qos.SENSOR_IN)
 
     def _count(self, topic: str) -> None:
         self._counts[topic] += 1

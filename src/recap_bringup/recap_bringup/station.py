@@ -1,4 +1,4 @@
-"""``recap station``: the station's nodes composed in one process (one EventsExecutor), running N episodes.
+"""``recap station``: the station's nodes composed in one process (one executor), running N episodes.
 
 The embedded default where ``ros2 launch`` is not installed: it reads the same station YAML as
 ``launch/station.launch.py`` and starts the same nodes under the same names. docs/nodes.md (Bringup)
@@ -130,7 +130,7 @@ def run(args) -> int:
     if not args.sim:
         return _fail(
             "only --sim is available here; on a real station use "
-            "`ros2 launch recap_bringup station.launch.py sim:=false` with your robot driver"
+            "`ros2 launch recap_bringup station.launch.py contract:=<robot contract>` (docs/real_station.md)"
         )
     if args.episodes < 1:
         return _fail(f"--episodes must be >= 1, got {args.episodes}")
@@ -153,12 +153,11 @@ def run(args) -> int:
         return _fail(f"--operator-mode {operator_mode} without --policy leaves nobody in control")
     source = args.source or ("demo" if operator_mode == "drive" else "rollout")
 
-    from recap_ros.localhost import apply_ros_environment
+    from recap_ros.localhost import apply_ros_environment, dds_settings
 
-    apply_ros_environment()
-    from rclpy.experimental import EventsExecutor
-
-    from recap_ros.node_main import RosSession, spin_forever
+    apply_ros_environment()  # the simulated station runs on this machine only: localhost DDS settings
+    print(f"station: DDS settings: {dds_settings()}", flush=True)
+    from recap_ros.node_main import RosSession, make_executor, spin_forever
     from recap_bringup.episode_driver import EpisodeDriver, StopRequested, TopicRateMonitor
     from recap_sim.operator_node import ScriptedOperatorNode
     from recap_sim.station_node import SimStationNode
@@ -208,7 +207,7 @@ def run(args) -> int:
             monitor = TopicRateMonitor(list(station.station.cameras))
             driver = EpisodeDriver(stop.event)
             nodes += [monitor, driver]
-            session.executor = EventsExecutor()
+            session.executor = make_executor()
             for node in nodes:
                 session.executor.add_node(node)
             spin = threading.Thread(target=spin_forever, args=(session.executor, stop.is_set), daemon=True)

@@ -16,6 +16,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from recap_ros import qos
 from recap_ros.conversions import diagnostic, joint_state, seconds_to_stamp
+from recap_ros.diagnostics import Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import declare
 from recap_ros.serving import ModelServingNode
@@ -96,7 +97,10 @@ class PolicyNode(ModelServingNode):
 
         self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
         self._chunk_pub = self.create_publisher(JointTrajectory, "policy/action_chunk", qos.COMMAND)
-        self._status_pub = self.create_publisher(DiagnosticStatus, "policy/status", qos.LATCHED)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(
+            self.create_publisher(DiagnosticStatus, "policy/status", qos.LATCHED)
+        )
         self.start_serving()
         self.create_service(Trigger, "policy/reset", self._on_reset)
         self.create_timer(0.5, self.publish_status)

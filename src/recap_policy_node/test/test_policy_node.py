@@ -12,7 +12,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from recap_ros.conversions import diagnostic, diagnostic_values, joint_state, numpy_to_image, stamp_to_seconds
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state, stamp_to_seconds
+from recap_ros.images import numpy_to_image
 
 pytestmark = pytest.mark.ros
 

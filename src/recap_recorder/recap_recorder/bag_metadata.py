@@ -53,6 +53,8 @@ def episode_custom_data(
     namespace: str,
     cameras,
     partial_start: bool,
+    joint_names=(),
+    gripper_joints=(),
     received: Mapping[str, int],
     overflows: Mapping[str, int],
 ) -> dict[str, str]:
@@ -81,6 +83,9 @@ def episode_custom_data(
             "recorder_queue_overflows": json.dumps(dict(overflows), sort_keys=True),
         }
     )
+    if joint_names:  # the station's layout: the converter reads it instead of asking for --station
+        data["joint_names"] = ",".join(joint_names)
+        data["gripper_joints"] = ",".join(gripper_joints)
     return data
 
 

@@ -166,6 +166,8 @@ class Recorder:
             station=self.config.station,
             namespace=self.config.namespace,
             cameras=self.config.cameras,
+            joint_names=self.config.joint_names,
+            gripper_joints=self.config.gripper_joints,
             partial_start=self._partial_start,
             received=counters.received,
             overflows=counters.queue_overflows,

@@ -104,6 +104,9 @@ class RecorderConfig:
     namespace: str = "/"
     station: str = "station"
     cameras: tuple[str, ...] = ()
+    #: the station's joint order and gripper joints, recorded so the converter needs no station file
+    joint_names: tuple[str, ...] = ()
+    gripper_joints: tuple[str, ...] = ()
     max_queue_bytes: int = 256 * 2**20
     max_queue_messages: int = 100_000
     chunk_size_bytes: int = 2**20

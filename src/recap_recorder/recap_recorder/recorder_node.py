@@ -18,12 +18,13 @@ from rclpy.serialization import deserialize_message
 from recap_core.data.schema import JPEG_QUALITY
 from recap_ros import qos
 from recap_ros.conversions import diagnostic, diagnostic_values
+from recap_ros.diagnostics import Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from recap_recorder.bag_metadata import EPISODE_STATUS
 from recap_recorder.episode_recorder import Recorder
 from recap_recorder.images import IMAGE_COMPRESSIONS
-from recap_recorder.recorder_config import COMMAND, LATCHED, RecorderConfig, TopicSpec, default_topics
+from recap_recorder.recorder_config import LATCHED, SENSOR, RecorderConfig, TopicSpec, default_topics
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -153,6 +154,8 @@ class RecorderNode(Node):
                 namespace=self.get_namespace(),
                 station=self.station.station_name,
                 cameras=tuple(self.station.cameras),
+                joint_names=tuple(self.station.joint_names),
+                gripper_joints=tuple(self.station.gripper_joints),
                 max_queue_bytes=int(queue_mb * 2**20),
                 chunk_size_bytes=int(chunk_kb) * 1024,
                 chunk_max_duration_s=float(chunk_s),
@@ -171,11 +174,18 @@ class RecorderNode(Node):
         self._refused_seen = 0
 
         # Publishers and subscriptions only after every parameter is valid.
-        self._status_pub = self.create_publisher(DiagnosticStatus, "recorder/status", qos.LATCHED)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(
+            self.create_publisher(DiagnosticStatus, "recorder/status", qos.LATCHED)
+        )
+        # Sensor topics request what their publishers offer (docs/recording.md, "QoS").
+        self._sensor_qos = qos.AdaptedSubscriptions(self, int(queue_depth))
         for spec in specs:
             profile = _profile(spec.kind, int(queue_depth))
             if spec.name == EPISODE_STATUS:
                 self.create_subscription(classes[spec.name], spec.name, self._on_episode_status, profile, raw=True)
+            elif spec.kind == SENSOR:
+                self._sensor_qos.add(classes[spec.name], spec.name, self._callback(spec.name), raw=True)
             else:
                 self.create_subscription(classes[spec.name], spec.name, self._callback(spec.name), profile, raw=True)
         self.create_timer(1.0 / status_rate, self._publish_status)
@@ -213,7 +223,7 @@ class RecorderNode(Node):
             self._publish_status()
 
     def _publish_status(self) -> None:
-        values = self.recorder.status()
+        values = {**self.recorder.status(), **self._sensor_qos.status()}
         self._refused_seen = self.recorder.totals["episodes_refused"]
         level, message = OK, str(values["state"])
         if values["state"] == "recording" and values["stalled_sensors"]:
@@ -240,7 +250,7 @@ class RecorderNode(Node):
 def _profile(kind: str, depth: int) -> QoSProfile:
     """The producer's reliability and durability, with a deeper history than a controller needs: a
     recorder must not lose a command (depth 1 at the gate) while its executor is busy for a moment."""
-    base = qos.LATCHED if kind == LATCHED else qos.COMMAND if kind == COMMAND else qos.SENSOR
+    base = qos.LATCHED if kind == LATCHED else qos.COMMAND
     return QoSProfile(
         history=base.history, depth=max(depth, base.depth), reliability=base.reliability, durability=base.durability
     )

@@ -13,7 +13,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 
 from recap_ros import qos
-from recap_ros.conversions import diagnostic, diagnostic_values, joint_state, numpy_to_image
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state
+from recap_ros.images import numpy_to_image
 from recap_recorder.bag_files import BagError, storage_file
 from recap_recorder.bag_info import read_info
 from recap_recorder.bag_repair import recover_mcap, repair_bag

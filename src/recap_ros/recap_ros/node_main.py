@@ -1,6 +1,8 @@
-"""``main()`` for every node: rclpy.init, an EventsExecutor, a clean stop on SIGINT and SIGTERM.
+"""``main()`` for every node: rclpy.init, an executor, a clean stop on SIGINT and SIGTERM.
 
-How a node stops: :class:`StopSignals`; why every spin has a timeout: :func:`spin_forever` (docs/nodes.md).
+How a node stops: :class:`StopSignals`; which executor: :func:`make_executor`; why every spin has a timeout:
+:func:`spin_forever` (docs/nodes.md). A node keeps the DDS settings of the environment it is started in;
+``--localhost`` (or ``RECAP_LOCALHOST=1``) gives it the localhost-only ones (recap_ros.localhost).
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ import sys
 import threading
 from typing import Callable
 
-from recap_ros.localhost import apply_ros_environment
+from recap_ros.localhost import (
+    apply_ros_environment,
+    dds_settings,
+    localhost_requested,
+    without_localhost_flag,
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -92,23 +99,23 @@ def run_node(factory: Callable[..., object], args: list[str] | None = None) -> i
 
     ``factory`` returns a node or a list of nodes. A ParameterError (or any
     ValueError) while constructing is a startup error: printed, exit code 2.
-    A requested stop exits 0.
+    A requested stop exits 0. The first node logs the DDS settings it runs with.
     """
-    import os
-
-    if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ:
-        apply_ros_environment()
     from rclpy.executors import ExternalShutdownException
-    from rclpy.experimental import EventsExecutor
 
-    with RosSession(sys.argv if args is None else args) as session:
+    args = list(sys.argv if args is None else args)
+    localhost = localhost_requested(args)
+    if localhost:  # before rclpy.init creates the DDS participant, which reads these variables
+        apply_ros_environment()
+    with RosSession(without_localhost_flag(args)) as session:
         try:
             created = factory()
         except ValueError as exc:
             print(f"[FATAL] {exc}", file=sys.stderr, flush=True)
             return 2
         session.nodes = list(created) if isinstance(created, (list, tuple)) else [created]
-        session.executor = EventsExecutor()
+        session.nodes[0].get_logger().info(f"DDS settings{' (--localhost)' if localhost else ''}: {dds_settings()}")
+        session.executor = make_executor()
         for node in session.nodes:
             session.executor.add_node(node)
         try:
@@ -116,6 +123,34 @@ def run_node(factory: Callable[..., object], args: list[str] | None = None) -> i
         except ExternalShutdownException:
             pass
         return 0
+
+
+def events_executor_runs_coroutines() -> bool:
+    """Whether rclpy's EventsExecutor is there and runs ``async def`` service and subscription callbacks.
+
+    Jazzy's (rclpy 7.1.6) exists but hands a coroutine callback's unawaited result to the service and raises
+    TypeError out of spin (ros2/rclpy#1473); the fix (#1478) came in the same releases as
+    ``Executor.create_future`` (#1495), so that method marks an EventsExecutor that has it.
+    test_jazzy_executor.py checks this against the behaviour on each distro CI runs.
+    """
+    try:
+        from rclpy.experimental import events_executor
+    except ImportError:
+        return False
+    implementation = getattr(getattr(events_executor, "_rclpy", None), "EventsExecutor", None)
+    return implementation is not None and hasattr(implementation, "create_future")
+
+
+def make_executor(context=None):
+    """An EventsExecutor where it runs coroutine callbacks (~7x the callbacks/s of the others), otherwise a
+    SingleThreadedExecutor (callback groups then matter: see the episode manager's reset group)."""
+    if events_executor_runs_coroutines():
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor(context=context)
 
 
 def close_nodes(nodes) -> None:
@@ -138,8 +173,8 @@ def spin_forever(executor, until=None) -> None:
     """Spin ``executor`` until the context shuts down (or ``until()`` is true), always with a timeout.
 
     rclpy 9.1.2's EventsExecutor busy-loops and never dispatches callbacks in ``spin()`` and in
-    ``spin_once()`` without a timeout; every spin with a timeout works. This is the one place that works
-    around it.
+    ``spin_once()`` without a timeout; every spin with a timeout works (and costs nothing with the
+    SingleThreadedExecutor). This is the one place that works around it.
     """
     import rclpy
     from rclpy.task import Future

@@ -16,6 +16,7 @@ from recap_core.station import StationConfig
 STATION_PARAMETERS = (
     "station_name",
     "joint_names",
+    "gripper_joints",
     "joint_lower_limits",
     "joint_upper_limits",
     "joint_max_velocity",
@@ -190,7 +191,10 @@ def declare_station(node: Node, on_change: dict[str, Callable[[Any], None]] | No
         return values[name]
 
     station("station_name", defaults.station_name, "station name, goes into bags")
-    station("joint_names", list(defaults.joint_names), "14 joints, DESIGN.md §4 order")
+    station("joint_names", list(defaults.joint_names), "the model's joints in order (DESIGN.md §4)")
+    values["gripper_joints"] = _declare_names_or_none(
+        node, "gripper_joints", list(defaults.gripper_joints), "the gripper joints (0 closed .. 1 open)"
+    )
     station("joint_lower_limits", list(defaults.lower), "lower position limit per joint (rad; gripper 0..1)")
     station("joint_upper_limits", list(defaults.upper), "upper position limit per joint (rad; gripper 0..1)")
     station("joint_max_velocity", list(defaults.max_velocity), "velocity limit per joint (rad/s; gripper 1/s)")
@@ -200,6 +204,12 @@ def declare_station(node: Node, on_change: dict[str, Callable[[Any], None]] | No
         return StationConfig.from_params(values)
     except ValueError as exc:
         raise ParameterError(f"station parameters: {exc}") from exc
+
+
+def _declare_names_or_none(node: Node, name: str, default: list[str], description: str) -> list[str]:
+    """A read-only list of names that may be empty: a params file's ``[]`` carries no type, so rcl passes it
+    as an unset value (None here), which is the empty list (a station without grippers)."""
+    return list(declare(node, name, default, description) or [])
 
 
 def accept(ok: bool = True, reason: str = "") -> SetParametersResult:

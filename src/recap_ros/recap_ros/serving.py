@@ -13,6 +13,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
+from recap_core.errors import one_line
+from recap_core.layout import model_problem as layout_model_problem
 from recap_core.station import StationConfig
 from recap_ros import qos
 from recap_ros.conversions import MessageError, diagnostic_values
@@ -22,32 +24,15 @@ from recap_ros.params import ParameterError, declare, declare_station
 
 def model_problem(kind: str, model_config: Any, training_config: dict, station: StationConfig) -> str:
     """Why a checkpoint of ``kind`` with this config cannot run on ``station`` ('' if it can)."""
-    joints = len(station.joint_names)
-    missing = [c for c in model_config.cameras if c not in station.cameras]
-    if missing:
-        return (
-            f"the {kind} reads camera(s) {missing}, which the station does not have (station cameras "
-            f"{list(station.cameras)})"
-        )
-    if model_config.state_dim != joints:
-        return f"the {kind} takes a state of {model_config.state_dim} joints, the station has {joints}"
-    if kind == "policy" and model_config.action_dim != joints:
-        return f"the policy commands {model_config.action_dim} joints, the station has {joints}"
-    names = training_config.get("joint_names") if isinstance(training_config, dict) else None
-    if names and list(names) != list(station.joint_names):
-        return (
-            f"the {kind} was trained on joints {list(names)}, the station's are {list(station.joint_names)} "
-            "(names or order differ)"
-        )
-    return ""
+    return layout_model_problem(kind, model_config, training_config, station.layout)
 
 
 def checkpoint_problem(path: str, kind: str, station: StationConfig) -> str:
     """Why the checkpoint directory ``path`` cannot be served as ``kind`` on ``station`` ('' if it can).
 
     It must be the right kind, read only cameras the station has, have a state (and action) size equal to the
-    station's joint count and the same joint names where it records them. Only ``config.json`` is read, so a
-    runtime ``checkpoint`` change is refused at once, before any weights load.
+    station's joint count and the same joint names and gripper joints where it records them. Only
+    ``config.json`` is read, so a runtime ``checkpoint`` change is refused at once, before any weights load.
     """
     from recap_core.checkpoint import check_directory, read_config
 
@@ -57,11 +42,11 @@ def checkpoint_problem(path: str, kind: str, station: StationConfig) -> str:
         check_directory(path)
         found, model_config, training_config = read_config(path)
     except Exception as exc:  # CheckpointError, OSError, JSON errors: all one line for the operator
-        return str(exc)
+        return one_line(exc)
     if found != kind:
-        return f"{path} is a {found} checkpoint, a {kind} one is needed"
+        return one_line(f"{path} is a {found} checkpoint, a {kind} one is needed")
     problem = model_problem(kind, model_config, training_config, station)
-    return f"{path}: {problem}" if problem else ""
+    return one_line(f"{path}: {problem}") if problem else ""
 
 
 def load_runner(kind: str, path: str, *, threads: int, seed: int = 0):
@@ -153,10 +138,8 @@ class ModelServingNode(Node):
         """Load the checkpoint and subscribe (call once the subclass's publishers exist)."""
         self._load(self.checkpoint)
         for cam in self.station.cameras:
-            self.create_subscription(
-                Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(c, m), qos.SENSOR
-            )
-        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
+            qos.subscribe_sensor(self, Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(c, m))
+        qos.subscribe_sensor(self, JointState, "joint_states", self._on_joints)
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
 
     def start_thread(self, target: Callable[[], None], name: str) -> None:

@@ -15,7 +15,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32
 
 from recap_ros import qos
-from recap_ros.conversions import MessageError, diagnostic_values, joint_positions, joint_state
+from recap_ros.conversions import MessageError, diagnostic, diagnostic_values, joint_positions, joint_state
+from recap_ros.diagnostics import OK, WARN, Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import declare, declare_station
 from recap_sim.human import RELEASE_RULES, VALUE_DROP_RANGE, HumanConfig, SimulatedHuman
@@ -136,10 +137,12 @@ class ScriptedOperatorNode(Node):
 
         self._pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
         self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
-        self.create_subscription(Float32, "value/estimate", self._on_value, qos.SENSOR)
+        qos.subscribe_sensor(self, Float32, "value/estimate", self._on_value)
         self.create_subscription(PoseStamped, "sim/object_pose", self._on_pose, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "sim/status", self._on_status, qos.SENSOR)
-        self.create_subscription(JointState, "joint_states", self._on_joints, qos.SENSOR)
+        qos.subscribe_sensor(self, JointState, "joint_states", self._on_joints)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self.diagnostics.add("status", self._status)
 
     def _set_mode(self, mode: str) -> None:
         self.mode = mode
@@ -184,6 +187,17 @@ class ScriptedOperatorNode(Node):
         target = self.operator.act(q, self._object_pose)
         self._pub.publish(joint_state(target, stamp=msg.header.stamp, names=self.station.joint_names))
         self.commands_sent += 1
+
+    def _status(self) -> DiagnosticStatus:
+        waiting = self.mode != "off" and self._object_pose is None
+        values = {
+            "mode": self.mode,
+            "engaged": self.human.engaged if self.mode == "intervene" else self.mode == "drive",
+            "episode_seed": self._episode_seed or "",
+            "commands_sent": self.commands_sent,
+        }
+        message = "waiting for sim/object_pose" if waiting else f"mode {self.mode}"
+        return diagnostic("scripted_operator", values, level=WARN if waiting else OK, message=message)
 
 
 def main(args=None) -> int:

@@ -24,9 +24,10 @@ from recap_ros.conversions import (
     diagnostic,
     joint_positions,
     joint_state,
-    numpy_to_image,
     seconds_to_stamp,
 )
+from recap_ros.diagnostics import Diagnostics
+from recap_ros.images import numpy_to_image
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -143,7 +144,8 @@ class SimStationNode(Node):
             cam: self.create_publisher(Image, f"camera/{cam}/image_raw", qos.SENSOR) for cam in self.station.cameras
         }
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos.SENSOR)
-        self._status_pub = self.create_publisher(DiagnosticStatus, "sim/status", qos.SENSOR)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(self.create_publisher(DiagnosticStatus, "sim/status", qos.SENSOR))
         self._pose_pub = self.create_publisher(PoseStamped, "sim/object_pose", qos.SENSOR)
         self._clock_pub = self.create_publisher(Clock, "/clock", qos.SENSOR) if self.publish_clock else None
         self.create_subscription(JointState, "joint_command", self._on_command, qos.COMMAND)
@@ -277,6 +279,10 @@ class SimStationNode(Node):
         self._running = False
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
+        if not self._thread.is_alive():
+            # the GL context now, while EGL is up: left to garbage collection it may be freed at interpreter
+            # exit after EGL has terminated (a traceback on every clean stop)
+            self.sim.close()
 
 
 def rclpy_parameter(name: str, value):

@@ -12,6 +12,7 @@ import re
 import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import JointState
@@ -20,6 +21,7 @@ from std_srvs.srv import Trigger
 
 from recap_ros import qos
 from recap_ros.conversions import diagnostic, diagnostic_values
+from recap_ros.diagnostics import Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.episodes import (
@@ -127,14 +129,21 @@ class EpisodeManagerNode(Node):
         self._starting = False
         self._policy_status: dict[str, str] = {}
         self._reset_clients: dict = {}
+        # episode/start awaits the reset's reply and timers; a SingleThreadedExecutor (where EventsExecutor
+        # cannot run coroutine callbacks) keeps a callback's group busy until it returns, so these live in a
+        # group of their own that never waits on itself.
+        self._reset_group = ReentrantCallbackGroup()
 
         # Publishers, subscriptions and services only after every parameter is valid.
-        self._status_pub = self.create_publisher(DiagnosticStatus, "episode/status", qos.LATCHED)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(
+            self.create_publisher(DiagnosticStatus, "episode/status", qos.LATCHED)
+        )
         self.create_subscription(JointState, step_topic, self._on_step, qos.COMMAND)
         self.create_subscription(Bool, "intervention", self._on_intervention, qos.LATCHED)
         self.create_subscription(DiagnosticStatus, "sim/status", self._on_sim_status, qos.SENSOR)
         self.create_subscription(DiagnosticStatus, "policy/status", self._on_policy_status, qos.LATCHED)
-        self.create_service(Trigger, "episode/start", self._on_start)
+        self.create_service(Trigger, "episode/start", self._on_start, callback_group=self._reset_group)
         self.create_service(Trigger, "episode/success", lambda rq, rs: self._on_label(SUCCESS, rs))
         self.create_service(Trigger, "episode/failure", lambda rq, rs: self._on_label(FAILURE, rs))
         self.create_service(Trigger, "episode/abort", lambda rq, rs: self._on_label(ABORTED, rs))
@@ -210,7 +219,7 @@ class EpisodeManagerNode(Node):
     # -- the world reset (sim/reset) ----------------------------------------------------------------
     def _reset_client(self, name: str):
         if name not in self._reset_clients:
-            self._reset_clients[name] = self.create_client(Trigger, name)
+            self._reset_clients[name] = self.create_client(Trigger, name, callback_group=self._reset_group)
         return self._reset_clients[name]
 
     async def _reset_world(self, name: str) -> tuple[bool, str]:
@@ -240,7 +249,7 @@ class EpisodeManagerNode(Node):
             self.destroy_timer(timer)
             done.set_result(None)
 
-        timer = self.create_timer(seconds, fire)
+        timer = self.create_timer(seconds, fire, callback_group=self._reset_group)
         return done
 
     async def _with_timeout(self, future: Future, seconds: float):
@@ -251,7 +260,7 @@ class EpisodeManagerNode(Node):
             timer.cancel()
             future.cancel()
 
-        timer = self.create_timer(max(seconds, 0.001), expire)
+        timer = self.create_timer(max(seconds, 0.001), expire, callback_group=self._reset_group)
         try:
             return await future
         finally:

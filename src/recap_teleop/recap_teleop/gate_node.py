@@ -26,6 +26,7 @@ from recap_ros.conversions import (
     joint_state,
     stamp_to_seconds,
 )
+from recap_ros.diagnostics import Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.observation import FutureStampError, refuse_future_stamp
 from recap_ros.params import ParameterError, declare, declare_station
@@ -110,12 +111,13 @@ class GateNode(Node):
         self._command_pub = self.create_publisher(JointState, "joint_command", qos.COMMAND)
         self._intervention_pub = self.create_publisher(Bool, "intervention", qos.LATCHED)
         self._source_pub = self.create_publisher(String, "command_source", qos.LATCHED)
-        self._status_pub = self.create_publisher(DiagnosticStatus, "gate/status", qos.COMMAND)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(self.create_publisher(DiagnosticStatus, "gate/status", qos.COMMAND))
         self._reset_client = self.create_client(Trigger, "policy/reset")
         self.create_subscription(JointState, "policy/joint_command", self._on_policy, qos.COMMAND)
         self.create_subscription(JointState, "teleop/joint_command", self._on_teleop, qos.COMMAND)
         self.create_subscription(Bool, "teleop/engage", self._on_engage, qos.COMMAND)
-        self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.SENSOR)
+        qos.subscribe_sensor(self, JointState, "joint_states", self._on_joint_states)
         self._episode_id: str | None = None
         self.create_subscription(DiagnosticStatus, "episode/status", self._on_episode, qos.LATCHED)
         self.create_timer(1.0 / status_rate, self._publish_status)

@@ -14,7 +14,8 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from recap_ros import qos
-from recap_ros.conversions import MessageError, joint_positions, joint_state
+from recap_ros.conversions import MessageError, diagnostic, joint_positions, joint_state
+from recap_ros.diagnostics import OK, WARN, Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 from recap_teleop.joy_mapping import ACTIONS, DEFAULT_MAPPING_FILE, JointJogger, JoyMapping
@@ -57,14 +58,17 @@ class JoyTeleopNode(Node):
         self._last_joy = 0.0
         self._last_step = 0.0
         self._warned_short = False
+        self.joy_messages = 0
 
         self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
         self._command_pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
         self._episode_clients = {a: self.create_client(Trigger, f"episode/{a}") for a in ACTIONS}
-        self.create_subscription(JointState, "joint_states", self._on_joint_states, qos.SENSOR)
-        self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
+        qos.subscribe_sensor(self, JointState, "joint_states", self._on_joint_states)
+        qos.subscribe_sensor(self, Joy, joy_topic, self._on_joy)
         self.create_timer(1.0 / self.station.control_rate_hz, self._tick)
         self.create_timer(0.5, self._reassert_engage)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self.diagnostics.add("status", self._status)
         self.get_logger().info(
             f"joy teleop up: mapping {path}, deadman button {self.mapping.deadman_button}, "
             f"actions {dict(self.mapping.actions)}"
@@ -87,6 +91,7 @@ class JoyTeleopNode(Node):
             )
         previous, self._buttons, self._axes = self._buttons, buttons, axes
         self._last_joy = time.monotonic()
+        self.joy_messages += 1
         held = self.mapping.deadman_held(buttons)
         if held and not self.jogger.active:
             self._engage()
@@ -152,6 +157,26 @@ class JoyTeleopNode(Node):
             return
         log = self.get_logger().info if reply.success else self.get_logger().warning
         log(f"episode/{action}: {reply.message}")
+
+    def _status(self):
+        """WARN while there is no pad (no Joy message yet, or none for ``joy_timeout_s``) or no joint_states."""
+        silent_s = time.monotonic() - self._last_joy if self.joy_messages else float("inf")
+        if not self.joy_messages:
+            problem = "no Joy message yet (is the joy driver running?)"
+        elif self.joy_timeout_s > 0 and silent_s > self.joy_timeout_s:
+            problem = f"no Joy message for {silent_s:.1f} s"
+        elif self._measured is None:
+            problem = "no joint_states yet: the deadman cannot engage"
+        else:
+            problem = ""
+        values = {
+            "engaged": self.jogger.active,
+            "joy_messages": self.joy_messages,
+            "last_joy_age_s": f"{silent_s:.2f}",
+            "joint_states": self._measured is not None,
+        }
+        message = problem or ("engaged" if self.jogger.active else "released")
+        return diagnostic("joy_teleop", values, level=WARN if problem else OK, message=message)
 
 
 def main(args=None) -> int:

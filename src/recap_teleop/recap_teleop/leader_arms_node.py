@@ -15,20 +15,22 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool
 
 from recap_ros import qos
-from recap_ros.conversions import joint_state
+from recap_ros.conversions import diagnostic, joint_state
+from recap_ros.diagnostics import OK, WARN, Diagnostics
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
-from recap_core.station import GRIPPER_INDICES, NUM_JOINTS
+from recap_core.station import StationConfig
 
 ENGAGE_SOURCES = ("parameter", "joy")
 
 
 class LeaderMapping:
-    """Leader joint names/positions -> ``[14]`` station command (pure; no ROS).
+    """Leader joint names/positions -> ``[J]`` station command (pure; no ROS).
 
     Each leader message is re-ordered into the station's joint order (the leader may name its joints
-    differently and report extra ones), validated, and its two grippers mapped linearly from the leader's
-    closed/open readings to the station's 0 (closed) .. 1 (open).
+    differently and report extra ones), validated, and the station's gripper joints mapped linearly from the
+    leader's closed/open readings to the station's 0 (closed) .. 1 (open). ``station`` (the simulated one by
+    default) gives the joint count and the gripper joints.
     """
 
     def __init__(
@@ -36,14 +38,16 @@ class LeaderMapping:
         leader_names: Sequence[str],
         gripper_closed: float,
         gripper_open: float,
-        gripper_indices: Sequence[int] = GRIPPER_INDICES,
+        station: StationConfig | None = None,
     ):
-        if len(leader_names) != NUM_JOINTS:
+        station = station or StationConfig.sim_aloha()
+        joints = station.num_joints
+        if len(leader_names) != joints:
             raise ValueError(
-                f"leader_joint_names has {len(leader_names)} names, expected {NUM_JOINTS}: the "
+                f"leader_joint_names has {len(leader_names)} names, expected {joints}: the "
                 "leader's name for each station joint, in station order"
             )
-        if len(set(leader_names)) != NUM_JOINTS:
+        if len(set(leader_names)) != joints:
             raise ValueError(f"leader_joint_names has duplicates: {list(leader_names)}")
         if not (math.isfinite(gripper_closed) and math.isfinite(gripper_open)) or gripper_closed == gripper_open:
             raise ValueError(
@@ -52,14 +56,15 @@ class LeaderMapping:
             )
         self.leader_names = list(leader_names)
         self.gripper_closed, self.gripper_open = float(gripper_closed), float(gripper_open)
-        self.gripper_indices = list(gripper_indices)
+        self.gripper_indices = list(station.gripper_indices)
 
     def __call__(self, names: Sequence[str], positions: Sequence[float]) -> np.ndarray:
-        """``[14]`` station command; ValueError saying what is wrong with the leader message."""
+        """``[J]`` station command; ValueError saying what is wrong with the leader message."""
         pos = np.asarray(positions, dtype=np.float64)
         if len(names) == 0:
-            if pos.shape != (NUM_JOINTS,):
-                raise ValueError(f"leader message without names has {pos.size} positions, expected {NUM_JOINTS}")
+            joints = len(self.leader_names)
+            if pos.shape != (joints,):
+                raise ValueError(f"leader message without names has {pos.size} positions, expected {joints}")
             command = pos.copy()
         else:
             if len(names) != pos.size:
@@ -114,7 +119,7 @@ class LeaderArmsNode(Node):
             self, "joy_deadman_button", 4, "Joy button held to engage", min_value=0, max_value=63
         )
         try:
-            self.mapping = LeaderMapping(leader_names, closed, opened)
+            self.mapping = LeaderMapping(leader_names, closed, opened, self.station)
         except ValueError as exc:
             raise ParameterError(f"leader arms: {exc}") from exc
         self.received = 0
@@ -124,10 +129,13 @@ class LeaderArmsNode(Node):
 
         self._engage_pub = self.create_publisher(Bool, "teleop/engage", qos.COMMAND)
         self._command_pub = self.create_publisher(JointState, "teleop/joint_command", qos.COMMAND)
-        self.create_subscription(JointState, leader_topic, self._on_leader, qos.SENSOR)
+        qos.subscribe_sensor(self, JointState, leader_topic, self._on_leader)
         if self.engage_source == "joy":
-            self.create_subscription(Joy, joy_topic, self._on_joy, qos.SENSOR)
+            qos.subscribe_sensor(self, Joy, joy_topic, self._on_joy)
         self.create_timer(0.5, self._reassert_engage)
+        self._rejected_reported = 0
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self.diagnostics.add("status", self._status)
         self.get_logger().info(
             f"leader arms up: {leader_topic} -> teleop/joint_command, engage from {self.engage_source}"
         )
@@ -161,6 +169,21 @@ class LeaderArmsNode(Node):
             )
             return
         self._command_pub.publish(joint_state(command, stamp=msg.header.stamp, names=self.station.joint_names))
+
+    def _status(self):
+        """WARN when leader messages were rejected since the last report (the log says why)."""
+        new_rejections, self._rejected_reported = self.rejected - self._rejected_reported, self.rejected
+        values = {
+            "engaged": self.engaged,
+            "engage_source": self.engage_source,
+            "received": self.received,
+            "rejected": self.rejected,
+        }
+        if new_rejections:
+            message = f"{new_rejections} leader message(s) rejected since the last report"
+        else:
+            message = "engaged" if self.engaged else "released"
+        return diagnostic("leader_arms", values, level=WARN if new_rejections else OK, message=message)
 
 
 def main(args=None) -> int:

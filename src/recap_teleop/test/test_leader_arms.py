@@ -73,10 +73,10 @@ def test_node_passes_leader_through_and_engages_from_the_parameter(node_process,
     q = np.linspace(-0.5, 0.5, 14)
     q[list(GRIPPER_INDICES)] = -0.8  # open
     msg = joint_state(q, names=LEADER_NAMES)
-    for _ in range(5):
+    deadline = time.monotonic() + 10  # until the node's output has reached the probe too (discovery)
+    while not commands.wait_for(3, timeout=0.02) and time.monotonic() < deadline:
         leader.publish(msg)
-        time.sleep(0.02)
-    assert commands.wait_for(3, timeout=5), node.output()
+    assert commands.wait_for(3, timeout=1), node.output()
     out = joint_positions(commands.last())
     expected = q.copy()
     expected[list(GRIPPER_INDICES)] = 1.0

@@ -16,7 +16,9 @@ from std_msgs.msg import ColorRGBA, Float32, Float32MultiArray, MultiArrayDimens
 from visualization_msgs.msg import Marker, MarkerArray
 
 from recap_ros import qos
-from recap_ros.conversions import diagnostic, numpy_to_image
+from recap_ros.conversions import diagnostic
+from recap_ros.diagnostics import Diagnostics
+from recap_ros.images import numpy_to_image
 from recap_ros.node_main import run_node
 from recap_ros.params import declare
 from recap_ros.serving import ModelServingNode
@@ -97,7 +99,8 @@ class ValueNode(ModelServingNode):
         self._dist_pub = self.create_publisher(Float32MultiArray, "value/distribution", qos.COMMAND)
         self._marker_pub = self.create_publisher(MarkerArray, "value/markers", qos.COMMAND)
         self._plot_pub = self.create_publisher(Image, "value/plot", qos.COMMAND)
-        self._status_pub = self.create_publisher(DiagnosticStatus, "value/status", qos.LATCHED)
+        self.diagnostics = Diagnostics(self, self.station.station_name)
+        self._status_pub = self.diagnostics.mirror(self.create_publisher(DiagnosticStatus, "value/status", qos.LATCHED))
         self.start_serving()
         self.create_timer(1.0 / self.plot_rate_hz, self._publish_plot)
         self.create_timer(1.0, self._publish_status)

@@ -12,7 +12,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray
 from visualization_msgs.msg import MarkerArray
 
-from recap_ros.conversions import diagnostic, diagnostic_values, image_to_numpy, joint_state, numpy_to_image
+from recap_ros.conversions import diagnostic, diagnostic_values, joint_state
+from recap_ros.images import image_to_rgb, numpy_to_image
 
 pytestmark = pytest.mark.ros
 
@@ -73,7 +74,7 @@ def test_publishes_estimate_distribution_markers_and_plot(node_process, probe, t
     assert d.shape == (201,) and abs(d.sum() - 1.0) < 1e-3 and np.all(d >= 0)
     kinds = sorted(m.type for m in markers.last().markers)
     assert len(kinds) == 3 and markers.last().markers[1].text.startswith("V = ")
-    img = image_to_numpy(plot.last())
+    img = image_to_rgb(plot.last())
     assert img.shape == (160, 320, 3)
     estimate.clear()
     time.sleep(2.0)
