@@ -8,22 +8,19 @@ third-party packages are taken from the environment's site-packages.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 
 import pytest
 
-from recap_ros.testing.procs import test_environment
+from recap_ros.testing.colcon import install_environment, source_packages
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = sorted(p.name for p in (ROOT / "src").iterdir() if (p / "package.xml").is_file())
+PACKAGES = source_packages(ROOT)
 NODES = [  # (package, module, banner it logs once up, or "" to require only that it stays up)
     ("recap_teleop", "recap_teleop.gate_node", "gate up"),
     ("recap_teleop", "recap_teleop.episode_manager_node", "episode manager up"),
@@ -34,45 +31,13 @@ NODES = [  # (package, module, banner it logs once up, or "" to require only tha
     ("recap_policy_node", "recap_policy_node.policy_node", ""),
     ("recap_value_node", "recap_value_node.value_node", ""),
     ("recap_recorder", "recap_recorder.recorder_node", ""),
+    ("recap_bridge", "recap_bridge.bridge_node", "robot bridge up"),
 ]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    if shutil.which("colcon", path=str(pathlib.Path(sys.executable).parent)) is None:
-        pytest.fail(
-            "colcon is not installed: run scripts/setup.sh (requirements.txt installs colcon-core, "
-            "colcon-ros and colcon-python-setup-py)"
-        )
-    ws = tmp_path_factory.mktemp("colcon_ws")
-    colcon = str(pathlib.Path(sys.executable).parent / "colcon")
-    cmd = [
-        colcon,
-        "--log-base",
-        str(ws / "log"),
-        "build",
-        "--base-paths",
-        str(ROOT / "src"),
-        "--build-base",
-        str(ws / "build"),
-        "--install-base",
-        str(ws / "install"),
-        "--executor",
-        "sequential",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ws)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return ws / "install"
-
-
-def install_environment(install: pathlib.Path) -> dict:
-    site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
-    env = test_environment()
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(install / p / site) for p in PACKAGES] + [sysconfig.get_paths()["purelib"]]
-    )
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join(str(install / p) for p in PACKAGES)
-    return env
+def workspace(colcon_install):
+    return colcon_install
 
 
 def run_installed(install, code: str) -> str:
@@ -92,7 +57,15 @@ def test_every_package_installs_its_code_and_share_files(workspace):
     for package in PACKAGES:
         assert (workspace / package / "share" / package / "package.xml").is_file(), package
     share = workspace / "recap_bringup" / "share" / "recap_bringup"
-    for name in ("launch/station.launch.py", "launch/recap.rviz", "config/station_sim.yaml"):
+    for name in (
+        "launch/station.launch.py",
+        "launch/sim.launch.py",
+        "launch/recap.rviz",
+        "config/station_sim.yaml",
+        "config/station_real.yaml",
+        "config/robots/aloha_ros2_control.yaml",
+        "config/robots/aloha_interbotix.yaml",
+    ):
         assert (share / name).is_file(), name
     found = run_installed(
         workspace,
@@ -128,6 +101,8 @@ def test_each_node_starts_from_the_install_space(workspace, tmp_path, package, m
         "--params-file",
         str(share / "config" / "station_sim.yaml"),
     ]
+    if module.endswith("bridge_node"):  # the Interbotix example has the simulated station's layout
+        cmd += ["-p", f"contract:={share / 'config' / 'robots' / 'aloha_interbotix.yaml'}"]
     if module.endswith("recorder_node"):
         cmd += ["-p", f"output_dir:={tmp_path / 'bags'}"]
     log = tmp_path / "node.log"

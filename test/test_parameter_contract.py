@@ -15,7 +15,7 @@ import re
 import pytest
 from rcl_interfaces.msg import ParameterType
 
-from recap_bringup import station_sim_yaml
+from recap_bringup import config_dir, station_sim_yaml
 
 pytestmark = pytest.mark.ros
 
@@ -32,6 +32,7 @@ NODES = {  # node name -> (module, extra parameters to start it)
     "leader_arms": ("recap_teleop.leader_arms_node", {}),
     "joy_teleop": ("recap_teleop.joy_node", {}),
     "recorder": ("recap_recorder.recorder_node", {}),
+    "robot_bridge": ("recap_bridge.bridge_node", {"contract": str(config_dir() / "robots" / "aloha_interbotix.yaml")}),
 }
 
 #: Values a valid change cannot be built from generically: the table's claim for these is tested elsewhere

@@ -13,6 +13,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py") + glob("launch/*.rviz")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,82 +1,36 @@
-"""Bring up a RECAP station with ``ros2 launch``, from the same station YAML as ``recap station``.
+"""A real RECAP station: the robot bridge (the lab's drivers and controllers, by its robot contract), the
+gate, the episode manager, the policy and value nodes, the recorder, an operator device; no simulation.
 
-    ros2 launch recap_bringup station.launch.py      # simulated station, driven by the scripted operator
-    ros2 launch recap_bringup station.launch.py sim:=false operator:=false config:=/path/to/my_station.yaml \
-        policy_checkpoint:=/ckpt/pi_1 value_checkpoint:=/ckpt/V_1 bag_dir:=/data/bags
+    ros2 launch recap_bringup station.launch.py contract:=/path/to/my_robot.yaml operator_device:=joy \\
+        policy_checkpoint:=/ckpt/pi_1 value_checkpoint:=/ckpt/V_1 bag_dir:=/data/bags namespace:=station1
+
+docs/real_station.md walks through it, from a fresh ROS install to a first recorded episode.
 """
 
-import os
-
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(HERE, "..", "config", "station_sim.yaml")
+from recap_bringup import config_dir
+from recap_bringup.station_launch import OPERATOR_DEVICES, station_actions
 
 
 def generate_launch_description():
-    config = LaunchConfiguration("config")
-    sim = LaunchConfiguration("sim")
-    operator = LaunchConfiguration("operator")
-    namespace = LaunchConfiguration("namespace")
     args = [
-        DeclareLaunchArgument("config", default_value=DEFAULT_CONFIG, description="station parameter YAML"),
-        DeclareLaunchArgument("sim", default_value="true", description="start the simulated station"),
+        DeclareLaunchArgument("contract", description="the station's robot contract YAML (required)"),
         DeclareLaunchArgument(
-            "operator",
-            default_value="true",
-            description="sim only: start the scripted operator (demos, simulated human)",
+            "config", default_value=str(config_dir() / "station_real.yaml"), description="node parameters YAML"
         ),
-        DeclareLaunchArgument("namespace", default_value="", description="station namespace"),
+        DeclareLaunchArgument("namespace", default_value="", description="station namespace (several stations)"),
+        DeclareLaunchArgument(
+            "operator_device",
+            default_value="joy",
+            choices=list(OPERATOR_DEVICES),
+            description="take-over device: joy (gamepad with deadman), leader_arms, or none",
+        ),
+        DeclareLaunchArgument("joy_driver", default_value="false", description="also start joy joy_node"),
         DeclareLaunchArgument("policy_checkpoint", default_value="", description="policy checkpoint dir"),
         DeclareLaunchArgument("value_checkpoint", default_value="", description="value checkpoint dir"),
-        DeclareLaunchArgument("bag_dir", default_value="bags", description="where episode bags go"),
+        DeclareLaunchArgument("bag_dir", default_value="", description="where episode bags go (default: config)"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with recap.rviz"),
     ]
-    common = dict(namespace=namespace, output="screen", emulate_tty=True)
-    nodes = [
-        Node(
-            package="recap_sim",
-            executable="sim_station",
-            name="sim_station",
-            parameters=[config],
-            condition=IfCondition(sim),
-            **common,
-        ),
-        Node(
-            package="recap_sim",
-            executable="scripted_operator",
-            name="scripted_operator",
-            parameters=[config],
-            condition=IfCondition(operator),
-            **common,
-        ),
-        Node(package="recap_teleop", executable="gate", name="gate", parameters=[config], **common),
-        Node(
-            package="recap_teleop", executable="episode_manager", name="episode_manager", parameters=[config], **common
-        ),
-        Node(
-            package="recap_policy_node",
-            executable="policy_node",
-            name="policy_node",
-            parameters=[config, {"checkpoint": LaunchConfiguration("policy_checkpoint")}],
-            **common,
-        ),
-        Node(
-            package="recap_value_node",
-            executable="value_node",
-            name="value_node",
-            parameters=[config, {"checkpoint": LaunchConfiguration("value_checkpoint")}],
-            **common,
-        ),
-        Node(
-            package="recap_recorder",
-            executable="recorder",
-            name="recorder",
-            parameters=[config, {"output_dir": LaunchConfiguration("bag_dir")}],
-            **common,
-        ),
-    ]
-    return LaunchDescription(args + nodes)
+    return LaunchDescription(args + [OpaqueFunction(function=lambda context: station_actions(context, sim=False))])
