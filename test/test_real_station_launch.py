@@ -197,7 +197,7 @@ class Launch:
         "sys.exit(ls.run())\n"
     )
 
-    def __init__(self, install: pathlib.Path, log: pathlib.Path, launch_file: str, **arguments):
+    def __init__(self, install: pathlib.Path, log: pathlib.Path, launch_file: str, drop_env=(), **arguments):
         from recap_ros.testing.colcon import install_environment
 
         path = install / "recap_bringup" / "share" / "recap_bringup" / "launch" / launch_file
@@ -206,6 +206,8 @@ class Launch:
         self._log = open(log, "w")
         env = install_environment(install)
         env["PYTHONUNBUFFERED"] = "1"
+        for name in drop_env:
+            env.pop(name, None)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", self.SCRIPT, str(path), *argv],
             stdout=self._log,
@@ -433,3 +435,37 @@ def test_two_namespaced_stations_run_side_by_side_with_their_own_parameters(colc
             robot.stop()
     for launch, code in zip(launches, codes):
         assert code == 0 and "Traceback" not in launch.output(), launch.output()[-6000:]
+
+
+def test_the_simulated_station_launches_with_its_own_localhost_settings(colcon_install, probe, tmp_path):
+    """sim.launch.py sets localhost discovery and the shared-memory profile for its nodes itself: started
+    from an environment without them, its nodes still run with them (and the probe, localhost, sees them)."""
+    require_launch()
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    from recap_ros.qos import LATCHED, SENSOR_IN
+
+    ns = "/sim_a"
+    launch = Launch(
+        colcon_install,
+        tmp_path / "sim.log",
+        "sim.launch.py",
+        drop_env=("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"),
+        namespace=ns.strip("/"),
+        bag_dir=tmp_path / "bags",
+    )
+    try:
+        images = probe.subscribe(Image, f"{ns}/camera/base/image_raw", SENSOR_IN)
+        states = probe.subscribe(JointState, f"{ns}/joint_states", SENSOR_IN)
+        source = probe.subscribe(String, f"{ns}/command_source", LATCHED)
+        assert images.wait_for(5, timeout=120) and states.wait_for(5, timeout=10), launch.output()[-6000:]
+        assert source.wait_for(1, timeout=10), launch.output()[-4000:]
+        assert launch.wait_for_output("sim station up", 10)
+    finally:
+        code = launch.stop()
+    log = launch.output()
+    assert code == 0 and "Traceback" not in log, log[-6000:]
+    settings = [line for line in log.splitlines() if "[sim_a.sim_station]: DDS settings" in line]
+    assert settings and "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in settings[0], settings
+    assert "fastdds_localhost.xml" in settings[0], settings
