@@ -7,24 +7,14 @@ import time
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from recap_bringup import config_dir, station_sim_yaml
+from recap_bringup import station_sim_yaml
+from station_nodes import EVERY_NODE
 from recap_ros.conversions import diagnostic_values
 
 pytestmark = pytest.mark.ros
 
 NAMESPACE = "/station_diag"
-NODES = {  # node name -> (module, its own parameters)
-    "gate": ("recap_teleop.gate_node", {}),
-    "policy_node": ("recap_policy_node.policy_node", {}),
-    "value_node": ("recap_value_node.value_node", {}),
-    "episode_manager": ("recap_teleop.episode_manager_node", {}),
-    "sim_station": ("recap_sim.station_node", {"image_width": 32, "image_height": 32}),
-    "scripted_operator": ("recap_sim.operator_node", {}),
-    "leader_arms": ("recap_teleop.leader_arms_node", {}),
-    "joy_teleop": ("recap_teleop.joy_node", {}),
-    "recorder": ("recap_recorder.recorder_node", {}),
-    "robot_bridge": ("recap_bridge.bridge_node", {"contract": str(config_dir() / "robots" / "aloha_interbotix.yaml")}),
-}
+NODES = EVERY_NODE
 
 
 def entries(arrays, name: str) -> list:

@@ -15,25 +15,15 @@ import re
 import pytest
 from rcl_interfaces.msg import ParameterType
 
-from recap_bringup import config_dir, station_sim_yaml
+from recap_bringup import station_sim_yaml
+from station_nodes import EVERY_NODE
 
 pytestmark = pytest.mark.ros
 
 DESIGN = pathlib.Path(__file__).resolve().parents[1] / "docs" / "design.md"
 STATION_YAML = station_sim_yaml()
 
-NODES = {  # node name -> (module, extra parameters to start it)
-    "gate": ("recap_teleop.gate_node", {}),
-    "policy_node": ("recap_policy_node.policy_node", {}),
-    "value_node": ("recap_value_node.value_node", {}),
-    "episode_manager": ("recap_teleop.episode_manager_node", {}),
-    "sim_station": ("recap_sim.station_node", {"image_width": 32, "image_height": 32}),
-    "scripted_operator": ("recap_sim.operator_node", {}),
-    "leader_arms": ("recap_teleop.leader_arms_node", {}),
-    "joy_teleop": ("recap_teleop.joy_node", {}),
-    "recorder": ("recap_recorder.recorder_node", {}),
-    "robot_bridge": ("recap_bridge.bridge_node", {"contract": str(config_dir() / "robots" / "aloha_interbotix.yaml")}),
-}
+NODES = EVERY_NODE
 
 #: Values a valid change cannot be built from generically: the table's claim for these is tested elsewhere
 #: (checkpoint hot reload in the policy and value node tests).

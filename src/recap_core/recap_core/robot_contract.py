@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from recap_core.errors import UserError, one_line
+from recap_core.layout import CAMERA_NAME
 
 CONTRACT_VERSION = 1
 COMMAND_TYPES = ("joint_state", "forward_command_controller", "joint_trajectory_controller")
@@ -31,7 +32,7 @@ QOS_NAMES = ("sensor_data", "reliable", "best_effort", "system_default")
 STAMP_POLICIES = ("header", "receive")
 #: encodings a camera may declare; ``any`` takes whatever the driver sends (refused per frame if unsupported)
 CAMERA_ENCODINGS = ("any", "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "jpeg", "png")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = CAMERA_NAME  # station, arm, joint and camera names: one ROS name token each
 _TOPIC = re.compile(r"^/?[A-Za-z~][A-Za-z0-9_/~{}]*$")
 
 
