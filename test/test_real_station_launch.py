@@ -247,16 +247,10 @@ class Launch:
         return self.proc.returncode
 
 
-def recap(*args, timeout=600):
-    from recap_ros.testing.procs import test_environment
+def recap(*args):
+    from recap_ros.testing.procs import run_recap
 
-    out = subprocess.run(
-        [sys.executable, "-m", "recap_core.cli", *map(str, args)],
-        env=test_environment(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    out = run_recap(*args)
     assert out.returncode == 0, f"recap {' '.join(map(str, args))}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 

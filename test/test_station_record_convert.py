@@ -4,25 +4,13 @@ recap convert turns them into a dataset the training reader loads."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from recap_ros.testing.procs import test_environment
+from recap_ros.testing.procs import run_recap as recap
 
 pytestmark = pytest.mark.ros
-
-
-def recap(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "recap_core.cli", *map(str, args)],
-        env=test_environment(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_station_records_labelled_bags_that_convert_and_load(tmp_path):

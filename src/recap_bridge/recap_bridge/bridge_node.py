@@ -12,8 +12,6 @@ does not fit the contract (a malformed state, a frame in an unsupported encoding
 
 from __future__ import annotations
 
-import time
-
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
@@ -25,9 +23,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from recap_bridge.mapping import CommandSplitter, MappingError, StateMerger
 from recap_core.robot_contract import ContractError, RobotContract, load_contract
 from recap_ros import qos
-from recap_ros.conversions import MessageError, diagnostic, stamp_to_seconds
+from recap_ros.conversions import MessageError, diagnostic, seconds_to_stamp, stamp_to_seconds
 from recap_ros.diagnostics import OK, WARN, Diagnostics
-from recap_ros.images import image_to_rgb, numpy_to_image
+from recap_ros.images import image_to_rgb, numpy_to_image, parse_compressed_format
 from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare, declare_station
 
@@ -54,7 +52,7 @@ class RobotBridgeNode(Node):
             raise ParameterError(str(exc)) from exc
         station = declare_station(self)
         want = self.contract.station_config()
-        for field in ("joint_names", "lower", "upper", "max_velocity", "cameras", "control_rate_hz"):
+        for field in ("joint_names", "gripper_joints", "lower", "upper", "max_velocity", "cameras", "control_rate_hz"):
             if getattr(station, field) != getattr(want, field):
                 raise ParameterError(
                     f"robot_bridge: station parameter '{field}' differs from the robot contract's ({path}): start "
@@ -72,7 +70,6 @@ class RobotBridgeNode(Node):
             "frames_rejected": 0,
         }
         self.last_error = ""
-        self._last_log = 0.0
 
         self._state_pub = self.create_publisher(JointState, "joint_states", qos.SENSOR)
         self._camera_pubs = {}
@@ -133,10 +130,8 @@ class RobotBridgeNode(Node):
     def _reject(self, counter: str, message: str) -> None:
         self.counts[counter] += 1
         self.last_error = message
-        now = time.monotonic()
-        if now - self._last_log > 1.0:  # one line per second at most: a flood of bad input must not flood the log
-            self._last_log = now
-            self.get_logger().warning(f"{message} ({counter}: {self.counts[counter]})")
+        # a flood of bad input must not flood the log: one line per second, the counters say the rest
+        self.get_logger().warning(f"{message} ({counter}: {self.counts[counter]})", throttle_duration_sec=1.0)
 
     # -- robot -> model -----------------------------------------------------------------------
     def _on_state(self, topic: str, msg: JointState) -> None:
@@ -152,8 +147,7 @@ class RobotBridgeNode(Node):
             return
         positions, oldest = merged
         out = JointState()
-        out.header.stamp.sec = int(oldest // 1)
-        out.header.stamp.nanosec = int(round((oldest % 1) * 1e9)) % 1_000_000_000
+        out.header.stamp = seconds_to_stamp(oldest)
         out.name = list(self.contract.joint_names)
         out.position = positions.tolist()
         self._state_pub.publish(out)
@@ -162,9 +156,9 @@ class RobotBridgeNode(Node):
         self.counts["frames"] += 1
         try:
             if cam.encoding != "any":
-                got = msg.encoding if isinstance(msg, Image) else msg.format
-                if cam.encoding not in got.split(";")[-1]:
-                    raise MessageError(f"camera {cam.name}: encoding '{got}', the contract says {cam.encoding}")
+                got = msg.encoding if isinstance(msg, Image) else parse_compressed_format(msg.format).kind
+                if got != cam.encoding:
+                    raise MessageError(f"encoding '{got}', the contract says {cam.encoding}")
             rgb = image_to_rgb(msg)
         except MessageError as exc:
             self._reject("frames_rejected", f"camera {cam.name}: {exc}")

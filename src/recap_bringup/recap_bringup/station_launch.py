@@ -21,11 +21,17 @@ from recap_core.robot_contract import load_contract
 OPERATOR_DEVICES = ("none", "joy", "leader_arms")
 
 
-def node_parameters(config: str | pathlib.Path, node: str, namespace: str = "") -> dict[str, Any]:
-    """``/**`` merged with the node's section: ``node``, then the fully qualified ``/<namespace>/<node>``."""
-    doc = yaml.safe_load(pathlib.Path(config).read_text(encoding="utf-8")) or {}
+def read_parameter_file(path: str | pathlib.Path) -> dict:
+    doc = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(doc, dict):
-        raise ValueError(f"{config}: a ROS 2 parameter file is a mapping of node names to ros__parameters")
+        raise ValueError(f"{path}: a ROS 2 parameter file is a mapping of node names to ros__parameters")
+    return doc
+
+
+def node_parameters(config: str | pathlib.Path | dict, node: str, namespace: str = "") -> dict[str, Any]:
+    """``/**`` merged with the node's section: ``node``, then the fully qualified ``/<namespace>/<node>``.
+    ``config`` is the parameter file, or its content already read (:func:`read_parameter_file`)."""
+    doc = config if isinstance(config, dict) else read_parameter_file(config)
     params: dict[str, Any] = {}
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     for key in ("/**", node, node.lstrip("/"), f"{ns}/{node}", f"{ns}/{node}".lstrip("/")):
@@ -71,7 +77,7 @@ def station_actions(context, sim: bool) -> list:
 
     arg = lambda name: str(context.launch_configurations.get(name, ""))  # noqa: E731
     namespace = arg("namespace").strip("/")
-    config = arg("config")
+    config = read_parameter_file(arg("config"))  # once, for every node
     actions: list = []
     station: dict[str, Any] = {}
     if sim:

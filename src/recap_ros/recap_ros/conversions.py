@@ -97,8 +97,10 @@ def stamp_to_seconds(stamp: Time) -> float:
 
 
 def seconds_to_stamp(t: float) -> Time:
-    sec = int(t // 1)
-    return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    # rounded as one integer of nanoseconds, so 0.9999999999 s carries into the seconds (1 s, 0 ns) instead
+    # of wrapping the nanoseconds to 0 and losing a second
+    sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 __all__ = [

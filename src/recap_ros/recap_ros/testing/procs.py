@@ -39,6 +39,18 @@ def test_environment(domain_id: int | None = None) -> dict:
 test_environment.__test__ = False  # a helper, not a test, when a test module imports it
 
 
+def run_recap(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``recap ARGS...`` as a child process in the test environment (for commands that start ROS nodes, or
+    run beside them); its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "recap_core.cli", *map(str, args)],
+        env=test_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class NodeProcess:
     """One node running as a child process; use as a context manager."""
 
