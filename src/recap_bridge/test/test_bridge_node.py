@@ -74,8 +74,11 @@ def test_commands_reach_each_controller_and_bad_ones_are_refused_and_counted(nod
     commands = probe.publisher(JointState, "joint_command", COMMAND)
     assert probe.wait_for_subscribers(commands)
     q = np.r_[np.full(6, 0.25), 0.5, np.full(6, -0.25), 1.0]
-    commands.publish(JointState(name=list(CONTRACT.joint_names), position=q.tolist()))
-    assert arm.wait_for(1, timeout=5) and grip.wait_for(1, timeout=5)
+    good = JointState(name=list(CONTRACT.joint_names), position=q.tolist())
+    deadline = time.monotonic() + 10  # until the bridge's controller publishers have reached the probe too
+    while not (arm.wait_for(1, timeout=0.05) and grip.wait_for(1, timeout=0.05)) and time.monotonic() < deadline:
+        commands.publish(good)
+    assert arm.wait_for(1, timeout=1) and grip.wait_for(1, timeout=1)
     traj = arm.last()
     assert list(traj.joint_names) == ARM[:6] and traj.points[0].positions.tolist() == pytest.approx([0.25] * 6)
     assert traj.points[0].time_from_start.nanosec == 40_000_000
