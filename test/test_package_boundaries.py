@@ -65,6 +65,7 @@ NO_ROSDEP_KEY = {
     "dm_control": "dm-control",
     "lz4": "lz4",
     "zstandard": "zstandard",
+    "av": "av",
 }
 #: ROS packages: the import name is the key.
 ROS_PACKAGES = {
@@ -85,10 +86,18 @@ ROS_PACKAGES = {
 }
 
 
+#: test/ folders whose scripts run in their own venvs (LeRobot's references and sample writers), never the package's.
+OTHER_VENVS = {("test", "reference"), ("test", "data")}
+
+
 def package_files(package: str, tests: bool) -> list[pathlib.Path]:
     root = SRC / package
     files = [
-        p for p in root.rglob("*.py") if ("test" in p.relative_to(root).parts[:1]) == tests and p.name != "setup.py"
+        p
+        for p in root.rglob("*.py")
+        if ("test" in p.relative_to(root).parts[:1]) == tests
+        and p.name != "setup.py"
+        and p.relative_to(root).parts[:2] not in OTHER_VENVS
     ]
     return sorted(files)
 

@@ -25,6 +25,7 @@ setup(
             "train-policy = recap_core.commands:TRAIN_POLICY",
             "iterate = recap_core.commands:ITERATE",
             "dataset = recap_core.commands:DATASET",
+            "export = recap_core.commands:EXPORT",
         ],
     },
 )

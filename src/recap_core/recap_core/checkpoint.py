@@ -274,8 +274,17 @@ def read_config(directory: str | pathlib.Path) -> tuple[str, Any, dict]:
         raise CheckpointError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
     try:
         config_cls = PolicyConfig if kind == "policy" else ValueConfig
-        model_config = config_cls.from_dict(data.get("model"))
-    except (ConfigError, TypeError) as exc:
+        model = data.get("model")
+        if kind == "policy" and isinstance(model, dict) and "family" in model:
+            from recap_core.models.configuration import FamilyPolicyConfig
+
+            config_cls = FamilyPolicyConfig
+        model_config = config_cls.from_dict(model)
+        if config_cls is not PolicyConfig and config_cls is not ValueConfig:
+            from recap_core.models.families import architecture_from_dict
+
+            architecture_from_dict(model_config.family, model_config.architecture)
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
     return kind, model_config, data.get("training") or {}
 
@@ -284,6 +293,10 @@ def build_model(kind: str, model_config: Any) -> nn.Module:
     from recap_core.models.policy import RecapPolicy
     from recap_core.models.value import RecapValue
 
+    if getattr(model_config, "family", "recap") != "recap":
+        from recap_core.models.families import build_family_policy
+
+        return build_family_policy(model_config)
     return RecapPolicy(model_config) if kind == "policy" else RecapValue(model_config)
 
 

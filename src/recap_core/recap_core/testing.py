@@ -30,3 +30,24 @@ def strict_json(text: str):
         raise ValueError(f"{name} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
+
+
+def word_tokenizer(words, directory) -> None:
+    """Write a tiny word-level ``tokenizer.json`` (PaliGemma's special-token ids: pad 0, eos 1, bos 2, unk 3; a
+    BOS before every prompt) into ``directory``: a stand-in for a real model's tokenizer, small enough for a tiny
+    model's vocabulary."""
+    import pathlib
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(str(pathlib.Path(directory)))

@@ -2,6 +2,7 @@
 
 recap dataset info ROOT                       episodes, frames, tasks, success, interventions, labels
 recap dataset synth ROOT --kind reach|bimodal --episodes N [--seed S] [--image-size PX]
+recap dataset import-lerobot SRC OUT --cameras a=base,... --success-column C | --success-file F | --success all|none
 """
 
 from __future__ import annotations
@@ -41,12 +42,107 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="step limit of an episode (default: 80 for reach, 60 for bimodal)",
     )
+    lerobot = sub.add_parser(
+        "import-lerobot",
+        help="import a native LeRobot v3.0 dataset as demonstrations (appends if OUT exists)",
+        description="Write a LeRobot v3.0 dataset's episodes into a RECAP dataset as demonstrations: video (mp4) "
+        "and image cameras mapped onto the station's cameras, joints onto its joints, each episode's task, and a "
+        "success label from a column, a file or a flag.",
+    )
+    lerobot.add_argument("src", type=Path, help="the LeRobot dataset (contains meta/info.json, codebase v3.0)")
+    lerobot.add_argument("out", type=Path, help="RECAP dataset directory to create or append to")
+    lerobot.add_argument(
+        "--cameras",
+        default=None,
+        help="LeRobot camera -> station camera, e.g. top=base,wrist=left_wrist ('-' drops one; "
+        "default with --station: the same names)",
+    )
+    lerobot.add_argument(
+        "--joints",
+        default=None,
+        help="observation.state joint (name, or index) -> station joint, e.g. shoulder.pos=left_shoulder "
+        "('-' drops one; default: the LeRobot names, in their order)",
+    )
+    lerobot.add_argument(
+        "--station",
+        type=Path,
+        default=None,
+        help="station parameter file: the dataset takes its joint order, gripper joints and cameras",
+    )
+    lerobot.add_argument(
+        "--grippers", default=None, help="comma-separated gripper joints (default: the station's, or none)"
+    )
+    labels = lerobot.add_mutually_exclusive_group(required=True)
+    labels.add_argument(
+        "--success-column",
+        default=None,
+        help="a bool or 0/1 column: a frame feature (an episode succeeded if any frame is true, e.g. "
+        "next.success) or an episodes-metadata column",
+    )
+    labels.add_argument(
+        "--success-file", type=Path, default=None, help='JSON {"<episode_index>": true|false} for every episode'
+    )
+    labels.add_argument("--success", choices=("all", "none"), default=None, help="one label for every episode")
+    lerobot.add_argument("--episodes", default=None, help="comma-separated LeRobot episode indices (default: all)")
+    lerobot.add_argument(
+        "--image-size", default=None, help="resize every camera to PX or HxW (default: the cameras' common size)"
+    )
+    lerobot.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="stored image format")
+    lerobot.add_argument("--robot", default=None, help="robot type recorded (default: the LeRobot robot_type)")
+    lerobot.add_argument(
+        "--max-episode-length",
+        type=int,
+        default=None,
+        help="step limit of an episode, for the returns (default: OUT's, 400 for a new dataset); at least the "
+        "longest episode, or its earliest returns clip",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset_command == "synth":
         return _synth(args)
+    if args.dataset_command == "import-lerobot":
+        return _import_lerobot(args)
     return _info(args.root)
+
+
+def _import_lerobot(args: argparse.Namespace) -> int:
+    from recap_core.data.lerobot_import import LeRobotImportError, import_lerobot
+    from recap_core.errors import one_line
+
+    try:
+        episodes = None if args.episodes is None else [int(e) for e in args.episodes.split(",") if e.strip()]
+    except ValueError:
+        print(f"recap dataset import-lerobot: --episodes {args.episodes!r} is not a list of indices", file=sys.stderr)
+        return 2
+    grippers = None if args.grippers is None else [g.strip() for g in args.grippers.split(",") if g.strip()]
+    try:
+        summary = import_lerobot(
+            args.src,
+            args.out,
+            cameras=args.cameras,
+            joints=args.joints,
+            station=args.station,
+            gripper_joints=grippers,
+            success=args.success,
+            success_column=args.success_column,
+            success_file=args.success_file,
+            episodes=episodes,
+            image_size=args.image_size,
+            image_format=args.image_format,
+            robot=args.robot,
+            max_episode_length=args.max_episode_length,
+        )
+    except LeRobotImportError as exc:
+        print(f"recap dataset import-lerobot: {one_line(exc)}", file=sys.stderr)
+        return 2
+    for line in summary.limit_warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(
+        f"imported {summary.episodes} LeRobot episodes ({summary.frames} frames, {summary.successes} successful) "
+        f"from {args.src} to {args.out}"
+    )
+    return _info(args.out)
 
 
 def _synth(args: argparse.Namespace) -> int:

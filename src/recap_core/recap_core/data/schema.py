@@ -431,6 +431,11 @@ def load_info(root: str | Path) -> dict:
     if not isinstance(info, dict):
         raise DatasetError(f"{path}: not a JSON object; {DAMAGED}")
     version = info.get("codebase_version")
+    if version == CODEBASE_VERSION and "recap" not in info:
+        raise DatasetError(
+            f"{path}: a native LeRobot {CODEBASE_VERSION} dataset (no 'recap' block); make a RECAP dataset of it "
+            f"with `recap dataset import-lerobot {path.parent.parent} OUT --cameras ... --success-column ...`"
+        )
     if version != CODEBASE_VERSION or not isinstance(info.get("recap"), dict):
         raise DatasetError(
             f"{path}: expected a LeRobot {CODEBASE_VERSION} dataset with a 'recap' block, "

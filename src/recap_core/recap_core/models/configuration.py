@@ -203,6 +203,15 @@ class PolicyConfig:
         if head_dim % 2:
             raise ConfigError(f"BackboneConfig.head_dim must be even for rotary embeddings, got {head_dim}")
 
+    @property
+    def image_size(self) -> int:
+        """The square side the model's images are resized to."""
+        return self.backbone.image_size
+
+    @property
+    def family(self) -> str:
+        return "recap"
+
     def to_dict(self) -> dict:
         return _to_dict(self)
 
@@ -231,12 +240,90 @@ class ValueConfig:
         if not isinstance(self.num_bins, int) or self.num_bins < 2:
             raise ConfigError(f"{owner}.num_bins must be an integer >= 2, got {self.num_bins!r}")
 
+    @property
+    def image_size(self) -> int:
+        """The square side the model's images are resized to."""
+        return self.backbone.image_size
+
+    @property
+    def family(self) -> str:
+        return "recap"
+
     def to_dict(self) -> dict:
         return _to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ValueConfig":
         return _from_dict(cls, data)
+
+
+FAMILY_NAMES = ("pi0", "pi05", "smolvla")
+SOURCE_LAYOUTS = ("lerobot", "openpi")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyPolicyConfig:
+    """A policy of a pretrained VLA family (pi0, pi0.5, SmolVLA) run by RECAP (``recap_core.models.families``).
+
+    ``architecture`` is the family's own config (``Pi0Config`` / ``SmolVLAConfig`` as plain JSON); the model
+    pads ``state_dim`` / ``action_dim`` to its ``max_state_dim`` / ``max_action_dim`` and samples chunks of its
+    ``chunk_size`` (``action_horizon``). ``source_layout`` is the on-disk layout the weights came from, which
+    ``recap export`` writes back by default; ``source_files`` keeps that checkpoint's JSON files (its
+    ``config.json``, LeRobot's processor configs) and ``asset_id`` openpi's ``assets/<asset_id>``, so the export
+    is a directory the ecosystem's own loaders read. The prompt carries the task and RECAP's advantage text in the
+    family's own template (docs/models.md).
+    """
+
+    family: str
+    architecture: dict
+    cameras: tuple[str, ...]
+    state_dim: int
+    action_dim: int
+    action_horizon: int
+    num_flow_steps: int
+    image_size: int
+    max_prompt_tokens: int
+    source_layout: str = "lerobot"
+    source_files: dict = dataclasses.field(default_factory=dict)
+    asset_id: str | None = None
+    indicator_dropout: float = 0.3
+    knowledge_insulation: bool = False
+    name: str = "custom"
+
+    def __post_init__(self):
+        owner = "FamilyPolicyConfig"
+        if self.family not in FAMILY_NAMES:
+            raise ConfigError(f"{owner}.family must be one of {FAMILY_NAMES}, got {self.family!r}")
+        if self.source_layout not in SOURCE_LAYOUTS:
+            raise ConfigError(f"{owner}.source_layout must be one of {SOURCE_LAYOUTS}, got {self.source_layout!r}")
+        for name in ("architecture", "source_files"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{owner}.{name} must be a JSON object, got {type(getattr(self, name)).__name__}")
+        for name in ("state_dim", "action_dim", "action_horizon", "num_flow_steps", "image_size", "max_prompt_tokens"):
+            _positive_int(owner, name, getattr(self, name))
+        _check_cameras(owner, self.cameras)
+        if not 0.0 <= self.indicator_dropout <= 1.0:
+            raise ConfigError(f"{owner}.indicator_dropout must be in [0, 1], got {self.indicator_dropout!r}")
+        if self.knowledge_insulation:
+            raise ConfigError(f"{owner}: knowledge insulation is not implemented for the {self.family} family")
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["cameras"] = list(self.cameras)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FamilyPolicyConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
+        kwargs = dict(data)
+        if "cameras" in kwargs:
+            kwargs["cameras"] = tuple(kwargs["cameras"])
+        return cls(**kwargs)
 
 
 _NESTED = {"backbone": BackboneConfig, "expert": ExpertConfig}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recap_core.models.tokenizer import PromptTokenizer, advantage_codes
+from recap_core.models.tokenizer import PROMPT_TEMPLATES, PromptTokenizer, advantage_codes
 
 #: The smallest spread a state or action dimension is normalised by (rad for the arm joints; the grippers'
 #: spread is ~0.2-0.4). A joint the demonstrations barely move (std 0.005 rad: a forearm roll held still)
@@ -68,6 +68,14 @@ def relative_mask_of(steps: Sequence[Mapping] | None) -> list[bool] | None:
     return None
 
 
+def prompt_template(steps: Sequence[Mapping] | None) -> str:
+    """The prompt template a step list's ``tokenise_prompt`` writes ("recap" unless it names a family's)."""
+    for step in steps or ():
+        if step.get("step") == "tokenise_prompt":
+            return str(step.get("template", "recap"))
+    return "recap"
+
+
 def check_action_masks(steps: Sequence[Mapping]) -> None:
     """ValueError unless every mask is a list of booleans and ``relative_actions`` and ``absolute_actions``
     agree (a chunk made absolute on other joints than it was made relative on sends wrong targets)."""
@@ -93,10 +101,45 @@ def _step_mask(step: Mapping) -> list[bool]:
 
 @dataclasses.dataclass(frozen=True)
 class Normaliser:
-    """z-score with a floor on the std: ``(x - mean) / max(std, floor)`` over the last axis."""
+    """One feature's normalisation over the last axis.
+
+    ``mean_std`` (RECAP's): ``(x - mean) / max(std, floor)``. The pretrained families keep their checkpoint's
+    convention (``mode`` and ``eps`` in the step): ``mean_std`` with ``eps``: ``(x - mean) / (std + eps)``;
+    ``quantiles``: ``2 (x - q01) / (q99 - q01 + eps) - 1`` (pi0.5); ``identity``.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
+
+    @classmethod
+    def from_step(cls, stats: Mapping[str, Any], step: Mapping) -> "Normaliser":
+        name = step["stats"]
+        if name not in stats:
+            raise ValueError(f"processor step {step.get('step')!r} needs statistics for {name!r}")
+        mode = step.get("mode", "mean_std")
+        if mode == "mean_std" and "eps" not in step:
+            return cls.from_stats(stats[name], name, step_std_floor(step))
+        eps = step.get("eps")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+            raise ValueError(f"processor step {step.get('step')!r}: eps must be a number in [0, 1), got {eps!r}")
+        if mode == "identity":
+            return cls(torch.zeros(()), torch.ones(()))
+        low, high = {"mean_std": ("mean", "std"), "quantiles": ("q01", "q99")}.get(mode, (None, None))
+        if low is None:
+            raise ValueError(f"processor step {step.get('step')!r}: mode must be mean_std, quantiles or identity")
+        entry = stats[name]
+        try:
+            a = np.asarray(entry[low], dtype=np.float64)
+            b = np.asarray(entry[high], dtype=np.float64)
+        except KeyError as exc:
+            raise ValueError(f"statistics for {name!r} lack {exc.args[0]!r}; {mode} needs {low} and {high}") from exc
+        if a.shape != b.shape or a.ndim != 1 or not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
+            raise ValueError(f"statistics for {name!r} must be finite 1-D {low}/{high} of equal length")
+        if mode == "mean_std":
+            return cls(torch.tensor(a, dtype=torch.float32), torch.tensor(b + eps, dtype=torch.float32))
+        # 2 (x - q01) / (q99 - q01 + eps) - 1  ==  (x - centre) / half-range
+        half = (b - a + eps) / 2.0
+        return cls(torch.tensor(a + half, dtype=torch.float32), torch.tensor(half, dtype=torch.float32))
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any], name: str, floor: float) -> "Normaliser":
@@ -194,6 +237,10 @@ def std_floor_of(steps: Sequence[Mapping] | None) -> float:
 
 def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
     cameras, size = list(step["cameras"]), int(step["size"])
+    resize = step.get("resize", "stretch")
+    if resize not in ("stretch", "pad"):
+        raise ValueError(f"processor step 'images': resize must be 'stretch' or 'pad', got {resize!r}")
+    pad_value, pad_side = float(step.get("pad_value", -1.0)), str(step.get("pad_side", "center"))
 
     def run(batch: dict) -> dict:
         images = batch["images"]
@@ -206,7 +253,11 @@ def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
             if image.dim() != 4 or image.shape[1] != 3:
                 raise ValueError(f"camera {camera!r}: expected uint8 [B, 3, h, w], got {tuple(image.shape)}")
             image = image.float() / 127.5 - 1.0
-            if image.shape[-2:] != (size, size):
+            if resize == "pad":
+                from recap_core.models.families.common import resize_with_pad
+
+                image = resize_with_pad(image, size, pad_value=pad_value, side=pad_side)
+            elif image.shape[-2:] != (size, size):
                 image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             stacked.append(image)
         return {**batch, "pixels": torch.stack(stacked, dim=1)}
@@ -215,7 +266,7 @@ def _images_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
 
 
 def _normalise_state_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
+    normaliser = Normaliser.from_step(processor.stats, step)
 
     def run(batch: dict) -> dict:
         return {**batch, "state_normalised": normaliser.normalise(batch["state"].float())}
@@ -236,7 +287,7 @@ def _relative_actions_step(processor: Processor, step: Mapping) -> Callable[[dic
 
 
 def _normalise_actions_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
+    normaliser = Normaliser.from_step(processor.stats, step)
 
     def run(batch: dict) -> dict:
         if batch.get("actions") is None:
@@ -249,11 +300,22 @@ def _normalise_actions_step(processor: Processor, step: Mapping) -> Callable[[di
 def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict]:
     if processor.prompt_tokenizer is None:
         raise ValueError("processor step 'tokenise_prompt' needs a tokenizer")
+    template = step.get("template", "recap")
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(
+            f"processor step 'tokenise_prompt': template must be one of {PROMPT_TEMPLATES}, got {template!r}"
+        )
+    if processor.prompt_tokenizer.template != template:
+        raise ValueError(
+            f"processor step 'tokenise_prompt' writes the {template!r} prompt, the tokenizer the "
+            f"{processor.prompt_tokenizer.template!r} one"
+        )
 
     def run(batch: dict) -> dict:
         tasks = list(batch["task"])
         advantages = list(batch.get("advantage") or [None] * len(tasks))
-        ids, mask = processor.prompt_tokenizer(tasks, advantages, device=batch["state"].device)
+        states = batch.get("state_normalised") if template == "pi05" else None
+        ids, mask = processor.prompt_tokenizer(tasks, advantages, device=batch["state"].device, states=states)
         return {
             **batch,
             "prompt_ids": ids,
@@ -265,7 +327,7 @@ def _tokenise_step(processor: Processor, step: Mapping) -> Callable[[dict], dict
 
 
 def _unnormalise_actions_step(processor: Processor, step: Mapping):
-    normaliser = Normaliser.from_stats(processor.stats[step["stats"]], step["stats"], step_std_floor(step))
+    normaliser = Normaliser.from_step(processor.stats, step)
     return lambda actions, batch: normaliser.unnormalise(actions)
 
 

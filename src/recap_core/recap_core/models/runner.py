@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from recap_core.checkpoint import Checkpoint, load_checkpoint
-from recap_core.models.processor import Processor
+from recap_core.models.processor import Processor, prompt_template
 from recap_core.models.tokenizer import ADVANTAGE_VALUES, PromptTokenizer, advantage_codes
 
 _UNSET = object()
@@ -70,7 +70,9 @@ class _CheckpointRunner:
         self.processor = Processor(
             checkpoint.processor_steps,
             checkpoint.normalization,
-            PromptTokenizer(checkpoint.tokenizer, self.config.max_prompt_tokens),
+            PromptTokenizer(
+                checkpoint.tokenizer, self.config.max_prompt_tokens, prompt_template(checkpoint.processor_steps)
+            ),
         )
 
     @property
@@ -145,12 +147,14 @@ class PolicyRunner(_CheckpointRunner):
         }
         batch = self.processor.preprocess(frames)
         generator = self._generator if seed is None else torch.Generator().manual_seed(int(seed))
-        shape = (1, self.config.action_horizon, self.config.action_dim)
+        shape = (1, *getattr(self.model, "noise_shape", (self.config.action_horizon, self.config.action_dim)))
         noise = torch.randn(shape, generator=generator).to(device)
         unconditional = None
         if beta != 1.0:
             unconditional = (
-                *self.processor.prompt_tokenizer(batch["task"], [None], device=device),
+                *self.processor.prompt_tokenizer(
+                    batch["task"], [None], device=device, states=batch["state_normalised"]
+                ),
                 advantage_codes([None], device=device),
             )
         chunk = self.model.sample_actions(

@@ -14,6 +14,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 ADVANTAGE_VALUES = ("positive", "negative")
+#: How a prompt is written: RECAP's own models, and the pretrained families' templates (docs/models.md).
+PROMPT_TEMPLATES = ("recap", "pi0", "pi05", "smolvla")
+#: pi0.5 writes the normalised state into its prompt as 256 bins over [-1, 1] (openpi, LeRobot 0.4).
+STATE_BINS = 256
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 # A fixed seed corpus so merges for the advantage text and common manipulation words exist
@@ -46,6 +50,35 @@ def format_prompt(task: str, advantage: str | None) -> str:
     if advantage not in ADVANTAGE_VALUES:
         raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
     return f"{task}\nAdvantage: {advantage}"
+
+
+def discretise_state(state) -> list[int]:
+    """pi0.5's state tokens: each normalised value's bin among ``STATE_BINS`` equal bins of [-1, 1] (values
+    outside fall in the end bins' neighbours as ``np.digitize`` puts them: -1 below, 255 above)."""
+    import numpy as np
+
+    edges = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
+    return (np.digitize(np.asarray(state, dtype=np.float64), bins=edges) - 1).tolist()
+
+
+def family_prompt(template: str, task: str, advantage: str | None, state_bins: Sequence[int] | None = None) -> str:
+    """The text of a pretrained family's prompt with RECAP's advantage text.
+
+    ``pi0`` / ``smolvla`` (LeRobot's: the task and a newline): ``"<task>\nAdvantage: positive\n"``;
+    ``pi05`` (openpi's discrete-state prompt): ``"Task: <task>, State: 12 200 ...;\nAdvantage: positive;\nAction: "``.
+    Without an advantage (the unconditional prompt) the advantage line is left out, giving the family's own prompt.
+    """
+    if advantage is not None and advantage not in ADVANTAGE_VALUES:
+        raise ValueError(f"advantage must be 'positive', 'negative' or None, got {advantage!r}")
+    if template in ("pi0", "smolvla"):
+        text = task if advantage is None else format_prompt(task, advantage)
+        return text if text.endswith("\n") else text + "\n"
+    if template == "pi05":
+        cleaned = task.strip().replace("_", " ").replace("\n", " ")
+        head = f"Task: {cleaned}" if state_bins is None else f"Task: {cleaned}, State: {' '.join(map(str, state_bins))}"
+        middle = "" if advantage is None else f"Advantage: {advantage};\n"
+        return f"{head};\n{middle}Action: "
+    raise ValueError(f"no family prompt template {template!r}; known: {PROMPT_TEMPLATES[1:]}")
 
 
 def train_prompt_tokenizer(texts: Iterable[str] = (), vocab_size: int = 384) -> PreTrainedTokenizerFast:
@@ -114,12 +147,40 @@ class PromptTokenizer:
     advantage text (the policy must always see its condition).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, max_tokens: int):
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, max_tokens: int, template: str = "recap"):
+        if template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt template must be one of {PROMPT_TEMPLATES}, got {template!r}")
         self.tokenizer = tokenizer
         self.max_tokens = int(max_tokens)
-        self._cache: dict[tuple[str, str | None], list[int]] = {}
+        self.template = template
+        self._cache: dict[tuple, list[int]] = {}
+
+    def family_ids(self, task: str, advantage: str | None, state_bins: tuple[int, ...] | None) -> list[int]:
+        """A family prompt's ids, the tokenizer's own special tokens included, as LeRobot tokenizes it. Too long:
+        the task is cut, never the advantage text or the template's end."""
+        key = (task, advantage, state_bins)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        ids = self.tokenizer.encode(family_prompt(self.template, task, advantage, state_bins))
+        if len(ids) > self.max_tokens:
+            whole = len(ids)
+            for cut in range(len(task) - 1, 0, -1):
+                ids = self.tokenizer.encode(family_prompt(self.template, task[:cut], advantage, state_bins))
+                if len(ids) <= self.max_tokens:
+                    break
+            else:
+                raise ValueError(
+                    f"max_prompt_tokens={self.max_tokens} cannot hold the {self.template} prompt without its task "
+                    f"({whole} tokens with it); raise it"
+                )
+        if len(self._cache) < 4096:
+            self._cache[key] = ids
+        return ids
 
     def ids(self, task: str, advantage: str | None) -> list[int]:
+        if self.template != "recap":
+            return self.family_ids(task, advantage, None)
         key = (task, advantage)
         cached = self._cache.get(key)
         if cached is not None:
@@ -141,11 +202,22 @@ class PromptTokenizer:
         return ids
 
     def __call__(
-        self, tasks: Sequence[str], advantages: Sequence[str | None], device: torch.device | str = "cpu"
+        self,
+        tasks: Sequence[str],
+        advantages: Sequence[str | None],
+        device: torch.device | str = "cpu",
+        states: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``states`` (the ``pi05`` template only): the normalised states ``[B, D]`` written into the prompts."""
         if len(tasks) != len(advantages):
             raise ValueError(f"{len(tasks)} tasks but {len(advantages)} advantage values")
-        rows = [self.ids(task, adv) for task, adv in zip(tasks, advantages)]
+        if self.template == "pi05":
+            if states is None or len(states) != len(tasks):
+                raise ValueError("the pi05 prompt writes the normalised state: give one state per task")
+            bins = [tuple(discretise_state(s)) for s in states.detach().float().cpu().numpy()]
+            rows = [self.family_ids(t, a, b) for t, a, b in zip(tasks, advantages, bins)]
+        else:
+            rows = [self.ids(task, adv) for task, adv in zip(tasks, advantages)]
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.bool)

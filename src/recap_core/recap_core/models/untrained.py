@@ -59,9 +59,9 @@ def save_untrained_checkpoint(
         mask = default_relative_mask(config.action_dim, grippers)
         normalization[ACTION_KEY] = neutral_stats(config.action_dim)
         normalization[RELATIVE_ACTION_KEY] = neutral_stats(config.action_dim)
-        steps = policy_steps(config.cameras, config.backbone.image_size, mask)
+        steps = policy_steps(config.cameras, config.image_size, mask)
     else:
-        steps = value_steps(config.cameras, config.backbone.image_size)
+        steps = value_steps(config.cameras, config.image_size)
     provenance = make_provenance(kind=kind, datasets=[], extra={"untrained": True, "seed": seed})
     return save_checkpoint(
         directory,

@@ -67,7 +67,27 @@ def add_training_arguments(
         help="the cameras a new model reads, in this order (default: the first dataset's cameras); every "
         "dataset must have them. A model from --init/--resume keeps its own",
     )
-    parser.add_argument("--init", type=pathlib.Path, default=None, help="start from this checkpoint's weights")
+    parser.add_argument(
+        "--init",
+        type=pathlib.Path,
+        default=None,
+        help="start from this checkpoint's weights: a RECAP checkpoint, or (policies) a pi0 / pi0.5 / SmolVLA "
+        "checkpoint directory in LeRobot's or openpi's layout",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=pathlib.Path,
+        default=None,
+        help="with --init of a LeRobot/openpi checkpoint: the directory holding its tokenizer.json (PaliGemma's "
+        "for pi0/pi0.5, SmolVLM2's for SmolVLA; default: the checkpoint directory, or its tokenizer/)",
+    )
+    parser.add_argument(
+        "--normalization",
+        choices=("checkpoint", "data"),
+        default="checkpoint",
+        help="with --init of a LeRobot/openpi checkpoint: normalise with its own statistics (default) or with "
+        "statistics of the training data (a base model on a new robot)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run saved in --out (weights, optimizer, step) up to --steps"
     )
@@ -150,6 +170,14 @@ def plan_model(
 
     if args.resume and args.init:
         raise UserError("give either --resume (continue --out) or --init (start from a checkpoint), not both")
+    if args.init and is_foreign_checkpoint(args.init):
+        if kind == "value" and _config_model_type(args.init) == "gemma3":
+            # a vision-language model directory: the value model's pretrained backbone (--config pretrained)
+            if args.config not in (None, "pretrained") or args.pretrained is not None:
+                raise UserError(f"--init {args.init} is a Gemma 3 model directory; drop --config and --pretrained")
+            args = argparse.Namespace(**{**vars(args), "config": "pretrained", "pretrained": args.init, "init": None})
+        else:
+            return _foreign_plan(args, kind, layout, **config_overrides)
     if args.resume or args.init:
         source = args.out if args.resume else args.init
         try:
@@ -208,6 +236,111 @@ def plan_model(
         model = build_model(kind, model_config)
         tokenizer = train_prompt_tokenizer(tasks, model_config.backbone.vocab_size)
     return ModelPlan(kind, model_config, model, tokenizer, None, parent=None)
+
+
+def _config_model_type(directory: pathlib.Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((pathlib.Path(directory) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_foreign_checkpoint(directory: pathlib.Path) -> bool:
+    """True for a directory whose config.json is not a RECAP checkpoint's (a LeRobot / openpi one)."""
+    import json
+
+    path = pathlib.Path(directory) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") != "recap-checkpoint"
+
+
+def load_family_tokenizer(directory: pathlib.Path, explicit: pathlib.Path | None):
+    """The prompt tokenizer of a pretrained family: ``tokenizer.json`` in ``explicit``, the checkpoint directory or
+    its ``tokenizer/`` (JSON only; nothing downloaded). A tokenizer without a pad token pads with its EOS."""
+    from transformers import PreTrainedTokenizerFast
+
+    candidates = [explicit] if explicit is not None else [directory, directory / "tokenizer"]
+    for candidate in candidates:
+        path = pathlib.Path(candidate) / "tokenizer.json"
+        if path.is_file():
+            try:
+                tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+            except Exception as exc:
+                raise UserError(f"{path}: cannot load the tokenizer ({exc})") from exc
+            config_path = path.with_name("tokenizer_config.json")
+            if config_path.is_file():
+                import json
+
+                config = json.loads(config_path.read_text())
+                for role in ("pad_token", "bos_token", "eos_token", "unk_token"):
+                    token = config.get(role)
+                    if isinstance(token, dict):
+                        token = token.get("content")
+                    if isinstance(token, str) and tokenizer.convert_tokens_to_ids(token) is not None:
+                        setattr(tokenizer, role, token)
+            if tokenizer.pad_token is None:
+                if tokenizer.eos_token is None:
+                    raise UserError(f"{path}: the tokenizer has neither a pad nor an EOS token")
+                tokenizer.pad_token = tokenizer.eos_token
+            return tokenizer
+    where = " or ".join(str(pathlib.Path(c) / "tokenizer.json") for c in candidates)
+    raise UserError(
+        f"no tokenizer for {directory}: {where} does not exist. LeRobot and openpi checkpoints do not ship one; give "
+        f"--tokenizer DIR holding the model's tokenizer.json (PaliGemma's for pi0/pi0.5, SmolVLM2's for SmolVLA)"
+    )
+
+
+def _foreign_plan(args: argparse.Namespace, kind: str, layout: StationLayout, **config_overrides) -> ModelPlan:
+    """A policy initialised from a pi0 / pi0.5 / SmolVLA checkpoint in LeRobot's or openpi's layout."""
+    from recap_core.models.families import family_normalisation, family_policy, family_steps, load_pretrained
+
+    if kind != "policy":
+        raise UserError(
+            f"{args.init} is a LeRobot/openpi policy checkpoint; a value model starts from a vision-language model "
+            f"directory: --config pretrained --pretrained DIR"
+        )
+    if args.config is not None:
+        raise UserError(f"--config {args.config} names a RECAP model size; --init {args.init} brings its own: drop it")
+    try:
+        pretrained = load_pretrained(args.init)
+    except CheckpointError as exc:
+        raise UserError(f"cannot initialise from {args.init}: {exc}") from exc
+    cameras = layout.cameras
+    overrides = {k: v for k, v in config_overrides.items() if k in ("indicator_dropout", "knowledge_insulation")}
+    try:
+        model_config, model = family_policy(
+            pretrained, cameras=cameras, state_dim=layout.num_joints, action_dim=layout.num_joints, **overrides
+        )
+        normalization = (
+            family_normalisation(pretrained, layout.num_joints, layout.num_joints)
+            if args.normalization == "checkpoint"
+            else None
+        )
+    except (CheckpointError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    steps = family_steps(
+        pretrained.family,
+        pretrained.layout,
+        cameras,
+        model_config.image_size,
+        pretrained.norm_modes,
+        pretrained.pad_side,
+    )
+    tokenizer = load_family_tokenizer(pretrained.directory, getattr(args, "tokenizer", None))
+    return ModelPlan(
+        kind,
+        model_config,
+        model,
+        tokenizer,
+        normalization,
+        parent=str(pretrained.directory),
+        processor_steps=steps,
+    )
 
 
 def saver(

@@ -130,6 +130,25 @@ def normalization_for(data: TrainingData, *, horizon: int, relative_mask: Sequen
     return stats
 
 
+def family_data_stats(data: TrainingData) -> dict:
+    """State and action statistics of the training data for a pretrained family fine-tuned on a new robot
+    (``--normalization data``): mean, std, min, max, and the 1st / 99th percentiles pi0.5 normalises by."""
+    from recap_core.data import load_frames_table
+
+    stats = {}
+    for key in (STATE_KEY, ACTION_KEY):
+        values = np.concatenate([_vectors(load_frames_table(dataset.root), key) for dataset in data.datasets])
+        stats[key] = {
+            "mean": values.mean(axis=0).tolist(),
+            "std": values.std(axis=0).tolist(),
+            "min": values.min(axis=0).tolist(),
+            "max": values.max(axis=0).tolist(),
+            "q01": np.quantile(values, 0.01, axis=0).tolist(),
+            "q99": np.quantile(values, 0.99, axis=0).tolist(),
+        }
+    return stats
+
+
 def _vectors(table, name: str) -> np.ndarray:
     column = table[name].combine_chunks()
     return column.flatten().to_numpy().reshape(len(column), -1).astype(np.float64)

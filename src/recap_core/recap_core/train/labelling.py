@@ -93,7 +93,7 @@ def _predict_into(
     dataset = RecapDataset(
         root,
         chunk_size=1,
-        image_size=runner.config.backbone.image_size,
+        image_size=runner.config.image_size,
         cameras=runner.config.cameras,
         episodes=episodes,
     )

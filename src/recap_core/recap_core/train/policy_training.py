@@ -20,6 +20,7 @@ from recap_core.models.processor import (
     absolute_still_joints,
     default_relative_mask,
     policy_steps,
+    prompt_template,
     relative_mask_of,
     std_floor_of,
 )
@@ -28,6 +29,7 @@ from recap_core.errors import UserError
 from recap_core.train.common import augment_shift, plan_model, saver, train_config_from_args, training_layout
 from recap_core.train.data import (
     dataset_tasks,
+    family_data_stats,
     frame_kinds,
     frames_from_batch,
     frames_to_device,
@@ -139,20 +141,26 @@ def train_policy(args: argparse.Namespace, context) -> dict:
     data = open_datasets(
         roots,
         cameras=config.cameras,
-        image_size=config.backbone.image_size,
+        image_size=config.image_size,
         chunk_size=config.action_horizon,
         need_labels=args.mode in LABELLED_MODES,
     )
-    relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main, layout.gripper_indices)
-    normalization = plan.normalization or normalization_for(
-        data, horizon=config.action_horizon, relative_mask=relative_mask
+    if config.family == "recap":
+        relative_mask = still_joint_mask(args, plan, data, config.action_dim, context.is_main, layout.gripper_indices)
+        normalization = plan.normalization or normalization_for(
+            data, horizon=config.action_horizon, relative_mask=relative_mask
+        )
+        steps = policy_steps(
+            config.cameras, config.image_size, relative_mask, std_floor=std_floor_of(plan.processor_steps)
+        )
+    else:  # a pretrained family keeps its own steps (padding, normalisation modes, prompt template)
+        steps = plan.processor_steps
+        normalization = plan.normalization or family_data_stats(data)
+    processor = Processor(
+        steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens, prompt_template(steps))
     )
-    steps = policy_steps(
-        config.cameras, config.backbone.image_size, relative_mask, std_floor=std_floor_of(plan.processor_steps)
-    )
-    processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
-    shift = augment_shift(args, config.backbone.image_size)
+    shift = augment_shift(args, config.image_size)
     sample_weights, sample_shares = None, None
     if mix:
         try:

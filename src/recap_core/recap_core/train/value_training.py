@@ -133,14 +133,12 @@ def _train_one(
     layout = training_layout(roots, getattr(args, "cameras", None))
     plan = plan_model(args, "value", dataset_tasks(roots), context, layout)
     config = plan.model_config
-    data = open_datasets(
-        roots, cameras=config.cameras, image_size=config.backbone.image_size, chunk_size=1, episodes=episodes
-    )
+    data = open_datasets(roots, cameras=config.cameras, image_size=config.image_size, chunk_size=1, episodes=episodes)
     normalization = plan.normalization or normalization_for(data, horizon=1, relative_mask=None)
-    steps = value_steps(config.cameras, config.backbone.image_size, std_floor=std_floor_of(plan.processor_steps))
+    steps = value_steps(config.cameras, config.image_size, std_floor=std_floor_of(plan.processor_steps))
     processor = Processor(steps, normalization, PromptTokenizer(plan.tokenizer, config.max_prompt_tokens))
     train_config = train_config_from_args(args)
-    shift = augment_shift(args, config.backbone.image_size)
+    shift = augment_shift(args, config.image_size)
     num_bins = config.num_bins
 
     def step(model, batch, randomness):
