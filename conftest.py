@@ -98,3 +98,25 @@ def tiny_checkpoints(tmp_path_factory):
         "value": root / "value",
         "dataset": root / "data",
     }
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tiny_checkpoints, tmp_path_factory):
+    """A pi0 policy for the simulated station's layout: a tiny random pi0 in LeRobot 0.4's layout (14 joints,
+    chunks of 50), trained one step under RECAP on the tiny dataset (``train-policy --init``)."""
+    import subprocess
+    import sys
+
+    from recap_core.testing import TINY_PI0, word_tokenizer, write_lerobot_checkpoint
+
+    root = tmp_path_factory.mktemp("family_checkpoint")
+    write_lerobot_checkpoint(root / "pi0_lerobot", joints=14, sizes={**TINY_PI0, "chunk_size": 50})
+    word_tokenizer(["reach", "transfer", "the", "cube", "Advantage", ":", "positive", "negative"], root / "tokenizer")
+    cmd = [
+        sys.executable, "-m", "recap_core.cli", "train-policy", str(tiny_checkpoints["dataset"]), "--mode", "sft",
+        "--init", str(root / "pi0_lerobot"), "--tokenizer", str(root / "tokenizer"), "--out", str(root / "policy"),
+        "--steps", "1", "--batch-size", "2", "--no-progress", "--threads", "1",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
+    return root / "policy"

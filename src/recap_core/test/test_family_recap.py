@@ -17,7 +17,7 @@ from recap_core.checkpoint import CheckpointError, load_checkpoint
 from recap_core.data.synthetic import make_synthetic_dataset
 from recap_core.models.families import family_policy, load_pretrained
 from recap_core.models.runner import PolicyRunner
-from recap_core.testing import recap, refused, word_tokenizer
+from recap_core.testing import recap, refused, word_tokenizer, write_lerobot_checkpoint
 
 REFERENCE = pathlib.Path(__file__).parent / "reference" / "pi0"
 LEROBOT = REFERENCE / "lerobot033"
@@ -246,65 +246,9 @@ def test_a_value_model_starts_from_a_local_vision_language_model(dataset, tmp_pa
 
 
 def _write_lerobot04_pi05(directory: pathlib.Path) -> dict:
-    """A tiny pi0.5 in LeRobot 0.4's layout (config.json, model.safetensors with ``model.`` keys, the processor
-    configs and the normaliser's state files, quantile statistics); returns its statistics."""
-    from recap_core.models.families.pi0 import Pi0Config, Pi0Model
-
+    """A tiny pi0.5 in LeRobot 0.4's layout (quantile statistics for 6 joints)."""
     sizes = {**json.loads((REFERENCE / "tiny_arch.json").read_text()), "tokenizer_max_length": 24}
-    torch.manual_seed(0)
-    model = Pi0Model(Pi0Config.from_dict({**sizes, "pi05": True}))
-    directory.mkdir(parents=True)
-    safetensors.torch.save_file(
-        {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors")
-    )
-    norm_map = {"VISUAL": "IDENTITY", "STATE": "QUANTILES", "ACTION": "QUANTILES"}
-    features = {
-        "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, 16, 16]},
-        "observation.state": {"type": "STATE", "shape": [6]},
-        "action": {"type": "ACTION", "shape": [6]},
-    }
-    config = {
-        "type": "pi05",
-        "paligemma_variant": "gemma_2b",
-        "action_expert_variant": "gemma_300m",
-        "chunk_size": 5,
-        "max_state_dim": 8,
-        "max_action_dim": 8,
-        "image_resolution": [16, 16],
-        "num_inference_steps": 10,
-        "tokenizer_max_length": 24,
-        "normalization_mapping": norm_map,
-        "input_features": {k: v for k, v in features.items() if k != "action"},
-        "output_features": {"action": features["action"]},
-    }
-    (directory / "config.json").write_text(json.dumps(config))
-    (directory / "architecture.json").write_text(json.dumps(sizes))
-    rng = np.random.default_rng(0)
-    stats = {
-        key: {"mean": rng.normal(size=6), "std": rng.uniform(0.5, 1, 6), "q01": -rng.uniform(1, 2, 6)}
-        for key in ("observation.state", "action")
-    }
-    for entry in stats.values():
-        entry["q99"] = entry["q01"] + rng.uniform(2, 3, 6)
-    flat = {f"{k}.{s}": torch.tensor(v, dtype=torch.float32) for k, e in stats.items() for s, v in e.items()}
-    for name, step in (
-        ("policy_preprocessor", "normalizer_processor"),
-        ("policy_postprocessor", "unnormalizer_processor"),
-    ):
-        state_file = f"{name}_step_0_{step}.safetensors"
-        safetensors.torch.save_file(flat, str(directory / state_file))
-        pipeline = {
-            "name": name,
-            "steps": [
-                {
-                    "registry_name": step,
-                    "config": {"eps": 1e-8, "features": features, "norm_map": norm_map},
-                    "state_file": state_file,
-                }
-            ],
-        }
-        (directory / f"{name}.json").write_text(json.dumps(pipeline))
-    return stats
+    return write_lerobot_checkpoint(directory, pi05=True, joints=6, sizes=sizes)
 
 
 def test_a_pi05_in_lerobot_04_layout_trains_with_state_tokens_and_quantiles(dataset, tokenizer_dir, tmp_path):
@@ -321,7 +265,7 @@ def test_a_pi05_in_lerobot_04_layout_trains_with_state_tokens_and_quantiles(data
     assert steps["normalise_state"]["mode"] == "quantiles" and steps["tokenise_prompt"]["template"] == "pi05"
     assert steps["images"]["pad_side"] == "center"  # LeRobot 0.4 pads as openpi does
     q01 = checkpoint.normalization["observation.state"]["q01"]
-    assert q01 == pytest.approx(stats["observation.state"]["q01"][:4].tolist())
+    assert q01 == pytest.approx(np.asarray(stats["observation.state"]["q01"][:4]).tolist())
     runner = PolicyRunner.from_checkpoint(out)
     obs = _observation()
     plain, guided = runner.infer(obs, seed=2), runner.infer(obs, seed=2, beta=2.0)

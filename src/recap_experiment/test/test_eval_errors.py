@@ -125,6 +125,15 @@ def test_the_eval_report_is_strict_json_and_out_never_replaces_something_else(ti
     assert recap(*run, "--out", out) == 0, "an earlier report is replaced"
 
 
+def test_a_family_checkpoint_is_evaluated_like_any_policy(family_checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    run = ["eval", f"pi0={family_checkpoint}:beta=2", "--seeds", "5", "--task", "reach", "--max-steps", "3"]
+    assert recap(*run, "--image-size", "32", "--threads", "1", "--conditioning-seeds", "0", "--no-progress",
+                 "--out", out) == 0  # fmt: skip
+    arm = strict_json(out.read_text())["arms"]["pi0"]
+    assert arm["beta"] == 2.0 and arm["advantage"] == "positive" and len(arm["outcomes"]) == 1
+
+
 # ----------------------------------------------------------------------------- readers of null
 
 

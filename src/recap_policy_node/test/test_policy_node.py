@@ -90,6 +90,28 @@ def test_sim_station_under_a_tiny_checkpoint_commands_at_50hz(node_process, prob
     assert chunk is not None and len(chunk.points) == 50 and len(chunk.joint_names) == 14
 
 
+def test_a_pi0_family_checkpoint_drives_the_sim_station(node_process, probe, family_checkpoint):
+    """A policy initialised from a (tiny) pi0 in LeRobot's layout serves like any other: 50 Hz, 14 joints, CFG."""
+    station = node_process("recap_sim.station_node", params={"image_width": 64, "image_height": 64})
+    assert station.wait_for_output("sim station up", timeout=60), station.output()
+    policy = start_policy(node_process, family_checkpoint, beta=1.5)
+    commands = probe.subscribe(JointState, "policy/joint_command")
+    chunks = probe.subscribe(JointTrajectory, "policy/action_chunk")
+    status = probe.subscribe(DiagnosticStatus, "policy/status")
+    assert commands.wait_for(20, timeout=60), policy.output()
+    commands.clear()
+    window = 3.0
+    time.sleep(window)
+    msgs, _ = commands.snapshot()
+    assert 47.5 <= len(msgs) / window <= 52.5, f"policy/joint_command at {len(msgs) / window:.1f} Hz"
+    assert all(len(m.position) == 14 and np.all(np.isfinite(m.position)) for m in msgs)
+    chunk = chunks.last()
+    assert chunk is not None and len(chunk.points) == 50 and len(chunk.joint_names) == 14
+    assert status.wait_for(1, timeout=10)
+    values = status_of(status)
+    assert values["checkpoint_id"] == checkpoint_id(family_checkpoint) and float(values["beta"]) == 1.5
+
+
 def test_beta_change_and_hot_reload(node_process, probe, tiny_checkpoints, fake_station):
     policy = start_policy(node_process, tiny_checkpoints["policy_a"])
     status = probe.subscribe(DiagnosticStatus, "policy/status", probe.LATCHED)

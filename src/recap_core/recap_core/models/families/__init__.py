@@ -176,7 +176,10 @@ def load_pretrained(directory: str | pathlib.Path) -> PretrainedPolicy:
     for key in (STATE_KEY, ACTION_KEY):
         if key not in stats:
             raise CheckpointError(f"{directory}: no normalisation statistics for {key!r}")
-    model = model_cls(architecture)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every parameter is overwritten below: skip drawing 3B random numbers first
+        model = model_cls(architecture)
     ours = module.remap_keys(list(names))
     rename = {file_key: ours.get(name, name) for name, file_key in names.items()}
     strict_load(model, tensors, str(weights), rename)
