@@ -295,3 +295,20 @@ def test_a_pi05_in_lerobot_04_layout_trains_with_state_tokens_and_quantiles(data
     assert config["type"] == "pi05" and config["input_features"]["observation.state"]["shape"] == [4]
     pretrained = load_pretrained(exported)
     assert (pretrained.family, pretrained.norm_modes) == ("pi05", {"state": "QUANTILES", "action": "QUANTILES"})
+
+
+def test_one_recap_iteration_fine_tunes_a_family_policy(dataset, trained, tmp_path):
+    """``recap iterate`` from a pi0 pi_pre: value, labels with advantages, RECAP fine-tune of the same family."""
+    v_pre = tmp_path / "v_pre"
+    assert recap("train-value", dataset, "--out", v_pre, "--steps", "1", *QUIET) == 0
+    out = tmp_path / "iteration_1"
+    code = recap(
+        "iterate", "--data", dataset, "--value-pretrained", v_pre, "--policy-pretrained", trained,
+        "--out", out, "--iteration", "1", "--value-steps", "1", "--policy-steps", "1", "--batch-size", "2",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    policy = load_checkpoint(out / "policy", kind="policy")
+    assert policy.model_config.family == "pi0" and policy.provenance["mode"] == "recap"
+    assert policy.provenance["parent_checkpoint"]["checkpoint_id"] == load_checkpoint(trained).checkpoint_id
+    assert policy.processor_steps == load_checkpoint(trained).processor_steps
