@@ -170,9 +170,11 @@ def save_checkpoint(
     tokenizer: Any,
     provenance: dict,
     training_state: tuple[dict[str, torch.Tensor], dict] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> pathlib.Path:
     """Write a checkpoint into ``directory`` (created; existing checkpoint files replaced).
 
+    ``state_dict`` (a sharded run's gathered weights) is written instead of ``model``'s own.
     Each file is replaced atomically and ``provenance.json`` (holding the
     weights' sha256) goes last, so a save killed half-way is detected on load.
     Other files in the directory (metrics, plots) are left alone.
@@ -206,7 +208,10 @@ def save_checkpoint(
         os.replace(temporary, directory / TRAINING_STATE_FILE)
         _write_json(directory / TRAINING_STATE_JSON, state_json)
     temporary = directory / f".{MODEL_FILE}.tmp"
-    safetensors.torch.save_model(model, str(temporary))
+    if state_dict is None:
+        safetensors.torch.save_model(model, str(temporary))
+    else:  # the gathered weights of a sharded run (the module holds only this rank's shards)
+        safetensors.torch.save_file(_unshared(state_dict), str(temporary))
     os.replace(temporary, directory / MODEL_FILE)
     created = _dt.datetime.now(_dt.timezone.utc)
     weights_sha256 = file_sha256(directory / MODEL_FILE)
@@ -221,6 +226,17 @@ def save_checkpoint(
     )
     _write_json(directory / PROVENANCE_FILE, record)
     return directory
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, a copy for any that shares memory with one before it (safetensors refuses shared)."""
+    seen, out = set(), {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        pointer = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
 
 
 # ---------------------------------------------------------------------------- load

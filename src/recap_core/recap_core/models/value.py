@@ -53,7 +53,7 @@ class RecapValue(nn.Module):
 
     def expected_value(self, logits: torch.Tensor) -> torch.Tensor:
         """``sum_b softmax(logits)_b * v_b``: ``[B, num_bins] -> [B]`` in [-1, 0]."""
-        return F.softmax(logits.float(), dim=-1) @ self.bin_values
+        return F.softmax(logits.float(), dim=-1) @ self.bin_values.float()
 
 
 def value_loss(logits: torch.Tensor, target_distribution: torch.Tensor) -> torch.Tensor:

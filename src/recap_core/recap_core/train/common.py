@@ -118,6 +118,23 @@ def add_training_arguments(
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when available)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: mixed precision (bf16 compute, fp32 master weights and optimizer state); default fp32",
+    )
+    parser.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard weights, gradients and optimizer state over the ranks (FSDP2) instead of "
+        "replicating them (DDP), for models of billions of parameters",
+    )
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute the transformer blocks' activations in the backward pass (less memory, ~1/3 more compute)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -134,6 +151,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         log_every=args.log_every,
         save_every=args.save_every,
         num_workers=args.workers,
+        precision=getattr(args, "precision", "fp32"),
+        strategy="fsdp" if getattr(args, "fsdp", False) else "ddp",
+        activation_checkpointing=bool(getattr(args, "activation_checkpointing", False)),
     )
 
 
@@ -375,11 +395,12 @@ def saver(
         "gripper_joints": list(layout.gripper_joints),
     }
 
-    def save(step: int, training_state: tuple[dict, dict]) -> None:
+    def save(step: int, training_state: tuple[dict, dict], state_dict: dict | None = None) -> None:
         save_checkpoint(
             args.out,
             kind=plan.kind,
             model=plan.model,
+            state_dict=state_dict,
             model_config=plan.model_config,
             training_config={**training_config, "steps_done": step},
             normalization=normalization,

@@ -94,8 +94,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def parameter_checksum(model: nn.Module) -> str:
     """sha256 of every parameter's bytes: equal across ranks iff their weights are identical."""
+    return state_checksum(unwrap(model).state_dict())
+
+
+def state_checksum(state: dict) -> str:
+    """sha256 over a state dict's names and bytes (float32 on CPU as they are)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(unwrap(model).state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

@@ -8,6 +8,7 @@ with ``(seed, rank, k)``. So a run resumed from a checkpoint saved at step
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -27,6 +28,7 @@ from recap_core.train.ddp import (
     barrier,
     gather_strings,
     parameter_checksum,
+    state_checksum,
     unwrap,
     wrap_model,
 )
@@ -53,6 +55,9 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # 0: save only at the end
     num_workers: int = 0
+    precision: str = "fp32"  # bf16: mixed precision (autocast, or FSDP's bf16 compute with fp32 master weights)
+    strategy: str = "ddp"  # fsdp: shard weights, gradients and optimizer state over the ranks (FSDP2)
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -65,6 +70,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.log_every, int) or self.log_every < 1:
             raise ValueError(f"log_every must be a positive integer, got {self.log_every!r}")
+        from recap_core.train.fsdp import PRECISIONS, STRATEGIES
+
+        if self.precision not in PRECISIONS or self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"precision must be one of {PRECISIONS} and strategy one of {STRATEGIES}; got {self.precision!r}, "
+                f"{self.strategy!r}"
+            )
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not (
@@ -102,8 +114,9 @@ class StepRandomness:
 
 # step_fn(model, batch, randomness) -> (scalar loss, metrics of this batch)
 StepFunction = Callable[[nn.Module, dict, StepRandomness], tuple[torch.Tensor, dict]]
-# save_fn(step, training_state) with training_state = (tensors, json)
-SaveFunction = Callable[[int, tuple[dict, dict]], None]
+# save_fn(step, training_state[, state_dict]) with training_state = (tensors, json); a sharded run passes the
+# gathered full weights as state_dict
+SaveFunction = Callable[..., None]
 
 
 def run_training(
@@ -134,14 +147,28 @@ def run_training(
     end = config.steps if stop_at is None else max(start_step, min(int(stop_at), config.steps))
     from tqdm import tqdm
 
+    from recap_core.train import fsdp
+
     model.to(context.device)
-    trained = wrap_model(model, context, find_unused_parameters=find_unused_parameters)
+    if config.activation_checkpointing:
+        fsdp.enable_activation_checkpointing(model)
+    sharded = config.strategy == "fsdp"
+    if sharded:
+        if not context.distributed:
+            raise UserError("--fsdp shards over the ranks of a torchrun launch; run it under torchrun")
+        trained = fsdp.fully_shard_model(model, config.precision)
+    else:
+        trained = wrap_model(model, context, find_unused_parameters=find_unused_parameters)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         parameters, lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
     if resume_state is not None:
-        restore_optimizer(optimizer, *resume_state)
+        if sharded:
+            fsdp.restore_full_optimizer_state(model, optimizer, *resume_state)
+        else:
+            restore_optimizer(optimizer, *resume_state)
+    precision = contextlib.nullcontext() if sharded else fsdp.autocast(context.device, config.precision)
     sampler = StepBatchSampler(
         len(dataset), config.batch_size, context, seed=config.seed, start_batch=start_step, weights=sample_weights
     )
@@ -170,10 +197,12 @@ def run_training(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
         trained.train()
-        loss, metrics = step_fn(trained, batch, StepRandomness.for_step(config.seed, context.rank, step))
+        with precision:
+            loss, metrics = step_fn(trained, batch, StepRandomness.for_step(config.seed, context.rank, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         last_loss = float(loss.detach())
         if not math.isfinite(last_loss):
             raise TrainingDiverged(f"{title}: loss is {last_loss} at step {step}; lower --lr or check the data")
@@ -199,10 +228,10 @@ def run_training(
                 handle.write(dumps(row, indent=None) + "\n")
             window_start, window_samples = now, 0
         if config.save_every and done % config.save_every == 0 and done < end:
-            _save(save_fn, model, optimizer, done, context)
+            _save(save_fn, model, optimizer, done, context, sharded)
     bar.close()
     elapsed = time.perf_counter() - started
-    checksums = _save(save_fn, model, optimizer, end, context)
+    checksums = _save(save_fn, model, optimizer, end, context, sharded)
     summary = {
         "title": title,
         "steps": end,
@@ -212,6 +241,9 @@ def run_training(
         "seconds": elapsed,
         "samples_per_s": samples_seen / max(elapsed, 1e-9),
         "world_size": context.world_size,
+        "strategy": config.strategy,
+        "precision": config.precision,
+        "activation_checkpointing": config.activation_checkpointing,
         "rank_parameter_checksums": checksums,
         "ranks_identical": len(set(checksums)) == 1,
     }
@@ -222,9 +254,29 @@ def run_training(
 
 
 def _save(
-    save_fn: SaveFunction, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, context: DistributedContext
+    save_fn: SaveFunction,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    context: DistributedContext,
+    sharded: bool = False,
 ) -> list[str]:
-    """Every rank agrees on its weights' checksum; rank 0 writes the checkpoint; all wait for it."""
+    """Every rank agrees on its weights' checksum; rank 0 writes the checkpoint; all wait for it.
+
+    A sharded (FSDP) run gathers the full weights and optimizer state first (every rank takes part) and writes
+    them as any other run does; its checksums are of the gathered weights.
+    """
+    if sharded:
+        from recap_core.train import fsdp
+
+        weights = fsdp.full_state_dict(model)
+        tensors, state_json = fsdp.full_optimizer_state(model, optimizer)
+        # the gathered weights exist on rank 0 only: one checksum, of what the checkpoint holds
+        checksums = [c for c in gather_strings(state_checksum(weights) if weights else "", context) if c]
+        if context.is_main:
+            save_fn(step, (tensors, {**state_json, "step": step}), weights)
+        barrier(context)
+        return checksums
     checksums = gather_strings(parameter_checksum(model), context)
     if context.is_main:
         tensors, state_json = optimizer_state_tensors(optimizer)

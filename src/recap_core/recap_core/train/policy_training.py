@@ -249,7 +249,9 @@ def train_policy(args: argparse.Namespace, context) -> dict:
         title=f"train-policy ({args.mode})",
         start_step=plan.start_step,
         resume_state=plan.resume_state,
-        find_unused_parameters=bool(args.knowledge_insulation),
+        # a pretrained family keeps tensors no loss reaches (the expert's LM head, the prefix model's last-layer
+        # query and MLP): DDP must not wait for their gradients
+        find_unused_parameters=bool(args.knowledge_insulation) or config.family != "recap",
         progress=not args.no_progress,
         stop_at=args.stop_at,
         sample_weights=sample_weights,
