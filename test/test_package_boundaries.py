@@ -53,6 +53,8 @@ ROSDEP_KEYS = {
     "mujoco": "python3-mujoco-pip",
     "simplejpeg": "python3-simplejpeg-pip",
     "gymnasium": "python3-gymnasium-pip",
+    "msgpack": "python3-msgpack",
+    "websockets": "python3-websockets",
 }
 #: Imports rosdistro has no key for, not even a `-pip` one -> their PyPI names, which the package.xml's
 #: `installed with pip:` comment lists (and requirements.txt installs).

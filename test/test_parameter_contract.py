@@ -26,8 +26,8 @@ STATION_YAML = station_sim_yaml()
 NODES = EVERY_NODE
 
 #: Values a valid change cannot be built from generically: the table's claim for these is tested elsewhere
-#: (checkpoint hot reload in the policy and value node tests).
-NOT_GENERIC = {"checkpoint"}
+#: (checkpoint hot reload in the policy and value node tests; policy_server in test_policy_remote.py).
+NOT_GENERIC = {"checkpoint", "policy_server"}
 
 
 def documented_runtime_parameters() -> dict[str, set[str]]:

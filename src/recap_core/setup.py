@@ -26,6 +26,7 @@ setup(
             "iterate = recap_core.commands:ITERATE",
             "dataset = recap_core.commands:DATASET",
             "export = recap_core.commands:EXPORT",
+            "serve = recap_core.commands:SERVE",
         ],
     },
 )

@@ -8,3 +8,4 @@ TRAIN_POLICY = ("recap_core.train.policy_cli", "train the policy (sft, recap, aw
 ITERATE = ("recap_core.train.iterate_cli", "one RECAP iteration: value from V_pre, label, policy from pi_pre")
 DATASET = ("recap_core.data.cli", "inspect or synthesise RECAP datasets")
 EXPORT = ("recap_core.export_cli", "write a RECAP-trained pi0/pi0.5/SmolVLA policy in LeRobot's or openpi's layout")
+SERVE = ("recap_core.serving.serve_cli", "serve a policy checkpoint over openpi's websocket protocol")

@@ -560,3 +560,24 @@ def test_sliding_window_layers_keep_the_whole_prefix(prompts):
         noise = torch.randn(1, config.action_horizon, config.action_dim)
         chunk = model.sample_actions(images, state, (ids, mask), noise)
     assert bool(torch.isfinite(chunk).all())
+
+
+def test_bf16_runners_stay_close_to_fp32(tmp_path):
+    """``precision="bf16"`` (GPU serving) casts weights and inputs; chunks and values stay near fp32's."""
+    save_untrained_checkpoint(tmp_path / "p", get_config("tiny"), tasks=[TASK])
+    save_untrained_checkpoint(tmp_path / "v", get_config("tiny", "value"), tasks=[TASK])
+    rng = np.random.default_rng(0)
+    obs = {
+        "images": {c: rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for c in ("base", "left_wrist", "right_wrist")},
+        "state": rng.normal(size=14).astype(np.float32),
+        "task": TASK,
+    }
+    full = PolicyRunner.from_checkpoint(tmp_path / "p").infer(obs, seed=1)["actions"]
+    half_runner = PolicyRunner.from_checkpoint(tmp_path / "p", precision="bf16")
+    assert next(half_runner.model.parameters()).dtype == torch.bfloat16
+    half = half_runner.infer(obs, seed=1)["actions"]
+    assert half.dtype == np.float32 and np.abs(half - full).max() < 0.1 * np.abs(full).max()
+    value = ValueRunner.from_checkpoint(tmp_path / "v").infer(obs)["value"]
+    assert abs(ValueRunner.from_checkpoint(tmp_path / "v", precision="bf16").infer(obs)["value"] - value) < 0.02
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PolicyRunner.from_checkpoint(tmp_path / "p", precision="fp16")

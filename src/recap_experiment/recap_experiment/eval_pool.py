@@ -17,7 +17,7 @@ from recap_experiment.evaluate import EpisodeOutcome, format_table, summarise
 from recap_experiment.experiment_report import paired_comparison, paired_table
 
 # settings every part must share: they change what an episode is
-_SETTINGS = ("max_steps", "task", "replan_steps", "blend_steps")
+_SETTINGS = ("max_steps", "task", "replan_steps", "blend_steps", "chunk_mode", "inference_delay_ms")
 # what makes an arm the same policy in every part
 _IDENTITY = ("checkpoint_id", "beta", "advantage")
 
@@ -46,9 +46,9 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
         if not isinstance(report, dict) or not isinstance(report.get("arms"), dict):
             raise PoolError(f"{name}: not a recap eval report (no 'arms')")
         for key in _SETTINGS:
-            if report.get(key) != first.get(key):
+            if _setting(report, key) != _setting(first, key):
                 raise PoolError(
-                    f"{name}: {key} is {report.get(key)!r}, {names[0]} has {first.get(key)!r}; "
+                    f"{name}: {key} is {_setting(report, key)!r}, {names[0]} has {_setting(first, key)!r}; "
                     f"episodes under different settings do not pool"
                 )
     arms: dict[str, dict] = {}
@@ -84,7 +84,7 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
             pooled["parts"] += 1
     out = {
         "seeds": sorted({seed for by_seed in seen.values() for seed in by_seed}),
-        **{key: first.get(key) for key in _SETTINGS},
+        **{key: _setting(first, key) for key in _SETTINGS},
         "pooled_from": list(names),
         "arms": {},
     }
@@ -98,6 +98,16 @@ def pool(reports: list[dict], names: list[str] | None = None) -> dict:
         )
         out["arms"][arm_name] = {**pooled, **summary, "outcomes": outcomes}
     return out
+
+
+def _setting(report: dict, key: str):
+    """A report's setting; reports from before chunk modes and simulated delays ran crossfade (naive without
+    blend steps) without delay."""
+    if key == "chunk_mode" and key not in report:
+        return "naive" if report.get("blend_steps") == 0 else "crossfade"
+    if key == "inference_delay_ms" and key not in report:
+        return 0.0
+    return report.get(key)
 
 
 def _check_arm(name: str, arm_name: str, arm) -> None:

@@ -120,27 +120,80 @@ def run_episode(
     blend_steps: int,
     sample_seed: int,
     limits,
+    chunk_mode: str = "crossfade",
+    inference_delay_ms: float = 0.0,
+    trace: dict | None = None,
 ) -> EpisodeOutcome:
-    """One episode; ``limits`` is the StationConfig whose joint limits clip every command."""
+    """One episode; ``limits`` is the StationConfig whose joint limits clip every command.
+
+    ``chunk_mode`` (``ChunkExecutor``'s: naive, crossfade over ``blend_steps``, rtc) and ``inference_delay_ms``,
+    simulated without a clock: the chunk planned from the observation at tick ``t`` arrives at tick
+    ``t + ceil(D / 20 ms)`` (:func:`delay_ticks`); the robot executes the old plan meanwhile (holds its last command
+    where there is none), and one chunk is in flight at a time, as in the policy node. rtc passes the runner the
+    plan from ``t`` on as its guide (inference delay: the simulated one; execution horizon: ``replan_steps``).
+    ``trace`` (a dict) receives the ``commands`` ``[T, 14]`` sent and the executor's ``switch_ticks``.
+    """
     from recap_policy_node.chunking import ChunkExecutor
 
     sim.reset(seed)
     runner.reset()
-    executor = ChunkExecutor(blend_steps)
+    executor = ChunkExecutor(blend_steps, mode=chunk_mode)
+    delay = delay_ticks(inference_delay_ms)
     max_reward = 0.0
     last_plan = None
+    pending = None  # (arrival tick, plan tick, actions): the chunk being computed
+    command = None
+    commands = []
+
+    def finish(outcome: EpisodeOutcome) -> EpisodeOutcome:
+        if trace is not None:
+            trace["commands"] = np.array(commands)
+            trace["switch_ticks"] = list(executor.switch_ticks)
+        return outcome
+
     for tick in range(max_steps):
-        if last_plan is None or tick - last_plan >= replan_steps or not executor.has_plan(tick):
+        if pending is not None and pending[0] <= tick:
+            executor.add_chunk(pending[2], start_tick=pending[1], now_tick=tick)
+            pending = None
+        if pending is None and (last_plan is None or tick - last_plan >= replan_steps or not executor.has_plan(tick)):
             obs = {"images": sim.render(), "state": sim.joint_positions(), "task": task}
-            out = runner.infer(obs, beta=arm.beta, advantage=arm.advantage, seed=sample_seed + tick)
-            executor.add_chunk(out["actions"], start_tick=tick, now_tick=tick)
+            knobs = dict(beta=arm.beta, advantage=arm.advantage, seed=sample_seed + tick)
+            if chunk_mode == "rtc":
+                prefix = executor.planned(tick)
+                if len(prefix):
+                    knobs["guide"] = {
+                        "prefix_actions": prefix.astype(np.float32),
+                        "inference_delay": delay,
+                        "execution_horizon": int(replan_steps),
+                    }
+            out = runner.infer(obs, **knobs)
+            if delay == 0:
+                executor.add_chunk(out["actions"], start_tick=tick, now_tick=tick)
+            else:
+                pending = (tick + delay, tick, out["actions"])
             last_plan = tick
         action = executor.action(tick)
-        result = sim.step(np.clip(action, limits.lower_array, limits.upper_array))  # as the station would
+        if action is None:  # no plan yet (the first chunk is still being computed): hold
+            action = sim.joint_positions() if command is None else command
+        command = np.clip(action, limits.lower_array, limits.upper_array)  # as the station would
+        commands.append(command)
+        result = sim.step(command)
         max_reward = max(max_reward, result.reward)
         if result.success:
-            return EpisodeOutcome(seed, True, result.step, max_reward)
-    return EpisodeOutcome(seed, False, max_steps, max_reward)
+            return finish(EpisodeOutcome(seed, True, result.step, max_reward))
+    return finish(EpisodeOutcome(seed, False, max_steps, max_reward))
+
+
+def delay_ticks(inference_delay_ms: float, dt: float = DT) -> int:
+    """Control ticks an inference of ``inference_delay_ms`` takes: ``ceil(D / dt)`` (0 for 0)."""
+    if not np.isfinite(inference_delay_ms) or inference_delay_ms < 0:
+        raise ValueError(f"inference delay must be a finite number of ms >= 0, got {inference_delay_ms!r}")
+    return int(np.ceil(inference_delay_ms / (dt * 1e3) - 1e-9))
+
+
+def chunk_mode_of(chunk_mode: str, blend_steps: int) -> str:
+    """The mode a run effectively used: ``crossfade`` over 0 steps is naive switching."""
+    return "naive" if chunk_mode == "crossfade" and blend_steps == 0 else chunk_mode
 
 
 def _episodes(
@@ -157,11 +210,15 @@ def _episodes(
     sim_task: str,
     conditioning_seeds: int,
     cameras: Sequence[str] | None = None,
+    chunk_mode: str = "crossfade",
+    inference_delay_ms: float = 0.0,
 ) -> dict[str, dict]:
     """Every arm on ``seeds`` in this process: outcomes, checkpoint id, seconds, and the conditioning
-    diagnostic on the first ``conditioning_seeds`` seeds (0: none). The sim renders ``cameras``
-    (:func:`sim_station`)."""
+    diagnostic on the first ``conditioning_seeds`` seeds (0: none), and per seed the jerk at chunk switches and
+    elsewhere (:func:`~recap_policy_node.chunking.boundary_jerk`). The sim renders ``cameras`` (:func:`sim_station`)."""
     import torch
+
+    from recap_policy_node.chunking import boundary_jerk
 
     from recap_core.errors import UserError
     from recap_core.models import PolicyRunner
@@ -191,21 +248,30 @@ def _episodes(
                 from tqdm import tqdm
 
                 iterator = tqdm(seeds, desc=f"eval {arm.name}", unit="ep", file=sys.stderr)
-            outcomes = [
-                run_episode(
-                    sim,
-                    runner,
-                    arm,
-                    int(seed),
-                    task=task,
-                    max_steps=max_steps,
-                    replan_steps=replan_steps,
-                    blend_steps=blend_steps,
-                    sample_seed=int(seed) * 1000,
-                    limits=limits,
+            outcomes, jerks = [], {}
+            for seed in iterator:
+                trace: dict = {}
+                outcomes.append(
+                    run_episode(
+                        sim,
+                        runner,
+                        arm,
+                        int(seed),
+                        task=task,
+                        max_steps=max_steps,
+                        replan_steps=replan_steps,
+                        blend_steps=blend_steps,
+                        sample_seed=int(seed) * 1000,
+                        limits=limits,
+                        chunk_mode=chunk_mode,
+                        inference_delay_ms=inference_delay_ms,
+                        trace=trace,
+                    )
                 )
-                for seed in iterator
-            ]
+                boundary, elsewhere = boundary_jerk(
+                    trace["commands"], trace["switch_ticks"], DT, window=jerk_window(blend_steps)
+                )
+                jerks[int(seed)] = (boundary, elsewhere, len(trace["switch_ticks"]))
             count = min(int(conditioning_seeds), len(seeds))
             found[arm.name] = {
                 "checkpoint_id": runner.checkpoint_id,
@@ -217,10 +283,16 @@ def _episodes(
                     else None
                 ),
                 "seconds": time.perf_counter() - t0,
+                "jerk": jerks,
             }
     finally:
         sim.close()
     return found
+
+
+def jerk_window(blend_steps: int) -> int:
+    """Ticks after a chunk switch that count as its boundary, the same for every mode: the crossfade's length."""
+    return max(1, int(blend_steps))
 
 
 def evaluate(
@@ -238,8 +310,15 @@ def evaluate(
     conditioning_seeds: int = 20,
     workers: int = 1,
     cameras: Sequence[str] | None = None,
+    chunk_mode: str = "crossfade",
+    inference_delay_ms: float = 0.0,
 ) -> dict:
     """Evaluate every arm on the same ``seeds``, the sim rendering ``cameras`` (:func:`sim_station`).
+
+    ``chunk_mode`` and ``inference_delay_ms``: how chunks take over and the simulated inference delay
+    (:func:`run_episode`). Each arm reports its ``boundary_jerk`` (rad/s^3, the norm over the joints of the
+    commands' third difference): mean and p95 over the ticks of chunk switches (and the ``jerk_window`` after them)
+    and elsewhere, pooled over the episodes.
 
     ``workers`` > 1 shares the seeds out among that many processes, each with ``threads // workers``
     (at least 1) torch threads: batch-1 inference of a small model does not keep two threads busy, two
@@ -247,9 +326,16 @@ def evaluate(
     reproducible for the same ``workers`` and ``threads``; the diagnostic runs in the first shard on the
     first seeds, as with one worker.
     """
+    from recap_policy_node.chunking import CHUNK_MODES, jerk_summary
+
+    if chunk_mode not in CHUNK_MODES:
+        raise ValueError(f"chunk mode must be one of {list(CHUNK_MODES)}, got {chunk_mode!r}")
+    delay = delay_ticks(inference_delay_ms)
     seeds = [int(seed) for seed in seeds]
     workers = max(1, min(int(workers), len(seeds)))
     common = dict(
+        chunk_mode=chunk_mode,
+        inference_delay_ms=float(inference_delay_ms),
         task=task,
         max_steps=max_steps,
         replan_steps=replan_steps,
@@ -292,6 +378,9 @@ def evaluate(
         "max_steps": max_steps,
         "replan_steps": replan_steps,
         "blend_steps": blend_steps,
+        "chunk_mode": chunk_mode_of(chunk_mode, blend_steps),
+        "inference_delay_ms": float(inference_delay_ms),
+        "inference_delay_ticks": delay,
         "task": task,
         "workers": workers,
         "arms": {},
@@ -299,6 +388,15 @@ def evaluate(
     for arm in arms:
         by_seed = {o["seed"]: o for shard in shards for o in shard[arm.name]["outcomes"]}
         outcomes = [EpisodeOutcome(**by_seed[seed]) for seed in seeds]
+        jerks = {seed: j for shard in shards for seed, j in shard[arm.name]["jerk"].items()}
+        boundary_jerk = {
+            **jerk_summary(
+                np.concatenate([jerks[seed][0] for seed in seeds]),
+                np.concatenate([jerks[seed][1] for seed in seeds]),
+                sum(jerks[seed][2] for seed in seeds),
+            ),
+            "window": jerk_window(blend_steps),
+        }
         report["arms"][arm.name] = {
             "checkpoint": str(arm.checkpoint),
             "checkpoint_id": shards[0][arm.name]["checkpoint_id"],
@@ -307,6 +405,7 @@ def evaluate(
             **summarise(outcomes),
             "outcomes": [dataclasses.asdict(o) for o in outcomes],
             "scene_conditioning": shards[0][arm.name]["scene_conditioning"],
+            "boundary_jerk": boundary_jerk,
             "wall_seconds": max(shard[arm.name]["seconds"] for shard in shards),
         }  # shards run side by side
     report["wall_seconds"] = time.perf_counter() - t0
@@ -431,6 +530,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=400, help="time limit (50 Hz steps)")
     parser.add_argument("--replan-steps", type=int, default=25, help="ticks executed per chunk before replanning")
     parser.add_argument("--blend-steps", type=int, default=8, help="crossfade ticks at chunk boundaries")
+    parser.add_argument(
+        "--chunk-mode",
+        choices=("naive", "crossfade", "rtc"),
+        default="crossfade",
+        help="how a new chunk takes over: naive switching, crossfade (over --blend-steps), rtc (real-time chunking: "
+        "the chunk is sampled to continue the plan still being executed)",
+    )
+    parser.add_argument(
+        "--inference-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="simulated inference delay: a chunk planned at tick t arrives at tick t + ceil(D / 20 ms), the old plan "
+        "running meanwhile (deterministic, no clock; default 0)",
+    )
     parser.add_argument("--image-size", type=int, default=224, help="rendered camera size (the station's)")
     parser.add_argument(
         "--cameras",
@@ -515,6 +629,8 @@ def run(args) -> int:
     ):
         if value < least:
             raise UserError(f"{option} must be >= {least}, got {value}")
+    if not (np.isfinite(args.inference_delay_ms) and args.inference_delay_ms >= 0):
+        raise UserError(f"--inference-delay-ms must be a finite number >= 0, got {args.inference_delay_ms}")
     if args.out:
         check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
     check_arms(args.arms, args.cameras)
@@ -531,6 +647,8 @@ def run(args) -> int:
         conditioning_seeds=args.conditioning_seeds,
         workers=args.workers,
         cameras=args.cameras,
+        chunk_mode=args.chunk_mode,
+        inference_delay_ms=args.inference_delay_ms,
     )
     print(format_table(report))
     if args.out:
@@ -563,6 +681,23 @@ def format_table(report: dict) -> str:
             f"{number(tlo, '.0f')}–{number(thi, '.0f')} | {number(a['mean_time_to_success_s'], '.2f')} | "
             f"{number(slo, '.2f')}–{number(shi, '.2f')} | {conditioning_cell(a.get('scene_conditioning'))} |"
         )
+    jerks = {name: a["boundary_jerk"] for name, a in report["arms"].items() if a.get("boundary_jerk")}
+    if jerks:
+        rows += [
+            "",
+            f"chunk mode {report.get('chunk_mode')}, inference delay "
+            f"{number(report.get('inference_delay_ms'), 'g')} ms ({report.get('inference_delay_ticks')} ticks); "
+            "jerk (rad/s³) at chunk switches vs elsewhere:",
+            "",
+            "| arm | switches | boundary jerk mean | p95 | elsewhere mean | p95 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, j in jerks.items():
+            rows.append(
+                f"| {name} | {j['switches']} | {number(j['boundary_mean'], '.0f')} | "
+                f"{number(j['boundary_p95'], '.0f')} | {number(j['elsewhere_mean'], '.0f')} | "
+                f"{number(j['elsewhere_p95'], '.0f')} |"
+            )
     return "\n".join(rows)
 
 

@@ -14,13 +14,14 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from recap_core.serving.protocol import normalise_server_url
 from recap_ros import qos
 from recap_ros.conversions import diagnostic, joint_state, seconds_to_stamp
 from recap_ros.diagnostics import Diagnostics
 from recap_ros.node_main import run_node
-from recap_ros.params import declare
+from recap_ros.params import ParameterError, declare
 from recap_ros.serving import ModelServingNode
-from recap_policy_node.chunking import ChunkExecutor
+from recap_policy_node.chunking import CHUNK_MODES, ChunkExecutor, DelayEstimator
 
 # as_trained: the condition the checkpoint was fine-tuned under (none for an AWR fine-tune, positive otherwise)
 ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
@@ -74,13 +75,47 @@ class PolicyNode(ModelServingNode):
         self.blend_steps = declare(
             self, "blend_steps", 8, "crossfade ticks at chunk boundaries (0 = naive)", min_value=0, max_value=100
         )
+        self.chunk_mode = declare(
+            self,
+            "chunk_mode",
+            "crossfade",
+            "how a new chunk takes over: naive, crossfade (over blend_steps), rtc (real-time chunking)",
+            choices=CHUNK_MODES,
+            on_change=self._set_chunk_mode,
+        )
         self.seed = declare(
             self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0, max_value=2**31 - 1
         )
+        # remote inference (docs/nodes.md, "Remote inference"): declared before start_serving() loads the model
+        self._remote_runner = None  # the runner in use when it is a RemotePolicyRunner
+        self.policy_server_timeout_ms = declare(
+            self,
+            "policy_server_timeout_ms",
+            1000.0,
+            "deadline of one request to the policy server (ms); past it the node holds and reconnects",
+            min_value=10.0,
+            max_value=60000.0,
+            on_change=self._set_policy_server_timeout,
+        )
+        self.policy_server = declare(
+            self,
+            "policy_server",
+            "",
+            "policy server (ws://HOST:PORT, `recap serve` or openpi's) to infer on; empty: the checkpoint in-process",
+            on_change=self._set_policy_server,
+            validate=self._check_policy_server,
+        )
+        if self.policy_server:
+            try:
+                self.policy_server = normalise_server_url(self.policy_server)
+            except ValueError as exc:
+                raise ParameterError(f"parameter 'policy_server': {exc}") from exc
         self.dt = 1.0 / self.station.control_rate_hz
 
         self._lock = threading.Lock()
-        self._executor = ChunkExecutor(self.blend_steps)
+        self._executor = ChunkExecutor(self.blend_steps, mode=self.chunk_mode)
+        # real-time chunking's inference delay d: a high quantile of the measured plan-to-arrival ticks
+        self._delay = DelayEstimator()
         self._tick = 0
         self._last_plan_tick: int | None = None
         self._plan_request = threading.Event()
@@ -94,6 +129,7 @@ class PolicyNode(ModelServingNode):
         self._chunk_received_at = float("nan")
         self._chunk_obs_stamp = float("nan")
         self.counters.update(commands=0, chunks=0, stale_holds=0, inference_errors=0, discarded_chunks=0)
+        self.counters.update(rtc_guided_chunks=0)  # chunks sampled to continue the plan (chunk_mode rtc)
 
         self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
         self._chunk_pub = self.create_publisher(JointTrajectory, "policy/action_chunk", qos.COMMAND)
@@ -110,6 +146,9 @@ class PolicyNode(ModelServingNode):
 
     # -- serving hooks ----------------------------------------------------------------------
     def on_model(self, runner, path: str) -> None:
+        old, self._remote_runner = self._remote_runner, runner if getattr(runner, "remote", False) else None
+        if old is not None and old is not runner:
+            old.close()
         self._set_mode("running", "")
         self.publish_status()
 
@@ -124,6 +163,79 @@ class PolicyNode(ModelServingNode):
 
     def on_episode(self, episode_id: str) -> None:
         self._reset_plan()
+
+    # -- remote inference (policy_server) ---------------------------------------------------
+    def open_runner(self, path: str):
+        """The model behind ``policy_server`` when it is set (``path`` is then its address), else the checkpoint."""
+        if not self.policy_server:
+            return super().open_runner(path)
+        from recap_core.serving.client import RemotePolicyRunner  # websockets, only for remote inference
+
+        runner = RemotePolicyRunner(path, timeout_s=self.policy_server_timeout_ms / 1e3)
+        if path != self.policy_server:  # the parameter changed while this one connected
+            runner.close()
+            raise RuntimeError(f"policy_server changed to {self.policy_server} while connecting")
+        return runner
+
+    def _load(self, path: str) -> bool:
+        """With ``policy_server`` set, connect to it on a thread, retrying until it answers (the old model, if
+        any, keeps running meanwhile); else load the checkpoint ``path``."""
+        if not self.policy_server:
+            return super()._load(path)
+        threading.Thread(target=self._connect_loop, args=(self.policy_server,), daemon=True).start()
+        return False
+
+    def _connect_loop(self, url: str) -> None:
+        delay = 0.5
+        while self._running and self.policy_server == url:
+            if ModelServingNode._load(self, url) or not self._running or self.policy_server != url:
+                return
+            deadline = time.monotonic() + delay
+            while self._running and self.policy_server == url and time.monotonic() < deadline:
+                time.sleep(0.05)
+            delay = min(2 * delay, 5.0)
+
+    def _set_checkpoint(self, path: str) -> None:
+        if self.policy_server:  # kept for when policy_server is cleared; the server's model runs meanwhile
+            self.checkpoint = path
+            return
+        super()._set_checkpoint(path)
+
+    def _check_policy_server(self, url: str) -> None:
+        if url:
+            try:
+                normalise_server_url(url)
+            except ValueError as exc:
+                raise ParameterError(str(exc)) from exc
+
+    def _set_policy_server(self, url: str) -> None:
+        url = normalise_server_url(url) if url else ""
+        if url == self.policy_server:
+            return
+        self.policy_server = url
+        if url:
+            self._load(url)
+        else:  # back to the checkpoint in-process
+            threading.Thread(target=self._load, args=(self.checkpoint,), daemon=True).start()
+
+    def _set_policy_server_timeout(self, value: float) -> None:
+        self.policy_server_timeout_ms = float(value)
+        remote = self._remote_runner
+        if remote is not None:
+            remote.timeout_s = self.policy_server_timeout_ms / 1e3
+
+    def _server_status(self) -> dict:
+        remote = self._remote_runner if self._remote_runner is self._runner else None
+        if remote is None:
+            return {"policy_server": self.policy_server, "policy_server_state": "", "hop_ms": "nan"}
+        return {
+            "policy_server": self.policy_server,
+            "policy_server_state": "connected" if remote.connected else f"disconnected: {remote.last_error}",
+            "hop_ms": f"{remote.last_hop_ms:.3f}",
+            "server_infer_ms": f"{remote.last_server_ms:.3f}",
+            "policy_server_timeouts": remote.timeouts,
+            "policy_server_connects": remote.connects,
+        }
 
     # -- planning -------------------------------------------------------------------------
     def _request_plan(self) -> None:
@@ -213,12 +325,17 @@ class PolicyNode(ModelServingNode):
                     continue
                 tick, obs, obs_stamp, epoch = self._pending
                 runner = self._runner
+                guide = self._rtc_guide(tick)
             try:
                 t0 = time.perf_counter()
                 advantage = self._prompt_advantage(runner)
                 unconditional = advantage is None  # no advantage text: nothing to guide towards
                 out = runner.infer(
-                    obs, beta=1.0 if unconditional else self.beta, advantage=advantage, seed=self.seed + tick
+                    obs,
+                    beta=1.0 if unconditional else self.beta,
+                    advantage=advantage,
+                    seed=self.seed + tick,
+                    **({"guide": guide} if guide is not None else {}),
                 )
                 actions = np.asarray(out["actions"], dtype=np.float64)
                 self.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -231,8 +348,10 @@ class PolicyNode(ModelServingNode):
                         self.counters["discarded_chunks"] += 1
                         continue
                     self._executor.add_chunk(actions, start_tick=tick, now_tick=self._tick)
+                    self._delay.add(self._tick - tick)
                 self._chunk_received_at = time.monotonic()
                 self.counters["chunks"] += 1
+                self.counters["rtc_guided_chunks"] += guide is not None
                 self._chunk_obs_stamp = obs_stamp
                 self._publish_chunk(actions, obs_stamp)
                 self.publish_status()  # carries this chunk's latency and observation stamp
@@ -242,6 +361,26 @@ class PolicyNode(ModelServingNode):
             finally:
                 with self._lock:
                     self._in_flight = False
+
+    def _set_chunk_mode(self, mode: str) -> None:
+        with self._lock:
+            self.chunk_mode = mode
+            self._executor.set_mode(mode)
+
+    def _rtc_guide(self, tick: int) -> dict | None:
+        """Real-time chunking's guide for a chunk planned at ``tick`` (call under the lock): the plan the robot
+        executes from ``tick`` on, the estimated delay and ``replan_steps`` as the execution horizon; None unless
+        ``chunk_mode`` is rtc and there is a plan to continue."""
+        if self.chunk_mode != "rtc":
+            return None
+        prefix = self._executor.planned(tick)
+        if not len(prefix):
+            return None
+        return {
+            "prefix_actions": prefix.astype(np.float32),
+            "inference_delay": int(self._delay.estimate()),
+            "execution_horizon": int(self.replan_steps),
+        }
 
     # -- outputs ----------------------------------------------------------------------------
     def _publish_chunk(self, actions: np.ndarray, obs_stamp: float) -> None:
@@ -292,11 +431,14 @@ class PolicyNode(ModelServingNode):
                         str(self._prompt_advantage(self._runner) or "none") if self._runner is not None else ""
                     ),
                     "replan_steps": self.replan_steps,
+                    "chunk_mode": self.chunk_mode,
+                    "inference_delay_ticks": self._delay.estimate(),
                     "max_observation_age_ms": self.max_age * 1e3,
                     "latency_ms": f"{self.latency_ms:.3f}",
                     "chunk_observation_stamp": f"{self._chunk_obs_stamp:.6f}",
                     "chunk_age_ms": f"{age:.0f}" if age == age else "nan",
                     "task": self._task,
+                    **self._server_status(),
                     **self.counters,
                 },
                 level=level,

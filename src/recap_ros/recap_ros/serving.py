@@ -182,6 +182,10 @@ class ModelServingNode(Node):
     def on_joints(self) -> None:
         """A valid joint state arrived."""
 
+    def open_runner(self, path: str):
+        """The runner for ``path`` (a subclass may serve from elsewhere: the policy node's ``policy_server``)."""
+        return load_runner(self.KIND, path, threads=self.threads, seed=self.seed)
+
     # -- checkpoint -------------------------------------------------------------------------------
     def _check_checkpoint(self, path: str) -> None:
         problem = checkpoint_problem(path, self.KIND, self.station) if path else ""
@@ -207,7 +211,7 @@ class ModelServingNode(Node):
             self.on_model_error(f"parameter `checkpoint` is empty: no {self.KIND} runs")
             return False
         try:
-            runner = load_runner(self.KIND, path, threads=self.threads, seed=self.seed)
+            runner = self.open_runner(path)
             problem = model_problem(self.KIND, runner.config, runner.checkpoint.training_config, self.station)
             if problem:
                 raise ValueError(problem)

@@ -22,6 +22,7 @@ from recap_core.models.flow import (
     sample_flow_time,
     target_velocity,
 )
+from recap_core.models.rtc import RTCGuide, guide_sampler
 
 
 @dataclasses.dataclass
@@ -162,6 +163,7 @@ class RecapPolicy(nn.Module):
         beta: float = 1.0,
         batch_guidance: bool = True,
         num_steps: int | None = None,
+        guide: RTCGuide | None = None,
     ) -> torch.Tensor:
         """Euler-integrate the velocity field from ``noise`` ``[B, H, A]`` to a chunk ``[B, H, A]`` (normalised).
 
@@ -172,12 +174,18 @@ class RecapPolicy(nn.Module):
         ``v_u + beta (v_c - v_u)``; with ``batch_guidance`` both prompts run
         as one batch of ``2B`` through backbone and expert, else as two
         sequential passes (the slower baseline). Images are encoded once.
+        ``guide``: real-time chunking (``rtc.py``), every Euler step guided towards it (the CFG velocity when
+        ``beta != 1``); None: the plain sampler.
         """
         num_steps = self.config.num_flow_steps if num_steps is None else num_steps
         image_tokens = self.backbone.embed_images(images)
+
+        def integrate(velocity):
+            return euler_integrate(guide_sampler(velocity, guide, convention="eta"), noise, num_steps)
+
         if beta == 1.0:
             context = self._prompt_prefix(image_tokens, state, conditional)
-            return euler_integrate(lambda x, eta: self._velocity(context, x, eta), noise, num_steps)
+            return integrate(lambda x, eta: self._velocity(context, x, eta))
         if unconditional is None:
             raise ValueError(f"beta={beta} needs an unconditional prompt (classifier-free guidance)")
         batch = noise.shape[0]
@@ -188,7 +196,7 @@ class RecapPolicy(nn.Module):
             def sequential(x, eta):
                 return guided_velocity(self._velocity(cond, x, eta), self._velocity(uncond, x, eta), beta)
 
-            return euler_integrate(sequential, noise, num_steps)
+            return integrate(sequential)
         ids, mask, code = _stack_prompts(conditional, unconditional)
         context = self.encode_prefix(image_tokens.repeat(2, 1, 1), state.repeat(2, 1), ids, mask, None, code)
 
@@ -196,7 +204,7 @@ class RecapPolicy(nn.Module):
             velocity = self._velocity(context, torch.cat([x, x], dim=0), eta)
             return guided_velocity(velocity[:batch], velocity[batch:], beta)
 
-        return euler_integrate(batched, noise, num_steps)
+        return integrate(batched)
 
     def _prompt_prefix(
         self, image_tokens: torch.Tensor, state: torch.Tensor, prompt: tuple[torch.Tensor, ...]

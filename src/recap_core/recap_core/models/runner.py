@@ -15,9 +15,12 @@ import torch
 
 from recap_core.checkpoint import Checkpoint, load_checkpoint
 from recap_core.models.processor import Processor, prompt_template
+from recap_core.models.rtc import DEFAULT_MAX_GUIDANCE_WEIGHT, RTCGuide, soft_mask
 from recap_core.models.tokenizer import ADVANTAGE_VALUES, PromptTokenizer, advantage_codes
 
 _UNSET = object()
+#: Inference precisions: float32 everywhere, or bfloat16 weights and compute (GPU serving).
+PRECISIONS = ("fp32", "bf16")
 
 
 def observation_to_frames(obs: Mapping[str, Any], cameras, state_dim: int) -> dict:
@@ -61,11 +64,17 @@ class _CheckpointRunner:
     KIND = ""
     NOUN = ""
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, *, precision: str = "fp32"):
         if checkpoint.kind != self.KIND:
             raise ValueError(f"{checkpoint.path} is a {checkpoint.kind} checkpoint, not {self.NOUN}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
+        # bf16: weights and compute in bfloat16 (GPU serving); inputs are cast at the model boundary and the
+        # chunk comes back in float32 before it is un-normalised
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.model.to(self.dtype)
         self.config = checkpoint.model_config
         self.processor = Processor(
             checkpoint.processor_steps,
@@ -89,25 +98,40 @@ class PolicyRunner(_CheckpointRunner):
 
     KIND, NOUN = "policy", "a policy"
 
-    def __init__(self, checkpoint: Checkpoint, *, seed: int = 0):
-        super().__init__(checkpoint)
+    def __init__(self, checkpoint: Checkpoint, *, seed: int = 0, precision: str = "fp32"):
+        super().__init__(checkpoint, precision=precision)
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         # CFG runs the conditional and unconditional prompts as one batch of 2; False: two sequential passes
         # (same result, slower; kept as the benchmark baseline).
         self.batch_guidance = True
+        # real-time chunking's clip of the guidance weight (a guide's "max_guidance_weight" overrides it)
+        self.rtc_max_guidance_weight = DEFAULT_MAX_GUIDANCE_WEIGHT
 
     @classmethod
     def from_checkpoint(
-        cls, directory: str | pathlib.Path, *, seed: int = 0, device: str | torch.device = "cpu"
+        cls,
+        directory: str | pathlib.Path,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ) -> "PolicyRunner":
-        return cls(load_checkpoint(directory, kind="policy", device=device), seed=seed)
+        return cls(load_checkpoint(directory, kind="policy", device=device), seed=seed, precision=precision)
 
     def reset(self) -> None:
         """Start the noise sequence again from the runner's seed (new episode)."""
         self._generator = torch.Generator().manual_seed(self.seed)
 
-    def infer(self, obs: Mapping[str, Any], *, beta: Any = _UNSET, advantage: Any = _UNSET, seed: Any = _UNSET) -> dict:
+    def infer(
+        self,
+        obs: Mapping[str, Any],
+        *,
+        beta: Any = _UNSET,
+        advantage: Any = _UNSET,
+        seed: Any = _UNSET,
+        guide: Mapping[str, Any] | None = None,
+    ) -> dict:
         """``{"actions": float32 [H, 14], "latency_ms", "beta", "advantage"}`` for one observation.
 
         ``advantage``: "positive", "negative" or None (no advantage text: the
@@ -118,6 +142,13 @@ class PolicyRunner(_CheckpointRunner):
         ``advantage``. ``seed``: fixes the initial noise (same seed and
         observation -> the same chunk); without it the runner's own noise
         sequence continues (restarted by :meth:`reset`).
+
+        ``guide``: real-time chunking (``rtc.py``), ``{"prefix_actions": float [P, 14] absolute joint targets the
+        robot executes from this chunk's first tick on (the rest of its current plan), "inference_delay": d ticks,
+        "execution_horizon": s ticks}`` (numpy arrays and ints; optional ``"max_guidance_weight"``, default
+        :attr:`rtc_max_guidance_weight`). The chunk is sampled to continue that plan: its first ``d`` actions
+        reproduce it, the next ones blend into it. None (or no prefix): the plain sampler, the same chunk as
+        without the argument.
         """
         start = time.perf_counter()
         beta = float(_knob(obs, "beta", beta, 1.0))
@@ -135,6 +166,9 @@ class PolicyRunner(_CheckpointRunner):
         device = next(self.model.parameters()).device
         frames = observation_to_frames(obs, self.config.cameras, self.config.state_dim)
         frames["advantage"] = [advantage]
+        rtc = None if guide is None else self._rtc_guide(guide)
+        if rtc is not None:  # the processor makes the prefix relative to this state and normalises it
+            frames["actions"] = torch.from_numpy(rtc[0])[None]
         frames = {
             k: (
                 {c: v.to(device) for c, v in val.items()}
@@ -157,22 +191,61 @@ class PolicyRunner(_CheckpointRunner):
                 ),
                 advantage_codes([None], device=device),
             )
+        extra = {}
+        if rtc is not None:
+            prefix, weights, max_weight = rtc
+            target = torch.zeros(1, self.config.action_horizon, self.config.action_dim, device=device)
+            target[:, : len(prefix)] = batch["actions"].to(target.dtype)
+            extra["guide"] = RTCGuide(
+                target.to(self.dtype),
+                weights[None, :, None].expand_as(target).to(device, self.dtype),
+                max_guidance_weight=max_weight,
+            )
         chunk = self.model.sample_actions(
-            batch["pixels"],
-            batch["state_normalised"],
+            batch["pixels"].to(self.dtype),
+            batch["state_normalised"].to(self.dtype),
             (batch["prompt_ids"], batch["prompt_mask"], batch["advantage_code"]),
-            noise,
+            noise.to(self.dtype),
             unconditional=unconditional,
             beta=beta,
             batch_guidance=self.batch_guidance,
+            **extra,
         )
-        actions = self.processor.postprocess(chunk, batch)[0].float().cpu().numpy().astype(np.float32)
+        actions = self.processor.postprocess(chunk.float(), batch)[0].float().cpu().numpy().astype(np.float32)
         return {
             "actions": actions,
             "latency_ms": (time.perf_counter() - start) * 1e3,
             "beta": beta,
             "advantage": advantage,
         }
+
+    def _rtc_guide(self, guide: Mapping[str, Any]) -> tuple[np.ndarray, torch.Tensor, float] | None:
+        """A validated RTC guide -> ``(prefix [P, 14] cut to the horizon, soft mask [H], max weight)``; None
+        when the prefix is empty (nothing to continue)."""
+        if not isinstance(guide, Mapping):
+            raise TypeError(f"guide must be a dict (prefix_actions, inference_delay, execution_horizon), got {guide!r}")
+        missing = [k for k in ("prefix_actions", "inference_delay", "execution_horizon") if k not in guide]
+        if missing:
+            raise ValueError(f"guide lacks {missing}; expected prefix_actions, inference_delay, execution_horizon")
+        prefix = np.asarray(guide["prefix_actions"], dtype=np.float32)
+        if prefix.size == 0:
+            return None
+        dims = self.config.action_dim
+        if prefix.ndim != 2 or prefix.shape[1] != dims or not np.all(np.isfinite(prefix)):
+            raise ValueError(f"guide prefix_actions must be finite [P, {dims}], got shape {prefix.shape}")
+        ticks = {}
+        for key in ("inference_delay", "execution_horizon"):
+            value = guide[key]
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"guide {key} must be an integer >= 0 (control ticks), got {value!r}")
+            ticks[key] = int(value)
+        max_weight = float(guide.get("max_guidance_weight", self.rtc_max_guidance_weight))
+        if not np.isfinite(max_weight) or max_weight < 0:
+            raise ValueError(f"guide max_guidance_weight must be a finite number >= 0, got {max_weight!r}")
+        horizon = self.config.action_horizon
+        prefix = np.ascontiguousarray(prefix[:horizon])
+        weights = soft_mask(horizon, ticks["inference_delay"], ticks["execution_horizon"], len(prefix))
+        return prefix, weights, max_weight
 
 
 class ValueRunner(_CheckpointRunner):
@@ -181,8 +254,10 @@ class ValueRunner(_CheckpointRunner):
     KIND, NOUN = "value", "a value model"
 
     @classmethod
-    def from_checkpoint(cls, directory: str | pathlib.Path, *, device: str | torch.device = "cpu") -> "ValueRunner":
-        return cls(load_checkpoint(directory, kind="value", device=device))
+    def from_checkpoint(
+        cls, directory: str | pathlib.Path, *, device: str | torch.device = "cpu", precision: str = "fp32"
+    ) -> "ValueRunner":
+        return cls(load_checkpoint(directory, kind="value", device=device), precision=precision)
 
     def reset(self) -> None:
         """Stateless between observations; kept for the common runner interface."""
@@ -202,9 +277,14 @@ class ValueRunner(_CheckpointRunner):
             for k, val in frames.items()
         }
         batch = self.processor.preprocess({**frames, "advantage": None, "actions": None})
-        logits = self.model(batch["pixels"], batch["state_normalised"], batch["prompt_ids"], batch["prompt_mask"])
+        logits = self.model(
+            batch["pixels"].to(self.dtype),
+            batch["state_normalised"].to(self.dtype),
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+        )
         probabilities = torch.softmax(logits.float(), dim=-1)
-        return probabilities @ self.model.bin_values, probabilities
+        return probabilities @ self.model.bin_values.float(), probabilities
 
     def infer(self, obs: Mapping[str, Any]) -> dict:
         """``{"value": float in [-1, 0], "distribution": float32 [num_bins], "latency_ms"}``."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from recap_core.checkpoint import CheckpointError
 from recap_core.models.flow import guided_velocity, sample_flow_time
+from recap_core.models.rtc import RTCGuide, guide_sampler
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -298,11 +299,13 @@ class FamilyPolicy(nn.Module):
         beta: float = 1.0,
         batch_guidance: bool = True,
         num_steps: int | None = None,
+        guide: RTCGuide | None = None,
     ) -> torch.Tensor:
         """A normalised chunk ``[B, H, action_dim]`` from ``noise`` ``[B, chunk_size, max_action_dim]``.
 
         The prefix (images and prompt) is encoded once; its K/V serve every flow step. ``beta != 1``: CFG, the two
-        prompts as one batch of 2B (``batch_guidance``) or two passes.
+        prompts as one batch of 2B (``batch_guidance``) or two passes. ``guide`` ``[B, H, action_dim]``: real-time
+        chunking (``rtc.py``, in openpi's time convention), zero-padded to the noise's shape.
         """
         from recap_core.models.policy import _stack_prompts
 
@@ -310,6 +313,8 @@ class FamilyPolicy(nn.Module):
         state = pad_last(state, self.arch.max_state_dim)
         image_list, masks = self._images(images)
         batch = noise.shape[0]
+        if guide is not None:
+            guide = guide.padded(noise.shape)
 
         def prefix(prompt, repeat=1):
             imgs = [im.repeat(repeat, 1, 1, 1) for im in image_list]
@@ -317,7 +322,7 @@ class FamilyPolicy(nn.Module):
 
         if beta == 1.0:
             cache = prefix(conditional)
-            return self._integrate(lambda x, t: self.model.velocity(cache, state, x, t), noise, num_steps)
+            return self._integrate(lambda x, t: self.model.velocity(cache, state, x, t), noise, num_steps, guide)
         if unconditional is None:
             raise ValueError(f"beta={beta} needs an unconditional prompt (classifier-free guidance)")
         if not batch_guidance:
@@ -328,7 +333,7 @@ class FamilyPolicy(nn.Module):
                     self.model.velocity(cond, state, x, t), self.model.velocity(uncond, state, x, t), beta
                 )
 
-            return self._integrate(sequential, noise, num_steps)
+            return self._integrate(sequential, noise, num_steps, guide)
         ids, mask, _ = _stack_prompts(conditional, unconditional)
         cache = prefix((ids, mask), repeat=2)
         state2 = state.repeat(2, 1)
@@ -337,17 +342,23 @@ class FamilyPolicy(nn.Module):
             velocity = self.model.velocity(cache, state2, torch.cat([x, x], dim=0), torch.cat([t, t], dim=0))
             return guided_velocity(velocity[:batch], velocity[batch:], beta)
 
-        return self._integrate(batched, noise, num_steps)
+        return self._integrate(batched, noise, num_steps, guide)
 
-    def _integrate(self, velocity: Callable, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
-        """Euler from t = 1 (noise) to t = 0 in ``num_steps`` steps of ``-1/num_steps`` (openpi's sampler)."""
+    def _integrate(
+        self, velocity: Callable, noise: torch.Tensor, num_steps: int, guide: RTCGuide | None = None
+    ) -> torch.Tensor:
+        """Euler from t = 1 (noise) to t = 0 in ``num_steps`` steps of ``-1/num_steps`` (openpi's sampler),
+        RTC-guided with ``guide``."""
+        # the network may run in bfloat16; the integration stays in float32 (as openpi keeps x_t)
+        dtype, network = next(self.model.parameters()).dtype, velocity
+        velocity = guide_sampler(lambda x, t: network(x.to(dtype), t).float(), guide, convention="openpi")
         if noise.shape[1:] != self.noise_shape:
             raise ValueError(
                 f"noise must be [B, {self.noise_shape[0]}, {self.noise_shape[1]}], got {tuple(noise.shape)}"
             )
         dt = -1.0 / num_steps
-        x = noise
-        time = torch.ones(noise.shape[0], dtype=noise.dtype, device=noise.device)
+        x = noise.float()
+        time = torch.ones(noise.shape[0], dtype=torch.float32, device=noise.device)
         for _ in range(num_steps):
             x = x + dt * velocity(x, time)
             time = time + dt

@@ -663,7 +663,7 @@ class SmolVLAModel(nn.Module):
                 attended = _attention(query, keys, values, state_mask, heads, kv_heads)
                 state_hidden = _finish(layer, state_hidden, attended)
         out = self.vlm_with_expert.lm_expert.norm(suffix)[:, -config.chunk_size :]
-        return self.action_out_proj(out.to(torch.float32))
+        return self.action_out_proj(out.to(self.action_out_proj.weight.dtype))
 
     def sample_actions(
         self,
