@@ -78,6 +78,19 @@ broken="$("$VPY" -m pip check 2>&1 | grep -v 'requires ament-index-python, which
   || { log "ERROR: torch is not the pinned CPU 2.13.0 build"; exit 1; }
 log "ready: $VENV"
 
+# 5b. .venv-openpi-client: openpi's own client (it pins numpy < 2, so never in .venv), for the interop test of
+#     `recap serve` (test/test_openpi_interop.py). RECAP_OPENPI_CLIENT=0 skips it (that test then skips).
+if [ "${RECAP_OPENPI_CLIENT:-1}" != 0 ]; then
+  OVENV="$ROOT/.venv-openpi-client"
+  if ! "$OVENV/bin/python" -c 'import openpi_client' 2>/dev/null; then
+    log "creating $OVENV (openpi-client 0.1.2)"
+    "$PY" -m venv "$OVENV"
+    echo '*' > "$OVENV/.gitignore"
+    "$OVENV/bin/python" -m pip --disable-pip-version-check -q install "openpi-client==0.1.2" typing-extensions \
+      2> >(grep -v 'is ignored: it is neither' >&2)
+  fi
+fi
+
 # 6. .venv-jazzy: the same stack on the ROS 2 jazzy wheels (never beside the kilted ones: both install
 #    the same module names). Its requirements are requirements.txt with every ros-X as ros-jazzy-X (the
 #    jazzy meta packages pin their ros-X versions), without the build and lint tools.

@@ -1,7 +1,7 @@
 """openpi's own ``WebsocketClientPolicy`` (openpi-client from PyPI, in its own venv: it pins numpy < 2) against
 ``recap serve`` with a tiny checkpoint, and openpi's ``msgpack_numpy`` against the project's, both ways.
 
-The venv is ``$OPENPI_CLIENT_VENV`` (default ``../ref/openpi-client-venv`` beside the repository); without it the
+The venv is ``$OPENPI_CLIENT_VENV`` (default ``.venv-openpi-client``, which scripts/setup.sh makes); without it the
 test skips, saying how to make it (docs/nodes.md, "Remote inference").
 """
 
@@ -20,7 +20,7 @@ from recap_core.serving.testing import ServeProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "test" / "interop" / "openpi_client_check.py"
-VENV = pathlib.Path(os.environ.get("OPENPI_CLIENT_VENV", ROOT.parent / "ref" / "openpi-client-venv"))
+VENV = pathlib.Path(os.environ.get("OPENPI_CLIENT_VENV", ROOT / ".venv-openpi-client"))
 PYTHON = VENV / "bin" / "python"
 
 

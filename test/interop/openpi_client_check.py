@@ -3,9 +3,9 @@
 openpi-client pins numpy < 2, so it lives in its own venv, never the project's (see docs/nodes.md, "Remote
 inference")::
 
-    python3 -m venv ../ref/openpi-client-venv
-    ../ref/openpi-client-venv/bin/pip install openpi-client typing-extensions  # 0.1.2 omits typing-extensions
-    ../ref/openpi-client-venv/bin/python test/interop/openpi_client_check.py ws://127.0.0.1:8000
+    python3 -m venv .venv-openpi-client
+    .venv-openpi-client/bin/pip install openpi-client typing-extensions  # 0.1.2 omits typing-extensions
+    .venv-openpi-client/bin/python test/interop/openpi_client_check.py ws://127.0.0.1:8000
 
 It checks the server's metadata, sends observations the way openpi's examples do (nested ``images`` with CHW
 images as in ALOHA, flat ``observation/images/<cam>`` HWC keys as in DROID/LIBERO), checks each reply's actions
