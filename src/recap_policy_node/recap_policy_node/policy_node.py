@@ -129,6 +129,7 @@ class PolicyNode(ModelServingNode):
         self._chunk_received_at = float("nan")
         self._chunk_obs_stamp = float("nan")
         self.counters.update(commands=0, chunks=0, stale_holds=0, inference_errors=0, discarded_chunks=0)
+        self._inference_failure = ""  # the last inference's error, until a chunk arrives
         self.counters.update(rtc_guided_chunks=0)  # chunks sampled to continue the plan (chunk_mode rtc)
 
         self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
@@ -306,7 +307,11 @@ class PolicyNode(ModelServingNode):
         if plan_now:
             self._request_plan()
         if action is None:
-            self._set_mode("waiting_for_chunk", "no plan for this tick yet")
+            failure = self._inference_failure
+            if failure:  # the last inference failed (a policy server timed out, ...): the gate holds
+                self._set_mode("holding", f"no plan: the last inference failed ({failure})")
+            else:
+                self._set_mode("waiting_for_chunk", "no plan for this tick yet")
             return
         if self._mode != "running":
             self._set_mode("running", "")
@@ -350,6 +355,7 @@ class PolicyNode(ModelServingNode):
                     self._executor.add_chunk(actions, start_tick=tick, now_tick=self._tick)
                     self._delay.add(self._tick - tick)
                 self._chunk_received_at = time.monotonic()
+                self._inference_failure = ""
                 self.counters["chunks"] += 1
                 self.counters["rtc_guided_chunks"] += guide is not None
                 self._chunk_obs_stamp = obs_stamp
@@ -357,6 +363,7 @@ class PolicyNode(ModelServingNode):
                 self.publish_status()  # carries this chunk's latency and observation stamp
             except Exception as exc:
                 self.counters["inference_errors"] += 1
+                self._inference_failure = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
             finally:
                 with self._lock:

@@ -65,6 +65,8 @@ def test_a_policy_server_drives_the_node_and_a_stall_makes_it_hold(
         values = latest_status(status)
         assert int(values["inference_errors"]) >= 1 and int(values["policy_server_timeouts"]) >= 1, values
         assert values["policy_server_state"].startswith("disconnected"), values
+        assert values["state"] == "holding" and "the last inference failed" in values["reason"], values
+        assert values["level"] == 1, values  # a warning on /diagnostics, not "waiting for a chunk"
         commands.clear()
         time.sleep(0.5)
         assert len(commands) == 0, "commanded while the server stalled"
