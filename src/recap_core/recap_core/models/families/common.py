@@ -7,6 +7,7 @@ key, and nothing but JSON and safetensors is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -363,3 +364,62 @@ class FamilyPolicy(nn.Module):
             x = x + dt * velocity(x, time)
             time = time + dt
         return x[:, : self.config.action_horizon, : self.config.action_dim]
+
+
+# ---------------------------------------------------------------------------- what pi0 and SmolVLA share
+
+#: LeRobot 0.3's normaliser buffers inside ``model.safetensors``: statistics, not weights.
+NON_PARAMETER_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
+
+
+def strip_policy_prefix(name: str) -> str:
+    """A LeRobot key without the policy's ``model.`` (or ``model._orig_mod.`` / ``_orig_mod.`` of a policy saved
+    from ``torch.compile``)."""
+    for prefix in ("model._orig_mod.", "_orig_mod.", "model."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def is_non_parameter_key(name: str) -> bool:
+    """LeRobot 0.3's normaliser buffers (``normalize_inputs.*`` ...), which hold statistics, not weights."""
+    return strip_policy_prefix(name).startswith(NON_PARAMETER_PREFIXES)
+
+
+def sincos_time_embedding(time: torch.Tensor, dimension: int, min_period: float, max_period: float) -> torch.Tensor:
+    """``[B] -> [B, dimension]``: ``[sin(2 pi t / p_i), cos(2 pi t / p_i)]`` over periods geometrically spaced from
+    ``min_period`` to ``max_period``, computed in float64 (float32 on MPS), as openpi and LeRobot do."""
+    if time.ndim != 1:
+        raise ValueError(f"time must be [B], got shape {tuple(time.shape)}")
+    dtype = torch.float32 if time.device.type == "mps" else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dimension // 2, dtype=dtype, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = (1.0 / period * 2 * math.pi)[None, :] * time[:, None].to(dtype)
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+
+
+def make_att_2d_masks(pad_masks: torch.Tensor, att_masks: torch.Tensor) -> torch.Tensor:
+    """big_vision's block mask: token i sees token j iff both are valid and ``cumsum(att)[j] <= cumsum(att)[i]``
+    (``att`` is 1 where a token starts a new block that earlier tokens cannot see)."""
+    cumsum = torch.cumsum(att_masks.long(), dim=1)
+    blocks = cumsum[:, None, :] <= cumsum[:, :, None]
+    return blocks & (pad_masks[:, None, :] & pad_masks[:, :, None])
+
+
+class JsonConfig:
+    """``to_dict`` / ``from_dict`` of a frozen dataclass config (plain JSON; unknown keys refused in one line)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        from recap_core.models.configuration import ConfigError
+
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**data)

@@ -56,6 +56,13 @@ from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMS
 from transformers.models.siglip.modeling_siglip import SiglipEncoder, SiglipVisionEmbeddings
 
 from recap_core.models.configuration import ConfigError
+from recap_core.models.families.common import (
+    JsonConfig,
+    is_non_parameter_key,
+    make_att_2d_masks,
+    sincos_time_embedding,
+    strip_policy_prefix,
+)
 
 #: openpi's Gemma variants (``openpi.models.gemma.get_config``; the ``_lora`` ones have the same sizes).
 _GEMMA_2B = {"width": 2048, "depth": 18, "mlp_dim": 16384, "num_heads": 8, "num_kv_heads": 1, "head_dim": 256}
@@ -68,7 +75,6 @@ GEMMA_VARIANTS = {
     "dummy": {"width": 64, "depth": 4, "mlp_dim": 128, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16},
 }
 #: LeRobot 0.3 keeps the normaliser buffers inside ``model.safetensors``; they carry no parameter of the model.
-NON_PARAMETER_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 #: The finite "minus infinity" of openpi / LeRobot's eager attention (big_vision's value).
 MASK_VALUE = -2.3819763e38
 
@@ -85,7 +91,7 @@ _EMBED_TOKENS = _PALIGEMMA + "model.language_model.embed_tokens.weight"
 
 
 @dataclasses.dataclass(frozen=True)
-class Pi0Config:
+class Pi0Config(JsonConfig):
     """pi0 / pi0.5 architecture and sampling settings; the defaults are ``pi0_base`` (about 3.5e9 parameters with
     the expert's unused ``lm_head``, 3.24e9 without).
 
@@ -155,19 +161,6 @@ class Pi0Config:
         return (self.image_size // self.vision_patch_size) ** 2
 
     # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Pi0Config":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
 
     @classmethod
     def _sizes(cls, paligemma: str | None, expert: str | None, overrides: Mapping[str, Any]) -> dict:
@@ -284,18 +277,6 @@ class Pi0Config:
 # ---------------------------------------------------------------------------- checkpoint keys
 
 
-def is_non_parameter_key(name: str) -> bool:
-    """LeRobot 0.3's normaliser buffers (``normalize_inputs.*`` ...), which hold statistics, not weights."""
-    return _strip_policy_prefix(name).startswith(NON_PARAMETER_PREFIXES)
-
-
-def _strip_policy_prefix(name: str) -> str:
-    for prefix in ("model._orig_mod.", "_orig_mod.", "model."):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
-
-
 def remap_keys(names: Iterable[str]) -> dict[str, str]:
     """``{file key: our key}`` for the weight tensors of a pi0 / pi0.5 ``model.safetensors``.
 
@@ -311,7 +292,7 @@ def remap_keys(names: Iterable[str]) -> dict[str, str]:
     for name in names:
         if is_non_parameter_key(name):
             continue
-        key = _strip_policy_prefix(name)
+        key = strip_policy_prefix(name)
         for old, new in _RENAMES:
             if key.startswith(old):
                 key = new + key[len(old) :]
@@ -323,24 +304,6 @@ def remap_keys(names: Iterable[str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- math helpers
-
-
-def sincos_time_embedding(time: Tensor, dimension: int, min_period: float, max_period: float) -> Tensor:
-    """``[B] -> [B, dimension]``: ``[sin(2 pi t / p_i), cos(2 pi t / p_i)]`` over periods geometrically spaced from
-    ``min_period`` to ``max_period``, computed in float64 where the device has it (as openpi / LeRobot)."""
-    dtype = torch.float32 if time.device.type == "mps" else torch.float64
-    fraction = torch.linspace(0.0, 1.0, dimension // 2, dtype=dtype, device=time.device)
-    period = min_period * (max_period / min_period) ** fraction
-    angle = (1.0 / period * 2 * math.pi)[None, :] * time[:, None].to(dtype)
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
-
-
-def make_att_2d_masks(pad_masks: Tensor, att_masks: Tensor) -> Tensor:
-    """big_vision's block mask: token i sees token j iff both are valid and ``cumsum(att)[j] <= cumsum(att)[i]``
-    (``att`` is 1 where a token starts a new block that earlier tokens cannot see)."""
-    cumsum = torch.cumsum(att_masks.long(), dim=1)
-    blocks = cumsum[:, None, :] <= cumsum[:, :, None]
-    return blocks & (pad_masks[:, None, :] & pad_masks[:, :, None])
 
 
 def _rope(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -52,10 +52,17 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
 
 from recap_core.models.configuration import ConfigError
+from recap_core.models.families.common import (
+    NON_PARAMETER_PREFIXES,
+    JsonConfig,
+    is_non_parameter_key,
+    make_att_2d_masks,
+    sincos_time_embedding,
+    strip_policy_prefix,
+)
 
 SMOLVLM2_500M = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
 #: LeRobot 0.3 keeps the normaliser buffers inside ``model.safetensors``; they carry no parameter of the model.
-NON_PARAMETER_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 #: Wavelength of LeRobot's ``apply_rope`` (fixed; independent of the VLM's ``rope_theta``).
 ROPE_MAX_WAVELENGTH = 10_000.0
 ATTENTION_MODES = ("cross_attn", "self_attn")
@@ -69,7 +76,7 @@ def expert_intermediate_size(hidden_size: int, ffn_dim_multiplier: int = 4, mult
 
 
 @dataclasses.dataclass(frozen=True)
-class SmolVLAConfig:
+class SmolVLAConfig(JsonConfig):
     """SmolVLA's architecture and sampling settings; defaults are ``lerobot/smolvla_base`` (SmolVLM2-500M, 16 layers).
 
     Vision fields describe the SigLIP-style tower (``image_size`` is the square side it expects), text fields the
@@ -196,19 +203,6 @@ class SmolVLAConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SmolVLAConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
-
     @classmethod
     def from_lerobot_config(
         cls, config: Mapping[str, Any], vlm_config: Mapping[str, Any] | None = None
@@ -287,18 +281,6 @@ def sizes_from_vlm_config(vlm_config: Mapping[str, Any]) -> dict:
 # ---------------------------------------------------------------------------- checkpoint keys
 
 
-def is_non_parameter_key(name: str) -> bool:
-    """LeRobot 0.3's normaliser buffers (``normalize_inputs.*`` ...), which hold statistics, not weights."""
-    return _strip_policy_prefix(name).startswith(NON_PARAMETER_PREFIXES)
-
-
-def _strip_policy_prefix(name: str) -> str:
-    for prefix in ("model._orig_mod.", "_orig_mod."):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name[len("model.") :] if name.startswith("model.") else name
-
-
 def remap_keys(names: Iterable[str]) -> dict[str, str]:
     """``{file key: our key}`` for the weight tensors of a SmolVLA ``model.safetensors``.
 
@@ -307,7 +289,7 @@ def remap_keys(names: Iterable[str]) -> dict[str, str]:
     ``model._orig_mod.``. Normaliser buffers (:func:`is_non_parameter_key`) are left out. Pure: no checks here,
     the strict loader names any key that finds no place.
     """
-    return {name: _strip_policy_prefix(name) for name in names if not is_non_parameter_key(name)}
+    return {name: strip_policy_prefix(name) for name in names if not is_non_parameter_key(name)}
 
 
 # ---------------------------------------------------------------------------- math helpers
@@ -326,26 +308,6 @@ def apply_rope(x: Tensor, positions: Tensor, max_wavelength: float = ROPE_MAX_WA
     sin, cos = torch.sin(radians), torch.cos(radians)
     x1, x2 = x.split(half, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(dtype)
-
-
-def sincos_time_embedding(time: Tensor, dimension: int, min_period: float, max_period: float) -> Tensor:
-    """``[B] -> [B, dimension]``: ``[sin(2 pi t / p), cos(2 pi t / p)]`` for periods ``p`` log-spaced from
-    ``min_period`` to ``max_period``, computed in float64 (float32 on MPS), as LeRobot."""
-    if time.ndim != 1:
-        raise ValueError(f"time must be [B], got shape {tuple(time.shape)}")
-    dtype = torch.float32 if time.device.type == "mps" else torch.float64
-    fraction = torch.linspace(0.0, 1.0, dimension // 2, dtype=dtype, device=time.device)
-    period = min_period * (max_period / min_period) ** fraction
-    scaling = 1.0 / period * 2 * math.pi
-    angles = scaling[None, :] * time[:, None]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-
-
-def make_att_2d_masks(pad_masks: Tensor, att_masks: Tensor) -> Tensor:
-    """big_vision's block mask: token i sees token j iff both are valid and ``cumsum(att)[j] <= cumsum(att)[i]``."""
-    cumsum = torch.cumsum(att_masks.to(torch.long), dim=1)
-    blocks = cumsum[:, None, :] <= cumsum[:, :, None]
-    return blocks & (pad_masks[:, None, :] & pad_masks[:, :, None])
 
 
 def _attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor, num_heads: int, num_kv_heads: int) -> Tensor:
