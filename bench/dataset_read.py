@@ -10,8 +10,12 @@ decoded (and resized) images, the state and a 50-step action chunk.
 ``--frames-npz`` takes real frames (arrays [N, 224, 224, 3] uint8, e.g. sim
 renders) instead of the procedural sim-like frames; ``--noise`` adds Gaussian
 pixel noise (sigma in grey levels) to mimic a real camera sensor.
-The last line printed is one JSON object; ``baseline_raw_frames_per_s`` is the
-same read from raw uint8 storage in the same run.
+Every read is a full pass over the frames, repeated ``--repeats`` times (default 3;
+2 quick) with the formats taken in turn each repeat; a read rate is reported as
+the median and the worst (lowest) pass: {"median": x, "worst": y}. Writing is
+timed once per format. The last line printed is one JSON object;
+``baseline_raw_frames_per_s`` is the same read from raw uint8 storage in the
+same run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import torch
 
 from recap_core.data import reader, schema
 from recap_core.data.writer import DatasetWriter
+
+from _spread import LOW, add_repeats_argument, repeat_count, spread
 
 CAMERAS = ("base", "left_wrist", "right_wrist")
 SHAPE = (224, 224)
@@ -91,15 +97,12 @@ def write_dataset(root: Path, image_format: str, frames: np.ndarray, episodes: i
     }
 
 
-def read_items_per_s(dataset: reader.RecapDataset, order: np.ndarray, repeats: int) -> float:
-    """Best of ``repeats`` passes: on a shared 2-core machine the best pass is the least disturbed one."""
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for item in order:
-            dataset[int(item)]
-        best = max(best, len(order) / (time.perf_counter() - started))
-    return best
+def read_items_per_s(dataset: reader.RecapDataset, order: np.ndarray) -> float:
+    """Items per second over one pass in ``order``."""
+    started = time.perf_counter()
+    for item in order:
+        dataset[int(item)]
+    return len(order) / (time.perf_counter() - started)
 
 
 def main() -> int:
@@ -108,31 +111,37 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=96, help="model input size to resize to (default 96)")
     parser.add_argument("--frames-npz", default=None, help="real [N, 224, 224, 3] frames to store instead")
     parser.add_argument("--noise", type=float, default=0.0, help="pixel noise sigma to add (camera-like)")
-    parser.add_argument("--repeats", type=int, default=None, help="read passes, best kept (default 3; 1 quick)")
+    add_repeats_argument(parser, "each read pass")
     args = parser.parse_args()
     torch.set_num_threads(1)
     episodes, length = (2, 20) if args.quick else (6, 150)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = repeat_count(args)
     rng = np.random.default_rng(0)
     frames, content = load_frames(args, episodes * length, rng)
     order = np.random.default_rng(1).permutation(episodes * length)
     per_format: dict[str, dict] = {}
-    cached_items_per_s = None
+    readers: dict[str, reader.RecapDataset] = {}
+    key = f"read_frames_per_s_{args.image_size}px"
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as scratch:
         for image_format in ("raw", "png", "jpeg"):
             root = Path(scratch) / image_format
-            figures = write_dataset(root, image_format, frames, episodes, length)
-            resized = reader.RecapDataset(root, image_size=args.image_size)
-            figures[f"read_frames_per_s_{args.image_size}px"] = round(read_items_per_s(resized, order, repeats), 1)
-            native = reader.RecapDataset(root)
-            figures["read_frames_per_s_224px"] = round(read_items_per_s(native, order, repeats), 1)
-            per_format[image_format] = figures
-            print(image_format, figures, flush=True)
+            per_format[image_format] = write_dataset(root, image_format, frames, episodes, length)
+            readers[f"{image_format}/{key}"] = reader.RecapDataset(root, image_size=args.image_size)
+            readers[f"{image_format}/read_frames_per_s_224px"] = reader.RecapDataset(root)
             if image_format == schema.DEFAULT_IMAGE_FORMAT:
                 cached = reader.RecapDataset(root, image_size=args.image_size, cache_images=True)
                 cached.preload_images()
-                cached_items_per_s = round(read_items_per_s(cached, order, repeats), 1)
-    key = f"read_frames_per_s_{args.image_size}px"
+                readers["cached"] = cached
+        rates: dict[str, list[float]] = {name: [] for name in readers}
+        for repeat in range(repeats):  # every reader in turn, so that load from other processes hits all alike
+            for name, dataset in readers.items():
+                rates[name].append(read_items_per_s(dataset, order))
+            last = {name: round(values[-1], 1) for name, values in rates.items()}
+            print(f"repeat {repeat + 1}/{repeats}: {last}", flush=True)
+    for name, values in rates.items():
+        if "/" in name:
+            image_format, figure = name.split("/")
+            per_format[image_format][figure] = spread(values, LOW, 1)
     result = {
         "name": "dataset_read",
         "frames_per_s": per_format[schema.DEFAULT_IMAGE_FORMAT][key],
@@ -141,9 +150,9 @@ def main() -> int:
         "image_size": args.image_size,
         "stored_shape": list(SHAPE),
         "cameras_per_frame": len(CAMERAS),
-        "cached_frames_per_s": cached_items_per_s,
+        "cached_frames_per_s": spread(rates["cached"], LOW, 1),
         "frames_read": int(len(order)),
-        "read_passes": repeats,
+        "repeats": repeats,
         "content": content,
         "quick": args.quick,
         "per_format": per_format,

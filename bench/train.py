@@ -9,7 +9,10 @@
 * baseline (same run): the tiny policy's forward+backward+step on a fake
   batch already in memory: the model's own ceiling without data handling.
 
-Last line: {"name": "train", "policy_samples_per_s": ..., "value_labelling_frames_per_s": ..., ...}
+Each repeat (``--repeats``, default 3; 2 quick) runs all four in turn, the baseline included; every figure is
+the median and the worst (lowest) of the repeats. Last line: {"name": "train", "policy_samples_per_s":
+{"median", "worst"}, "value_samples_per_s": {...}, "value_labelling_frames_per_s": {...}, "baseline":
+{"policy_model_only_samples_per_s": {...}}, ...}
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from recap_core import cli
 from recap_core.data import make_synthetic_dataset
 from recap_core.models import RecapPolicy, get_config
 from recap_core.models.policy import PolicyInputs
+
+from _spread import LOW, add_repeats_argument, repeat_count, summarise
 
 BATCH = 32
 
@@ -62,25 +67,45 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps (smoke check)")
     parser.add_argument("--threads", type=int, default=2)
+    add_repeats_argument(parser, "the four measurements")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    repeats = repeat_count(args)
     steps, episodes = (6, 6) if args.quick else (60, 40)
-    result = {"name": "train", "threads": args.threads, "batch_size": BATCH, "config": "tiny", "steps": steps}
+    result = {
+        "name": "train",
+        "threads": args.threads,
+        "batch_size": BATCH,
+        "config": "tiny",
+        "steps": steps,
+        "repeats": repeats,
+    }
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         data = make_synthetic_dataset(root / "reach", num_episodes=episodes, seed=0)
-        common = ["--steps", str(steps), "--batch-size", str(BATCH), "--no-progress", "--threads", str(args.threads)]
-        cli.main(["train-policy", str(data), "--mode", "sft", "--out", str(root / "policy"), *common])
-        cli.main(["train-value", str(data), "--out", str(root / "value"), *common])
         frames = int(json.loads((data / "meta" / "info.json").read_text())["total_frames"])
-        start = time.perf_counter()
-        cli.main(["label", str(data), "--value", str(root / "value"), "--no-progress"])
-        labelling_s = time.perf_counter() - start
-        result["policy_samples_per_s"] = round(train_summary(root / "policy")["samples_per_s"], 1)
-        result["value_samples_per_s"] = round(train_summary(root / "value")["samples_per_s"], 1)
-        result["value_labelling_frames_per_s"] = round(frames / labelling_s, 1)
-        result["labelled_frames"] = frames
-    result["baseline"] = {"policy_model_only_samples_per_s": round(model_only_samples_per_s(max(3, steps // 2)), 1)}
+        common = ["--steps", str(steps), "--batch-size", str(BATCH), "--no-progress", "--threads", str(args.threads)]
+        for repeat in range(repeats):
+            out = root / f"repeat{repeat}"
+            cli.main(["train-policy", str(data), "--mode", "sft", "--out", str(out / "policy"), *common])
+            cli.main(["train-value", str(data), "--out", str(out / "value"), *common])
+            start = time.perf_counter()
+            cli.main(["label", str(data), "--value", str(out / "value"), "--no-progress"])
+            labelling_s = time.perf_counter() - start
+            runs.append(
+                {
+                    "policy_samples_per_s": train_summary(out / "policy")["samples_per_s"],
+                    "value_samples_per_s": train_summary(out / "value")["samples_per_s"],
+                    "value_labelling_frames_per_s": frames / labelling_s,
+                    "model_only_samples_per_s": model_only_samples_per_s(max(3, steps // 2)),
+                }
+            )
+            print(f"repeat {repeat + 1}/{repeats}: {runs[-1]}", file=sys.stderr)
+    figures = summarise(runs, dict.fromkeys(runs[0], LOW), digits=1)
+    result["baseline"] = {"policy_model_only_samples_per_s": figures.pop("model_only_samples_per_s")}
+    result |= figures
+    result["labelled_frames"] = frames
     print(json.dumps(result), flush=True)
     return 0
 
