@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -24,11 +25,13 @@ from recap_recorder.bag_files import BagError, bag_directory
 from recap_recorder.bag_info import BagInfo, bag_info, open_bag
 from recap_recorder.bag_metadata import bag_cameras, relative_topic_name
 from recap_recorder.bag_repair import REPAIRED_SUFFIX
-from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap, MessageIndex
+from recap_recorder.cdr import joint_state
+from recap_recorder.indexed_mcap import CorruptBag, IndexedMcap, Integrity, MessageIndex
 from recap_recorder.images import (
     COMPRESSED_SUFFIX,
     colours_swapped,
     compressed_payload,
+    compressed_payload_at,
     compressed_shape,
     compression_of,
     decode_compressed,
@@ -232,6 +235,7 @@ class BagEpisode:
     success: bool
     metadata: dict
     streams: dict[str, CameraStream] = dataclasses.field(default_factory=dict)
+    message_names: tuple[str, ...] = ()  # the joint names the joint messages carry (see episode_layout)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -245,29 +249,42 @@ class BagEpisode:
         dataset writer stores them as they are when the formats agree); at another size it
         is decoded and resized.
         """
+        return self._frames(camera, shape, in_file=False)
+
+    def _frames(self, camera: str, shape: tuple[int, int] | None, in_file: bool) -> Iterator:
+        """:meth:`frames`; with ``in_file`` a compressed image stored as recorded comes as a :class:`FileFrame`
+        where the bag's chunk is uncompressed (checked as :meth:`frames` checks it, but not copied)."""
         stream = self.streams[camera]
         want = tuple(shape) if shape is not None else stream.shape
+        numbers, compressed = stream.number.tolist(), stream.is_compressed.tolist()
+        kinds, swapped = _Memo(compression_of), _Memo(colours_swapped)  # one format string per camera, normally
         number, frame = -1, None
-        for target in self.timeline.image_index[camera]:
+        for target in self.timeline.image_index[camera].tolist():
             if target != number:
-                number = int(target)
-                k = int(stream.number[number])
-                if not stream.is_compressed[number]:
-                    frame = _fit(image_pixels(self.mcap.read(stream.raw, k)[0]), shape)
+                number = target
+                k = numbers[number]
+                if not compressed[number]:
+                    frame = _fit(image_pixels(self.mcap.read_view(stream.raw, k)[0]), shape)
                 else:
-                    fmt, data = compressed_payload(self.mcap.read(stream.compressed, k)[0])
-                    kind = compression_of(fmt)
+                    raw = self.mcap.read_view(stream.compressed, k)[0]
+                    fmt, start, length = compressed_payload_at(raw)
+                    data = memoryview(raw)[start : start + length]
+                    kind = kinds(fmt)
                     size = compressed_shape(data, kind)
                     if size != stream.shape:
                         raise BagError(
                             f"{self.mcap.path}: camera {camera} changes image size from "
                             f"{stream.shape} to {size} at compressed image {k}"
                         )
-                    frame = (
-                        EncodedImage(bytes(data), kind, size)
-                        if size == want and not colours_swapped(fmt)  # else decoded in true colours
-                        else _fit(decode_compressed(data, kind, fmt), shape)
-                    )
+                    if size != want or swapped(fmt):  # decoded in true colours
+                        frame = _fit(decode_compressed(data, kind, fmt), shape)
+                    else:
+                        position = self.mcap.file_position(stream.compressed, k) if in_file else None
+                        frame = (
+                            EncodedImage(bytes(data), kind, size)
+                            if position is None
+                            else FileFrame(position + start, length, kind, size)
+                        )
             yield frame
 
     def diagnostics(self, relative: str) -> tuple[np.ndarray, list[dict[str, str]]]:
@@ -283,6 +300,28 @@ class BagEpisode:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFrame:
+    """A recorded compressed image stored as it is, by where its bytes lie in the bag's MCAP file."""
+
+    position: int
+    size: int
+    kind: str  # jpeg | png
+    shape: tuple[int, int]
+
+
+class _Memo:
+    """``function(fmt)`` remembered per format string (errors are raised again each time)."""
+
+    def __init__(self, function):
+        self.function, self.known = function, {}
+
+    def __call__(self, fmt: str):
+        if fmt not in self.known:
+            self.known[fmt] = self.function(fmt)
+        return self.known[fmt]
 
 
 def _fit(frame: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
@@ -303,20 +342,76 @@ def load_episode(
     include_aborted: bool = False,
     station: StationLayout | None = None,
     fallback: StationLayout | None = None,
+    fast: bool = True,
 ) -> BagEpisode:
     """Read everything but the pixels of one bag; SkipBag or BagError says why it cannot be used.
 
     The bag's CRCs are checked first (:class:`~recap_recorder.indexed_mcap.CorruptBag` when they fail); the
     returned episode keeps the bag open for :meth:`BagEpisode.frames`: close it (``with``). ``station`` and
     ``fallback``: see :func:`episode_layout`; with ``station`` its cameras are the ones read.
+
+    ``fast`` (the default) checks the CRCs on a thread of their own while the timeline is read (zlib and the
+    reads release the GIL), reads the message indexes a chunk at a time and JointStates straight from their
+    CDR bytes; nothing read counts before the check passed, and a bag that fails it raises exactly what the
+    check raises first, whatever reading it raised meanwhile. ``fast=False`` is the reference it is tested
+    against: check, then read each topic's index, rosbags deserialising every message.
     """
     path = bag_directory(path)
-    meta, mcap = open_bag(path)
+    if not fast:
+        meta, mcap = open_bag(path)
+        try:
+            return _load_episode(path, meta, mcap, include_aborted, station, fallback, fast)
+        except BaseException:
+            mcap.close()
+            raise
+    meta, mcap = open_bag(path, verify=False)  # what open_bag does before its check, in its order
+    check = _Verification(path, mcap)
     try:
-        return _load_episode(path, meta, mcap, include_aborted, station, fallback)
+        try:
+            mcap.index_all()
+            episode = _load_episode(path, meta, mcap, include_aborted, station, fallback, fast)
+        finally:
+            integrity = check.result()  # a failed check wins over whatever reading the bag raised
+        episode.info = dataclasses.replace(episode.info, integrity=integrity)
+        return episode
     except BaseException:
+        check.wait()
         mcap.close()
         raise
+
+
+class _Verification:
+    """:func:`~recap_recorder.bag_info.open_bag`'s CRC check of a bag (``IndexedMcap.verify``) on a thread of its
+    own; :meth:`result` is what ``open_bag`` returns or raises."""
+
+    def __init__(self, path: Path, mcap: IndexedMcap):
+        self.path, self.mcap = path, mcap
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="recap-verify", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.mcap.verify()
+        except BaseException as exc:  # handed to the thread that reads the bag
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Integrity:
+        self.wait()
+        exc = self._error
+        if isinstance(exc, (OSError, struct.error, ValueError)):
+            raise BagError(
+                f"{self.mcap.path} is damaged ({type(exc).__name__}: {exc}); `recap bag repair {self.path}` "
+                "recovers the complete chunks"
+            ) from exc
+        if exc is not None:
+            raise exc
+        if not self.mcap.integrity.ok:
+            raise CorruptBag(self.path, self.mcap.integrity)
+        return self.mcap.integrity
 
 
 def _load_episode(
@@ -326,6 +421,7 @@ def _load_episode(
     include_aborted: bool,
     station: StationLayout | None,
     fallback: StationLayout | None,
+    fast: bool = True,
 ) -> BagEpisode:
     info = bag_info(path, bag_meta, mcap)
     meta = dict(info.custom_data)
@@ -360,7 +456,7 @@ def _load_episode(
                     f"{path}: no messages on {raw} or {raw}{COMPRESSED_SUFFIX}; cannot build frames without it"
                 )
         for key, name in topic.items():
-            series[key] = _read_series(mcap, typestore, key, name)
+            series[key] = _read_series(mcap, typestore, key, name, fast)
     except (KeyError, struct.error, ValueError, OSError) as exc:
         raise BagError(f"{path} is damaged ({type(exc).__name__}: {exc}); run `recap bag repair {path}`") from exc
     except Exception as exc:
@@ -417,13 +513,27 @@ def _load_episode(
         success=label == "success",
         metadata=_episode_metadata(info, meta, timeline, label),
         streams=streams,
+        message_names=tuple(message_names),
     )
 
 
-def _read_series(mcap: IndexedMcap, typestore, key: str, name: str) -> tuple[np.ndarray, list]:
-    """Receive times and decoded messages (see ``_decode``) of topic ``name``; empty when not recorded."""
+def _read_series(mcap: IndexedMcap, typestore, key: str, name: str, fast: bool = True) -> tuple[np.ndarray, list]:
+    """Receive times and decoded messages (see ``_decode``) of topic ``name``; empty when not recorded.
+
+    JointState names and positions are read straight from the CDR bytes (:func:`recap_recorder.cdr.joint_state`),
+    anything else, or a JointState it leaves to rosbags, is deserialised by rosbags.
+    """
     index = mcap.index(name)
     msgtype = mcap.topics[name][1] if name in mcap.topics else ""
+    if fast and key in ("joint_command", "joint_states") and msgtype == "sensor_msgs/msg/JointState":
+        values = []
+        for i in range(len(index)):
+            raw = mcap.read_view(index, i)[0]
+            fields = joint_state(raw)
+            if fields is None:
+                fields = _decode(key, typestore.deserialize_cdr(bytes(raw), msgtype))
+            values.append(fields)
+        return index.log_ns, values
     return index.log_ns, [
         _decode(key, typestore.deserialize_cdr(mcap.read(index, i)[0], msgtype)) for i in range(len(index))
     ]
@@ -543,6 +653,8 @@ def convert_bags(
     fps: int = 50,
     progress: bool = True,
     station: StationLayout | None = None,
+    workers: int | None = None,
+    fast: bool = True,
 ) -> list[BagOutcome]:
     """Append the usable bags to ``dataset`` (created if new); one outcome per bag, in order.
 
@@ -560,36 +672,54 @@ def convert_bags(
     are those of ``camera/<cam>/image_raw`` and of ``camera/<cam>/image_raw/compressed`` together (the
     recorder stores them compressed, see :mod:`recap_recorder.images`): raw images are encoded by the writer,
     JPEG images go into a JPEG dataset as recorded, byte for byte.
+
+    ``workers`` > 0 reads the bags ahead in that many worker processes
+    (:mod:`recap_recorder.convert_workers`) while this process writes them in order: the same dataset and
+    outcomes as one at a time. Default: :func:`~recap_recorder.convert_workers.default_workers`. ``fast=False``
+    is the reference path the fast one is tested against (see :func:`load_episode`; one bag at a time).
     """
     from recap_core.data import DatasetWriter, schema
 
     dataset = Path(dataset)
     appending = check_output(dataset)
     known_ids, known_paths = converted_bags(dataset) if appending else (set(), set())
-    fallback = schema.info_layout(schema.load_info(dataset)) if appending else None
+    info = schema.load_info(dataset) if appending else None
+    fallback = schema.info_layout(info) if appending else None
     outcomes: list[BagOutcome] = []
     writer = None
+    prefetch = None
     bar = _progress(bags, progress)
     try:
+        prefetch = _prefetch(bags, workers, fast, include_aborted, station, fallback, info, image_format)
         for path in bar:
             path = bag_directory(path)
-            try:
-                episode = load_episode(
-                    path,
-                    include_aborted=include_aborted,
-                    station=station,
-                    fallback=writer.layout if writer is not None else fallback,
-                )
-            except SkipBag as exc:
-                outcomes.append(BagOutcome(path, "skipped", str(exc)))
-                continue
-            except BagError as exc:
+            loaded = None
+            if prefetch is not None:
+                shape = writer.image_shape if writer is not None else prefetch.shape
+                loaded = prefetch.take(path, writer.layout if writer is not None else fallback, shape, station)
+            if loaded is None:
+                try:
+                    loaded = load_episode(
+                        path,
+                        include_aborted=include_aborted,
+                        station=station,
+                        fallback=writer.layout if writer is not None else fallback,
+                        fast=fast,
+                    )
+                except SkipBag as exc:
+                    loaded = _Unreadable("skipped", str(exc))
+                except BagError as exc:
+                    loaded = _Unreadable("corrupt" if isinstance(exc, CorruptBag) else "failed", str(exc))
+            if not hasattr(loaded, "timeline"):  # skipped, corrupt or failed
                 repaired = path.with_name(path.name + REPAIRED_SUFFIX)
-                if repaired.is_dir():  # already handled: convert the repaired copy instead
-                    outcomes.append(BagOutcome(path, "skipped", f"{exc} -- convert its repaired copy {repaired}"))
+                if loaded.status != "skipped" and repaired.is_dir():  # handled: convert the repaired copy instead
+                    outcomes.append(
+                        BagOutcome(path, "skipped", f"{loaded.reason} -- convert its repaired copy {repaired}")
+                    )
                 else:
-                    outcomes.append(BagOutcome(path, "corrupt" if isinstance(exc, CorruptBag) else "failed", str(exc)))
+                    outcomes.append(BagOutcome(path, loaded.status, loaded.reason))
                 continue
+            episode = loaded
             with episode:
                 episode_id = episode.metadata["episode_id"]
                 if episode_id in known_ids or episode.metadata["bag_path"] in known_paths:
@@ -612,7 +742,7 @@ def convert_bags(
                         states=t.states,
                         actions=t.actions,
                         is_intervention=t.is_intervention,
-                        images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
+                        images={cam: _read_ahead(episode.frames(cam, writer.image_shape)) for cam in writer.cameras},
                         success=episode.success,
                         task=episode.task,
                         receive_times=seconds,
@@ -631,9 +761,75 @@ def convert_bags(
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"episode {index}: {len(t.tick_ns)} frames")
     finally:
+        if prefetch is not None:
+            prefetch.close()
         if writer is not None:
             writer.close()
     return outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unreadable:
+    status: str  # skipped | corrupt | failed
+    reason: str
+
+
+def _prefetch(bags, workers, fast, include_aborted, station, fallback, info, image_format):
+    """The worker processes reading ``bags`` ahead (None: one bag at a time, in this process)."""
+    from recap_recorder import convert_workers
+
+    workers = convert_workers.default_workers(len(bags)) if workers is None else int(workers)
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 (no worker processes) or more, got {workers}")
+    if workers == 0 or not fast or len(bags) < 2:
+        return None
+    from recap_core.data import schema
+
+    paths = []
+    for bag in bags:
+        try:
+            paths.append(bag_directory(bag))
+        except BagError:  # raised again where the bag's turn comes, as without workers
+            continue
+    return convert_workers.Prefetch(
+        paths,
+        workers,
+        include_aborted=include_aborted,
+        station=station,
+        fallback=fallback,
+        image_format=info["recap"]["image_format"] if info else image_format or schema.DEFAULT_IMAGE_FORMAT,
+        shape=schema.info_image_shape(info) if info else None,
+    )
+
+
+def _read_ahead(frames: Iterator) -> Iterator:
+    """``frames``, those stored as they are (:class:`EncodedImage`) read here and now, up to the first that
+    the writer must encode (it and the rest stream as before, encoded on the writer's threads).
+
+    Reading the recorded JPEG bytes of every camera in one thread spares the writer's camera threads
+    handing the GIL to each other around every read; the writer keeps all of them until it writes the
+    episode anyway. An error reading them is raised where the writer reaches it, as without reading ahead.
+    """
+    done, error, rest = [], None, None
+    try:
+        for frame in frames:
+            done.append(frame)
+            if not isinstance(frame, EncodedImage):
+                rest = frames
+                break
+    except Exception as exc:  # raised again in the writer, at the same frame
+        error = exc
+    return _replay(done, error, rest)
+
+
+def _replay(done: list, error: Exception | None, rest: Iterator | None) -> Iterator:
+    done.reverse()
+    while done:
+        yield done.pop()  # the writer holds what it was given; nothing here holds it twice
+    if error is not None:
+        raise error
+    if rest is not None:
+        yield from rest
 
 
 def check_output(dataset: Path) -> bool:

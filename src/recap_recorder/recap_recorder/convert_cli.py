@@ -1,4 +1,4 @@
-"""``recap convert BAG... --out DATASET [--include-aborted]``: episode bags -> RECAP dataset.
+"""``recap convert BAG... --out DATASET [--include-aborted] [--workers N]``: episode bags -> RECAP dataset.
 
 Arguments and output only: the conversion is :func:`recap_recorder.bag_to_dataset.convert_bags`.
 """
@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Gives the joint order, the gripper joints, the cameras and the control rate (a new dataset's fps); "
         "default: what each bag records",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes reading bags ahead while this one writes them in order (same dataset as 0, none); "
+        "default: one per core but one, for 4 or more bags on 4 or more cores, else 0",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -64,6 +72,7 @@ def run(args) -> int:
             robot=args.robot,
             progress=not args.no_progress and sys.stderr.isatty(),
             station=None if station is None else station.layout,
+            workers=args.workers,
             **fps,
         )
     except (ValueError, RuntimeError) as exc:  # --out no dataset directory or damaged, settings mismatch, locked

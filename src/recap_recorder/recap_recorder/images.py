@@ -70,6 +70,12 @@ def image_pixels(raw) -> np.ndarray:
 
 def compressed_payload(raw) -> tuple[str, memoryview]:
     """(format, compressed bytes) of a CDR sensor_msgs/CompressedImage, without copying them."""
+    fmt, start, size = compressed_payload_at(raw)
+    return fmt, memoryview(raw)[start : start + size]
+
+
+def compressed_payload_at(raw) -> tuple[str, int, int]:
+    """(format, offset, size) of the compressed bytes in a CDR sensor_msgs/CompressedImage."""
     try:
         pos = _aligned(_header_end(raw), 4)
         (length,) = struct.unpack_from("<I", raw, pos)
@@ -80,7 +86,7 @@ def compressed_payload(raw) -> tuple[str, memoryview]:
         raise BagError(f"compressed image message is damaged ({exc})") from exc
     if pos + 4 + size > len(raw):
         raise BagError(f"compressed image message is cut off ({len(raw) - pos - 4} of {size} bytes)")
-    return fmt, memoryview(raw)[pos + 4 : pos + 4 + size]
+    return fmt, pos + 4, size
 
 
 def compression_of(fmt: str) -> str:
@@ -100,13 +106,19 @@ def compressed_shape(data, kind: str) -> tuple[int, int]:
             raise BagError("compressed image is not a PNG stream")
         width, height = struct.unpack_from(">II", data, 16)
         return int(height), int(width)
-    import simplejpeg
-
     try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, _, _ = _jpeg_header(data)
     except ValueError as exc:
         raise BagError(f"compressed image is not a JPEG stream ({exc})") from exc
     return int(height), int(width)
+
+
+def _jpeg_header(data):
+    global _jpeg_header
+    import simplejpeg
+
+    _jpeg_header = simplejpeg.decode_jpeg_header  # imported once, on first use
+    return _jpeg_header(data)
 
 
 def colours_swapped(fmt: str) -> bool:

@@ -261,13 +261,21 @@ def read_tail(fd: int, size: int) -> McapTail | None:
     return McapTail(summary_start, summary_crc, crc_ok, data_end, data_crc)
 
 
-def crc_range(fd: int, start: int, stop: int, crc: int = 0, block: int = 1 << 23) -> int:
+def crc_range(fd: int, start: int, stop: int, crc: int = 0, block: int = 1 << 25) -> int:
+    """CRC-32 of bytes ``start``..``stop`` of the file (fewer where it ends first), continuing ``crc``.
+
+    Read in large blocks into one buffer: the check runs on a thread of its own while the converter reads the
+    bag (:func:`recap_recorder.bag_to_dataset.load_episode`), and each return from a read or from zlib waits for
+    the GIL, up to the interpreter's switch interval (5 ms) while the other thread runs Python.
+    """
+    buffer = memoryview(bytearray(min(block, max(0, stop - start))))
     while start < stop:
-        data = os.pread(fd, min(block, stop - start), start)
-        if not data:
+        view = buffer[: min(block, stop - start)]
+        got = os.preadv(fd, [view], start)
+        if not got:
             break
-        crc = zlib.crc32(data, crc)
-        start += len(data)
+        crc = zlib.crc32(view[:got], crc)
+        start += got
     return crc
 
 
@@ -278,9 +286,23 @@ class MessageIndex:
     log_ns: np.ndarray  # int64 log (receive) times
     chunk: np.ndarray  # int64 chunk number
     offset: np.ndarray  # int64 offset of the message record in the chunk's records
+    #: int64 where the chunk's next indexed record starts (or its records end): the record ends there or
+    #: before, so one read gets all of it (None: not known, the record's head is read first)
+    bound: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.log_ns)
+
+
+def _empty_index() -> MessageIndex:
+    return MessageIndex(*(np.zeros(0, np.int64) for _ in range(3)))
+
+
+_INDEX_HEAD = struct.Struct("<BQHI")  # message index record: opcode, length, channel, records length
+
+
+class _NotLaidOut(Exception):
+    """The message index records are not where the chunk index puts them: read them topic by topic."""
 
 
 class IndexedMcap:
@@ -325,6 +347,7 @@ class IndexedMcap:
         self.integrity: Integrity | None = None  # set by verify()
         self._cached_chunk: tuple[int, bytes] | None = None
         self._indexes: dict[str, MessageIndex] = {}
+        self._all_indexed = False
         self._lock = threading.Lock()
 
     def verify(self) -> Integrity:
@@ -439,9 +462,64 @@ class IndexedMcap:
                 self._indexes[topic] = self._read_index(topic)
             return self._indexes[topic]
 
+    def index_all(self) -> dict[str, MessageIndex]:
+        """Every topic's :class:`MessageIndex` (what :meth:`index` returns from then on), read with one read
+        per chunk, of all its message index records at once, each with the ``bound`` of its records so that
+        :meth:`read` gets a message in one read. The same messages in the same order as :meth:`index`; a
+        file whose message indexes are not where the chunk index says is read topic by topic as
+        :meth:`index` reads it (and fails the same way)."""
+        with self._lock:
+            if not self._all_indexed:
+                try:
+                    indexes = self._read_all_indexes()
+                except _NotLaidOut:
+                    indexes = {topic: self._read_index(topic) for topic in self.topics}
+                self._indexes.update(indexes)
+                self._all_indexed = True
+            return {topic: self._indexes[topic] for topic in self.topics}
+
+    def _read_all_indexes(self) -> dict[str, MessageIndex]:
+        size = os.fstat(self._fd).st_size
+        topic_of = {cid: topic for topic, (cid, _) in self.topics.items()}
+        parts: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {cid: [] for cid in topic_of}
+        for number, chunk in enumerate(self._chunks):
+            positions = {c: p for c, p in chunk.message_index_offsets.items() if c in topic_of}
+            if not positions:
+                continue
+            start = chunk.chunk_start_offset + chunk.chunk_length
+            if not 0 < chunk.message_index_length <= size - start:
+                raise _NotLaidOut
+            block = os.pread(self._fd, chunk.message_index_length, start)
+            entries = {}
+            for channel, position in positions.items():
+                at = position - start
+                if at < 0 or at + 15 > len(block):
+                    raise _NotLaidOut
+                opcode, _, channel_id, length = _INDEX_HEAD.unpack_from(block, at)
+                if opcode != OP_MESSAGE_INDEX or channel_id != channel or length % 16 or at + 15 + length > len(block):
+                    raise _NotLaidOut
+                entries[channel] = np.frombuffer(block, "<u8", length // 8, at + 15).reshape(-1, 2).astype(np.int64)
+            offsets = np.sort(np.concatenate([e[:, 1] for e in entries.values()]))
+            following = np.append(offsets[1:], chunk.uncompressed_size)
+            for channel, e in entries.items():
+                bound = following[np.searchsorted(offsets, e[:, 1], side="right") - 1]
+                parts[channel].append((e, number, bound))
+        indexes = {}
+        for channel, topic in topic_of.items():
+            if not parts[channel]:
+                indexes[topic] = _empty_index()
+                continue
+            log_ns = np.concatenate([e[:, 0] for e, _, _ in parts[channel]])
+            offset = np.concatenate([e[:, 1] for e, _, _ in parts[channel]])
+            chunk = np.concatenate([np.full(len(e), n, np.int64) for e, n, _ in parts[channel]])
+            bound = np.concatenate([b for _, _, b in parts[channel]])
+            order = np.lexsort((offset, chunk, log_ns))  # as _read_index orders them
+            indexes[topic] = MessageIndex(log_ns[order], chunk[order], offset[order], bound[order])
+        return indexes
+
     def _read_index(self, topic: str) -> MessageIndex:
         if topic not in self.topics:
-            return MessageIndex(*(np.zeros(0, np.int64) for _ in range(3)))
+            return _empty_index()
         channel = self.topics[topic][0]
         times, chunks, offsets = [], [], []
         for number, chunk in enumerate(self._chunks):
@@ -452,6 +530,7 @@ class IndexedMcap:
             opcode, _, channel_id, size = struct.unpack("<BQHI", head)
             if opcode != 0x07 or channel_id != channel:
                 raise BagError(f"{self.path}: message index of {topic} is damaged; run `recap bag repair`")
+            size = min(size, max(0, os.fstat(self._fd).st_size - position - 15))  # what pread can return anyway
             entries = np.frombuffer(os.pread(self._fd, size, position + 15), dtype="<u8").reshape(-1, 2)
             times.append(entries[:, 0].astype(np.int64))
             offsets.append(entries[:, 1].astype(np.int64))
@@ -464,8 +543,23 @@ class IndexedMcap:
 
     def read(self, index: MessageIndex, i: int, limit: int | None = None) -> tuple[bytes, int]:
         """(CDR bytes, full size) of message ``i`` of ``index``; only the first ``limit`` bytes if given."""
+        data, size = self.read_view(index, i, limit)
+        return bytes(data), size
+
+    def read_view(self, index: MessageIndex, i: int, limit: int | None = None) -> tuple[memoryview | bytes, int]:
+        """:meth:`read`, the bytes as a view where that saves a copy (one read where the index has ``bound``)."""
         chunk = self._chunks[int(index.chunk[i])]
         offset = int(index.offset[i])
+        if index.bound is not None and not chunk.compression:
+            start = chunk.chunk_start_offset + 49 + len(chunk.compression) + offset
+            want = min(int(index.bound[i]) - offset, chunk.chunk_length)
+            record = os.pread(self._fd, want if limit is None else min(want, 31 + limit), start) if want > 0 else b""
+            if len(record) >= 31 and record[0] == OP_MESSAGE:
+                size = U64.unpack_from(record, 1)[0] - 22
+                end = 31 + (size if limit is None else min(size, limit))
+                if 0 <= size and end <= len(record):
+                    return memoryview(record)[31:end], size
+            # not as the index says: read it as without bounds (and fail the same way)
         if chunk.compression:
             with self._lock:
                 records = self._decompressed(int(index.chunk[i]))
@@ -477,7 +571,13 @@ class IndexedMcap:
         if opcode != 0x05:
             raise BagError(f"{self.path}: message record at {start} is damaged; run `recap bag repair`")
         size = length - 22
-        return os.pread(self._fd, min(size, limit or size), start + 31), size
+        readable = max(0, os.fstat(self._fd).st_size - start - 31)  # what pread can return anyway
+        return os.pread(self._fd, min(size, limit or size, readable), start + 31), size
+
+    def file_position(self, index: MessageIndex, i: int) -> int | None:
+        """Where the CDR bytes of message ``i`` of ``index`` start in the file (None in a compressed chunk)."""
+        chunk = self._chunks[int(index.chunk[i])]
+        return None if chunk.compression else chunk.chunk_start_offset + 49 + int(index.offset[i]) + 31
 
     def _decompressed(self, number: int) -> bytes:
         if self._cached_chunk is None or self._cached_chunk[0] != number:
