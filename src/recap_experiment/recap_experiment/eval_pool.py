@@ -147,7 +147,19 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("reports", nargs="+", type=pathlib.Path, help="recap eval --out JSON files")
+    parser.add_argument(
+        "reports",
+        nargs="+",
+        type=pathlib.Path,
+        help="recap eval --out JSON files (with --pipeline-runs: recap experiment run directories)",
+    )
+    parser.add_argument(
+        "--pipeline-runs",
+        action="store_true",
+        help="the arguments are pipeline runs of one profile (recap experiment directories, or their eval.json), "
+        "each evaluated on the same test seeds: per arm each run's figures and a pooled estimate whose 95%% "
+        "interval is a hierarchical bootstrap over runs, then seeds",
+    )
     parser.add_argument(
         "--compare",
         type=_pair,
@@ -167,6 +179,8 @@ def run(args) -> int:
 
     from recap_experiment.evaluate import is_eval_report
 
+    if args.pipeline_runs:
+        return _run_pipeline_pool(args)
     if args.out:
         check_output_file(args.out, overwrite=args.overwrite, what="a recap eval report", accepts=is_eval_report)
     reports = []
@@ -188,5 +202,28 @@ def run(args) -> int:
         print("\n".join(paired_table(report["paired"])))
     if args.out:
         write_json(args.out, report)
+        print(f"report: {args.out}")
+    return 0
+
+
+def _run_pipeline_pool(args) -> int:
+    from recap_core.outputs import check_output_file, write_json
+
+    from recap_experiment.pipeline_pool import pool_runs, pooled_table, read_run
+
+    if args.compare:
+        raise PoolError("--compare is for evaluations on disjoint seeds; --pipeline-runs compares RECAP to every arm")
+    if args.out:
+        check_output_file(
+            args.out,
+            overwrite=args.overwrite,
+            what="a pooled pipeline report",
+            accepts=lambda report: isinstance(report, dict) and "bootstrap" in report,
+        )
+    parts = [read_run(path) for path in args.reports]
+    pooled = pool_runs([r for r, _ in parts], [s for _, s in parts], [str(path) for path in args.reports])
+    print("\n".join(pooled_table(pooled)))
+    if args.out:
+        write_json(args.out, pooled)
         print(f"report: {args.out}")
     return 0

@@ -1,8 +1,11 @@
 """``recap experiment``: the whole RECAP loop (Algorithm 1) in simulation, through the real nodes and bags.
 
-Demonstrations, pretraining, SFT, rollouts with the simulated human, RECAP iterations, the AWR baselines,
-evaluation on held-out seeds and a report, each stage a ``recap`` command in its own process, logged
-under ``OUT/logs`` and skipped on ``--resume`` once done. docs/experiment.md has the stages and profiles.
+Demonstrations, pretraining, SFT, rollouts with the simulated human, RECAP iterations, the baselines (SFT,
+HG-DAgger, AWR, the paper's recipe), the decisions on validation seeds, one evaluation on fresh test seeds
+and a report, each stage a ``recap`` command in its own process (or, for a copy or the selection, a step
+in this one), logged under ``OUT/logs`` and skipped on ``--resume`` once done. ``--pipeline-seeds K`` runs
+K complete pipelines and pools them (recap_experiment.pipeline_pool). docs/experiment.md has the stages,
+the protocol and the profiles.
 """
 
 from __future__ import annotations
@@ -13,15 +16,30 @@ import json
 import pathlib
 import subprocess
 import sys
+import shutil
 import time
 from typing import Callable
+
+import numpy as np
 
 from recap_core import outputs
 from recap_core.data.schema import ROLLOUT_POSITIVES
 from recap_core.errors import UserError
 from recap_core.train.crossfit import check_folds
 from recap_core.train.mix import parse_mix
-from recap_experiment.experiment_report import write_report
+from recap_experiment.experiment_report import write_pooled_report, write_report
+from recap_experiment.protocol import (
+    QUICK_TEST_RANGE,
+    ROLLOUT_SEED_STRIDE,
+    TRAINING_SEED_STRIDE,
+    USED_SEED_RANGES,
+    ProtocolError,
+    check_seed_ranges,
+    profile_sha256,
+    protocol_block,
+    seed_range,
+    training_seed_ranges,
+)
 from recap_sim.human import RELEASE_RULES
 
 
@@ -33,7 +51,7 @@ class Profile:
     rollouts_per_iteration: int
     iterations: int
     max_steps: int
-    eval_seeds: tuple[int, int]  # first, count
+    test_seeds: tuple[int, int]  # first, count: a range never evaluated before, once per pipeline run (protocol.py)
     value_pretrain_steps: int
     policy_pretrain_steps: int
     value_steps: int
@@ -51,6 +69,19 @@ class Profile:
     absolute_still_joints: float = 0.0  # pi_pre: absolute targets for joints the demos hold still (train-policy)
     value_folds: int = 0  # cross-fitted values for the labels (train-value --folds; 0: off)
     fine_tune_lr: float = 1e-4  # peak learning rate of the iterations' fine-tunes and of AWR's
+    # every decision the pipeline takes is taken on these (first, count), never on the test seeds
+    validation_seeds: tuple[int, int] = (100000, 200)
+    # SFT's step counts, checkpoints of one run (--stop-at / --resume), the best on the validation seeds wins
+    sft_candidates: tuple[int, ...] = (1200, 2400, 3600)
+    # AWR's (temperature, weight cap) probes, each a fine-tune from pi_pre_plain, the best on validation wins
+    awr_grid: tuple[tuple[float, float], ...] = ((0.02, 20.0), (0.05, 20.0), (0.2, 20.0), (0.05, 5.0), (0.2, 5.0))
+    # recap_paper, the paper's recipe on the same data: corrections forced positive, N = T for the pretraining
+    # labels (0 here), no take-over rule, the policy trained on all the data, guidance as the paper's 1.5-2.5
+    paper_rollout_positives: str = "advantage"
+    paper_pretrain_lookahead: int = 0
+    paper_takeover_negative: int = 0
+    paper_policy_mix: tuple[str, ...] = ()
+    paper_beta: float = 2.0
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -59,8 +90,28 @@ class Profile:
             raise ValueError(f"profile {self.name}: demos must be (quality in [0, 1], episodes >= 1) pairs")
         if self.eval_workers < 1:
             raise ValueError(f"profile {self.name}: eval_workers must be >= 1, got {self.eval_workers}")
-        if self.eval_seeds[1] < 1 or self.rollouts_per_iteration < 1:
-            raise ValueError(f"profile {self.name}: needs >= 1 rollout per iteration and >= 1 eval seed")
+        if self.test_seeds[1] < 1 or self.validation_seeds[1] < 1 or self.rollouts_per_iteration < 1:
+            raise ValueError(
+                f"profile {self.name}: needs >= 1 rollout per iteration, >= 1 eval seed and >= 1 validation seed"
+            )
+        if not self.sft_candidates or list(self.sft_candidates) != sorted(set(self.sft_candidates)):
+            raise ValueError(
+                f"profile {self.name}: sft_candidates must be increasing step counts, got {self.sft_candidates}"
+            )
+        if self.sft_candidates[0] < 1:
+            raise ValueError(f"profile {self.name}: sft_candidates must be >= 1 step, got {self.sft_candidates}")
+        if not self.awr_grid or len(set(self.awr_grid)) != len(self.awr_grid):
+            raise ValueError(f"profile {self.name}: awr_grid must be distinct (temperature, cap) pairs")
+        if not all(t > 0 and w > 0 and np.isfinite(t) and np.isfinite(w) for t, w in self.awr_grid):
+            raise ValueError(f"profile {self.name}: awr_grid temperatures and caps must be > 0, got {self.awr_grid}")
+        if self.paper_pretrain_lookahead < 0 or self.paper_takeover_negative < 0 or not self.paper_beta >= 0:
+            raise ValueError(f"profile {self.name}: paper_* lookahead, take-over steps and beta must be >= 0")
+        if self.paper_rollout_positives not in ROLLOUT_POSITIVES:
+            raise ValueError(f"profile {self.name}: paper_rollout_positives must be one of {ROLLOUT_POSITIVES}")
+        try:
+            parse_mix(self.paper_policy_mix)
+        except ValueError as exc:
+            raise ValueError(f"profile {self.name}: paper_policy_mix: {exc}") from None
         if not self.absolute_still_joints >= 0:
             raise ValueError(
                 f"profile {self.name}: absolute_still_joints must be >= 0 rad, got {self.absolute_still_joints}"
@@ -103,7 +154,10 @@ PROFILES = {
         rollouts_per_iteration=2,
         iterations=2,
         max_steps=400,
-        eval_seeds=(100000, 3),
+        test_seeds=(300000, 3),  # its own range: CI's tiny policies never touch the full profile's test seeds
+        validation_seeds=(100000, 2),
+        sft_candidates=(5, 10),
+        awr_grid=((0.05, 20.0), (0.2, 5.0)),
         value_pretrain_steps=800,
         policy_pretrain_steps=10,
         value_steps=200,
@@ -125,7 +179,9 @@ PROFILES = {
         rollouts_per_iteration=40,
         iterations=2,
         max_steps=400,
-        eval_seeds=(100000, 200),
+        # decisions on the range every earlier decision was taken on; the test range is new (docs/experiment.md)
+        validation_seeds=(100000, 200),
+        test_seeds=(200000, 200),
         value_pretrain_steps=800,
         policy_pretrain_steps=2500,
         value_steps=800,
@@ -157,6 +213,12 @@ PROFILES = {
 }
 
 
+PIPELINE_FILE = "pipeline.json"  # OUT of --pipeline-seeds: its runs
+PROTOCOL_FILE = "protocol.json"  # a run's record of its test evaluations
+#: N = T: a lookahead longer than any episode cuts every advantage at the episode's end (A = R_t - V(o_t))
+WHOLE_EPISODE = 1_000_000
+
+
 class Stages:
     """Runs the stage commands, logging each, skipping finished ones on resume."""
 
@@ -173,17 +235,12 @@ class Stages:
         argv: list[str],
         artefact: pathlib.Path | None = None,
         current: Callable[[], bool] | None = None,
-    ) -> None:
+    ) -> bool:
         """Run a stage; on resume skip it when it finished, its artefact exists and, given ``current``,
-        that artefact still answers what is asked now (the evaluation after a change of arms or seeds)."""
-        done = self.logs / f"{name}.done"
-        if self.resume and done.exists() and (artefact is None or artefact.exists()) and (current is None or current()):
-            print(f"[experiment] {name}: done already", flush=True)
-            try:  # keep its measured time for the report
-                self.timings[name] = float(done.read_text().strip())
-            except ValueError:
-                pass
-            return
+        that artefact still answers what is asked now (the evaluation after a change of arms or seeds).
+        Returns whether it ran."""
+        if self._skip(name, artefact, current):
+            return False
         log = self.logs / f"{name}.log"
         cmd = [sys.executable, "-m", "recap_core.cli", *map(str, argv)]
         print(f"[experiment] {name}: recap {' '.join(map(str, argv))}", flush=True)
@@ -198,8 +255,30 @@ class Stages:
             raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); log {log}:\n{tail}")
         if artefact is not None and not artefact.exists():
             raise RuntimeError(f"stage {name} finished but did not produce {artefact}; log {log}")
-        done.write_text(f"{self.timings[name]:.1f}\n")
+        (self.logs / f"{name}.done").write_text(f"{self.timings[name]:.1f}\n")
         print(f"[experiment] {name}: {self.timings[name]:.0f} s", flush=True)
+        return True
+
+    def _skip(self, name: str, artefact: pathlib.Path | None, current: Callable[[], bool] | None) -> bool:
+        done = self.logs / f"{name}.done"
+        if self.resume and done.exists() and (artefact is None or artefact.exists()) and (current is None or current()):
+            print(f"[experiment] {name}: done already", flush=True)
+            try:  # keep its measured time for the report
+                self.timings[name] = float(done.read_text().strip())
+            except ValueError:
+                pass
+            return True
+        return False
+
+    def call(self, name: str, step: Callable[[], None], artefact: pathlib.Path | None = None) -> bool:
+        """An in-process stage (a copy, a selection): timed, marked done and skipped on resume like the others."""
+        if self._skip(name, artefact, None):
+            return False
+        t0 = time.monotonic()
+        step()
+        self.timings[name] = time.monotonic() - t0
+        (self.logs / f"{name}.done").write_text(f"{self.timings[name]:.1f}\n")
+        return True
 
 
 def _evaluated(report: pathlib.Path, arms: list[str], seeds: list[int]) -> bool:
@@ -276,7 +355,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="override the profile's number of held-out evaluation seeds",
+        help="override the profile's number of test seeds (held out, evaluated once per pipeline run)",
+    )
+    parser.add_argument(
+        "--validation-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override the profile's number of validation seeds (every decision: SFT's steps, AWR's grid)",
+    )
+    parser.add_argument(
+        "--pipeline-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the run's pipeline seed: training seeds and the scenes of its demonstrations and rollouts "
+        "(default 0: the layout of earlier runs)",
+    )
+    parser.add_argument(
+        "--pipeline-seeds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K complete runs with pipeline seeds N..N+K-1 (N: --pipeline-seed) into OUT/seed_<n>/, then a "
+        "pooled report in OUT with a hierarchical bootstrap over runs and seeds",
+    )
+    parser.add_argument(
+        "--sft-candidates",
+        type=_int_list,
+        default=None,
+        metavar="S1,S2,...",
+        help="override the SFT step counts chosen among on the validation seeds",
+    )
+    parser.add_argument(
+        "--awr-grid",
+        type=_grid,
+        default=None,
+        metavar="T:CAP,...",
+        help="override AWR's (temperature, weight cap) probes tuned on the validation seeds",
     )
     parser.add_argument(
         "--iterations",
@@ -333,6 +449,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected step counts S1,S2,... (integers)") from None
+
+
+def _grid(text: str) -> tuple[tuple[float, float], ...]:
+    try:
+        return tuple((float(t), float(w)) for t, w in (part.split(":") for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TEMPERATURE:CAP pairs, comma-separated") from None
+
+
+def check_protocol(profile: Profile, pipeline_seed: int) -> None:
+    """ProtocolError (a ValueError) unless the profile's seeds keep training, validation and test apart and the
+    test seeds are a range never used before (recap_experiment.protocol)."""
+    if pipeline_seed < 0:
+        raise ProtocolError(f"--pipeline-seed must be >= 0, got {pipeline_seed}")
+    check_seed_ranges(
+        seed_range(profile.validation_seeds),
+        seed_range(profile.test_seeds),
+        training_seed_ranges(profile, pipeline_seed),
+        # the quick profile's test range is its own: no other profile's test seeds may come from it
+        used=USED_SEED_RANGES + (() if profile.name == "quick" else (QUICK_TEST_RANGE,)),
+    )
+
+
 def resolve_profile(args) -> Profile:
     """The named profile with the command line's overrides (ValueError when they make it invalid)."""
     profile = PROFILES[args.profile]
@@ -342,7 +486,13 @@ def resolve_profile(args) -> Profile:
     if args.positive_fraction is not None:
         overrides["positive_fraction"] = args.positive_fraction
     if args.eval_seeds is not None:
-        overrides["eval_seeds"] = (profile.eval_seeds[0], args.eval_seeds)
+        overrides["test_seeds"] = (profile.test_seeds[0], args.eval_seeds)
+    if args.validation_seeds is not None:
+        overrides["validation_seeds"] = (profile.validation_seeds[0], args.validation_seeds)
+    if args.sft_candidates is not None:
+        overrides["sft_candidates"] = args.sft_candidates
+    if args.awr_grid is not None:
+        overrides["awr_grid"] = args.awr_grid
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
     if args.rollouts is not None:
@@ -371,7 +521,7 @@ def claim_out(out: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
         return
     if not outputs.entries(out):
         return
-    if not ((out / "profile.json").is_file() or (out / "logs").is_dir()):
+    if not ((out / "profile.json").is_file() or (out / "logs").is_dir() or (out / PIPELINE_FILE).is_file()):
         outputs.refuse_non_empty(
             out, hint="choose another --out for the experiment, or give --overwrite to delete what is there"
         )
@@ -430,10 +580,93 @@ def rename_awr_folders(out: pathlib.Path) -> None:
 def run(args) -> int:
     try:
         profile = resolve_profile(args)
+        if args.pipeline_seeds is not None and args.pipeline_seeds < 1:
+            raise ValueError(f"--pipeline-seeds must be >= 1, got {args.pipeline_seeds}")
+        seeds = (
+            [args.pipeline_seed]
+            if args.pipeline_seeds is None
+            else [args.pipeline_seed + n for n in range(args.pipeline_seeds)]
+        )
+        for seed in seeds:  # every run's seeds checked before the first stage
+            check_protocol(profile, seed)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     out = args.out.resolve()
     claim_out(out, resume=args.resume, overwrite=args.overwrite)
+    if args.pipeline_seeds is None:
+        return run_pipeline(args, profile, out, args.pipeline_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [out / f"seed_{seed}" for seed in seeds]
+    outputs.write_json(
+        out / PIPELINE_FILE,
+        {"pipeline_seeds": seeds, "runs": [r.name for r in runs], "profile_sha256": profile_sha256(profile)},
+    )
+    for seed, run_out in zip(seeds, runs):
+        print(f"[experiment] pipeline seed {seed}: {run_out}", flush=True)
+        claim_out(run_out, resume=args.resume, overwrite=False)
+        code = run_pipeline(args, profile, run_out, seed)
+        if code:
+            return code
+    report = write_pooled_report(out, runs)
+    print(f"[experiment] {len(runs)} pipeline runs pooled: report {report}", flush=True)
+    return 0
+
+
+def choose(report: dict, names: list[str]) -> str:
+    """The arm among ``names`` with the highest throughput on ``report``'s (validation) seeds; ties go to the
+    higher success rate, then to the first named (the fewest SFT steps, the grid's order)."""
+
+    def key(item: tuple[int, str]):
+        k, name = item
+        arm = report["arms"][name]
+        figures = [arm.get("throughput_per_hour"), arm.get("success_rate")]
+        return tuple(-(f if f is not None and np.isfinite(f) else -np.inf) for f in figures) + (k,)
+
+    return min(enumerate(names), key=key)[1]
+
+
+def lineage_steps(checkpoint: pathlib.Path) -> int | None:
+    """The policy's gradient steps from scratch: its own and its parents' (provenance ``parent_checkpoint``)."""
+    total, seen = 0, set()
+    path: pathlib.Path | None = pathlib.Path(checkpoint)
+    while path is not None and str(path) not in seen:
+        seen.add(str(path))
+        try:
+            total += int(json.loads((path / "config.json").read_text())["training"]["steps_done"])
+            parent = json.loads((path / "provenance.json").read_text()).get("parent_checkpoint") or {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        path = pathlib.Path(parent["path"]) if parent.get("path") else None
+    return total
+
+
+def _copy_checkpoint(source: pathlib.Path, target: pathlib.Path) -> None:
+    """A checkpoint's weights and records, without its optimiser state (a candidate is evaluated, not resumed)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("training_state*"))
+
+
+def _copy_dataset(source: pathlib.Path, target: pathlib.Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+
+
+def _probe_name(temperature: float, cap: float) -> str:
+    return f"T{temperature:g}_w{cap:g}"
+
+
+def _awr_settings(checkpoint: pathlib.Path) -> tuple[float, float] | None:
+    try:
+        training = json.loads((checkpoint / "config.json").read_text())["training"]
+        return float(training["awr_temperature"]), float(training["awr_max_weight"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_pipeline(args, profile: Profile, out: pathlib.Path, pipeline_seed: int) -> int:
+    """One complete pipeline run of ``profile`` with ``pipeline_seed`` into ``out`` (claimed by the caller)."""
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, args.resume)
     if args.resume:
@@ -443,22 +676,31 @@ def run(args) -> int:
     ckpt = out / "checkpoints"
     task = "transfer the cube to the other arm"
     # a stage runs again only when it did not finish: what its last attempt left in its --out goes
-    train = [
-        "--config",
-        profile.model_config,
-        "--batch-size",
-        profile.batch_size,
+    fit = ["--batch-size", profile.batch_size, "--threads", args.threads, "--seed", pipeline_seed, "--no-progress"]
+    train = ["--config", profile.model_config, *fit, "--overwrite"]
+    station = ["station", "--sim", "--max-steps", profile.max_steps, "--task", task, "--image-size", profile.image_size]
+    evaluate = [
+        "--task",
+        task,
+        "--max-steps",
+        profile.max_steps,
+        "--image-size",
+        profile.image_size,
         "--threads",
         args.threads,
+        "--workers",
+        profile.eval_workers,
         "--no-progress",
-        "--overwrite",
     ]
-    station = ["station", "--sim", "--max-steps", profile.max_steps, "--task", task, "--image-size", profile.image_size]
     t_start = time.monotonic()
     outputs.write_json(out / "profile.json", dataclasses.asdict(profile))
+    protocol = {**protocol_block(profile, pipeline_seed)}
+    base_seed = TRAINING_SEED_STRIDE * pipeline_seed
+    k_last = profile.iterations
+    last = ckpt / f"iter_{k_last}"
     try:
         # 1. demonstrations at mixed quality
-        seed = 0
+        seed = base_seed
         for i, (quality, episodes) in enumerate(profile.demos):
             stages.run(
                 f"01_demos_{i}_q{quality:g}",
@@ -477,9 +719,8 @@ def run(args) -> int:
                 ],
             )
             seed += episodes
-        stages.run(
-            "02_convert_demos", ["convert", *sorted((bags / "demos").glob("*/")), "--out", data, "--no-progress"]
-        )
+        demo_bags = sorted((bags / "demos").glob("*/"))
+        stages.run("02_convert_demos", ["convert", *demo_bags, "--out", data, "--no-progress"])
         # 2. pretraining: V_pre, labels, pi_pre
         stages.run(
             "03_value_pretrain",
@@ -525,9 +766,9 @@ def run(args) -> int:
             ],
             artefact=ckpt / "pi_pre" / "provenance.json",
         )
-        # the AWR baseline's init, as in the paper: the same pretraining without advantage conditioning
-        # (no advantage text, no labels), on the demonstrations alone (--mix: also on a resumed run whose
-        # dataset holds rollouts by now)
+        # the AWR baseline's and HG-DAgger's init, as in the paper: the same pretraining without advantage
+        # conditioning (no advantage text, no labels), on the demonstrations alone (--mix: also on a resumed run
+        # whose dataset holds rollouts by now)
         stages.run(
             "05b_policy_pretrain_plain",
             [
@@ -546,6 +787,41 @@ def run(args) -> int:
                 *train,
             ],
             artefact=ckpt / "pi_pre_plain" / "provenance.json",
+        )
+        # recap_paper's pretraining: the same V_pre, the demonstrations labelled with N = T (the paper's
+        # pretraining advantage R_t - V(o_t)), in a dataset of their own (labels live in the dataset)
+        paper_pre = out / "dataset_paper_pre"
+        stages.run("05c_convert_demos_paper", ["convert", *demo_bags, "--out", paper_pre, "--no-progress"])
+        stages.run(
+            "05d_label_pretrain_paper",
+            [
+                "label",
+                paper_pre,
+                "--value",
+                ckpt / "V_pre",
+                "--lookahead",
+                profile.paper_pretrain_lookahead or WHOLE_EPISODE,
+                "--positive-fraction",
+                profile.pretrain_positive_fraction,
+                "--no-progress",
+            ],
+        )
+        stages.run(
+            "05e_policy_pretrain_paper",
+            [
+                "train-policy",
+                paper_pre,
+                "--mode",
+                "recap",
+                "--steps",
+                profile.policy_pretrain_steps,
+                "--absolute-still-joints",
+                profile.absolute_still_joints,
+                "--out",
+                ckpt / "pi_pre_paper",
+                *train,
+            ],
+            artefact=ckpt / "pi_pre_paper" / "provenance.json",
         )
         iterate = [
             "iterate",
@@ -573,16 +849,56 @@ def run(args) -> int:
             profile.takeover_negative,
             "--threads",
             args.threads,
+            "--seed",
+            pipeline_seed,
             "--no-progress",
             "--overwrite",
             *[f"--policy-mix={m}" for m in profile.policy_mix],
         ]
-        # 3. iteration 0: SFT fine-tune
+        # 3. iteration 0: SFT fine-tune (pi_0, the policy of the first rollouts)
         stages.run(
             "06_iteration_0",
             [*iterate, "--iteration", 0, "--out", ckpt / "iter_0"],
             artefact=ckpt / "iter_0" / "policy" / "provenance.json",
         )
+        # the sft arm: pi_pre fine-tuned on the demonstrations, indicator fixed positive, one run with a checkpoint
+        # at each candidate step count (the learning-rate schedule of the last); the validation seeds choose
+        sft_run = ckpt / "sft" / "run"
+        sft_candidates = {}
+        for i, steps in enumerate(profile.sft_candidates):
+            start = (
+                ["--init", ckpt / "pi_pre", *train] if i == 0 else ["--resume", "--config", profile.model_config, *fit]
+            )
+            stages.run(
+                f"07_sft_{steps}",
+                [
+                    "train-policy",
+                    data,
+                    "--mode",
+                    "sft",
+                    "--mix",
+                    "demo=1",
+                    "--steps",
+                    profile.sft_candidates[-1],
+                    "--stop-at",
+                    steps,
+                    "--lr",
+                    profile.fine_tune_lr,
+                    "--iteration",
+                    0,
+                    "--out",
+                    sft_run,
+                    *start,
+                ],
+                artefact=sft_run / "provenance.json",
+            )
+            candidate = ckpt / "sft" / f"steps_{steps}"
+            stages.call(
+                f"07_sft_{steps}_copy",
+                lambda candidate=candidate: _copy_checkpoint(sft_run, candidate),
+                artefact=candidate / "provenance.json",
+            )
+            sft_candidates[f"sft_steps_{steps}"] = candidate
         # 4. iterations with rollouts and interventions
         for k in range(1, profile.iterations + 1):
             previous = ckpt / f"iter_{k - 1}"
@@ -593,7 +909,7 @@ def run(args) -> int:
                     "--episodes",
                     profile.rollouts_per_iteration,
                     "--seed",
-                    1000 * k,
+                    base_seed + ROLLOUT_SEED_STRIDE * k,
                     "--policy",
                     previous / "policy",
                     "--value",
@@ -618,11 +934,10 @@ def run(args) -> int:
                 [*iterate, "--iteration", k, "--out", ckpt / f"iter_{k}"],
                 artefact=ckpt / f"iter_{k}" / "policy" / "provenance.json",
             )
-        # 5. the AWR baselines on the same final data and labels (only the last one is evaluated), each in the
-        # folder named as its arm: awr_positive, from pi_pre, which keeps the pretraining's conditioning (a
-        # hybrid, evaluated prompted positive); awr, the paper's, from pi_pre_plain (a model without
-        # advantage conditioning)
-        k = profile.iterations
+        # 5. the baselines on the same final data (and, where they read them, the last iteration's values and
+        # labels). AWR, the paper's, from pi_pre_plain (a model without advantage conditioning): one fine-tune per
+        # (temperature, cap) of the grid, the validation seeds choose
+        k = k_last
         awr = [
             "train-policy",
             data,
@@ -637,60 +952,296 @@ def run(args) -> int:
             *train,
             *[f"--mix={m}" for m in profile.policy_mix],
         ]
-        for stage, init, arm in (
-            (f"{k}4_awr_positive", "pi_pre", "awr_positive"),
-            (f"{k}5_awr", "pi_pre_plain", "awr"),
-        ):
+        awr_probes = {}
+        for temperature, cap in profile.awr_grid:
+            name = _probe_name(temperature, cap)
+            probe = last / "awr_probes" / name
             stages.run(
-                stage,
-                [*awr, "--init", ckpt / init, "--out", ckpt / f"iter_{k}" / arm],
-                artefact=ckpt / f"iter_{k}" / arm / "provenance.json",
+                f"{k}5_awr_{name}",
+                [
+                    *awr,
+                    "--init",
+                    ckpt / "pi_pre_plain",
+                    "--awr-temperature",
+                    temperature,
+                    "--awr-max-weight",
+                    cap,
+                    "--out",
+                    probe,
+                ],
+                artefact=probe / "provenance.json",
             )
-        # 6. evaluation on held-out seeds, no interventions
-        last = ckpt / f"iter_{profile.iterations}"
-        first, count = profile.eval_seeds
-        # AWR as the paper runs it (from pi_pre_plain, prompted as trained: no advantage text), and the hybrid:
-        # AWR from pi_pre prompted "Advantage: positive", which its fine-tune never saw but its init learnt to
-        # follow (docs/experiment.md, Arms)
+            awr_probes[f"awr_{name}"] = (probe, temperature, cap)
+        # hg_dagger: supervised (no advantage, no weights) from pi_pre_plain on the demonstrations and the same
+        # corrections, with the fine-tunes' mix; the policy's own frames stay out (HG-DAgger learns only from
+        # the human), also when the mix does not name them
+        hg_mix = list(profile.policy_mix)
+        if "autonomous" not in parse_mix(hg_mix):
+            hg_mix.append("autonomous=0")
+        stages.run(
+            f"{k}6_hg_dagger",
+            [
+                "train-policy",
+                data,
+                "--mode",
+                "bc",
+                "--init",
+                ckpt / "pi_pre_plain",
+                "--steps",
+                profile.policy_steps,
+                "--lr",
+                profile.fine_tune_lr,
+                "--iteration",
+                k,
+                *train,
+                *[f"--mix={m}" for m in hg_mix],
+                "--out",
+                last / "hg_dagger",
+            ],
+            artefact=last / "hg_dagger" / "provenance.json",
+        )
+        # recap_paper: the same data labelled by the same V_K as the paper labels it (in a copy: labels live in
+        # the dataset), pi_K from pi_pre_paper
+        paper_data = out / "dataset_paper"
+        stages.call(f"{k}7_copy_dataset_paper", lambda: _copy_dataset(data, paper_data))
+        stages.run(
+            f"{k}8_label_paper",
+            [
+                "label",
+                paper_data,
+                "--value",
+                last / "value",
+                "--positive-fraction",
+                profile.positive_fraction,
+                "--rollout-positives",
+                profile.paper_rollout_positives,
+                "--takeover-negative",
+                profile.paper_takeover_negative,
+                "--no-progress",
+            ],
+        )
+        stages.run(
+            f"{k}9_recap_paper",
+            [
+                "train-policy",
+                paper_data,
+                "--mode",
+                "recap",
+                "--init",
+                ckpt / "pi_pre_paper",
+                "--steps",
+                profile.policy_steps,
+                "--lr",
+                profile.fine_tune_lr,
+                "--iteration",
+                k,
+                *train,
+                *[f"--mix={m}" for m in profile.paper_policy_mix],
+                "--out",
+                last / "recap_paper",
+            ],
+            artefact=last / "recap_paper" / "provenance.json",
+        )
+        # 6. every decision on the validation seeds: SFT's step count, AWR's temperature and cap
+        vfirst, vcount = profile.validation_seeds
+        validation_arms = [f"{n}={c}" for n, c in sft_candidates.items()]
+        validation_arms += [f"{n}={p}" for n, (p, _, _) in awr_probes.items()]
+        validation_seeds = list(range(vfirst, vfirst + vcount))
+        stages.run(
+            "80_validation",
+            [
+                "eval",
+                *validation_arms,
+                "--seeds",
+                f"{vfirst}-{vfirst + vcount - 1}",
+                *evaluate,
+                "--conditioning-seeds",
+                0,
+                "--out",
+                out / "validation.json",
+            ],
+            artefact=out / "validation.json",
+            current=lambda: _evaluated(out / "validation.json", validation_arms, validation_seeds),
+        )
+
+        def select() -> None:
+            report = json.loads((out / "validation.json").read_text())
+            sft = choose(report, list(sft_candidates))
+            awr_name = choose(report, list(awr_probes))
+            probe, temperature, cap = awr_probes[awr_name]
+            _copy_checkpoint(probe, last / "awr")
+            outputs.write_json(
+                out / "selection.json",
+                {
+                    "rule": "highest throughput on the validation seeds; ties: higher success rate, then the first "
+                    "candidate (fewest SFT steps, the grid's order)",
+                    "validation_seeds": list(seed_range(profile.validation_seeds)),
+                    "sft": {
+                        "chosen": sft,
+                        "steps": int(sft.rsplit("_", 1)[1]),
+                        "checkpoint": str(sft_candidates[sft]),
+                        "candidates": {n: str(c) for n, c in sft_candidates.items()},
+                    },
+                    "awr": {
+                        "chosen": awr_name,
+                        "temperature": temperature,
+                        "max_weight": cap,
+                        "checkpoint": str(last / "awr"),
+                        "probes": len(awr_probes),
+                        "grid": [[t, w] for _, t, w in awr_probes.values()],
+                    },
+                },
+            )
+
+        stages.call(
+            "81_select",
+            select,
+            artefact=out / "selection.json",
+        )
+        selection = json.loads((out / "selection.json").read_text())
+        if set(selection["sft"]["candidates"]) != set(sft_candidates) or selection["awr"]["probes"] != len(awr_probes):
+            stages.timings.pop("81_select", None)  # other candidates now (a resumed run with a new grid): choose again
+            (stages.logs / "81_select.done").unlink(missing_ok=True)
+            stages.call("81_select", select)
+            selection = json.loads((out / "selection.json").read_text())
+        chosen_awr = (selection["awr"]["temperature"], selection["awr"]["max_weight"])
+        # the hybrid: AWR from pi_pre with the weighting the validation seeds chose, prompted "Advantage: positive"
+        stages.run(
+            f"{k}4_awr_positive",
+            [
+                *awr,
+                "--init",
+                ckpt / "pi_pre",
+                "--awr-temperature",
+                chosen_awr[0],
+                "--awr-max-weight",
+                chosen_awr[1],
+                "--out",
+                last / "awr_positive",
+            ],
+            artefact=last / "awr_positive" / "provenance.json",
+            current=lambda: _awr_settings(last / "awr_positive") == chosen_awr,
+        )
+        # 7. the test seeds, once, with the profile frozen: every arm, no interventions
+        first, count = profile.test_seeds
+        sft_checkpoint = pathlib.Path(selection["sft"]["checkpoint"])
         arms = [
-            f"sft={ckpt / 'iter_0' / 'policy'}",
-            f"recap_beta1={last / 'policy'}",
-            f"recap_beta2={last / 'policy'}:beta=2",
+            f"sft={sft_checkpoint}",
+            f"hg_dagger={last / 'hg_dagger'}",
+            # AWR as the paper runs it (from pi_pre_plain, prompted as trained: no advantage text), and the hybrid:
+            # AWR from pi_pre prompted "Advantage: positive", which its fine-tune never saw but its init learnt to
+            # follow (docs/experiment.md, Arms)
             f"awr={last / 'awr'}",
             f"awr_positive={last / 'awr_positive'}:advantage=positive",
+            f"recap_paper={last / 'recap_paper'}:beta={profile.paper_beta:g}",
+            f"recap_beta1={last / 'policy'}",
+            f"recap_beta2={last / 'policy'}:beta=2",
         ]
         arms += [f"iter_{k}={ckpt / f'iter_{k}' / 'policy'}" for k in range(1, profile.iterations)]
         seeds = list(range(first, first + count))
-        stages.run(
+        tested = stages.run(
             "90_eval",
-            [
-                "eval",
-                *arms,
-                "--seeds",
-                f"{first}-{first + count - 1}",
-                "--task",
-                task,
-                "--max-steps",
-                profile.max_steps,
-                "--image-size",
-                profile.image_size,
-                "--threads",
-                args.threads,
-                "--workers",
-                profile.eval_workers,
-                "--no-progress",
-                "--out",
-                out / "eval.json",
-            ],
+            ["eval", *arms, "--seeds", f"{first}-{first + count - 1}", *evaluate, "--out", out / "eval.json"],
             artefact=out / "eval.json",
             current=lambda: _evaluated(out / "eval.json", arms, seeds),
         )
     except RuntimeError as exc:
         print(f"[experiment] {exc}", file=sys.stderr)
         return 1
+    record = _record_test_evaluation(out, protocol, tested)
+    protocol["test_evaluations"] = record
     total = time.monotonic() - t_start
     if args.resume:  # stages done by an earlier invocation count with their recorded times
         total = max(total, sum(stages.timings.values()))
-    report = write_report(out, profile, stages.timings, total)
+    costs = arm_costs(
+        {
+            "sft": sft_checkpoint,
+            "hg_dagger": last / "hg_dagger",
+            "awr": last / "awr",
+            "awr_positive": last / "awr_positive",
+            "recap_paper": last / "recap_paper",
+            "recap_beta1": last / "policy",
+            "recap_beta2": last / "policy",
+        },
+        arm_stages(profile, selection),
+        stages.timings,
+    )
+    report = write_report(out, profile, stages.timings, total, protocol=protocol, selection=selection, costs=costs)
     print(f"[experiment] done in {time.monotonic() - t_start:.0f} s: report {report}", flush=True)
     return 0
+
+
+def _record_test_evaluation(out: pathlib.Path, protocol: dict, tested: bool) -> list[dict]:
+    """The run's test evaluations, one entry each (``protocol.json``): the protocol evaluates the test seeds once
+    per pipeline run; a resumed run that changed its profile evaluates them again, and says so."""
+    path = out / PROTOCOL_FILE
+    try:
+        record = json.loads(path.read_text()).get("test_evaluations", [])
+    except (OSError, ValueError, AttributeError):
+        record = []
+    if tested or not record:
+        record.append(
+            {
+                "profile_sha256": protocol["profile_sha256"],
+                "test_seeds": protocol["test_seeds"],
+                "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **({} if tested else {"note": "evaluated before protocol.json was kept"}),
+            }
+        )
+        outputs.write_json(path, {"test_evaluations": record})
+    return record
+
+
+def arm_stages(profile: Profile, selection: dict) -> dict[str, dict[str, list[str]]]:
+    """Per arm, the stages that trained it (``training``: its pretraining, the values and labels it reads, its
+    fine-tune) and those that chose its settings (``tuning``: the other candidates, the validation evaluation).
+    Shared data collection (demonstrations, rollouts, conversions, the earlier iterates) is no arm's."""
+    k = profile.iterations
+    recap_values = ["03_value_pretrain", "04_label_pretrain", f"{k}3_iterate"]  # V_K and its labels
+    sft_stages = [f"07_sft_{s}" for s in profile.sft_candidates]
+    chosen_steps = selection["sft"]["steps"]
+    chosen_probe = selection["awr"]["chosen"]
+    probe_stages = [f"{k}5_{_name}" for _name in (f"awr_{_probe_name(t, w)}" for t, w in profile.awr_grid)]
+    return {
+        "sft": {
+            "training": ["05_policy_pretrain", *[s for s in sft_stages if int(s.rsplit("_", 1)[1]) <= chosen_steps]],
+            "tuning": [s for s in sft_stages if int(s.rsplit("_", 1)[1]) > chosen_steps] + ["80_validation"],
+        },
+        "hg_dagger": {"training": ["05b_policy_pretrain_plain", f"{k}6_hg_dagger"], "tuning": []},
+        "awr": {
+            "training": ["05b_policy_pretrain_plain", *recap_values, f"{k}5_{chosen_probe}"],
+            "tuning": [s for s in probe_stages if s != f"{k}5_{chosen_probe}"] + ["80_validation"],
+        },
+        "awr_positive": {"training": ["05_policy_pretrain", *recap_values, f"{k}4_awr_positive"], "tuning": []},
+        "recap_paper": {
+            "training": [
+                "03_value_pretrain",
+                "05c_convert_demos_paper",
+                "05d_label_pretrain_paper",
+                "05e_policy_pretrain_paper",
+                f"{k}3_iterate",
+                f"{k}7_copy_dataset_paper",
+                f"{k}8_label_paper",
+                f"{k}9_recap_paper",
+            ],
+            "tuning": [],
+        },
+        "recap_beta1": {"training": ["05_policy_pretrain", *recap_values], "tuning": []},
+        "recap_beta2": {"training": ["05_policy_pretrain", *recap_values], "tuning": []},
+    }
+
+
+def arm_costs(checkpoints: dict, stages: dict, timings: dict) -> dict:
+    """Per arm: its policy's gradient steps from scratch, and the wall time of the stages that trained it and of
+    those that tuned it (:func:`arm_stages`)."""
+    out = {}
+    for arm, checkpoint in checkpoints.items():
+        spec = stages.get(arm, {"training": [], "tuning": []})
+        out[arm] = {
+            "policy_gradient_steps": lineage_steps(checkpoint),
+            "training_stages": spec["training"],
+            "training_seconds": sum(timings.get(s, 0.0) for s in spec["training"]),
+            "tuning_stages": spec["tuning"],
+            "tuning_seconds": sum(timings.get(s, 0.0) for s in spec["tuning"]),
+        }
+    return out

@@ -16,6 +16,10 @@ from recap_experiment.evaluate import DT, conditioning_cell, number
 # recap experiment's AWR arms: the paper's baseline (AWR from a pretraining without advantage conditioning,
 # prompted as trained: no advantage text) and the hybrid (AWR from RECAP's pi_pre, prompted "Advantage: positive")
 AWR_ARMS = ("awr", "awr_positive")
+#: the controls issue 31 added: supervised on the same corrections, and the paper's recipe on the same data
+CONTROL_ARMS = ("hg_dagger", "recap_paper")
+#: the report's main arms, in its order (older runs hold some of them)
+MAIN_ARMS = ("sft", "hg_dagger", "awr", "awr_positive", "recap_paper", "recap_beta1", "recap_beta2")
 
 
 #: the report's units, the same in its tables and plots
@@ -251,6 +255,78 @@ def paired_comparison(a: dict, b: dict, dt: float = DT) -> dict | None:
     return out
 
 
+def _yes(value) -> str:
+    return "yes" if value else "no" if value is not None else "n/a"
+
+
+def _seed_text(seeds: list[int]) -> str:
+    seeds = sorted(int(s) for s in seeds)
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]} ({len(seeds)} per arm)"
+    return f"{', '.join(map(str, seeds[:5]))}{', ...' if len(seeds) > 5 else ''} ({len(seeds)} per arm)"
+
+
+def _arm_rows(arms: dict) -> list[str]:
+    return [
+        f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.0f', 100.0)} | "
+        f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
+        f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
+        f"{conditioning_cell(a.get('scene_conditioning'))} |"
+        for n, a in arms.items()
+    ]
+
+
+def _protocol_lines(protocol: dict | None, selection: dict | None) -> list[str]:
+    """The protocol paragraph: both seed ranges, the pipeline seed, the profile's hash, what was chosen."""
+    if not protocol:
+        return []
+    v, t = protocol["validation_seeds"], protocol["test_seeds"]
+    evaluations = protocol.get("test_evaluations") or []
+    lines = [
+        "",
+        "## Protocol",
+        "",
+        f"- Validation seeds {v[0]}-{v[1]}: every decision of this run (SFT's step count, AWR's temperature and "
+        f"weight cap) was taken on them.",
+        f"- Test seeds {t[0]}-{t[1]}: a range no earlier evaluation used, evaluated after the profile was frozen "
+        f"({len(evaluations)} test evaluation(s) in this run directory"
+        + (
+            ", with different profiles: the later ones are not a fresh test"
+            if len({e.get("profile_sha256") for e in evaluations}) > 1
+            else ""
+        )
+        + ").",
+        f"- Pipeline seed {protocol['pipeline_seed']}; profile sha256 `{protocol['profile_sha256'][:16]}...` "
+        "(summary.json has it whole).",
+    ]
+    if selection:
+        sft, awr = selection["sft"], selection["awr"]
+        lines.append(
+            f"- Chosen on the validation seeds: SFT at {sft['steps']} steps (of {len(sft['candidates'])} "
+            f"candidates); AWR at temperature {awr['temperature']:g}, weight cap {awr['max_weight']:g} "
+            f"({awr['probes']} probes). Rule: {selection['rule']}."
+        )
+    return lines
+
+
+def _validation_lines(validation: dict, selection: dict | None) -> list[str]:
+    """The validation table: every candidate and probe, the chosen ones marked, apart from the test table."""
+    chosen = {(selection or {}).get(k, {}).get("chosen") for k in ("sft", "awr")}
+    lines = [
+        "## Validation seeds (decisions, not results)",
+        "",
+        f"Seeds {_seed_text(validation['seeds'])}. SFT's candidates are checkpoints of one run; AWR's probes one "
+        "fine-tune each. **Chosen** marks what the test seeds evaluated.",
+        "",
+        f"| candidate | {SUCCESS_RATE} [95% CI] | {THROUGHPUT} [95% CI] | {TIME_TO_SUCCESS} [95% CI] | |",
+        "|---|---|---|---|---|",
+    ]
+    rows = _arm_rows(validation["arms"])
+    for name, row in zip(validation["arms"], rows):
+        lines.append(row[: row.rstrip(" |").rfind("|") + 1] + (" **chosen** |" if name in chosen else " |"))
+    return lines + [""]
+
+
 def _verdict_lines(verdict: dict) -> list[str]:
     return [f"- {k.replace('_', ' ')}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in verdict.items()]
 
@@ -275,10 +351,20 @@ def _above_zero(comparison: dict | None) -> bool | None:
     return bool(low > 0) if _defined(low) else None
 
 
-def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float) -> pathlib.Path:
+def write_report(
+    out: pathlib.Path,
+    profile,
+    timings: dict,
+    total_seconds: float,
+    *,
+    protocol: dict | None = None,
+    selection: dict | None = None,
+    costs: dict | None = None,
+) -> pathlib.Path:
     eval_report = json.loads((out / "eval.json").read_text())
     arms = eval_report["arms"]
-    main_arms = [n for n in ("sft", "recap_beta1", "recap_beta2", *AWR_ARMS) if n in arms]
+    main_arms = [n for n in MAIN_ARMS if n in arms]
+    validation = json.loads((out / "validation.json").read_text()) if (out / "validation.json").is_file() else None
     _plot_arms(eval_report, out / "arms.png", main_arms)
     per_iteration = _plot_iterations(eval_report, profile.iterations, out / "iterations.png")
     curves = _plot_value_curves(out / "dataset", out / "value_curves.png")
@@ -304,7 +390,12 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     }
     paired = {
         f"{a}_vs_{b}": paired_comparison(arms[a], arms[b])
-        for a, b in (("recap_beta2", "sft"), ("recap_beta1", "sft"), *(("recap_beta2", b) for b in AWR_ARMS))
+        for a, b in (
+            ("recap_beta2", "sft"),
+            ("recap_beta1", "sft"),
+            *(("recap_beta2", b) for b in (*AWR_ARMS, *CONTROL_ARMS)),
+            ("hg_dagger", "sft"),
+        )
         if a in arms and b in arms
     }
     # the same question asked of the paired data: the 95 % interval of the throughput difference over
@@ -312,7 +403,17 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
     paired_verdict = {
         f"recap_beats_{b}_on_throughput": _above_zero(paired.get(f"recap_beta2_vs_{b}")) for b in ("sft", *AWR_ARMS)
     }
+    # the controls of issue 31, kept apart from the verdicts older runs reported
+    controls = {
+        f"recap_beats_{b}_on_throughput": {
+            "beyond_95_intervals": beats("recap_beta2", b, "throughput_per_hour", "throughput_ci95"),
+            "paired_difference_above_0": _above_zero(paired.get(f"recap_beta2_vs_{b}")),
+        }
+        for b in CONTROL_ARMS
+        if b in arms
+    }
     summary = {
+        **({"protocol": protocol} if protocol is not None else {}),
         "profile": dataclasses.asdict(profile),
         "total_seconds": total_seconds,
         "stage_seconds": timings,
@@ -323,6 +424,18 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         "beyond_95_intervals": verdict,
         "paired_by_seed": paired,
         "paired_throughput_difference_above_0": paired_verdict,
+        "controls": controls,
+        **({"selection": selection} if selection is not None else {}),
+        **(
+            {
+                "validation_arms": {
+                    n: {k: v for k, v in a.items() if k != "outcomes"} for n, a in validation["arms"].items()
+                }
+            }
+            if validation
+            else {}
+        ),
+        **({"arm_costs": costs} if costs is not None else {}),
     }
     write_json(out / "summary.json", summary)
 
@@ -339,18 +452,36 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         + "; "
         f"evaluation on {len(eval_report['seeds'])} held-out seeds "
         f"per arm without interventions; total {total_seconds / 60:.1f} min on this machine.",
+    ]
+    lines += _protocol_lines(protocol, selection)
+    lines += [
+        "",
+        "## Test seeds",
+        "",
+        f"Seeds {_seed_text(eval_report['seeds'])}, every arm, no interventions.",
         "",
         f"| arm | {SUCCESS_RATE} [95% CI] | {THROUGHPUT} [95% CI] | {TIME_TO_SUCCESS} [95% CI] "
         "| first chunk: scene / noise spread |",
         "|---|---|---|---|---|",
     ]
-    for n, a in arms.items():
-        lines.append(
-            f"| {n} | {_interval(a, 'success_rate', 'success_rate_ci95', '.0f', 100.0)} | "
-            f"{_interval(a, 'throughput_per_hour', 'throughput_ci95', '.0f')} | "
-            f"{_interval(a, 'mean_time_to_success_s', 'time_to_success_ci95', '.2f')} | "
-            f"{conditioning_cell(a.get('scene_conditioning'))} |"
-        )
+    lines += _arm_rows(arms)
+    if costs:
+        lines += [
+            "",
+            "Cost per arm: the policy's gradient steps from scratch (pretraining included), and the wall time of "
+            "the stages that trained it (its pretraining, the values and labels it reads, its fine-tune) and of "
+            "those that chose its settings (the other candidates, the validation evaluation). Data collection "
+            "(demonstrations, rollouts, earlier iterates) is shared and no arm's.",
+            "",
+            "| arm | policy gradient steps | training (min) | tuning (min) |",
+            "|---|---|---|---|",
+        ]
+        for n, c in costs.items():
+            steps = c.get("policy_gradient_steps")
+            lines.append(
+                f"| {n} | {steps if steps is not None else 'n/a'} | {c['training_seconds'] / 60:.1f} | "
+                f"{c['tuning_seconds'] / 60:.1f} |"
+            )
     if "awr_positive" in arms:
         lines += [
             "",
@@ -392,11 +523,60 @@ def write_report(out: pathlib.Path, profile, timings: dict, total_seconds: float
         lines += paired_table(paired)
         lines += ["", "Paired throughput difference above 0 (RECAP = last iterate, beta 2):", ""]
         lines += _verdict_lines(paired_verdict)
+    if controls:
+        lines += ["", "The controls (RECAP = last iterate, beta 2):", ""]
+        lines += [
+            f"- {k.replace('_', ' ')}: beyond the 95% intervals "
+            f"{_yes(v['beyond_95_intervals'])}, paired difference above 0 {_yes(v['paired_difference_above_0'])}"
+            for k, v in controls.items()
+        ]
     lines += ["", "![arms](arms.png)", "", "![per iteration](iterations.png)", ""]
     if curves:
         lines += ["![value curves](value_curves.png)", ""]
+    if validation:
+        lines += _validation_lines(validation, selection)
     lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def write_pooled_report(out: pathlib.Path, runs: list[pathlib.Path]) -> pathlib.Path:
+    """``recap experiment --pipeline-seeds``: ``OUT/report.md`` and ``OUT/summary.json`` over the runs in ``runs``
+    (each a complete run with its own report): each run's test figures, and per arm the pooled estimate with a
+    hierarchical bootstrap interval over runs and seeds (recap_experiment.pipeline_pool)."""
+    from recap_experiment.pipeline_pool import pool_runs, pooled_table, read_run
+
+    parts = [read_run(run) for run in runs]
+    pooled = pool_runs([r for r, _ in parts], [s for _, s in parts], [run.name for run in runs])
+    protocols = [(s or {}).get("protocol") or {} for _, s in parts]
+    first = protocols[0] if protocols else {}
+    protocol = {
+        "validation_seeds": first.get("validation_seeds"),
+        "test_seeds": first.get("test_seeds"),
+        "pipeline_seeds": [p.get("pipeline_seed") for p in protocols],
+        "profile_sha256": pooled["profile_sha256"],
+    }
+    write_json(out / "summary.json", {"protocol": protocol, "runs": [str(r) for r in runs], "pooled": pooled})
+    v, t = protocol["validation_seeds"] or ["?", "?"], protocol["test_seeds"] or ["?", "?"]
+    lines = [
+        f"# RECAP experiment: {len(runs)} pipeline runs pooled",
+        "",
+        f"Pipeline seeds {', '.join(str(p) for p in protocol['pipeline_seeds'])}, one profile (sha256 "
+        f"`{(protocol['profile_sha256'] or '?')[:16]}...`); in each run every decision was taken on the validation "
+        f"seeds {v[0]}-{v[1]} and the test seeds {t[0]}-{t[1]} were evaluated once. Each run's own report: "
+        + ", ".join(f"[{r.name}]({r.name}/report.md)" for r in runs)
+        + ".",
+        "",
+        "## Test seeds, per run and pooled",
+        "",
+        "Pooled: every run's test episodes together. Its interval is a hierarchical bootstrap (runs drawn with "
+        "replacement, then seeds within each drawn run), so it covers the spread between pipeline runs; the "
+        "seed-only interval (seeds resampled within every run) is shown beside it.",
+        "",
+    ]
+    lines += pooled_table(pooled)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -196,9 +196,10 @@ def test_the_experiment_report_reads_null_and_writes_strict_json(tmp_path):
 # ----------------------------------------------------------------------------- recap experiment --out
 
 
-def test_experiment_refuses_an_out_that_is_not_its_run(tmp_path, monkeypatch, capsys):
-    ran = []
-    monkeypatch.setattr(experiment.Stages, "run", lambda self, name, *a, **k: ran.append(name))
+def test_experiment_refuses_an_out_that_is_not_its_run(tmp_path, monkeypatch, capsys, fake_stages):
+    commands = {}
+    fake_stages(commands)
+    ran = commands
     monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
     other = tmp_path / "other"
     other.mkdir()
@@ -221,16 +222,16 @@ def test_experiment_refuses_an_out_that_is_not_its_run(tmp_path, monkeypatch, ca
     assert not (run / "logs" / "stale.done").exists()
 
 
-def test_experiment_stages_replace_what_an_unfinished_attempt_left(tmp_path, monkeypatch):
-    """A stage runs again only when it did not finish; its training command must then accept its --out."""
+def test_experiment_stages_replace_what_an_unfinished_attempt_left(tmp_path, monkeypatch, fake_stages):
+    """A stage runs again only when it did not finish; its training command must then accept its --out: it
+    replaces it, or (SFT's later candidates, checkpoints of one run) continues the run saved there."""
     commands = {}
-    monkeypatch.setattr(
-        experiment.Stages, "run", lambda self, name, argv, *a, **k: commands.update({name: list(map(str, argv))})
-    )
+    fake_stages(commands)
     monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
     assert recap("experiment", "--quick", "--out", tmp_path / "run") == 0
     trains = [name for name, argv in commands.items() if argv[0] in ("train-value", "train-policy", "iterate")]
-    assert len(trains) >= 8 and all("--overwrite" in commands[name] for name in trains)
+    assert len(trains) >= 8 and all("--overwrite" in commands[name] for name in trains if name != "07_sft_10")
+    assert "--resume" in commands["07_sft_10"] and "--overwrite" not in commands["07_sft_10"]
 
 
 # ----------------------------------------------------------------------------- recap operator-eval

@@ -17,17 +17,20 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-def stage_commands(tmp_path, monkeypatch, *argv) -> dict:
-    """The quick experiment's stage commands for ``argv`` (name -> argv as strings), none of them run."""
-    commands = {}
-    monkeypatch.setattr(
-        experiment.Stages,
-        "run",
-        lambda self, name, stage_argv, *a, **k: commands.update({name: list(map(str, stage_argv))}),
-    )
-    monkeypatch.setattr(experiment, "write_report", lambda *a, **k: tmp_path / "report.md")
-    assert experiment.run(parse("--quick", "--out", str(tmp_path), *argv)) == 0
-    return commands
+@pytest.fixture
+def stage_commands(monkeypatch, fake_stages):
+    """``stage_commands(tmp, *argv, best=None)``: the quick experiment's stage commands for ``argv`` (name -> argv
+    as strings), none of them run; the validation evaluation gives the arms in ``best`` their throughput, and the
+    report's keyword arguments are under ``"report"``."""
+
+    def commands_for(out, *argv, best=None) -> dict:
+        commands: dict = {}
+        fake_stages(commands, best)
+        monkeypatch.setattr(experiment, "write_report", lambda *a, **k: commands.update(report=k) or out / "report.md")
+        assert experiment.run(parse("--quick", "--out", str(out), *argv)) == 0
+        return commands
+
+    return commands_for
 
 
 def option(argv: list, flag: str) -> str:
@@ -39,7 +42,7 @@ def test_the_command_line_overrides_the_profile_and_nothing_else():
     full = experiment.PROFILES["full"]
     assert experiment.resolve_profile(parse()) == full and full.rollout_positives == "unforced"
     profile = experiment.resolve_profile(parse("--rollout-positives", "interventions", "--eval-seeds", "250"))
-    assert profile.rollout_positives == "interventions" and profile.eval_seeds == (full.eval_seeds[0], 250)
+    assert profile.rollout_positives == "interventions" and profile.test_seeds == (full.test_seeds[0], 250)
     assert profile.policy_steps == full.policy_steps and profile.demos == full.demos
     assert experiment.resolve_profile(parse("--quick")).name == "quick"
     strict = experiment.resolve_profile(parse("--positive-fraction", "0.2"))
@@ -62,7 +65,7 @@ def test_bad_overrides_are_clear_errors():
             rollouts_per_iteration=1,
             iterations=1,
             max_steps=10,
-            eval_seeds=(0, 1),
+            test_seeds=(0, 1),
             value_pretrain_steps=1,
             policy_pretrain_steps=1,
             value_steps=1,
@@ -129,7 +132,7 @@ def test_iterations_override_and_a_resumed_evaluation_is_redone_only_when_asked_
     assert not experiment._evaluated(tmp_path / "missing.json", arms, [5, 6, 7])
 
 
-def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tmp_path, monkeypatch):
+def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tmp_path, stage_commands):
     full = experiment.PROFILES["full"]
     assert full.policy_mix == ("demo=0.5", "autonomous=0") and full.takeover_negative == 75  # measured settings
     profile = experiment.resolve_profile(parse("--policy-mix", "demo=0.3", "--takeover-negative", "40"))
@@ -140,22 +143,22 @@ def test_mix_and_takeover_overrides_reach_the_fine_tunes_and_the_awr_baseline(tm
         experiment.resolve_profile(parse("--policy-mix", "demo=0.7", "--policy-mix", "correction=0.7"))
     with pytest.raises(ValueError, match="takeover_negative must be >= 0"):
         experiment.resolve_profile(parse("--takeover-negative", "-5"))
-    commands = stage_commands(tmp_path, monkeypatch, "--policy-mix", "demo=0.3", "--takeover-negative", "40")
+    commands = stage_commands(tmp_path, "--policy-mix", "demo=0.3", "--takeover-negative", "40")
     for stage in ("13_iterate", "23_iterate"):
         argv = commands[stage]
         assert "--policy-mix=demo=0.3" in argv and option(argv, "--takeover-negative") == "40"
-    assert "--mix=demo=0.3" in commands["24_awr_positive"] and "--mix=demo=0.3" in commands["25_awr"]
+    assert "--mix=demo=0.3" in commands["24_awr_positive"] and "--mix=demo=0.3" in commands["25_awr_T0.05_w20"]
     assert option(commands["05b_policy_pretrain_plain"], "--mix") == "demo=1"  # the pretraining's mix stays
     assert json.loads((tmp_path / "profile.json").read_text())["policy_mix"] == ["demo=0.3"]
 
 
-def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, monkeypatch):
+def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, stage_commands):
     assert experiment.PROFILES["full"].absolute_still_joints == 0.01  # the measured setting
     assert experiment.resolve_profile(parse("--absolute-still-joints", "0")).absolute_still_joints == 0
     with pytest.raises(ValueError, match="absolute_still_joints must be >= 0"):
         experiment.resolve_profile(parse("--absolute-still-joints", "-0.1"))
-    commands = stage_commands(tmp_path, monkeypatch, "--absolute-still-joints", "0.03")
-    pretraining = ("05_policy_pretrain", "05b_policy_pretrain_plain")
+    commands = stage_commands(tmp_path, "--absolute-still-joints", "0.03")
+    pretraining = ("05_policy_pretrain", "05b_policy_pretrain_plain", "05e_policy_pretrain_paper")
     for name in pretraining:
         assert option(commands[name], "--absolute-still-joints") == "0.03"
     # the fine-tunes inherit their init's mask (train-policy keeps a checkpoint's), so nothing else passes it
@@ -164,12 +167,12 @@ def test_the_still_joint_threshold_reaches_only_the_pretrained_policy(tmp_path, 
     ]
 
 
-def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
+def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, stage_commands):
     assert experiment.PROFILES["full"].value_folds == 2 and experiment.PROFILES["quick"].value_folds == 2
     assert experiment.resolve_profile(parse("--value-folds", "0")).value_folds == 0
     with pytest.raises(ValueError, match="value_folds: --folds must be 0"):
         experiment.resolve_profile(parse("--value-folds", "1"))
-    commands = stage_commands(tmp_path, monkeypatch, "--value-folds", "3")
+    commands = stage_commands(tmp_path, "--value-folds", "3")
     argv = commands["03_value_pretrain"]
     assert option(argv, "--folds") == "3"
     for stage in ("06_iteration_0", "13_iterate", "23_iterate"):
@@ -178,34 +181,37 @@ def test_value_folds_reach_v_pre_and_every_iteration(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "profile.json").read_text())["value_folds"] == 3
 
 
-def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, monkeypatch):
-    commands = stage_commands(tmp_path, monkeypatch)
+def test_the_awr_baseline_fine_tunes_at_the_learning_rate_of_the_recap_iterations(tmp_path, stage_commands):
+    commands = stage_commands(tmp_path)
     rates = {
         stage: float(option(commands[stage], "--lr"))
-        for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr_positive", "25_awr")
+        for stage in ("06_iteration_0", "13_iterate", "23_iterate", "24_awr_positive", "25_awr_T0.05_w20")
     }
     assert set(rates.values()) == {experiment.PROFILES["quick"].fine_tune_lr}, rates
     with pytest.raises(ValueError, match="fine_tune_lr must be in"):
         dataclasses.replace(experiment.PROFILES["full"], fine_tune_lr=0.0)
 
 
-def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrides_it(tmp_path, monkeypatch):
+def test_the_rollouts_get_the_profiles_release_rule_and_the_command_line_overrides_it(tmp_path, stage_commands):
     assert experiment.PROFILES["full"].human_release == "past_best"
-    commands = stage_commands(tmp_path, monkeypatch)
+    commands = stage_commands(tmp_path)
     rules = {stage: option(commands[stage], "--human-release") for stage in ("11_rollouts", "21_rollouts")}
     assert set(rules.values()) == {experiment.PROFILES["quick"].human_release}, rules
-    commands = stage_commands(tmp_path / "override", monkeypatch, "--human-release", "past_best")
+    commands = stage_commands(tmp_path / "override", "--human-release", "past_best")
     assert option(commands["21_rollouts"], "--human-release") == "past_best"
     with pytest.raises(ValueError, match="human_release must be one of"):
         dataclasses.replace(experiment.PROFILES["full"], human_release="never")
 
 
-def test_each_awr_checkpoint_folder_is_named_as_its_arm(tmp_path, monkeypatch):
-    commands = stage_commands(tmp_path, monkeypatch)
+def test_each_awr_checkpoint_folder_is_named_as_its_arm(tmp_path, stage_commands):
+    commands = stage_commands(tmp_path)
     last = tmp_path.resolve() / "checkpoints" / "iter_2"
-    for stage, init, arm in (("24_awr_positive", "pi_pre", "awr_positive"), ("25_awr", "pi_pre_plain", "awr")):
+    for stage, init, folder in (
+        ("24_awr_positive", "pi_pre", last / "awr_positive"),
+        ("25_awr_T0.05_w20", "pi_pre_plain", last / "awr_probes" / "T0.05_w20"),
+    ):
         assert option(commands[stage], "--init").endswith(f"checkpoints/{init}")
-        assert option(commands[stage], "--out") == str(last / arm)
+        assert option(commands[stage], "--out") == str(folder)
     evaluated = [a for a in commands["90_eval"] if a.startswith("awr")]
     assert evaluated == [f"awr={last / 'awr'}", f"awr_positive={last / 'awr_positive'}:advantage=positive"]
 
