@@ -308,22 +308,11 @@ class FamilyPolicyConfig:
             raise ConfigError(f"{owner}: knowledge insulation is not implemented for the {self.family} family")
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["cameras"] = list(self.cameras)
-        return data
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "FamilyPolicyConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
-        kwargs = dict(data)
-        if "cameras" in kwargs:
-            kwargs["cameras"] = tuple(kwargs["cameras"])
-        return cls(**kwargs)
+        return _from_dict(cls, data)
 
 
 _NESTED = {"backbone": BackboneConfig, "expert": ExpertConfig}

@@ -7,7 +7,6 @@ key, and nothing but JSON and safetensors is read.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import pathlib
@@ -407,19 +406,16 @@ def make_att_2d_masks(pad_masks: torch.Tensor, att_masks: torch.Tensor) -> torch
 
 
 class JsonConfig:
-    """``to_dict`` / ``from_dict`` of a frozen dataclass config (plain JSON; unknown keys refused in one line)."""
+    """``to_dict`` / ``from_dict`` of a frozen dataclass config, the same JSON round trip as RECAP's own configs
+    (``recap_core.models.configuration``: unknown keys refused in one line)."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        from recap_core.models.configuration import _to_dict
+
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
-        from recap_core.models.configuration import ConfigError
+        from recap_core.models.configuration import _from_dict
 
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        return _from_dict(cls, data)

@@ -55,7 +55,7 @@ from transformers import GemmaConfig, SiglipVisionConfig
 from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMSNorm, apply_rotary_pos_emb, repeat_kv
 from transformers.models.siglip.modeling_siglip import SiglipEncoder, SiglipVisionEmbeddings
 
-from recap_core.models.configuration import ConfigError
+from recap_core.models.configuration import ConfigError, _positive_int
 from recap_core.models.families.common import (
     JsonConfig,
     is_non_parameter_key,
@@ -138,9 +138,7 @@ class Pi0Config(JsonConfig):
             "num_kv_heads head_dim expert_width expert_mlp_dim"
         ).split()
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+            _positive_int(owner, name, getattr(self, name))
         if not isinstance(self.pi05, bool):
             raise ConfigError(f"{owner}.pi05 must be true or false, got {self.pi05!r}")
         if self.num_heads % self.num_kv_heads:

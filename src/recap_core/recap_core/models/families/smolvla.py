@@ -51,7 +51,7 @@ from transformers import LlamaConfig, SmolVLMConfig, SmolVLMVisionConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector, SmolVLMVisionTransformer
 
-from recap_core.models.configuration import ConfigError
+from recap_core.models.configuration import ConfigError, _positive_int
 from recap_core.models.families.common import (
     NON_PARAMETER_PREFIXES,
     JsonConfig,
@@ -134,9 +134,7 @@ class SmolVLAConfig(JsonConfig):
             "text_hidden_size text_intermediate_size num_attention_heads num_key_value_heads head_dim num_vlm_layers"
         ).split()
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+            _positive_int(owner, name, getattr(self, name))
         if self.attention_mode not in ATTENTION_MODES:
             raise ConfigError(f"{owner}.attention_mode must be one of {ATTENTION_MODES}, got {self.attention_mode!r}")
         if self.num_attention_heads % self.num_key_value_heads:
