@@ -217,3 +217,19 @@ def test_recap_serve_usage_errors(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and out.stderr.startswith("recap serve: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_local_server_stops_when_its_parent_closes_its_input_and_says_why_it_cannot_start(
+    tiny_checkpoints, tmp_path
+):
+    from recap_core.serving.local import LocalPolicyServer
+
+    server = LocalPolicyServer(tiny_checkpoints["policy_a"], log_dir=tmp_path)
+    try:
+        server.proc.stdin.close()  # what the kernel does when the parent dies, even by SIGKILL
+        assert server.proc.wait(timeout=15) == 0, server.output()
+        assert "stopped on signal 15" in server.output()
+    finally:
+        server.stop()
+    with pytest.raises(RuntimeError, match=r"recap serve exited with status \d+: .*value"):
+        LocalPolicyServer(tiny_checkpoints["value"], log_dir=tmp_path)

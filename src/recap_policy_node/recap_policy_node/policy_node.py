@@ -5,6 +5,8 @@ Threads, staleness, checkpoint reloads and parameters: :class:`PolicyNode` and d
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -22,6 +24,10 @@ from recap_ros.node_main import run_node
 from recap_ros.params import ParameterError, declare
 from recap_ros.serving import ModelServingNode
 from recap_policy_node.chunking import CHUNK_MODES, ChunkExecutor, DelayEstimator
+
+# How long a thread may hold the interpreter lock while another waits for it (CPython's default is 5 ms): a
+# control tick woken while the executor or the inference thread runs Python waits at most this long.
+SWITCH_INTERVAL_S = 0.0005
 
 # as_trained: the condition the checkpoint was fine-tuned under (none for an AWR fine-tune, positive otherwise)
 ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
@@ -83,6 +89,17 @@ class PolicyNode(ModelServingNode):
             choices=CHUNK_MODES,
             on_change=self._set_chunk_mode,
         )
+        self.control_priority = declare(
+            self,
+            "control_priority",
+            0,
+            "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling); needs CAP_SYS_NICE or an "
+            "rtprio limit, else the node warns and runs with normal scheduling",
+            min_value=0,
+            max_value=99,
+        )
+        self.control_scheduling = "other"  # what the control thread got: "fifo N", or "other (why)"
+        self._inference_fifo = False
         self.seed = declare(
             self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0, max_value=2**31 - 1
         )
@@ -110,6 +127,27 @@ class PolicyNode(ModelServingNode):
                 self.policy_server = normalise_server_url(self.policy_server)
             except ValueError as exc:
                 raise ParameterError(f"parameter 'policy_server': {exc}") from exc
+        # the model in a child process (docs/nodes.md, "Inference process"); declared before start_serving()
+        self.inference_process = declare(
+            self,
+            "inference_process",
+            False,
+            "run the checkpoint in a child process (recap serve on loopback), so that the control loop never "
+            "waits for the model's interpreter lock; a change reloads the model",
+            on_change=self._set_inference_process,
+        )
+        self.inference_nice = declare(
+            self,
+            "inference_nice",
+            10,
+            "with inference_process: how much lower the inference process's CPU priority is than the node's "
+            "(0-19), so that the control path wins a contended CPU; the chunks are planned ahead",
+            min_value=0,
+            max_value=19,
+        )
+        self._restart_lock = threading.Lock()
+        self._restarting = False
+        self._restart_backoff_s = 0.0
         self.dt = 1.0 / self.station.control_rate_hz
 
         self._lock = threading.Lock()
@@ -131,6 +169,7 @@ class PolicyNode(ModelServingNode):
         self.counters.update(commands=0, chunks=0, stale_holds=0, inference_errors=0, discarded_chunks=0)
         self._inference_failure = ""  # the last inference's error, until a chunk arrives
         self.counters.update(rtc_guided_chunks=0)  # chunks sampled to continue the plan (chunk_mode rtc)
+        self.counters.update(inference_process_restarts=0)
 
         self._cmd_pub = self.create_publisher(JointState, "policy/joint_command", qos.COMMAND)
         self._chunk_pub = self.create_publisher(JointTrajectory, "policy/action_chunk", qos.COMMAND)
@@ -167,8 +206,19 @@ class PolicyNode(ModelServingNode):
 
     # -- remote inference (policy_server) ---------------------------------------------------
     def open_runner(self, path: str):
-        """The model behind ``policy_server`` when it is set (``path`` is then its address), else the checkpoint."""
+        """The model behind ``policy_server`` when it is set (``path`` is then its address), else the checkpoint:
+        in a child process with ``inference_process``, in this one without."""
         if not self.policy_server:
+            if self.inference_process:
+                from recap_core.serving.local import ProcessPolicyRunner  # websockets, only for these modes
+
+                return ProcessPolicyRunner(
+                    path,
+                    threads=self.threads,
+                    seed=self.seed,
+                    nice=self.inference_nice,
+                    timeout_s=self.policy_server_timeout_ms / 1e3,
+                )
             return super().open_runner(path)
         from recap_core.serving.client import RemotePolicyRunner  # websockets, only for remote inference
 
@@ -219,6 +269,42 @@ class PolicyNode(ModelServingNode):
         else:  # back to the checkpoint in-process
             threading.Thread(target=self._load, args=(self.checkpoint,), daemon=True).start()
 
+    def _set_inference_process(self, value: bool) -> None:
+        if bool(value) == self.inference_process:
+            return
+        self.inference_process = bool(value)
+        if not self.policy_server:  # with a policy server the flag applies when it is cleared
+            threading.Thread(target=self._load, args=(self.checkpoint,), daemon=True).start()
+
+    def _restart_inference_process(self, reason: str) -> None:
+        """The inference process died: say why, and start a new one (backing off 1 s doubling to 30 s between
+        tries; the node holds meanwhile). Another restart never runs at the same time."""
+        with self._restart_lock:
+            if self._restarting:
+                return
+            self._restarting = True
+        self.counters["inference_process_restarts"] += 1
+        self.get_logger().error(f"{reason}; starting a new one")
+
+        def restart() -> None:
+            try:
+                if self._restart_backoff_s:
+                    time.sleep(self._restart_backoff_s)
+                self._restart_backoff_s = min(max(2 * self._restart_backoff_s, 1.0), 30.0)
+                if self._running and self.inference_process and not self.policy_server:
+                    self._load(self.checkpoint)
+            finally:
+                with self._restart_lock:
+                    self._restarting = False
+
+        threading.Thread(target=restart, daemon=True).start()
+
+    def close(self) -> None:
+        super().close()
+        runner, self._remote_runner = self._remote_runner, None
+        if runner is not None:
+            runner.close()  # an inference process is stopped here
+
     def _set_policy_server_timeout(self, value: float) -> None:
         self.policy_server_timeout_ms = float(value)
         remote = self._remote_runner
@@ -227,9 +313,16 @@ class PolicyNode(ModelServingNode):
 
     def _server_status(self) -> dict:
         remote = self._remote_runner if self._remote_runner is self._runner else None
+        process = getattr(remote, "pid", "") if getattr(remote, "process", False) else ""
         if remote is None:
-            return {"policy_server": self.policy_server, "policy_server_state": "", "hop_ms": "nan"}
+            return {
+                "policy_server": self.policy_server,
+                "policy_server_state": "",
+                "hop_ms": "nan",
+                "inference_process_pid": "",
+            }
         return {
+            "inference_process_pid": process,
             "policy_server": self.policy_server,
             "policy_server_state": "connected" if remote.connected else f"disconnected: {remote.last_error}",
             "hop_ms": f"{remote.last_hop_ms:.3f}",
@@ -269,7 +362,34 @@ class PolicyNode(ModelServingNode):
             runner.reset()
 
     # -- threads ----------------------------------------------------------------------------
+    def _set_control_scheduling(self) -> None:
+        """Called on the control thread: SCHED_FIFO at ``control_priority`` when it is set and allowed, and the
+        ROS executor's thread (the main thread) one below it, so the observations reach the node on time."""
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        if not self.control_priority:
+            return
+        why = _set_fifo(0, self.control_priority)  # 0: this thread
+        if why:
+            self.control_scheduling = f"other (SCHED_FIFO {self.control_priority} refused: {why})"
+            self.get_logger().warning(
+                f"control thread: normal scheduling, SCHED_FIFO {self.control_priority} refused ({why}); give this "
+                "user an rtprio limit (docs/nodes.md, 'Control timing') or set control_priority 0"
+            )
+            return
+        self.control_scheduling = f"fifo {self.control_priority}"
+        _set_fifo(threading.main_thread().native_id, max(1, self.control_priority - 1))
+
+    def _inference_scheduling(self, runner) -> None:
+        """On the inference thread, before each chunk: one below ``control_priority`` while the model runs in
+        another process (this thread then only sends the observation and waits), normal scheduling while it
+        runs on this thread (a model computing at real-time priority would starve the machine)."""
+        fifo = bool(self.control_priority) and getattr(runner, "remote", False)
+        if fifo != self._inference_fifo and self.control_scheduling.startswith("fifo"):
+            _set_fifo(0, max(1, self.control_priority - 1) if fifo else 0)
+            self._inference_fifo = fifo
+
     def _control_loop(self) -> None:
+        self._set_control_scheduling()
         next_t = time.monotonic()
         while self._running:
             self._control_step()
@@ -331,6 +451,7 @@ class PolicyNode(ModelServingNode):
                 tick, obs, obs_stamp, epoch = self._pending
                 runner = self._runner
                 guide = self._rtc_guide(tick)
+            self._inference_scheduling(runner)
             try:
                 t0 = time.perf_counter()
                 advantage = self._prompt_advantage(runner)
@@ -356,6 +477,7 @@ class PolicyNode(ModelServingNode):
                     self._delay.add(self._tick - tick)
                 self._chunk_received_at = time.monotonic()
                 self._inference_failure = ""
+                self._restart_backoff_s = 0.0
                 self.counters["chunks"] += 1
                 self.counters["rtc_guided_chunks"] += guide is not None
                 self._chunk_obs_stamp = obs_stamp
@@ -365,6 +487,10 @@ class PolicyNode(ModelServingNode):
                 self.counters["inference_errors"] += 1
                 self._inference_failure = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
+                died = runner.exit_reason() if getattr(runner, "process", False) else ""
+                if died:
+                    self._inference_failure = died[:200]
+                    self._restart_inference_process(died)
             finally:
                 with self._lock:
                     self._in_flight = False
@@ -424,6 +550,8 @@ class PolicyNode(ModelServingNode):
             return
         age = (time.monotonic() - self._chunk_received_at) * 1e3
         level = 2 if self.load_error else {"running": 0, "waiting_for_chunk": 0, "holding": 1}.get(self._mode, 2)
+        if level == 0 and self.control_scheduling.startswith("other ("):  # asked for SCHED_FIFO, did not get it
+            level = 1
         self._status_pub.publish(
             diagnostic(
                 "policy_node",
@@ -438,6 +566,7 @@ class PolicyNode(ModelServingNode):
                         str(self._prompt_advantage(self._runner) or "none") if self._runner is not None else ""
                     ),
                     "replan_steps": self.replan_steps,
+                    "control_scheduling": self.control_scheduling,
                     "chunk_mode": self.chunk_mode,
                     "inference_delay_ticks": self._delay.estimate(),
                     "max_observation_age_ms": self.max_age * 1e3,
@@ -449,12 +578,27 @@ class PolicyNode(ModelServingNode):
                     **self.counters,
                 },
                 level=level,
-                message=self._reason or self.load_error,
+                message=self._reason
+                or self.load_error
+                or (f"control thread: {self.control_scheduling}" if level else ""),
             )
         )
 
     def wake(self) -> None:
         self._plan_request.set()
+
+
+def _set_fifo(thread_id: int, priority: int) -> str:
+    """SCHED_FIFO ``priority`` for the thread ``thread_id`` (0: the calling one; priority 0: back to normal
+    scheduling); '' if done, else why not."""
+    try:
+        if priority:
+            os.sched_setscheduler(thread_id, os.SCHED_FIFO, os.sched_param(priority))
+        else:
+            os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError) as exc:  # no CAP_SYS_NICE / rtprio limit; not Linux
+        return getattr(exc, "strerror", None) or str(exc)
+    return ""
 
 
 def main(args=None) -> int:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
+import signal
 import sys
+import threading
 
 from recap_core.errors import UserError
 
@@ -21,6 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed for requests that carry none (default 0)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="lower this server's CPU priority by this much (0-19; default 0), e.g. to yield the CPU to a "
+        "control loop on the same machine",
+    )
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop when standard input ends: for a server started by another process (the policy node's "
+        "inference process), which then never outlives it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} is not a port (0..65535)")
+    if not 0 <= args.nice <= 19:
+        raise UserError(f"--nice {args.nice}: give 0..19 (how much lower than its parent's CPU priority)")
+    if args.nice:
+        os.nice(args.nice)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: this machine has no CUDA device (use --device cpu)")
     if args.threads is not None:
@@ -52,9 +72,21 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    if args.exit_on_stdin_eof:
+        threading.Thread(target=_stop_at_stdin_eof, daemon=True).start()
     try:
         signum = server.serve_forever(ready)
     except OSError as exc:  # the port is taken, the address is not this machine's
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     print(f"recap serve: stopped on signal {signum} after {server.requests} requests ({server.errors} errors)")
     return 0
+
+
+def _stop_at_stdin_eof() -> None:
+    """Read standard input to its end (the parent closed it, or died), then stop as on SIGTERM."""
+    try:  # the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader aborts interpreter exit
+        while os.read(0, 4096):
+            pass
+    except OSError:  # a closed or unreadable stdin counts as the end
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -60,6 +60,33 @@ class Collector:
         return False
 
 
+class ArrivalCollector(Collector):
+    """A :class:`Collector` that also keeps each message's arrival at the middleware (rmw's
+    ``received_timestamp``, system-clock seconds, in ``arrivals``): when the sample reached this process's
+    reader, before the executor took it, so this process's own Python work does not blur the timing."""
+
+    def __init__(self):
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    def __call__(self, msg, info) -> None:
+        with self._lock:
+            self.messages.append(msg)
+            self.stamps.append(time.monotonic())
+            self.arrivals.append(info["received_timestamp"] * 1e-9)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.stamps.clear()
+            self.arrivals.clear()
+
+    def timed_snapshot(self) -> tuple[list[Any], list[float], list[float]]:
+        """Messages, receive times (monotonic) and arrival times (system clock), consistent with each other."""
+        with self._lock:
+            return list(self.messages), list(self.stamps), list(self.arrivals)
+
+
 class Probe:
     """A node for tests: subscribe, publish, call services, in its own context."""
 
@@ -82,8 +109,9 @@ class Probe:
         except Exception:  # context shut down while spinning
             pass
 
-    def subscribe(self, msg_type, topic: str, qos: QoSProfile = RELIABLE_10) -> Collector:
-        collector = Collector()
+    def subscribe(self, msg_type, topic: str, qos: QoSProfile = RELIABLE_10, arrivals: bool = False) -> Collector:
+        """Collect ``topic``; ``arrivals``: an :class:`ArrivalCollector`, with the middleware's arrival times."""
+        collector = ArrivalCollector() if arrivals else Collector()
         self.node.create_subscription(msg_type, topic, collector, qos)
         return collector
 
