@@ -16,6 +16,7 @@ import torch
 
 from recap_core import rl
 from recap_core.data import reader, schema, synthetic
+from recap_core.data import writer as writer_module
 from recap_core.data.writer import DatasetWriter
 
 torch.set_num_threads(1)
@@ -396,6 +397,90 @@ def test_data_files_roll_over_at_the_size_limit(tmp_path):
     assert sorted(p.name for p in (root / "data/chunk-000").iterdir()) == ["file-000.parquet", "file-001.parquet"]
     assert [e["data/file_index"] for e in reader.load_episodes(root)] == [0, 1]
     assert len(reader.RecapDataset(root, load_images=False)) == 24
+
+
+# ----------------------------------------------------------------- row groups, a frame failing mid-episode
+
+
+def frames_failing_at(frames, number: int):
+    for index, frame in enumerate(frames):
+        if index == number:
+            raise OSError(f"frame {number} cannot be read")
+        yield frame
+
+
+def test_an_episode_is_written_a_row_group_at_a_time_and_reads_back_whole(tmp_path, monkeypatch):
+    episodes = [make_episode(1, 10), make_episode(2, 3)]
+    with writer(tmp_path / "whole") as w:
+        for episode in episodes:
+            w.add_episode(**episode)
+    monkeypatch.setattr(writer_module, "ROW_GROUP_FRAMES", 4)
+    with writer(tmp_path / "groups") as w:
+        for episode in episodes:
+            w.add_episode(**episode)
+    file = next((tmp_path / "groups" / "data").rglob("*.parquet"))
+    assert [g.num_rows for g in map(pq.ParquetFile(file).metadata.row_group, range(4))] == [4, 4, 2, 3]
+    whole, groups = (reader.load_frames_table(tmp_path / name) for name in ("whole", "groups"))
+    assert whole.equals(groups)
+    assert (tmp_path / "whole/meta/stats.json").read_text() == (tmp_path / "groups/meta/stats.json").read_text()
+
+
+@pytest.mark.parametrize("first_in_file", [True, False])
+def test_a_frame_failing_mid_episode_takes_its_written_row_groups_out_again(tmp_path, monkeypatch, first_in_file):
+    monkeypatch.setattr(writer_module, "ROW_GROUP_FRAMES", 3)
+    root = tmp_path / "ds"
+    kept = [] if first_in_file else [make_episode(1, 7)]
+    failing = make_episode(2, 10)
+    failing["images"] = dict(failing["images"], left_wrist=frames_failing_at(failing["images"]["left_wrist"], 8))
+    with writer(root) as w:
+        for episode in kept:
+            w.add_episode(**episode)
+        with pytest.raises(OSError, match="frame 8"):
+            w.add_episode(**failing)  # after two row groups of it were written
+        kept.append(make_episode(3, 5))
+        assert w.add_episode(**kept[-1]) == len(kept) - 1
+    table = reader.load_frames_table(root)
+    assert table.num_rows == sum(len(e["states"]) for e in kept)
+    np.testing.assert_array_equal(
+        np.stack(table["observation.state"].to_numpy(zero_copy_only=False)),
+        np.concatenate([e["states"] for e in kept]),
+    )
+    dataset = reader.RecapDataset(root)
+    np.testing.assert_array_equal(
+        dataset[len(dataset) - 1]["observation.images.left_wrist"].permute(1, 2, 0).numpy(),
+        kept[-1]["images"]["left_wrist"][-1],
+    )
+    assert not list(root.rglob(".*.partial")) and not list(root.rglob("*.tmp"))
+    files = sorted(p.name for p in (root / "data/chunk-000").iterdir())
+    # the file the failed episode was taken out of is closed; the next episode starts a new one
+    assert files == (["file-000.parquet"] if first_in_file else ["file-000.parquet", "file-001.parquet"])
+
+
+def test_image_stats_are_those_of_every_fourth_pixel(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, size=(5, 24, 32, 3), dtype=np.uint8)
+    frames[..., 2] //= 4  # channels of different spread
+    pixels = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0
+    stats = writer_module.image_stats(frames)
+    for name, expected in (("min", pixels.min(0)), ("max", pixels.max(0)), ("mean", pixels.mean(0))):
+        np.testing.assert_allclose(stats[name].reshape(3), expected, rtol=1e-12, err_msg=name)
+    np.testing.assert_allclose(stats["std"].reshape(3), pixels.std(0), rtol=1e-9)
+    assert stats["mean"].shape == (3, 1, 1) and stats["count"].tolist() == [5]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_sampled_jpeg_frames_decode_to_the_pixels_pillow_gives(mode):
+    import io
+
+    from PIL import Image
+
+    from recap_core.data import image_cells
+
+    frame = np.random.default_rng(1).integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    image = Image.fromarray(frame).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    encoded = schema.EncodedImage(buffer.getvalue(), "jpeg", (24, 32))
+    np.testing.assert_array_equal(image_cells._pixels(encoded), encoded.decode())
 
 
 # ----------------------------------------------------------------- validation

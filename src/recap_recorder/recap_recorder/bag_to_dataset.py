@@ -742,7 +742,7 @@ def convert_bags(
                         states=t.states,
                         actions=t.actions,
                         is_intervention=t.is_intervention,
-                        images={cam: _read_ahead(episode.frames(cam, writer.image_shape)) for cam in writer.cameras},
+                        images={cam: episode.frames(cam, writer.image_shape) for cam in writer.cameras},
                         success=episode.success,
                         task=episode.task,
                         receive_times=seconds,
@@ -800,36 +800,6 @@ def _prefetch(bags, workers, fast, include_aborted, station, fallback, info, ima
         image_format=info["recap"]["image_format"] if info else image_format or schema.DEFAULT_IMAGE_FORMAT,
         shape=schema.info_image_shape(info) if info else None,
     )
-
-
-def _read_ahead(frames: Iterator) -> Iterator:
-    """``frames``, those stored as they are (:class:`EncodedImage`) read here and now, up to the first that
-    the writer must encode (it and the rest stream as before, encoded on the writer's threads).
-
-    Reading the recorded JPEG bytes of every camera in one thread spares the writer's camera threads
-    handing the GIL to each other around every read; the writer keeps all of them until it writes the
-    episode anyway. An error reading them is raised where the writer reaches it, as without reading ahead.
-    """
-    done, error, rest = [], None, None
-    try:
-        for frame in frames:
-            done.append(frame)
-            if not isinstance(frame, EncodedImage):
-                rest = frames
-                break
-    except Exception as exc:  # raised again in the writer, at the same frame
-        error = exc
-    return _replay(done, error, rest)
-
-
-def _replay(done: list, error: Exception | None, rest: Iterator | None) -> Iterator:
-    done.reverse()
-    while done:
-        yield done.pop()  # the writer holds what it was given; nothing here holds it twice
-    if error is not None:
-        raise error
-    if rest is not None:
-        yield from rest
 
 
 def check_output(dataset: Path) -> bool:

@@ -126,9 +126,9 @@ class Unusable:
 
 def stats_sample(length: int) -> set[int]:
     """The frames ``DatasetWriter`` takes image statistics from (recap_core.data.writer.add_episode)."""
-    from recap_core.data.writer import IMAGE_STATS_FRAMES
+    from recap_core.data.image_cells import stats_sample as sample
 
-    return set(np.unique(np.linspace(0, length - 1, min(IMAGE_STATS_FRAMES, length)).astype(int)).tolist())
+    return set(sample(length).tolist())
 
 
 def prepare_episode(

@@ -9,6 +9,7 @@ file tail checks here are also what :mod:`recap_recorder.bag_repair` keeps chunk
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import struct
@@ -266,17 +267,45 @@ def crc_range(fd: int, start: int, stop: int, crc: int = 0, block: int = 1 << 25
 
     Read in large blocks into one buffer: the check runs on a thread of its own while the converter reads the
     bag (:func:`recap_recorder.bag_to_dataset.load_episode`), and each return from a read or from zlib waits for
-    the GIL, up to the interpreter's switch interval (5 ms) while the other thread runs Python.
+    the GIL, up to the interpreter's switch interval (5 ms) while the other thread runs Python. The buffer is
+    kept for the next check (:class:`_Buffers`): a fresh one costs a page fault per 4 kB, as long as the CRC.
     """
-    buffer = memoryview(bytearray(min(block, max(0, stop - start))))
-    while start < stop:
-        view = buffer[: min(block, stop - start)]
-        got = os.preadv(fd, [view], start)
-        if not got:
-            break
-        crc = zlib.crc32(view[:got], crc)
-        start += got
+    with _BUFFERS.get(min(block, max(0, stop - start))) as buffer:
+        while start < stop:
+            view = buffer[: min(block, stop - start)]
+            got = os.preadv(fd, [view], start)
+            if not got:
+                break
+            crc = zlib.crc32(view[:got], crc)
+            start += got
     return crc
+
+
+class _Buffers:
+    """Read buffers kept between CRC checks, one per check running at once (a converting process runs one)."""
+
+    def __init__(self):
+        self._free: list[memoryview] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def get(self, size: int) -> Iterator[memoryview]:
+        with self._lock:
+            fits = [b for b in self._free if len(b) >= size]
+            buffer = min(fits, key=len) if fits else None
+            if buffer is not None:
+                self._free.remove(buffer)
+        if buffer is None:
+            buffer = memoryview(bytearray(size))
+        try:
+            yield buffer
+        finally:
+            with self._lock:
+                self._free.append(buffer)
+                self._free = sorted(self._free, key=len)[-2:]  # at most two kept, the largest
+
+
+_BUFFERS = _Buffers()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -449,3 +449,32 @@ def test_convert_refuses_to_append_to_a_damaged_dataset(recorded, helpers, tmp_p
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert err.startswith(f"recap convert: not appending to {root}: ")
         assert sorted(p for p in root.rglob("*") if p.is_file()) == before  # nothing written
+
+
+def test_crc_range_is_zlibs_crc_over_any_range_with_its_buffers_reused(tmp_path):
+    import os
+    import threading
+
+    from recap_recorder.indexed_mcap import crc_range
+
+    data = np.random.default_rng(3).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start, stop, block in ((0, 100_000, 1 << 25), (10, 99_000, 4096), (5, 50, 7), (0, 200_000, 30_000)):
+            assert crc_range(fd, start, stop, block=block) == zlib.crc32(data[start:stop]), (start, stop, block)
+        assert crc_range(fd, 500, 900, crc=zlib.crc32(data[:500])) == zlib.crc32(data[:900])
+        results = {}
+
+        def check(number):  # checks running at once each get their own buffer
+            results[number] = [crc_range(fd, number, 100_000 - number, block=1000) for _ in range(20)]
+
+        threads = [threading.Thread(target=check, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == {n: [zlib.crc32(data[n : 100_000 - n])] * 20 for n in range(4)}
+    finally:
+        os.close(fd)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from recap_core import rl
 from recap_core.data import schema
+from recap_core.data.image_cells import IMAGE_STATS_FRAMES, CameraCells, image_stats, stats_sample
 from recap_core.data.meta import check_dataset, load_tasks
 from recap_core.errors import UserError
 from recap_core.layout import StationLayout
@@ -28,7 +29,10 @@ from recap_core.station import StationConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_STATS_FRAMES = 16  # frames per episode and camera sampled for image stats, as LeRobot samples
+__all__ = ["IMAGE_STATS_FRAMES", "DatasetBusy", "DatasetLock", "DatasetWriter", "aggregate_stats", "image_stats"]
+
+#: frames per row group of the data files: an episode's frames are written a row group at a time as they arrive
+ROW_GROUP_FRAMES = 128
 
 
 class DatasetBusy(UserError, RuntimeError):
@@ -115,7 +119,8 @@ class DatasetWriter:
 
     A session (open -> add_episode... -> close) is one transaction: frames stream into new data files under
     hidden ``.partial`` names (a new ``file-NNN`` after the last one on disk; old data files are never opened
-    for writing), rolling over at ``data_files_size_in_mb``; ``close()`` renames them into place, then writes a
+    for writing), a row group of :data:`ROW_GROUP_FRAMES` at a time as they arrive (:meth:`_write_episode`),
+    rolling over at ``data_files_size_in_mb`` between episodes; ``close()`` renames them into place, then writes a
     new episodes-metadata file, ``tasks.parquet``, ``stats.json`` and, last, ``info.json``. A crash before
     ``close()`` leaves the dataset as it was; the next writer deletes the dead one's partial files. A lock file
     stops two writers working on one dataset at once.
@@ -189,6 +194,10 @@ class DatasetWriter:
             (self.root / schema.DATA_DIR).glob("chunk-*/*file-*"), int(self.info["chunks_size"])
         )
         self._parquet: pq.ParquetWriter | None = None
+        self._row_groups = 0  # in the data file being written
+        self._episode_file = self._data_file  # where the last episode written went
+        # the disk writes, one row group after another, on a thread of their own (pyarrow releases the GIL)
+        self._writes = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recap-write")
         self._partial_files: list[tuple[Path, Path]] = []  # (partial, final)
         self._episode_rows: list[dict] = []
         self._episode_stats: list[dict] = []
@@ -340,38 +349,24 @@ class DatasetWriter:
         rewards = rl.episode_rewards(length, bool(success), recap.c_fail)
         returns_norm = rl.normalise_returns(rl.returns_to_go(rewards), max_length, recap.c_fail)
 
-        stats_sample = np.unique(np.linspace(0, length - 1, min(IMAGE_STATS_FRAMES, length)).astype(int))
-        columns: dict[str, pa.Array] = {}
-        episode_stats: dict[str, dict] = {}
-        for camera, (encoded, sampled) in zip(self.cameras, self._encode_cameras(images, length, stats_sample)):
-            columns[schema.camera_key(camera)] = pa.StructArray.from_arrays(
-                [pa.array(encoded, pa.binary()), pa.nulls(length, pa.string())], fields=list(schema.IMAGE_STORAGE)
-            )
-            episode_stats[schema.camera_key(camera)] = image_stats(sampled)
-
         episode_index = self._next_episode
         task_index = self._tasks.get(task, len(self._tasks))
         frame_index = np.arange(length, dtype=np.int64)
-        vector_type = pa.list_(pa.float32(), self.state_dim)
-        columns.update(
-            {
-                schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim),
-                schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.state_dim),
-                schema.TIMESTAMP: pa.array(times, pa.float32()),
-                schema.RECEIVE_TIME: pa.array(received, pa.float64()),
-                schema.FRAME_INDEX: pa.array(frame_index),
-                schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
-                schema.INDEX: pa.array(self._next_index + frame_index),
-                schema.TASK_INDEX: pa.array(np.full(length, task_index, np.int64)),
-                schema.IS_INTERVENTION: pa.array(flags),
-                schema.EPISODE_SUCCESS: pa.array(np.full(length, bool(success))),
-                schema.REWARD: pa.array(rewards.astype(np.float32)),
-                schema.RETURN_NORMALISED: pa.array(returns_norm.astype(np.float32)),
-            }
-        )
-        assert columns[schema.STATE].type == vector_type
-        table_schema = schema.frame_schema(self.cameras, self.state_dim, self.receive_time)
-        table = pa.table({f.name: columns[f.name] for f in table_schema}, schema=table_schema)
+        columns: dict[str, pa.Array] = {
+            schema.STATE: pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim),
+            schema.ACTION: pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.state_dim),
+            schema.TIMESTAMP: pa.array(times, pa.float32()),
+            schema.RECEIVE_TIME: pa.array(received, pa.float64()),
+            schema.FRAME_INDEX: pa.array(frame_index),
+            schema.EPISODE_INDEX: pa.array(np.full(length, episode_index, np.int64)),
+            schema.INDEX: pa.array(self._next_index + frame_index),
+            schema.TASK_INDEX: pa.array(np.full(length, task_index, np.int64)),
+            schema.IS_INTERVENTION: pa.array(flags),
+            schema.EPISODE_SUCCESS: pa.array(np.full(length, bool(success))),
+            schema.REWARD: pa.array(rewards.astype(np.float32)),
+            schema.RETURN_NORMALISED: pa.array(returns_norm.astype(np.float32)),
+        }
+        episode_stats = self._write_episode(images, length, columns)  # camera -> image stats
         for name, values in (
             (schema.STATE, states),
             (schema.ACTION, actions),
@@ -381,8 +376,7 @@ class DatasetWriter:
             (schema.RETURN_NORMALISED, returns_norm),
         ):
             episode_stats[name] = feature_stats(values)
-
-        chunk, file = self._write_frames(table)
+        chunk, file = self._episode_file
         # Only now, with the frames on disk, does the episode count.
         self.recap = recap
         self._tasks.setdefault(task, task_index)
@@ -452,51 +446,6 @@ class DatasetWriter:
             )
         return times
 
-    def _encode_cameras(self, images, length: int, stats_sample: np.ndarray) -> list[tuple[list[bytes], np.ndarray]]:
-        """(encoded frames, stats sample) per camera, in ``self.cameras`` order."""
-        if self.encode_threads == 1 or len(self.cameras) == 1:
-            return [self._encode_camera(c, images[c], length, stats_sample) for c in self.cameras]
-        with concurrent.futures.ThreadPoolExecutor(
-            min(self.encode_threads, len(self.cameras)), thread_name_prefix="recap-encode"
-        ) as pool:
-            futures = [pool.submit(self._encode_camera, c, images[c], length, stats_sample) for c in self.cameras]
-            return [future.result() for future in futures]  # the first camera's error, if any, is raised
-
-    def _encode_camera(self, camera: str, frames, length: int, stats_sample: np.ndarray):
-        expected = (*self.image_shape, 3)
-        if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] != length):
-            raise ValueError(f"images[{camera!r}] must be [T={length}, H, W, 3], got shape {frames.shape}")
-        encoded: list[bytes] = []
-        sampled: list[np.ndarray] = []
-        wanted = set(stats_sample.tolist())
-        for number, frame in enumerate(frames):
-            if number >= length:
-                raise ValueError(f"images[{camera!r}] has more frames than states ({length})")
-            if isinstance(frame, schema.EncodedImage):
-                if tuple(frame.shape) != expected[:2]:
-                    raise ValueError(
-                        f"images[{camera!r}] frame {number} is {tuple(frame.shape)}, not the "
-                        f"dataset's image_shape {expected[:2]}; resize before writing"
-                    )
-                if frame.image_format == self.image_format:  # stored as it came: no decode, no re-encode
-                    encoded.append(bytes(frame.data))
-                    if number in wanted:
-                        sampled.append(frame.decode())
-                    continue
-                frame = frame.decode()
-            frame = np.asarray(frame)
-            if frame.shape != expected or frame.dtype != np.uint8:
-                raise ValueError(
-                    f"images[{camera!r}] frame {number} must be {expected} uint8 (the dataset's "
-                    f"image_shape), got {frame.shape} {frame.dtype}; resize before writing"
-                )
-            encoded.append(schema.encode_image(frame, self.image_format))
-            if number in wanted:
-                sampled.append(frame)
-        if len(encoded) != length:
-            raise ValueError(f"images[{camera!r}] has {len(encoded)} frames but states has {length}")
-        return encoded, np.stack(sampled)
-
     def _parquet_options(self, table_schema: pa.Schema) -> dict:
         """Snappy, dictionaries and min/max statistics for the small columns; image cells are stored as they are.
 
@@ -512,23 +461,121 @@ class DatasetWriter:
             "write_statistics": others,
         }
 
-    def _write_frames(self, table: pa.Table) -> tuple[int, int]:
+    def _write_episode(self, images, length: int, columns: dict[str, pa.Array]) -> dict[str, dict]:
+        """Write one episode's frames, a row group of :data:`ROW_GROUP_FRAMES` at a time as its images arrive
+        (the disk write of one overlapping the reading of the next); the image stats of each camera.
+
+        The episode goes into one data file (rolled over after it); where a frame fails, the row groups it
+        already wrote are taken out again (:meth:`_drop_episode`) and the error raised: the dataset is as if
+        the episode had not been given. An error writing the file breaks the session (nothing is kept).
+        """
+        table_schema = schema.frame_schema(self.cameras, self.state_dim, self.receive_time)
+        self._open_data_file(table_schema)
+        groups_before = self._row_groups
+        pending: list[concurrent.futures.Future] = []
+        pool = None  # threads encoding the cameras that are not stored as they come
         try:
-            if self._parquet is None:
-                chunk, file = self._data_file
-                final = self.root / schema.DATA_PATH.format(chunk_index=chunk, file_index=file)
-                partial = final.with_name(f".{final.name}.partial")
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                self._parquet = pq.ParquetWriter(partial, table.schema, **self._parquet_options(table.schema))
-                self._partial_files.append((partial, final))
-            self._parquet.write_table(table)
-            where = self._data_file
-            partial = self._partial_files[-1][0]
-            if partial.stat().st_size >= self.info["data_files_size_in_mb"] * 2**20:
+            sampled = stats_sample(length)
+            # a camera's sampled frames stored as they are are decoded for its stats on the write thread
+            cells = {
+                c: CameraCells(c, images[c], length, self.image_shape, self.image_format, sampled, self._writes)
+                for c in self.cameras
+            }
+            encoding = [c for c in self.cameras if not cells[c].passes_through]
+            if self.encode_threads > 1 and len(self.cameras) > 1 and encoding:
+                pool = concurrent.futures.ThreadPoolExecutor(
+                    min(self.encode_threads, len(encoding)), thread_name_prefix="recap-encode"
+                )
+            for start in range(0, length, ROW_GROUP_FRAMES):
+                count = min(ROW_GROUP_FRAMES, length - start)
+                taken = {
+                    c: pool.submit(cells[c].take, count) for c in self.cameras if pool and not cells[c].passes_through
+                }
+                taken.update({c: cells[c].take(count) for c in self.cameras if c not in taken})
+                group = {name: column.slice(start, count) for name, column in columns.items()}
+                for camera in self.cameras:
+                    encoded = taken[camera]
+                    group[schema.camera_key(camera)] = pa.StructArray.from_arrays(
+                        [
+                            pa.array(encoded if isinstance(encoded, list) else encoded.result(), pa.binary()),
+                            pa.nulls(count, pa.string()),
+                        ],
+                        fields=list(schema.IMAGE_STORAGE),
+                    )
+                table = pa.table({f.name: group[f.name] for f in table_schema}, schema=table_schema)
+                if len(pending) >= 2:  # at most two row groups in memory besides the one being read
+                    pending.pop(0).result()
+                pending.append(self._writes.submit(self._write_group, table))
+            for camera in self.cameras:
+                cells[camera].finish()
+            stats = {schema.camera_key(c): cells[c].stats() for c in self.cameras}
+            for future in pending:
+                future.result()
+        except BaseException:
+            concurrent.futures.wait(pending)
+            if self._broken is None:
+                self._drop_episode(groups_before)
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._episode_file = self._data_file
+        try:
+            if self._partial_files[-1][0].stat().st_size >= self.info["data_files_size_in_mb"] * 2**20:
                 self._roll_data_file()
-            return where
         except Exception as exc:
             self._broken = f"writing frames failed: {exc}"
+            raise
+        return stats
+
+    def _open_data_file(self, table_schema: pa.Schema) -> None:
+        if self._parquet is not None:
+            return
+        try:
+            chunk, file = self._data_file
+            final = self.root / schema.DATA_PATH.format(chunk_index=chunk, file_index=file)
+            partial = final.with_name(f".{final.name}.partial")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet = pq.ParquetWriter(partial, table_schema, **self._parquet_options(table_schema))
+            self._partial_files.append((partial, final))
+            self._row_groups = 0
+        except Exception as exc:
+            self._broken = f"writing frames failed: {exc}"
+            raise
+
+    def _write_group(self, table: pa.Table) -> None:
+        """On the write thread: one row group."""
+        try:
+            self._parquet.write_table(table)
+            self._row_groups += 1
+        except BaseException as exc:
+            self._broken = f"writing frames failed: {exc}"
+            raise
+
+    def _drop_episode(self, groups_before: int) -> None:
+        """Take a failed episode's row groups out of the data file being written: the file is closed with the
+        ``groups_before`` row groups of earlier episodes (rewritten without the rest) or, none, deleted."""
+        if self._row_groups == groups_before:
+            return
+        try:
+            self._parquet.close()
+            self._parquet = None
+            partial = self._partial_files[-1][0]
+            if groups_before == 0:
+                partial.unlink()
+                self._partial_files.pop()
+                return
+            kept = pq.ParquetFile(partial)
+            rewritten = partial.with_name(partial.name + ".tmp")
+            with pq.ParquetWriter(rewritten, kept.schema_arrow, **self._parquet_options(kept.schema_arrow)) as out:
+                for group in range(groups_before):
+                    out.write_table(kept.read_row_group(group))
+            kept.close()
+            os.replace(rewritten, partial)
+            chunk, file = self._data_file
+            self._data_file = (chunk + 1, 0) if file + 1 >= self.info["chunks_size"] else (chunk, file + 1)
+        except BaseException as exc:
+            self._broken = f"taking a failed episode's frames out of {self._partial_files[-1][0]} failed: {exc}"
             raise
 
     def _roll_data_file(self) -> None:
@@ -544,6 +591,7 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
+        self._writes.shutdown(wait=True)
         try:
             if self._parquet is not None:
                 self._parquet.close()
@@ -622,15 +670,6 @@ def feature_stats(values) -> dict[str, np.ndarray]:
         "mean": values.mean(0),
         "std": values.std(0),
         "count": np.array([len(values)]),
-    }
-
-
-def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel stats ``[3, 1, 1]`` of sampled ``[K, H, W, 3]`` uint8 frames, scaled to [0, 1] as LeRobot."""
-    pixels = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0  # every 4th pixel is plenty
-    stats = feature_stats(pixels)
-    return {
-        name: (value.reshape(3, 1, 1) if name != "count" else np.array([len(frames)])) for name, value in stats.items()
     }
 
 
