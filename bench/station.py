@@ -13,7 +13,10 @@ the lowest rate, the highest latency or drop count), the baseline likewise.
 Last line: {"name": "station", "real_time_factor": {"median", "worst"},
 "camera_hz": {...}, "latency_ms_p50": {...}, "latency_ms_p99": {...},
 "drops": {...}, "baseline": {"bare_sim_real_time_factor": {...}}, "met": {...}}
-Target on 2 cores, judged on the worst repeat: real_time_factor >= 1.5.
+The station draws its cameras on its default ``render_threads`` (one per core, at most one per camera); the
+baseline draws them on one thread. Drops are counted per step: a step of the window whose joint state arrived
+and whose image of a camera did not (each step's messages share one stamp).
+Target on 2 cores, judged on the worst repeat: real_time_factor >= 3.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from _spread import HIGH, LOW, add_repeats_argument, met, repeat_count, spread, 
 
 CAMERAS = ("base", "left_wrist", "right_wrist")
 DT = 0.02
-RTF_TARGET = 1.5
+RTF_TARGET = 3.0
 
 
 def bare_sim_steps_per_s(seconds: float) -> float:
@@ -77,13 +80,18 @@ def measure(probe: Probe, rtf: float, seconds: float, log_dir: str) -> dict:
             m = status.last()
             step0 = int(diagnostic_values(m)["step"]) if m else None
             time.sleep(0.01)
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         time.sleep(seconds)
-        elapsed = time.monotonic() - t0
+        elapsed, t1_wall = time.monotonic() - t0, time.time()
         step1 = int(diagnostic_values(status.last())["step"])
         time.sleep(0.3)  # let in-flight messages arrive
         published = step1 - step0
-        received = {c: len(col) for c, col in cams.items()}
+        # Each step's images and joint state carry the same stamp: a step of the window whose joint state
+        # arrived and whose image did not is a drop; rates count only messages stamped within the window.
+        steps = {stamp_to_seconds(m.header.stamp) for m in joints.snapshot()[0]}
+        steps = {t for t in steps if t0_wall <= t <= t1_wall}
+        cam_stamps = {c: {stamp_to_seconds(m.header.stamp) for m in col.snapshot()[0]} for c, col in cams.items()}
+        received = {c: len({t for t in cam_stamps[c] if t0_wall <= t <= t1_wall}) for c in CAMERAS}
         latencies = []
         for col in cams.values():
             msgs, stamps = col.snapshot()
@@ -94,7 +102,8 @@ def measure(probe: Probe, rtf: float, seconds: float, log_dir: str) -> dict:
     return {
         "steps_per_s": published / elapsed,
         "camera_hz": float(np.mean([received[c] for c in CAMERAS])) / elapsed,
-        "drops": int(sum(max(0, published - received[c]) for c in CAMERAS)),
+        "drops": int(sum(len(steps - cam_stamps[c]) for c in CAMERAS)),
+        "published_steps": published,
         "latency_ms_p50": float(np.percentile(latencies, 50)),
         "latency_ms_p99": float(np.percentile(latencies, 99)),
     }

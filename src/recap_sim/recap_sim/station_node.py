@@ -7,6 +7,7 @@ parameters.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -70,6 +71,15 @@ class SimStationNode(Node):
             min_value=0.0,
             max_value=0.02,
         )
+        render_threads = declare(
+            self,
+            "render_threads",
+            0,
+            "threads drawing the cameras at once, each with a GL context of its own; 0 = one per core, at most "
+            "one per camera",
+            min_value=0,
+            max_value=16,
+        )
         anchor_steps = declare(
             self,
             "reset_anchor_steps",
@@ -121,6 +131,7 @@ class SimStationNode(Node):
             height=height,
             max_episode_steps=max_steps,
             render_mesh_cell=mesh_cell,
+            render_threads=render_threads or (os.cpu_count() or 1),
         )
         self.sim.reset(self._seed)
         self._episode_seed = self._seed

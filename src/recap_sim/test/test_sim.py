@@ -36,6 +36,35 @@ def test_render_three_cameras_at_default_size(sim):
     assert not np.array_equal(images["base"], images["left_wrist"])
 
 
+def test_cameras_drawn_on_several_threads_are_the_images_one_thread_draws(sim):
+    parallel = AlohaSim(render_threads=2)
+    try:
+        target = sim.joint_positions()
+        target[1] += 0.3
+        for seed in (0, 3):
+            sim.reset(seed)
+            parallel.reset(seed)
+            for _ in range(5):
+                sim.step(target)
+                parallel.step(target)
+            one, two = sim.render(), parallel.render()
+            assert list(two) == list(one) == list(CAMERAS)
+            for name in CAMERAS:
+                assert np.array_equal(one[name], two[name]), name
+        subset = parallel.render(["right_wrist", "base"])
+        assert list(subset) == ["right_wrist", "base"] and np.array_equal(subset["base"], one["base"])
+        with pytest.raises(ValueError, match="unknown cameras"):
+            parallel.render(["nose"])
+        assert parallel.render_threads == 2 and AlohaSim(cameras={"base": "top"}, render_threads=4).render_threads == 1
+        with pytest.raises(ValueError, match="render_threads"):
+            AlohaSim(render_threads=0)
+        threads = parallel._pool.threads
+        assert len(threads) == 2 and all(t.is_alive() for t in threads)
+    finally:
+        parallel.close()
+    assert not any(t.is_alive() for t in threads), "a render thread outlived close()"
+
+
 def test_render_non_default_size_and_subset():
     s = AlohaSim(cameras={"front": "angle", "base": "top"}, width=160, height=96)
     try:
