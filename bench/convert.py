@@ -14,7 +14,10 @@ same machine state), so its worst is the worst repeat's.
   ``ratio`` = frames_per_s / raw_read_frames_per_s (target >= 1.0 on the worst repeat);
   ``reference_frames_per_s``: the converter's reference path (``convert_bags(fast=False)``: CRC check first,
   then rosbags deserialising every joint message, as before the fast path); ``converter_only_frames_per_s``:
-  the converter's own part (timeline + every frame read and checked, no dataset writer).
+  the converter's own part (timeline + every frame read and checked, no dataset writer);
+  ``write_floor_frames_per_s`` / ``write_floor_ratio``: writing the converted dataset's byte count
+  (``dataset_mb``) as one new file with plain 8 MB writes, the least any converter pays to produce it on this
+  machine, against the same rosbags read (the batch reports them too).
 * ``batch``: ``--batch`` episodes (default 100; 10 in ``--quick``) of ``--batch-steps`` frames (default 400;
   200 in ``--quick``) converted into one dataset by one ``recap convert``: ``frames_per_s`` and ``ratio``
   with the default number of worker processes (``default_workers``: none on fewer than 4 cores),
@@ -185,6 +188,32 @@ def converter_only(bag: Path) -> float:
     return time.perf_counter() - start
 
 
+def dataset_bytes(bags: list[Path], out: Path) -> int:
+    """Bytes of the dataset ``bags`` convert into (every file under it)."""
+    from recap_recorder.bag_to_dataset import convert_bags
+
+    shutil.rmtree(out, ignore_errors=True)
+    convert_bags(bags, out, progress=False)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    return size
+
+
+def write_floor(size: int, out: Path, frames: int) -> tuple[float, int]:
+    """Seconds to write ``size`` bytes as one new file with plain writes of 8 MB (no fsync, as the dataset
+    writer): the least any converter pays to produce that dataset on this machine."""
+    block = b"\x5a" * (8 << 20)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(out, "wb", buffering=0) as f:
+        left = size
+        while left > 0:
+            left -= f.write(block[: min(left, len(block))])
+    seconds = time.perf_counter() - start
+    out.unlink()
+    return seconds, frames
+
+
 def spread(values: list[float], digits: int = 1) -> dict:
     """Median and worst (lowest: these are rates and ratios with a lower bound) of one figure's repeats."""
     return _spread(values, LOW, digits)
@@ -214,7 +243,9 @@ def episode_figures(bag: Path, work: Path, repeats: int, image_compression: str 
     if image_compression == "jpeg":
         contenders["reference"] = lambda: convert([bag], work / "ds", image_format="jpeg", fast=False)
         contenders["converter_only"] = lambda: (converter_only(bag), frames)
+        contenders["write_floor"] = lambda: write_floor(size, work / "floor.bin", frames)
     frames = convert([bag], work / "ds", image_format="jpeg")[1]
+    size = dataset_bytes([bag], work / "ds")
     rates = measure(contenders, repeats)
     result = {
         "frames": frames,
@@ -226,6 +257,9 @@ def episode_figures(bag: Path, work: Path, repeats: int, image_compression: str 
     if "reference" in rates:
         result["reference_frames_per_s"] = spread(rates["reference"])
         result["converter_only_frames_per_s"] = spread(rates["converter_only"])
+        result["dataset_mb"] = round(size / 2**20, 1)
+        result["write_floor_frames_per_s"] = spread(rates["write_floor"])
+        result["write_floor_ratio"] = spread([w / r for w, r in zip(rates["write_floor"], rates["raw_read"])], 3)
     return result
 
 
@@ -234,11 +268,14 @@ def batch_figures(bags: list[Path], work: Path, repeats: int) -> dict:
 
     default = default_workers(len(bags))
     workers = max(1, (os.cpu_count() or 1) - 1)
+    size = dataset_bytes(bags, work / "ds")
+    frames = raw_read(bags)[1]
     rates = measure(
         {
             "raw_read": lambda: raw_read(bags),
             "parallel": lambda: convert(bags, work / "ds", workers=workers),
             "serial": lambda: convert(bags, work / "ds", workers=0),
+            "write_floor": lambda: write_floor(size, work / "floor.bin", frames),
         },
         repeats,
     )
@@ -253,6 +290,9 @@ def batch_figures(bags: list[Path], work: Path, repeats: int) -> dict:
         "parallel_frames_per_s": spread(rates["parallel"]),
         "parallel_ratio": spread([c / r for c, r in zip(rates["parallel"], rates["raw_read"])], 3),
         "serial_frames_per_s": spread(rates["serial"]),
+        "dataset_mb": round(size / 2**20, 1),
+        "write_floor_frames_per_s": spread(rates["write_floor"]),
+        "write_floor_ratio": spread([w / r for w, r in zip(rates["write_floor"], rates["raw_read"])], 3),
     }
 
 

@@ -8,6 +8,8 @@ steps of the action expert, un-normalisation.
 
 * ``chunk_ms_p50``: beta = 1 (conditional prompt only)
 * ``cfg_chunk_ms_p50``: beta = 2, conditional + unconditional prompts as one batch of 2
+* ``rtc_chunk_ms_p50`` and ``rtc_ratio``: a chunk guided by real-time chunking (``infer(guide=...)``: the
+  previous chunk as prefix, inference delay 5 ticks, execution horizon 25), beta = 1, against the plain chunk
 * baseline (same run): CFG as two sequential passes (``batch_guidance = False``)
 
 Each measurement (``--iters`` calls of every variant, interleaved) is repeated ``--repeats`` times (default 3;
@@ -74,8 +76,11 @@ def measure(name: str, root: pathlib.Path, repeats: int, iters: int, warmup: int
         finally:
             policy.batch_guidance = True
 
+    prefix = np.asarray(policy.infer(obs, beta=1.0)["actions"], dtype=np.float32)
+    guide = {"prefix_actions": prefix, "inference_delay": 5, "execution_horizon": 25}
     calls = {
         "chunk": lambda: policy.infer(obs, beta=1.0),
+        "rtc": lambda: policy.infer(obs, beta=1.0, guide=guide),
         "cfg": lambda: policy.infer(obs, beta=2.0),
         "sequential": sequential_cfg,
         "value": lambda: value.infer(obs),
@@ -91,6 +96,8 @@ def measure(name: str, root: pathlib.Path, repeats: int, iters: int, warmup: int
                 "chunk_ms_p90": float(np.percentile(times["chunk"], 90)),
                 "cfg_chunk_ms_p50": p50["cfg"],
                 "cfg_ratio": p50["cfg"] / p50["chunk"],
+                "rtc_chunk_ms_p50": p50["rtc"],
+                "rtc_ratio": p50["rtc"] / p50["chunk"],
                 "value_ms_p50": p50["value"],
                 "sequential_ms_p50": p50["sequential"],
                 "sequential_ratio": p50["sequential"] / p50["chunk"],
@@ -100,8 +107,14 @@ def measure(name: str, root: pathlib.Path, repeats: int, iters: int, warmup: int
     figures = {
         "params_m": round(sum(p.numel() for p in policy.model.parameters()) / 1e6, 3),
         "model_image_px": policy.config.backbone.image_size,
-        **summarise(runs, dict.fromkeys(("chunk_ms_p50", "chunk_ms_p90", "cfg_chunk_ms_p50", "value_ms_p50"), HIGH), 2),
-        **summarise(runs, {"cfg_ratio": HIGH}, 3),
+        **summarise(
+            runs,
+            dict.fromkeys(
+                ("chunk_ms_p50", "chunk_ms_p90", "cfg_chunk_ms_p50", "rtc_chunk_ms_p50", "value_ms_p50"), HIGH
+            ),
+            2,
+        ),
+        **summarise(runs, {"cfg_ratio": HIGH, "rtc_ratio": HIGH}, 3),
     }
     spread = summarise(runs, {"sequential_ms_p50": HIGH}, 2) | summarise(runs, {"sequential_ratio": HIGH}, 3)
     baseline = {
@@ -133,7 +146,8 @@ def main() -> int:
         "iters": iters,
         "baseline": {},
     }
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+    # no_grad, as PolicyRunner.infer itself: real-time chunking needs autograd, which inference_mode forbids
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for name in ("tiny", "small"):
             figures, baseline = measure(name, pathlib.Path(tmp), repeats, iters, warmup)
             result[name] = figures

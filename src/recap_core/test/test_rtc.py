@@ -155,6 +155,19 @@ def test_rtc_reproduces_the_frozen_prefix_far_better_than_plain_sampling(runner)
     assert guided_cfg < 0.1 * plain_cfg, (guided_cfg, plain_cfg)
 
 
+def test_a_guide_under_inference_mode_is_refused_in_one_line_and_works_under_no_grad(runner):
+    import torch
+
+    obs = observation(np.random.default_rng(2), runner.cameras, 14)
+    prefix = runner.infer(obs, seed=3)["actions"][25:]
+    guide = {"prefix_actions": prefix, "inference_delay": 5, "execution_horizon": 20}
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="not torch.inference_mode") as err:
+        runner.infer(obs, seed=4, guide=guide)
+    assert "\n" not in str(err.value)
+    with torch.no_grad():
+        assert runner.infer(obs, seed=4, guide=guide)["actions"].shape == (50, 14)
+
+
 def test_a_smaller_guidance_clip_guides_less(runner):
     obs = observation(np.random.default_rng(1), runner.cameras, 14)
     prefix = runner.infer(obs, seed=11)["actions"][25:]

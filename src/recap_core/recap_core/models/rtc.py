@@ -134,6 +134,11 @@ def guided_velocity(
     weight = guidance_weight(tau, guide.max_guidance_weight)
     if weight == 0.0 or not guide.active:
         return velocity(x)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "real-time chunking differentiates through the velocity network: call infer(guide=...) under "
+            "torch.no_grad() (as PolicyRunner does), not torch.inference_mode()"
+        )
     target = guide.target.to(device=x.device, dtype=x.dtype)
     weights = guide.weights.to(device=x.device, dtype=x.dtype)
     with torch.enable_grad():
