@@ -219,9 +219,7 @@ def test_recap_serve_usage_errors(tmp_path):
     assert out.returncode == 2 and out.stderr.startswith("recap serve: ") and out.stderr.count("\n") == 1, out.stderr
 
 
-def test_a_local_server_stops_when_its_parent_closes_its_input_and_says_why_it_cannot_start(
-    tiny_checkpoints, tmp_path
-):
+def test_a_local_server_stops_when_its_parent_closes_its_input_and_says_why_it_cannot_start(tiny_checkpoints, tmp_path):
     from recap_core.serving.local import LocalPolicyServer
 
     server = LocalPolicyServer(tiny_checkpoints["policy_a"], log_dir=tmp_path)

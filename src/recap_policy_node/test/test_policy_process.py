@@ -72,15 +72,15 @@ def test_the_model_runs_in_a_child_that_is_restarted_when_it_dies_and_stopped_wi
 
     # the child dies: the node holds, says why, and starts a new one
     os.kill(child, signal.SIGKILL)
-    held = latest_status(
-        status, timeout=10, predicate=lambda m: "inference process" in diagnostic_values(m)["reason"]
-    )
+    held = latest_status(status, timeout=10, predicate=lambda m: "inference process" in diagnostic_values(m)["reason"])
     assert held["state"] == "holding" and f"pid {child}" in held["reason"], held
     values = latest_status(
         status,
         timeout=60,
-        predicate=lambda m: diagnostic_values(m)["inference_process_pid"] not in ("", str(child))
-        and diagnostic_values(m)["state"] == "running",
+        predicate=lambda m: (
+            diagnostic_values(m)["inference_process_pid"] not in ("", str(child))
+            and diagnostic_values(m)["state"] == "running"
+        ),
     )
     assert int(values["inference_process_restarts"]) >= 1, values
     replacement = int(values["inference_process_pid"])
