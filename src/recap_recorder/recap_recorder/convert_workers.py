@@ -203,14 +203,22 @@ class Prefetch:
         )
         self.fallback, self.shape = fallback, shape
         self._waiting = collections.deque(bags)
+        self._broken = False
         self._running: collections.OrderedDict[Path, concurrent.futures.Future] = collections.OrderedDict()
         self._fill()
 
     def _fill(self) -> None:
-        while self._waiting and len(self._running) < self._ahead:
+        while self._waiting and len(self._running) < self._ahead and not self._broken:
             path = self._waiting.popleft()
             if path not in self._running:
-                self._running[path] = self._pool.submit(prepare_episode, path, **self._options)
+                try:
+                    self._running[path] = self._submit(path)
+                except concurrent.futures.process.BrokenProcessPool:
+                    # a worker died (out of memory, say): the converting process reads this bag and the rest
+                    self._broken = True
+
+    def _submit(self, path: Path) -> concurrent.futures.Future:
+        return self._pool.submit(prepare_episode, path, **self._options)
 
     def take(
         self, path: Path, fallback: StationLayout | None, shape: tuple[int, int] | None, station=None

@@ -371,10 +371,10 @@ def test_a_worker_that_dies_costs_only_time(bags, tmp_path, monkeypatch):
 
     from recap_recorder import convert_workers
 
-    def submit_death(self):
-        while self._waiting and len(self._running) < self._ahead:
-            self._running[self._waiting.popleft()] = self._pool.submit(os._exit, 3)
+    def submit_death(self, path):
+        return self._pool.submit(os._exit, 3)
 
-    monkeypatch.setattr(convert_workers.Prefetch, "_fill", submit_death)
+    # every worker dies; the pool may already know it is broken when the next bag is submitted
+    monkeypatch.setattr(convert_workers.Prefetch, "_submit", submit_death)
     outcomes = assert_same_conversion(bags["episodes"], tmp_path, SERIAL, PARALLEL)
     assert [status for _, status, *_ in outcomes] == ["converted", "converted", "skipped", "converted"]
