@@ -25,9 +25,12 @@ from recap_ros.params import ParameterError, declare
 from recap_ros.serving import ModelServingNode
 from recap_policy_node.chunking import CHUNK_MODES, ChunkExecutor, DelayEstimator
 
-# How long a thread may hold the interpreter lock while another waits for it (CPython's default is 5 ms): a
-# control tick woken while the executor or the inference thread runs Python waits at most this long.
-SWITCH_INTERVAL_S = 0.0005
+# How long a thread may hold the interpreter lock while another waits for it, while the model runs in another
+# process (a child or a policy server): a control tick woken while the executor runs Python waits at most this
+# long. CPython's default (5 ms) stays while the model runs on a thread of the node: with 0.5 ms there, the
+# executor lost best-effort camera messages it keeps up with otherwise (docs/nodes.md, "Control timing").
+REMOTE_SWITCH_INTERVAL_S = 0.0005
+DEFAULT_SWITCH_INTERVAL_S = sys.getswitchinterval()
 
 # as_trained: the condition the checkpoint was fine-tuned under (none for an AWR fine-tune, positive otherwise)
 ADVANTAGE_CHOICES = ("as_trained", "positive", "negative", "none")
@@ -186,7 +189,9 @@ class PolicyNode(ModelServingNode):
 
     # -- serving hooks ----------------------------------------------------------------------
     def on_model(self, runner, path: str) -> None:
-        old, self._remote_runner = self._remote_runner, runner if getattr(runner, "remote", False) else None
+        remote = getattr(runner, "remote", False)
+        sys.setswitchinterval(REMOTE_SWITCH_INTERVAL_S if remote else DEFAULT_SWITCH_INTERVAL_S)
+        old, self._remote_runner = self._remote_runner, runner if remote else None
         if old is not None and old is not runner:
             old.close()
         self._set_mode("running", "")
@@ -365,7 +370,6 @@ class PolicyNode(ModelServingNode):
     def _set_control_scheduling(self) -> None:
         """Called on the control thread: SCHED_FIFO at ``control_priority`` when it is set and allowed, and the
         ROS executor's thread (the main thread) one below it, so the observations reach the node on time."""
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         if not self.control_priority:
             return
         why = _set_fifo(0, self.control_priority)  # 0: this thread
