@@ -32,8 +32,11 @@ def test_every_node_reports_on_the_absolute_topic_under_its_fully_qualified_name
     expected = {f"{NAMESPACE}/{name}: status": name for name in NODES}
     deadline = time.monotonic() + 90.0
     while time.monotonic() < deadline:
-        seen = {s.name for a in arrays.snapshot()[0] for s in a.status}
-        if set(expected) <= seen:
+        snapshot = arrays.snapshot()[0]
+        seen = {s.name for a in snapshot for s in a.status}
+        # every node has reported, and with values (a station still rendering its first step says only
+        # "no status published yet")
+        if set(expected) <= seen and all(diagnostic_values(entries(snapshot, e)[-1]) for e in expected):
             break
         dead = [n for n, p in procs.items() if not p.alive()]
         assert not dead, f"{dead} exited: " + "\n".join(procs[n].output()[-2000:] for n in dead)
