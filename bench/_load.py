@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recap_core.processes import stop_child
 
 
 @contextlib.contextmanager
@@ -39,11 +40,5 @@ def background_training(threads: int = 2):
                 raise RuntimeError(f"the background training exited:\n{(Path(tmp) / 'train.log').read_text()[-2000:]}")
             yield proc.pid
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            stop_child(proc)
             log.close()

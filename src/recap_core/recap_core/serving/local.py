@@ -18,6 +18,7 @@ import tempfile
 import time
 from typing import Mapping, Sequence
 
+from recap_core.processes import stop_child
 from recap_core.serving.client import RemotePolicyRunner
 
 _SERVING = re.compile(r"serving policy (\S+) .* \(ws://([^:]+):(\d+)\)")
@@ -96,16 +97,7 @@ class LocalPolicyServer:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """``sig`` (SIGCONT first, in case it is paused), SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-                os.kill(self.proc.pid, sig)
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_child(self.proc, sig, timeout, resume=True)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()

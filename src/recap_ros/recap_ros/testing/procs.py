@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from recap_core.processes import stop_child
 from recap_ros.localhost import ros_environment
 
 
@@ -119,15 +120,7 @@ class NodeProcess:
 
     def stop(self, timeout: float = 8.0) -> int:
         """SIGINT, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.alive():
-            try:
-                os.kill(self.proc.pid, signal.SIGINT)
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_child(self.proc, signal.SIGINT, timeout)
         self._log.close()
         return self.proc.returncode
 
