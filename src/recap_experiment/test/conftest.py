@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -35,3 +36,21 @@ def fake_stages(monkeypatch):
         monkeypatch.setattr(experiment, "_copy_dataset", lambda *a: None)
 
     return install
+
+
+@pytest.fixture
+def stage_commands(monkeypatch, fake_stages):
+    """``stage_commands(tmp, *argv, best=None)``: the quick experiment's stage commands for ``argv`` (name -> argv
+    as strings), none of them run; the validation evaluation gives the arms in ``best`` their throughput, and the
+    report's keyword arguments are under ``"report"``."""
+
+    def commands_for(out, *argv, best=None) -> dict:
+        commands: dict = {}
+        fake_stages(commands, best)
+        monkeypatch.setattr(experiment, "write_report", lambda *a, **k: commands.update(report=k) or out / "report.md")
+        parser = argparse.ArgumentParser()
+        experiment.add_arguments(parser)
+        assert experiment.run(parser.parse_args(["--quick", "--out", str(out), *argv])) == 0
+        return commands
+
+    return commands_for

@@ -17,22 +17,6 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-@pytest.fixture
-def stage_commands(monkeypatch, fake_stages):
-    """``stage_commands(tmp, *argv, best=None)``: the quick experiment's stage commands for ``argv`` (name -> argv
-    as strings), none of them run; the validation evaluation gives the arms in ``best`` their throughput, and the
-    report's keyword arguments are under ``"report"``."""
-
-    def commands_for(out, *argv, best=None) -> dict:
-        commands: dict = {}
-        fake_stages(commands, best)
-        monkeypatch.setattr(experiment, "write_report", lambda *a, **k: commands.update(report=k) or out / "report.md")
-        assert experiment.run(parse("--quick", "--out", str(out), *argv)) == 0
-        return commands
-
-    return commands_for
-
-
 def option(argv: list, flag: str) -> str:
     """The value that follows ``flag`` in ``argv`` (ValueError when the flag is missing)."""
     return argv[argv.index(flag) + 1]

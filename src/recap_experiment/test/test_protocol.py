@@ -90,21 +90,9 @@ def test_a_run_that_breaks_the_protocol_stops_before_any_stage(tmp_path, capsys)
     assert not (tmp_path / "x").exists()
 
 
-@pytest.fixture
-def commands_for(monkeypatch, fake_stages):
-    def run(out, *argv, best=None) -> dict:
-        commands: dict = {}
-        fake_stages(commands, best)
-        monkeypatch.setattr(experiment, "write_report", lambda *a, **k: commands.update(report=k) or out / "r.md")
-        assert experiment.run(parse("--quick", "--out", str(out), *argv)) == 0
-        return commands
-
-    return run
-
-
-def test_the_arms_command_lines(tmp_path, commands_for):
+def test_the_arms_command_lines(tmp_path, stage_commands):
     quick = experiment.PROFILES["quick"]
-    c = commands_for(tmp_path, best={"sft_steps_10": 50.0, "awr_T0.2_w5": 30.0})
+    c = stage_commands(tmp_path, best={"sft_steps_10": 50.0, "awr_T0.2_w5": 30.0})
     ckpt = tmp_path.resolve() / "checkpoints"
     last = ckpt / "iter_2"
     # sft: one run from pi_pre on the demonstrations, indicator positive, a checkpoint at each candidate
@@ -173,14 +161,14 @@ def test_the_arms_command_lines(tmp_path, commands_for):
     assert "80_validation" in report["costs"]["awr"]["tuning_stages"]
 
 
-def test_ties_on_validation_go_to_the_fewest_steps_and_the_grids_first_probe(tmp_path, commands_for):
-    commands_for(tmp_path)  # every candidate at 0 successes/h
+def test_ties_on_validation_go_to_the_fewest_steps_and_the_grids_first_probe(tmp_path, stage_commands):
+    stage_commands(tmp_path)  # every candidate at 0 successes/h
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["sft"]["steps"] == 5 and selection["awr"]["chosen"] == "awr_T0.05_w20"
 
 
-def test_a_pipeline_seed_moves_the_training_scenes_and_the_training_seeds_not_the_evaluation(tmp_path, commands_for):
-    c = commands_for(tmp_path, "--pipeline-seed", "3")
+def test_a_pipeline_seed_moves_the_training_scenes_and_the_training_seeds_not_the_evaluation(tmp_path, stage_commands):
+    c = stage_commands(tmp_path, "--pipeline-seed", "3")
     assert option(c["01_demos_0_q1"], "--seed") == "30000" and option(c["01_demos_1_q0.4"], "--seed") == "30002"
     assert option(c["11_rollouts"], "--seed") == "31000" and option(c["21_rollouts"], "--seed") == "32000"
     trains = [a for n, a in c.items() if n != "report" and a[0] in ("train-value", "train-policy", "iterate")]
