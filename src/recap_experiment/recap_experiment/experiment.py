@@ -938,39 +938,20 @@ def run_pipeline(args, profile: Profile, out: pathlib.Path, pipeline_seed: int) 
         # labels). AWR, the paper's, from pi_pre_plain (a model without advantage conditioning): one fine-tune per
         # (temperature, cap) of the grid, the validation seeds choose
         k = k_last
-        awr = [
-            "train-policy",
-            data,
-            "--mode",
-            "awr",
-            "--steps",
-            profile.policy_steps,
-            "--lr",
-            profile.fine_tune_lr,
-            "--iteration",
-            k,
-            *train,
-            *[f"--mix={m}" for m in profile.policy_mix],
-        ]
+
+        def fine_tune(stage, dataset, mode, init, mix, out_dir: pathlib.Path, *extra, current=None) -> None:
+            """A baseline's fine-tune of the final data: the profile's fine-tuning steps and rate, iteration k."""
+            argv = ["train-policy", dataset, "--mode", mode, "--steps", profile.policy_steps]
+            argv += ["--lr", profile.fine_tune_lr, "--iteration", k, *train, *[f"--mix={m}" for m in mix]]
+            argv += ["--init", init, *extra, "--out", out_dir]
+            stages.run(stage, argv, artefact=out_dir / "provenance.json", current=current)
+
         awr_probes = {}
         for temperature, cap in profile.awr_grid:
             name = _probe_name(temperature, cap)
             probe = last / "awr_probes" / name
-            stages.run(
-                f"{k}5_awr_{name}",
-                [
-                    *awr,
-                    "--init",
-                    ckpt / "pi_pre_plain",
-                    "--awr-temperature",
-                    temperature,
-                    "--awr-max-weight",
-                    cap,
-                    "--out",
-                    probe,
-                ],
-                artefact=probe / "provenance.json",
-            )
+            awr_weights = ("--awr-temperature", temperature, "--awr-max-weight", cap)
+            fine_tune(f"{k}5_awr_{name}", data, "awr", ckpt / "pi_pre_plain", profile.policy_mix, probe, *awr_weights)
             awr_probes[f"awr_{name}"] = (probe, temperature, cap)
         # hg_dagger: supervised (no advantage, no weights) from pi_pre_plain on the demonstrations and the same
         # corrections, with the fine-tunes' mix; the policy's own frames stay out (HG-DAgger learns only from
@@ -978,28 +959,7 @@ def run_pipeline(args, profile: Profile, out: pathlib.Path, pipeline_seed: int) 
         hg_mix = list(profile.policy_mix)
         if "autonomous" not in parse_mix(hg_mix):
             hg_mix.append("autonomous=0")
-        stages.run(
-            f"{k}6_hg_dagger",
-            [
-                "train-policy",
-                data,
-                "--mode",
-                "bc",
-                "--init",
-                ckpt / "pi_pre_plain",
-                "--steps",
-                profile.policy_steps,
-                "--lr",
-                profile.fine_tune_lr,
-                "--iteration",
-                k,
-                *train,
-                *[f"--mix={m}" for m in hg_mix],
-                "--out",
-                last / "hg_dagger",
-            ],
-            artefact=last / "hg_dagger" / "provenance.json",
-        )
+        fine_tune(f"{k}6_hg_dagger", data, "bc", ckpt / "pi_pre_plain", hg_mix, last / "hg_dagger")
         # recap_paper: the same data labelled by the same V_K as the paper labels it (in a copy: labels live in
         # the dataset), pi_K from pi_pre_paper
         paper_data = out / "dataset_paper"
@@ -1020,28 +980,8 @@ def run_pipeline(args, profile: Profile, out: pathlib.Path, pipeline_seed: int) 
                 "--no-progress",
             ],
         )
-        stages.run(
-            f"{k}9_recap_paper",
-            [
-                "train-policy",
-                paper_data,
-                "--mode",
-                "recap",
-                "--init",
-                ckpt / "pi_pre_paper",
-                "--steps",
-                profile.policy_steps,
-                "--lr",
-                profile.fine_tune_lr,
-                "--iteration",
-                k,
-                *train,
-                *[f"--mix={m}" for m in profile.paper_policy_mix],
-                "--out",
-                last / "recap_paper",
-            ],
-            artefact=last / "recap_paper" / "provenance.json",
-        )
+        paper_mix = profile.paper_policy_mix
+        fine_tune(f"{k}9_recap_paper", paper_data, "recap", ckpt / "pi_pre_paper", paper_mix, last / "recap_paper")
         # 6. every decision on the validation seeds: SFT's step count, AWR's temperature and cap
         vfirst, vcount = profile.validation_seeds
         validation_arms = [f"{n}={c}" for n, c in sft_candidates.items()]
@@ -1106,20 +1046,14 @@ def run_pipeline(args, profile: Profile, out: pathlib.Path, pipeline_seed: int) 
             selection = json.loads((out / "selection.json").read_text())
         chosen_awr = (selection["awr"]["temperature"], selection["awr"]["max_weight"])
         # the hybrid: AWR from pi_pre with the weighting the validation seeds chose, prompted "Advantage: positive"
-        stages.run(
+        fine_tune(
             f"{k}4_awr_positive",
-            [
-                *awr,
-                "--init",
-                ckpt / "pi_pre",
-                "--awr-temperature",
-                chosen_awr[0],
-                "--awr-max-weight",
-                chosen_awr[1],
-                "--out",
-                last / "awr_positive",
-            ],
-            artefact=last / "awr_positive" / "provenance.json",
+            data,
+            "awr",
+            ckpt / "pi_pre",
+            profile.policy_mix,
+            last / "awr_positive",
+            *("--awr-temperature", chosen_awr[0], "--awr-max-weight", chosen_awr[1]),
             current=lambda: _awr_settings(last / "awr_positive") == chosen_awr,
         )
         # 7. the test seeds, once, with the profile frozen: every arm, no interventions
