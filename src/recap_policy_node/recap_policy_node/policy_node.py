@@ -103,6 +103,8 @@ class PolicyNode(ModelServingNode):
         )
         self.control_scheduling = "other"  # what the control thread got: "fifo N", or "other (why)"
         self._inference_fifo = False
+        self._fifo_helpers: list[int] = []  # thread ids given the inference priority: this thread, the connection's
+        self.inference_scheduling = "other"  # "fifo N (threads tid,...)" while the model runs in another process
         self.seed = declare(
             self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0, max_value=2**31 - 1
         )
@@ -386,11 +388,31 @@ class PolicyNode(ModelServingNode):
     def _inference_scheduling(self, runner) -> None:
         """On the inference thread, before each chunk: one below ``control_priority`` while the model runs in
         another process (this thread then only sends the observation and waits), normal scheduling while it
-        runs on this thread (a model computing at real-time priority would starve the machine)."""
+        runs on this thread (a model computing at real-time priority would starve the machine).
+
+        The connection's own threads (the reply is parsed on one) get the same priority: one at normal priority,
+        preempted (by a training, say) while it holds the interpreter lock, would delay the chunk and the
+        control thread waiting for the lock: a priority inversion."""
+        if not self.control_scheduling.startswith("fifo"):
+            return
         fifo = bool(self.control_priority) and getattr(runner, "remote", False)
-        if fifo != self._inference_fifo and self.control_scheduling.startswith("fifo"):
-            _set_fifo(0, max(1, self.control_priority - 1) if fifo else 0)
+        priority = max(1, self.control_priority - 1)
+        if fifo != self._inference_fifo:
+            _set_fifo(0, priority if fifo else 0)
             self._inference_fifo = fifo
+            self._fifo_helpers = []
+        if not fifo:
+            self.inference_scheduling = "other"
+            return
+        current = [t.native_id for t in runner.helper_threads() if t.native_id is not None]
+        for tid in current:
+            if tid not in self._fifo_helpers:
+                why = _set_fifo(tid, priority)
+                if why and os.path.exists(f"/proc/self/task/{tid}"):
+                    self.get_logger().warning(f"connection thread {tid}: SCHED_FIFO {priority} refused ({why})")
+        self._fifo_helpers = current
+        threads = ",".join(map(str, [threading.get_native_id(), *current]))
+        self.inference_scheduling = f"fifo {priority} (threads {threads})"
 
     def _control_loop(self) -> None:
         self._set_control_scheduling()
@@ -571,6 +593,7 @@ class PolicyNode(ModelServingNode):
                     ),
                     "replan_steps": self.replan_steps,
                     "control_scheduling": self.control_scheduling,
+                    "inference_scheduling": self.inference_scheduling,
                     "chunk_mode": self.chunk_mode,
                     "inference_delay_ticks": self._delay.estimate(),
                     "max_observation_age_ms": self.max_age * 1e3,

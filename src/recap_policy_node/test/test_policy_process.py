@@ -35,6 +35,13 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def thread_scheduling(pid: int, tid: int) -> tuple[int, int]:
+    """(policy, rt_priority) of one thread, from /proc (fields 41 and 40 of its stat)."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().split(") ", 1)[1].split()
+    return int(fields[38]), int(fields[37])
+
+
 def fifo_allowed() -> bool:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
@@ -69,6 +76,15 @@ def test_the_model_runs_in_a_child_that_is_restarted_when_it_dies_and_stopped_wi
     assert float(values["hop_ms"]) >= 0 and values["policy_server"] == "", values
     expected = "fifo 50" if fifo_allowed() else "other (SCHED_FIFO 50 refused"
     assert values["control_scheduling"].startswith(expected), values
+    if fifo_allowed():
+        # the inference thread and the connection's threads (the reply is parsed on one) one below the control
+        # thread: the kernel's own record, for each thread the node names
+        values = latest_status(status, timeout=10, predicate=lambda m: diagnostic_values(m)["inference_scheduling"])
+        assert values["inference_scheduling"].startswith("fifo 49 (threads "), values
+        threads = values["inference_scheduling"].split("threads ")[1].rstrip(")").split(",")
+        assert len(threads) >= 2, values  # the inference thread and at least the receiving thread
+        for tid in threads:
+            assert thread_scheduling(policy.pid, int(tid)) == (1, 49), (tid, values)  # SCHED_FIFO 49
 
     # the child dies: the node holds, says why, and starts a new one
     os.kill(child, signal.SIGKILL)

@@ -114,6 +114,18 @@ class RemotePolicyRunner:
     def connected(self) -> bool:
         return self._ws is not None
 
+    def helper_threads(self) -> tuple[threading.Thread, ...]:
+        """The threads of the open connection (websockets' receiving and keepalive threads), alive ones only.
+
+        Every reply is parsed on the receiving thread, in Python: a caller that runs its requests at real-time
+        priority gives these the same (a receiving thread at normal priority, preempted while it holds the
+        interpreter lock, would delay the reply and every other thread of the process behind it)."""
+        ws = self._ws
+        if ws is None:
+            return ()
+        threads = (getattr(ws, "recv_events_thread", None), getattr(ws, "keepalive_thread", None))
+        return tuple(t for t in threads if t is not None and t.is_alive())
+
     def reset(self) -> None:
         """Nothing to restart: the node passes a seed with every request (openpi's protocol has no reset)."""
 
