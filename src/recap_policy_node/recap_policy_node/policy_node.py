@@ -96,8 +96,9 @@ class PolicyNode(ModelServingNode):
             self,
             "control_priority",
             0,
-            "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling); needs CAP_SYS_NICE or an "
-            "rtprio limit, else the node warns and runs with normal scheduling",
+            "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling), the executor's and the "
+            "middleware's receiving threads one below; needs CAP_SYS_NICE or an rtprio limit, else the node warns "
+            "and runs with normal scheduling",
             min_value=0,
             max_value=99,
         )
@@ -105,6 +106,7 @@ class PolicyNode(ModelServingNode):
         self._inference_fifo = False
         self._fifo_helpers: list[int] = []  # thread ids given the inference priority: this thread, the connection's
         self.inference_scheduling = "other"  # "fifo N (threads tid,...)" while the model runs in another process
+        self.middleware_scheduling = "other"  # "fifo N (threads tid,...)": the DDS receiving threads raised
         self.seed = declare(
             self, "seed", 0, "sampling seed (fixed-seed flow sampling)", min_value=0, max_value=2**31 - 1
         )
@@ -371,7 +373,8 @@ class PolicyNode(ModelServingNode):
     # -- threads ----------------------------------------------------------------------------
     def _set_control_scheduling(self) -> None:
         """Called on the control thread: SCHED_FIFO at ``control_priority`` when it is set and allowed, and the
-        ROS executor's thread (the main thread) one below it, so the observations reach the node on time."""
+        ROS executor's thread (the main thread) and the middleware's receiving threads one below it, so the
+        observations reach the node on time."""
         if not self.control_priority:
             return
         why = _set_fifo(0, self.control_priority)  # 0: this thread
@@ -384,6 +387,9 @@ class PolicyNode(ModelServingNode):
             return
         self.control_scheduling = f"fifo {self.control_priority}"
         _set_fifo(threading.main_thread().native_id, max(1, self.control_priority - 1))
+        raised = _raise_middleware_threads(max(1, self.control_priority - 1))
+        if raised:
+            self.middleware_scheduling = f"fifo {max(1, self.control_priority - 1)} (threads {','.join(raised)})"
 
     def _inference_scheduling(self, runner) -> None:
         """On the inference thread, before each chunk: one below ``control_priority`` while the model runs in
@@ -594,6 +600,7 @@ class PolicyNode(ModelServingNode):
                     "replan_steps": self.replan_steps,
                     "control_scheduling": self.control_scheduling,
                     "inference_scheduling": self.inference_scheduling,
+                    "middleware_scheduling": self.middleware_scheduling,
                     "chunk_mode": self.chunk_mode,
                     "inference_delay_ticks": self._delay.estimate(),
                     "max_observation_age_ms": self.max_age * 1e3,
@@ -626,6 +633,35 @@ def _set_fifo(thread_id: int, priority: int) -> str:
     except (OSError, AttributeError) as exc:  # no CAP_SYS_NICE / rtprio limit; not Linux
         return getattr(exc, "strerror", None) or str(exc)
     return ""
+
+
+# The threads on which the middleware delivers received samples: Fast DDS names them dds.udp.<port>,
+# dds.shm.<port> and dds.tcp.<port>; Cyclone DDS recv, recvUC, recvMC and dq.user (its delivery queue).
+MIDDLEWARE_RECEIVE_THREADS = ("dds.udp.", "dds.shm.", "dds.tcp.")
+MIDDLEWARE_RECEIVE_THREAD_NAMES = ("recv", "recvUC", "recvMC", "dq.user")
+
+
+def _raise_middleware_threads(priority: int) -> list[str]:
+    """SCHED_FIFO ``priority`` for this process's middleware receiving threads (by their names in /proc); the ids
+    of those raised. A sample waits on one of them before any callback sees it: at normal priority, on cores
+    kept busy by a training, it waited for a CPU (the observation reached the node milliseconds late)."""
+    raised = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:  # not Linux
+        return raised
+    for tid in sorted(tasks, key=int):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if (name.startswith(MIDDLEWARE_RECEIVE_THREADS) and name != "dds.shm.wdog") or (
+            name in MIDDLEWARE_RECEIVE_THREAD_NAMES
+        ):
+            if not _set_fifo(int(tid), priority):
+                raised.append(tid)
+    return raised
 
 
 def main(args=None) -> int:

@@ -42,6 +42,11 @@ def thread_scheduling(pid: int, tid: int) -> tuple[int, int]:
     return int(fields[38]), int(fields[37])
 
 
+def thread_name(pid: int, tid: int) -> str:
+    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+        return f.read().strip()
+
+
 def fifo_allowed() -> bool:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
@@ -85,6 +90,13 @@ def test_the_model_runs_in_a_child_that_is_restarted_when_it_dies_and_stopped_wi
         assert len(threads) >= 2, values  # the inference thread and at least the receiving thread
         for tid in threads:
             assert thread_scheduling(policy.pid, int(tid)) == (1, 49), (tid, values)  # SCHED_FIFO 49
+        # the middleware's receiving threads too (Fast DDS here: dds.udp.<port>, dds.shm.<port>)
+        assert values["middleware_scheduling"].startswith("fifo 49 (threads "), values
+        raised = values["middleware_scheduling"].split("threads ")[1].rstrip(")").split(",")
+        names = {thread_name(policy.pid, int(tid)) for tid in raised}
+        assert any(n.startswith("dds.udp.") for n in names) and any(n.startswith("dds.shm.") for n in names), names
+        for tid in raised:
+            assert thread_scheduling(policy.pid, int(tid)) == (1, 49), (tid, values)
 
     # the child dies: the node holds, says why, and starts a new one
     os.kill(child, signal.SIGKILL)
