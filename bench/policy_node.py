@@ -148,7 +148,9 @@ def feed() -> int:
             stamp = node.get_clock().now().to_msg()
             for pub in cams:
                 pub.publish(numpy_to_image(image, stamp))
-            joints.publish(joint_state(np.zeros(14), stamp=stamp))
+            # stamped when it is sent, as a joint driver stamps its reading: the node plans from this stamp, and
+            # building and sending the three images first is not the node's overhead
+            joints.publish(joint_state(np.zeros(14), stamp=node.get_clock().now().to_msg()))
             next_t += DT
             time.sleep(max(0.0, next_t - time.monotonic()))
     finally:

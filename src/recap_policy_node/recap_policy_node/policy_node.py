@@ -553,13 +553,13 @@ class PolicyNode(ModelServingNode):
         msg = JointTrajectory()
         msg.header.stamp = seconds_to_stamp(obs_stamp)
         msg.joint_names = list(self.station.joint_names)
-        for i, a in enumerate(actions):
-            point = JointTrajectoryPoint()
-            point.positions = [float(v) for v in a]
-            t = i * self.dt
-            point.time_from_start.sec = int(t)
-            point.time_from_start.nanosec = int(round((t - int(t)) * 1e9))
-            msg.points.append(point)
+        step_ns = round(self.dt * 1e9)
+        points = []
+        for i, row in enumerate(actions.tolist()):  # on the observation -> chunk path: a list per row is cheapest
+            point = JointTrajectoryPoint(positions=row)
+            point.time_from_start.sec, point.time_from_start.nanosec = divmod(i * step_ns, 1_000_000_000)
+            points.append(point)
+        msg.points = points
         self._chunk_pub.publish(msg)
 
     def _set_mode(self, mode: str, reason: str) -> None:
