@@ -16,8 +16,9 @@ same machine state), so its worst is the worst repeat's.
   then rosbags deserialising every joint message, as before the fast path); ``converter_only_frames_per_s``:
   the converter's own part (timeline + every frame read and checked, no dataset writer);
   ``write_floor_frames_per_s`` / ``write_floor_ratio``: writing the converted dataset's byte count
-  (``dataset_mb``) as one new file with plain 8 MB writes, the least any converter pays to produce it on this
-  machine, against the same rosbags read (the batch reports them too).
+  (``dataset_mb``) as one new file with plain 8 MB writes through the page cache (the dataset writer takes
+  its data files past 64 MiB around it, ``recap_core.data.direct_io``), against the same rosbags read (the
+  batch reports them too).
 * ``batch``: ``--batch`` episodes (default 100; 10 in ``--quick``) of ``--batch-steps`` frames (default 400;
   200 in ``--quick``) converted into one dataset by one ``recap convert``: ``frames_per_s`` and ``ratio``
   with the default number of worker processes (``default_workers``: none on fewer than 4 cores),
@@ -200,8 +201,8 @@ def dataset_bytes(bags: list[Path], out: Path) -> int:
 
 
 def write_floor(size: int, out: Path, frames: int) -> tuple[float, int]:
-    """Seconds to write ``size`` bytes as one new file with plain writes of 8 MB (no fsync, as the dataset
-    writer): the least any converter pays to produce that dataset on this machine."""
+    """Seconds to write ``size`` bytes as one new file with plain writes of 8 MB through the page cache (no
+    fsync, as the dataset writer): what producing that dataset costs in the page cache on this machine."""
     block = b"\x5a" * (8 << 20)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

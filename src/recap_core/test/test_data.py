@@ -742,3 +742,29 @@ def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_a_dataset_written_without_the_page_cache_is_the_same_dataset(tmp_path, monkeypatch):
+    """direct_io (O_DIRECT data files, the default) and plain writes give byte-identical data files."""
+    from recap_core.data import direct_io
+
+    monkeypatch.setattr(direct_io, "DIRECT_AFTER", 0)  # direct from the first block (64 MiB by default)
+    monkeypatch.setattr(direct_io, "BUFFER", 4 * direct_io.BLOCK)
+    sinks = []
+    monkeypatch.setattr(
+        writer_module, "DirectFile", lambda *a, **k: sinks.append(direct_io.DirectFile(*a, **k)) or sinks[-1]
+    )
+    episodes = [make_episode(1, 7, success=True), make_episode(2, 5, success=False, task="open the drawer")]
+    digests = []
+    for direct in (True, False):
+        root = tmp_path / f"direct_{direct}"
+        with writer(root, direct_io=direct) as w:
+            for episode in episodes:
+                w.add_episode(**episode)
+        assert sinks and all(s.closed for s in sinks)
+        assert (sum(s.direct_bytes for s in sinks) > 0) == direct
+        sinks.clear()
+        files = sorted((root / "data").rglob("*.parquet"))
+        assert files
+        digests.append([hashlib.sha256(p.read_bytes()).hexdigest() for p in files])
+    assert digests[0] == digests[1]

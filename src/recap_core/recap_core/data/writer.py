@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from recap_core import rl
 from recap_core.data import schema
+from recap_core.data.direct_io import DirectFile
 from recap_core.data.image_cells import IMAGE_STATS_FRAMES, CameraCells, image_stats, stats_sample
 from recap_core.data.meta import check_dataset, load_tasks
 from recap_core.errors import UserError
@@ -132,6 +133,10 @@ class DatasetWriter:
     set the reward normalisation of a new dataset; on an existing one they must
     agree with what is stored (new tasks may be added).
 
+    ``direct_io`` writes the data files without the page cache where the file system allows
+    (:class:`~recap_core.data.direct_io.DirectFile`): a dataset is written once and read later, and on a VM
+    fresh page-cache memory cost more than the disk.
+
     ``encode_threads`` > 1 encodes the cameras of an episode concurrently (the
     JPEG encoder releases the GIL): the per-camera iterables given to
     :meth:`add_episode` are then consumed from different threads, so they must
@@ -153,8 +158,10 @@ class DatasetWriter:
         max_episode_length: int | Mapping[str, int] | None = None,
         data_files_size_in_mb: int = schema.DEFAULT_DATA_FILES_SIZE_IN_MB,
         encode_threads: int = 1,
+        direct_io: bool = True,
     ):
         self.root = Path(root)
+        self.direct_io = bool(direct_io)
         if not isinstance(encode_threads, int) or encode_threads < 1:
             raise ValueError(f"encode_threads must be an int >= 1, got {encode_threads!r}")
         self.encode_threads = encode_threads
@@ -194,6 +201,8 @@ class DatasetWriter:
             (self.root / schema.DATA_DIR).glob("chunk-*/*file-*"), int(self.info["chunks_size"])
         )
         self._parquet: pq.ParquetWriter | None = None
+        self._file: DirectFile | None = None  # the file under self._parquet
+        self._sink: pa.BufferedOutputStream | None = None  # pyarrow's buffer in front of it
         self._row_groups = 0  # in the data file being written
         self._episode_file = self._data_file  # where the last episode written went
         # the disk writes, one row group after another, on a thread of their own (pyarrow releases the GIL)
@@ -521,7 +530,8 @@ class DatasetWriter:
                 pool.shutdown(wait=True, cancel_futures=True)
         self._episode_file = self._data_file
         try:
-            if self._partial_files[-1][0].stat().st_size >= self.info["data_files_size_in_mb"] * 2**20:
+            # bytes written, on disk or in the sink's buffer
+            if self._sink is not None and self._sink.tell() >= self.info["data_files_size_in_mb"] * 2**20:
                 self._roll_data_file()
         except Exception as exc:
             self._broken = f"writing frames failed: {exc}"
@@ -536,8 +546,14 @@ class DatasetWriter:
             final = self.root / schema.DATA_PATH.format(chunk_index=chunk, file_index=file)
             partial = final.with_name(f".{final.name}.partial")
             partial.parent.mkdir(parents=True, exist_ok=True)
-            self._parquet = pq.ParquetWriter(partial, table_schema, **self._parquet_options(table_schema))
+            self._file = DirectFile(partial, direct=self.direct_io)
             self._partial_files.append((partial, final))
+            # pyarrow writes many small pieces (page headers, pages); gathered natively, the Python file is called
+            # once per buffer, not for each piece while the converting thread holds the interpreter lock
+            self._sink = pa.BufferedOutputStream(
+                pa.PythonFile(self._file, mode="w"), buffer_size=self._file.buffer_size
+            )
+            self._parquet = pq.ParquetWriter(self._sink, table_schema, **self._parquet_options(table_schema))
             self._row_groups = 0
         except Exception as exc:
             self._broken = f"writing frames failed: {exc}"
@@ -558,8 +574,7 @@ class DatasetWriter:
         if self._row_groups == groups_before:
             return
         try:
-            self._parquet.close()
-            self._parquet = None
+            self._close_data_file()
             partial = self._partial_files[-1][0]
             if groups_before == 0:
                 partial.unlink()
@@ -578,9 +593,27 @@ class DatasetWriter:
             self._broken = f"taking a failed episode's frames out of {self._partial_files[-1][0]} failed: {exc}"
             raise
 
+    def _close_data_file(self) -> None:
+        """Close the data file being written: the parquet footer, then the file itself (its last bytes)."""
+        parquet, sink, file, self._parquet, self._sink, self._file = (
+            self._parquet,
+            self._sink,
+            self._file,
+            None,
+            None,
+            None,
+        )
+        try:
+            if parquet is not None:
+                parquet.close()
+            if sink is not None:
+                sink.close()  # its last buffer into the file
+        finally:
+            if file is not None:
+                file.close()
+
     def _roll_data_file(self) -> None:
-        self._parquet.close()
-        self._parquet = None
+        self._close_data_file()
         chunk, file = self._data_file
         self._data_file = (chunk + 1, 0) if file + 1 >= self.info["chunks_size"] else (chunk, file + 1)
 
@@ -593,9 +626,7 @@ class DatasetWriter:
         self._closed = True
         self._writes.shutdown(wait=True)
         try:
-            if self._parquet is not None:
-                self._parquet.close()
-                self._parquet = None
+            self._close_data_file()
             if self._broken:
                 for partial, _ in self._partial_files:
                     partial.unlink(missing_ok=True)
