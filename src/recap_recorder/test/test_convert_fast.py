@@ -105,7 +105,7 @@ def test_joint_state_fields_are_rosbags_own_or_left_to_rosbags(
         if fields is not None:
             assert fields[0] == tuple(expected.name)
             assert fields[1].dtype == np.float64
-            assert np.array_equal(fields[1], np.asarray(expected.position, np.float64))
+            assert np.array_equal(fields[1], np.asarray(expected.position, np.float64), equal_nan=True)
         elif cut is None and flip is None:
             pytest.fail("an intact JointState was left to rosbags")
 
