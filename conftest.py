@@ -55,6 +55,14 @@ def feeder(probe):
     station.stop()
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Fast DDS segments of the processes this session killed (and of any other dead process) would stay in
+    /dev/shm, 32 MB each with the localhost profile: removed, those of live processes kept."""
+    from recap_ros.testing.shm import remove_stale_segments
+
+    remove_stale_segments()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("CI") and not os.environ.get("RECAP_RUN_GPU_TESTS"):
         skip_gpu = pytest.mark.skip(reason="needs a CUDA device; CI has none")
