@@ -595,14 +595,8 @@ class DatasetWriter:
 
     def _close_data_file(self) -> None:
         """Close the data file being written: the parquet footer, then the file itself (its last bytes)."""
-        parquet, sink, file, self._parquet, self._sink, self._file = (
-            self._parquet,
-            self._sink,
-            self._file,
-            None,
-            None,
-            None,
-        )
+        parquet, sink, file = self._parquet, self._sink, self._file
+        self._parquet = self._sink = self._file = None
         try:
             if parquet is not None:
                 parquet.close()
