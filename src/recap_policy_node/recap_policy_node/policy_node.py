@@ -104,7 +104,7 @@ class PolicyNode(ModelServingNode):
         )
         self.control_scheduling = "other"  # what the control thread got: "fifo N", or "other (why)"
         self._inference_fifo = False
-        self._fifo_helpers: list[int] = []  # thread ids given the inference priority: this thread, the connection's
+        self._fifo_helpers: list[int] = []  # ids of the connection's threads given the inference thread's priority
         self.inference_scheduling = "other"  # "fifo N (threads tid,...)" while the model runs in another process
         self.middleware_scheduling = "other"  # "fifo N (threads tid,...)": the DDS receiving threads raised
         self.seed = declare(
@@ -386,10 +386,15 @@ class PolicyNode(ModelServingNode):
             )
             return
         self.control_scheduling = f"fifo {self.control_priority}"
-        _set_fifo(threading.main_thread().native_id, max(1, self.control_priority - 1))
-        raised = _raise_middleware_threads(max(1, self.control_priority - 1))
+        _set_fifo(threading.main_thread().native_id, self._path_priority)
+        raised = _raise_middleware_threads(self._path_priority)
         if raised:
-            self.middleware_scheduling = f"fifo {max(1, self.control_priority - 1)} (threads {','.join(raised)})"
+            self.middleware_scheduling = f"fifo {self._path_priority} (threads {','.join(raised)})"
+
+    @property
+    def _path_priority(self) -> int:
+        """SCHED_FIFO of the threads an observation or a chunk passes through: one below the control thread."""
+        return max(1, self.control_priority - 1)
 
     def _inference_scheduling(self, runner) -> None:
         """On the inference thread, before each chunk: one below ``control_priority`` while the model runs in
@@ -402,7 +407,7 @@ class PolicyNode(ModelServingNode):
         if not self.control_scheduling.startswith("fifo"):
             return
         fifo = bool(self.control_priority) and getattr(runner, "remote", False)
-        priority = max(1, self.control_priority - 1)
+        priority = self._path_priority
         if fifo != self._inference_fifo:
             _set_fifo(0, priority if fifo else 0)
             self._inference_fifo = fifo
